@@ -1,0 +1,8 @@
+//! warren: a RabbitMQ-compatible AMQP 0-9-1 broker, thread-per-core on io_uring.
+//!
+//! Layers (each depends only on those above it; see README "Architecture"):
+//! `protocol` → `session` / `routing` → `queue` → `storage` → `shard` (the only
+//! user of glommio).
+
+pub mod protocol;
+pub mod routing;

@@ -1,0 +1,1 @@
+//! Exchanges and bindings: pure routing tables, replicated on every shard.
