@@ -6,3 +6,7 @@
 
 pub mod protocol;
 pub mod routing;
+pub mod config;
+pub mod ids;
+pub mod message;
+pub mod queue;

@@ -1,0 +1,89 @@
+//! Every limit and tunable in one place, with defaults that match RabbitMQ's
+//! where a client would notice.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Broker configuration. Built once at start and shared read-only by every shard.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// AMQP listening address; port 0 picks an ephemeral port (tests).
+    pub bind: IpAddr,
+    pub port: u16,
+    /// Number of shards (pinned executors). 0 = one per available core.
+    pub shards: usize,
+    pub data_dir: PathBuf,
+    pub limits: Limits,
+    /// Default vhost and user created on first start, as RabbitMQ does.
+    pub default_vhost: String,
+    pub default_user: String,
+    pub default_pass: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            port: 5672,
+            shards: 0,
+            data_dir: PathBuf::from("./warren-data"),
+            limits: Limits::default(),
+            default_vhost: "/".into(),
+            default_user: "guest".into(),
+            default_pass: "guest".into(),
+        }
+    }
+}
+
+/// Protocol and resource limits. Every buffer, queue and channel in warren is
+/// bounded by one of these.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame we accept and offer in `connection.tune` (RabbitMQ: 131072).
+    pub frame_max: u32,
+    /// Channels per connection offered in `connection.tune` (RabbitMQ: 2047).
+    pub channel_max: u16,
+    /// Heartbeat interval offered in `connection.tune` (RabbitMQ: 60 s).
+    pub heartbeat: Duration,
+    /// Largest message body accepted (RabbitMQ 3.x default: 128 MiB).
+    pub max_message_size: u64,
+    /// Time allowed from TCP accept to `connection.open` (RabbitMQ: 10 s).
+    pub handshake_timeout: Duration,
+    /// Bytes of unprocessed input a connection may hold before it stops reading.
+    pub read_buffer: usize,
+    /// Bytes of pending output after which a connection stops reading input
+    /// (its own publishes would only grow the backlog) and consumers pause.
+    pub write_buffer_high: usize,
+    /// Deliveries in flight (sent by a queue but not yet written to the socket)
+    /// per consumer that has no prefetch bound (no-ack, or prefetch 0).
+    pub consumer_window: u32,
+    /// Capacity, in batches, of each inter-shard ring.
+    pub ring_capacity: usize,
+    /// Items held for one destination shard before its senders stop reading.
+    pub outbox_high: usize,
+    /// Messages held in a transaction before `tx.commit` (RabbitMQ has no
+    /// limit; unbounded growth is not acceptable here).
+    pub tx_max_messages: usize,
+    /// Unconfirmed publishes per channel before the channel stops reading.
+    pub max_unconfirmed: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: Duration::from_secs(60),
+            max_message_size: 128 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            read_buffer: 256 * 1024,
+            write_buffer_high: 4 * 1024 * 1024,
+            consumer_window: 2048,
+            ring_capacity: 1024,
+            outbox_high: 16 * 1024,
+            tx_max_messages: 1_000_000,
+            max_unconfirmed: 1_000_000,
+        }
+    }
+}

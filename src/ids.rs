@@ -1,0 +1,98 @@
+//! Identifiers shared by every layer. All are small `Copy` values so they
+//! cross shards for free.
+
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Index of a shard (one pinned executor).
+pub type ShardId = u16;
+
+/// A queue, unique for the broker's lifetime (never reused, even after
+/// deletion, so a stale reference can never hit a newer queue).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct QueueId(pub u64);
+
+/// An exchange, unique for the broker's lifetime.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ExchangeId(pub u64);
+
+/// A virtual host.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct VhostId(pub u32);
+
+/// A client connection. The owning shard is in the top 16 bits, so any shard
+/// can route to a connection without a lookup.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    pub fn new(shard: ShardId, seq: u64) -> Self {
+        debug_assert!(seq < 1 << 48);
+        ConnId(((shard as u64) << 48) | (seq & ((1 << 48) - 1)))
+    }
+    pub fn shard(self) -> ShardId {
+        (self.0 >> 48) as ShardId
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn{}.{}", self.shard(), self.0 & ((1 << 48) - 1))
+    }
+}
+
+/// A channel of a connection.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ChannelRef {
+    pub conn: ConnId,
+    pub channel: u16,
+}
+
+impl ChannelRef {
+    pub fn shard(self) -> ShardId {
+        self.conn.shard()
+    }
+}
+
+/// A consumer: its channel plus the channel-local consumer number (consumer
+/// tags are strings; queues and shards pass this number instead).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ConsumerRef {
+    pub ch: ChannelRef,
+    pub id: u32,
+}
+
+impl ConsumerRef {
+    pub fn shard(self) -> ShardId {
+        self.ch.shard()
+    }
+}
+
+/// Hasher for keys that are already well distributed or sequential integers
+/// (sequence numbers, ids): one multiply instead of SipHash on the hot path.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: sequential ids spread over the whole table.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64)
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(n as u64)
+    }
+}
+
+pub type IdBuildHasher = BuildHasherDefault<IdHasher>;
+pub type IdMap<K, V> = std::collections::HashMap<K, V, IdBuildHasher>;

@@ -1,0 +1,519 @@
+//! One queue's state machine. Owned by the queue's shard; every method is a
+//! synchronous state transition whose effects (deliveries, credit requests)
+//! go to a [`QueueSink`] supplied by the runtime.
+
+use super::consumer::{Consumer, ConsumerSpec};
+use super::ready::{Entry, ReadyList};
+use crate::ids::{ConsumerRef, IdMap, QueueId};
+use crate::message::Message;
+
+/// A message handed to a consumer (or to `basic.get`).
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub consumer: ConsumerRef,
+    pub queue: QueueId,
+    pub seq: u64,
+    pub msg: Message,
+    pub redelivered: bool,
+    /// The consumer must ack it (it is in the queue's unacked map).
+    pub needs_ack: bool,
+    /// The consumer's channel must report it written (transport window).
+    pub tracked: bool,
+}
+
+/// Where a queue's effects go.
+pub trait QueueSink {
+    fn deliver(&mut self, d: Delivery);
+    /// The consumer is under a channel-wide prefetch and needs a credit.
+    fn request_credit(&mut self, consumer: ConsumerRef);
+    /// Credit granted earlier that the queue cannot use now (no messages).
+    fn return_credit(&mut self, consumer: ConsumerRef, n: u32);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeError {
+    /// An exclusive consumer holds the queue, or one was asked for while
+    /// others exist (RabbitMQ: 403 ACCESS_REFUSED "… in exclusive use").
+    ExclusiveInUse,
+}
+
+/// Counters for management and metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QueueStats {
+    pub published: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub redelivered: u64,
+    pub get: u64,
+}
+
+struct Unacked {
+    entry: Entry,
+    /// None for `basic.get` in ack mode.
+    consumer: Option<ConsumerRef>,
+}
+
+/// A queue's messages and consumers.
+pub struct Queue {
+    pub id: QueueId,
+    ready: ReadyList,
+    unacked: IdMap<u64, Unacked>,
+    unacked_bytes: u64,
+    consumers: Vec<Consumer>,
+    next_consumer: usize,
+    next_seq: u64,
+    /// Transport window for consumers not bounded by prefetch.
+    window: u32,
+    pub stats: QueueStats,
+}
+
+impl Queue {
+    pub fn new(id: QueueId, window: u32) -> Self {
+        Queue {
+            id,
+            ready: ReadyList::default(),
+            unacked: IdMap::default(),
+            unacked_bytes: 0,
+            consumers: Vec::new(),
+            next_consumer: 0,
+            next_seq: 1,
+            window: window.max(1),
+            stats: QueueStats::default(),
+        }
+    }
+
+    pub fn ready_count(&self) -> usize {
+        self.ready.len()
+    }
+    pub fn ready_bytes(&self) -> u64 {
+        self.ready.bytes()
+    }
+    pub fn unacked_count(&self) -> usize {
+        self.unacked.len()
+    }
+    pub fn unacked_bytes(&self) -> u64 {
+        self.unacked_bytes
+    }
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+    pub fn consumers(&self) -> impl Iterator<Item = &Consumer> {
+        self.consumers.iter()
+    }
+    pub fn is_unused(&self) -> bool {
+        self.consumers.is_empty()
+    }
+
+    /// Enqueues a message and returns its sequence number. Call
+    /// [`Queue::dispatch`] afterwards (once per batch).
+    pub fn publish(&mut self, msg: Message) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.stats.published += 1;
+        self.ready.push_new(Entry {
+            seq,
+            msg,
+            redelivered: false,
+        });
+        seq
+    }
+
+    pub fn add_consumer(
+        &mut self,
+        spec: ConsumerSpec,
+        sink: &mut impl QueueSink,
+    ) -> Result<(), ConsumeError> {
+        let exclusive_held = self.consumers.iter().any(|c| c.spec.exclusive);
+        if exclusive_held || (spec.exclusive && !self.consumers.is_empty()) {
+            return Err(ConsumeError::ExclusiveInUse);
+        }
+        self.consumers.push(Consumer::new(spec));
+        self.dispatch(sink);
+        Ok(())
+    }
+
+    /// Removes a consumer; its unacked messages stay with its channel.
+    pub fn cancel_consumer(&mut self, cref: ConsumerRef) -> bool {
+        let Some(i) = self.consumers.iter().position(|c| c.spec.cref == cref) else {
+            return false;
+        };
+        self.consumers.remove(i);
+        if self.next_consumer > i {
+            self.next_consumer -= 1;
+        }
+        true
+    }
+
+    /// Removes every consumer of a channel (channel closed). Returns how many.
+    pub fn cancel_channel_consumers(&mut self, ch: crate::ids::ChannelRef) -> usize {
+        let before = self.consumers.len();
+        let mut i = 0;
+        while i < self.consumers.len() {
+            if self.consumers[i].spec.cref.ch == ch {
+                self.consumers.remove(i);
+                if self.next_consumer > i {
+                    self.next_consumer -= 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
+        before - self.consumers.len()
+    }
+
+    fn consumer_mut(&mut self, cref: ConsumerRef) -> Option<&mut Consumer> {
+        self.consumers.iter_mut().find(|c| c.spec.cref == cref)
+    }
+
+    /// Hands ready messages to consumers with capacity, round-robin.
+    pub fn dispatch(&mut self, sink: &mut impl QueueSink) {
+        let window = self.window;
+        while !self.ready.is_empty() {
+            let n = self.consumers.len();
+            if n == 0 {
+                return;
+            }
+            let mut chosen = None;
+            for k in 0..n {
+                let i = (self.next_consumer + k) % n;
+                let c = &mut self.consumers[i];
+                if !c.has_capacity(window) {
+                    continue;
+                }
+                if c.spec.channel_limited && c.channel_credit == 0 {
+                    if !c.credit_requested {
+                        c.credit_requested = true;
+                        sink.request_credit(c.spec.cref);
+                    }
+                    continue;
+                }
+                chosen = Some(i);
+                break;
+            }
+            let Some(i) = chosen else { return };
+            self.next_consumer = (i + 1) % n;
+            let entry = self.ready.pop_front().expect("ready is not empty");
+            let c = &mut self.consumers[i];
+            if c.spec.channel_limited {
+                c.channel_credit -= 1;
+            }
+            let tracked = c.window_tracked(window);
+            if tracked {
+                c.in_flight += 1;
+            }
+            let needs_ack = !c.spec.no_ack;
+            let cref = c.spec.cref;
+            if needs_ack {
+                c.unacked += 1;
+            }
+            self.stats.delivered += 1;
+            if entry.redelivered {
+                self.stats.redelivered += 1;
+            }
+            let d = Delivery {
+                consumer: cref,
+                queue: self.id,
+                seq: entry.seq,
+                msg: entry.msg.clone(),
+                redelivered: entry.redelivered,
+                needs_ack,
+                tracked,
+            };
+            if needs_ack {
+                self.unacked_bytes += entry.msg.body_len() as u64;
+                self.unacked.insert(
+                    entry.seq,
+                    Unacked {
+                        entry,
+                        consumer: Some(cref),
+                    },
+                );
+            }
+            sink.deliver(d);
+        }
+        // Channel credit held by consumers of an empty queue would starve the
+        // channel's other consumers: give it back.
+        for c in &mut self.consumers {
+            if c.channel_credit > 0 {
+                sink.return_credit(c.spec.cref, c.channel_credit);
+                c.channel_credit = 0;
+            }
+        }
+    }
+
+    /// `basic.get`: the head message, and how many remain after it. In ack
+    /// mode the message is held as unacked for the getting channel, which
+    /// owns the returned seq.
+    pub fn get(&mut self, no_ack: bool) -> Option<(Entry, u32)> {
+        let entry = self.ready.pop_front()?;
+        self.stats.get += 1;
+        if entry.redelivered {
+            self.stats.redelivered += 1;
+        }
+        if !no_ack {
+            self.unacked_bytes += entry.msg.body_len() as u64;
+            self.unacked.insert(
+                entry.seq,
+                Unacked {
+                    entry: entry.clone(),
+                    consumer: None,
+                },
+            );
+        }
+        let remaining = self.ready.len().min(u32::MAX as usize) as u32;
+        Some((entry, remaining))
+    }
+
+    fn take_unacked(&mut self, seq: u64) -> Option<Entry> {
+        let u = self.unacked.remove(&seq)?;
+        self.unacked_bytes -= u.entry.msg.body_len() as u64;
+        if let Some(cref) = u.consumer {
+            if let Some(c) = self.consumer_mut(cref) {
+                c.unacked = c.unacked.saturating_sub(1);
+            }
+        }
+        Some(u.entry)
+    }
+
+    /// Acknowledges a delivery; the message is gone. False if unknown.
+    pub fn ack(&mut self, seq: u64) -> bool {
+        let ok = self.take_unacked(seq).is_some();
+        if ok {
+            self.stats.acked += 1;
+        }
+        ok
+    }
+
+    /// Rejects a delivery. With `requeue` it goes back to its position marked
+    /// redelivered; otherwise it is removed and returned (for dead-lettering).
+    pub fn reject(&mut self, seq: u64, requeue: bool) -> Option<Entry> {
+        let mut e = self.take_unacked(seq)?;
+        if requeue {
+            e.redelivered = true;
+            self.ready.requeue(vec![e]);
+            None
+        } else {
+            Some(e)
+        }
+    }
+
+    /// Requeues many deliveries at once (channel closed, `basic.recover`).
+    pub fn requeue(&mut self, seqs: impl IntoIterator<Item = u64>) {
+        let mut back = Vec::new();
+        for seq in seqs {
+            if let Some(mut e) = self.take_unacked(seq) {
+                e.redelivered = true;
+                back.push(e);
+            }
+        }
+        self.ready.requeue(back);
+    }
+
+    /// The consumer's channel wrote `n` tracked deliveries to its socket.
+    pub fn written(&mut self, cref: ConsumerRef, n: u32) {
+        if let Some(c) = self.consumer_mut(cref) {
+            c.in_flight = c.in_flight.saturating_sub(n);
+        }
+    }
+
+    /// A channel-wide limit granted `n` deliveries to this consumer.
+    pub fn grant_credit(&mut self, cref: ConsumerRef, n: u32, sink: &mut impl QueueSink) {
+        match self.consumer_mut(cref) {
+            Some(c) => {
+                c.channel_credit += n;
+                c.credit_requested = false;
+            }
+            None => {
+                sink.return_credit(cref, n);
+                return;
+            }
+        }
+        self.dispatch(sink);
+    }
+
+    /// Drops every ready message; returns how many (`queue.purge`). Unacked
+    /// messages are not touched, as in RabbitMQ.
+    pub fn purge(&mut self) -> u32 {
+        let n = self.ready.len();
+        self.ready.drain_all();
+        n.min(u32::MAX as usize) as u32
+    }
+
+    /// The consumers to notify when the queue is deleted.
+    pub fn consumer_refs(&self) -> Vec<ConsumerRef> {
+        self.consumers.iter().map(|c| c.spec.cref).collect()
+    }
+
+    pub fn ready_iter(&self) -> impl Iterator<Item = &Entry> {
+        self.ready.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ChannelRef, ConnId};
+
+    #[derive(Default)]
+    struct Sink {
+        out: Vec<Delivery>,
+        requests: Vec<ConsumerRef>,
+        returned: Vec<(ConsumerRef, u32)>,
+    }
+    impl QueueSink for Sink {
+        fn deliver(&mut self, d: Delivery) {
+            self.out.push(d);
+        }
+        fn request_credit(&mut self, c: ConsumerRef) {
+            self.requests.push(c);
+        }
+        fn return_credit(&mut self, c: ConsumerRef, n: u32) {
+            self.returned.push((c, n));
+        }
+    }
+
+    fn cref(n: u32) -> ConsumerRef {
+        ConsumerRef {
+            ch: ChannelRef {
+                conn: ConnId::new(0, 1),
+                channel: 1,
+            },
+            id: n,
+        }
+    }
+
+    fn spec(n: u32, prefetch: u32, no_ack: bool) -> ConsumerSpec {
+        ConsumerSpec {
+            cref: cref(n),
+            no_ack,
+            exclusive: false,
+            prefetch,
+            channel_limited: false,
+        }
+    }
+
+    fn msg(i: u32) -> Message {
+        Message::assemble(b"", b"q", b"", &i.to_be_bytes())
+    }
+
+    fn body(d: &Delivery) -> u32 {
+        u32::from_be_bytes(d.msg.body().try_into().unwrap())
+    }
+
+    #[test]
+    fn fifo_and_prefetch() {
+        let mut q = Queue::new(QueueId(1), 100);
+        let mut s = Sink::default();
+        for i in 0..5 {
+            q.publish(msg(i));
+        }
+        q.add_consumer(spec(1, 2, false), &mut s).unwrap();
+        assert_eq!(s.out.iter().map(body).collect::<Vec<_>>(), vec![0, 1]);
+        assert!(q.ack(s.out[0].seq));
+        q.dispatch(&mut s);
+        assert_eq!(s.out.len(), 3);
+        assert_eq!(body(&s.out[2]), 2);
+        assert_eq!(q.ready_count(), 2);
+        assert_eq!(q.unacked_count(), 2);
+        assert!(!q.ack(s.out[0].seq), "double ack is refused");
+    }
+
+    #[test]
+    fn round_robin_respects_capacity() {
+        let mut q = Queue::new(QueueId(1), 100);
+        let mut s = Sink::default();
+        q.add_consumer(spec(1, 1, false), &mut s).unwrap();
+        q.add_consumer(spec(2, 0, false), &mut s).unwrap();
+        for i in 0..4 {
+            q.publish(msg(i));
+        }
+        q.dispatch(&mut s);
+        let who: Vec<u32> = s.out.iter().map(|d| d.consumer.id).collect();
+        assert_eq!(who, vec![1, 2, 2, 2]);
+    }
+
+    #[test]
+    fn requeue_restores_order_and_marks_redelivered() {
+        let mut q = Queue::new(QueueId(1), 100);
+        let mut s = Sink::default();
+        for i in 0..3 {
+            q.publish(msg(i));
+        }
+        q.add_consumer(spec(1, 2, false), &mut s).unwrap();
+        let seqs: Vec<u64> = s.out.iter().map(|d| d.seq).collect();
+        q.cancel_consumer(cref(1));
+        q.requeue(seqs.into_iter().rev());
+        q.add_consumer(spec(2, 0, true), &mut s).unwrap();
+        let tail: Vec<(u32, bool)> = s.out[2..].iter().map(|d| (body(d), d.redelivered)).collect();
+        assert_eq!(tail, vec![(0, true), (1, true), (2, false)]);
+    }
+
+    #[test]
+    fn window_bounds_no_ack_consumers() {
+        let mut q = Queue::new(QueueId(1), 3);
+        let mut s = Sink::default();
+        for i in 0..10 {
+            q.publish(msg(i));
+        }
+        q.add_consumer(spec(1, 0, true), &mut s).unwrap();
+        assert_eq!(s.out.len(), 3);
+        assert!(s.out.iter().all(|d| d.tracked && !d.needs_ack));
+        q.written(cref(1), 2);
+        q.dispatch(&mut s);
+        assert_eq!(s.out.len(), 5);
+    }
+
+    #[test]
+    fn exclusive_consumer() {
+        let mut q = Queue::new(QueueId(1), 3);
+        let mut s = Sink::default();
+        let mut ex = spec(1, 0, false);
+        ex.exclusive = true;
+        q.add_consumer(ex.clone(), &mut s).unwrap();
+        assert_eq!(
+            q.add_consumer(spec(2, 0, false), &mut s),
+            Err(ConsumeError::ExclusiveInUse)
+        );
+        q.cancel_consumer(cref(1));
+        q.add_consumer(spec(2, 0, false), &mut s).unwrap();
+        ex.cref = cref(3);
+        assert_eq!(q.add_consumer(ex, &mut s), Err(ConsumeError::ExclusiveInUse));
+    }
+
+    #[test]
+    fn channel_credit_protocol() {
+        let mut q = Queue::new(QueueId(1), 100);
+        let mut s = Sink::default();
+        let mut sp = spec(1, 0, false);
+        sp.channel_limited = true;
+        q.add_consumer(sp, &mut s).unwrap();
+        q.publish(msg(0));
+        q.publish(msg(1));
+        q.dispatch(&mut s);
+        assert!(s.out.is_empty());
+        assert_eq!(s.requests, vec![cref(1)]);
+        q.dispatch(&mut s);
+        assert_eq!(s.requests.len(), 1, "asks once");
+        q.grant_credit(cref(1), 5, &mut s);
+        assert_eq!(s.out.len(), 2);
+        assert_eq!(s.returned, vec![(cref(1), 3)]);
+    }
+
+    #[test]
+    fn get_and_reject() {
+        let mut q = Queue::new(QueueId(1), 100);
+        q.publish(msg(7));
+        q.publish(msg(8));
+        let (e, left) = q.get(false).unwrap();
+        assert_eq!(left, 1);
+        assert!(q.reject(e.seq, true).is_none());
+        let (e2, _) = q.get(true).unwrap();
+        assert_eq!(e2.seq, e.seq);
+        assert!(e2.redelivered);
+        let (e3, left) = q.get(false).unwrap();
+        assert_eq!(left, 0);
+        let dropped = q.reject(e3.seq, false).unwrap();
+        assert_eq!(dropped.seq, e3.seq);
+        assert!(q.get(false).is_none());
+    }
+}
