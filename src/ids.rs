@@ -41,11 +41,14 @@ impl fmt::Debug for ConnId {
     }
 }
 
-/// A channel of a connection.
+/// One incarnation of a channel of a connection. `epoch` changes each time
+/// a channel number is opened, so late events addressed to a closed channel
+/// never reach a new channel that reuses its number.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct ChannelRef {
     pub conn: ConnId,
     pub channel: u16,
+    pub epoch: u32,
 }
 
 impl ChannelRef {

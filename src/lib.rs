@@ -10,3 +10,9 @@ pub mod config;
 pub mod ids;
 pub mod message;
 pub mod queue;
+pub mod broker;
+pub mod session;
+pub mod shard;
+
+pub use config::{Config, Limits};
+pub use shard::{ServerHandle, start};

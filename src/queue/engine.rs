@@ -118,17 +118,14 @@ impl Queue {
         seq
     }
 
-    pub fn add_consumer(
-        &mut self,
-        spec: ConsumerSpec,
-        sink: &mut impl QueueSink,
-    ) -> Result<(), ConsumeError> {
+    /// Adds a consumer. Call [`Queue::dispatch`] afterwards (after the
+    /// `consume-ok`, which must reach the client before any delivery).
+    pub fn add_consumer(&mut self, spec: ConsumerSpec) -> Result<(), ConsumeError> {
         let exclusive_held = self.consumers.iter().any(|c| c.spec.exclusive);
         if exclusive_held || (spec.exclusive && !self.consumers.is_empty()) {
             return Err(ConsumeError::ExclusiveInUse);
         }
         self.consumers.push(Consumer::new(spec));
-        self.dispatch(sink);
         Ok(())
     }
 
@@ -377,6 +374,7 @@ mod tests {
             ch: ChannelRef {
                 conn: ConnId::new(0, 1),
                 channel: 1,
+                epoch: 1,
             },
             id: n,
         }
@@ -407,7 +405,8 @@ mod tests {
         for i in 0..5 {
             q.publish(msg(i));
         }
-        q.add_consumer(spec(1, 2, false), &mut s).unwrap();
+        q.add_consumer(spec(1, 2, false)).unwrap();
+        q.dispatch(&mut s);
         assert_eq!(s.out.iter().map(body).collect::<Vec<_>>(), vec![0, 1]);
         assert!(q.ack(s.out[0].seq));
         q.dispatch(&mut s);
@@ -422,8 +421,10 @@ mod tests {
     fn round_robin_respects_capacity() {
         let mut q = Queue::new(QueueId(1), 100);
         let mut s = Sink::default();
-        q.add_consumer(spec(1, 1, false), &mut s).unwrap();
-        q.add_consumer(spec(2, 0, false), &mut s).unwrap();
+        q.add_consumer(spec(1, 1, false)).unwrap();
+        q.dispatch(&mut s);
+        q.add_consumer(spec(2, 0, false)).unwrap();
+        q.dispatch(&mut s);
         for i in 0..4 {
             q.publish(msg(i));
         }
@@ -439,11 +440,13 @@ mod tests {
         for i in 0..3 {
             q.publish(msg(i));
         }
-        q.add_consumer(spec(1, 2, false), &mut s).unwrap();
+        q.add_consumer(spec(1, 2, false)).unwrap();
+        q.dispatch(&mut s);
         let seqs: Vec<u64> = s.out.iter().map(|d| d.seq).collect();
         q.cancel_consumer(cref(1));
         q.requeue(seqs.into_iter().rev());
-        q.add_consumer(spec(2, 0, true), &mut s).unwrap();
+        q.add_consumer(spec(2, 0, true)).unwrap();
+        q.dispatch(&mut s);
         let tail: Vec<(u32, bool)> = s.out[2..].iter().map(|d| (body(d), d.redelivered)).collect();
         assert_eq!(tail, vec![(0, true), (1, true), (2, false)]);
     }
@@ -455,7 +458,8 @@ mod tests {
         for i in 0..10 {
             q.publish(msg(i));
         }
-        q.add_consumer(spec(1, 0, true), &mut s).unwrap();
+        q.add_consumer(spec(1, 0, true)).unwrap();
+        q.dispatch(&mut s);
         assert_eq!(s.out.len(), 3);
         assert!(s.out.iter().all(|d| d.tracked && !d.needs_ack));
         q.written(cref(1), 2);
@@ -469,15 +473,17 @@ mod tests {
         let mut s = Sink::default();
         let mut ex = spec(1, 0, false);
         ex.exclusive = true;
-        q.add_consumer(ex.clone(), &mut s).unwrap();
+        q.add_consumer(ex.clone()).unwrap();
+        q.dispatch(&mut s);
         assert_eq!(
-            q.add_consumer(spec(2, 0, false), &mut s),
+            q.add_consumer(spec(2, 0, false)),
             Err(ConsumeError::ExclusiveInUse)
         );
         q.cancel_consumer(cref(1));
-        q.add_consumer(spec(2, 0, false), &mut s).unwrap();
+        q.add_consumer(spec(2, 0, false)).unwrap();
+        q.dispatch(&mut s);
         ex.cref = cref(3);
-        assert_eq!(q.add_consumer(ex, &mut s), Err(ConsumeError::ExclusiveInUse));
+        assert_eq!(q.add_consumer(ex), Err(ConsumeError::ExclusiveInUse));
     }
 
     #[test]
@@ -486,7 +492,8 @@ mod tests {
         let mut s = Sink::default();
         let mut sp = spec(1, 0, false);
         sp.channel_limited = true;
-        q.add_consumer(sp, &mut s).unwrap();
+        q.add_consumer(sp).unwrap();
+        q.dispatch(&mut s);
         q.publish(msg(0));
         q.publish(msg(1));
         q.dispatch(&mut s);

@@ -1,0 +1,85 @@
+//! The warren broker.
+
+use clap::Parser;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+/// A RabbitMQ-compatible AMQP 0-9-1 broker, thread-per-core on io_uring.
+#[derive(Parser, Debug)]
+#[command(name = "warren", version, about)]
+struct Args {
+    /// AMQP port.
+    #[arg(long, default_value_t = 5672)]
+    port: u16,
+    /// Address to listen on (default: all interfaces).
+    #[arg(long, default_value = "::")]
+    bind: IpAddr,
+    /// Number of shards (pinned executor threads); 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// Where durable state lives.
+    #[arg(long, default_value = "./warren-data")]
+    data_dir: PathBuf,
+    /// Largest frame offered to clients, in bytes (min 4096).
+    #[arg(long, default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(4096..))]
+    frame_max: u32,
+    /// Heartbeat interval offered to clients, in seconds (0 = off).
+    #[arg(long, default_value_t = 60)]
+    heartbeat: u64,
+    /// Channels per connection.
+    #[arg(long, default_value_t = 2047)]
+    channel_max: u16,
+    /// Largest message body accepted, in bytes.
+    #[arg(long, default_value_t = 128 * 1024 * 1024)]
+    max_message_size: u64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let args = Args::parse();
+    let mut cfg = warren::Config {
+        bind: args.bind,
+        port: args.port,
+        shards: args.shards,
+        data_dir: args.data_dir,
+        ..Default::default()
+    };
+    cfg.limits.frame_max = args.frame_max;
+    cfg.limits.heartbeat = std::time::Duration::from_secs(args.heartbeat);
+    cfg.limits.channel_max = args.channel_max;
+    cfg.limits.max_message_size = args.max_message_size;
+
+    // Block the signals before any thread starts so they all inherit the
+    // mask, then take them synchronously on this thread.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: plain libc signal-set manipulation on a local set.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+
+    let server = match warren::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warren: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = server.stopper();
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: waits for one of the blocked signals in `set`.
+        unsafe { libc::sigwait(&set, &mut sig) };
+        log::info!("received signal {sig}, shutting down");
+        stop.store(true, Ordering::SeqCst);
+    });
+    server.wait();
+    log::info!("warren stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,8 @@
+//! Broker model shared by every shard: the replicated topology, the
+//! requests channels make, and the control-plane rules that validate them.
+//! Pure: no I/O.
+
+pub mod args;
+pub mod control;
+pub mod request;
+pub mod topology;

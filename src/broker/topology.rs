@@ -1,0 +1,368 @@
+//! The broker's topology: vhosts, exchanges, queues and bindings.
+//!
+//! Replicated on every shard: each shard holds a full copy so a publish is
+//! routed on the connection's own shard without a hop. Shard 0 is the only
+//! writer: it validates a request ([`super::control`]), turns it into
+//! [`Change`]s, applies them to its copy, then broadcasts the same changes to
+//! every other shard, which apply them with [`Topology::apply`]. `apply` is
+//! deterministic and does no validation of its own, so all copies stay equal.
+
+use crate::ids::{ConnId, ExchangeId, IdMap, QueueId, ShardId, VhostId};
+use crate::protocol::{FieldTable, ShortStr};
+use crate::routing::{Bindings, ExchangeKind};
+use bytes::Bytes;
+use std::collections::HashMap;
+
+/// Where a binding leads.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum Dest {
+    Queue(QueueId),
+    Exchange(ExchangeId),
+}
+
+/// What declares an exchange, as stored and replicated.
+#[derive(Clone, Debug)]
+pub struct ExchangeDef {
+    pub id: ExchangeId,
+    pub vhost: VhostId,
+    pub name: ShortStr,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub args: FieldTable,
+}
+
+/// What declares a queue, as stored and replicated.
+#[derive(Clone, Debug)]
+pub struct QueueDef {
+    pub id: QueueId,
+    pub vhost: VhostId,
+    pub name: ShortStr,
+    /// The shard that holds the queue's messages and consumers.
+    pub owner: ShardId,
+    pub durable: bool,
+    /// The connection an exclusive queue belongs to.
+    pub exclusive: Option<ConnId>,
+    pub auto_delete: bool,
+    pub args: FieldTable,
+}
+
+/// One replicated topology mutation.
+#[derive(Clone, Debug)]
+pub enum Change {
+    AddVhost {
+        id: VhostId,
+        name: String,
+    },
+    DeleteVhost {
+        id: VhostId,
+    },
+    DeclareExchange(ExchangeDef),
+    DeleteExchange {
+        id: ExchangeId,
+    },
+    DeclareQueue(QueueDef),
+    DeleteQueue {
+        id: QueueId,
+    },
+    Bind {
+        source: ExchangeId,
+        dest: Dest,
+        key: ShortStr,
+        args: FieldTable,
+    },
+    Unbind {
+        source: ExchangeId,
+        dest: Dest,
+        key: ShortStr,
+        args: FieldTable,
+    },
+}
+
+/// An exchange and the bindings whose source it is.
+pub struct Exchange {
+    pub def: ExchangeDef,
+    pub bindings: Bindings<Dest>,
+}
+
+/// A virtual host's name index.
+pub struct Vhost {
+    pub id: VhostId,
+    pub name: String,
+    exchanges: HashMap<Bytes, ExchangeId>,
+    queues: HashMap<Bytes, QueueId>,
+}
+
+impl Vhost {
+    pub fn exchange_ids(&self) -> impl Iterator<Item = ExchangeId> + '_ {
+        self.exchanges.values().copied()
+    }
+    pub fn queue_ids(&self) -> impl Iterator<Item = QueueId> + '_ {
+        self.queues.values().copied()
+    }
+}
+
+/// Why a publish could not be routed at all (as opposed to routing nowhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    NoExchange,
+    Internal,
+}
+
+/// The pre-declared exchanges of every vhost, as RabbitMQ creates them.
+pub const STANDARD_EXCHANGES: [(&str, ExchangeKind, bool); 7] = [
+    ("", ExchangeKind::Direct, false),
+    ("amq.direct", ExchangeKind::Direct, false),
+    ("amq.fanout", ExchangeKind::Fanout, false),
+    ("amq.topic", ExchangeKind::Topic, false),
+    ("amq.headers", ExchangeKind::Headers, false),
+    ("amq.match", ExchangeKind::Headers, false),
+    ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
+];
+
+/// The whole topology. See the module docs for ownership.
+#[derive(Default)]
+pub struct Topology {
+    vhosts: HashMap<String, Vhost>,
+    vhost_names: IdMap<VhostId, String>,
+    exchanges: IdMap<ExchangeId, Exchange>,
+    queues: IdMap<QueueId, QueueDef>,
+    /// Bumped on every change; lets shards cache lookups safely.
+    version: u64,
+}
+
+impl Topology {
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn vhost(&self, name: &str) -> Option<&Vhost> {
+        self.vhosts.get(name)
+    }
+    pub fn vhost_by_id(&self, id: VhostId) -> Option<&Vhost> {
+        self.vhosts.get(self.vhost_names.get(&id)?)
+    }
+    pub fn vhost_name(&self, id: VhostId) -> &str {
+        self.vhost_names.get(&id).map(|s| s.as_str()).unwrap_or("?")
+    }
+    pub fn vhosts(&self) -> impl Iterator<Item = &Vhost> {
+        self.vhosts.values()
+    }
+
+    pub fn exchange(&self, id: ExchangeId) -> Option<&Exchange> {
+        self.exchanges.get(&id)
+    }
+    pub fn exchange_id(&self, vhost: VhostId, name: &[u8]) -> Option<ExchangeId> {
+        self.vhost_by_id(vhost)?.exchanges.get(name).copied()
+    }
+    pub fn exchange_by_name(&self, vhost: VhostId, name: &[u8]) -> Option<&Exchange> {
+        self.exchange(self.exchange_id(vhost, name)?)
+    }
+    pub fn exchanges(&self) -> impl Iterator<Item = &Exchange> {
+        self.exchanges.values()
+    }
+
+    pub fn queue(&self, id: QueueId) -> Option<&QueueDef> {
+        self.queues.get(&id)
+    }
+    pub fn queue_id(&self, vhost: VhostId, name: &[u8]) -> Option<QueueId> {
+        self.vhost_by_id(vhost)?.queues.get(name).copied()
+    }
+    pub fn queue_by_name(&self, vhost: VhostId, name: &[u8]) -> Option<&QueueDef> {
+        self.queue(self.queue_id(vhost, name)?)
+    }
+    pub fn queues(&self) -> impl Iterator<Item = &QueueDef> {
+        self.queues.values()
+    }
+
+    /// Every binding whose destination is `dest`, as (source, key, args).
+    pub fn bindings_to(&self, dest: Dest) -> Vec<(ExchangeId, ShortStr, FieldTable)> {
+        let mut v = Vec::new();
+        for ex in self.exchanges.values() {
+            for (k, a, d) in ex.bindings.iter() {
+                if d == dest {
+                    v.push((ex.def.id, k.clone(), a.clone()));
+                }
+            }
+        }
+        v
+    }
+
+    /// Applies one change. Deterministic; assumes shard 0 validated it.
+    pub fn apply(&mut self, change: &Change) {
+        self.version += 1;
+        match change {
+            Change::AddVhost { id, name } => {
+                self.vhost_names.insert(*id, name.clone());
+                self.vhosts.insert(
+                    name.clone(),
+                    Vhost {
+                        id: *id,
+                        name: name.clone(),
+                        exchanges: HashMap::new(),
+                        queues: HashMap::new(),
+                    },
+                );
+            }
+            Change::DeleteVhost { id } => {
+                if let Some(name) = self.vhost_names.remove(id) {
+                    self.vhosts.remove(&name);
+                }
+                self.exchanges.retain(|_, e| e.def.vhost != *id);
+                self.queues.retain(|_, q| q.vhost != *id);
+            }
+            Change::DeclareExchange(def) => {
+                if let Some(v) = self.vhost_names.get(&def.vhost).and_then(|n| self.vhosts.get_mut(n)) {
+                    v.exchanges.insert(def.name.bytes().clone(), def.id);
+                }
+                self.exchanges.insert(
+                    def.id,
+                    Exchange {
+                        bindings: Bindings::new(def.kind),
+                        def: def.clone(),
+                    },
+                );
+            }
+            Change::DeleteExchange { id } => {
+                if let Some(ex) = self.exchanges.remove(id) {
+                    if let Some(v) = self.vhost_names.get(&ex.def.vhost).and_then(|n| self.vhosts.get_mut(n)) {
+                        v.exchanges.remove(ex.def.name.as_bytes());
+                    }
+                    for other in self.exchanges.values_mut() {
+                        other.bindings.remove_destination(Dest::Exchange(*id));
+                    }
+                }
+            }
+            Change::DeclareQueue(def) => {
+                if let Some(v) = self.vhost_names.get(&def.vhost).and_then(|n| self.vhosts.get_mut(n)) {
+                    v.queues.insert(def.name.bytes().clone(), def.id);
+                }
+                self.queues.insert(def.id, def.clone());
+            }
+            Change::DeleteQueue { id } => {
+                if let Some(q) = self.queues.remove(id) {
+                    if let Some(v) = self.vhost_names.get(&q.vhost).and_then(|n| self.vhosts.get_mut(n)) {
+                        v.queues.remove(q.name.as_bytes());
+                    }
+                    for ex in self.exchanges.values_mut() {
+                        if ex.def.vhost == q.vhost {
+                            ex.bindings.remove_destination(Dest::Queue(*id));
+                        }
+                    }
+                }
+            }
+            Change::Bind {
+                source,
+                dest,
+                key,
+                args,
+            } => {
+                if let Some(ex) = self.exchanges.get_mut(source) {
+                    ex.bindings.bind(key, args, *dest);
+                }
+            }
+            Change::Unbind {
+                source,
+                dest,
+                key,
+                args,
+            } => {
+                if let Some(ex) = self.exchanges.get_mut(source) {
+                    ex.bindings.unbind(key, args, *dest);
+                }
+            }
+        }
+    }
+
+    /// Routes a publish to queues, following exchange-to-exchange bindings
+    /// (each exchange visited once, so cycles are harmless). `out` receives
+    /// each matching queue once, with its owner shard. `scratch` is reused
+    /// between calls to avoid allocation.
+    pub fn route(
+        &self,
+        vhost: VhostId,
+        exchange: &[u8],
+        routing_key: &[u8],
+        props: &[u8],
+        scratch: &mut RouteScratch,
+        out: &mut Vec<(QueueId, ShardId)>,
+    ) -> Result<(), RouteError> {
+        out.clear();
+        let Some(v) = self.vhost_by_id(vhost) else {
+            return Err(RouteError::NoExchange);
+        };
+        if exchange.is_empty() {
+            // The default exchange: routing key = queue name.
+            if let Some(q) = v.queues.get(routing_key).and_then(|id| self.queues.get(id)) {
+                out.push((q.id, q.owner));
+            }
+            return Ok(());
+        }
+        let Some(&root) = v.exchanges.get(exchange) else {
+            return Err(RouteError::NoExchange);
+        };
+        let ex = &self.exchanges[&root];
+        if ex.def.internal {
+            return Err(RouteError::Internal);
+        }
+        scratch.dests.clear();
+        scratch.visited.clear();
+        scratch.pending.clear();
+        scratch.pending.push(root);
+        scratch.visited.push(root);
+        // Headers are decoded only if a headers exchange is on the path.
+        let mut headers: Option<Option<FieldTable>> = None;
+        while let Some(eid) = scratch.pending.pop() {
+            let Some(ex) = self.exchanges.get(&eid) else {
+                continue;
+            };
+            let start = scratch.dests.len();
+            if ex.bindings.kind() == ExchangeKind::Headers {
+                let h = headers.get_or_insert_with(|| decode_headers(props));
+                ex.bindings.route(routing_key, h.as_ref(), &mut scratch.dests);
+            } else {
+                ex.bindings.route(routing_key, None, &mut scratch.dests);
+            }
+            for i in start..scratch.dests.len() {
+                match scratch.dests[i] {
+                    Dest::Queue(q) => {
+                        if let Some(def) = self.queues.get(&q) {
+                            out.push((q, def.owner));
+                        }
+                    }
+                    Dest::Exchange(e) => {
+                        if !scratch.visited.contains(&e) {
+                            scratch.visited.push(e);
+                            scratch.pending.push(e);
+                        }
+                    }
+                }
+            }
+        }
+        // Bindings dedupe within one exchange; only exchange-to-exchange
+        // routing can reach a queue twice.
+        if scratch.visited.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+        Ok(())
+    }
+}
+
+/// Reusable buffers for [`Topology::route`].
+#[derive(Default)]
+pub struct RouteScratch {
+    dests: Vec<Dest>,
+    visited: Vec<ExchangeId>,
+    pending: Vec<ExchangeId>,
+}
+
+/// The `headers` property of raw content-header properties, if any.
+pub fn decode_headers(props: &[u8]) -> Option<FieldTable> {
+    let summary = crate::protocol::scan_properties(props).ok()?;
+    let (start, end) = summary.headers?;
+    crate::protocol::Reader::new(Bytes::copy_from_slice(props.get(start..end)?))
+        .table()
+        .ok()
+}

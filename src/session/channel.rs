@@ -1,0 +1,1097 @@
+//! Channel state and the handling of every channel-level method.
+
+use super::connection::{Session, SessionStats};
+use super::confirms::ConfirmTracker;
+use super::publish::{self, Assembly, Body, Part, PublishHead};
+use super::unacked::{Outstanding, UnackedMap};
+use super::{Broker, Event};
+use crate::broker::request::{Reply, Request, Settle};
+use crate::ids::{ChannelRef, ConsumerRef, QueueId};
+use crate::message::Message;
+use crate::protocol::methods::*;
+use crate::protocol::{
+    AmqpError, FRAME_BODY, FRAME_HEADER, Method, ShortStr, parse_basic_publish, scan_properties,
+    write_basic_deliver, write_basic_get_ok, write_basic_nack, write_basic_return, write_content,
+    write_method_frame,
+};
+use crate::queue::ConsumerSpec;
+use crate::routing::ExchangeKind;
+use bytes::BytesMut;
+use std::collections::VecDeque;
+
+/// A consumer as its channel knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct ChanConsumer {
+    pub id: u32,
+    pub tag: ShortStr,
+    pub queue: QueueId,
+    /// Under the channel-wide prefetch (`basic.qos global=true`).
+    pub limited: bool,
+}
+
+/// The request a channel is waiting on, and how to answer the client.
+#[derive(Debug)]
+pub(crate) enum Pending {
+    Simple { nowait: bool },
+    Consume { tag: ShortStr, nowait: bool, limited: bool },
+    Cancel { tag: ShortStr, nowait: bool },
+    Get,
+}
+
+enum TxSettle {
+    Ack { tag: u64, multiple: bool },
+    Reject { tag: u64, multiple: bool, requeue: bool },
+}
+
+#[derive(Default)]
+struct Tx {
+    publishes: Vec<(Message, bool)>,
+    settles: Vec<TxSettle>,
+}
+
+/// One open channel. Owned by its connection's task.
+pub(crate) struct Channel {
+    pub cref: ChannelRef,
+    /// We sent `channel.close` and await `close-ok`.
+    pub closing: bool,
+    pub assembly: Assembly,
+    pub confirms: ConfirmTracker,
+    pub confirm_dirty: bool,
+    tx: Option<Tx>,
+    pub unacked: UnackedMap,
+    next_tag: u64,
+    pub consumers: Vec<ChanConsumer>,
+    /// Prefetch for consumers created from now on (`global=false`).
+    prefetch: u32,
+    /// Channel-wide prefetch (`global=true`); 0 = none.
+    global_prefetch: u32,
+    /// Credits granted plus limited deliveries unacked.
+    global_used: u32,
+    credit_waiting: VecDeque<(QueueId, ConsumerRef)>,
+    /// For the empty-queue-name shortcut.
+    last_queue: Option<ShortStr>,
+    pending: Option<Pending>,
+    scratch: Vec<Outstanding>,
+}
+
+fn unknown_tag(tag: u64) -> AmqpError {
+    AmqpError::precondition(format!("unknown delivery tag {tag}")).with_method(60, 80)
+}
+
+impl Channel {
+    fn new(cref: ChannelRef) -> Self {
+        Channel {
+            cref,
+            closing: false,
+            assembly: Assembly::Idle,
+            confirms: ConfirmTracker::default(),
+            confirm_dirty: false,
+            tx: None,
+            unacked: UnackedMap::default(),
+            next_tag: 1,
+            consumers: Vec::new(),
+            prefetch: 0,
+            global_prefetch: 0,
+            global_used: 0,
+            credit_waiting: VecDeque::new(),
+            last_queue: None,
+            pending: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn unacked_count(&self) -> usize {
+        self.unacked.len()
+    }
+    pub fn prefetch(&self) -> (u32, u32) {
+        (self.prefetch, self.global_prefetch)
+    }
+    pub fn in_confirm_mode(&self) -> bool {
+        self.confirms.enabled()
+    }
+    pub fn in_tx(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Returns everything the channel holds to the broker: consumers go
+    /// first so that requeued messages are not redelivered to them.
+    pub fn release(&mut self, b: &mut impl Broker) {
+        for c in self.consumers.drain(..) {
+            b.drop_consumer(
+                c.queue,
+                ConsumerRef {
+                    ch: self.cref,
+                    id: c.id,
+                },
+            );
+        }
+        if let Some(Pending::Consume { .. }) = self.pending {
+            // The consume may complete after we are gone: orphan_event drops it.
+        }
+        let mut all = std::mem::take(&mut self.scratch);
+        all.clear();
+        self.unacked.take_all(&mut all);
+        for o in &all {
+            b.settle(o.queue, o.seq, Settle::Requeue);
+        }
+        all.clear();
+        self.scratch = all;
+        self.tx = None;
+        self.pending = None;
+        self.credit_waiting.clear();
+    }
+
+    /// Handles an event for a channel (or consumer) that no longer exists,
+    /// so nothing it carries is lost.
+    pub fn orphan_event(ev: Event, b: &mut impl Broker) {
+        match ev {
+            Event::Deliver(d) => {
+                if d.needs_ack {
+                    b.settle(d.queue, d.seq, Settle::Requeue);
+                }
+                if d.tracked {
+                    b.written(d.queue, d.consumer, 1);
+                }
+            }
+            Event::Reply { reply, .. } => match reply {
+                Reply::GetOk {
+                    queue,
+                    entry,
+                    needs_ack: true,
+                    ..
+                } => b.settle(queue, entry.seq, Settle::Requeue),
+                Reply::ConsumeOk { queue, consumer } => b.drop_consumer(queue, consumer),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    pub fn emit_confirms(&mut self, out: &mut BytesMut, stats: &mut SessionStats) {
+        let ch = self.cref.channel;
+        self.confirms.drain_ready(|run| {
+            stats.confirmed += run.count;
+            if run.nack {
+                write_basic_nack(out, ch, run.last, run.count > 1, false);
+            } else {
+                crate::protocol::write_basic_ack(out, ch, run.last, run.count > 1);
+            }
+        });
+    }
+
+    fn mark_confirm(&mut self, dirty: &mut Vec<u16>) {
+        if !self.confirm_dirty {
+            self.confirm_dirty = true;
+            dirty.push(self.cref.channel);
+        }
+    }
+
+    fn queue_or_last(&self, q: &ShortStr) -> Result<ShortStr, AmqpError> {
+        if !q.is_empty() {
+            return Ok(q.clone());
+        }
+        self.last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    fn limited_consumers(&self) -> usize {
+        self.consumers.iter().filter(|c| c.limited).count()
+    }
+
+    fn release_global(&mut self, n: u32, b: &mut impl Broker) {
+        self.global_used = self.global_used.saturating_sub(n);
+        self.serve_credit(b);
+    }
+
+    fn serve_credit(&mut self, b: &mut impl Broker) {
+        while self.global_used < self.global_prefetch {
+            let Some((q, c)) = self.credit_waiting.pop_front() else {
+                return;
+            };
+            if !self.consumers.iter().any(|x| x.id == c.id) {
+                continue;
+            }
+            self.global_used += 1;
+            b.grant_credit(q, c, 1);
+        }
+    }
+
+    fn credit_request(&mut self, queue: QueueId, consumer: ConsumerRef, b: &mut impl Broker) {
+        if self.global_prefetch == 0 {
+            // The limit was lifted after the consumer started.
+            b.grant_credit(queue, consumer, u16::MAX as u32);
+            return;
+        }
+        if self.global_used < self.global_prefetch {
+            let free = self.global_prefetch - self.global_used;
+            let n = if self.limited_consumers() <= 1 { free } else { 1 };
+            self.global_used += n;
+            b.grant_credit(queue, consumer, n);
+        } else if !self.credit_waiting.iter().any(|(_, c)| *c == consumer) {
+            self.credit_waiting.push_back((queue, consumer));
+        }
+    }
+
+    /// Settles deliveries named by a client ack/nack/reject.
+    fn settle_tags(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        how: Settle,
+        b: &mut impl Broker,
+    ) -> Result<(), AmqpError> {
+        let mut got = std::mem::take(&mut self.scratch);
+        got.clear();
+        if multiple {
+            if tag == 0 {
+                self.unacked.take_all(&mut got);
+            } else if self.unacked.contains(tag) {
+                self.unacked.take_up_to(tag, &mut got);
+            } else {
+                self.scratch = got;
+                return Err(unknown_tag(tag));
+            }
+        } else {
+            match self.unacked.take(tag) {
+                Some(o) => got.push(o),
+                None => {
+                    self.scratch = got;
+                    return Err(unknown_tag(tag));
+                }
+            }
+        }
+        let mut limited = 0;
+        for o in &got {
+            b.settle(o.queue, o.seq, how);
+            limited += u32::from(self.consumer_limited(o.consumer));
+        }
+        got.clear();
+        self.scratch = got;
+        if limited > 0 {
+            self.release_global(limited, b);
+        }
+        Ok(())
+    }
+
+    fn consumer_limited(&self, id: Option<u32>) -> bool {
+        id.is_some_and(|id| self.consumers.iter().any(|c| c.id == id && c.limited))
+    }
+
+    fn check_tag(&self, tag: u64, multiple: bool) -> Result<(), AmqpError> {
+        if (multiple && tag == 0) || self.unacked.contains(tag) {
+            Ok(())
+        } else {
+            Err(unknown_tag(tag))
+        }
+    }
+}
+
+fn ok_frame(out: &mut BytesMut, ch: u16, m: Method) {
+    write_method_frame(out, ch, &m);
+}
+
+impl Session {
+    fn channel_mut(&mut self, n: u16) -> Option<&mut Channel> {
+        self.channels.get_mut(n as usize)?.as_deref_mut()
+    }
+
+    fn open_channel(&mut self, n: u16) -> Result<(), AmqpError> {
+        if n > self.channel_max {
+            return Err(AmqpError::new(
+                crate::protocol::reply::CHANNEL_ERROR,
+                format!("channel number {n} exceeds channel_max {}", self.channel_max),
+            )
+            .with_method(20, 10));
+        }
+        let cref = self.new_channel_ref(n);
+        let i = n as usize;
+        if self.channels.len() <= i {
+            self.channels.resize_with(i + 1, || None);
+        }
+        self.channels[i] = Some(Box::new(Channel::new(cref)));
+        self.open_channels += 1;
+        ok_frame(
+            &mut self.out,
+            n,
+            Method::ChannelOpenOk(ChannelOpenOk {
+                reserved_1: Default::default(),
+            }),
+        );
+        Ok(())
+    }
+
+    fn remove_channel(&mut self, n: u16) {
+        if let Some(slot) = self.channels.get_mut(n as usize) {
+            if slot.take().is_some() {
+                self.open_channels -= 1;
+            }
+        }
+        if self.awaiting == Some(n) {
+            self.awaiting = None;
+        }
+    }
+
+    /// Closes a channel for a soft error: `channel.close`, then ignore its
+    /// frames until `close-ok`.
+    pub(super) fn close_channel(&mut self, n: u16, e: AmqpError, b: &mut impl Broker) {
+        let Some(ch) = self.channel_mut(n) else {
+            return;
+        };
+        if ch.closing {
+            return;
+        }
+        ch.release(b);
+        ch.closing = true;
+        ch.assembly = Assembly::Idle;
+        ok_frame(
+            &mut self.out,
+            n,
+            Method::ChannelClose(ChannelClose {
+                reply_code: e.code,
+                reply_text: ShortStr::from_string_lossy(&e.reply_text()),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            }),
+        );
+        if self.awaiting == Some(n) {
+            self.awaiting = None;
+        }
+    }
+
+    pub(super) fn handle_channel_frame(
+        &mut self,
+        kind: u8,
+        n: u16,
+        start: usize,
+        end: usize,
+        b: &mut impl Broker,
+    ) -> Result<(), AmqpError> {
+        let exists = self.channel_mut(n).map(|c| c.closing);
+        match exists {
+            None => {
+                if kind != crate::protocol::FRAME_METHOD {
+                    return Err(AmqpError::new(
+                        crate::protocol::reply::CHANNEL_ERROR,
+                        format!("expected 'channel.open' on channel {n}"),
+                    ));
+                }
+                let m = Method::decode(&self.chunk.slice(start..end))?;
+                match m {
+                    Method::ChannelOpen(_) => self.open_channel(n),
+                    // A late close-ok for a channel we already dropped.
+                    Method::ChannelCloseOk(_) => Ok(()),
+                    other => Err(AmqpError::new(
+                        crate::protocol::reply::CHANNEL_ERROR,
+                        format!("expected 'channel.open', got '{}'", other.name()),
+                    )
+                    .with_method(other.class_id(), other.method_id())),
+                }
+            }
+            Some(true) => {
+                if kind == crate::protocol::FRAME_METHOD {
+                    if let Ok(m) = Method::decode(&self.chunk.slice(start..end)) {
+                        match m {
+                            Method::ChannelCloseOk(_) => self.remove_channel(n),
+                            Method::ChannelClose(_) => {
+                                ok_frame(&mut self.out, n, Method::ChannelCloseOk(ChannelCloseOk {}));
+                                self.remove_channel(n);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Some(false) => match kind {
+                FRAME_HEADER => self.content_header(n, start, end, b),
+                FRAME_BODY => self.content_body(n, start, end, b),
+                _ => self.channel_method(n, start, end, b),
+            },
+        }
+    }
+
+    fn unexpected_method(&self) -> AmqpError {
+        AmqpError::unexpected_frame("expected content header for class 60, got non content header frame instead")
+    }
+
+    fn channel_method(&mut self, n: u16, start: usize, end: usize, b: &mut impl Broker) -> Result<(), AmqpError> {
+        let payload = &self.chunk[start..end];
+        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        if !ch.assembly.is_idle() {
+            return Err(self.unexpected_method());
+        }
+        if payload.len() >= 4 && payload[0..4] == [0, 60, 0, 40] {
+            // basic.publish: the hot path, parsed in place.
+            let f = parse_basic_publish(payload)?;
+            if f.immediate {
+                return Err(AmqpError::not_implemented("immediate=true").with_method(60, 40));
+            }
+            let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+            ch.assembly = Assembly::AwaitHeader(PublishHead {
+                exchange: Part::chunk(start + f.exchange.start, f.exchange.len()),
+                routing_key: Part::chunk(start + f.routing_key.start, f.routing_key.len()),
+                mandatory: f.mandatory,
+            });
+            return Ok(());
+        }
+        let m = Method::decode(&self.chunk.slice(start..end))?;
+        let (cid, mid) = (m.class_id(), m.method_id());
+        self.method(n, m, b).map_err(|e| {
+            if e.class_id == 0 && e.method_id == 0 {
+                e.with_method(cid, mid)
+            } else {
+                e
+            }
+        })
+    }
+
+    fn content_header(&mut self, n: u16, start: usize, end: usize, _b: &mut impl Broker) -> Result<(), AmqpError> {
+        let max = self.cfg.max_message_size;
+        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        let Assembly::AwaitHeader(_) = ch.assembly else {
+            return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
+        };
+        let p = &self.chunk[start..end];
+        if p.len() < 14 {
+            return Err(AmqpError::frame("content header frame too short"));
+        }
+        let class = u16::from_be_bytes([p[0], p[1]]);
+        if class != 60 {
+            return Err(AmqpError::unexpected_frame(format!(
+                "expected content header for class 60, got one for class {class} instead"
+            )));
+        }
+        let body_size = u64::from_be_bytes(p[4..12].try_into().expect("8 bytes"));
+        let props = scan_properties(&p[12..])?;
+        if body_size > max {
+            ch.assembly = Assembly::Idle;
+            return Err(AmqpError::precondition(format!(
+                "message size {body_size} is larger than configured max size {max}"
+            ))
+            .with_method(60, 40));
+        }
+        let Assembly::AwaitHeader(head) = std::mem::replace(&mut ch.assembly, Assembly::Idle) else {
+            unreachable!()
+        };
+        ch.assembly = Assembly::AwaitBody {
+            head,
+            props: Part::chunk(start + 12, end - start - 12),
+            persistent: props.delivery_mode == 2,
+            priority: props.priority.unwrap_or(0),
+            body_size,
+            body: Body::None,
+        };
+        if body_size == 0 {
+            self.complete_publish(n, _b)?;
+        }
+        Ok(())
+    }
+
+    fn content_body(&mut self, n: u16, start: usize, end: usize, b: &mut impl Broker) -> Result<(), AmqpError> {
+        let chunk = &self.chunk;
+        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        let Assembly::AwaitBody {
+            head,
+            props,
+            body_size,
+            body,
+            ..
+        } = &mut ch.assembly
+        else {
+            return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
+        };
+        let len = (end - start) as u64;
+        let received = match body {
+            Body::None => 0,
+            Body::Single(Part::Chunk { len, .. }) => *len as u64,
+            Body::Single(Part::Owned(b)) => b.len() as u64,
+            Body::Building(bld) => bld.body_received() as u64,
+        };
+        if received + len > *body_size {
+            return Err(AmqpError::frame(format!(
+                "content body exceeds the declared size {body_size}"
+            )));
+        }
+        match body {
+            Body::None if len == *body_size => *body = Body::Single(Part::chunk(start, end - start)),
+            Body::None => {
+                let mut bld = publish::builder(chunk, head, props, *body_size);
+                bld.push_body(&chunk[start..end]);
+                *body = Body::Building(bld);
+            }
+            Body::Single(_) => unreachable!("a single frame is the whole body"),
+            Body::Building(bld) => bld.push_body(&chunk[start..end]),
+        }
+        if received + len == *body_size {
+            self.complete_publish(n, b)?;
+        }
+        Ok(())
+    }
+
+    fn complete_publish(&mut self, n: u16, b: &mut impl Broker) -> Result<(), AmqpError> {
+        let vhost = self.vhost;
+        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        let Assembly::AwaitBody {
+            head,
+            props,
+            persistent,
+            priority,
+            body,
+            ..
+        } = std::mem::replace(&mut ch.assembly, Assembly::Idle)
+        else {
+            unreachable!()
+        };
+        let mandatory = head.mandatory;
+        let msg = publish::finish(&self.chunk, head, props, persistent, priority, body);
+        self.stats.published += 1;
+        if let Some(tx) = &mut ch.tx {
+            b.exchange_exists(vhost, msg.exchange())?;
+            if tx.publishes.len() >= self.cfg.tx_max_messages {
+                return Err(AmqpError::precondition(format!(
+                    "transaction holds more than {} messages",
+                    self.cfg.tx_max_messages
+                )));
+            }
+            tx.publishes.push((msg, mandatory));
+            return Ok(());
+        }
+        let ret = mandatory.then(|| msg.clone());
+        let confirm = ch.confirms.enabled().then(|| ch.confirms.next_seq());
+        let outcome = b
+            .publish(ch.cref, vhost, msg, confirm)
+            .map_err(|e| e.with_method(60, 40))?;
+        if let Some(m) = ret.filter(|_| !outcome.routed) {
+            write_basic_return(&mut self.out, n, 312, b"NO_ROUTE", m.exchange(), m.routing_key());
+            write_content(&mut self.out, n, 60, m.props(), m.body(), self.frame_max);
+        }
+        if confirm.is_some() {
+            ch.confirms.publish_with(outcome.pending_confirms, outcome.rejected);
+            ch.mark_confirm(&mut self.confirm_dirty);
+        }
+        Ok(())
+    }
+
+    fn request(&mut self, n: u16, req: Request, pending: Pending, b: &mut impl Broker) {
+        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        ch.pending = Some(pending);
+        let cref = ch.cref;
+        self.awaiting = Some(n);
+        b.request(cref, self.vhost, &self.user, req);
+    }
+
+    fn method(&mut self, n: u16, m: Method, b: &mut impl Broker) -> Result<(), AmqpError> {
+        let out = &mut self.out;
+        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        match m {
+            Method::ChannelOpen(_) => Err(AmqpError::new(
+                crate::protocol::reply::CHANNEL_ERROR,
+                "second 'channel.open' seen",
+            )),
+            Method::ChannelFlow(f) => {
+                if !f.active {
+                    return Err(AmqpError::not_implemented("active=false"));
+                }
+                ok_frame(out, n, Method::ChannelFlowOk(ChannelFlowOk { active: true }));
+                Ok(())
+            }
+            Method::ChannelFlowOk(_) => Ok(()),
+            Method::ChannelClose(_) => {
+                ch.release(b);
+                ok_frame(out, n, Method::ChannelCloseOk(ChannelCloseOk {}));
+                self.remove_channel(n);
+                Ok(())
+            }
+            Method::ChannelCloseOk(_) => Ok(()),
+            Method::AccessRequest(_) => {
+                ok_frame(out, n, Method::AccessRequestOk(AccessRequestOk { reserved_1: 1 }));
+                Ok(())
+            }
+            Method::ExchangeDeclare(d) => {
+                let kind = match ExchangeKind::parse(d.kind.as_bytes()) {
+                    Some(k) => k,
+                    // A passive declare only checks existence.
+                    None if d.passive => ExchangeKind::Direct,
+                    None => {
+                        return Err(AmqpError::command_invalid(format!(
+                            "invalid exchange type '{}'",
+                            d.kind
+                        )));
+                    }
+                };
+                let req = Request::ExchangeDeclare {
+                    name: d.exchange,
+                    kind,
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    args: d.arguments,
+                };
+                self.request(n, req, Pending::Simple { nowait: d.nowait }, b);
+                Ok(())
+            }
+            Method::ExchangeDelete(d) => {
+                let req = Request::ExchangeDelete {
+                    name: d.exchange,
+                    if_unused: d.if_unused,
+                };
+                self.request(n, req, Pending::Simple { nowait: d.nowait }, b);
+                Ok(())
+            }
+            Method::ExchangeBind(d) => {
+                let req = Request::ExchangeBind {
+                    destination: d.destination,
+                    source: d.source,
+                    routing_key: d.routing_key,
+                    args: d.arguments,
+                };
+                self.request(n, req, Pending::Simple { nowait: d.nowait }, b);
+                Ok(())
+            }
+            Method::ExchangeUnbind(d) => {
+                let req = Request::ExchangeUnbind {
+                    destination: d.destination,
+                    source: d.source,
+                    routing_key: d.routing_key,
+                    args: d.arguments,
+                };
+                self.request(n, req, Pending::Simple { nowait: d.nowait }, b);
+                Ok(())
+            }
+            Method::QueueDeclare(d) => {
+                let name = if d.queue.is_empty() && !d.passive {
+                    b.unique_name("amq.gen-")
+                } else {
+                    d.queue
+                };
+                let req = Request::QueueDeclare {
+                    name,
+                    passive: d.passive,
+                    durable: d.durable,
+                    exclusive: d.exclusive,
+                    auto_delete: d.auto_delete,
+                    args: d.arguments,
+                };
+                self.request(n, req, Pending::Simple { nowait: d.nowait }, b);
+                Ok(())
+            }
+            Method::QueueBind(d) => {
+                let queue = ch.queue_or_last(&d.queue)?;
+                let routing_key = if d.routing_key.is_empty() && d.queue.is_empty() {
+                    queue.clone()
+                } else {
+                    d.routing_key
+                };
+                let req = Request::QueueBind {
+                    queue,
+                    exchange: d.exchange,
+                    routing_key,
+                    args: d.arguments,
+                };
+                self.request(n, req, Pending::Simple { nowait: d.nowait }, b);
+                Ok(())
+            }
+            Method::QueueUnbind(d) => {
+                let queue = ch.queue_or_last(&d.queue)?;
+                let routing_key = if d.routing_key.is_empty() && d.queue.is_empty() {
+                    queue.clone()
+                } else {
+                    d.routing_key
+                };
+                let req = Request::QueueUnbind {
+                    queue,
+                    exchange: d.exchange,
+                    routing_key,
+                    args: d.arguments,
+                };
+                self.request(n, req, Pending::Simple { nowait: false }, b);
+                Ok(())
+            }
+            Method::QueuePurge(d) => {
+                let queue = ch.queue_or_last(&d.queue)?;
+                self.request(n, Request::QueuePurge { queue }, Pending::Simple { nowait: d.nowait }, b);
+                Ok(())
+            }
+            Method::QueueDelete(d) => {
+                let queue = ch.queue_or_last(&d.queue)?;
+                let req = Request::QueueDelete {
+                    queue,
+                    if_unused: d.if_unused,
+                    if_empty: d.if_empty,
+                };
+                self.request(n, req, Pending::Simple { nowait: d.nowait }, b);
+                Ok(())
+            }
+            Method::BasicQos(q) => {
+                if q.prefetch_size != 0 {
+                    return Err(AmqpError::not_implemented(format!(
+                        "prefetch_size!=0 ({})",
+                        q.prefetch_size
+                    )));
+                }
+                if q.global {
+                    ch.global_prefetch = q.prefetch_count as u32;
+                    ch.serve_credit(b);
+                } else {
+                    ch.prefetch = q.prefetch_count as u32;
+                }
+                ok_frame(out, n, Method::BasicQosOk(BasicQosOk {}));
+                Ok(())
+            }
+            Method::BasicConsume(c) => {
+                let queue = ch.queue_or_last(&c.queue)?;
+                let tag = if c.consumer_tag.is_empty() {
+                    b.unique_name("amq.ctag-")
+                } else {
+                    c.consumer_tag
+                };
+                let pending_tag = matches!(&ch.pending, Some(Pending::Consume { tag: t, .. }) if *t == tag);
+                if pending_tag || ch.consumers.iter().any(|x| x.tag == tag) {
+                    return Err(AmqpError::not_allowed(format!(
+                        "attempt to reuse consumer tag '{tag}'"
+                    )));
+                }
+                let id = self.next_consumer_id;
+                self.next_consumer_id = self.next_consumer_id.wrapping_add(1);
+                let limited = ch.global_prefetch > 0 && !c.no_ack;
+                let spec = ConsumerSpec {
+                    cref: ConsumerRef { ch: ch.cref, id },
+                    no_ack: c.no_ack,
+                    exclusive: c.exclusive,
+                    prefetch: ch.prefetch,
+                    channel_limited: limited,
+                };
+                let pending = Pending::Consume {
+                    tag,
+                    nowait: c.nowait,
+                    limited,
+                };
+                self.request(n, Request::Consume { queue, spec }, pending, b);
+                Ok(())
+            }
+            Method::BasicCancel(c) => {
+                match ch.consumers.iter().find(|x| x.tag == c.consumer_tag) {
+                    Some(x) => {
+                        let req = Request::Cancel {
+                            queue: x.queue,
+                            consumer: ConsumerRef { ch: ch.cref, id: x.id },
+                        };
+                        let pending = Pending::Cancel {
+                            tag: c.consumer_tag,
+                            nowait: c.nowait,
+                        };
+                        self.request(n, req, pending, b);
+                    }
+                    None if !c.nowait => ok_frame(
+                        out,
+                        n,
+                        Method::BasicCancelOk(BasicCancelOk {
+                            consumer_tag: c.consumer_tag,
+                        }),
+                    ),
+                    None => {}
+                }
+                Ok(())
+            }
+            Method::BasicGet(g) => {
+                let queue = ch.queue_or_last(&g.queue)?;
+                self.request(
+                    n,
+                    Request::Get {
+                        queue,
+                        no_ack: g.no_ack,
+                    },
+                    Pending::Get,
+                    b,
+                );
+                Ok(())
+            }
+            Method::BasicAck(a) => match &mut ch.tx {
+                Some(_) => {
+                    ch.check_tag(a.delivery_tag, a.multiple)?;
+                    ch.tx.as_mut().expect("tx").settles.push(TxSettle::Ack {
+                        tag: a.delivery_tag,
+                        multiple: a.multiple,
+                    });
+                    Ok(())
+                }
+                None => ch.settle_tags(a.delivery_tag, a.multiple, Settle::Ack, b),
+            },
+            Method::BasicReject(r) => reject(ch, r.delivery_tag, false, r.requeue, b),
+            Method::BasicNack(r) => reject(ch, r.delivery_tag, r.multiple, r.requeue, b),
+            Method::BasicRecoverAsync(r) => {
+                recover(ch, r.requeue, b)?;
+                Ok(())
+            }
+            Method::BasicRecover(r) => {
+                recover(ch, r.requeue, b)?;
+                ok_frame(out, n, Method::BasicRecoverOk(BasicRecoverOk {}));
+                Ok(())
+            }
+            Method::TxSelect(_) => {
+                if ch.confirms.enabled() {
+                    return Err(AmqpError::precondition("cannot switch from confirm to tx mode"));
+                }
+                if ch.tx.is_none() {
+                    ch.tx = Some(Tx::default());
+                }
+                ok_frame(out, n, Method::TxSelectOk(TxSelectOk {}));
+                Ok(())
+            }
+            Method::TxCommit(_) => {
+                let Some(tx) = ch.tx.replace(Tx::default()) else {
+                    return Err(AmqpError::precondition("channel is not transactional"));
+                };
+                self.commit(n, tx, b)?;
+                ok_frame(&mut self.out, n, Method::TxCommitOk(TxCommitOk {}));
+                Ok(())
+            }
+            Method::TxRollback(_) => {
+                if ch.tx.replace(Tx::default()).is_none() {
+                    return Err(AmqpError::precondition("channel is not transactional"));
+                }
+                ok_frame(out, n, Method::TxRollbackOk(TxRollbackOk {}));
+                Ok(())
+            }
+            Method::ConfirmSelect(c) => {
+                if ch.tx.is_some() {
+                    return Err(AmqpError::precondition("cannot switch from tx to confirm mode"));
+                }
+                ch.confirms.enable();
+                if !c.nowait {
+                    ok_frame(out, n, Method::ConfirmSelectOk(ConfirmSelectOk {}));
+                }
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid("unimplemented method")),
+        }
+    }
+
+    fn commit(&mut self, n: u16, tx: Tx, b: &mut impl Broker) -> Result<(), AmqpError> {
+        let vhost = self.vhost;
+        for s in tx.settles {
+            let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+            // Tags were checked when the ack arrived; one acked twice in the
+            // same transaction is simply gone by now.
+            let r = match s {
+                TxSettle::Ack { tag, multiple } => ch.settle_tags(tag, multiple, Settle::Ack, b),
+                TxSettle::Reject { tag, multiple, requeue } => {
+                    ch.settle_tags(tag, multiple, Settle::Reject { requeue }, b)
+                }
+            };
+            let _ = r;
+        }
+        for (msg, mandatory) in tx.publishes {
+            let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+            let ret = mandatory.then(|| msg.clone());
+            let outcome = b.publish(ch.cref, vhost, msg, None)?;
+            if let Some(m) = ret.filter(|_| !outcome.routed) {
+                write_basic_return(&mut self.out, n, 312, b"NO_ROUTE", m.exchange(), m.routing_key());
+                write_content(&mut self.out, n, 60, m.props(), m.body(), self.frame_max);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies an event to a live channel.
+    pub(super) fn channel_event(&mut self, n: u16, ev: Event, b: &mut impl Broker) -> Result<(), AmqpError> {
+        let frame_max = self.frame_max;
+        let notify_cancel = self.caps.consumer_cancel_notify;
+        let out = &mut self.out;
+        let ch = self.channels[n as usize].as_deref_mut().expect("live channel");
+        match ev {
+            Event::Deliver(d) => {
+                let Some(c) = ch.consumers.iter().find(|c| c.id == d.consumer.id) else {
+                    Channel::orphan_event(Event::Deliver(d), b);
+                    return Ok(());
+                };
+                let tag = ch.next_tag;
+                ch.next_tag += 1;
+                write_basic_deliver(
+                    out,
+                    n,
+                    c.tag.as_bytes(),
+                    tag,
+                    d.redelivered,
+                    d.msg.exchange(),
+                    d.msg.routing_key(),
+                );
+                write_content(out, n, 60, d.msg.props(), d.msg.body(), frame_max);
+                if d.needs_ack {
+                    ch.unacked.push(Outstanding {
+                        tag,
+                        queue: d.queue,
+                        seq: d.seq,
+                        consumer: Some(c.id),
+                    });
+                }
+                if d.tracked {
+                    match self.written.last_mut() {
+                        Some((q, c, k)) if *q == d.queue && *c == d.consumer => *k += 1,
+                        _ => self.written.push((d.queue, d.consumer, 1)),
+                    }
+                }
+                self.stats.delivered += 1;
+                Ok(())
+            }
+            Event::Confirm { seq, ok, .. } => {
+                ch.confirms.settle(seq, ok);
+                ch.mark_confirm(&mut self.confirm_dirty);
+                Ok(())
+            }
+            Event::ConsumerCancelled { consumer } => {
+                if let Some(i) = ch.consumers.iter().position(|c| c.id == consumer.id) {
+                    let c = ch.consumers.remove(i);
+                    if notify_cancel {
+                        ok_frame(
+                            out,
+                            n,
+                            Method::BasicCancel(BasicCancel {
+                                consumer_tag: c.tag,
+                                nowait: true,
+                            }),
+                        );
+                    }
+                }
+                Ok(())
+            }
+            Event::CreditRequest { queue, consumer } => {
+                ch.credit_request(queue, consumer, b);
+                Ok(())
+            }
+            Event::CreditReturn { n: k, .. } => {
+                ch.release_global(k, b);
+                Ok(())
+            }
+            Event::Reply { reply, .. } => {
+                let pending = ch.pending.take();
+                if self.awaiting == Some(n) {
+                    self.awaiting = None;
+                }
+                let ch = self.channels[n as usize].as_deref_mut().expect("live channel");
+                reply_frames(ch, n, pending, reply, &mut self.out, frame_max, b)
+            }
+            Event::ForceClose { .. } => Ok(()),
+        }
+    }
+}
+
+fn reject(ch: &mut Channel, tag: u64, multiple: bool, requeue: bool, b: &mut impl Broker) -> Result<(), AmqpError> {
+    if let Some(tx) = &mut ch.tx {
+        let _ = tx;
+        ch.check_tag(tag, multiple)?;
+        ch.tx.as_mut().expect("tx").settles.push(TxSettle::Reject {
+            tag,
+            multiple,
+            requeue,
+        });
+        return Ok(());
+    }
+    ch.settle_tags(tag, multiple, Settle::Reject { requeue }, b)
+}
+
+fn recover(ch: &mut Channel, requeue: bool, b: &mut impl Broker) -> Result<(), AmqpError> {
+    if !requeue {
+        return Err(AmqpError::not_implemented("requeue=false"));
+    }
+    ch.settle_tags(0, true, Settle::Requeue, b)
+}
+
+fn reply_frames(
+    ch: &mut Channel,
+    n: u16,
+    pending: Option<Pending>,
+    reply: Reply,
+    out: &mut BytesMut,
+    frame_max: u32,
+    b: &mut impl Broker,
+) -> Result<(), AmqpError> {
+    let nowait = match &pending {
+        Some(Pending::Simple { nowait }) => *nowait,
+        Some(Pending::Consume { nowait, .. }) | Some(Pending::Cancel { nowait, .. }) => *nowait,
+        _ => false,
+    };
+    let frame = match reply {
+        Reply::Error(e) => {
+            if let Some(Pending::Consume { .. }) = pending {
+                // Nothing was registered.
+            }
+            return Err(e);
+        }
+        Reply::ExchangeDeclareOk => Method::ExchangeDeclareOk(ExchangeDeclareOk {}),
+        Reply::ExchangeDeleteOk => Method::ExchangeDeleteOk(ExchangeDeleteOk {}),
+        Reply::ExchangeBindOk => Method::ExchangeBindOk(ExchangeBindOk {}),
+        Reply::ExchangeUnbindOk => Method::ExchangeUnbindOk(ExchangeUnbindOk {}),
+        Reply::QueueDeclareOk {
+            name,
+            messages,
+            consumers,
+        } => {
+            ch.last_queue = Some(name.clone());
+            Method::QueueDeclareOk(QueueDeclareOk {
+                queue: name,
+                message_count: messages,
+                consumer_count: consumers,
+            })
+        }
+        Reply::QueueBindOk => Method::QueueBindOk(QueueBindOk {}),
+        Reply::QueueUnbindOk => Method::QueueUnbindOk(QueueUnbindOk {}),
+        Reply::QueuePurgeOk { messages } => Method::QueuePurgeOk(QueuePurgeOk {
+            message_count: messages,
+        }),
+        Reply::QueueDeleteOk { messages } => Method::QueueDeleteOk(QueueDeleteOk {
+            message_count: messages,
+        }),
+        Reply::ConsumeOk { queue, consumer } => {
+            let Some(Pending::Consume { tag, limited, .. }) = pending else {
+                b.drop_consumer(queue, consumer);
+                return Ok(());
+            };
+            ch.consumers.push(ChanConsumer {
+                id: consumer.id,
+                tag: tag.clone(),
+                queue,
+                limited,
+            });
+            Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag })
+        }
+        Reply::CancelOk { consumer } => {
+            ch.consumers.retain(|c| c.id != consumer.id);
+            let tag = match pending {
+                Some(Pending::Cancel { tag, .. }) => tag,
+                _ => return Ok(()),
+            };
+            Method::BasicCancelOk(BasicCancelOk { consumer_tag: tag })
+        }
+        Reply::GetOk {
+            queue,
+            entry,
+            remaining,
+            needs_ack,
+        } => {
+            let tag = ch.next_tag;
+            ch.next_tag += 1;
+            if needs_ack {
+                ch.unacked.push(Outstanding {
+                    tag,
+                    queue,
+                    seq: entry.seq,
+                    consumer: None,
+                });
+            }
+            let m = &entry.msg;
+            write_basic_get_ok(out, n, tag, entry.redelivered, m.exchange(), m.routing_key(), remaining);
+            write_content(out, n, 60, m.props(), m.body(), frame_max);
+            return Ok(());
+        }
+        Reply::GetEmpty => Method::BasicGetEmpty(BasicGetEmpty {
+            reserved_1: Default::default(),
+        }),
+    };
+    if !nowait {
+        write_method_frame(out, n, &frame);
+    }
+    Ok(())
+}

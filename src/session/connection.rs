@@ -1,0 +1,638 @@
+//! The connection state machine: protocol header, handshake, tuning, frame
+//! dispatch to channels, heartbeats bookkeeping and closing.
+
+use super::Broker;
+use super::Event;
+use super::auth::{self, MECHANISMS};
+use super::channel::Channel;
+use super::frames::split_frames;
+use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
+use crate::protocol::methods::*;
+use crate::protocol::{
+    AmqpError, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE,
+    FieldTable, FieldValue, LongStr, Method, PROTOCOL_HEADER, ShortStr, reply, write_heartbeat,
+    write_method_frame,
+};
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Per-connection settings, from the broker [`crate::config::Config`].
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub frame_max: u32,
+    pub channel_max: u16,
+    /// Seconds; 0 disables.
+    pub heartbeat: u16,
+    pub max_message_size: u64,
+    pub max_unconfirmed: usize,
+    pub tx_max_messages: usize,
+    pub cluster_name: String,
+    pub product_version: String,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        let l = crate::config::Limits::default();
+        SessionConfig {
+            frame_max: l.frame_max,
+            channel_max: l.channel_max,
+            heartbeat: l.heartbeat.as_secs() as u16,
+            max_message_size: l.max_message_size,
+            max_unconfirmed: l.max_unconfirmed,
+            tx_max_messages: l.tx_max_messages,
+            cluster_name: "warren".into(),
+            product_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the 8-byte protocol header.
+    Header,
+    /// `connection.start` sent.
+    Start,
+    /// `connection.tune` sent.
+    Tune,
+    /// `connection.tune-ok` received; waiting for `connection.open`.
+    Open,
+    /// Open and serving channels.
+    Running,
+    /// We sent `connection.close`; waiting for `close-ok`.
+    Closing,
+    /// Done: flush the output and close the socket.
+    Closed,
+}
+
+/// What the runtime should do after feeding input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Read more input.
+    NeedInput,
+    /// A channel awaits a reply: process events before feeding more input.
+    Paused,
+    /// Flush the output, then close the socket.
+    Close,
+}
+
+/// What the client said it supports in `connection.start-ok`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientCaps {
+    pub consumer_cancel_notify: bool,
+    pub authentication_failure_close: bool,
+    pub connection_blocked: bool,
+}
+
+/// Counters for management.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionStats {
+    pub recv_frames: u64,
+    pub published: u64,
+    pub delivered: u64,
+    pub confirmed: u64,
+}
+
+/// One client connection's protocol state. Owned by the connection's shard
+/// (by its connection task).
+pub struct Session {
+    pub conn: ConnId,
+    pub(super) cfg: SessionConfig,
+    pub(super) phase: Phase,
+    pub(super) out: BytesMut,
+    /// The frames being processed, and how far.
+    pub(super) chunk: Bytes,
+    pub(super) pos: usize,
+    pub(super) frame_max: u32,
+    pub(super) channel_max: u16,
+    pub(super) heartbeat: u16,
+    pub(super) user: String,
+    pub(super) vhost: VhostId,
+    pub(super) vhost_name: String,
+    pub client_properties: FieldTable,
+    pub caps: ClientCaps,
+    pub(super) channels: Vec<Option<Box<Channel>>>,
+    pub(super) open_channels: usize,
+    pub(super) next_epoch: u32,
+    pub(super) next_consumer_id: u32,
+    /// The channel whose request is in flight; input waits until it ends.
+    pub(super) awaiting: Option<u16>,
+    /// Tracked deliveries encoded since the last flush, per consumer.
+    pub(super) written: Vec<(QueueId, ConsumerRef, u32)>,
+    /// Channels with confirms to emit.
+    pub(super) confirm_dirty: Vec<u16>,
+    pub stats: SessionStats,
+    /// Why we closed, for the log.
+    pub close_reason: Option<String>,
+}
+
+impl Session {
+    pub fn new(conn: ConnId, cfg: SessionConfig) -> Self {
+        let frame_max = cfg.frame_max;
+        let channel_max = cfg.channel_max;
+        Session {
+            conn,
+            cfg,
+            phase: Phase::Header,
+            out: BytesMut::with_capacity(16 * 1024),
+            chunk: Bytes::new(),
+            pos: 0,
+            frame_max,
+            channel_max,
+            heartbeat: 0,
+            user: String::new(),
+            vhost: VhostId(0),
+            vhost_name: String::new(),
+            client_properties: FieldTable::new(),
+            caps: ClientCaps::default(),
+            channels: Vec::new(),
+            open_channels: 0,
+            next_epoch: 1,
+            next_consumer_id: 1,
+            awaiting: None,
+            written: Vec::new(),
+            confirm_dirty: Vec::new(),
+            stats: SessionStats::default(),
+            close_reason: None,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+    pub fn vhost(&self) -> Option<(VhostId, &str)> {
+        (self.phase == Phase::Running).then_some((self.vhost, self.vhost_name.as_str()))
+    }
+    /// Negotiated heartbeat in seconds (0 = off).
+    pub fn heartbeat(&self) -> u16 {
+        self.heartbeat
+    }
+    pub fn frame_max(&self) -> u32 {
+        self.frame_max
+    }
+    pub fn channel_count(&self) -> usize {
+        self.open_channels
+    }
+    pub fn is_paused(&self) -> bool {
+        self.awaiting.is_some()
+    }
+    /// Unconfirmed publishes over the limit: stop reading until confirms drain.
+    pub fn over_limits(&self) -> bool {
+        self.channels
+            .iter()
+            .flatten()
+            .any(|c| c.confirms.outstanding() >= self.cfg.max_unconfirmed)
+    }
+
+    /// Pending output; the runtime writes it and clears what it wrote.
+    pub fn output(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    pub fn write_heartbeat(&mut self) {
+        write_heartbeat(&mut self.out);
+    }
+
+    /// Consumes every complete frame in `buf` (or until a channel must wait
+    /// for a reply).
+    pub fn feed(&mut self, buf: &mut BytesMut, b: &mut impl Broker) -> Status {
+        loop {
+            match self.phase {
+                Phase::Closed => return Status::Close,
+                Phase::Header => {
+                    if buf.len() < 8 {
+                        // A client sending something else entirely (HTTP…)
+                        // would never send 8 bytes; answer as soon as the
+                        // prefix cannot match.
+                        if !PROTOCOL_HEADER.starts_with(&buf[..]) && !buf.is_empty() {
+                            return self.bad_header();
+                        }
+                        return Status::NeedInput;
+                    }
+                    if buf[..8] != PROTOCOL_HEADER {
+                        return self.bad_header();
+                    }
+                    buf.advance(8);
+                    self.send_start();
+                    continue;
+                }
+                _ => {}
+            }
+            if self.awaiting.is_some() {
+                return Status::Paused;
+            }
+            if self.pos < self.chunk.len() {
+                self.process_chunk(b);
+                self.end_batch(b);
+                continue;
+            }
+            self.release_chunk();
+            match split_frames(buf, self.frame_max) {
+                Ok(Some(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(None) => return Status::NeedInput,
+                Err(e) => {
+                    self.close_connection(e, b);
+                    // Frames already parsed are past; nothing after the bad
+                    // one can be trusted.
+                    buf.clear();
+                    return if self.phase == Phase::Closed {
+                        Status::Close
+                    } else {
+                        Status::NeedInput
+                    };
+                }
+            }
+        }
+    }
+
+    fn bad_header(&mut self) -> Status {
+        self.out.extend_from_slice(&PROTOCOL_HEADER);
+        self.phase = Phase::Closed;
+        self.close_reason = Some("bad protocol header".into());
+        Status::Close
+    }
+
+    /// Detaches pending publishes from the finished chunk so its memory can
+    /// be freed once the messages that borrow from it are gone.
+    fn release_chunk(&mut self) {
+        if self.chunk.is_empty() {
+            return;
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        for ch in self.channels.iter_mut().flatten() {
+            if !ch.assembly.is_idle() {
+                ch.assembly.detach(&chunk);
+            }
+        }
+        self.pos = 0;
+    }
+
+    fn process_chunk(&mut self, b: &mut impl Broker) {
+        while self.pos < self.chunk.len() && self.awaiting.is_none() {
+            if matches!(self.phase, Phase::Closed) {
+                return;
+            }
+            let p = self.pos;
+            let c = &self.chunk;
+            // split_frames guaranteed whole frames.
+            let kind = c[p];
+            let channel = u16::from_be_bytes([c[p + 1], c[p + 2]]);
+            let size = u32::from_be_bytes([c[p + 3], c[p + 4], c[p + 5], c[p + 6]]) as usize;
+            let start = p + 7;
+            let end = start + size;
+            self.pos = end + 1;
+            self.stats.recv_frames += 1;
+            if c[end] != FRAME_END {
+                self.close_connection(
+                    AmqpError::frame(format!("type {kind}, invalid frame end marker")),
+                    b,
+                );
+                return;
+            }
+            let r = self.handle_frame(kind, channel, start, end, b);
+            if let Err((ch, e)) = r {
+                if ch == 0 || e.is_hard() {
+                    self.close_connection(e, b);
+                } else {
+                    self.close_channel(ch, e, b);
+                }
+            }
+        }
+    }
+
+    fn handle_frame(
+        &mut self,
+        kind: u8,
+        channel: u16,
+        start: usize,
+        end: usize,
+        b: &mut impl Broker,
+    ) -> Result<(), (u16, AmqpError)> {
+        if self.phase == Phase::Closing {
+            // Only the close handshake matters now.
+            if kind == FRAME_METHOD && channel == 0 {
+                let m = Method::decode(&self.chunk.slice(start..end)).map_err(|e| (0, e))?;
+                match m {
+                    Method::ConnectionCloseOk(_) => self.finish_close(b),
+                    Method::ConnectionClose(_) => {
+                        write_method_frame(&mut self.out, 0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
+                        self.finish_close(b);
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        match kind {
+            FRAME_HEARTBEAT => {
+                if channel != 0 {
+                    return Err((0, AmqpError::frame("heartbeat frame on non-zero channel")));
+                }
+                Ok(())
+            }
+            FRAME_METHOD if channel == 0 => {
+                let m = Method::decode(&self.chunk.slice(start..end)).map_err(|e| (0, e))?;
+                self.handle_connection_method(m, b).map_err(|e| (0, e))
+            }
+            FRAME_METHOD | FRAME_HEADER | FRAME_BODY => {
+                if channel == 0 {
+                    return Err((
+                        0,
+                        AmqpError::unexpected_frame(format!(
+                            "expected method frame on channel 0, got frame type {kind}"
+                        )),
+                    ));
+                }
+                if self.phase != Phase::Running {
+                    return Err((
+                        0,
+                        AmqpError::command_invalid(format!(
+                            "channel {channel} used before connection.open"
+                        )),
+                    ));
+                }
+                self.handle_channel_frame(kind, channel, start, end, b)
+                    .map_err(|e| (channel, e))
+            }
+            other => Err((0, AmqpError::frame(format!("unknown frame type {other}")))),
+        }
+    }
+
+    fn send_start(&mut self) {
+        let caps: FieldTable = [
+            "publisher_confirms",
+            "exchange_exchange_bindings",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "connection.blocked",
+            "consumer_priorities",
+            "authentication_failure_close",
+            "per_consumer_qos",
+        ]
+        .into_iter()
+        .map(|k| (ShortStr::from_static(k), FieldValue::Bool(true)))
+        .collect();
+        let s = |v: String| FieldValue::LongStr(LongStr::from(v));
+        let props: FieldTable = vec![
+            (ShortStr::from_static("capabilities"), FieldValue::Table(caps)),
+            (
+                ShortStr::from_static("cluster_name"),
+                s(self.cfg.cluster_name.clone()),
+            ),
+            (
+                ShortStr::from_static("copyright"),
+                s("Copyright (c) the warren authors".into()),
+            ),
+            (
+                ShortStr::from_static("information"),
+                s("warren: a RabbitMQ-compatible AMQP 0-9-1 broker".into()),
+            ),
+            (ShortStr::from_static("platform"), s("Rust".into())),
+            (ShortStr::from_static("product"), s("warren".into())),
+            (
+                ShortStr::from_static("version"),
+                s(self.cfg.product_version.clone()),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let start = Method::ConnectionStart(ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: props,
+            mechanisms: LongStr::from_static(MECHANISMS),
+            locales: LongStr::from_static("en_US"),
+        });
+        write_method_frame(&mut self.out, 0, &start);
+        self.phase = Phase::Start;
+    }
+
+    fn expect_phase(&self, want: Phase, m: &Method) -> Result<(), AmqpError> {
+        if self.phase == want {
+            Ok(())
+        } else {
+            Err(AmqpError::command_invalid(format!(
+                "unexpected {} during {:?}",
+                m.name(),
+                self.phase
+            ))
+            .with_method(m.class_id(), m.method_id()))
+        }
+    }
+
+    fn handle_connection_method(&mut self, m: Method, b: &mut impl Broker) -> Result<(), AmqpError> {
+        match m {
+            Method::ConnectionStartOk(ref ok) => {
+                self.expect_phase(Phase::Start, &m)?;
+                self.client_properties = ok.client_properties.clone();
+                if let Some(FieldValue::Table(caps)) = ok.client_properties.get("capabilities") {
+                    let flag = |k: &str| caps.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+                    self.caps = ClientCaps {
+                        consumer_cancel_notify: flag("consumer_cancel_notify"),
+                        authentication_failure_close: flag("authentication_failure_close"),
+                        connection_blocked: flag("connection.blocked"),
+                    };
+                }
+                let creds = auth::parse_response(ok.mechanism.as_bytes(), ok.response.as_bytes())?;
+                b.check_login(&creds.user, &creds.password)?;
+                self.user = creds.user;
+                let tune = Method::ConnectionTune(ConnectionTune {
+                    channel_max: self.cfg.channel_max,
+                    frame_max: self.cfg.frame_max,
+                    heartbeat: self.cfg.heartbeat,
+                });
+                write_method_frame(&mut self.out, 0, &tune);
+                self.phase = Phase::Tune;
+                Ok(())
+            }
+            Method::ConnectionSecureOk(_) => Err(AmqpError::command_invalid(
+                "connection.secure-ok without connection.secure",
+            )),
+            Method::ConnectionTuneOk(ref t) => {
+                self.expect_phase(Phase::Tune, &m)?;
+                let server_max = self.cfg.frame_max;
+                if t.frame_max != 0 && t.frame_max < FRAME_MIN_SIZE {
+                    return Err(AmqpError::not_allowed(format!(
+                        "frame_max={} < {} min size",
+                        t.frame_max, FRAME_MIN_SIZE
+                    )));
+                }
+                if server_max != 0 && (t.frame_max == 0 || t.frame_max > server_max) {
+                    return Err(AmqpError::not_allowed(format!(
+                        "frame_max={} > {} max size",
+                        t.frame_max, server_max
+                    )));
+                }
+                let chmax = self.cfg.channel_max;
+                if chmax != 0 && (t.channel_max == 0 || t.channel_max > chmax) {
+                    return Err(AmqpError::not_allowed(format!(
+                        "channel_max={} > {} max channels",
+                        t.channel_max, chmax
+                    )));
+                }
+                self.frame_max = t.frame_max;
+                self.channel_max = if t.channel_max == 0 { u16::MAX } else { t.channel_max };
+                self.heartbeat = t.heartbeat;
+                self.phase = Phase::Open;
+                Ok(())
+            }
+            Method::ConnectionOpen(ref o) => {
+                self.expect_phase(Phase::Open, &m)?;
+                let name = o.virtual_host.as_str().into_owned();
+                self.vhost = b.open_vhost(&self.user, &name)?;
+                self.vhost_name = name;
+                write_method_frame(
+                    &mut self.out,
+                    0,
+                    &Method::ConnectionOpenOk(ConnectionOpenOk {
+                        reserved_1: ShortStr::default(),
+                    }),
+                );
+                self.phase = Phase::Running;
+                Ok(())
+            }
+            Method::ConnectionClose(_) => {
+                write_method_frame(&mut self.out, 0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
+                self.close_reason = Some("client closed".into());
+                self.finish_close(b);
+                Ok(())
+            }
+            Method::ConnectionCloseOk(_) => {
+                // Not closing: RabbitMQ ignores a stray close-ok.
+                Ok(())
+            }
+            Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(()),
+            Method::ConnectionUpdateSecret(ref u) => {
+                // Only meaningful for token-based auth; PLAIN users keep theirs.
+                let _ = u;
+                write_method_frame(
+                    &mut self.out,
+                    0,
+                    &Method::ConnectionUpdateSecretOk(ConnectionUpdateSecretOk {}),
+                );
+                Ok(())
+            }
+            other => Err(AmqpError::command_invalid(format!(
+                "method {} is not allowed on channel 0",
+                other.name()
+            ))
+            .with_method(other.class_id(), other.method_id())),
+        }
+    }
+
+    /// Sends `connection.close` for a hard error and waits for `close-ok`.
+    pub fn close_connection(&mut self, e: AmqpError, b: &mut impl Broker) {
+        if matches!(self.phase, Phase::Closing | Phase::Closed) {
+            return;
+        }
+        self.close_reason = Some(e.reply_text());
+        if matches!(self.phase, Phase::Header) {
+            self.phase = Phase::Closed;
+            return;
+        }
+        let auth_failure = e.code == reply::ACCESS_REFUSED && self.phase == Phase::Start;
+        if auth_failure && !self.caps.authentication_failure_close {
+            // Pre-capability clients expect the socket to just close.
+            self.finish_close(b);
+            return;
+        }
+        let close = Method::ConnectionClose(ConnectionClose {
+            reply_code: e.code,
+            reply_text: ShortStr::from_string_lossy(&e.reply_text()),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        });
+        write_method_frame(&mut self.out, 0, &close);
+        self.teardown_channels(b);
+        self.phase = Phase::Closing;
+    }
+
+    /// The runtime lost the socket or gave up waiting: release everything.
+    pub fn abort(&mut self, reason: &str, b: &mut impl Broker) {
+        if self.close_reason.is_none() {
+            self.close_reason = Some(reason.into());
+        }
+        self.finish_close(b);
+    }
+
+    fn finish_close(&mut self, b: &mut impl Broker) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.teardown_channels(b);
+        if !matches!(self.phase, Phase::Header | Phase::Start | Phase::Tune | Phase::Open) {
+            b.connection_closed(self.conn);
+        }
+        self.phase = Phase::Closed;
+    }
+
+    fn teardown_channels(&mut self, b: &mut impl Broker) {
+        for slot in self.channels.iter_mut() {
+            if let Some(mut ch) = slot.take() {
+                ch.release(b);
+            }
+        }
+        self.open_channels = 0;
+        self.awaiting = None;
+    }
+
+    /// Applies an event from elsewhere in the broker.
+    pub fn on_event(&mut self, ev: Event, b: &mut impl Broker) {
+        if let Event::ForceClose { code, text } = ev {
+            self.close_connection(AmqpError::new(code, text), b);
+            return;
+        }
+        let Some(cref) = ev.channel() else { return };
+        let live = self.phase == Phase::Running
+            && self
+                .channels
+                .get(cref.channel as usize)
+                .and_then(|c| c.as_ref())
+                .is_some_and(|c| c.cref == cref && !c.closing);
+        if !live {
+            Channel::orphan_event(ev, b);
+            return;
+        }
+        let r = self.channel_event(cref.channel, ev, b);
+        if let Err(e) = r {
+            if e.is_hard() {
+                self.close_connection(e, b);
+            } else {
+                self.close_channel(cref.channel, e, b);
+            }
+        }
+    }
+
+    /// Emits coalesced confirms; call after each batch of input or events.
+    pub fn end_batch(&mut self, _b: &mut impl Broker) {
+        while let Some(n) = self.confirm_dirty.pop() {
+            if let Some(Some(ch)) = self.channels.get_mut(n as usize) {
+                ch.confirm_dirty = false;
+                ch.emit_confirms(&mut self.out, &mut self.stats);
+            }
+        }
+    }
+
+    /// The output was written to the socket: release transport-window
+    /// credit for the tracked deliveries in it.
+    pub fn report_written(&mut self, b: &mut impl Broker) {
+        for (q, c, n) in self.written.drain(..) {
+            b.written(q, c, n);
+        }
+    }
+
+    pub(super) fn new_channel_ref(&mut self, channel: u16) -> ChannelRef {
+        let epoch = self.next_epoch;
+        self.next_epoch = self.next_epoch.wrapping_add(1).max(1);
+        ChannelRef {
+            conn: self.conn,
+            channel,
+            epoch,
+        }
+    }
+}

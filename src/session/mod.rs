@@ -1,0 +1,125 @@
+//! Per-connection and per-channel AMQP state machines. Sans-IO: bytes and
+//! [`Event`]s in, bytes (in [`Session::output`]) and calls on a [`Broker`]
+//! out. The runtime owns the socket and the clock; this layer owns protocol
+//! correctness: handshake, tuning, publish assembly, delivery tags, prefetch
+//! credit, confirms, transactions, and mapping errors to `channel.close` /
+//! `connection.close` with RabbitMQ's codes.
+
+mod auth;
+mod channel;
+mod confirms;
+mod connection;
+mod frames;
+mod publish;
+mod unacked;
+
+pub use auth::{Credentials, MECHANISMS, parse_response};
+pub use confirms::{ConfirmRun, ConfirmTracker};
+pub use connection::{Phase, Session, SessionConfig, Status};
+pub use frames::split_frames;
+pub use unacked::{Outstanding, UnackedMap};
+
+use crate::broker::request::{Reply, Request, Settle};
+use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
+use crate::message::Message;
+use crate::protocol::{AmqpError, ShortStr};
+use crate::queue::Delivery;
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublishOutcome {
+    /// At least one queue took the message (or will: remote queues count).
+    pub routed: bool,
+    /// Queue acknowledgements the confirm must still wait for (remote queues,
+    /// durable storage). 0 = confirm now.
+    pub pending_confirms: u32,
+    /// A queue refused the message (e.g. `x-overflow = reject-publish`):
+    /// the confirm is a nack.
+    pub rejected: bool,
+}
+
+/// The services a session needs from the broker. Implemented by the runtime
+/// (and by fakes in tests). Calls never block; anything that needs another
+/// shard completes later as an [`Event`].
+pub trait Broker {
+    /// Checks a user's password. Errors are 403 ACCESS_REFUSED.
+    fn check_login(&mut self, user: &str, password: &[u8]) -> Result<(), AmqpError>;
+    /// Resolves `connection.open`'s vhost for the user (530 NOT_ALLOWED if
+    /// missing or not permitted).
+    fn open_vhost(&mut self, user: &str, vhost: &str) -> Result<VhostId, AmqpError>;
+    /// Routes and enqueues a message. `confirm` is the publish's confirm seq
+    /// when the channel is in confirm mode. Errors close the channel.
+    fn publish(
+        &mut self,
+        ch: ChannelRef,
+        vhost: VhostId,
+        msg: Message,
+        confirm: Option<u64>,
+    ) -> Result<PublishOutcome, AmqpError>;
+    /// Checks that a publish could be routed from this exchange (404 if
+    /// missing, 403 if internal); used by transactions, which route at commit.
+    fn exchange_exists(&mut self, vhost: VhostId, exchange: &[u8]) -> Result<(), AmqpError>;
+    /// Settles a delivery on its queue.
+    fn settle(&mut self, queue: QueueId, seq: u64, how: Settle);
+    /// Starts an asynchronous request; the answer arrives as [`Event::Reply`].
+    fn request(&mut self, ch: ChannelRef, vhost: VhostId, user: &str, req: Request);
+    /// Removes a consumer without a reply (its channel is closing).
+    fn drop_consumer(&mut self, queue: QueueId, consumer: ConsumerRef);
+    /// Reports tracked deliveries written to the socket (transport window).
+    fn written(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32);
+    /// Grants channel-wide prefetch credit to a consumer.
+    fn grant_credit(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32);
+    /// A fresh server-generated name: `prefix` + 22 url-safe base64 chars.
+    fn unique_name(&mut self, prefix: &str) -> ShortStr;
+    /// The connection is gone: its exclusive queues go with it.
+    fn connection_closed(&mut self, conn: ConnId);
+}
+
+/// Something that happened elsewhere in the broker, addressed to a channel of
+/// this connection.
+#[derive(Debug)]
+pub enum Event {
+    Reply {
+        ch: ChannelRef,
+        reply: Reply,
+    },
+    Deliver(Delivery),
+    /// A queue took (`ok`) or refused publish `seq`.
+    Confirm {
+        ch: ChannelRef,
+        seq: u64,
+        ok: bool,
+    },
+    /// The queue was deleted under the consumer.
+    ConsumerCancelled {
+        consumer: ConsumerRef,
+    },
+    CreditRequest {
+        queue: QueueId,
+        consumer: ConsumerRef,
+    },
+    CreditReturn {
+        queue: QueueId,
+        consumer: ConsumerRef,
+        n: u32,
+    },
+    /// Close the connection (management, shutdown).
+    ForceClose {
+        code: u16,
+        text: String,
+    },
+}
+
+impl Event {
+    /// The channel the event is addressed to, if any.
+    pub fn channel(&self) -> Option<ChannelRef> {
+        match self {
+            Event::Reply { ch, .. } | Event::Confirm { ch, .. } => Some(*ch),
+            Event::Deliver(d) => Some(d.consumer.ch),
+            Event::ConsumerCancelled { consumer }
+            | Event::CreditRequest { consumer, .. }
+            | Event::CreditReturn { consumer, .. } => Some(consumer.ch),
+            Event::ForceClose { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! A client connection's task: socket ↔ session glue. Reads are batched
+//! (every complete frame in the buffer is processed before the next read)
+//! and so are writes (all output of a step goes out in one write).
+
+use super::ctx::Ctx;
+use super::state::{ConnHandle, Shard};
+use crate::session::{Phase, Session, Status};
+use bytes::{Buf, BytesMut};
+use futures_lite::io::{AsyncBufRead, AsyncWrite};
+use glommio::net::{Preallocated, TcpStream};
+use glommio::timer::Timer;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+const RECV_BUFFER: usize = 64 * 1024;
+/// How long we wait for `connection.close-ok` after sending `connection.close`.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
+    let id = shard.new_conn_id();
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let mut stream = stream.buffered_with(Preallocated::new(RECV_BUFFER));
+    let handle = Rc::new(ConnHandle {
+        id,
+        peer,
+        inbox: RefCell::new(VecDeque::new()),
+        notify: Default::default(),
+    });
+    shard.conns.borrow_mut().insert(id, handle.clone());
+    let mut session = Session::new(id, shard.session_cfg.clone());
+    let reason = serve(&shard, &handle, &mut stream, &mut session).await;
+    let mut ctx = Ctx { shard: &shard };
+    session.abort(&reason, &mut ctx);
+    if !session.output().is_empty() {
+        let out = std::mem::take(session.output());
+        let _ = write_all(&mut stream, &out).await;
+    }
+    shard.conns.borrow_mut().remove(&id);
+    let left: Vec<_> = handle.inbox.borrow_mut().drain(..).collect();
+    for ev in left {
+        session.on_event(ev, &mut ctx);
+    }
+    shard.after_step();
+    let _ = stream.close().await;
+    match session.close_reason.as_deref() {
+        Some(r) if r != "client closed" && r != "bad protocol header" => {
+            log::info!("connection {:?} from {:?} closed: {r}", id, peer)
+        }
+        _ => log::debug!("connection {:?} from {:?} closed", id, peer),
+    }
+}
+
+async fn write_all(stream: &mut TcpStream<Preallocated>, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = poll_fn(|cx| Pin::new(&mut *stream).poll_write(cx, buf)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// Runs the connection until it ends; returns why.
+async fn serve(
+    shard: &Rc<Shard>,
+    handle: &Rc<ConnHandle>,
+    stream: &mut TcpStream<Preallocated>,
+    session: &mut Session,
+) -> String {
+    let limits = &shard.cfg.limits;
+    let mut rbuf = BytesMut::with_capacity(RECV_BUFFER);
+    let started = Instant::now();
+    let mut last_read = started;
+    let mut last_write = started;
+    let mut closing_since: Option<Instant> = None;
+    let mut eof = false;
+    let mut timer = Timer::new(Duration::from_secs(1));
+    loop {
+        let mut ctx = Ctx { shard };
+        // Events from queues and other shards.
+        let mut any = false;
+        loop {
+            let ev = handle.inbox.borrow_mut().pop_front();
+            let Some(ev) = ev else { break };
+            session.on_event(ev, &mut ctx);
+            any = true;
+        }
+        if any {
+            session.end_batch(&mut ctx);
+        }
+        // Input.
+        let out_high = session.output().len() >= limits.write_buffer_high;
+        let congested = shard.outbox_congested();
+        let can_feed = !out_high && !congested && !session.over_limits();
+        if can_feed && !rbuf.is_empty() && !session.is_paused() {
+            if session.feed(&mut rbuf, &mut ctx) == Status::Close {
+                session.abort("closed", &mut ctx);
+            }
+        }
+        shard.after_step();
+        if session.phase() == Phase::Closing && closing_since.is_none() {
+            closing_since = Some(Instant::now());
+        }
+        if session.phase() == Phase::Closed {
+            if !session.output().is_empty() {
+                let out = std::mem::take(session.output());
+                let _ = write_all(stream, &out).await;
+            }
+            return session
+                .close_reason
+                .clone()
+                .unwrap_or_else(|| "closed".into());
+        }
+        if eof && rbuf.is_empty() || eof && !session.is_paused() && can_feed {
+            return "client closed TCP connection".into();
+        }
+        let want_read = can_feed
+            && !eof
+            && rbuf.len() < limits.read_buffer.max(limits.frame_max as usize * 2);
+        // Wait for something to do: socket readable/writable, an event, or
+        // the timer.
+        let mut fired = false;
+        let mut wrote_all = false;
+        let io = poll_fn(|cx| {
+            let mut ready = false;
+            if congested {
+                shard.drain_waiters.borrow_mut().push(cx.waker().clone());
+            }
+            let out = session.output();
+            let had_output = !out.is_empty();
+            while !out.is_empty() {
+                match Pin::new(&mut *stream).poll_write(cx, out) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        out.advance(n);
+                        last_write = Instant::now();
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+            if had_output && out.is_empty() {
+                wrote_all = true;
+                ready = true;
+            }
+            if want_read {
+                match Pin::new(&mut *stream).poll_fill_buf(cx) {
+                    Poll::Ready(Ok(data)) => {
+                        let n = data.len();
+                        if n == 0 {
+                            eof = true;
+                        } else {
+                            rbuf.extend_from_slice(data);
+                            Pin::new(&mut *stream).consume(n);
+                            last_read = Instant::now();
+                        }
+                        ready = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if !handle.inbox.borrow().is_empty() {
+                ready = true;
+            } else {
+                handle.notify.register(cx);
+                if !handle.inbox.borrow().is_empty() {
+                    ready = true;
+                }
+            }
+            if Pin::new(&mut timer).poll(cx).is_ready() {
+                fired = true;
+                ready = true;
+            }
+            if ready { Poll::Ready(Ok(())) } else { Poll::Pending }
+        })
+        .await;
+        if let Err(e) = io {
+            return format!("socket error: {e}");
+        }
+        if wrote_all {
+            session.report_written(&mut Ctx { shard });
+        }
+        if fired {
+            let now = Instant::now();
+            let hb = session.heartbeat() as u64;
+            match session.phase() {
+                Phase::Header | Phase::Start | Phase::Tune | Phase::Open => {
+                    if now - started > limits.handshake_timeout {
+                        return "handshake timeout".into();
+                    }
+                }
+                Phase::Closing => {
+                    if closing_since.is_some_and(|t| now - t > CLOSE_TIMEOUT) {
+                        return session
+                            .close_reason
+                            .clone()
+                            .unwrap_or_else(|| "close timeout".into());
+                    }
+                }
+                _ => {}
+            }
+            if hb > 0 && session.phase() == Phase::Running {
+                if now - last_read > Duration::from_secs(hb * 2) {
+                    return format!("missed heartbeats from client, timeout: {hb}s");
+                }
+                if now - last_write >= Duration::from_millis(hb * 500) && session.output().is_empty() {
+                    session.write_heartbeat();
+                }
+            }
+            let tick = if hb > 0 && session.phase() == Phase::Running {
+                Duration::from_millis((hb * 500).max(500))
+            } else {
+                Duration::from_secs(1)
+            };
+            timer.reset(tick);
+        }
+        glommio::yield_if_needed().await;
+    }
+}

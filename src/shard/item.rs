@@ -1,0 +1,100 @@
+//! What crosses between shards. Items for one destination are batched into
+//! one `Vec` per ring push; the ring (an SPSC channel per pair of shards)
+//! keeps them in order, which the protocol relies on (a `consume-ok` reply
+//! travels before the deliveries that follow it).
+
+use crate::broker::request::{Request, Settle};
+use crate::broker::topology::Change;
+use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
+use crate::message::Message;
+use crate::protocol::{AmqpError, ShortStr};
+use crate::queue::ConsumerSpec;
+use crate::session::Event;
+
+/// An operation on a queue, run on its owner shard, answered to `ch`.
+#[derive(Debug)]
+pub enum QueueOp {
+    Consume(ConsumerSpec),
+    Cancel(ConsumerRef),
+    Get { no_ack: bool },
+    Purge,
+}
+
+/// Messages for the control plane (shard 0).
+#[derive(Debug)]
+pub enum ControlMsg {
+    Request {
+        ch: ChannelRef,
+        vhost: VhostId,
+        user: String,
+        req: Request,
+    },
+    /// A connection closed: its exclusive queues must go.
+    ConnectionClosed(ConnId),
+    /// An auto-delete queue lost its last consumer; its owner already
+    /// dropped it.
+    AutoDeleted(QueueId),
+}
+
+#[derive(Debug)]
+pub enum Item {
+    Publish {
+        queue: QueueId,
+        msg: Message,
+        confirm: Option<(ChannelRef, u64)>,
+    },
+    Settle {
+        queue: QueueId,
+        seq: u64,
+        how: Settle,
+    },
+    Written {
+        queue: QueueId,
+        consumer: ConsumerRef,
+        n: u32,
+    },
+    Credit {
+        queue: QueueId,
+        consumer: ConsumerRef,
+        n: u32,
+    },
+    DropConsumer {
+        queue: QueueId,
+        consumer: ConsumerRef,
+    },
+    /// For a connection of the destination shard.
+    Event {
+        conn: ConnId,
+        ev: Event,
+    },
+    QueueOp {
+        queue: QueueId,
+        name: ShortStr,
+        ch: ChannelRef,
+        op: QueueOp,
+    },
+    Control(ControlMsg),
+    /// Shard 0 → every shard: apply, then answer `TopologyApplied`.
+    Topology(Vec<Change>),
+    TopologyApplied,
+    /// Shard 0 → owner: delete the queue if the conditions hold.
+    OwnerDelete {
+        op: u64,
+        queue: QueueId,
+        if_unused: bool,
+        if_empty: bool,
+    },
+    OwnerDeleted {
+        op: u64,
+        result: Result<u32, AmqpError>,
+    },
+    /// Shard 0 → owner: answer `queue.declare-ok` with the queue's counts.
+    DeclareCounts {
+        queue: QueueId,
+        ch: ChannelRef,
+        name: ShortStr,
+    },
+}
+
+/// One ring push.
+pub type Batch = Vec<Item>;

@@ -1,0 +1,12 @@
+//! The runtime: executors, listeners, connection tasks, the inter-shard
+//! mesh and the control plane task. The only layer that uses glommio.
+
+mod conn;
+mod control;
+mod ctx;
+mod item;
+mod notify;
+mod server;
+mod state;
+
+pub use server::{ServerHandle, start};

@@ -1,0 +1,307 @@
+//! Starting and stopping the broker: one pinned glommio executor per shard,
+//! each accepting on the same port (SO_REUSEPORT), joined by a full mesh of
+//! bounded SPSC rings.
+
+use super::item::Batch;
+use super::state::Shard;
+use super::{conn, control};
+use crate::config::Config;
+use crate::ids::ShardId;
+use glommio::channels::channel_mesh::{MeshBuilder, Receivers, Senders};
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A running broker. Dropping it stops the broker.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The AMQP listening address (with the real port when 0 was asked).
+    pub fn amqp_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every connection with 320 CONNECTION_FORCED and stops.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Blocks until the broker stops on its own (it does not, unless asked).
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Asks the broker to stop (e.g. from a signal handler thread).
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills a zeroed cpu_set_t of the size given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect();
+            if !cpus.is_empty() {
+                return cpus;
+            }
+        }
+    }
+    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(b)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9E37_79B9, |d| d.as_nanos() as u64)
+            ^ std::process::id() as u64
+    }
+}
+
+/// Finds the port to use: refuses one already in use (our listeners set
+/// SO_REUSEPORT, which would otherwise silently share it with another
+/// process), and resolves port 0 to a concrete free port.
+fn probe_port(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let l = StdListener::bind(addr).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(e.kind(), format!("port {} is already in use on {}", addr.port(), addr.ip()))
+        } else {
+            io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+        }
+    })?;
+    l.local_addr()
+}
+
+/// Starts the broker and returns once every shard accepts connections.
+pub fn start(cfg: Config) -> io::Result<ServerHandle> {
+    let cpus = allowed_cpus();
+    let nshards = if cfg.shards == 0 { cpus.len() } else { cfg.shards };
+    if nshards == 0 || nshards > u16::MAX as usize {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid number of shards"));
+    }
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot create data dir {}: {e}", cfg.data_dir.display()))
+    })?;
+    let probe = cfg.data_dir.join(".warren-write-test");
+    std::fs::write(&probe, b"ok")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            io::Error::new(e.kind(), format!("data dir {} is not writable: {e}", cfg.data_dir.display()))
+        })?;
+    let addr = probe_port(SocketAddr::new(cfg.bind, cfg.port))?;
+    let cfg = Arc::new(cfg);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mesh: MeshBuilder<Batch, _> = MeshBuilder::full(nshards, cfg.limits.ring_capacity);
+    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+    let base_seed = seed();
+    let mut threads = Vec::new();
+    for i in 0..nshards {
+        let cpu = cpus[i % cpus.len()];
+        let cfg = cfg.clone();
+        let stop = stop.clone();
+        let mesh = mesh.clone();
+        let ready = ready_tx.clone();
+        let seed = base_seed ^ ((i as u64 + 1) << 32);
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("warren-shard-{i}"))
+            // Networking does not use registered buffers; keep locked memory
+            // small so the default 8 MiB RLIMIT_MEMLOCK fits many shards.
+            .io_memory(512 * 1024);
+        let h = builder
+            .spawn(move || async move {
+                run_shard(i as ShardId, nshards, cfg, addr, mesh, stop, seed, ready).await;
+            })
+            .map_err(|e| io::Error::other(format!("cannot start shard {i}: {e}")))?;
+        threads.push(std::thread::spawn(move || {
+            let _ = h.join();
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..nshards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                stop.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+            Err(_) => {
+                stop.store(true, Ordering::SeqCst);
+                return Err(io::Error::other("a shard failed to start"));
+            }
+        }
+    }
+    Ok(ServerHandle {
+        addr,
+        stop,
+        threads,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_shard(
+    id: ShardId,
+    nshards: usize,
+    cfg: Arc<Config>,
+    addr: SocketAddr,
+    mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+    ready: mpsc::Sender<io::Result<()>>,
+) {
+    let shard = Rc::new(Shard::new(id, nshards, cfg, seed));
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))));
+            return;
+        }
+    };
+    let (senders, receivers) = if nshards > 1 {
+        match mesh.join().await {
+            Ok(x) => (Some(x.0), Some(x.1)),
+            Err(()) => {
+                let _ = ready.send(Err(io::Error::other("cannot join the shard mesh")));
+                return;
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let mut tasks = Vec::new();
+    if let (Some(senders), Some(receivers)) = (senders, receivers) {
+        let senders = Rc::new(senders);
+        let receivers = Rc::new(receivers);
+        for peer in 0..nshards {
+            if peer == id as usize {
+                continue;
+            }
+            tasks.push(glommio::spawn_local(flusher(shard.clone(), senders.clone(), peer)).detach());
+            tasks.push(glommio::spawn_local(receiver(shard.clone(), receivers.clone(), peer)).detach());
+        }
+    }
+    tasks.push(glommio::spawn_local(local_pump(shard.clone())).detach());
+    if id == 0 {
+        tasks.push(glommio::spawn_local(control::run(shard.clone())).detach());
+    }
+    let acceptor = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        if shard.stopping.get() {
+                            continue;
+                        }
+                        glommio::spawn_local(conn::run(shard.clone(), stream)).detach();
+                    }
+                    Err(e) => {
+                        log::warn!("accept failed: {e}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+        .detach()
+    };
+    let _ = ready.send(Ok(()));
+    if id == 0 {
+        log::info!("warren {} ready: accepting AMQP connections on {addr} with {nshards} shard(s)", env!("CARGO_PKG_VERSION"));
+    }
+    while !stop.load(Ordering::SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    shard.stopping.set(true);
+    acceptor.cancel().await;
+    let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
+    for c in &conns {
+        c.push(crate::session::Event::ForceClose {
+            code: crate::protocol::reply::CONNECTION_FORCED,
+            text: "broker forced connection closure with reason 'shutdown'".into(),
+        });
+    }
+    // Give connections a moment to send their close frames.
+    for _ in 0..40 {
+        if shard.conns.borrow().is_empty() {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(25)).await;
+    }
+    for t in tasks {
+        t.cancel().await;
+    }
+}
+
+async fn local_pump(shard: Rc<Shard>) {
+    loop {
+        shard.local_notify.wait().await;
+        shard.after_step();
+    }
+}
+
+async fn flusher(shard: Rc<Shard>, senders: Rc<Senders<Batch>>, peer: usize) {
+    loop {
+        shard.flush[peer].wait().await;
+        loop {
+            let batch = std::mem::take(&mut shard.outbox.borrow_mut()[peer]);
+            if batch.is_empty() {
+                break;
+            }
+            if senders.send_to(peer, batch).await.is_err() {
+                return;
+            }
+            for w in shard.drain_waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+    }
+}
+
+async fn receiver(shard: Rc<Shard>, receivers: Rc<Receivers<Batch>>, peer: usize) {
+    loop {
+        match receivers.recv_from(peer).await {
+            Ok(Some(batch)) => {
+                for item in batch {
+                    shard.handle_item(item);
+                }
+                shard.after_step();
+            }
+            _ => return,
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! One shard's state and the handling of everything that reaches it.
+
+use super::item::{Batch, ControlMsg, Item, QueueOp};
+use super::notify::Notify;
+use crate::broker::control::ControlPlane;
+use crate::broker::request::{Reply, Settle};
+use crate::broker::topology::{Change, RouteScratch, Topology};
+use crate::config::Config;
+use crate::ids::{ConnId, ConsumerRef, IdMap, QueueId, ShardId, VhostId};
+use crate::protocol::{AmqpError, ShortStr};
+use crate::queue::{ConsumeError, Delivery, Queue, QueueSink};
+use crate::session::{Event, SessionConfig};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+
+/// A queue engine with what its owner needs to know about it.
+/// Owned by the queue's owner shard.
+pub struct QueueSlot {
+    pub q: Queue,
+    pub name: ShortStr,
+    pub vhost: VhostId,
+    pub auto_delete: bool,
+    pub had_consumers: bool,
+    dirty: bool,
+}
+
+/// A connection as its shard sees it: the inbox other tasks fill and the
+/// wake-up for the connection's task. Owned by the connection's shard.
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub peer: Option<SocketAddr>,
+    pub inbox: RefCell<VecDeque<Event>>,
+    pub notify: Notify,
+}
+
+impl ConnHandle {
+    pub fn push(&self, ev: Event) {
+        self.inbox.borrow_mut().push_back(ev);
+        self.notify.notify();
+    }
+}
+
+/// The control plane's state. Shard 0 only.
+#[derive(Default)]
+pub struct ControlState {
+    pub plane: RefCell<ControlPlane>,
+    pub inbox: RefCell<VecDeque<ControlMsg>>,
+    pub notify: Notify,
+    /// Shards yet to apply the last broadcast.
+    pub acks_pending: Cell<usize>,
+    pub acks_notify: Notify,
+    pub next_op: Cell<u64>,
+    pub results: RefCell<IdMap<u64, Result<u32, AmqpError>>>,
+    pub results_notify: Notify,
+}
+
+/// Everything one shard owns. Lives on its executor thread; shared by that
+/// shard's tasks through `Rc`. No locks: each field is touched only by this
+/// thread, and RefCell borrows never span an await.
+pub struct Shard {
+    pub id: ShardId,
+    pub nshards: usize,
+    pub cfg: Arc<Config>,
+    pub session_cfg: SessionConfig,
+    /// Replica of the topology (the authoritative copy on shard 0).
+    pub topo: RefCell<Topology>,
+    /// Queues this shard owns.
+    pub queues: RefCell<IdMap<QueueId, QueueSlot>>,
+    pub conns: RefCell<IdMap<ConnId, Rc<ConnHandle>>>,
+    next_conn: Cell<u64>,
+    /// Items waiting for the next ring push, per destination shard.
+    pub outbox: RefCell<Vec<Batch>>,
+    pub flush: Vec<Notify>,
+    /// Connections waiting for a congested outbox to drain.
+    pub drain_waiters: RefCell<Vec<Waker>>,
+    /// Items addressed to this shard, handled after the current step.
+    local: RefCell<VecDeque<Item>>,
+    pub local_notify: Notify,
+    dirty: RefCell<Vec<QueueId>>,
+    pub route: RefCell<(RouteScratch, Vec<(QueueId, ShardId)>)>,
+    pub control: Option<ControlState>,
+    rng: Cell<u64>,
+    pub stopping: Cell<bool>,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, nshards: usize, cfg: Arc<Config>, seed: u64) -> Self {
+        let l = &cfg.limits;
+        let session_cfg = SessionConfig {
+            frame_max: l.frame_max,
+            channel_max: l.channel_max,
+            heartbeat: l.heartbeat.as_secs().min(u16::MAX as u64) as u16,
+            max_message_size: l.max_message_size,
+            max_unconfirmed: l.max_unconfirmed,
+            tx_max_messages: l.tx_max_messages,
+            cluster_name: format!("warren@{}", hostname()),
+            product_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let mut topo = Topology::default();
+        let mut plane = ControlPlane::default();
+        // Every shard builds the same initial topology with the same ids,
+        // so no broadcast is needed before the first connection.
+        if let Some(changes) = plane.add_vhost(&topo, &cfg.default_vhost) {
+            for c in &changes {
+                topo.apply(c);
+            }
+        }
+        let control = (id == 0).then(|| ControlState {
+            plane: RefCell::new(plane),
+            ..Default::default()
+        });
+        Shard {
+            id,
+            nshards,
+            session_cfg,
+            topo: RefCell::new(topo),
+            queues: RefCell::default(),
+            conns: RefCell::default(),
+            next_conn: Cell::new(1),
+            outbox: RefCell::new((0..nshards).map(|_| Vec::new()).collect()),
+            flush: (0..nshards).map(|_| Notify::default()).collect(),
+            drain_waiters: RefCell::default(),
+            local: RefCell::default(),
+            local_notify: Notify::default(),
+            dirty: RefCell::default(),
+            route: RefCell::default(),
+            control,
+            rng: Cell::new(seed | 1),
+            stopping: Cell::new(false),
+            cfg,
+        }
+    }
+
+    pub fn new_conn_id(&self) -> ConnId {
+        let n = self.next_conn.get();
+        self.next_conn.set(n + 1);
+        ConnId::new(self.id, n)
+    }
+
+    /// xorshift64*: server-generated names need uniqueness, not secrecy.
+    pub fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// `prefix` + 22 url-safe base64 characters, as RabbitMQ names
+    /// `amq.gen-…` queues and `amq.ctag-…` consumer tags.
+    pub fn unique_name(&self, prefix: &str) -> ShortStr {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut s = String::with_capacity(prefix.len() + 22);
+        s.push_str(prefix);
+        let (mut a, mut b) = (self.random(), self.random());
+        for i in 0..22 {
+            let v = if i < 11 { &mut a } else { &mut b };
+            s.push(ALPHABET[(*v & 63) as usize] as char);
+            *v >>= 6;
+        }
+        ShortStr::from_string_lossy(&s)
+    }
+
+    /// Sends an item to a shard: batched for a peer, deferred for ourselves
+    /// (never handled re-entrantly).
+    pub fn send(&self, dest: ShardId, item: Item) {
+        if dest == self.id {
+            self.local.borrow_mut().push_back(item);
+            self.local_notify.notify();
+        } else {
+            self.outbox.borrow_mut()[dest as usize].push(item);
+        }
+    }
+
+    /// Sends an event to a connection, wherever it lives.
+    pub fn to_conn(&self, conn: ConnId, ev: Event) {
+        if conn.shard() == self.id {
+            self.deliver_event(conn, ev);
+        } else {
+            self.send(conn.shard(), Item::Event { conn, ev });
+        }
+    }
+
+    pub fn reply(&self, ch: crate::ids::ChannelRef, reply: Reply) {
+        self.to_conn(ch.conn, Event::Reply { ch, reply });
+    }
+
+    fn deliver_event(&self, conn: ConnId, ev: Event) {
+        let handle = self.conns.borrow().get(&conn).cloned();
+        match handle {
+            Some(h) => h.push(ev),
+            None => self.orphan(ev),
+        }
+    }
+
+    fn owner_of(&self, queue: QueueId) -> Option<ShardId> {
+        self.topo.borrow().queue(queue).map(|q| q.owner)
+    }
+
+    /// An event whose connection is gone: give back what it holds.
+    fn orphan(&self, ev: Event) {
+        let mut give_back = |queue: QueueId, item: Item| {
+            if let Some(owner) = self.owner_of(queue) {
+                self.send(owner, item);
+            }
+        };
+        match ev {
+            Event::Deliver(d) => {
+                if d.needs_ack {
+                    give_back(d.queue, Item::Settle {
+                        queue: d.queue,
+                        seq: d.seq,
+                        how: Settle::Requeue,
+                    });
+                }
+                if d.tracked {
+                    give_back(d.queue, Item::Written {
+                        queue: d.queue,
+                        consumer: d.consumer,
+                        n: 1,
+                    });
+                }
+            }
+            Event::Reply { reply, .. } => match reply {
+                Reply::GetOk {
+                    queue,
+                    entry,
+                    needs_ack: true,
+                    ..
+                } => give_back(queue, Item::Settle {
+                    queue,
+                    seq: entry.seq,
+                    how: Settle::Requeue,
+                }),
+                Reply::ConsumeOk { queue, consumer } => {
+                    give_back(queue, Item::DropConsumer { queue, consumer })
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    pub fn mark_dirty(&self, slot: &mut QueueSlot) {
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.borrow_mut().push(slot.q.id);
+        }
+    }
+
+    /// Work left by the current step: deferred local items, dispatch of
+    /// queues that changed, then wake the ring flushers. Run after every
+    /// step of every task, so one ring push carries a whole turn's items.
+    pub fn after_step(&self) {
+        loop {
+            let item = self.local.borrow_mut().pop_front();
+            if let Some(item) = item {
+                self.handle_item(item);
+                continue;
+            }
+            let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+            if dirty.is_empty() {
+                break;
+            }
+            for id in dirty {
+                self.dispatch(id);
+            }
+        }
+        let outbox = self.outbox.borrow();
+        for (d, items) in outbox.iter().enumerate() {
+            if !items.is_empty() {
+                self.flush[d].notify();
+            }
+        }
+    }
+
+    pub fn outbox_congested(&self) -> bool {
+        let high = self.cfg.limits.outbox_high;
+        self.outbox.borrow().iter().any(|b| b.len() > high)
+    }
+
+    fn dispatch(&self, id: QueueId) {
+        let mut queues = self.queues.borrow_mut();
+        let Some(slot) = queues.get_mut(&id) else {
+            return;
+        };
+        slot.dirty = false;
+        slot.q.dispatch(&mut Sink { shard: self, queue: id });
+    }
+
+    fn queue_gone_error(name: &ShortStr, vhost: &str) -> AmqpError {
+        crate::broker::control::no_queue(name, vhost)
+    }
+
+    /// Handles one item addressed to this shard.
+    pub fn handle_item(&self, item: Item) {
+        match item {
+            Item::Publish {
+                queue,
+                msg,
+                confirm,
+            } => {
+                {
+                    let mut queues = self.queues.borrow_mut();
+                    if let Some(slot) = queues.get_mut(&queue) {
+                        slot.q.publish(msg);
+                        self.mark_dirty(slot);
+                    }
+                }
+                if let Some((ch, seq)) = confirm {
+                    self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
+                }
+            }
+            Item::Settle { queue, seq, how } => self.settle_local(queue, seq, how),
+            Item::Written { queue, consumer, n } => {
+                let mut queues = self.queues.borrow_mut();
+                if let Some(slot) = queues.get_mut(&queue) {
+                    slot.q.written(consumer, n);
+                    self.mark_dirty(slot);
+                }
+            }
+            Item::Credit { queue, consumer, n } => {
+                let mut queues = self.queues.borrow_mut();
+                match queues.get_mut(&queue) {
+                    Some(slot) => slot.q.grant_credit(consumer, n, &mut Sink { shard: self, queue }),
+                    None => self.to_conn(consumer.ch.conn, Event::CreditReturn { queue, consumer, n }),
+                }
+            }
+            Item::DropConsumer { queue, consumer } => {
+                self.drop_consumer_local(queue, consumer);
+            }
+            Item::Event { conn, ev } => self.deliver_event(conn, ev),
+            Item::QueueOp { queue, name, ch, op } => self.queue_op(queue, name, ch, op),
+            Item::Control(msg) => {
+                if let Some(c) = &self.control {
+                    c.inbox.borrow_mut().push_back(msg);
+                    c.notify.notify();
+                }
+            }
+            Item::Topology(changes) => {
+                self.apply_changes(&changes);
+                self.send(0, Item::TopologyApplied);
+            }
+            Item::TopologyApplied => {
+                if let Some(c) = &self.control {
+                    c.acks_pending.set(c.acks_pending.get().saturating_sub(1));
+                    c.acks_notify.notify();
+                }
+            }
+            Item::OwnerDelete {
+                op,
+                queue,
+                if_unused,
+                if_empty,
+            } => {
+                let result = self.owner_delete(queue, if_unused, if_empty);
+                self.send(0, Item::OwnerDeleted { op, result });
+            }
+            Item::OwnerDeleted { op, result } => {
+                if let Some(c) = &self.control {
+                    c.results.borrow_mut().insert(op, result);
+                    c.results_notify.notify();
+                }
+            }
+            Item::DeclareCounts { queue, ch, name } => {
+                let counts = self
+                    .queues
+                    .borrow()
+                    .get(&queue)
+                    .map(|s| (s.q.ready_count() as u32, s.q.consumer_count() as u32));
+                let reply = match counts {
+                    Some((messages, consumers)) => Reply::QueueDeclareOk {
+                        name,
+                        messages,
+                        consumers,
+                    },
+                    None => {
+                        let vhost = self.vhost_name_of(queue);
+                        Reply::Error(Self::queue_gone_error(&name, &vhost))
+                    }
+                };
+                self.reply(ch, reply);
+            }
+        }
+    }
+
+    fn vhost_name_of(&self, queue: QueueId) -> String {
+        let topo = self.topo.borrow();
+        topo.queue(queue)
+            .map(|q| topo.vhost_name(q.vhost).to_string())
+            .unwrap_or_else(|| "/".into())
+    }
+
+    /// Applies a delivery settlement to a queue this shard owns.
+    pub fn settle_local(&self, queue: QueueId, seq: u64, how: Settle) {
+        let mut queues = self.queues.borrow_mut();
+        let Some(slot) = queues.get_mut(&queue) else {
+            return;
+        };
+        match how {
+            Settle::Ack => {
+                slot.q.ack(seq);
+            }
+            Settle::Reject { requeue } => {
+                slot.q.reject(seq, requeue);
+            }
+            Settle::Requeue => slot.q.requeue([seq]),
+        }
+        self.mark_dirty(slot);
+    }
+
+    pub fn drop_consumer_local(&self, queue: QueueId, consumer: ConsumerRef) {
+        let auto_deleted = {
+            let mut queues = self.queues.borrow_mut();
+            let Some(slot) = queues.get_mut(&queue) else {
+                return;
+            };
+            slot.q.cancel_consumer(consumer);
+            self.mark_dirty(slot);
+            slot.auto_delete && slot.had_consumers && slot.q.consumer_count() == 0
+        };
+        if auto_deleted {
+            self.auto_delete(queue);
+        }
+    }
+
+    fn auto_delete(&self, queue: QueueId) {
+        self.remove_engine(queue);
+        self.send(0, Item::Control(ControlMsg::AutoDeleted(queue)));
+    }
+
+    /// Drops a queue engine, telling its consumers.
+    fn remove_engine(&self, queue: QueueId) -> Option<u32> {
+        let slot = self.queues.borrow_mut().remove(&queue)?;
+        for c in slot.q.consumer_refs() {
+            self.to_conn(c.ch.conn, Event::ConsumerCancelled { consumer: c });
+        }
+        Some(slot.q.ready_count() as u32)
+    }
+
+    fn owner_delete(&self, queue: QueueId, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
+        {
+            let queues = self.queues.borrow();
+            let Some(slot) = queues.get(&queue) else {
+                return Ok(0);
+            };
+            let vhost = self.topo.borrow().vhost_name(slot.vhost).to_string();
+            if if_unused && slot.q.consumer_count() > 0 {
+                return Err(AmqpError::precondition(format!(
+                    "queue '{}' in vhost '{vhost}' in use",
+                    slot.name
+                )));
+            }
+            if if_empty && slot.q.ready_count() + slot.q.unacked_count() > 0 {
+                return Err(AmqpError::precondition(format!(
+                    "queue '{}' in vhost '{vhost}' is not empty",
+                    slot.name
+                )));
+            }
+        }
+        Ok(self.remove_engine(queue).unwrap_or(0))
+    }
+
+    fn queue_op(&self, queue: QueueId, name: ShortStr, ch: crate::ids::ChannelRef, op: QueueOp) {
+        let vhost = {
+            let topo = self.topo.borrow();
+            topo.queue(queue).map(|q| topo.vhost_name(q.vhost).to_string())
+        };
+        let exists = self.queues.borrow().contains_key(&queue);
+        if !exists {
+            let reply = match op {
+                QueueOp::Cancel(consumer) => Reply::CancelOk { consumer },
+                _ => Reply::Error(Self::queue_gone_error(&name, vhost.as_deref().unwrap_or("/"))),
+            };
+            self.reply(ch, reply);
+            return;
+        }
+        match op {
+            QueueOp::Consume(spec) => {
+                let consumer = spec.cref;
+                let mut queues = self.queues.borrow_mut();
+                let slot = queues.get_mut(&queue).expect("exists");
+                match slot.q.add_consumer(spec) {
+                    Ok(()) => {
+                        slot.had_consumers = true;
+                        // The reply must precede the deliveries it enables.
+                        self.reply(ch, Reply::ConsumeOk { queue, consumer });
+                        self.mark_dirty(slot);
+                    }
+                    Err(ConsumeError::ExclusiveInUse) => {
+                        let text = format!(
+                            "queue '{}' in vhost '{}' in exclusive use",
+                            name,
+                            vhost.as_deref().unwrap_or("/")
+                        );
+                        self.reply(ch, Reply::Error(AmqpError::access_refused(text)));
+                    }
+                }
+            }
+            QueueOp::Cancel(consumer) => {
+                self.reply(ch, Reply::CancelOk { consumer });
+                self.drop_consumer_local(queue, consumer);
+            }
+            QueueOp::Get { no_ack } => {
+                let got = {
+                    let mut queues = self.queues.borrow_mut();
+                    let slot = queues.get_mut(&queue).expect("exists");
+                    let r = slot.q.get(no_ack);
+                    self.mark_dirty(slot);
+                    r
+                };
+                let reply = match got {
+                    Some((entry, remaining)) => Reply::GetOk {
+                        queue,
+                        entry,
+                        remaining,
+                        needs_ack: !no_ack,
+                    },
+                    None => Reply::GetEmpty,
+                };
+                self.reply(ch, reply);
+            }
+            QueueOp::Purge => {
+                let n = {
+                    let mut queues = self.queues.borrow_mut();
+                    queues.get_mut(&queue).expect("exists").q.purge()
+                };
+                self.reply(ch, Reply::QueuePurgeOk { messages: n });
+            }
+        }
+    }
+
+    /// Applies replicated changes and their local effects (creating and
+    /// dropping the engines of queues this shard owns).
+    pub fn apply_changes(&self, changes: &[Change]) {
+        for c in changes {
+            self.topo.borrow_mut().apply(c);
+            match c {
+                Change::DeclareQueue(def) if def.owner == self.id => {
+                    let slot = QueueSlot {
+                        q: Queue::new(def.id, self.cfg.limits.consumer_window),
+                        name: def.name.clone(),
+                        vhost: def.vhost,
+                        auto_delete: def.auto_delete,
+                        had_consumers: false,
+                        dirty: false,
+                    };
+                    self.queues.borrow_mut().insert(def.id, slot);
+                }
+                Change::DeleteQueue { id } => {
+                    self.remove_engine(*id);
+                }
+                Change::DeleteVhost { id } => {
+                    let gone: Vec<QueueId> = self
+                        .queues
+                        .borrow()
+                        .values()
+                        .filter(|s| s.vhost == *id)
+                        .map(|s| s.q.id)
+                        .collect();
+                    for q in gone {
+                        self.remove_engine(q);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Routes a queue's effects: local consumers get events directly, remote
+/// ones through the outbox.
+struct Sink<'a> {
+    shard: &'a Shard,
+    queue: QueueId,
+}
+
+impl QueueSink for Sink<'_> {
+    fn deliver(&mut self, d: Delivery) {
+        let conn = d.consumer.ch.conn;
+        self.shard.to_conn(conn, Event::Deliver(d));
+    }
+    fn request_credit(&mut self, consumer: ConsumerRef) {
+        let queue = self.queue;
+        self.shard
+            .to_conn(consumer.ch.conn, Event::CreditRequest { queue, consumer });
+    }
+    fn return_credit(&mut self, consumer: ConsumerRef, n: u32) {
+        let queue = self.queue;
+        self.shard
+            .to_conn(consumer.ch.conn, Event::CreditReturn { queue, consumer, n });
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
