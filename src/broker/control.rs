@@ -7,7 +7,7 @@ use super::topology::{Change, Dest, ExchangeDef, QueueDef, Topology};
 use super::args;
 use crate::ids::{ConnId, ExchangeId, QueueId, ShardId, VhostId};
 use crate::protocol::{AmqpError, FieldTable, ShortStr};
-use crate::routing::{ExchangeKind, validate_binding_args};
+use crate::routing::validate_binding_args;
 use std::collections::HashSet;
 
 /// What to do for a request.

@@ -7,5 +7,5 @@ mod engine;
 mod ready;
 
 pub use consumer::{Consumer, ConsumerSpec};
-pub use engine::{ConsumeError, Delivery, Queue, QueueStats};
+pub use engine::{ConsumeError, Delivery, Queue, QueueSink, QueueStats};
 pub use ready::{Entry, ReadyList};

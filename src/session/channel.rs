@@ -315,7 +315,7 @@ impl Session {
             &mut self.out,
             n,
             Method::ChannelOpenOk(ChannelOpenOk {
-                reserved_1: Default::default(),
+                channel_id: Default::default(),
             }),
         );
         Ok(())
@@ -605,7 +605,7 @@ impl Session {
             }
             Method::ChannelCloseOk(_) => Ok(()),
             Method::AccessRequest(_) => {
-                ok_frame(out, n, Method::AccessRequestOk(AccessRequestOk { reserved_1: 1 }));
+                ok_frame(out, n, Method::AccessRequestOk(AccessRequestOk { ticket: 1 }));
                 Ok(())
             }
             Method::ExchangeDeclare(d) => {
@@ -1087,7 +1087,7 @@ fn reply_frames(
             return Ok(());
         }
         Reply::GetEmpty => Method::BasicGetEmpty(BasicGetEmpty {
-            reserved_1: Default::default(),
+            cluster_id: Default::default(),
         }),
     };
     if !nowait {

@@ -490,7 +490,7 @@ impl Session {
                     &mut self.out,
                     0,
                     &Method::ConnectionOpenOk(ConnectionOpenOk {
-                        reserved_1: ShortStr::default(),
+                        known_hosts: ShortStr::default(),
                     }),
                 );
                 self.phase = Phase::Running;

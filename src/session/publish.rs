@@ -73,8 +73,6 @@ pub(crate) enum Assembly {
         body_size: u64,
         body: Body,
     },
-    /// The message is being refused (too large); swallow its body frames.
-    Discard { remaining: u64 },
 }
 
 impl Assembly {
@@ -99,7 +97,7 @@ impl Assembly {
                     p.detach(chunk);
                 }
             }
-            Assembly::Idle | Assembly::Discard { .. } => {}
+            Assembly::Idle => {}
         }
     }
 }

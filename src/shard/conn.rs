@@ -6,7 +6,7 @@ use super::ctx::Ctx;
 use super::state::{ConnHandle, Shard};
 use crate::session::{Phase, Session, Status};
 use bytes::{Buf, BytesMut};
-use futures_lite::io::{AsyncBufRead, AsyncWrite};
+use futures_lite::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::{Preallocated, TcpStream};
 use glommio::timer::Timer;
 use std::cell::RefCell;

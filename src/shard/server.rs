@@ -188,14 +188,14 @@ async fn run_shard(
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))));
+            let _ = ready.send(Err(io::Error::other(format!("cannot listen on {addr}: {e}"))));
             return;
         }
     };
     let (senders, receivers) = if nshards > 1 {
         match mesh.join().await {
             Ok(x) => (Some(x.0), Some(x.1)),
-            Err(()) => {
+            Err(_) => {
                 let _ = ready.send(Err(io::Error::other("cannot join the shard mesh")));
                 return;
             }
@@ -247,7 +247,7 @@ async fn run_shard(
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
     shard.stopping.set(true);
-    acceptor.cancel().await;
+    acceptor.cancel();
     let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
     for c in &conns {
         c.push(crate::session::Event::ForceClose {
@@ -263,7 +263,7 @@ async fn run_shard(
         glommio::timer::sleep(Duration::from_millis(25)).await;
     }
     for t in tasks {
-        t.cancel().await;
+        t.cancel();
     }
 }
 

@@ -204,7 +204,7 @@ impl Shard {
 
     /// An event whose connection is gone: give back what it holds.
     fn orphan(&self, ev: Event) {
-        let mut give_back = |queue: QueueId, item: Item| {
+        let give_back = |queue: QueueId, item: Item| {
             if let Some(owner) = self.owner_of(queue) {
                 self.send(owner, item);
             }

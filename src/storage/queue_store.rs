@@ -1,0 +1,302 @@
+//! The message store of one durable queue: a directory of segments with
+//! their ack logs. Owned by the queue's shard.
+
+use super::acklog::{AckLog, ack_name};
+use super::record;
+use super::segment::{HEADER_LEN, Segment, segment_name};
+use crate::message::Message;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where a stored message lives: segment id (high 32 bits) and offset.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Loc(NonZeroU64);
+
+impl Loc {
+    pub fn new(segment: u64, offset: u32) -> Loc {
+        let seg = segment as u32;
+        assert!(seg != 0 && segment <= u32::MAX as u64);
+        Loc(NonZeroU64::new(((seg as u64) << 32) | offset as u64).expect("segment ids start at 1"))
+    }
+    pub fn segment(self) -> u64 {
+        self.0.get() >> 32
+    }
+    pub fn offset(self) -> u32 {
+        self.0.get() as u32
+    }
+}
+
+/// A message read back at recovery.
+pub struct Recovered {
+    pub loc: Loc,
+    pub msg: Message,
+    pub redelivered: bool,
+    pub timestamp_ms: u64,
+}
+
+struct Seg {
+    seg: Segment,
+    acks: AckLog,
+    /// Appended since the last sync was taken.
+    unsynced: bool,
+}
+
+/// A durable queue's segments. Owned by the queue's shard.
+pub struct QueueStore {
+    pub queue: u64,
+    dir: PathBuf,
+    dir_file: Arc<File>,
+    segment_size: usize,
+    segs: BTreeMap<u64, Seg>,
+    /// A file was created or removed since the last sync: the directory
+    /// must be synced too.
+    dir_dirty: bool,
+}
+
+fn message_from(region: &bytes::Bytes, base: usize, off: usize, v: &record::RecordView) -> Message {
+    let rel = |r: &std::ops::Range<usize>| (r.start + off - base)..(r.end + off - base);
+    let buf = region.slice(off - base..off - base + v.total);
+    let shift = |r: std::ops::Range<usize>| (r.start - (off - base))..(r.end - (off - base));
+    let mut m = Message::from_ranges(
+        buf,
+        shift(rel(&v.exchange)),
+        shift(rel(&v.routing_key)),
+        shift(rel(&v.props)),
+        shift(rel(&v.body)),
+    );
+    m.persistent = true;
+    m.priority = crate::protocol::scan_properties(m.props())
+        .ok()
+        .and_then(|p| p.priority)
+        .unwrap_or(0);
+    m
+}
+
+impl QueueStore {
+    /// The directory of a queue's store under the data dir.
+    pub fn dir_for(data_dir: &Path, queue: u64) -> PathBuf {
+        data_dir.join("queues").join(queue.to_string())
+    }
+
+    /// Opens (or creates) a queue's store and reads back every message not
+    /// acked, in order.
+    pub fn open(dir: &Path, queue: u64, segment_size: usize) -> io::Result<(QueueStore, Vec<Recovered>)> {
+        std::fs::create_dir_all(dir)?;
+        let dir_file = Arc::new(File::open(dir)?);
+        let mut ids: Vec<u64> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name.strip_prefix("msgs.").and_then(|s| s.parse().ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        let mut store = QueueStore {
+            queue,
+            dir: dir.to_path_buf(),
+            dir_file,
+            segment_size,
+            segs: BTreeMap::new(),
+            dir_dirty: false,
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            let path = dir.join(segment_name(id));
+            let (mut seg, found, repair) = Segment::open(&path, id)?;
+            for off in &repair.skipped {
+                log::warn!("{}: corrupt record at offset {off} skipped", path.display());
+            }
+            if let Some(off) = repair.truncated_at {
+                log::warn!("{}: torn or corrupt tail truncated at offset {off}", path.display());
+            }
+            let acks = AckLog::load(&dir.join(ack_name(id)))?;
+            let region = seg.region(HEADER_LEN, seg.write_pos());
+            let mut live = 0;
+            for f in &found {
+                if acks.acked.contains(&f.offset) {
+                    continue;
+                }
+                live += 1;
+                out.push(Recovered {
+                    loc: Loc::new(id, f.offset),
+                    msg: message_from(&region, HEADER_LEN, f.offset as usize, &f.view),
+                    redelivered: acks.delivered.contains(&f.offset),
+                    timestamp_ms: f.view.timestamp_ms,
+                });
+            }
+            seg.live = live;
+            store.segs.insert(
+                id,
+                Seg {
+                    seg,
+                    acks: AckLog::new(dir, id),
+                    unsynced: false,
+                },
+            );
+        }
+        // Fully acked segments left over from before the restart.
+        let current = store.segs.keys().next_back().copied();
+        let empty: Vec<u64> = store
+            .segs
+            .iter()
+            .filter(|(id, s)| s.seg.live == 0 && Some(**id) != current)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in empty {
+            store.remove_segment(id);
+        }
+        Ok((store, out))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn current(&mut self, need: usize) -> io::Result<&mut Seg> {
+        let fits = self
+            .segs
+            .values()
+            .next_back()
+            .is_some_and(|s| s.seg.remaining() >= need);
+        if !fits {
+            let id = self.segs.keys().next_back().map_or(1, |k| k + 1);
+            let size = self.segment_size.max(HEADER_LEN + need);
+            let seg = Segment::create(&self.dir, id, self.queue, size)?;
+            self.segs.insert(
+                id,
+                Seg {
+                    seg,
+                    acks: AckLog::new(&self.dir, id),
+                    unsynced: true,
+                },
+            );
+            self.dir_dirty = true;
+        }
+        Ok(self.segs.values_mut().next_back().expect("a segment"))
+    }
+
+    /// Appends messages in order; returns each one's location and a copy of
+    /// it that borrows the segment (so the original buffer can be freed).
+    pub fn append_batch(
+        &mut self,
+        msgs: impl IntoIterator<Item = Message>,
+        timestamp_ms: u64,
+        out: &mut Vec<(Loc, Message)>,
+    ) -> io::Result<()> {
+        // (segment id, offset, record view) of each append, then one region
+        // per segment to slice them from.
+        let mut placed: Vec<(u64, u32, record::RecordView)> = Vec::new();
+        for m in msgs {
+            let len = record::encoded_len(&m);
+            let s = self.current(len)?;
+            let off = s
+                .seg
+                .append(len, |dst| record::encode(&m, timestamp_ms, dst))
+                .expect("room was ensured");
+            s.unsynced = true;
+            placed.push((s.seg.id, off, record::layout(&m, 0)));
+        }
+        let mut i = 0;
+        while i < placed.len() {
+            let seg_id = placed[i].0;
+            let mut j = i;
+            while j < placed.len() && placed[j].0 == seg_id {
+                j += 1;
+            }
+            let s = &self.segs[&seg_id];
+            let base = placed[i].1 as usize;
+            let end = placed[j - 1].1 as usize + placed[j - 1].2.total;
+            let region = s.seg.region(base, end);
+            for (sid, off, view) in &placed[i..j] {
+                out.push((Loc::new(*sid, *off), message_from(&region, base, *off as usize, view)));
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Records a first delivery (so a crash brings it back redelivered).
+    pub fn delivered(&mut self, loc: Loc) {
+        if let Some(s) = self.segs.get_mut(&loc.segment()) {
+            s.acks.delivered(loc.offset());
+        }
+    }
+
+    /// Records that a message is gone (acked, purged, dropped); deletes its
+    /// segment once nothing in it is left.
+    pub fn remove(&mut self, loc: Loc) {
+        let id = loc.segment();
+        let last = self.segs.keys().next_back().copied();
+        let Some(s) = self.segs.get_mut(&id) else {
+            return;
+        };
+        s.acks.acked(loc.offset());
+        s.seg.live = s.seg.live.saturating_sub(1);
+        if s.seg.live == 0 && Some(id) != last {
+            self.remove_segment(id);
+        }
+    }
+
+    fn remove_segment(&mut self, id: u64) {
+        if let Some(s) = self.segs.remove(&id) {
+            let _ = std::fs::remove_file(&s.seg.path);
+            let _ = std::fs::remove_file(s.acks.path());
+            self.dir_dirty = true;
+        }
+    }
+
+    /// Writes buffered ack-log entries (one write per touched log).
+    pub fn flush(&mut self) -> io::Result<()> {
+        for s in self.segs.values_mut() {
+            s.acks.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Whether anything was written since the last [`QueueStore::take_sync`].
+    pub fn needs_sync(&self) -> bool {
+        self.dir_dirty || self.segs.values().any(|s| s.unsynced || s.acks.unsynced)
+    }
+
+    /// The files a sync must cover for everything written so far; marks
+    /// them synced (the caller must complete the sync before confirming).
+    pub fn take_sync(&mut self, out: &mut Vec<Arc<File>>) {
+        for s in self.segs.values_mut() {
+            if s.unsynced {
+                s.unsynced = false;
+                out.push(s.seg.file());
+            }
+            if s.acks.unsynced {
+                s.acks.unsynced = false;
+                out.extend(s.acks.file());
+            }
+        }
+        if self.dir_dirty {
+            self.dir_dirty = false;
+            out.push(self.dir_file.clone());
+        }
+    }
+
+    /// Bytes on disk (segments are pre-allocated, so this is their sizes).
+    pub fn disk_bytes(&self) -> u64 {
+        self.segs.values().map(|s| s.seg.size() as u64).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segs.len()
+    }
+
+    /// Deletes the store (queue deleted).
+    pub fn destroy(self) {
+        let dir = self.dir.clone();
+        drop(self);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            log::warn!("cannot remove {}: {e}", dir.display());
+        }
+    }
+}

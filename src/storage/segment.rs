@@ -1,0 +1,232 @@
+//! A segment: one pre-allocated, memory-mapped file of message records.
+//!
+//! Durability contract: [`Segment::append`] copies a record into the shared
+//! mapping (page cache: it survives a crash of the process, not of the
+//! machine). It is durable once a `fdatasync` of the segment's file that
+//! *started after* the append has completed; the store's owner issues those
+//! (group commit) and only then confirms. A new segment file is also
+//! reported as needing its directory synced, so the file itself survives.
+//!
+//! Written bytes never change afterwards, which is what lets messages borrow
+//! them (as `Bytes`) while later appends go on after them.
+
+use super::record::{self, Scan};
+use bytes::Bytes;
+use memmap2::MmapRaw;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const SEGMENT_MAGIC: &[u8; 8] = b"WRNSEG\0\0";
+pub const FORMAT_VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 32;
+
+/// `msgs.<id>`, zero-padded so names sort in segment order.
+pub fn segment_name(id: u64) -> String {
+    format!("msgs.{id:020}")
+}
+
+/// An immutable region of a mapping, as a `Bytes` owner.
+struct MapRegion {
+    map: Arc<MmapRaw>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MapRegion {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the region lies within the mapping (checked at creation),
+        // the mapping lives as long as `self`, and bytes below a segment's
+        // write position are never written again.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.start), self.len) }
+    }
+}
+
+/// One segment file. Owned by its queue's store (on the queue's shard).
+pub struct Segment {
+    pub id: u64,
+    pub path: PathBuf,
+    file: Arc<File>,
+    map: Arc<MmapRaw>,
+    size: usize,
+    write_pos: usize,
+    /// Records in the segment, and how many are not yet acked.
+    pub records: u32,
+    pub live: u32,
+}
+
+/// A record found at recovery.
+pub struct Found {
+    pub offset: u32,
+    pub view: record::RecordView,
+}
+
+/// What recovery had to repair in a segment.
+#[derive(Debug, Default, Clone)]
+pub struct Repair {
+    /// Offsets of corrupt records skipped in the middle.
+    pub skipped: Vec<u32>,
+    /// Offset where a torn tail was cut off.
+    pub truncated_at: Option<u32>,
+}
+
+fn invalid(path: &Path, what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {what}", path.display()))
+}
+
+impl Segment {
+    /// Creates and pre-allocates a segment of `size` bytes.
+    pub fn create(dir: &Path, id: u64, queue: u64, size: usize) -> io::Result<Segment> {
+        let path = dir.join(segment_name(id));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        file.set_len(size as u64)?;
+        // Reserve the blocks now: a mapped write into a hole on a full disk
+        // would be a SIGBUS instead of an error.
+        // SAFETY: plain syscall on an fd we own.
+        let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+        if r != 0 {
+            let _ = std::fs::remove_file(&path);
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        let map = Arc::new(MmapRaw::map_raw(&file)?);
+        let mut header = [0u8; HEADER_LEN];
+        header[0..8].copy_from_slice(SEGMENT_MAGIC);
+        header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header[16..24].copy_from_slice(&id.to_le_bytes());
+        header[24..32].copy_from_slice(&queue.to_le_bytes());
+        // SAFETY: the header range is inside the fresh mapping and not shared.
+        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), map.as_mut_ptr(), HEADER_LEN) };
+        Ok(Segment {
+            id,
+            path,
+            file: Arc::new(file),
+            map,
+            size,
+            write_pos: HEADER_LEN,
+            records: 0,
+            live: 0,
+        })
+    }
+
+    /// Opens an existing segment, scanning and repairing it: a torn or
+    /// corrupt tail is zeroed, corrupt records in the middle are skipped.
+    pub fn open(path: &Path, id: u64) -> io::Result<(Segment, Vec<Found>, Repair)> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let size = file.metadata()?.len() as usize;
+        if size < HEADER_LEN {
+            return Err(invalid(path, format!("segment of {size} bytes has no header")));
+        }
+        let map = Arc::new(MmapRaw::map_raw(&file)?);
+        // SAFETY: the whole mapping; nothing else references it yet.
+        let data = unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr(), size) };
+        if &data[0..8] != SEGMENT_MAGIC {
+            return Err(invalid(path, "not a warren segment (bad magic)".into()));
+        }
+        let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(invalid(
+                path,
+                format!("segment format version {version}, this warren reads version {FORMAT_VERSION}"),
+            ));
+        }
+        let mut found = Vec::new();
+        let mut repair = Repair::default();
+        let mut pos = HEADER_LEN;
+        loop {
+            match record::scan(&data[pos..]) {
+                Scan::Record(view) => {
+                    let total = view.total;
+                    found.push(Found {
+                        offset: pos as u32,
+                        view,
+                    });
+                    pos += total;
+                }
+                Scan::End => break,
+                Scan::Corrupt { claimed } => {
+                    // Mid-segment damage if a valid record follows the
+                    // claimed length; otherwise a torn tail.
+                    let resumes = claimed.filter(|&c| {
+                        pos + c < size && matches!(record::scan(&data[pos + c..]), Scan::Record(_))
+                    });
+                    match resumes {
+                        Some(c) => {
+                            repair.skipped.push(pos as u32);
+                            pos += c;
+                        }
+                        None => {
+                            repair.truncated_at = Some(pos as u32);
+                            data[pos..].fill(0);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let n = found.len() as u32;
+        Ok((
+            Segment {
+                id,
+                path: path.to_path_buf(),
+                file: Arc::new(file),
+                map,
+                size,
+                write_pos: pos,
+                records: n,
+                live: n,
+            },
+            found,
+            repair,
+        ))
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    pub fn write_pos(&self) -> usize {
+        self.write_pos
+    }
+    pub fn remaining(&self) -> usize {
+        self.size - self.write_pos
+    }
+    /// The file, for syncing (kept alive by the sync even if the segment
+    /// is deleted meanwhile).
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// Appends a record written by `write` into `len` bytes; returns its
+    /// offset, or `None` if it does not fit.
+    pub fn append(&mut self, len: usize, write: impl FnOnce(&mut [u8]) -> usize) -> Option<u32> {
+        if len > self.remaining() {
+            return None;
+        }
+        let at = self.write_pos;
+        // SAFETY: [at, at+len) is inside the mapping and above the write
+        // position, so no `Bytes` borrows it.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(at), len) };
+        let n = write(dst);
+        debug_assert_eq!(n, len);
+        self.write_pos += len;
+        self.records += 1;
+        self.live += 1;
+        Some(at as u32)
+    }
+
+    /// The written bytes in `[start, end)` as `Bytes` borrowing the mapping
+    /// (one allocation, however many messages are then sliced from it).
+    pub fn region(&self, start: usize, end: usize) -> Bytes {
+        assert!(start <= end && end <= self.write_pos);
+        Bytes::from_owner(MapRegion {
+            map: self.map.clone(),
+            start,
+            len: end - start,
+        })
+    }
+}
