@@ -67,6 +67,11 @@ pub struct Limits {
     pub tx_max_messages: usize,
     /// Unconfirmed publishes per channel before the channel stops reading.
     pub max_unconfirmed: usize,
+    /// Size of a message segment file (a larger message gets its own).
+    pub segment_size: usize,
+    /// How long a sync may wait for more writes to cover (group commit).
+    /// Zero syncs as soon as the current step's writes are done.
+    pub fsync_interval: Duration,
 }
 
 impl Default for Limits {
@@ -84,6 +89,8 @@ impl Default for Limits {
             outbox_high: 16 * 1024,
             tx_max_messages: 1_000_000,
             max_unconfirmed: 1_000_000,
+            segment_size: 8 * 1024 * 1024,
+            fsync_interval: Duration::from_micros(500),
         }
     }
 }

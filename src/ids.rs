@@ -71,6 +71,24 @@ impl ConsumerRef {
     }
 }
 
+/// Where a stored message lives on disk: segment id (high 32 bits) and
+/// offset. Set only for persistent messages on durable queues.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Loc(std::num::NonZeroU64);
+
+impl Loc {
+    pub fn new(segment: u64, offset: u32) -> Loc {
+        assert!(segment != 0 && segment <= u32::MAX as u64, "segment ids are 1..=u32::MAX");
+        Loc(std::num::NonZeroU64::new((segment << 32) | offset as u64).expect("segment ids start at 1"))
+    }
+    pub fn segment(self) -> u64 {
+        self.0.get() >> 32
+    }
+    pub fn offset(self) -> u32 {
+        self.0.get() as u32
+    }
+}
+
 /// Hasher for keys that are already well distributed or sequential integers
 /// (sequence numbers, ids): one multiply instead of SipHash on the hot path.
 #[derive(Default, Clone, Copy)]

@@ -13,6 +13,7 @@ pub mod queue;
 pub mod broker;
 pub mod session;
 pub mod shard;
+pub mod storage;
 
 pub use config::{Config, Limits};
 pub use shard::{ServerHandle, start};

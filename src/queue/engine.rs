@@ -19,6 +19,8 @@ pub struct Delivery {
     pub needs_ack: bool,
     /// The consumer's channel must report it written (transport window).
     pub tracked: bool,
+    /// On disk: the store records its first delivery.
+    pub loc: Option<crate::ids::Loc>,
 }
 
 /// Where a queue's effects go.
@@ -107,13 +109,20 @@ impl Queue {
     /// Enqueues a message and returns its sequence number. Call
     /// [`Queue::dispatch`] afterwards (once per batch).
     pub fn publish(&mut self, msg: Message) -> u64 {
+        self.publish_at(msg, None, false)
+    }
+
+    /// Enqueues a message kept on disk at `loc` (or read back from it at
+    /// recovery, then possibly already `redelivered`).
+    pub fn publish_at(&mut self, msg: Message, loc: Option<crate::ids::Loc>, redelivered: bool) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.stats.published += 1;
         self.ready.push_new(Entry {
             seq,
             msg,
-            redelivered: false,
+            redelivered,
+            loc,
         });
         seq
     }
@@ -215,6 +224,7 @@ impl Queue {
                 redelivered: entry.redelivered,
                 needs_ack,
                 tracked,
+                loc: entry.loc,
             };
             if needs_ack {
                 self.unacked_bytes += entry.msg.body_len() as u64;
@@ -272,13 +282,12 @@ impl Queue {
         Some(u.entry)
     }
 
-    /// Acknowledges a delivery; the message is gone. False if unknown.
-    pub fn ack(&mut self, seq: u64) -> bool {
-        let ok = self.take_unacked(seq).is_some();
-        if ok {
-            self.stats.acked += 1;
-        }
-        ok
+    /// Acknowledges a delivery; returns the message, now gone (None if the
+    /// delivery was unknown).
+    pub fn ack(&mut self, seq: u64) -> Option<Entry> {
+        let e = self.take_unacked(seq)?;
+        self.stats.acked += 1;
+        Some(e)
     }
 
     /// Rejects a delivery. With `requeue` it goes back to its position marked
@@ -313,27 +322,32 @@ impl Queue {
         }
     }
 
-    /// A channel-wide limit granted `n` deliveries to this consumer.
-    pub fn grant_credit(&mut self, cref: ConsumerRef, n: u32, sink: &mut impl QueueSink) {
+    /// A channel-wide limit granted `n` deliveries to this consumer; false
+    /// if the consumer is gone (the caller returns the credit). Call
+    /// [`Queue::dispatch`] afterwards.
+    pub fn grant_credit(&mut self, cref: ConsumerRef, n: u32) -> bool {
         match self.consumer_mut(cref) {
             Some(c) => {
                 c.channel_credit += n;
                 c.credit_requested = false;
+                true
             }
-            None => {
-                sink.return_credit(cref, n);
-                return;
-            }
+            None => false,
         }
-        self.dispatch(sink);
     }
 
-    /// Drops every ready message; returns how many (`queue.purge`). Unacked
+    /// Drops every ready message and returns them (`queue.purge`). Unacked
     /// messages are not touched, as in RabbitMQ.
-    pub fn purge(&mut self) -> u32 {
-        let n = self.ready.len();
-        self.ready.drain_all();
-        n.min(u32::MAX as usize) as u32
+    pub fn purge(&mut self) -> std::collections::VecDeque<Entry> {
+        self.ready.drain_all()
+    }
+
+    /// Every message held, ready or unacked (the queue is being deleted).
+    pub fn drain_everything(&mut self) -> Vec<Entry> {
+        let mut v: Vec<Entry> = self.ready.drain_all().into_iter().collect();
+        v.extend(self.unacked.drain().map(|(_, u)| u.entry));
+        self.unacked_bytes = 0;
+        v
     }
 
     /// The consumers to notify when the queue is deleted.
@@ -408,13 +422,13 @@ mod tests {
         q.add_consumer(spec(1, 2, false)).unwrap();
         q.dispatch(&mut s);
         assert_eq!(s.out.iter().map(body).collect::<Vec<_>>(), vec![0, 1]);
-        assert!(q.ack(s.out[0].seq));
+        assert!(q.ack(s.out[0].seq).is_some());
         q.dispatch(&mut s);
         assert_eq!(s.out.len(), 3);
         assert_eq!(body(&s.out[2]), 2);
         assert_eq!(q.ready_count(), 2);
         assert_eq!(q.unacked_count(), 2);
-        assert!(!q.ack(s.out[0].seq), "double ack is refused");
+        assert!(q.ack(s.out[0].seq).is_none(), "double ack is refused");
     }
 
     #[test]
@@ -501,7 +515,8 @@ mod tests {
         assert_eq!(s.requests, vec![cref(1)]);
         q.dispatch(&mut s);
         assert_eq!(s.requests.len(), 1, "asks once");
-        q.grant_credit(cref(1), 5, &mut s);
+        assert!(q.grant_credit(cref(1), 5));
+        q.dispatch(&mut s);
         assert_eq!(s.out.len(), 2);
         assert_eq!(s.returned, vec![(cref(1), 3)]);
     }

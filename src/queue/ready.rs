@@ -12,6 +12,8 @@ pub struct Entry {
     pub msg: Message,
     /// Delivered at least once before (the `redelivered` flag).
     pub redelivered: bool,
+    /// On disk (persistent message on a durable queue).
+    pub loc: Option<crate::ids::Loc>,
 }
 
 /// Ready messages ordered by `seq`. New messages append; requeued ones are
@@ -112,6 +114,7 @@ mod tests {
             seq,
             msg: Message::assemble(b"", b"q", b"", &seq.to_be_bytes()),
             redelivered: false,
+            loc: None,
         }
     }
 

@@ -8,6 +8,7 @@ use super::state::Shard;
 use crate::broker::control::{Plan, Requester};
 use crate::broker::request::Reply;
 use crate::broker::topology::Change;
+use crate::storage::topolog::is_durable;
 use crate::ids::{QueueId, ShardId};
 use crate::protocol::AmqpError;
 use std::rc::Rc;
@@ -37,10 +38,10 @@ pub async fn run(shard: Rc<Shard>) {
                 match plan {
                     Err(e) => shard.reply(ch, Reply::Error(e)),
                     Ok(Plan::Reply(r)) => shard.reply(ch, r),
-                    Ok(Plan::Apply { changes, reply }) => {
-                        commit(&shard, changes).await;
-                        shard.reply(ch, reply);
-                    }
+                    Ok(Plan::Apply { changes, reply }) => match commit(&shard, changes).await {
+                        Ok(()) => shard.reply(ch, reply),
+                        Err(e) => shard.reply(ch, Reply::Error(e)),
+                    },
                     Ok(Plan::DeclareExisting { queue, owner, name }) => {
                         shard.send(owner, Item::DeclareCounts { queue, ch, name });
                     }
@@ -51,10 +52,10 @@ pub async fn run(shard: Rc<Shard>) {
                         if_empty,
                     }) => match owner_delete(&shard, owner, queue, if_unused, if_empty).await {
                         Err(e) => shard.reply(ch, Reply::Error(e)),
-                        Ok(messages) => {
-                            delete_queue(&shard, queue).await;
-                            shard.reply(ch, Reply::QueueDeleteOk { messages });
-                        }
+                        Ok(messages) => match delete_queue(&shard, queue).await {
+                            Ok(()) => shard.reply(ch, Reply::QueueDeleteOk { messages }),
+                            Err(e) => shard.reply(ch, Reply::Error(e)),
+                        },
                     },
                 }
             }
@@ -68,20 +69,22 @@ pub async fn run(shard: Rc<Shard>) {
                     .collect();
                 for (queue, owner) in exclusive {
                     let _ = owner_delete(&shard, owner, queue, false, false).await;
-                    delete_queue(&shard, queue).await;
+                    let _ = delete_queue(&shard, queue).await;
                 }
             }
-            ControlMsg::AutoDeleted(queue) => delete_queue(&shard, queue).await,
+            ControlMsg::AutoDeleted(queue) => {
+                let _ = delete_queue(&shard, queue).await;
+            }
         }
         shard.after_step();
     }
 }
 
-async fn delete_queue(shard: &Rc<Shard>, queue: QueueId) {
+async fn delete_queue(shard: &Rc<Shard>, queue: QueueId) -> Result<(), AmqpError> {
     let changes = {
         let topo = shard.topo.borrow();
         if topo.queue(queue).is_none() {
-            return;
+            return Ok(());
         }
         shard
             .control
@@ -91,7 +94,7 @@ async fn delete_queue(shard: &Rc<Shard>, queue: QueueId) {
             .borrow()
             .delete_queue_changes(&topo, queue)
     };
-    commit(shard, changes).await;
+    commit(shard, changes).await
 }
 
 /// Asks a queue's owner to delete it (if the conditions hold) and waits for
@@ -124,12 +127,13 @@ async fn owner_delete(
     }
 }
 
-/// Applies changes here, then on every other shard, and waits until all
-/// have applied them.
-pub async fn commit(shard: &Rc<Shard>, changes: Vec<Change>) {
+/// Persists the durable ones among `changes` (synced), then applies them
+/// here and on every other shard, and waits until all have applied them.
+pub async fn commit(shard: &Rc<Shard>, changes: Vec<Change>) -> Result<(), AmqpError> {
     if changes.is_empty() {
-        return;
+        return Ok(());
     }
+    persist(shard, &changes).await?;
     shard.apply_changes(&changes);
     let c = shard.control.as_ref().expect("shard 0");
     let peers = shard.nshards - 1;
@@ -141,4 +145,32 @@ pub async fn commit(shard: &Rc<Shard>, changes: Vec<Change>) {
     while c.acks_pending.get() > 0 {
         c.acks_notify.wait().await;
     }
+    Ok(())
+}
+
+async fn persist(shard: &Rc<Shard>, changes: &[Change]) -> Result<(), AmqpError> {
+    let c = shard.control.as_ref().expect("shard 0");
+    let file = {
+        let topo = shard.topo.borrow();
+        let durable: Vec<&Change> = changes.iter().filter(|ch| is_durable(&topo, ch)).collect();
+        if durable.is_empty() {
+            return Ok(());
+        }
+        let mut log = c.log.borrow_mut();
+        let Some(log) = log.as_mut() else {
+            return Ok(());
+        };
+        log.append(&durable).map_err(|e| {
+            log::error!("cannot write the topology log: {e}");
+            AmqpError::internal(format!("cannot write the topology log: {e}"))
+        })?;
+        log.file()
+    };
+    glommio::executor()
+        .spawn_blocking(move || file.sync_data())
+        .await
+        .map_err(|e| {
+            log::error!("cannot sync the topology log: {e}");
+            AmqpError::internal(format!("cannot sync the topology log: {e}"))
+        })
 }

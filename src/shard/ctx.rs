@@ -101,8 +101,10 @@ impl Broker for Ctx<'_> {
             if owner == s.id {
                 let mut queues = s.queues.borrow_mut();
                 if let Some(slot) = queues.get_mut(&queue) {
-                    slot.q.publish(msg.clone());
-                    s.mark_dirty(slot);
+                    let c = confirm.map(|seq| (ch, seq));
+                    if s.enqueue(slot, msg.clone(), c) && c.is_some() {
+                        outcome.pending_confirms += 1;
+                    }
                 }
             } else {
                 if confirm.is_some() {

@@ -6,7 +6,11 @@ use super::item::Batch;
 use super::state::Shard;
 use super::{conn, control};
 use crate::config::Config;
+use crate::broker::control::ControlPlane;
+use crate::broker::topology::{Change, Topology};
 use crate::ids::ShardId;
+use crate::storage::datadir::DataDir;
+use crate::storage::topolog::TopoLog;
 use glommio::channels::channel_mesh::{MeshBuilder, Receivers, Senders};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -24,6 +28,8 @@ pub struct ServerHandle {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// Holds the data dir lock until the shards are gone.
+    _data: Option<DataDir>,
 }
 
 impl ServerHandle {
@@ -115,15 +121,10 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     if nshards == 0 || nshards > u16::MAX as usize {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid number of shards"));
     }
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot create data dir {}: {e}", cfg.data_dir.display()))
-    })?;
-    let probe = cfg.data_dir.join(".warren-write-test");
-    std::fs::write(&probe, b"ok")
-        .and_then(|_| std::fs::remove_file(&probe))
-        .map_err(|e| {
-            io::Error::new(e.kind(), format!("data dir {} is not writable: {e}", cfg.data_dir.display()))
-        })?;
+    let data = DataDir::open(&cfg.data_dir)?;
+    let (topolog, initial) = recover_topology(&cfg, nshards)?;
+    let initial = Arc::new(initial);
+    let mut topolog = Some(topolog);
     let addr = probe_port(SocketAddr::new(cfg.bind, cfg.port))?;
     let cfg = Arc::new(cfg);
     let stop = Arc::new(AtomicBool::new(false));
@@ -137,6 +138,8 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         let stop = stop.clone();
         let mesh = mesh.clone();
         let ready = ready_tx.clone();
+        let initial = initial.clone();
+        let log = if i == 0 { topolog.take() } else { None };
         let seed = base_seed ^ ((i as u64 + 1) << 32);
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("warren-shard-{i}"))
@@ -145,7 +148,16 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
             .io_memory(512 * 1024);
         let h = builder
             .spawn(move || async move {
-                run_shard(i as ShardId, nshards, cfg, addr, mesh, stop, seed, ready).await;
+                let boot = Boot {
+                    id: i as ShardId,
+                    nshards,
+                    cfg,
+                    addr,
+                    seed,
+                    initial,
+                    log,
+                };
+                run_shard(boot, mesh, stop, ready).await;
             })
             .map_err(|e| io::Error::other(format!("cannot start shard {i}: {e}")))?;
         threads.push(std::thread::spawn(move || {
@@ -170,21 +182,71 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         addr,
         stop,
         threads,
+        _data: Some(data),
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_shard(
+/// Reads the durable topology (or creates the default vhost on a fresh data
+/// dir), maps queue owners onto the current shard count, and removes the
+/// stores of queues that no longer exist.
+fn recover_topology(cfg: &Config, nshards: usize) -> io::Result<(TopoLog, Vec<Change>)> {
+    let (mut log, mut changes) = TopoLog::open(&cfg.data_dir)?;
+    if changes.is_empty() {
+        changes = ControlPlane::default()
+            .add_vhost(&Topology::default(), &cfg.default_vhost)
+            .unwrap_or_default();
+        log.append(&changes.iter().collect::<Vec<_>>())?;
+        log.file().sync_data()?;
+    }
+    let mut live = std::collections::HashSet::new();
+    for c in &mut changes {
+        if let Change::DeclareQueue(q) = c {
+            q.owner %= nshards as ShardId;
+            live.insert(q.id.0.to_string());
+        }
+    }
+    let queues_dir = cfg.data_dir.join("queues");
+    if let Ok(entries) = std::fs::read_dir(&queues_dir) {
+        for e in entries.flatten() {
+            if !live.contains(e.file_name().to_string_lossy().as_ref()) {
+                log::info!("removing the store of deleted queue {}", e.path().display());
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok((log, changes))
+}
+
+/// What a shard starts from.
+struct Boot {
     id: ShardId,
     nshards: usize,
     cfg: Arc<Config>,
     addr: SocketAddr,
+    seed: u64,
+    initial: Arc<Vec<Change>>,
+    log: Option<TopoLog>,
+}
+
+async fn run_shard(
+    boot: Boot,
     mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
-    seed: u64,
     ready: mpsc::Sender<io::Result<()>>,
 ) {
-    let shard = Rc::new(Shard::new(id, nshards, cfg, seed));
+    let Boot {
+        id,
+        nshards,
+        cfg,
+        addr,
+        seed,
+        initial,
+        log,
+    } = boot;
+    let shard = Rc::new(Shard::new(id, nshards, cfg, seed, &initial));
+    if let (Some(c), Some(log)) = (&shard.control, log) {
+        *c.log.borrow_mut() = Some(log);
+    }
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
@@ -216,6 +278,7 @@ async fn run_shard(
         }
     }
     tasks.push(glommio::spawn_local(local_pump(shard.clone())).detach());
+    tasks.push(glommio::spawn_local(syncer(shard.clone())).detach());
     if id == 0 {
         tasks.push(glommio::spawn_local(control::run(shard.clone())).detach());
     }
@@ -264,6 +327,51 @@ async fn run_shard(
     }
     for t in tasks {
         t.cancel();
+    }
+    // Whatever was written but not yet synced (acks, deliveries).
+    shard.after_step();
+    let (files, confirms) = shard.take_sync();
+    for f in files {
+        let _ = f.sync_data();
+    }
+    drop(confirms);
+}
+
+/// Group commit: syncs every file written since the last sync in one go,
+/// off the reactor, then releases the confirms that waited for it. Writes
+/// made while a sync runs are covered by the next one.
+async fn syncer(shard: Rc<Shard>) {
+    let linger = shard.cfg.limits.fsync_interval;
+    loop {
+        shard.sync_notify.wait().await;
+        if !linger.is_zero() {
+            glommio::timer::sleep(linger).await;
+        }
+        loop {
+            let (files, confirms) = shard.take_sync();
+            if files.is_empty() && confirms.is_empty() {
+                break;
+            }
+            let ok = if files.is_empty() {
+                true
+            } else {
+                glommio::executor()
+                    .spawn_blocking(move || {
+                        files.iter().all(|f| match f.sync_data() {
+                            Ok(()) => true,
+                            Err(e) => {
+                                log::error!("fsync failed: {e}");
+                                false
+                            }
+                        })
+                    })
+                    .await
+            };
+            for (ch, seq) in confirms {
+                shard.to_conn(ch.conn, crate::session::Event::Confirm { ch, seq, ok });
+            }
+            shard.after_step();
+        }
     }
 }
 

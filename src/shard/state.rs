@@ -9,7 +9,10 @@ use crate::config::Config;
 use crate::ids::{ConnId, ConsumerRef, IdMap, QueueId, ShardId, VhostId};
 use crate::protocol::{AmqpError, ShortStr};
 use crate::queue::{ConsumeError, Delivery, Queue, QueueSink};
+use crate::ids::{ChannelRef, Loc};
+use crate::message::Message;
 use crate::session::{Event, SessionConfig};
+use crate::storage::QueueStore;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -26,6 +29,12 @@ pub struct QueueSlot {
     pub auto_delete: bool,
     pub had_consumers: bool,
     dirty: bool,
+    /// Durable queues keep persistent messages here.
+    pub store: Option<QueueStore>,
+    /// Publishes waiting for the end-of-step store write, in order (with
+    /// the transient ones queued behind them, to keep FIFO).
+    pending: Vec<(Message, Option<(ChannelRef, u64)>)>,
+    store_dirty: bool,
 }
 
 /// A connection as its shard sees it: the inbox other tasks fill and the
@@ -56,6 +65,8 @@ pub struct ControlState {
     pub next_op: Cell<u64>,
     pub results: RefCell<IdMap<u64, Result<u32, AmqpError>>>,
     pub results_notify: Notify,
+    /// Where durable topology changes are written.
+    pub log: RefCell<Option<crate::storage::topolog::TopoLog>>,
 }
 
 /// Everything one shard owns. Lives on its executor thread; shared by that
@@ -81,6 +92,11 @@ pub struct Shard {
     local: RefCell<VecDeque<Item>>,
     pub local_notify: Notify,
     dirty: RefCell<Vec<QueueId>>,
+    /// Queues with store work to do at the end of the step.
+    store_dirty: RefCell<Vec<QueueId>>,
+    /// Confirms to send once the next sync completes.
+    pub awaiting_sync: RefCell<Vec<(ChannelRef, u64)>>,
+    pub sync_notify: Notify,
     pub route: RefCell<(RouteScratch, Vec<(QueueId, ShardId)>)>,
     pub control: Option<ControlState>,
     rng: Cell<u64>,
@@ -88,7 +104,9 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(id: ShardId, nshards: usize, cfg: Arc<Config>, seed: u64) -> Self {
+    /// A shard whose topology starts as `initial` (recovered or fresh),
+    /// with the stores of the durable queues it owns opened and read back.
+    pub fn new(id: ShardId, nshards: usize, cfg: Arc<Config>, seed: u64, initial: &[Change]) -> Self {
         let l = &cfg.limits;
         let session_cfg = SessionConfig {
             frame_max: l.frame_max,
@@ -100,24 +118,11 @@ impl Shard {
             cluster_name: format!("warren@{}", hostname()),
             product_version: env!("CARGO_PKG_VERSION").into(),
         };
-        let mut topo = Topology::default();
-        let mut plane = ControlPlane::default();
-        // Every shard builds the same initial topology with the same ids,
-        // so no broadcast is needed before the first connection.
-        if let Some(changes) = plane.add_vhost(&topo, &cfg.default_vhost) {
-            for c in &changes {
-                topo.apply(c);
-            }
-        }
-        let control = (id == 0).then(|| ControlState {
-            plane: RefCell::new(plane),
-            ..Default::default()
-        });
-        Shard {
+        let control = (id == 0).then(ControlState::default);
+        let shard = Shard {
             id,
             nshards,
             session_cfg,
-            topo: RefCell::new(topo),
             queues: RefCell::default(),
             conns: RefCell::default(),
             next_conn: Cell::new(1),
@@ -127,12 +132,23 @@ impl Shard {
             local: RefCell::default(),
             local_notify: Notify::default(),
             dirty: RefCell::default(),
+            store_dirty: RefCell::default(),
+            awaiting_sync: RefCell::default(),
+            sync_notify: Notify::default(),
             route: RefCell::default(),
             control,
             rng: Cell::new(seed | 1),
             stopping: Cell::new(false),
+            topo: RefCell::new(Topology::default()),
             cfg,
+        };
+        // Every shard applies the same initial changes, so all replicas start
+        // equal with no broadcast before the first connection.
+        shard.apply_changes(initial);
+        if let Some(c) = &shard.control {
+            c.plane.borrow_mut().resume_ids(&shard.topo.borrow());
         }
+        shard
     }
 
     pub fn new_conn_id(&self) -> ConnId {
@@ -263,6 +279,7 @@ impl Shard {
                 self.handle_item(item);
                 continue;
             }
+            self.flush_stores();
             let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
             if dirty.is_empty() {
                 break;
@@ -271,6 +288,7 @@ impl Shard {
                 self.dispatch(id);
             }
         }
+        self.flush_stores();
         let outbox = self.outbox.borrow();
         for (d, items) in outbox.iter().enumerate() {
             if !items.is_empty() {
@@ -290,7 +308,131 @@ impl Shard {
             return;
         };
         slot.dirty = false;
-        slot.q.dispatch(&mut Sink { shard: self, queue: id });
+        let mut stored = Vec::new();
+        slot.q.dispatch(&mut Sink {
+            shard: self,
+            queue: id,
+            stored: &mut stored,
+        });
+        if let Some(store) = &mut slot.store {
+            for (loc, needs_ack, redelivered) in stored {
+                Self::record_delivery(store, Some(loc), needs_ack, redelivered);
+            }
+            self.mark_store_dirty(slot);
+        }
+    }
+
+    /// On disk, a delivery without ack removes the message; a first
+    /// delivery with ack is marked so a crash brings it back redelivered.
+    fn record_delivery(store: &mut QueueStore, loc: Option<Loc>, needs_ack: bool, redelivered: bool) {
+        let Some(loc) = loc else { return };
+        if !needs_ack {
+            store.remove(loc);
+        } else if !redelivered {
+            store.delivered(loc);
+        }
+    }
+
+    fn mark_store_dirty(&self, slot: &mut QueueSlot) {
+        if !slot.store_dirty {
+            slot.store_dirty = true;
+            self.store_dirty.borrow_mut().push(slot.q.id);
+        }
+    }
+
+    /// Puts a routed message into a queue this shard owns. Persistent
+    /// messages for durable queues (and anything behind them) wait for the
+    /// end-of-step store write; returns whether the confirm is deferred
+    /// (it then arrives as an event).
+    pub fn enqueue(&self, slot: &mut QueueSlot, msg: Message, confirm: Option<(ChannelRef, u64)>) -> bool {
+        if slot.store.is_some() && (msg.persistent || !slot.pending.is_empty()) {
+            slot.pending.push((msg, confirm));
+            self.mark_store_dirty(slot);
+            true
+        } else {
+            slot.q.publish(msg);
+            self.mark_dirty(slot);
+            false
+        }
+    }
+
+    /// Writes pending publishes to their stores (one batch per queue),
+    /// enqueues them, and flushes ack logs. Confirms for what was written
+    /// wait for the sync task.
+    fn flush_stores(&self) {
+        let ids = std::mem::take(&mut *self.store_dirty.borrow_mut());
+        if ids.is_empty() {
+            return;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut needs_sync = false;
+        let mut queues = self.queues.borrow_mut();
+        for id in ids {
+            let Some(slot) = queues.get_mut(&id) else { continue };
+            slot.store_dirty = false;
+            let Some(store) = &mut slot.store else { continue };
+            if !slot.pending.is_empty() {
+                let pending = std::mem::take(&mut slot.pending);
+                let mut stored = Vec::new();
+                let persistent = pending.iter().filter(|(m, _)| m.persistent).map(|(m, _)| m.clone());
+                let write = store.append_batch(persistent, now_ms, &mut stored);
+                let mut stored = stored.into_iter();
+                for (msg, confirm) in pending {
+                    if !msg.persistent {
+                        slot.q.publish(msg);
+                        if let Some((ch, seq)) = confirm {
+                            self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
+                        }
+                        continue;
+                    }
+                    match (&write, stored.next()) {
+                        (Ok(()), Some((loc, m))) => {
+                            slot.q.publish_at(m, Some(loc), false);
+                            if let Some(c) = confirm {
+                                self.awaiting_sync.borrow_mut().push(c);
+                            }
+                        }
+                        _ => {
+                            // The store refused the write (disk full, I/O
+                            // error): the message is not taken; nack it.
+                            if let Some((ch, seq)) = confirm {
+                                self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: false });
+                            }
+                        }
+                    }
+                }
+                if let Err(e) = write {
+                    log::error!("cannot write to the store of queue '{}': {e}", slot.name);
+                }
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.borrow_mut().push(id);
+                }
+            }
+            if let Err(e) = store.flush() {
+                log::error!("cannot write the ack log of queue '{}': {e}", slot.name);
+            }
+            needs_sync |= store.needs_sync();
+        }
+        if needs_sync || !self.awaiting_sync.borrow().is_empty() {
+            self.sync_notify.notify();
+        }
+    }
+
+    /// Takes the files to sync and the confirms that wait on them.
+    pub fn take_sync(&self) -> (Vec<Arc<std::fs::File>>, Vec<(ChannelRef, u64)>) {
+        let mut files = Vec::new();
+        for slot in self.queues.borrow_mut().values_mut() {
+            if let Some(store) = &mut slot.store {
+                if store.needs_sync() {
+                    store.take_sync(&mut files);
+                }
+            }
+        }
+        let confirms = std::mem::take(&mut *self.awaiting_sync.borrow_mut());
+        (files, confirms)
     }
 
     fn queue_gone_error(name: &ShortStr, vhost: &str) -> AmqpError {
@@ -307,13 +449,15 @@ impl Shard {
             } => {
                 {
                     let mut queues = self.queues.borrow_mut();
-                    if let Some(slot) = queues.get_mut(&queue) {
-                        slot.q.publish(msg);
-                        self.mark_dirty(slot);
+                    let deferred = match queues.get_mut(&queue) {
+                        Some(slot) => self.enqueue(slot, msg, confirm),
+                        None => false,
+                    };
+                    if !deferred {
+                        if let Some((ch, seq)) = confirm {
+                            self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
+                        }
                     }
-                }
-                if let Some((ch, seq)) = confirm {
-                    self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
                 }
             }
             Item::Settle { queue, seq, how } => self.settle_local(queue, seq, how),
@@ -326,9 +470,16 @@ impl Shard {
             }
             Item::Credit { queue, consumer, n } => {
                 let mut queues = self.queues.borrow_mut();
-                match queues.get_mut(&queue) {
-                    Some(slot) => slot.q.grant_credit(consumer, n, &mut Sink { shard: self, queue }),
-                    None => self.to_conn(consumer.ch.conn, Event::CreditReturn { queue, consumer, n }),
+                let granted = match queues.get_mut(&queue) {
+                    Some(slot) => {
+                        let ok = slot.q.grant_credit(consumer, n);
+                        self.mark_dirty(slot);
+                        ok
+                    }
+                    None => false,
+                };
+                if !granted {
+                    self.to_conn(consumer.ch.conn, Event::CreditReturn { queue, consumer, n });
                 }
             }
             Item::DropConsumer { queue, consumer } => {
@@ -402,16 +553,27 @@ impl Shard {
         let Some(slot) = queues.get_mut(&queue) else {
             return;
         };
-        match how {
-            Settle::Ack => {
-                slot.q.ack(seq);
+        let gone = match how {
+            Settle::Ack => slot.q.ack(seq),
+            Settle::Reject { requeue } => slot.q.reject(seq, requeue),
+            Settle::Requeue => {
+                slot.q.requeue([seq]);
+                None
             }
-            Settle::Reject { requeue } => {
-                slot.q.reject(seq, requeue);
-            }
-            Settle::Requeue => slot.q.requeue([seq]),
+        };
+        if let (Some(loc), Some(store)) = (gone.and_then(|e| e.loc), &mut slot.store) {
+            store.remove(loc);
+            self.mark_store_dirty(slot);
         }
         self.mark_dirty(slot);
+    }
+
+    fn forget_stored(slot: &mut QueueSlot, entries: impl IntoIterator<Item = crate::queue::Entry>) {
+        if let Some(store) = &mut slot.store {
+            for loc in entries.into_iter().filter_map(|e| e.loc) {
+                store.remove(loc);
+            }
+        }
     }
 
     pub fn drop_consumer_local(&self, queue: QueueId, consumer: ConsumerRef) {
@@ -436,11 +598,20 @@ impl Shard {
 
     /// Drops a queue engine, telling its consumers.
     fn remove_engine(&self, queue: QueueId) -> Option<u32> {
-        let slot = self.queues.borrow_mut().remove(&queue)?;
+        let mut slot = self.queues.borrow_mut().remove(&queue)?;
         for c in slot.q.consumer_refs() {
             self.to_conn(c.ch.conn, Event::ConsumerCancelled { consumer: c });
         }
-        Some(slot.q.ready_count() as u32)
+        let n = (slot.q.ready_count() + slot.pending.len()) as u32;
+        for (_, confirm) in slot.pending.drain(..) {
+            if let Some((ch, seq)) = confirm {
+                self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
+            }
+        }
+        if let Some(store) = slot.store.take() {
+            store.destroy();
+        }
+        Some(n)
     }
 
     fn owner_delete(&self, queue: QueueId, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
@@ -511,6 +682,10 @@ impl Shard {
                     let mut queues = self.queues.borrow_mut();
                     let slot = queues.get_mut(&queue).expect("exists");
                     let r = slot.q.get(no_ack);
+                    if let (Some((e, _)), Some(store)) = (&r, &mut slot.store) {
+                        Self::record_delivery(store, e.loc, !no_ack, e.redelivered);
+                    }
+                    self.mark_store_dirty(slot);
                     self.mark_dirty(slot);
                     r
                 };
@@ -528,7 +703,12 @@ impl Shard {
             QueueOp::Purge => {
                 let n = {
                     let mut queues = self.queues.borrow_mut();
-                    queues.get_mut(&queue).expect("exists").q.purge()
+                    let slot = queues.get_mut(&queue).expect("exists");
+                    let gone = slot.q.purge();
+                    let n = gone.len().min(u32::MAX as usize) as u32;
+                    Self::forget_stored(slot, gone);
+                    self.mark_store_dirty(slot);
+                    n
                 };
                 self.reply(ch, Reply::QueuePurgeOk { messages: n });
             }
@@ -542,14 +722,20 @@ impl Shard {
             self.topo.borrow_mut().apply(c);
             match c {
                 Change::DeclareQueue(def) if def.owner == self.id => {
-                    let slot = QueueSlot {
+                    let mut slot = QueueSlot {
                         q: Queue::new(def.id, self.cfg.limits.consumer_window),
                         name: def.name.clone(),
                         vhost: def.vhost,
                         auto_delete: def.auto_delete,
                         had_consumers: false,
                         dirty: false,
+                        store: None,
+                        pending: Vec::new(),
+                        store_dirty: false,
                     };
+                    if def.durable && def.exclusive.is_none() {
+                        self.open_store(&mut slot);
+                    }
                     self.queues.borrow_mut().insert(def.id, slot);
                 }
                 Change::DeleteQueue { id } => {
@@ -573,15 +759,48 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// Opens (or creates) a durable queue's store and loads what it holds.
+    fn open_store(&self, slot: &mut QueueSlot) {
+        let dir = QueueStore::dir_for(&self.cfg.data_dir, slot.q.id.0);
+        match QueueStore::open(&dir, slot.q.id.0, self.cfg.limits.segment_size) {
+            Ok((store, recovered)) => {
+                if !recovered.is_empty() {
+                    log::info!(
+                        "queue '{}': recovered {} message(s) from {}",
+                        slot.name,
+                        recovered.len(),
+                        dir.display()
+                    );
+                }
+                for r in recovered {
+                    slot.q.publish_at(r.msg, Some(r.loc), r.redelivered);
+                }
+                slot.store = Some(store);
+            }
+            Err(e) => {
+                // Serving the queue without its store would silently drop
+                // durability; refuse loudly instead.
+                panic!("cannot open the store of queue '{}' at {}: {e}", slot.name, dir.display());
+            }
+        }
+    }
+}
+
 /// Routes a queue's effects: local consumers get events directly, remote
 /// ones through the outbox.
 struct Sink<'a> {
     shard: &'a Shard,
     queue: QueueId,
+    /// Stored messages delivered: (where, needs ack, redelivered).
+    stored: &'a mut Vec<(Loc, bool, bool)>,
 }
 
 impl QueueSink for Sink<'_> {
     fn deliver(&mut self, d: Delivery) {
+        if let Some(loc) = d.loc {
+            self.stored.push((loc, d.needs_ack, d.redelivered));
+        }
         let conn = d.consumer.ch.conn;
         self.shard.to_conn(conn, Event::Deliver(d));
     }

@@ -8,5 +8,7 @@ pub mod datadir;
 pub mod queue_store;
 pub mod record;
 pub mod segment;
+pub mod topolog;
 
-pub use queue_store::{Loc, QueueStore, Recovered};
+pub use crate::ids::Loc;
+pub use queue_store::{QueueStore, Recovered};

@@ -4,31 +4,13 @@
 use super::acklog::{AckLog, ack_name};
 use super::record;
 use super::segment::{HEADER_LEN, Segment, segment_name};
+use crate::ids::Loc;
 use crate::message::Message;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Where a stored message lives: segment id (high 32 bits) and offset.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Loc(NonZeroU64);
-
-impl Loc {
-    pub fn new(segment: u64, offset: u32) -> Loc {
-        let seg = segment as u32;
-        assert!(seg != 0 && segment <= u32::MAX as u64);
-        Loc(NonZeroU64::new(((seg as u64) << 32) | offset as u64).expect("segment ids start at 1"))
-    }
-    pub fn segment(self) -> u64 {
-        self.0.get() >> 32
-    }
-    pub fn offset(self) -> u32 {
-        self.0.get() as u32
-    }
-}
 
 /// A message read back at recovery.
 pub struct Recovered {

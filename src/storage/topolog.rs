@@ -1,0 +1,451 @@
+//! The topology log: durable vhosts, exchanges, queues and bindings as an
+//! append-only file of [`Change`] records (same framing and checksum as
+//! message records), rewritten as a compact snapshot at every start.
+//!
+//! Durability contract: [`TopoLog::append`] writes; the caller syncs (off the
+//! reactor) and only then answers the client's `declare-ok`.
+
+use crate::broker::topology::{Change, Dest, ExchangeDef, QueueDef, Topology};
+use crate::ids::{ExchangeId, QueueId, VhostId};
+use crate::protocol::{Reader, ShortStr, put_longstr, put_shortstr, put_table};
+use crate::routing::ExchangeKind;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"WRNTOPO\0";
+const HEADER_LEN: usize = 16;
+const FILE: &str = "topology.log";
+
+fn kind_code(k: ExchangeKind) -> u8 {
+    match k {
+        ExchangeKind::Direct => 0,
+        ExchangeKind::Fanout => 1,
+        ExchangeKind::Topic => 2,
+        ExchangeKind::Headers => 3,
+    }
+}
+
+fn kind_from(c: u8) -> Option<ExchangeKind> {
+    Some(match c {
+        0 => ExchangeKind::Direct,
+        1 => ExchangeKind::Fanout,
+        2 => ExchangeKind::Topic,
+        3 => ExchangeKind::Headers,
+        _ => return None,
+    })
+}
+
+fn put_dest(out: &mut BytesMut, d: Dest) {
+    match d {
+        Dest::Queue(q) => {
+            out.put_u8(0);
+            out.put_u64(q.0);
+        }
+        Dest::Exchange(e) => {
+            out.put_u8(1);
+            out.put_u64(e.0);
+        }
+    }
+}
+
+/// Serializes one change.
+pub fn encode(c: &Change, out: &mut BytesMut) {
+    match c {
+        Change::AddVhost { id, name } => {
+            out.put_u8(1);
+            out.put_u32(id.0);
+            put_longstr(out, name.as_bytes());
+        }
+        Change::DeleteVhost { id } => {
+            out.put_u8(2);
+            out.put_u32(id.0);
+        }
+        Change::DeclareExchange(d) => {
+            out.put_u8(3);
+            out.put_u64(d.id.0);
+            out.put_u32(d.vhost.0);
+            put_shortstr(out, d.name.as_bytes());
+            out.put_u8(kind_code(d.kind));
+            out.put_u8(d.durable as u8 | (d.auto_delete as u8) << 1 | (d.internal as u8) << 2);
+            put_table(out, &d.args);
+        }
+        Change::DeleteExchange { id } => {
+            out.put_u8(4);
+            out.put_u64(id.0);
+        }
+        Change::DeclareQueue(q) => {
+            out.put_u8(5);
+            out.put_u64(q.id.0);
+            out.put_u32(q.vhost.0);
+            put_shortstr(out, q.name.as_bytes());
+            out.put_u16(q.owner);
+            out.put_u8(q.durable as u8 | (q.auto_delete as u8) << 1);
+            put_table(out, &q.args);
+        }
+        Change::DeleteQueue { id } => {
+            out.put_u8(6);
+            out.put_u64(id.0);
+        }
+        Change::Bind {
+            source,
+            dest,
+            key,
+            args,
+        }
+        | Change::Unbind {
+            source,
+            dest,
+            key,
+            args,
+        } => {
+            out.put_u8(if matches!(c, Change::Bind { .. }) { 7 } else { 8 });
+            out.put_u64(source.0);
+            put_dest(out, *dest);
+            put_shortstr(out, key.as_bytes());
+            put_table(out, args);
+        }
+    }
+}
+
+fn bad() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "malformed topology record")
+}
+
+/// Deserializes one change.
+pub fn decode(b: Bytes) -> io::Result<Change> {
+    let mut r = Reader::new(b);
+    let e = |_| bad();
+    let tag = r.u8().map_err(e)?;
+    let dest = |r: &mut Reader| -> io::Result<Dest> {
+        let t = r.u8().map_err(e)?;
+        let id = r.u64().map_err(e)?;
+        match t {
+            0 => Ok(Dest::Queue(QueueId(id))),
+            1 => Ok(Dest::Exchange(ExchangeId(id))),
+            _ => Err(bad()),
+        }
+    };
+    Ok(match tag {
+        1 => Change::AddVhost {
+            id: VhostId(r.u32().map_err(e)?),
+            name: r.longstr().map_err(e)?.as_str().into_owned(),
+        },
+        2 => Change::DeleteVhost {
+            id: VhostId(r.u32().map_err(e)?),
+        },
+        3 => {
+            let id = ExchangeId(r.u64().map_err(e)?);
+            let vhost = VhostId(r.u32().map_err(e)?);
+            let name = r.shortstr().map_err(e)?;
+            let kind = kind_from(r.u8().map_err(e)?).ok_or_else(bad)?;
+            let f = r.u8().map_err(e)?;
+            Change::DeclareExchange(ExchangeDef {
+                id,
+                vhost,
+                name,
+                kind,
+                durable: f & 1 != 0,
+                auto_delete: f & 2 != 0,
+                internal: f & 4 != 0,
+                args: r.table().map_err(e)?,
+            })
+        }
+        4 => Change::DeleteExchange {
+            id: ExchangeId(r.u64().map_err(e)?),
+        },
+        5 => {
+            let id = QueueId(r.u64().map_err(e)?);
+            let vhost = VhostId(r.u32().map_err(e)?);
+            let name = r.shortstr().map_err(e)?;
+            let owner = r.u16().map_err(e)?;
+            let f = r.u8().map_err(e)?;
+            Change::DeclareQueue(QueueDef {
+                id,
+                vhost,
+                name,
+                owner,
+                durable: f & 1 != 0,
+                exclusive: None,
+                auto_delete: f & 2 != 0,
+                args: r.table().map_err(e)?,
+            })
+        }
+        6 => Change::DeleteQueue {
+            id: QueueId(r.u64().map_err(e)?),
+        },
+        7 | 8 => {
+            let source = ExchangeId(r.u64().map_err(e)?);
+            let d = dest(&mut r)?;
+            let key: ShortStr = r.shortstr().map_err(e)?;
+            let args = r.table().map_err(e)?;
+            if tag == 7 {
+                Change::Bind {
+                    source,
+                    dest: d,
+                    key,
+                    args,
+                }
+            } else {
+                Change::Unbind {
+                    source,
+                    dest: d,
+                    key,
+                    args,
+                }
+            }
+        }
+        _ => return Err(bad()),
+    })
+}
+
+/// Whether a change must survive a restart. Evaluated against the topology
+/// *before* the change is applied.
+pub fn is_durable(topo: &Topology, c: &Change) -> bool {
+    let dest_durable = |d: &Dest| match d {
+        Dest::Queue(q) => topo.queue(*q).is_some_and(|q| q.durable && q.exclusive.is_none()),
+        Dest::Exchange(x) => topo.exchange(*x).is_some_and(|x| x.def.durable),
+    };
+    match c {
+        Change::AddVhost { .. } | Change::DeleteVhost { .. } => true,
+        Change::DeclareExchange(d) => d.durable,
+        Change::DeleteExchange { id } => topo.exchange(*id).is_some_and(|x| x.def.durable),
+        Change::DeclareQueue(q) => q.durable && q.exclusive.is_none(),
+        Change::DeleteQueue { id } => dest_durable(&Dest::Queue(*id)),
+        Change::Bind { source, dest, .. } | Change::Unbind { source, dest, .. } => {
+            topo.exchange(*source).is_some_and(|x| x.def.durable) && dest_durable(dest)
+        }
+    }
+}
+
+/// The changes that rebuild the durable part of `topo` from nothing.
+pub fn snapshot(topo: &Topology) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut vhosts: Vec<_> = topo.vhosts().collect();
+    vhosts.sort_by_key(|v| v.id);
+    for v in &vhosts {
+        out.push(Change::AddVhost {
+            id: v.id,
+            name: v.name.clone(),
+        });
+    }
+    let mut exchanges: Vec<_> = topo.exchanges().filter(|x| x.def.durable).collect();
+    exchanges.sort_by_key(|x| x.def.id);
+    for x in &exchanges {
+        out.push(Change::DeclareExchange(x.def.clone()));
+    }
+    let mut queues: Vec<_> = topo.queues().filter(|q| q.durable && q.exclusive.is_none()).collect();
+    queues.sort_by_key(|q| q.id);
+    for q in &queues {
+        out.push(Change::DeclareQueue((*q).clone()));
+    }
+    for x in &exchanges {
+        for (k, a, d) in x.bindings.iter() {
+            let c = Change::Bind {
+                source: x.def.id,
+                dest: d,
+                key: k.clone(),
+                args: a.clone(),
+            };
+            if is_durable(topo, &c) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// The open topology log. Shard 0 only.
+pub struct TopoLog {
+    path: PathBuf,
+    file: Arc<File>,
+}
+
+fn frame(c: &Change, out: &mut BytesMut) {
+    let at = out.len();
+    out.put_u64(0);
+    encode(c, out);
+    let len = (out.len() - at - 8) as u32;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len.to_le_bytes());
+    h.update(&out[at + 8..]);
+    let crc = h.finalize();
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+impl TopoLog {
+    /// Reads the log (repairing a torn tail), then rewrites it as a compact
+    /// snapshot. Returns the log and the changes that rebuild the topology.
+    pub fn open(dir: &Path) -> io::Result<(TopoLog, Vec<Change>)> {
+        let path = dir.join(FILE);
+        let mut changes = Vec::new();
+        match File::open(&path) {
+            Ok(mut f) => {
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf)?;
+                if buf.len() < HEADER_LEN || &buf[0..8] != MAGIC {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: not a warren topology log", path.display()),
+                    ));
+                }
+                let mut b = Bytes::from(buf);
+                b.advance(HEADER_LEN);
+                while b.len() >= 8 {
+                    let len = u32::from_le_bytes(b[0..4].try_into().expect("4")) as usize;
+                    let crc = u32::from_le_bytes(b[4..8].try_into().expect("4"));
+                    if b.len() < 8 + len {
+                        log::warn!("{}: torn tail of {} bytes dropped", path.display(), b.len());
+                        break;
+                    }
+                    let mut h = crc32fast::Hasher::new();
+                    h.update(&b[0..4]);
+                    h.update(&b[8..8 + len]);
+                    if h.finalize() != crc {
+                        log::warn!("{}: corrupt record, rest of the log dropped", path.display());
+                        break;
+                    }
+                    let rec = b.slice(8..8 + len);
+                    b.advance(8 + len);
+                    changes.push(decode(rec)?);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut topo = Topology::default();
+        for c in &changes {
+            topo.apply(c);
+        }
+        let snap = snapshot(&topo);
+        let log = Self::rewrite(dir, &snap)?;
+        Ok((log, snap))
+    }
+
+    fn rewrite(dir: &Path, changes: &[Change]) -> io::Result<TopoLog> {
+        let path = dir.join(FILE);
+        let tmp = dir.join("topology.log.tmp");
+        let mut buf = BytesMut::new();
+        buf.put_slice(MAGIC);
+        buf.put_u32_le(super::segment::FORMAT_VERSION);
+        buf.put_u32_le(0);
+        for c in changes {
+            frame(c, &mut buf);
+        }
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&buf)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()?;
+        let file = OpenOptions::new().append(true).open(&path)?;
+        Ok(TopoLog {
+            path,
+            file: Arc::new(file),
+        })
+    }
+
+    /// Appends changes (written, not yet synced).
+    pub fn append(&mut self, changes: &[&Change]) -> io::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut buf = BytesMut::new();
+        for c in changes {
+            frame(c, &mut buf);
+        }
+        (&*self.file).write_all(&buf)
+    }
+
+    /// The file to sync after [`TopoLog::append`].
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::control::ControlPlane;
+    use crate::protocol::{FieldTable, FieldValue};
+
+    #[test]
+    fn replay_rebuilds_durable_topology_only() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut log, initial) = TopoLog::open(d.path()).unwrap();
+        assert!(initial.is_empty());
+        let mut topo = Topology::default();
+        let mut cp = ControlPlane::default();
+        let mut all = cp.add_vhost(&topo, "/").unwrap();
+        let mut args = FieldTable::new();
+        args.insert("x-message-ttl".into(), FieldValue::I32(5));
+        all.push(Change::DeclareQueue(QueueDef {
+            id: QueueId(7),
+            vhost: VhostId(1),
+            name: "dq".into(),
+            owner: 1,
+            durable: true,
+            exclusive: None,
+            auto_delete: false,
+            args,
+        }));
+        all.push(Change::DeclareQueue(QueueDef {
+            id: QueueId(8),
+            vhost: VhostId(1),
+            name: "tq".into(),
+            owner: 0,
+            durable: false,
+            exclusive: None,
+            auto_delete: false,
+            args: FieldTable::new(),
+        }));
+        for c in &all {
+            let durable = is_durable(&topo, c);
+            topo.apply(c);
+            if durable {
+                log.append(&[c]).unwrap();
+            }
+        }
+        let amq_direct = topo.exchange_id(VhostId(1), b"amq.direct").unwrap();
+        for (q, key) in [(7, "k1"), (8, "k2")] {
+            let c = Change::Bind {
+                source: amq_direct,
+                dest: Dest::Queue(QueueId(q)),
+                key: ShortStr::from_string_lossy(key),
+                args: FieldTable::new(),
+            };
+            if is_durable(&topo, &c) {
+                log.append(&[&c]).unwrap();
+            }
+            topo.apply(&c);
+        }
+        drop(log);
+        // A torn write at the end is dropped, not fatal.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join(FILE))
+            .unwrap()
+            .write_all(&[9, 0, 0, 0, 1])
+            .unwrap();
+        let (_log, changes) = TopoLog::open(d.path()).unwrap();
+        let mut back = Topology::default();
+        for c in &changes {
+            back.apply(c);
+        }
+        let q = back.queue_by_name(VhostId(1), b"dq").unwrap();
+        assert_eq!(q.owner, 1);
+        assert_eq!(q.args.get("x-message-ttl"), Some(&FieldValue::I32(5)));
+        assert!(back.queue_by_name(VhostId(1), b"tq").is_none());
+        let ex = back.exchange(amq_direct).unwrap();
+        assert_eq!(ex.bindings.len(), 1);
+        assert!(back.exchange_by_name(VhostId(1), b"amq.topic").is_some());
+    }
+}
