@@ -401,7 +401,8 @@ impl ControlPlane {
             Request::QueuePurge { .. }
             | Request::Consume { .. }
             | Request::Cancel { .. }
-            | Request::Get { .. } => Err(AmqpError::internal("queue operation sent to the control plane")),
+            | Request::Get { .. }
+            | Request::Barrier => Err(AmqpError::internal("queue operation sent to the control plane")),
         }
     }
 

@@ -77,6 +77,9 @@ pub enum Request {
         queue: ShortStr,
         no_ack: bool,
     },
+    /// Completes once everything this channel sent before it has been
+    /// applied, and synced where durable, on every shard (`tx.commit`).
+    Barrier,
 }
 
 impl Request {
@@ -96,6 +99,7 @@ impl Request {
             Request::Consume { .. } => (60, 20),
             Request::Cancel { .. } => (60, 30),
             Request::Get { .. } => (60, 70),
+            Request::Barrier => (90, 20),
         }
     }
 }
@@ -134,6 +138,7 @@ pub enum Reply {
         needs_ack: bool,
     },
     GetEmpty,
+    BarrierDone,
     Error(AmqpError),
 }
 

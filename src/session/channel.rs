@@ -36,6 +36,7 @@ pub(crate) enum Pending {
     Consume { tag: ShortStr, nowait: bool, limited: bool },
     Cancel { tag: ShortStr, nowait: bool },
     Get,
+    Commit,
 }
 
 enum TxSettle {
@@ -845,7 +846,8 @@ impl Session {
                     return Err(AmqpError::precondition("channel is not transactional"));
                 };
                 self.commit(n, tx, b)?;
-                ok_frame(&mut self.out, n, Method::TxCommitOk(TxCommitOk {}));
+                // commit-ok once every queue has applied (and synced) it.
+                self.request(n, Request::Barrier, Pending::Commit, b);
                 Ok(())
             }
             Method::TxRollback(_) => {
@@ -1086,6 +1088,10 @@ fn reply_frames(
             write_content(out, n, 60, m.props(), m.body(), frame_max);
             return Ok(());
         }
+        Reply::BarrierDone => match pending {
+            Some(Pending::Commit) => Method::TxCommitOk(TxCommitOk {}),
+            _ => return Ok(()),
+        },
         Reply::GetEmpty => Method::BasicGetEmpty(BasicGetEmpty {
             cluster_id: Default::default(),
         }),

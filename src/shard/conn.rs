@@ -33,6 +33,7 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
         notify: Default::default(),
     });
     shard.conns.borrow_mut().insert(id, handle.clone());
+    shard.stats.connections[shard.id as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let mut session = Session::new(id, shard.session_cfg.clone());
     let reason = serve(&shard, &handle, &mut stream, &mut session).await;
     let mut ctx = Ctx { shard: &shard };
@@ -42,6 +43,7 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
         let _ = write_all(&mut stream, &out).await;
     }
     shard.conns.borrow_mut().remove(&id);
+    shard.stats.connections[shard.id as usize].fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     let left: Vec<_> = handle.inbox.borrow_mut().drain(..).collect();
     for ev in left {
         session.on_event(ev, &mut ctx);

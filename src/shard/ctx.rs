@@ -165,6 +165,7 @@ impl Broker for Ctx<'_> {
                     },
                 ),
             },
+            Request::Barrier => s.start_barrier(ch),
             other => s.send(
                 0,
                 Item::Control(ControlMsg::Request {

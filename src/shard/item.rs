@@ -88,6 +88,16 @@ pub enum Item {
         op: u64,
         result: Result<u32, AmqpError>,
     },
+    /// Everything sent before this on the ring is applied; answer with
+    /// `BarrierDone` once it is also synced.
+    Barrier {
+        ch: ChannelRef,
+        token: u64,
+    },
+    BarrierDone {
+        ch: ChannelRef,
+        token: u64,
+    },
     /// Shard 0 → owner: answer `queue.declare-ok` with the queue's counts.
     DeclareCounts {
         queue: QueueId,

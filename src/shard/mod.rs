@@ -9,4 +9,4 @@ mod notify;
 mod server;
 mod state;
 
-pub use server::{ServerHandle, start};
+pub use server::{ServerHandle, SharedStats, start};

@@ -23,8 +23,17 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Figures every shard updates and anyone may read (management, tests).
+/// Touched per connection or per control operation, never per message.
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    /// Open connections, per shard.
+    pub connections: Vec<std::sync::atomic::AtomicUsize>,
+}
+
 /// A running broker. Dropping it stops the broker.
 pub struct ServerHandle {
+    stats: Arc<SharedStats>,
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -60,6 +69,15 @@ impl ServerHandle {
     /// Asks the broker to stop (e.g. from a signal handler thread).
     pub fn stopper(&self) -> Arc<AtomicBool> {
         self.stop.clone()
+    }
+
+    pub fn stats(&self) -> &SharedStats {
+        &self.stats
+    }
+
+    /// Open connections per shard.
+    pub fn connections_per_shard(&self) -> Vec<usize> {
+        self.stats.connections.iter().map(|c| c.load(Ordering::SeqCst)).collect()
     }
 }
 
@@ -128,6 +146,9 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let addr = probe_port(SocketAddr::new(cfg.bind, cfg.port))?;
     let cfg = Arc::new(cfg);
     let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(SharedStats {
+        connections: (0..nshards).map(|_| Default::default()).collect(),
+    });
     let mesh: MeshBuilder<Batch, _> = MeshBuilder::full(nshards, cfg.limits.ring_capacity);
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
     let base_seed = seed();
@@ -139,6 +160,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         let mesh = mesh.clone();
         let ready = ready_tx.clone();
         let initial = initial.clone();
+        let stats = stats.clone();
         let log = if i == 0 { topolog.take() } else { None };
         let seed = base_seed ^ ((i as u64 + 1) << 32);
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -156,6 +178,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
                     seed,
                     initial,
                     log,
+                    stats,
                 };
                 run_shard(boot, mesh, stop, ready).await;
             })
@@ -179,6 +202,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         }
     }
     Ok(ServerHandle {
+        stats,
         addr,
         stop,
         threads,
@@ -226,6 +250,7 @@ struct Boot {
     seed: u64,
     initial: Arc<Vec<Change>>,
     log: Option<TopoLog>,
+    stats: Arc<SharedStats>,
 }
 
 async fn run_shard(
@@ -242,8 +267,9 @@ async fn run_shard(
         seed,
         initial,
         log,
+        stats,
     } = boot;
-    let shard = Rc::new(Shard::new(id, nshards, cfg, seed, &initial));
+    let shard = Rc::new(Shard::new(id, nshards, cfg, seed, &initial, stats));
     if let (Some(c), Some(log)) = (&shard.control, log) {
         *c.log.borrow_mut() = Some(log);
     }
@@ -367,9 +393,7 @@ async fn syncer(shard: Rc<Shard>) {
                     })
                     .await
             };
-            for (ch, seq) in confirms {
-                shard.to_conn(ch.conn, crate::session::Event::Confirm { ch, seq, ok });
-            }
+            shard.release(confirms, ok);
             shard.after_step();
         }
     }

@@ -53,6 +53,13 @@ impl ConnHandle {
     }
 }
 
+/// What waits for the next sync.
+#[derive(Debug, Clone, Copy)]
+pub enum SyncWaiter {
+    Confirm(ChannelRef, u64),
+    Barrier { ch: ChannelRef, token: u64 },
+}
+
 /// The control plane's state. Shard 0 only.
 #[derive(Default)]
 pub struct ControlState {
@@ -94,19 +101,30 @@ pub struct Shard {
     dirty: RefCell<Vec<QueueId>>,
     /// Queues with store work to do at the end of the step.
     store_dirty: RefCell<Vec<QueueId>>,
-    /// Confirms to send once the next sync completes.
-    pub awaiting_sync: RefCell<Vec<(ChannelRef, u64)>>,
+    /// Confirms and barriers to answer once the next sync completes.
+    pub awaiting_sync: RefCell<Vec<SyncWaiter>>,
+    /// Barriers started here: token → (channel, shards yet to answer).
+    barriers: RefCell<IdMap<u64, (ChannelRef, usize)>>,
+    next_barrier: Cell<u64>,
     pub sync_notify: Notify,
     pub route: RefCell<(RouteScratch, Vec<(QueueId, ShardId)>)>,
     pub control: Option<ControlState>,
     rng: Cell<u64>,
     pub stopping: Cell<bool>,
+    pub stats: Arc<super::server::SharedStats>,
 }
 
 impl Shard {
     /// A shard whose topology starts as `initial` (recovered or fresh),
     /// with the stores of the durable queues it owns opened and read back.
-    pub fn new(id: ShardId, nshards: usize, cfg: Arc<Config>, seed: u64, initial: &[Change]) -> Self {
+    pub fn new(
+        id: ShardId,
+        nshards: usize,
+        cfg: Arc<Config>,
+        seed: u64,
+        initial: &[Change],
+        stats: Arc<super::server::SharedStats>,
+    ) -> Self {
         let l = &cfg.limits;
         let session_cfg = SessionConfig {
             frame_max: l.frame_max,
@@ -134,11 +152,14 @@ impl Shard {
             dirty: RefCell::default(),
             store_dirty: RefCell::default(),
             awaiting_sync: RefCell::default(),
+            barriers: RefCell::default(),
+            next_barrier: Cell::new(1),
             sync_notify: Notify::default(),
             route: RefCell::default(),
             control,
             rng: Cell::new(seed | 1),
             stopping: Cell::new(false),
+            stats,
             topo: RefCell::new(Topology::default()),
             cfg,
         };
@@ -390,8 +411,8 @@ impl Shard {
                     match (&write, stored.next()) {
                         (Ok(()), Some((loc, m))) => {
                             slot.q.publish_at(m, Some(loc), false);
-                            if let Some(c) = confirm {
-                                self.awaiting_sync.borrow_mut().push(c);
+                            if let Some((ch, seq)) = confirm {
+                                self.awaiting_sync.borrow_mut().push(SyncWaiter::Confirm(ch, seq));
                             }
                         }
                         _ => {
@@ -421,8 +442,8 @@ impl Shard {
         }
     }
 
-    /// Takes the files to sync and the confirms that wait on them.
-    pub fn take_sync(&self) -> (Vec<Arc<std::fs::File>>, Vec<(ChannelRef, u64)>) {
+    /// Takes the files to sync and what waits on them.
+    pub fn take_sync(&self) -> (Vec<Arc<std::fs::File>>, Vec<SyncWaiter>) {
         let mut files = Vec::new();
         for slot in self.queues.borrow_mut().values_mut() {
             if let Some(store) = &mut slot.store {
@@ -518,6 +539,11 @@ impl Shard {
                     c.results_notify.notify();
                 }
             }
+            Item::Barrier { ch, token } => {
+                self.awaiting_sync.borrow_mut().push(SyncWaiter::Barrier { ch, token });
+                self.sync_notify.notify();
+            }
+            Item::BarrierDone { ch, token } => self.barrier_done(ch, token),
             Item::DeclareCounts { queue, ch, name } => {
                 let counts = self
                     .queues
@@ -545,6 +571,45 @@ impl Shard {
         topo.queue(queue)
             .map(|q| topo.vhost_name(q.vhost).to_string())
             .unwrap_or_else(|| "/".into())
+    }
+
+    /// Starts a barrier for a channel: every shard (this one included)
+    /// answers once what the channel sent before is applied and synced.
+    pub fn start_barrier(&self, ch: ChannelRef) {
+        let token = self.next_barrier.get();
+        self.next_barrier.set(token + 1);
+        self.barriers.borrow_mut().insert(token, (ch, self.nshards));
+        for d in 0..self.nshards {
+            self.send(d as ShardId, Item::Barrier { ch, token });
+        }
+    }
+
+    /// A shard finished its part of a barrier.
+    fn barrier_done(&self, ch: ChannelRef, token: u64) {
+        let done = {
+            let mut b = self.barriers.borrow_mut();
+            match b.get_mut(&token) {
+                Some((_, left)) => {
+                    *left -= 1;
+                    *left == 0
+                }
+                None => false,
+            }
+        };
+        if done {
+            self.barriers.borrow_mut().remove(&token);
+            self.reply(ch, Reply::BarrierDone);
+        }
+    }
+
+    /// Answers what waited for a sync.
+    pub fn release(&self, waiters: Vec<SyncWaiter>, ok: bool) {
+        for w in waiters {
+            match w {
+                SyncWaiter::Confirm(ch, seq) => self.to_conn(ch.conn, Event::Confirm { ch, seq, ok }),
+                SyncWaiter::Barrier { ch, token } => self.send(ch.shard(), Item::BarrierDone { ch, token }),
+            }
+        }
     }
 
     /// Applies a delivery settlement to a queue this shard owns.

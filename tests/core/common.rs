@@ -1,0 +1,132 @@
+//! Brokers for tests: in-process on an ephemeral port with a temporary data
+//! dir, or a child `warren` process (for kill -9).
+
+use lapin::{Connection, ConnectionProperties};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Broker {
+    pub handle: warren::ServerHandle,
+    pub uri: String,
+    _dir: tempfile::TempDir,
+}
+
+pub fn start(shards: usize) -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start_in(dir.path(), shards);
+    let uri = format!("amqp://guest:guest@{}/%2f", handle.amqp_addr());
+    Broker {
+        handle,
+        uri,
+        _dir: dir,
+    }
+}
+
+/// An in-process broker on a given data dir (for restart tests).
+pub fn start_in(data_dir: &Path, shards: usize) -> warren::ServerHandle {
+    let cfg = warren::Config {
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        shards,
+        data_dir: data_dir.to_path_buf(),
+        ..Default::default()
+    };
+    warren::start(cfg).expect("broker starts")
+}
+
+pub fn uri_of(h: &warren::ServerHandle) -> String {
+    format!("amqp://guest:guest@{}/%2f", h.amqp_addr())
+}
+
+pub async fn connect(uri: &str) -> Connection {
+    Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .expect("connects")
+}
+
+impl Broker {
+    pub async fn connect(&self) -> Connection {
+        connect(&self.uri).await
+    }
+
+    /// A connection that the kernel placed on `shard` (SO_REUSEPORT picks
+    /// the shard; we open connections until one lands there).
+    pub async fn connect_on_shard(&self, shard: usize) -> Connection {
+        let mut others = Vec::new();
+        for _ in 0..200 {
+            let before = self.handle.connections_per_shard();
+            let c = self.connect().await;
+            let after = self.handle.connections_per_shard();
+            if after[shard] > before[shard] {
+                return c;
+            }
+            others.push(c);
+        }
+        panic!("no connection landed on shard {shard}");
+    }
+}
+
+/// A `warren` child process, killed (-9) when dropped.
+pub struct ChildBroker {
+    child: Child,
+    pub uri: String,
+}
+
+impl ChildBroker {
+    pub fn start(data_dir: &Path, shards: usize) -> ChildBroker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["--bind", "127.0.0.1", "--port", "0", "--shards", &shards.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn warren");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.contains("ready: accepting AMQP connections on ") {
+                    let addr = line
+                        .split("connections on ")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next())
+                        .unwrap()
+                        .to_string();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+                if line.contains("ERROR") || line.contains("WARN") || line.contains("panicked") {
+                    eprintln!("warren: {line}");
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("warren became ready");
+        ChildBroker {
+            child,
+            uri: format!("amqp://guest:guest@{addr}/%2f"),
+        }
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("data");
+    (d, p)
+}

@@ -1,0 +1,6 @@
+//! Integration tests of warren's own guarantees: cross-shard paths,
+//! durability across restarts and kill -9.
+
+mod common;
+mod cross_shard;
+mod durability;
