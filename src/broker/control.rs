@@ -240,8 +240,7 @@ impl ControlPlane {
                     .exchange(src)
                     .expect("exists")
                     .bindings
-                    .iter()
-                    .any(|(k, a, d)| d == Dest::Exchange(dst) && *k == routing_key && *a == args);
+                    .contains(&routing_key, &args, Dest::Exchange(dst));
                 if exists {
                     return Ok(Plan::Reply(Reply::ExchangeBindOk));
                 }
@@ -347,10 +346,7 @@ impl ControlPlane {
                 check_exclusive(q, who.conn, &vname)?;
                 validate_binding_args(ex.def.kind, &args).map_err(AmqpError::precondition)?;
                 let dest = Dest::Queue(q.id);
-                let exists = ex
-                    .bindings
-                    .iter()
-                    .any(|(k, a, d)| d == dest && *k == routing_key && *a == args);
+                let exists = ex.bindings.contains(&routing_key, &args, dest);
                 if exists {
                     return Ok(Plan::Reply(Reply::QueueBindOk));
                 }
@@ -436,10 +432,7 @@ impl ControlPlane {
         reply: Reply,
     ) -> Result<Plan, AmqpError> {
         let ex = topo.exchange(source).expect("exists");
-        let exists = ex
-            .bindings
-            .iter()
-            .any(|(k, a, d)| d == dest && *k == key && *a == args);
+        let exists = ex.bindings.contains(&key, &args, dest);
         if !exists {
             return Ok(Plan::Reply(reply));
         }
