@@ -78,7 +78,10 @@ pub struct Loc(std::num::NonZeroU64);
 
 impl Loc {
     pub fn new(segment: u64, offset: u32) -> Loc {
-        assert!(segment != 0 && segment <= u32::MAX as u64, "segment ids are 1..=u32::MAX");
+        assert!(
+            segment != 0 && segment <= u32::MAX as u64,
+            "segment ids are 1..=u32::MAX"
+        );
         Loc(std::num::NonZeroU64::new((segment << 32) | offset as u64).expect("segment ids start at 1"))
     }
     pub fn segment(self) -> u64 {

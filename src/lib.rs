@@ -4,13 +4,13 @@
 //! `protocol` → `session` / `routing` → `queue` → `storage` → `shard` (the only
 //! user of glommio).
 
-pub mod protocol;
-pub mod routing;
+pub mod broker;
 pub mod config;
 pub mod ids;
 pub mod message;
+pub mod protocol;
 pub mod queue;
-pub mod broker;
+pub mod routing;
 pub mod session;
 pub mod shard;
 pub mod storage;

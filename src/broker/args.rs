@@ -126,7 +126,12 @@ pub fn validate_queue_args(args: &FieldTable, name: &ShortStr, vhost: &str) -> R
         let int = |min: i64, max: i64| -> Result<(), AmqpError> {
             match v.as_i64() {
                 Some(i) if i < min => Err(invalid(&key, name, vhost, format!("{{value_negative,{i}}}"))),
-                Some(i) if i > max => Err(invalid(&key, name, vhost, format!("{{value_too_large,{i},{max}}}"))),
+                Some(i) if i > max => Err(invalid(
+                    &key,
+                    name,
+                    vhost,
+                    format!("{{value_too_large,{i},{max}}}"),
+                )),
                 Some(_) => Ok(()),
                 None => Err(invalid(
                     &key,
@@ -187,13 +192,12 @@ pub fn validate_queue_args(args: &FieldTable, name: &ShortStr, vhost: &str) -> R
 
 /// Checks an exchange's arguments at declare.
 pub fn validate_exchange_args(args: &FieldTable, name: &ShortStr, vhost: &str) -> Result<(), AmqpError> {
-    if let Some(v) = args.get("alternate-exchange") {
-        if !matches!(v, FieldValue::LongStr(_)) {
+    if let Some(v) = args.get("alternate-exchange")
+        && !matches!(v, FieldValue::LongStr(_)) {
             return Err(AmqpError::precondition(format!(
                 "invalid arg 'alternate-exchange' for exchange '{name}' in vhost '{vhost}': {{unacceptable_type,{}}}",
                 type_name(v)
             )));
         }
-    }
     Ok(())
 }

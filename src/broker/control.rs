@@ -2,9 +2,9 @@
 //! to replicate and the reply to send, with RabbitMQ's error codes and texts.
 //! Pure; runs on shard 0 only (the single writer of the topology).
 
+use super::args;
 use super::request::{Reply, Request};
 use super::topology::{Change, Dest, ExchangeDef, QueueDef, Topology};
-use super::args;
 use crate::ids::{ConnId, ExchangeId, QueueId, ShardId, VhostId};
 use crate::protocol::{AmqpError, FieldTable, ShortStr};
 use crate::routing::validate_binding_args;
@@ -18,7 +18,11 @@ pub enum Plan {
     /// Apply and broadcast the changes, then answer.
     Apply { changes: Vec<Change>, reply: Reply },
     /// The queue exists: its owner answers `declare-ok` with its counts.
-    DeclareExisting { queue: QueueId, owner: ShardId, name: ShortStr },
+    DeclareExisting {
+        queue: QueueId,
+        owner: ShardId,
+        name: ShortStr,
+    },
     /// Ask the owner to delete the queue if the conditions hold, then apply
     /// [`ControlPlane::delete_queue_changes`].
     DeleteQueue {
@@ -169,13 +173,24 @@ impl ControlPlane {
                         )));
                     }
                     if d.durable != durable {
-                        return Err(inequivalent("exchange", "durable", &name, &vname, durable, d.durable));
+                        return Err(inequivalent(
+                            "exchange", "durable", &name, &vname, durable, d.durable,
+                        ));
                     }
                     if d.auto_delete != auto_delete {
-                        return Err(inequivalent("exchange", "auto_delete", &name, &vname, auto_delete, d.auto_delete));
+                        return Err(inequivalent(
+                            "exchange",
+                            "auto_delete",
+                            &name,
+                            &vname,
+                            auto_delete,
+                            d.auto_delete,
+                        ));
                     }
                     if d.internal != internal {
-                        return Err(inequivalent("exchange", "internal", &name, &vname, internal, d.internal));
+                        return Err(inequivalent(
+                            "exchange", "internal", &name, &vname, internal, d.internal,
+                        ));
                     }
                     args::check_exchange_equivalence(&d.args, &args, &name, &vname)?;
                     return Ok(Plan::Reply(Reply::ExchangeDeclareOk));
@@ -214,14 +229,18 @@ impl ControlPlane {
                     )));
                 }
                 let id = ex.def.id;
-                if if_unused
-                    && (!ex.bindings.is_empty() || !topo.bindings_to(Dest::Exchange(id)).is_empty())
+                if if_unused && (!ex.bindings.is_empty() || !topo.bindings_to(Dest::Exchange(id)).is_empty())
                 {
                     return Err(AmqpError::precondition(format!(
                         "exchange '{name}' in vhost '{vname}' in use"
                     )));
                 }
-                let changes = self.cascade(topo, vec![Change::DeleteExchange { id }], Dest::Exchange(id), None);
+                let changes = self.cascade(
+                    topo,
+                    vec![Change::DeleteExchange { id }],
+                    Dest::Exchange(id),
+                    None,
+                );
                 Ok(Plan::Apply {
                     changes,
                     reply: Reply::ExchangeDeleteOk,
@@ -236,11 +255,11 @@ impl ControlPlane {
                 let (src, dst) = self.e2e_ends(topo, v, &vname, &source, &destination)?;
                 validate_binding_args(topo.exchange(src).expect("exists").def.kind, &args)
                     .map_err(AmqpError::precondition)?;
-                let exists = topo
-                    .exchange(src)
-                    .expect("exists")
-                    .bindings
-                    .contains(&routing_key, &args, Dest::Exchange(dst));
+                let exists = topo.exchange(src).expect("exists").bindings.contains(
+                    &routing_key,
+                    &args,
+                    Dest::Exchange(dst),
+                );
                 if exists {
                     return Ok(Plan::Reply(Reply::ExchangeBindOk));
                 }
@@ -268,7 +287,14 @@ impl ControlPlane {
                     }
                     Err(e) => return Err(e),
                 };
-                self.unbind_plan(topo, src, Dest::Exchange(dst), routing_key, args, Reply::ExchangeUnbindOk)
+                self.unbind_plan(
+                    topo,
+                    src,
+                    Dest::Exchange(dst),
+                    routing_key,
+                    args,
+                    Reply::ExchangeUnbindOk,
+                )
             }
             Request::QueueDeclare {
                 name,
@@ -285,10 +311,19 @@ impl ControlPlane {
                             return Err(locked(&name, &vname));
                         }
                         if q.durable != durable {
-                            return Err(inequivalent("queue", "durable", &name, &vname, durable, q.durable));
+                            return Err(inequivalent(
+                                "queue", "durable", &name, &vname, durable, q.durable,
+                            ));
                         }
                         if q.auto_delete != auto_delete {
-                            return Err(inequivalent("queue", "auto_delete", &name, &vname, auto_delete, q.auto_delete));
+                            return Err(inequivalent(
+                                "queue",
+                                "auto_delete",
+                                &name,
+                                &vname,
+                                auto_delete,
+                                q.auto_delete,
+                            ));
                         }
                         args::check_queue_equivalence(&q.args, &args, &name, &vname)?;
                     }
@@ -376,7 +411,14 @@ impl ControlPlane {
                 let Some(ex) = topo.exchange_by_name(v, exchange.as_bytes()) else {
                     return Ok(Plan::Reply(Reply::QueueUnbindOk));
                 };
-                self.unbind_plan(topo, ex.def.id, Dest::Queue(q.id), routing_key, args, Reply::QueueUnbindOk)
+                self.unbind_plan(
+                    topo,
+                    ex.def.id,
+                    Dest::Queue(q.id),
+                    routing_key,
+                    args,
+                    Reply::QueueUnbindOk,
+                )
             }
             Request::QueueDelete {
                 queue,
@@ -464,7 +506,13 @@ impl ControlPlane {
 
     /// Extends `changes` (which remove `gone`) with the deletion of every
     /// auto-delete exchange left without bindings, transitively.
-    fn cascade(&self, topo: &Topology, mut changes: Vec<Change>, gone: Dest, _hint: Option<()>) -> Vec<Change> {
+    fn cascade(
+        &self,
+        topo: &Topology,
+        mut changes: Vec<Change>,
+        gone: Dest,
+        _hint: Option<()>,
+    ) -> Vec<Change> {
         let mut removed: HashSet<Dest> = HashSet::new();
         removed.insert(gone);
         loop {
@@ -475,7 +523,11 @@ impl ControlPlane {
                     continue;
                 }
                 let lost = ex.bindings.iter().any(|(_, _, x)| removed.contains(&x));
-                let left = ex.bindings.iter().filter(|(_, _, x)| !removed.contains(x)).count();
+                let left = ex
+                    .bindings
+                    .iter()
+                    .filter(|(_, _, x)| !removed.contains(x))
+                    .count();
                 if lost && left == 0 {
                     more.push(ex.def.id);
                 }

@@ -147,7 +147,9 @@ pub enum Reply {
 pub enum Settle {
     Ack,
     /// `basic.reject`/`basic.nack`: requeue, or drop (dead-letter).
-    Reject { requeue: bool },
+    Reject {
+        requeue: bool,
+    },
     /// Put back unconditionally (channel closed, `basic.recover`).
     Requeue,
 }

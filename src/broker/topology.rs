@@ -213,7 +213,11 @@ impl Topology {
                 self.queues.retain(|_, q| q.vhost != *id);
             }
             Change::DeclareExchange(def) => {
-                if let Some(v) = self.vhost_names.get(&def.vhost).and_then(|n| self.vhosts.get_mut(n)) {
+                if let Some(v) = self
+                    .vhost_names
+                    .get(&def.vhost)
+                    .and_then(|n| self.vhosts.get_mut(n))
+                {
                     v.exchanges.insert(def.name.bytes().clone(), def.id);
                 }
                 self.exchanges.insert(
@@ -226,7 +230,11 @@ impl Topology {
             }
             Change::DeleteExchange { id } => {
                 if let Some(ex) = self.exchanges.remove(id) {
-                    if let Some(v) = self.vhost_names.get(&ex.def.vhost).and_then(|n| self.vhosts.get_mut(n)) {
+                    if let Some(v) = self
+                        .vhost_names
+                        .get(&ex.def.vhost)
+                        .and_then(|n| self.vhosts.get_mut(n))
+                    {
                         v.exchanges.remove(ex.def.name.as_bytes());
                     }
                     for other in self.exchanges.values_mut() {
@@ -235,14 +243,22 @@ impl Topology {
                 }
             }
             Change::DeclareQueue(def) => {
-                if let Some(v) = self.vhost_names.get(&def.vhost).and_then(|n| self.vhosts.get_mut(n)) {
+                if let Some(v) = self
+                    .vhost_names
+                    .get(&def.vhost)
+                    .and_then(|n| self.vhosts.get_mut(n))
+                {
                     v.queues.insert(def.name.bytes().clone(), def.id);
                 }
                 self.queues.insert(def.id, def.clone());
             }
             Change::DeleteQueue { id } => {
                 if let Some(q) = self.queues.remove(id) {
-                    if let Some(v) = self.vhost_names.get(&q.vhost).and_then(|n| self.vhosts.get_mut(n)) {
+                    if let Some(v) = self
+                        .vhost_names
+                        .get(&q.vhost)
+                        .and_then(|n| self.vhosts.get_mut(n))
+                    {
                         v.queues.remove(q.name.as_bytes());
                     }
                     for ex in self.exchanges.values_mut() {

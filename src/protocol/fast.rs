@@ -120,7 +120,14 @@ pub fn write_basic_nack(out: &mut BytesMut, channel: u16, delivery_tag: u64, mul
 }
 
 /// The content header and body frames of a message.
-pub fn write_content(out: &mut BytesMut, channel: u16, class_id: u16, raw_props: &[u8], body: &[u8], frame_max: u32) {
+pub fn write_content(
+    out: &mut BytesMut,
+    channel: u16,
+    class_id: u16,
+    raw_props: &[u8],
+    body: &[u8],
+    frame_max: u32,
+) {
     write_header_frame(out, channel, class_id, body.len() as u64, raw_props);
     write_body_frames(out, channel, body, frame_max);
 }

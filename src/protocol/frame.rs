@@ -207,9 +207,14 @@ mod tests {
 
     fn frames() -> impl Strategy<Value = Vec<Frame>> {
         let one = prop_oneof![
-            (any::<u16>(), strategies::method()).prop_map(|(channel, method)| Frame::Method { channel, method }),
-            (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..100))
-                .prop_map(|(channel, b)| Frame::Body { channel, body: Bytes::from(b) }),
+            (any::<u16>(), strategies::method())
+                .prop_map(|(channel, method)| Frame::Method { channel, method }),
+            (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..100)).prop_map(|(channel, b)| {
+                Frame::Body {
+                    channel,
+                    body: Bytes::from(b),
+                }
+            }),
             (any::<u16>(), any::<u64>()).prop_map(|(channel, body_size)| Frame::Header {
                 channel,
                 header: ContentHeader {

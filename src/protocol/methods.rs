@@ -98,9 +98,7 @@ pub struct ConnectionSecure {
 impl ConnectionSecure {
     fn decode(r: &mut Reader) -> Result<Self> {
         let challenge = r.longstr()?;
-        Ok(Self {
-            challenge,
-        })
+        Ok(Self { challenge })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -117,9 +115,7 @@ pub struct ConnectionSecureOk {
 impl ConnectionSecureOk {
     fn decode(r: &mut Reader) -> Result<Self> {
         let response = r.longstr()?;
-        Ok(Self {
-            response,
-        })
+        Ok(Self { response })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -218,9 +214,7 @@ pub struct ConnectionOpenOk {
 impl ConnectionOpenOk {
     fn decode(r: &mut Reader) -> Result<Self> {
         let known_hosts = r.shortstr()?;
-        Ok(Self {
-            known_hosts,
-        })
+        Ok(Self { known_hosts })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -283,9 +277,7 @@ pub struct ConnectionBlocked {
 impl ConnectionBlocked {
     fn decode(r: &mut Reader) -> Result<Self> {
         let reason = r.shortstr()?;
-        Ok(Self {
-            reason,
-        })
+        Ok(Self { reason })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -319,10 +311,7 @@ impl ConnectionUpdateSecret {
     fn decode(r: &mut Reader) -> Result<Self> {
         let new_secret = r.longstr()?;
         let reason = r.shortstr()?;
-        Ok(Self {
-            new_secret,
-            reason,
-        })
+        Ok(Self { new_secret, reason })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -355,9 +344,7 @@ pub struct ChannelOpen {
 impl ChannelOpen {
     fn decode(r: &mut Reader) -> Result<Self> {
         let out_of_band = r.shortstr()?;
-        Ok(Self {
-            out_of_band,
-        })
+        Ok(Self { out_of_band })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -374,9 +361,7 @@ pub struct ChannelOpenOk {
 impl ChannelOpenOk {
     fn decode(r: &mut Reader) -> Result<Self> {
         let channel_id = r.longstr()?;
-        Ok(Self {
-            channel_id,
-        })
+        Ok(Self { channel_id })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -394,9 +379,7 @@ impl ChannelFlow {
     fn decode(r: &mut Reader) -> Result<Self> {
         let bits0 = r.u8()?;
         let active = bits0 & 1 != 0;
-        Ok(Self {
-            active,
-        })
+        Ok(Self { active })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -414,9 +397,7 @@ impl ChannelFlowOk {
     fn decode(r: &mut Reader) -> Result<Self> {
         let bits0 = r.u8()?;
         let active = bits0 & 1 != 0;
-        Ok(Self {
-            active,
-        })
+        Ok(Self { active })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -502,7 +483,13 @@ impl AccessRequest {
 
     fn encode(&self, out: &mut BytesMut) {
         put_shortstr(out, self.realm.as_bytes());
-        out.put_u8((self.exclusive as u8) << 0 | (self.passive as u8) << 1 | (self.active as u8) << 2 | (self.write as u8) << 3 | (self.read as u8) << 4);
+        out.put_u8(
+            (self.exclusive as u8) << 0
+                | (self.passive as u8) << 1
+                | (self.active as u8) << 2
+                | (self.write as u8) << 3
+                | (self.read as u8) << 4,
+        );
     }
 }
 
@@ -515,9 +502,7 @@ pub struct AccessRequestOk {
 impl AccessRequestOk {
     fn decode(r: &mut Reader) -> Result<Self> {
         let ticket = r.u16()?;
-        Ok(Self {
-            ticket,
-        })
+        Ok(Self { ticket })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -568,7 +553,13 @@ impl ExchangeDeclare {
         out.put_u16(self.ticket);
         put_shortstr(out, self.exchange.as_bytes());
         put_shortstr(out, self.kind.as_bytes());
-        out.put_u8((self.passive as u8) << 0 | (self.durable as u8) << 1 | (self.auto_delete as u8) << 2 | (self.internal as u8) << 3 | (self.nowait as u8) << 4);
+        out.put_u8(
+            (self.passive as u8) << 0
+                | (self.durable as u8) << 1
+                | (self.auto_delete as u8) << 2
+                | (self.internal as u8) << 3
+                | (self.nowait as u8) << 4,
+        );
         put_table(out, &self.arguments);
     }
 }
@@ -783,7 +774,13 @@ impl QueueDeclare {
     fn encode(&self, out: &mut BytesMut) {
         out.put_u16(self.ticket);
         put_shortstr(out, self.queue.as_bytes());
-        out.put_u8((self.passive as u8) << 0 | (self.durable as u8) << 1 | (self.exclusive as u8) << 2 | (self.auto_delete as u8) << 3 | (self.nowait as u8) << 4);
+        out.put_u8(
+            (self.passive as u8) << 0
+                | (self.durable as u8) << 1
+                | (self.exclusive as u8) << 2
+                | (self.auto_delete as u8) << 3
+                | (self.nowait as u8) << 4,
+        );
         put_table(out, &self.arguments);
     }
 }
@@ -907,9 +904,7 @@ pub struct QueuePurgeOk {
 impl QueuePurgeOk {
     fn decode(r: &mut Reader) -> Result<Self> {
         let message_count = r.u32()?;
-        Ok(Self {
-            message_count,
-        })
+        Ok(Self { message_count })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -960,9 +955,7 @@ pub struct QueueDeleteOk {
 impl QueueDeleteOk {
     fn decode(r: &mut Reader) -> Result<Self> {
         let message_count = r.u32()?;
-        Ok(Self {
-            message_count,
-        })
+        Ok(Self { message_count })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -1103,7 +1096,12 @@ impl BasicConsume {
         out.put_u16(self.ticket);
         put_shortstr(out, self.queue.as_bytes());
         put_shortstr(out, self.consumer_tag.as_bytes());
-        out.put_u8((self.no_local as u8) << 0 | (self.no_ack as u8) << 1 | (self.exclusive as u8) << 2 | (self.nowait as u8) << 3);
+        out.put_u8(
+            (self.no_local as u8) << 0
+                | (self.no_ack as u8) << 1
+                | (self.exclusive as u8) << 2
+                | (self.nowait as u8) << 3,
+        );
         put_table(out, &self.arguments);
     }
 }
@@ -1117,9 +1115,7 @@ pub struct BasicConsumeOk {
 impl BasicConsumeOk {
     fn decode(r: &mut Reader) -> Result<Self> {
         let consumer_tag = r.shortstr()?;
-        Ok(Self {
-            consumer_tag,
-        })
+        Ok(Self { consumer_tag })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -1139,10 +1135,7 @@ impl BasicCancel {
         let consumer_tag = r.shortstr()?;
         let bits1 = r.u8()?;
         let nowait = bits1 & 1 != 0;
-        Ok(Self {
-            consumer_tag,
-            nowait,
-        })
+        Ok(Self { consumer_tag, nowait })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -1160,9 +1153,7 @@ pub struct BasicCancelOk {
 impl BasicCancelOk {
     fn decode(r: &mut Reader) -> Result<Self> {
         let consumer_tag = r.shortstr()?;
-        Ok(Self {
-            consumer_tag,
-        })
+        Ok(Self { consumer_tag })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -1345,9 +1336,7 @@ pub struct BasicGetEmpty {
 impl BasicGetEmpty {
     fn decode(r: &mut Reader) -> Result<Self> {
         let cluster_id = r.shortstr()?;
-        Ok(Self {
-            cluster_id,
-        })
+        Ok(Self { cluster_id })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -1413,9 +1402,7 @@ impl BasicRecoverAsync {
     fn decode(r: &mut Reader) -> Result<Self> {
         let bits0 = r.u8()?;
         let requeue = bits0 & 1 != 0;
-        Ok(Self {
-            requeue,
-        })
+        Ok(Self { requeue })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -1433,9 +1420,7 @@ impl BasicRecover {
     fn decode(r: &mut Reader) -> Result<Self> {
         let bits0 = r.u8()?;
         let requeue = bits0 & 1 != 0;
-        Ok(Self {
-            requeue,
-        })
+        Ok(Self { requeue })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -1585,9 +1570,7 @@ impl ConfirmSelect {
     fn decode(r: &mut Reader) -> Result<Self> {
         let bits0 = r.u8()?;
         let nowait = bits0 & 1 != 0;
-        Ok(Self {
-            nowait,
-        })
+        Ok(Self { nowait })
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -1759,13 +1742,16 @@ impl Method {
             (85, 10) => ConfirmSelect::decode(&mut r).map(Method::ConfirmSelect),
             (85, 11) => ConfirmSelectOk::decode(&mut r).map(Method::ConfirmSelectOk),
             _ => {
-                return Err(AmqpError::frame(format!(
-                    "unknown method class {class} method {method}"
-                ))
-                .with_method(class, method));
+                return Err(
+                    AmqpError::frame(format!("unknown method class {class} method {method}"))
+                        .with_method(class, method),
+                );
             }
         };
-        m.map_err(|e| AmqpError::frame(format!("cannot decode method {class}.{method}: {}", e.text)).with_method(class, method))
+        m.map_err(|e| {
+            AmqpError::frame(format!("cannot decode method {class}.{method}: {}", e.text))
+                .with_method(class, method)
+        })
     }
 
     /// Writes class id, method id and arguments (no frame header).
@@ -2058,7 +2044,13 @@ impl Method {
 
     /// Whether content (header and body frames) follows this method.
     pub fn has_content(&self) -> bool {
-        matches!(self, Method::BasicPublish(_) | Method::BasicReturn(_) | Method::BasicDeliver(_) | Method::BasicGetOk(_))
+        matches!(
+            self,
+            Method::BasicPublish(_)
+                | Method::BasicReturn(_)
+                | Method::BasicDeliver(_)
+                | Method::BasicGetOk(_)
+        )
     }
 }
 
@@ -2141,64 +2133,377 @@ pub(crate) mod strategies {
     /// Any method with random arguments.
     pub fn method() -> BoxedStrategy<Method> {
         prop_oneof![
-            (any::<u8>(), any::<u8>(), field_table(), long_str(), long_str(),).prop_map(|(version_major, version_minor, server_properties, mechanisms, locales,)| Method::ConnectionStart(ConnectionStart { version_major, version_minor, server_properties, mechanisms, locales })),
-            (field_table(), short_str(), long_str(), short_str(),).prop_map(|(client_properties, mechanism, response, locale,)| Method::ConnectionStartOk(ConnectionStartOk { client_properties, mechanism, response, locale })),
+            (any::<u8>(), any::<u8>(), field_table(), long_str(), long_str(),).prop_map(
+                |(version_major, version_minor, server_properties, mechanisms, locales)| {
+                    Method::ConnectionStart(ConnectionStart {
+                        version_major,
+                        version_minor,
+                        server_properties,
+                        mechanisms,
+                        locales,
+                    })
+                }
+            ),
+            (field_table(), short_str(), long_str(), short_str(),).prop_map(
+                |(client_properties, mechanism, response, locale)| Method::ConnectionStartOk(
+                    ConnectionStartOk {
+                        client_properties,
+                        mechanism,
+                        response,
+                        locale
+                    }
+                )
+            ),
             (long_str(),).prop_map(|(challenge,)| Method::ConnectionSecure(ConnectionSecure { challenge })),
             (long_str(),).prop_map(|(response,)| Method::ConnectionSecureOk(ConnectionSecureOk { response })),
-            (any::<u16>(), any::<u32>(), any::<u16>(),).prop_map(|(channel_max, frame_max, heartbeat,)| Method::ConnectionTune(ConnectionTune { channel_max, frame_max, heartbeat })),
-            (any::<u16>(), any::<u32>(), any::<u16>(),).prop_map(|(channel_max, frame_max, heartbeat,)| Method::ConnectionTuneOk(ConnectionTuneOk { channel_max, frame_max, heartbeat })),
-            (short_str(), short_str(), any::<bool>(),).prop_map(|(virtual_host, capabilities, insist,)| Method::ConnectionOpen(ConnectionOpen { virtual_host, capabilities, insist })),
-            (short_str(),).prop_map(|(known_hosts,)| Method::ConnectionOpenOk(ConnectionOpenOk { known_hosts })),
-            (any::<u16>(), short_str(), any::<u16>(), any::<u16>(),).prop_map(|(reply_code, reply_text, class_id, method_id,)| Method::ConnectionClose(ConnectionClose { reply_code, reply_text, class_id, method_id })),
+            (any::<u16>(), any::<u32>(), any::<u16>(),).prop_map(|(channel_max, frame_max, heartbeat)| {
+                Method::ConnectionTune(ConnectionTune {
+                    channel_max,
+                    frame_max,
+                    heartbeat,
+                })
+            }),
+            (any::<u16>(), any::<u32>(), any::<u16>(),).prop_map(|(channel_max, frame_max, heartbeat)| {
+                Method::ConnectionTuneOk(ConnectionTuneOk {
+                    channel_max,
+                    frame_max,
+                    heartbeat,
+                })
+            }),
+            (short_str(), short_str(), any::<bool>(),).prop_map(|(virtual_host, capabilities, insist)| {
+                Method::ConnectionOpen(ConnectionOpen {
+                    virtual_host,
+                    capabilities,
+                    insist,
+                })
+            }),
+            (short_str(),)
+                .prop_map(|(known_hosts,)| Method::ConnectionOpenOk(ConnectionOpenOk { known_hosts })),
+            (any::<u16>(), short_str(), any::<u16>(), any::<u16>(),).prop_map(
+                |(reply_code, reply_text, class_id, method_id)| Method::ConnectionClose(ConnectionClose {
+                    reply_code,
+                    reply_text,
+                    class_id,
+                    method_id
+                })
+            ),
             Just(Method::ConnectionCloseOk(ConnectionCloseOk {})),
             (short_str(),).prop_map(|(reason,)| Method::ConnectionBlocked(ConnectionBlocked { reason })),
             Just(Method::ConnectionUnblocked(ConnectionUnblocked {})),
-            (long_str(), short_str(),).prop_map(|(new_secret, reason,)| Method::ConnectionUpdateSecret(ConnectionUpdateSecret { new_secret, reason })),
+            (long_str(), short_str(),).prop_map(|(new_secret, reason)| Method::ConnectionUpdateSecret(
+                ConnectionUpdateSecret { new_secret, reason }
+            )),
             Just(Method::ConnectionUpdateSecretOk(ConnectionUpdateSecretOk {})),
             (short_str(),).prop_map(|(out_of_band,)| Method::ChannelOpen(ChannelOpen { out_of_band })),
             (long_str(),).prop_map(|(channel_id,)| Method::ChannelOpenOk(ChannelOpenOk { channel_id })),
             (any::<bool>(),).prop_map(|(active,)| Method::ChannelFlow(ChannelFlow { active })),
             (any::<bool>(),).prop_map(|(active,)| Method::ChannelFlowOk(ChannelFlowOk { active })),
-            (any::<u16>(), short_str(), any::<u16>(), any::<u16>(),).prop_map(|(reply_code, reply_text, class_id, method_id,)| Method::ChannelClose(ChannelClose { reply_code, reply_text, class_id, method_id })),
+            (any::<u16>(), short_str(), any::<u16>(), any::<u16>(),).prop_map(
+                |(reply_code, reply_text, class_id, method_id)| Method::ChannelClose(ChannelClose {
+                    reply_code,
+                    reply_text,
+                    class_id,
+                    method_id
+                })
+            ),
             Just(Method::ChannelCloseOk(ChannelCloseOk {})),
-            (short_str(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(),).prop_map(|(realm, exclusive, passive, active, write, read,)| Method::AccessRequest(AccessRequest { realm, exclusive, passive, active, write, read })),
+            (
+                short_str(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(|(realm, exclusive, passive, active, write, read)| {
+                    Method::AccessRequest(AccessRequest {
+                        realm,
+                        exclusive,
+                        passive,
+                        active,
+                        write,
+                        read,
+                    })
+                }),
             (any::<u16>(),).prop_map(|(ticket,)| Method::AccessRequestOk(AccessRequestOk { ticket })),
-            (any::<u16>(), short_str(), short_str(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), field_table(),).prop_map(|(ticket, exchange, kind, passive, durable, auto_delete, internal, nowait, arguments,)| Method::ExchangeDeclare(ExchangeDeclare { ticket, exchange, kind, passive, durable, auto_delete, internal, nowait, arguments })),
+            (
+                any::<u16>(),
+                short_str(),
+                short_str(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                field_table(),
+            )
+                .prop_map(
+                    |(ticket, exchange, kind, passive, durable, auto_delete, internal, nowait, arguments)| {
+                        Method::ExchangeDeclare(ExchangeDeclare {
+                            ticket,
+                            exchange,
+                            kind,
+                            passive,
+                            durable,
+                            auto_delete,
+                            internal,
+                            nowait,
+                            arguments,
+                        })
+                    }
+                ),
             Just(Method::ExchangeDeclareOk(ExchangeDeclareOk {})),
-            (any::<u16>(), short_str(), any::<bool>(), any::<bool>(),).prop_map(|(ticket, exchange, if_unused, nowait,)| Method::ExchangeDelete(ExchangeDelete { ticket, exchange, if_unused, nowait })),
+            (any::<u16>(), short_str(), any::<bool>(), any::<bool>(),).prop_map(
+                |(ticket, exchange, if_unused, nowait)| Method::ExchangeDelete(ExchangeDelete {
+                    ticket,
+                    exchange,
+                    if_unused,
+                    nowait
+                })
+            ),
             Just(Method::ExchangeDeleteOk(ExchangeDeleteOk {})),
-            (any::<u16>(), short_str(), short_str(), short_str(), any::<bool>(), field_table(),).prop_map(|(ticket, destination, source, routing_key, nowait, arguments,)| Method::ExchangeBind(ExchangeBind { ticket, destination, source, routing_key, nowait, arguments })),
+            (
+                any::<u16>(),
+                short_str(),
+                short_str(),
+                short_str(),
+                any::<bool>(),
+                field_table(),
+            )
+                .prop_map(|(ticket, destination, source, routing_key, nowait, arguments)| {
+                    Method::ExchangeBind(ExchangeBind {
+                        ticket,
+                        destination,
+                        source,
+                        routing_key,
+                        nowait,
+                        arguments,
+                    })
+                }),
             Just(Method::ExchangeBindOk(ExchangeBindOk {})),
-            (any::<u16>(), short_str(), short_str(), short_str(), any::<bool>(), field_table(),).prop_map(|(ticket, destination, source, routing_key, nowait, arguments,)| Method::ExchangeUnbind(ExchangeUnbind { ticket, destination, source, routing_key, nowait, arguments })),
+            (
+                any::<u16>(),
+                short_str(),
+                short_str(),
+                short_str(),
+                any::<bool>(),
+                field_table(),
+            )
+                .prop_map(|(ticket, destination, source, routing_key, nowait, arguments)| {
+                    Method::ExchangeUnbind(ExchangeUnbind {
+                        ticket,
+                        destination,
+                        source,
+                        routing_key,
+                        nowait,
+                        arguments,
+                    })
+                }),
             Just(Method::ExchangeUnbindOk(ExchangeUnbindOk {})),
-            (any::<u16>(), short_str(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), field_table(),).prop_map(|(ticket, queue, passive, durable, exclusive, auto_delete, nowait, arguments,)| Method::QueueDeclare(QueueDeclare { ticket, queue, passive, durable, exclusive, auto_delete, nowait, arguments })),
-            (short_str(), any::<u32>(), any::<u32>(),).prop_map(|(queue, message_count, consumer_count,)| Method::QueueDeclareOk(QueueDeclareOk { queue, message_count, consumer_count })),
-            (any::<u16>(), short_str(), short_str(), short_str(), any::<bool>(), field_table(),).prop_map(|(ticket, queue, exchange, routing_key, nowait, arguments,)| Method::QueueBind(QueueBind { ticket, queue, exchange, routing_key, nowait, arguments })),
+            (
+                any::<u16>(),
+                short_str(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                field_table(),
+            )
+                .prop_map(
+                    |(ticket, queue, passive, durable, exclusive, auto_delete, nowait, arguments)| {
+                        Method::QueueDeclare(QueueDeclare {
+                            ticket,
+                            queue,
+                            passive,
+                            durable,
+                            exclusive,
+                            auto_delete,
+                            nowait,
+                            arguments,
+                        })
+                    }
+                ),
+            (short_str(), any::<u32>(), any::<u32>(),).prop_map(|(queue, message_count, consumer_count)| {
+                Method::QueueDeclareOk(QueueDeclareOk {
+                    queue,
+                    message_count,
+                    consumer_count,
+                })
+            }),
+            (
+                any::<u16>(),
+                short_str(),
+                short_str(),
+                short_str(),
+                any::<bool>(),
+                field_table(),
+            )
+                .prop_map(|(ticket, queue, exchange, routing_key, nowait, arguments)| {
+                    Method::QueueBind(QueueBind {
+                        ticket,
+                        queue,
+                        exchange,
+                        routing_key,
+                        nowait,
+                        arguments,
+                    })
+                }),
             Just(Method::QueueBindOk(QueueBindOk {})),
-            (any::<u16>(), short_str(), any::<bool>(),).prop_map(|(ticket, queue, nowait,)| Method::QueuePurge(QueuePurge { ticket, queue, nowait })),
+            (any::<u16>(), short_str(), any::<bool>(),).prop_map(|(ticket, queue, nowait)| {
+                Method::QueuePurge(QueuePurge {
+                    ticket,
+                    queue,
+                    nowait,
+                })
+            }),
             (any::<u32>(),).prop_map(|(message_count,)| Method::QueuePurgeOk(QueuePurgeOk { message_count })),
-            (any::<u16>(), short_str(), any::<bool>(), any::<bool>(), any::<bool>(),).prop_map(|(ticket, queue, if_unused, if_empty, nowait,)| Method::QueueDelete(QueueDelete { ticket, queue, if_unused, if_empty, nowait })),
-            (any::<u32>(),).prop_map(|(message_count,)| Method::QueueDeleteOk(QueueDeleteOk { message_count })),
-            (any::<u16>(), short_str(), short_str(), short_str(), field_table(),).prop_map(|(ticket, queue, exchange, routing_key, arguments,)| Method::QueueUnbind(QueueUnbind { ticket, queue, exchange, routing_key, arguments })),
+            (
+                any::<u16>(),
+                short_str(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(
+                    |(ticket, queue, if_unused, if_empty, nowait)| Method::QueueDelete(QueueDelete {
+                        ticket,
+                        queue,
+                        if_unused,
+                        if_empty,
+                        nowait
+                    })
+                ),
+            (any::<u32>(),)
+                .prop_map(|(message_count,)| Method::QueueDeleteOk(QueueDeleteOk { message_count })),
+            (any::<u16>(), short_str(), short_str(), short_str(), field_table(),).prop_map(
+                |(ticket, queue, exchange, routing_key, arguments)| Method::QueueUnbind(QueueUnbind {
+                    ticket,
+                    queue,
+                    exchange,
+                    routing_key,
+                    arguments
+                })
+            ),
             Just(Method::QueueUnbindOk(QueueUnbindOk {})),
-            (any::<u32>(), any::<u16>(), any::<bool>(),).prop_map(|(prefetch_size, prefetch_count, global,)| Method::BasicQos(BasicQos { prefetch_size, prefetch_count, global })),
+            (any::<u32>(), any::<u16>(), any::<bool>(),).prop_map(
+                |(prefetch_size, prefetch_count, global)| Method::BasicQos(BasicQos {
+                    prefetch_size,
+                    prefetch_count,
+                    global
+                })
+            ),
             Just(Method::BasicQosOk(BasicQosOk {})),
-            (any::<u16>(), short_str(), short_str(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), field_table(),).prop_map(|(ticket, queue, consumer_tag, no_local, no_ack, exclusive, nowait, arguments,)| Method::BasicConsume(BasicConsume { ticket, queue, consumer_tag, no_local, no_ack, exclusive, nowait, arguments })),
-            (short_str(),).prop_map(|(consumer_tag,)| Method::BasicConsumeOk(BasicConsumeOk { consumer_tag })),
-            (short_str(), any::<bool>(),).prop_map(|(consumer_tag, nowait,)| Method::BasicCancel(BasicCancel { consumer_tag, nowait })),
+            (
+                any::<u16>(),
+                short_str(),
+                short_str(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                field_table(),
+            )
+                .prop_map(
+                    |(ticket, queue, consumer_tag, no_local, no_ack, exclusive, nowait, arguments)| {
+                        Method::BasicConsume(BasicConsume {
+                            ticket,
+                            queue,
+                            consumer_tag,
+                            no_local,
+                            no_ack,
+                            exclusive,
+                            nowait,
+                            arguments,
+                        })
+                    }
+                ),
+            (short_str(),)
+                .prop_map(|(consumer_tag,)| Method::BasicConsumeOk(BasicConsumeOk { consumer_tag })),
+            (short_str(), any::<bool>(),)
+                .prop_map(|(consumer_tag, nowait)| Method::BasicCancel(BasicCancel { consumer_tag, nowait })),
             (short_str(),).prop_map(|(consumer_tag,)| Method::BasicCancelOk(BasicCancelOk { consumer_tag })),
-            (any::<u16>(), short_str(), short_str(), any::<bool>(), any::<bool>(),).prop_map(|(ticket, exchange, routing_key, mandatory, immediate,)| Method::BasicPublish(BasicPublish { ticket, exchange, routing_key, mandatory, immediate })),
-            (any::<u16>(), short_str(), short_str(), short_str(),).prop_map(|(reply_code, reply_text, exchange, routing_key,)| Method::BasicReturn(BasicReturn { reply_code, reply_text, exchange, routing_key })),
-            (short_str(), any::<u64>(), any::<bool>(), short_str(), short_str(),).prop_map(|(consumer_tag, delivery_tag, redelivered, exchange, routing_key,)| Method::BasicDeliver(BasicDeliver { consumer_tag, delivery_tag, redelivered, exchange, routing_key })),
-            (any::<u16>(), short_str(), any::<bool>(),).prop_map(|(ticket, queue, no_ack,)| Method::BasicGet(BasicGet { ticket, queue, no_ack })),
-            (any::<u64>(), any::<bool>(), short_str(), short_str(), any::<u32>(),).prop_map(|(delivery_tag, redelivered, exchange, routing_key, message_count,)| Method::BasicGetOk(BasicGetOk { delivery_tag, redelivered, exchange, routing_key, message_count })),
+            (
+                any::<u16>(),
+                short_str(),
+                short_str(),
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(|(ticket, exchange, routing_key, mandatory, immediate)| {
+                    Method::BasicPublish(BasicPublish {
+                        ticket,
+                        exchange,
+                        routing_key,
+                        mandatory,
+                        immediate,
+                    })
+                }),
+            (any::<u16>(), short_str(), short_str(), short_str(),).prop_map(
+                |(reply_code, reply_text, exchange, routing_key)| Method::BasicReturn(BasicReturn {
+                    reply_code,
+                    reply_text,
+                    exchange,
+                    routing_key
+                })
+            ),
+            (short_str(), any::<u64>(), any::<bool>(), short_str(), short_str(),).prop_map(
+                |(consumer_tag, delivery_tag, redelivered, exchange, routing_key)| Method::BasicDeliver(
+                    BasicDeliver {
+                        consumer_tag,
+                        delivery_tag,
+                        redelivered,
+                        exchange,
+                        routing_key
+                    }
+                )
+            ),
+            (any::<u16>(), short_str(), any::<bool>(),).prop_map(|(ticket, queue, no_ack)| Method::BasicGet(
+                BasicGet {
+                    ticket,
+                    queue,
+                    no_ack
+                }
+            )),
+            (
+                any::<u64>(),
+                any::<bool>(),
+                short_str(),
+                short_str(),
+                any::<u32>(),
+            )
+                .prop_map(
+                    |(delivery_tag, redelivered, exchange, routing_key, message_count)| Method::BasicGetOk(
+                        BasicGetOk {
+                            delivery_tag,
+                            redelivered,
+                            exchange,
+                            routing_key,
+                            message_count
+                        }
+                    )
+                ),
             (short_str(),).prop_map(|(cluster_id,)| Method::BasicGetEmpty(BasicGetEmpty { cluster_id })),
-            (any::<u64>(), any::<bool>(),).prop_map(|(delivery_tag, multiple,)| Method::BasicAck(BasicAck { delivery_tag, multiple })),
-            (any::<u64>(), any::<bool>(),).prop_map(|(delivery_tag, requeue,)| Method::BasicReject(BasicReject { delivery_tag, requeue })),
+            (any::<u64>(), any::<bool>(),).prop_map(|(delivery_tag, multiple)| Method::BasicAck(BasicAck {
+                delivery_tag,
+                multiple
+            })),
+            (any::<u64>(), any::<bool>(),).prop_map(|(delivery_tag, requeue)| Method::BasicReject(
+                BasicReject {
+                    delivery_tag,
+                    requeue
+                }
+            )),
             (any::<bool>(),).prop_map(|(requeue,)| Method::BasicRecoverAsync(BasicRecoverAsync { requeue })),
             (any::<bool>(),).prop_map(|(requeue,)| Method::BasicRecover(BasicRecover { requeue })),
             Just(Method::BasicRecoverOk(BasicRecoverOk {})),
-            (any::<u64>(), any::<bool>(), any::<bool>(),).prop_map(|(delivery_tag, multiple, requeue,)| Method::BasicNack(BasicNack { delivery_tag, multiple, requeue })),
+            (any::<u64>(), any::<bool>(), any::<bool>(),).prop_map(|(delivery_tag, multiple, requeue)| {
+                Method::BasicNack(BasicNack {
+                    delivery_tag,
+                    multiple,
+                    requeue,
+                })
+            }),
             Just(Method::TxSelect(TxSelect {})),
             Just(Method::TxSelectOk(TxSelectOk {})),
             Just(Method::TxCommit(TxCommit {})),

@@ -176,7 +176,11 @@ struct Scan<'a> {
 
 impl<'a> Scan<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| bad("truncated"))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| bad("truncated"))?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -295,26 +299,40 @@ mod tests {
     fn props() -> impl Strategy<Value = BasicProperties> {
         use proptest::option::of;
         (
-            (of(short_str()), of(short_str()), of(field_table()), of(any::<u8>()), of(any::<u8>())),
-            (of(short_str()), of(short_str()), of(short_str()), of(short_str()), of(any::<u64>())),
+            (
+                of(short_str()),
+                of(short_str()),
+                of(field_table()),
+                of(any::<u8>()),
+                of(any::<u8>()),
+            ),
+            (
+                of(short_str()),
+                of(short_str()),
+                of(short_str()),
+                of(short_str()),
+                of(any::<u64>()),
+            ),
             (of(short_str()), of(short_str()), of(short_str()), of(short_str())),
         )
-            .prop_map(|((a, b, c, d, e), (f, g, h, i, j), (k, l, m, n))| BasicProperties {
-                content_type: a,
-                content_encoding: b,
-                headers: c,
-                delivery_mode: d,
-                priority: e,
-                correlation_id: f,
-                reply_to: g,
-                expiration: h,
-                message_id: i,
-                timestamp: j,
-                kind: k,
-                user_id: l,
-                app_id: m,
-                cluster_id: n,
-            })
+            .prop_map(
+                |((a, b, c, d, e), (f, g, h, i, j), (k, l, m, n))| BasicProperties {
+                    content_type: a,
+                    content_encoding: b,
+                    headers: c,
+                    delivery_mode: d,
+                    priority: e,
+                    correlation_id: f,
+                    reply_to: g,
+                    expiration: h,
+                    message_id: i,
+                    timestamp: j,
+                    kind: k,
+                    user_id: l,
+                    app_id: m,
+                    cluster_id: n,
+                },
+            )
     }
 
     proptest! {

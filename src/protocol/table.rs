@@ -206,11 +206,20 @@ mod tests {
             ("l", FieldValue::I64(-5)),
             ("f", FieldValue::F32(1.5)),
             ("d", FieldValue::F64(2.25)),
-            ("D", FieldValue::Decimal { scale: 2, value: 12345 }),
+            (
+                "D",
+                FieldValue::Decimal {
+                    scale: 2,
+                    value: 12345,
+                },
+            ),
             ("S", longstr("hello")),
             ("A", FieldValue::Array(vec![FieldValue::I32(1), longstr("x")])),
             ("T", FieldValue::Timestamp(1_700_000_000)),
-            ("F", FieldValue::Table(FieldTable(vec![("n".into(), FieldValue::Void)]))),
+            (
+                "F",
+                FieldValue::Table(FieldTable(vec![("n".into(), FieldValue::Void)])),
+            ),
             ("V", FieldValue::Void),
             ("x", FieldValue::ByteArray(bytes::Bytes::from_static(b"\x00\x01"))),
         ]
@@ -243,7 +252,9 @@ mod tests {
     #[test]
     fn unknown_tag_is_frame_error() {
         let raw = [0u8, 0, 0, 3, 1, b'k', b'Z'];
-        let e = Reader::new(bytes::Bytes::copy_from_slice(&raw)).table().unwrap_err();
+        let e = Reader::new(bytes::Bytes::copy_from_slice(&raw))
+            .table()
+            .unwrap_err();
         assert_eq!(e.code, 501);
     }
 

@@ -249,10 +249,7 @@ impl FieldTable {
             .map(|(_, v)| v)
     }
     pub fn get_bytes(&self, key: &[u8]) -> Option<&FieldValue> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.as_bytes() == key)
-            .map(|(_, v)| v)
+        self.0.iter().find(|(k, _)| k.as_bytes() == key).map(|(_, v)| v)
     }
     /// Replaces an existing entry or appends a new one.
     pub fn insert(&mut self, key: ShortStr, value: FieldValue) {

@@ -23,10 +23,7 @@ pub(crate) fn canonical(args: &FieldTable) -> FieldTable {
     if args.is_empty() {
         return FieldTable::new();
     }
-    let mut out: Vec<(ShortStr, FieldValue)> = args
-        .iter()
-        .map(|(k, v)| (detach_str(k), detach(v)))
-        .collect();
+    let mut out: Vec<(ShortStr, FieldValue)> = args.iter().map(|(k, v)| (detach_str(k), detach(v))).collect();
     out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     FieldTable(out)
 }
@@ -38,9 +35,7 @@ pub(crate) fn detach_str(s: &ShortStr) -> ShortStr {
 
 fn detach(v: &FieldValue) -> FieldValue {
     match v {
-        FieldValue::LongStr(s) => {
-            FieldValue::LongStr(LongStr::new(Bytes::copy_from_slice(s.as_bytes())))
-        }
+        FieldValue::LongStr(s) => FieldValue::LongStr(LongStr::new(Bytes::copy_from_slice(s.as_bytes()))),
         FieldValue::ByteArray(b) => FieldValue::ByteArray(Bytes::copy_from_slice(b)),
         FieldValue::Array(a) => FieldValue::Array(a.iter().map(detach).collect()),
         // Nested tables are not sorted: RabbitMQ sorts only the top level.

@@ -149,10 +149,7 @@ impl<D: Copy + Eq + Hash + Ord + std::fmt::Debug> Bindings<D> {
             n += match self.kind {
                 ExchangeKind::Topic => self.trie.remove_dest(key, dest),
                 _ => {
-                    let g = self
-                        .by_key
-                        .get_mut(key)
-                        .expect("reverse index names a live key");
+                    let g = self.by_key.get_mut(key).expect("reverse index names a live key");
                     let n = g.remove_dest(dest);
                     if g.is_empty() {
                         self.by_key.remove(key);

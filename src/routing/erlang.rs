@@ -24,30 +24,17 @@ pub(crate) fn erl_eq(a: &FieldValue, b: &FieldValue) -> bool {
         return number_eq(x, y);
     }
     match (a, b) {
-        (V::LongStr(_) | V::ByteArray(_), V::LongStr(_) | V::ByteArray(_)) => {
-            a.as_bytes() == b.as_bytes()
-        }
+        (V::LongStr(_) | V::ByteArray(_), V::LongStr(_) | V::ByteArray(_)) => a.as_bytes() == b.as_bytes(),
         (V::Bool(x), V::Bool(y)) => x == y,
         (V::Void, V::Void) => true,
-        (
-            V::Decimal {
-                scale: s1,
-                value: v1,
-            },
-            V::Decimal {
-                scale: s2,
-                value: v2,
-            },
-        ) => s1 == s2 && v1 == v2,
+        (V::Decimal { scale: s1, value: v1 }, V::Decimal { scale: s2, value: v2 }) => s1 == s2 && v1 == v2,
         (V::Table(x), V::Table(y)) => {
             x.len() == y.len()
                 && x.iter()
                     .zip(y.iter())
                     .all(|((kx, vx), (ky, vy))| kx.as_bytes() == ky.as_bytes() && tagged_eq(vx, vy))
         }
-        (V::Array(x), V::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| tagged_eq(p, q))
-        }
+        (V::Array(x), V::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| tagged_eq(p, q)),
         // Both are Erlang lists: only the empty ones are equal.
         (V::Table(t), V::Array(a)) | (V::Array(a), V::Table(t)) => t.is_empty() && a.is_empty(),
         _ => false,
@@ -256,12 +243,7 @@ mod tests {
     #[test]
     fn nested_values_compare_with_their_type_tags_and_in_order() {
         let t = |entries: Vec<(&'static str, FieldValue)>| {
-            FieldValue::Table(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (ShortStr::from(k), v))
-                    .collect(),
-            )
+            FieldValue::Table(entries.into_iter().map(|(k, v)| (ShortStr::from(k), v)).collect())
         };
         let pq = t(vec![("p", FieldValue::I32(1)), ("q", FieldValue::I32(2))]);
         assert!(erl_eq(&pq, &pq.clone()));
@@ -309,18 +291,12 @@ mod tests {
     fn large_integers_against_floats() {
         let big = 1i64 << 60;
         assert!(erl_eq(&FieldValue::I64(big), &FieldValue::F64(big as f64)));
-        assert!(!erl_eq(
-            &FieldValue::I64(big + 1),
-            &FieldValue::F64(big as f64)
-        ));
+        assert!(!erl_eq(&FieldValue::I64(big + 1), &FieldValue::F64(big as f64)));
         assert!(erl_eq(
             &FieldValue::Timestamp(u64::MAX),
             &FieldValue::Timestamp(u64::MAX)
         ));
-        assert!(!erl_eq(
-            &FieldValue::Timestamp(u64::MAX),
-            &FieldValue::I64(-1)
-        ));
+        assert!(!erl_eq(&FieldValue::Timestamp(u64::MAX), &FieldValue::I64(-1)));
     }
 
     fn term(v: &FieldValue) -> String {
@@ -351,13 +327,7 @@ mod tests {
         );
         let table = FieldValue::Table(FieldTable(vec![(ShortStr::from("k"), s("v"))]));
         assert_eq!(term(&table), r#"[{<<"k">>,longstr,<<"v">>}]"#);
-        assert_eq!(
-            term(&FieldValue::Decimal {
-                scale: 2,
-                value: 314
-            }),
-            "{2,314}"
-        );
+        assert_eq!(term(&FieldValue::Decimal { scale: 2, value: 314 }), "{2,314}");
         assert_eq!(term(&FieldValue::F64(1e20)), "1.0e20");
         assert_eq!(term(&FieldValue::I64(-7)), "-7");
     }

@@ -103,10 +103,7 @@ pub(crate) enum Inserted {
 pub(crate) struct Group<D> {
     entries: Entries<(D, ArgSet)>,
     /// Destination → position in `entries`, only for large groups.
-    #[allow(
-        clippy::box_collection,
-        reason = "8 bytes, not 48, in the many small groups"
-    )]
+    #[allow(clippy::box_collection, reason = "8 bytes, not 48, in the many small groups")]
     index: Option<Box<HashMap<D, u32>>>,
 }
 

@@ -155,10 +155,7 @@ mod tests {
     fn s(v: &'static str) -> FieldValue {
         FieldValue::LongStr(LongStr::from_static(v))
     }
-    fn m(
-        args: &[(&'static str, FieldValue)],
-        headers: Option<&[(&'static str, FieldValue)]>,
-    ) -> bool {
+    fn m(args: &[(&'static str, FieldValue)], headers: Option<&[(&'static str, FieldValue)]>) -> bool {
         let h = headers.map(t);
         headers_match(&t(args), h.as_ref())
     }
@@ -184,11 +181,7 @@ mod tests {
         let with_x_foo = [("a", s("1")), ("x-foo", s("bar"))];
         let without = [("a", s("1"))];
         let all = [("x-match", s("all")), ("x-foo", s("bar")), ("a", s("1"))];
-        let all_x = [
-            ("x-match", s("all-with-x")),
-            ("x-foo", s("bar")),
-            ("a", s("1")),
-        ];
+        let all_x = [("x-match", s("all-with-x")), ("x-foo", s("bar")), ("a", s("1"))];
         let any_x = [("x-match", s("any-with-x")), ("x-foo", s("bar"))];
         let any = [("x-match", s("any")), ("x-foo", s("bar"))];
         assert!(m(&all, Some(&without)));
@@ -214,10 +207,7 @@ mod tests {
     fn void_matches_presence() {
         let h = [("a", FieldValue::I32(12345))];
         assert!(m(&[("a", FieldValue::Void)], Some(&h)));
-        assert!(m(
-            &[("a", FieldValue::Void), ("x-match", s("any"))],
-            Some(&h)
-        ));
+        assert!(m(&[("a", FieldValue::Void), ("x-match", s("any"))], Some(&h)));
         assert!(!m(&[("a", FieldValue::Void), ("b", s("2"))], Some(&h)));
         assert!(!m(&[("a", FieldValue::Void)], None));
         // A void header only matches a void (presence) binding entry.
@@ -267,12 +257,7 @@ mod tests {
             Some(&[("b", s("x")), ("a", s("1")), ("a", s("2"))])
         ));
         assert!(m(
-            &[
-                ("x-match", s("any")),
-                ("a", s("9")),
-                ("b", s("x")),
-                ("a", s("2"))
-            ],
+            &[("x-match", s("any")), ("a", s("9")), ("b", s("x")), ("a", s("2"))],
             Some(&[("a", s("1")), ("a", s("2"))])
         ));
     }
@@ -286,10 +271,7 @@ mod tests {
         ));
         // A byte array is not a longstr: `any` sent as `x` is read as `all`.
         let bytes_any = ("x-match", FieldValue::ByteArray(Bytes::from_static(b"any")));
-        assert!(!m(
-            &[bytes_any.clone(), ("a", s("1")), ("b", s("2"))],
-            Some(&h)
-        ));
+        assert!(!m(&[bytes_any.clone(), ("a", s("1")), ("b", s("2"))], Some(&h)));
         assert!(m(&[bytes_any, ("a", s("1"))], Some(&h)));
     }
 
@@ -311,11 +293,7 @@ mod tests {
         assert_eq!(v(s("")), value("<<>>"));
         assert_eq!(v(s("café")), value(r#"<<"café">>"#));
         assert_eq!(v(s(r#"a"b\c"#)), value(r#"<<"a\"b\\c">>"#));
-        let ty = |shown: &str| {
-            Err(format!(
-                "Invalid x-match field type {shown}); expected longstr"
-            ))
-        };
+        let ty = |shown: &str| Err(format!("Invalid x-match field type {shown}); expected longstr"));
         assert_eq!(v(FieldValue::I32(1)), ty("signedint (value 1"));
         assert_eq!(
             v(FieldValue::ByteArray(Bytes::from_static(b"all"))),

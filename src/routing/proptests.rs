@@ -28,9 +28,7 @@ fn ref_match(pattern: &[&str], key: &[&str]) -> bool {
     match pattern.split_first() {
         None => key.is_empty(),
         Some((&"#", rest)) => (0..=key.len()).any(|i| ref_match(rest, &key[i..])),
-        Some((w, rest)) => {
-            !key.is_empty() && (*w == "*" || *w == key[0]) && ref_match(rest, &key[1..])
-        }
+        Some((w, rest)) => !key.is_empty() && (*w == "*" || *w == key[0]) && ref_match(rest, &key[1..]),
     }
 }
 
@@ -113,17 +111,12 @@ enum Mode {
 /// `rabbit_exchange_type_headers:headers_match/5`, clause for clause, on
 /// both tables sorted by key as RabbitMQ sorts them.
 fn rabbit_headers_match(args: &FieldTable, headers: Option<&FieldTable>) -> bool {
-    let by_key =
-        |a: &(ShortStr, FieldValue), b: &(ShortStr, FieldValue)| a.0.as_bytes().cmp(b.0.as_bytes());
+    let by_key = |a: &(ShortStr, FieldValue), b: &(ShortStr, FieldValue)| a.0.as_bytes().cmp(b.0.as_bytes());
     let mut p = args.0.clone();
     p.sort_by(by_key);
     let mut d = headers.map(|h| h.0.clone()).unwrap_or_default();
     d.sort_by(by_key);
-    let mode = match p
-        .iter()
-        .find(|(k, _)| k.as_bytes() == b"x-match")
-        .map(|(_, v)| v)
-    {
+    let mode = match p.iter().find(|(k, _)| k.as_bytes() == b"x-match").map(|(_, v)| v) {
         Some(FieldValue::LongStr(s)) if s.as_bytes() == b"any" => Mode::Any,
         Some(FieldValue::LongStr(s)) if s.as_bytes() == b"all-with-x" => Mode::AllWithX,
         Some(FieldValue::LongStr(s)) if s.as_bytes() == b"any-with-x" => Mode::AnyWithX,
@@ -192,9 +185,7 @@ proptest! {
 /// binding) and some differ only in a type tag (different bindings).
 fn arg_pool() -> Vec<FieldTable> {
     let s = |v: &'static str| FieldValue::LongStr(LongStr::from_static(v));
-    let t = |e: Vec<(&'static str, FieldValue)>| {
-        e.into_iter().map(|(k, v)| (ShortStr::from(k), v)).collect()
-    };
+    let t = |e: Vec<(&'static str, FieldValue)>| e.into_iter().map(|(k, v)| (ShortStr::from(k), v)).collect();
     vec![
         FieldTable::new(),
         t(vec![("x-match", s("any")), ("a", s("1"))]),

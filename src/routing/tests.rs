@@ -39,16 +39,14 @@ fn route<D: Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug>(
 #[test]
 fn topic_matches_rabbitmq_on_empty_words_and_wildcards() {
     let patterns = [
-        "", "#", "*", "#.#", "*.#", "#.*", ".", "*.*", "a", "a.", ".a", "a.#", "#.a", "a.*", "*.a",
-        "#.", ".#", "*.", ".*", "a.#.b", "a.*.b", "a.b", "a..b", "#.#.a", "a.#.#",
+        "", "#", "*", "#.#", "*.#", "#.*", ".", "*.*", "a", "a.", ".a", "a.#", "#.a", "a.*", "*.a", "#.",
+        ".#", "*.", ".*", "a.#.b", "a.*.b", "a.b", "a..b", "#.#.a", "a.#.#",
     ];
     let seen: &[(&str, &[&str])] = &[
         ("", &["", "#", "#.#"]),
         (
             "a",
-            &[
-                "#", "*", "#.#", "*.#", "#.*", "a", "a.#", "#.a", "#.#.a", "a.#.#",
-            ],
+            &["#", "*", "#.#", "*.#", "#.*", "a", "a.#", "#.a", "#.#.a", "a.#.#"],
         ),
         (
             "a.",
@@ -75,9 +73,7 @@ fn topic_matches_rabbitmq_on_empty_words_and_wildcards() {
         ),
         (
             "a..b",
-            &[
-                "#", "#.#", "*.#", "#.*", "a.#", "a.#.b", "a.*.b", "a..b", "a.#.#",
-            ],
+            &["#", "#.#", "*.#", "#.*", "a.#", "a.#.b", "a.*.b", "a..b", "a.#.#"],
         ),
         (
             "a.x.b",
@@ -138,9 +134,7 @@ fn topic_survives_many_hashes() {
 #[test]
 fn topic_dedups_across_patterns_and_unbind_prunes_the_trie() {
     let mut trie = TopicTrie::new();
-    let keys = [
-        "a.b.c", "a.*.c", "#", "a.#", "#.c", "*.*.*", "x.y", "", "a..c",
-    ];
+    let keys = ["a.b.c", "a.*.c", "#", "a.#", "#.c", "*.*.*", "x.y", "", "a..c"];
     for key in keys {
         assert!(trie.bind(&k(key), &none(), 7u32));
     }
@@ -375,17 +369,10 @@ fn remove_destination_removes_every_binding_of_it() {
 fn validate_checks_only_headers_exchanges() {
     let bad = t(&[("x-match", s("foo"))]);
     assert!(validate_binding_args(ExchangeKind::Headers, &bad).is_err());
-    for kind in [
-        ExchangeKind::Direct,
-        ExchangeKind::Fanout,
-        ExchangeKind::Topic,
-    ] {
+    for kind in [ExchangeKind::Direct, ExchangeKind::Fanout, ExchangeKind::Topic] {
         assert_eq!(validate_binding_args(kind, &bad), Ok(()));
     }
-    assert_eq!(
-        validate_binding_args(ExchangeKind::Headers, &none()),
-        Ok(())
-    );
+    assert_eq!(validate_binding_args(ExchangeKind::Headers, &none()), Ok(()));
 }
 
 #[test]

@@ -87,10 +87,7 @@ impl<D> Node<D> {
 #[derive(Debug)]
 enum Edges {
     Few(Vec<(u32, u32)>),
-    #[allow(
-        clippy::box_collection,
-        reason = "keeps every node's edge list at 24 bytes"
-    )]
+    #[allow(clippy::box_collection, reason = "keeps every node's edge list at 24 bytes")]
     Many(Box<HashMap<u32, u32, BuildHasherDefault<IdHasher>>>),
 }
 
@@ -288,11 +285,8 @@ impl<D: Copy + Eq + Hash + Ord + std::fmt::Debug> TopicTrie<D> {
     /// Whether the binding exists.
     pub fn contains(&self, key: &ShortStr, args: &FieldTable, dest: D) -> bool {
         let args = canonical(args);
-        self.bound_at(key.as_bytes()).is_some_and(|b| {
-            b.group
-                .iter()
-                .any(|(a, d)| d == dest && identical(a, &args))
-        })
+        self.bound_at(key.as_bytes())
+            .is_some_and(|b| b.group.iter().any(|(a, d)| d == dest && identical(a, &args)))
     }
 
     /// Appends each destination whose binding key matches `routing_key`, once.
@@ -410,11 +404,7 @@ impl<D: Copy + Eq + Hash + Ord + std::fmt::Debug> TopicTrie<D> {
 
     /// Runs `f` on the bindings of `key`, which returns its result and how
     /// many bindings it removed; then drops what became empty.
-    fn with_group<R>(
-        &mut self,
-        key: &[u8],
-        f: impl FnOnce(&mut Group<D>) -> (R, usize),
-    ) -> Option<R> {
+    fn with_group<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Group<D>) -> (R, usize)) -> Option<R> {
         let path = self.path(key)?;
         let end = path.last().map_or(ROOT, |p| p.child) as usize;
         let bound = self.nodes[end].bound.as_mut()?;
@@ -548,9 +538,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<Edges>(), 24);
         assert_eq!(std::mem::size_of::<Node<u64>>(), 48);
         assert_eq!(std::mem::size_of::<Group<u64>>(), 32);
-        assert_eq!(
-            std::mem::size_of::<(u64, super::super::group::ArgSet)>(),
-            16
-        );
+        assert_eq!(std::mem::size_of::<(u64, super::super::group::ArgSet)>(), 16);
     }
 }

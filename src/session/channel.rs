@@ -1,7 +1,7 @@
 //! Channel state and the handling of every channel-level method.
 
-use super::connection::{Session, SessionStats};
 use super::confirms::ConfirmTracker;
+use super::connection::{Session, SessionStats};
 use super::publish::{self, Assembly, Body, Part, PublishHead};
 use super::unacked::{Outstanding, UnackedMap};
 use super::{Broker, Event};
@@ -32,9 +32,18 @@ pub(crate) struct ChanConsumer {
 /// The request a channel is waiting on, and how to answer the client.
 #[derive(Debug)]
 pub(crate) enum Pending {
-    Simple { nowait: bool },
-    Consume { tag: ShortStr, nowait: bool, limited: bool },
-    Cancel { tag: ShortStr, nowait: bool },
+    Simple {
+        nowait: bool,
+    },
+    Consume {
+        tag: ShortStr,
+        nowait: bool,
+        limited: bool,
+    },
+    Cancel {
+        tag: ShortStr,
+        nowait: bool,
+    },
     Get,
     Commit,
 }
@@ -99,19 +108,6 @@ impl Channel {
             pending: None,
             scratch: Vec::new(),
         }
-    }
-
-    pub fn unacked_count(&self) -> usize {
-        self.unacked.len()
-    }
-    pub fn prefetch(&self) -> (u32, u32) {
-        (self.prefetch, self.global_prefetch)
-    }
-    pub fn in_confirm_mode(&self) -> bool {
-        self.confirms.enabled()
-    }
-    pub fn in_tx(&self) -> bool {
-        self.tx.is_some()
     }
 
     /// Returns everything the channel holds to the broker: consumers go
@@ -323,11 +319,10 @@ impl Session {
     }
 
     fn remove_channel(&mut self, n: u16) {
-        if let Some(slot) = self.channels.get_mut(n as usize) {
-            if slot.take().is_some() {
+        if let Some(slot) = self.channels.get_mut(n as usize)
+            && slot.take().is_some() {
                 self.open_channels -= 1;
             }
-        }
         if self.awaiting == Some(n) {
             self.awaiting = None;
         }
@@ -390,8 +385,8 @@ impl Session {
                 }
             }
             Some(true) => {
-                if kind == crate::protocol::FRAME_METHOD {
-                    if let Ok(m) = Method::decode(&self.chunk.slice(start..end)) {
+                if kind == crate::protocol::FRAME_METHOD
+                    && let Ok(m) = Method::decode(&self.chunk.slice(start..end)) {
                         match m {
                             Method::ChannelCloseOk(_) => self.remove_channel(n),
                             Method::ChannelClose(_) => {
@@ -401,7 +396,6 @@ impl Session {
                             _ => {}
                         }
                     }
-                }
                 Ok(())
             }
             Some(false) => match kind {
@@ -413,10 +407,18 @@ impl Session {
     }
 
     fn unexpected_method(&self) -> AmqpError {
-        AmqpError::unexpected_frame("expected content header for class 60, got non content header frame instead")
+        AmqpError::unexpected_frame(
+            "expected content header for class 60, got non content header frame instead",
+        )
     }
 
-    fn channel_method(&mut self, n: u16, start: usize, end: usize, b: &mut impl Broker) -> Result<(), AmqpError> {
+    fn channel_method(
+        &mut self,
+        n: u16,
+        start: usize,
+        end: usize,
+        b: &mut impl Broker,
+    ) -> Result<(), AmqpError> {
         let payload = &self.chunk[start..end];
         let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
         if !ch.assembly.is_idle() {
@@ -447,11 +449,19 @@ impl Session {
         })
     }
 
-    fn content_header(&mut self, n: u16, start: usize, end: usize, _b: &mut impl Broker) -> Result<(), AmqpError> {
+    fn content_header(
+        &mut self,
+        n: u16,
+        start: usize,
+        end: usize,
+        _b: &mut impl Broker,
+    ) -> Result<(), AmqpError> {
         let max = self.cfg.max_message_size;
         let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
         let Assembly::AwaitHeader(_) = ch.assembly else {
-            return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
+            return Err(AmqpError::unexpected_frame(
+                "expected method frame, got non method frame instead",
+            ));
         };
         let p = &self.chunk[start..end];
         if p.len() < 14 {
@@ -489,7 +499,13 @@ impl Session {
         Ok(())
     }
 
-    fn content_body(&mut self, n: u16, start: usize, end: usize, b: &mut impl Broker) -> Result<(), AmqpError> {
+    fn content_body(
+        &mut self,
+        n: u16,
+        start: usize,
+        end: usize,
+        b: &mut impl Broker,
+    ) -> Result<(), AmqpError> {
         let chunk = &self.chunk;
         let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
         let Assembly::AwaitBody {
@@ -500,7 +516,9 @@ impl Session {
             ..
         } = &mut ch.assembly
         else {
-            return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
+            return Err(AmqpError::unexpected_frame(
+                "expected method frame, got non method frame instead",
+            ));
         };
         let len = (end - start) as u64;
         let received = match body {
@@ -568,7 +586,8 @@ impl Session {
             write_content(&mut self.out, n, 60, m.props(), m.body(), self.frame_max);
         }
         if confirm.is_some() {
-            ch.confirms.publish_with(outcome.pending_confirms, outcome.rejected);
+            ch.confirms
+                .publish_with(outcome.pending_confirms, outcome.rejected);
             ch.mark_confirm(&mut self.confirm_dirty);
         }
         Ok(())
@@ -712,7 +731,12 @@ impl Session {
             }
             Method::QueuePurge(d) => {
                 let queue = ch.queue_or_last(&d.queue)?;
-                self.request(n, Request::QueuePurge { queue }, Pending::Simple { nowait: d.nowait }, b);
+                self.request(
+                    n,
+                    Request::QueuePurge { queue },
+                    Pending::Simple { nowait: d.nowait },
+                    b,
+                );
                 Ok(())
             }
             Method::QueueDelete(d) => {
@@ -777,7 +801,10 @@ impl Session {
                     Some(x) => {
                         let req = Request::Cancel {
                             queue: x.queue,
-                            consumer: ConsumerRef { ch: ch.cref, id: x.id },
+                            consumer: ConsumerRef {
+                                ch: ch.cref,
+                                id: x.id,
+                            },
                         };
                         let pending = Pending::Cancel {
                             tag: c.consumer_tag,
@@ -879,9 +906,11 @@ impl Session {
             // same transaction is simply gone by now.
             let r = match s {
                 TxSettle::Ack { tag, multiple } => ch.settle_tags(tag, multiple, Settle::Ack, b),
-                TxSettle::Reject { tag, multiple, requeue } => {
-                    ch.settle_tags(tag, multiple, Settle::Reject { requeue }, b)
-                }
+                TxSettle::Reject {
+                    tag,
+                    multiple,
+                    requeue,
+                } => ch.settle_tags(tag, multiple, Settle::Reject { requeue }, b),
             };
             let _ = r;
         }
@@ -980,7 +1009,13 @@ impl Session {
     }
 }
 
-fn reject(ch: &mut Channel, tag: u64, multiple: bool, requeue: bool, b: &mut impl Broker) -> Result<(), AmqpError> {
+fn reject(
+    ch: &mut Channel,
+    tag: u64,
+    multiple: bool,
+    requeue: bool,
+    b: &mut impl Broker,
+) -> Result<(), AmqpError> {
     if let Some(tx) = &mut ch.tx {
         let _ = tx;
         ch.check_tag(tag, multiple)?;
@@ -1084,7 +1119,15 @@ fn reply_frames(
                 });
             }
             let m = &entry.msg;
-            write_basic_get_ok(out, n, tag, entry.redelivered, m.exchange(), m.routing_key(), remaining);
+            write_basic_get_ok(
+                out,
+                n,
+                tag,
+                entry.redelivered,
+                m.exchange(),
+                m.routing_key(),
+                remaining,
+            );
             write_content(out, n, 60, m.props(), m.body(), frame_max);
             return Ok(());
         }

@@ -130,9 +130,23 @@ mod tests {
         let b = t.publish(1);
         let c = t.publish(0);
         assert_eq!((a, b, c), (1, 2, 3));
-        assert_eq!(drain(&mut t), vec![ConfirmRun { last: 1, count: 1, nack: false }]);
+        assert_eq!(
+            drain(&mut t),
+            vec![ConfirmRun {
+                last: 1,
+                count: 1,
+                nack: false
+            }]
+        );
         t.settle(b, true);
-        assert_eq!(drain(&mut t), vec![ConfirmRun { last: 3, count: 2, nack: false }]);
+        assert_eq!(
+            drain(&mut t),
+            vec![ConfirmRun {
+                last: 3,
+                count: 2,
+                nack: false
+            }]
+        );
         assert_eq!(t.outstanding(), 0);
     }
 
@@ -150,9 +164,21 @@ mod tests {
         assert_eq!(
             drain(&mut t),
             vec![
-                ConfirmRun { last: 2, count: 2, nack: false },
-                ConfirmRun { last: 3, count: 1, nack: true },
-                ConfirmRun { last: 4, count: 1, nack: false },
+                ConfirmRun {
+                    last: 2,
+                    count: 2,
+                    nack: false
+                },
+                ConfirmRun {
+                    last: 3,
+                    count: 1,
+                    nack: true
+                },
+                ConfirmRun {
+                    last: 4,
+                    count: 1,
+                    nack: false
+                },
             ]
         );
     }

@@ -320,7 +320,11 @@ impl Session {
                 match m {
                     Method::ConnectionCloseOk(_) => self.finish_close(b),
                     Method::ConnectionClose(_) => {
-                        write_method_frame(&mut self.out, 0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
+                        write_method_frame(
+                            &mut self.out,
+                            0,
+                            &Method::ConnectionCloseOk(ConnectionCloseOk {}),
+                        );
                         self.finish_close(b);
                     }
                     _ => {}
@@ -351,9 +355,7 @@ impl Session {
                 if self.phase != Phase::Running {
                     return Err((
                         0,
-                        AmqpError::command_invalid(format!(
-                            "channel {channel} used before connection.open"
-                        )),
+                        AmqpError::command_invalid(format!("channel {channel} used before connection.open")),
                     ));
                 }
                 self.handle_channel_frame(kind, channel, start, end, b)
@@ -416,12 +418,10 @@ impl Session {
         if self.phase == want {
             Ok(())
         } else {
-            Err(AmqpError::command_invalid(format!(
-                "unexpected {} during {:?}",
-                m.name(),
-                self.phase
-            ))
-            .with_method(m.class_id(), m.method_id()))
+            Err(
+                AmqpError::command_invalid(format!("unexpected {} during {:?}", m.name(), self.phase))
+                    .with_method(m.class_id(), m.method_id()),
+            )
         }
     }
 
@@ -476,7 +476,11 @@ impl Session {
                     )));
                 }
                 self.frame_max = t.frame_max;
-                self.channel_max = if t.channel_max == 0 { u16::MAX } else { t.channel_max };
+                self.channel_max = if t.channel_max == 0 {
+                    u16::MAX
+                } else {
+                    t.channel_max
+                };
                 self.heartbeat = t.heartbeat;
                 self.phase = Phase::Open;
                 Ok(())
@@ -565,7 +569,10 @@ impl Session {
             return;
         }
         self.teardown_channels(b);
-        if !matches!(self.phase, Phase::Header | Phase::Start | Phase::Tune | Phase::Open) {
+        if !matches!(
+            self.phase,
+            Phase::Header | Phase::Start | Phase::Tune | Phase::Open
+        ) {
             b.connection_closed(self.conn);
         }
         self.phase = Phase::Closed;

@@ -27,8 +27,6 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut stream = stream.buffered_with(Preallocated::new(RECV_BUFFER));
     let handle = Rc::new(ConnHandle {
-        id,
-        peer,
         inbox: RefCell::new(VecDeque::new()),
         notify: Default::default(),
     });
@@ -101,11 +99,10 @@ async fn serve(
         let out_high = session.output().len() >= limits.write_buffer_high;
         let congested = shard.outbox_congested();
         let can_feed = !out_high && !congested && !session.over_limits();
-        if can_feed && !rbuf.is_empty() && !session.is_paused() {
-            if session.feed(&mut rbuf, &mut ctx) == Status::Close {
+        if can_feed && !rbuf.is_empty() && !session.is_paused()
+            && session.feed(&mut rbuf, &mut ctx) == Status::Close {
                 session.abort("closed", &mut ctx);
             }
-        }
         shard.after_step();
         if session.phase() == Phase::Closing && closing_since.is_none() {
             closing_since = Some(Instant::now());
@@ -115,17 +112,13 @@ async fn serve(
                 let out = std::mem::take(session.output());
                 let _ = write_all(stream, &out).await;
             }
-            return session
-                .close_reason
-                .clone()
-                .unwrap_or_else(|| "closed".into());
+            return session.close_reason.clone().unwrap_or_else(|| "closed".into());
         }
         if eof && rbuf.is_empty() || eof && !session.is_paused() && can_feed {
             return "client closed TCP connection".into();
         }
-        let want_read = can_feed
-            && !eof
-            && rbuf.len() < limits.read_buffer.max(limits.frame_max as usize * 2);
+        let want_read =
+            can_feed && !eof && rbuf.len() < limits.read_buffer.max(limits.frame_max as usize * 2);
         // Wait for something to do: socket readable/writable, an event, or
         // the timer.
         let mut fired = false;
@@ -194,19 +187,17 @@ async fn serve(
             let now = Instant::now();
             let hb = session.heartbeat() as u64;
             match session.phase() {
-                Phase::Header | Phase::Start | Phase::Tune | Phase::Open => {
-                    if now - started > limits.handshake_timeout {
+                Phase::Header | Phase::Start | Phase::Tune | Phase::Open
+                    if now - started > limits.handshake_timeout => {
                         return "handshake timeout".into();
                     }
-                }
-                Phase::Closing => {
-                    if closing_since.is_some_and(|t| now - t > CLOSE_TIMEOUT) {
+                Phase::Closing
+                    if closing_since.is_some_and(|t| now - t > CLOSE_TIMEOUT) => {
                         return session
                             .close_reason
                             .clone()
                             .unwrap_or_else(|| "close timeout".into());
                     }
-                }
                 _ => {}
             }
             if hb > 0 && session.phase() == Phase::Running {

@@ -8,9 +8,9 @@ use super::state::Shard;
 use crate::broker::control::{Plan, Requester};
 use crate::broker::request::Reply;
 use crate::broker::topology::Change;
-use crate::storage::topolog::is_durable;
 use crate::ids::{QueueId, ShardId};
 use crate::protocol::AmqpError;
+use crate::storage::topolog::is_durable;
 use std::rc::Rc;
 
 pub async fn run(shard: Rc<Shard>) {

@@ -35,15 +35,7 @@ impl Ctx<'_> {
         };
         match found {
             Err(e) => s.reply(ch, Reply::Error(e)),
-            Ok((queue, owner)) => s.send(
-                owner,
-                Item::QueueOp {
-                    queue,
-                    name,
-                    ch,
-                    op,
-                },
-            ),
+            Ok((queue, owner)) => s.send(owner, Item::QueueOp { queue, name, ch, op }),
         }
     }
 }
@@ -80,7 +72,14 @@ impl Broker for Ctx<'_> {
         let topo = s.topo.borrow();
         let mut route = s.route.borrow_mut();
         let (scratch, dests) = &mut *route;
-        match topo.route(vhost, msg.exchange(), msg.routing_key(), msg.props(), scratch, dests) {
+        match topo.route(
+            vhost,
+            msg.exchange(),
+            msg.routing_key(),
+            msg.props(),
+            scratch,
+            dests,
+        ) {
             Ok(()) => {}
             Err(RouteError::NoExchange) => {
                 return Err(no_exchange(msg.exchange(), topo.vhost_name(vhost)));
@@ -147,7 +146,7 @@ impl Broker for Ctx<'_> {
         }
     }
 
-    fn request(&mut self, ch: ChannelRef, vhost: VhostId, user: &str, req: Request) {
+    fn request(&mut self, ch: ChannelRef, vhost: VhostId, _user: &str, req: Request) {
         let s = self.shard;
         match req {
             Request::Consume { queue, spec } => self.queue_op(ch, vhost, queue, QueueOp::Consume(spec)),
@@ -171,7 +170,6 @@ impl Broker for Ctx<'_> {
                 Item::Control(ControlMsg::Request {
                     ch,
                     vhost,
-                    user: user.to_string(),
                     req: other,
                 }),
             ),

@@ -26,7 +26,6 @@ pub enum ControlMsg {
     Request {
         ch: ChannelRef,
         vhost: VhostId,
-        user: String,
         req: Request,
     },
     /// A connection closed: its exclusive queues must go.

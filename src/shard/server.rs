@@ -5,9 +5,9 @@
 use super::item::Batch;
 use super::state::Shard;
 use super::{conn, control};
-use crate::config::Config;
 use crate::broker::control::ControlPlane;
 use crate::broker::topology::{Change, Topology};
+use crate::config::Config;
 use crate::ids::ShardId;
 use crate::storage::datadir::DataDir;
 use crate::storage::topolog::TopoLog;
@@ -77,7 +77,11 @@ impl ServerHandle {
 
     /// Open connections per shard.
     pub fn connections_per_shard(&self) -> Vec<usize> {
-        self.stats.connections.iter().map(|c| c.load(Ordering::SeqCst)).collect()
+        self.stats
+            .connections
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .collect()
     }
 }
 
@@ -124,7 +128,10 @@ fn seed() -> u64 {
 fn probe_port(addr: SocketAddr) -> io::Result<SocketAddr> {
     let l = StdListener::bind(addr).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
-            io::Error::new(e.kind(), format!("port {} is already in use on {}", addr.port(), addr.ip()))
+            io::Error::new(
+                e.kind(),
+                format!("port {} is already in use on {}", addr.port(), addr.ip()),
+            )
         } else {
             io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
         }
@@ -137,7 +144,10 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let cpus = allowed_cpus();
     let nshards = if cfg.shards == 0 { cpus.len() } else { cfg.shards };
     if nshards == 0 || nshards > u16::MAX as usize {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid number of shards"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid number of shards",
+        ));
     }
     let data = DataDir::open(&cfg.data_dir)?;
     let (topolog, initial) = recover_topology(&cfg, nshards)?;
@@ -330,7 +340,10 @@ async fn run_shard(
     };
     let _ = ready.send(Ok(()));
     if id == 0 {
-        log::info!("warren {} ready: accepting AMQP connections on {addr} with {nshards} shard(s)", env!("CARGO_PKG_VERSION"));
+        log::info!(
+            "warren {} ready: accepting AMQP connections on {addr} with {nshards} shard(s)",
+            env!("CARGO_PKG_VERSION")
+        );
     }
     while !stop.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(50)).await;

@@ -6,16 +6,15 @@ use crate::broker::control::ControlPlane;
 use crate::broker::request::{Reply, Settle};
 use crate::broker::topology::{Change, RouteScratch, Topology};
 use crate::config::Config;
+use crate::ids::{ChannelRef, Loc};
 use crate::ids::{ConnId, ConsumerRef, IdMap, QueueId, ShardId, VhostId};
+use crate::message::Message;
 use crate::protocol::{AmqpError, ShortStr};
 use crate::queue::{ConsumeError, Delivery, Queue, QueueSink};
-use crate::ids::{ChannelRef, Loc};
-use crate::message::Message;
 use crate::session::{Event, SessionConfig};
 use crate::storage::QueueStore;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
@@ -40,8 +39,6 @@ pub struct QueueSlot {
 /// A connection as its shard sees it: the inbox other tasks fill and the
 /// wake-up for the connection's task. Owned by the connection's shard.
 pub struct ConnHandle {
-    pub id: ConnId,
-    pub peer: Option<SocketAddr>,
     pub inbox: RefCell<VecDeque<Event>>,
     pub notify: Notify,
 }
@@ -249,18 +246,24 @@ impl Shard {
         match ev {
             Event::Deliver(d) => {
                 if d.needs_ack {
-                    give_back(d.queue, Item::Settle {
-                        queue: d.queue,
-                        seq: d.seq,
-                        how: Settle::Requeue,
-                    });
+                    give_back(
+                        d.queue,
+                        Item::Settle {
+                            queue: d.queue,
+                            seq: d.seq,
+                            how: Settle::Requeue,
+                        },
+                    );
                 }
                 if d.tracked {
-                    give_back(d.queue, Item::Written {
-                        queue: d.queue,
-                        consumer: d.consumer,
-                        n: 1,
-                    });
+                    give_back(
+                        d.queue,
+                        Item::Written {
+                            queue: d.queue,
+                            consumer: d.consumer,
+                            n: 1,
+                        },
+                    );
                 }
             }
             Event::Reply { reply, .. } => match reply {
@@ -269,11 +272,14 @@ impl Shard {
                     entry,
                     needs_ack: true,
                     ..
-                } => give_back(queue, Item::Settle {
+                } => give_back(
                     queue,
-                    seq: entry.seq,
-                    how: Settle::Requeue,
-                }),
+                    Item::Settle {
+                        queue,
+                        seq: entry.seq,
+                        how: Settle::Requeue,
+                    },
+                ),
                 Reply::ConsumeOk { queue, consumer } => {
                     give_back(queue, Item::DropConsumer { queue, consumer })
                 }
@@ -397,7 +403,10 @@ impl Shard {
             if !slot.pending.is_empty() {
                 let pending = std::mem::take(&mut slot.pending);
                 let mut stored = Vec::new();
-                let persistent = pending.iter().filter(|(m, _)| m.persistent).map(|(m, _)| m.clone());
+                let persistent = pending
+                    .iter()
+                    .filter(|(m, _)| m.persistent)
+                    .map(|(m, _)| m.clone());
                 let write = store.append_batch(persistent, now_ms, &mut stored);
                 let mut stored = stored.into_iter();
                 for (msg, confirm) in pending {
@@ -446,11 +455,10 @@ impl Shard {
     pub fn take_sync(&self) -> (Vec<Arc<std::fs::File>>, Vec<SyncWaiter>) {
         let mut files = Vec::new();
         for slot in self.queues.borrow_mut().values_mut() {
-            if let Some(store) = &mut slot.store {
-                if store.needs_sync() {
+            if let Some(store) = &mut slot.store
+                && store.needs_sync() {
                     store.take_sync(&mut files);
                 }
-            }
         }
         let confirms = std::mem::take(&mut *self.awaiting_sync.borrow_mut());
         (files, confirms)
@@ -463,23 +471,16 @@ impl Shard {
     /// Handles one item addressed to this shard.
     pub fn handle_item(&self, item: Item) {
         match item {
-            Item::Publish {
-                queue,
-                msg,
-                confirm,
-            } => {
-                {
-                    let mut queues = self.queues.borrow_mut();
-                    let deferred = match queues.get_mut(&queue) {
-                        Some(slot) => self.enqueue(slot, msg, confirm),
-                        None => false,
-                    };
-                    if !deferred {
-                        if let Some((ch, seq)) = confirm {
-                            self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
-                        }
+            Item::Publish { queue, msg, confirm } => {
+                let mut queues = self.queues.borrow_mut();
+                let deferred = match queues.get_mut(&queue) {
+                    Some(slot) => self.enqueue(slot, msg, confirm),
+                    None => false,
+                };
+                if !deferred
+                    && let Some((ch, seq)) = confirm {
+                        self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
                     }
-                }
             }
             Item::Settle { queue, seq, how } => self.settle_local(queue, seq, how),
             Item::Written { queue, consumer, n } => {
@@ -540,7 +541,9 @@ impl Shard {
                 }
             }
             Item::Barrier { ch, token } => {
-                self.awaiting_sync.borrow_mut().push(SyncWaiter::Barrier { ch, token });
+                self.awaiting_sync
+                    .borrow_mut()
+                    .push(SyncWaiter::Barrier { ch, token });
                 self.sync_notify.notify();
             }
             Item::BarrierDone { ch, token } => self.barrier_done(ch, token),
@@ -846,7 +849,11 @@ impl Shard {
             Err(e) => {
                 // Serving the queue without its store would silently drop
                 // durability; refuse loudly instead.
-                panic!("cannot open the store of queue '{}' at {}: {e}", slot.name, dir.display());
+                panic!(
+                    "cannot open the store of queue '{}' at {}: {e}",
+                    slot.name,
+                    dir.display()
+                );
             }
         }
     }

@@ -55,7 +55,8 @@ impl AckLog {
     }
 
     pub fn delivered(&mut self, offset: u32) {
-        self.pending.extend_from_slice(&(offset | DELIVERED).to_le_bytes());
+        self.pending
+            .extend_from_slice(&(offset | DELIVERED).to_le_bytes());
     }
 
     /// Writes what was recorded since the last flush (one syscall).

@@ -24,8 +24,12 @@ fn err(kind: io::ErrorKind, msg: String) -> io::Error {
 
 impl DataDir {
     pub fn open(path: &Path) -> io::Result<DataDir> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| err(e.kind(), format!("cannot create data dir {}: {e}", path.display())))?;
+        std::fs::create_dir_all(path).map_err(|e| {
+            err(
+                e.kind(),
+                format!("cannot create data dir {}: {e}", path.display()),
+            )
+        })?;
         let lock_path = path.join(LOCK_FILE);
         let mut lock = OpenOptions::new()
             .read(true)
@@ -33,7 +37,12 @@ impl DataDir {
             .create(true)
             .truncate(false)
             .open(&lock_path)
-            .map_err(|e| err(e.kind(), format!("data dir {} is not writable: {e}", path.display())))?;
+            .map_err(|e| {
+                err(
+                    e.kind(),
+                    format!("data dir {} is not writable: {e}", path.display()),
+                )
+            })?;
         // SAFETY: flock on an fd we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let mut pid = String::new();
@@ -52,7 +61,10 @@ impl DataDir {
         let version_path = path.join(VERSION_FILE);
         match std::fs::read_to_string(&version_path) {
             Ok(s) => {
-                let v = s.trim().strip_prefix("warren-data ").and_then(|v| v.parse::<u32>().ok());
+                let v = s
+                    .trim()
+                    .strip_prefix("warren-data ")
+                    .and_then(|v| v.parse::<u32>().ok());
                 match v {
                     Some(DATA_FORMAT) => {}
                     Some(other) => {

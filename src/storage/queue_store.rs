@@ -94,7 +94,10 @@ impl QueueStore {
                 log::warn!("{}: corrupt record at offset {off} skipped", path.display());
             }
             if let Some(off) = repair.truncated_at {
-                log::warn!("{}: torn or corrupt tail truncated at offset {off}", path.display());
+                log::warn!(
+                    "{}: torn or corrupt tail truncated at offset {off}",
+                    path.display()
+                );
             }
             let acks = AckLog::load(&dir.join(ack_name(id)))?;
             let region = seg.region(HEADER_LEN, seg.write_pos());
@@ -195,7 +198,10 @@ impl QueueStore {
             let end = placed[j - 1].1 as usize + placed[j - 1].2.total;
             let region = s.seg.region(base, end);
             for (sid, off, view) in &placed[i..j] {
-                out.push((Loc::new(*sid, *off), message_from(&region, base, *off as usize, view)));
+                out.push((
+                    Loc::new(*sid, *off),
+                    message_from(&region, base, *off as usize, view),
+                ));
             }
             i = j;
         }

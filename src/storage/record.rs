@@ -135,9 +135,7 @@ pub fn scan(buf: &[u8]) -> Scan {
     }
     let payload = &buf[RECORD_PREFIX..total];
     if checksum(&buf[0..4], payload) != crc {
-        return Scan::Corrupt {
-            claimed: Some(total),
-        };
+        return Scan::Corrupt { claimed: Some(total) };
     }
     match parse_payload(payload) {
         Some(mut v) => {
@@ -152,9 +150,7 @@ pub fn scan(buf: &[u8]) -> Scan {
             v.total = total;
             Scan::Record(v)
         }
-        None => Scan::Corrupt {
-            claimed: Some(total),
-        },
+        None => Scan::Corrupt { claimed: Some(total) },
     }
 }
 

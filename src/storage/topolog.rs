@@ -236,7 +236,10 @@ pub fn snapshot(topo: &Topology) -> Vec<Change> {
     for x in &exchanges {
         out.push(Change::DeclareExchange(x.def.clone()));
     }
-    let mut queues: Vec<_> = topo.queues().filter(|q| q.durable && q.exclusive.is_none()).collect();
+    let mut queues: Vec<_> = topo
+        .queues()
+        .filter(|q| q.durable && q.exclusive.is_none())
+        .collect();
     queues.sort_by_key(|q| q.id);
     for q in &queues {
         out.push(Change::DeclareQueue((*q).clone()));

@@ -78,7 +78,15 @@ pub struct ChildBroker {
 impl ChildBroker {
     pub fn start(data_dir: &Path, shards: usize) -> ChildBroker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--bind", "127.0.0.1", "--port", "0", "--shards", &shards.to_string(), "--data-dir"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--shards",
+                &shards.to_string(),
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
@@ -105,7 +113,9 @@ impl ChildBroker {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("warren became ready");
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("warren became ready");
         ChildBroker {
             child,
             uri: format!("amqp://guest:guest@{addr}/%2f"),

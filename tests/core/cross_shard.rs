@@ -1,38 +1,60 @@
 use crate::common;
 use futures_lite::StreamExt;
+use lapin::BasicProperties;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::BasicProperties;
 
 /// Publish on shard A to a queue owned by shard B, consumed on shard C
 /// (queues live on the shard of the connection that declared them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_route_consume_across_three_shards() {
     let b = common::start(3);
-    let (pa, qb, cc) = (b.connect_on_shard(0).await, b.connect_on_shard(1).await, b.connect_on_shard(2).await);
+    let (pa, qb, cc) = (
+        b.connect_on_shard(0).await,
+        b.connect_on_shard(1).await,
+        b.connect_on_shard(2).await,
+    );
     let owner = qb.create_channel().await.unwrap();
     owner
         .queue_declare("xq".into(), QueueDeclareOptions::default(), FieldTable::default())
         .await
         .unwrap();
     owner
-        .exchange_declare("xx".into(), lapin::ExchangeKind::Topic, Default::default(), FieldTable::default())
+        .exchange_declare(
+            "xx".into(),
+            lapin::ExchangeKind::Topic,
+            Default::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     owner
-        .queue_bind("xq".into(), "xx".into(), "k.#".into(), Default::default(), FieldTable::default())
+        .queue_bind(
+            "xq".into(),
+            "xx".into(),
+            "k.#".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
 
     let cons = cc.create_channel().await.unwrap();
     cons.basic_qos(10, BasicQosOptions::default()).await.unwrap();
     let mut consumer = cons
-        .basic_consume("xq".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            "xq".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
 
     let publ = pa.create_channel().await.unwrap();
-    publ.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    publ.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     for i in 0..500u32 {
         let c = publ
             .basic_publish(
@@ -59,7 +81,14 @@ async fn publish_route_consume_across_three_shards() {
     }
     // Everything acked: the queue's owner agrees.
     let q = owner
-        .queue_declare("xq".into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "xq".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     assert_eq!(q.message_count(), 0);
@@ -77,13 +106,24 @@ async fn remote_consumer_close_requeues() {
         .await
         .unwrap();
     for i in 0..5u8 {
-        ch.basic_publish("".into(), "rq".into(), Default::default(), &[i], BasicProperties::default())
-            .await
-            .unwrap();
+        ch.basic_publish(
+            "".into(),
+            "rq".into(),
+            Default::default(),
+            &[i],
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
     }
     let cch = c.create_channel().await.unwrap();
     let mut consumer = cch
-        .basic_consume("rq".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            "rq".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     for i in 0..5u8 {
