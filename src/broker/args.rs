@@ -193,11 +193,12 @@ pub fn validate_queue_args(args: &FieldTable, name: &ShortStr, vhost: &str) -> R
 /// Checks an exchange's arguments at declare.
 pub fn validate_exchange_args(args: &FieldTable, name: &ShortStr, vhost: &str) -> Result<(), AmqpError> {
     if let Some(v) = args.get("alternate-exchange")
-        && !matches!(v, FieldValue::LongStr(_)) {
-            return Err(AmqpError::precondition(format!(
-                "invalid arg 'alternate-exchange' for exchange '{name}' in vhost '{vhost}': {{unacceptable_type,{}}}",
-                type_name(v)
-            )));
-        }
+        && !matches!(v, FieldValue::LongStr(_))
+    {
+        return Err(AmqpError::precondition(format!(
+            "invalid arg 'alternate-exchange' for exchange '{name}' in vhost '{vhost}': {{unacceptable_type,{}}}",
+            type_name(v)
+        )));
+    }
     Ok(())
 }

@@ -275,9 +275,10 @@ impl Queue {
         let u = self.unacked.remove(&seq)?;
         self.unacked_bytes -= u.entry.msg.body_len() as u64;
         if let Some(cref) = u.consumer
-            && let Some(c) = self.consumer_mut(cref) {
-                c.unacked = c.unacked.saturating_sub(1);
-            }
+            && let Some(c) = self.consumer_mut(cref)
+        {
+            c.unacked = c.unacked.saturating_sub(1);
+        }
         Some(u.entry)
     }
 

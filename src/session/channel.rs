@@ -320,9 +320,10 @@ impl Session {
 
     fn remove_channel(&mut self, n: u16) {
         if let Some(slot) = self.channels.get_mut(n as usize)
-            && slot.take().is_some() {
-                self.open_channels -= 1;
-            }
+            && slot.take().is_some()
+        {
+            self.open_channels -= 1;
+        }
         if self.awaiting == Some(n) {
             self.awaiting = None;
         }
@@ -386,16 +387,17 @@ impl Session {
             }
             Some(true) => {
                 if kind == crate::protocol::FRAME_METHOD
-                    && let Ok(m) = Method::decode(&self.chunk.slice(start..end)) {
-                        match m {
-                            Method::ChannelCloseOk(_) => self.remove_channel(n),
-                            Method::ChannelClose(_) => {
-                                ok_frame(&mut self.out, n, Method::ChannelCloseOk(ChannelCloseOk {}));
-                                self.remove_channel(n);
-                            }
-                            _ => {}
+                    && let Ok(m) = Method::decode(&self.chunk.slice(start..end))
+                {
+                    match m {
+                        Method::ChannelCloseOk(_) => self.remove_channel(n),
+                        Method::ChannelClose(_) => {
+                            ok_frame(&mut self.out, n, Method::ChannelCloseOk(ChannelCloseOk {}));
+                            self.remove_channel(n);
                         }
+                        _ => {}
                     }
+                }
                 Ok(())
             }
             Some(false) => match kind {

@@ -99,10 +99,13 @@ async fn serve(
         let out_high = session.output().len() >= limits.write_buffer_high;
         let congested = shard.outbox_congested();
         let can_feed = !out_high && !congested && !session.over_limits();
-        if can_feed && !rbuf.is_empty() && !session.is_paused()
-            && session.feed(&mut rbuf, &mut ctx) == Status::Close {
-                session.abort("closed", &mut ctx);
-            }
+        if can_feed
+            && !rbuf.is_empty()
+            && !session.is_paused()
+            && session.feed(&mut rbuf, &mut ctx) == Status::Close
+        {
+            session.abort("closed", &mut ctx);
+        }
         shard.after_step();
         if session.phase() == Phase::Closing && closing_since.is_none() {
             closing_since = Some(Instant::now());
@@ -188,16 +191,16 @@ async fn serve(
             let hb = session.heartbeat() as u64;
             match session.phase() {
                 Phase::Header | Phase::Start | Phase::Tune | Phase::Open
-                    if now - started > limits.handshake_timeout => {
-                        return "handshake timeout".into();
-                    }
-                Phase::Closing
-                    if closing_since.is_some_and(|t| now - t > CLOSE_TIMEOUT) => {
-                        return session
-                            .close_reason
-                            .clone()
-                            .unwrap_or_else(|| "close timeout".into());
-                    }
+                    if now - started > limits.handshake_timeout =>
+                {
+                    return "handshake timeout".into();
+                }
+                Phase::Closing if closing_since.is_some_and(|t| now - t > CLOSE_TIMEOUT) => {
+                    return session
+                        .close_reason
+                        .clone()
+                        .unwrap_or_else(|| "close timeout".into());
+                }
                 _ => {}
             }
             if hb > 0 && session.phase() == Phase::Running {

@@ -456,9 +456,10 @@ impl Shard {
         let mut files = Vec::new();
         for slot in self.queues.borrow_mut().values_mut() {
             if let Some(store) = &mut slot.store
-                && store.needs_sync() {
-                    store.take_sync(&mut files);
-                }
+                && store.needs_sync()
+            {
+                store.take_sync(&mut files);
+            }
         }
         let confirms = std::mem::take(&mut *self.awaiting_sync.borrow_mut());
         (files, confirms)
@@ -477,10 +478,9 @@ impl Shard {
                     Some(slot) => self.enqueue(slot, msg, confirm),
                     None => false,
                 };
-                if !deferred
-                    && let Some((ch, seq)) = confirm {
-                        self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
-                    }
+                if !deferred && let Some((ch, seq)) = confirm {
+                    self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
+                }
             }
             Item::Settle { queue, seq, how } => self.settle_local(queue, seq, how),
             Item::Written { queue, consumer, n } => {
