@@ -80,13 +80,16 @@ fn equivalence(
         if ok {
             continue;
         }
-        let received = match g {
-            Some(g) => format!("the value '{}' of type '{}'", show(g), type_name(g)),
-            None => "none".to_string(),
-        };
-        let cur = match c {
-            Some(c) => format!("the value '{}' of type '{}'", show(c), type_name(c)),
-            None => "none".to_string(),
+        // RabbitMQ names the types only when one side is missing.
+        let (received, cur) = match (g, c) {
+            (Some(g), Some(c)) => (format!("'{}'", show(g)), format!("'{}'", show(c))),
+            _ => {
+                let describe = |v: Option<&FieldValue>| match v {
+                    Some(v) => format!("the value '{}' of type '{}'", show(v), type_name(v)),
+                    None => "none".to_string(),
+                };
+                (describe(g), describe(c))
+            }
         };
         return Err(AmqpError::precondition(format!(
             "inequivalent arg '{key}' for {what} '{name}' in vhost '{vhost}': received {received} but current is {cur}"
@@ -137,7 +140,7 @@ pub fn validate_queue_args(args: &FieldTable, name: &ShortStr, vhost: &str) -> R
                     &key,
                     name,
                     vhost,
-                    format!("{{unacceptable_type,{}}}", type_name(v)),
+                    format!("\"expected integer, got {}\"", type_name(v)),
                 )),
             }
         };

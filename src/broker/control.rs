@@ -298,12 +298,20 @@ impl ControlPlane {
             }
             Request::QueueDeclare {
                 name,
+                generated,
                 passive,
                 durable,
                 exclusive,
                 auto_delete,
                 args,
             } => {
+                // RabbitMQ checks the name before looking the queue up, so
+                // even redeclaring an existing `amq.gen-…` queue is refused.
+                if !passive && !generated && name.as_bytes().starts_with(b"amq.") {
+                    return Err(AmqpError::access_refused(format!(
+                        "queue name '{name}' contains reserved prefix 'amq.*'"
+                    )));
+                }
                 if let Some(q) = topo.queue_by_name(v, name.as_bytes()) {
                     check_exclusive(q, who.conn, &vname)?;
                     if !passive {
@@ -335,11 +343,6 @@ impl ControlPlane {
                 }
                 if passive {
                     return Err(no_queue(&name, &vname));
-                }
-                if name.as_bytes().starts_with(b"amq.") && !name.as_bytes().starts_with(b"amq.gen-") {
-                    return Err(AmqpError::access_refused(format!(
-                        "queue name '{name}' contains reserved prefix 'amq.*'"
-                    )));
                 }
                 args::validate_queue_args(&args, &name, &vname)?;
                 let id = QueueId(self.next_queue);

@@ -39,6 +39,8 @@ pub enum Request {
     },
     QueueDeclare {
         name: ShortStr,
+        /// The server generated the name (`amq.gen-…`) for an empty one.
+        generated: bool,
         passive: bool,
         durable: bool,
         exclusive: bool,

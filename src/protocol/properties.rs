@@ -166,6 +166,8 @@ pub struct PropsSummary {
     /// Byte range of the headers table, including its length prefix.
     pub headers: Option<(usize, usize)>,
     pub timestamp: Option<u64>,
+    /// Byte range of the user-id string (without its length byte).
+    pub user_id: Option<(usize, usize)>,
 }
 
 /// A cursor over a byte slice, for allocation-free validation.
@@ -282,7 +284,13 @@ pub fn scan_properties(raw: &[u8]) -> Result<PropsSummary> {
     if f & flag::TIMESTAMP != 0 {
         p.timestamp = Some(u64::from_be_bytes(s.take(8)?.try_into().expect("8")));
     }
-    for bit in [flag::TYPE, flag::USER_ID, flag::APP_ID, flag::CLUSTER_ID] {
+    if f & flag::TYPE != 0 {
+        s.shortstr()?;
+    }
+    if f & flag::USER_ID != 0 {
+        p.user_id = Some(s.shortstr()?);
+    }
+    for bit in [flag::APP_ID, flag::CLUSTER_ID] {
         if f & bit != 0 {
             s.shortstr()?;
         }
@@ -344,6 +352,7 @@ mod tests {
             prop_assert_eq!(s.delivery_mode, p.delivery_mode.unwrap_or(0));
             prop_assert_eq!(s.priority, p.priority);
             prop_assert_eq!(s.timestamp, p.timestamp);
+            prop_assert_eq!(s.user_id.map(|(a, b)| raw[a..b].to_vec()), p.user_id.map(|e| e.as_bytes().to_vec()));
             prop_assert_eq!(s.expiration.map(|(a, b)| raw[a..b].to_vec()), p.expiration.map(|e| e.as_bytes().to_vec()));
             if let Some((a, b)) = s.headers {
                 let t = Reader::new(raw.slice(a..b)).table().unwrap();

@@ -477,6 +477,17 @@ impl Session {
         }
         let body_size = u64::from_be_bytes(p[4..12].try_into().expect("8 bytes"));
         let props = scan_properties(&p[12..])?;
+        if let Some((a, b)) = props.user_id {
+            let claimed = &p[12 + a..12 + b];
+            if claimed != self.user.as_bytes() {
+                return Err(AmqpError::precondition(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    String::from_utf8_lossy(claimed),
+                    self.user
+                ))
+                .with_method(60, 40));
+            }
+        }
         if body_size > max {
             ch.assembly = Assembly::Idle;
             return Err(AmqpError::precondition(format!(
@@ -637,7 +648,7 @@ impl Session {
                     None if d.passive => ExchangeKind::Direct,
                     None => {
                         return Err(AmqpError::command_invalid(format!(
-                            "invalid exchange type '{}'",
+                            "unknown exchange type '{}'",
                             d.kind
                         )));
                     }
@@ -683,13 +694,15 @@ impl Session {
                 Ok(())
             }
             Method::QueueDeclare(d) => {
-                let name = if d.queue.is_empty() && !d.passive {
+                let generated = d.queue.is_empty() && !d.passive;
+                let name = if generated {
                     b.unique_name("amq.gen-")
                 } else {
                     d.queue
                 };
                 let req = Request::QueueDeclare {
                     name,
+                    generated,
                     passive: d.passive,
                     durable: d.durable,
                     exclusive: d.exclusive,

@@ -58,7 +58,7 @@ impl Broker for Ctx<'_> {
             .borrow()
             .vhost(vhost)
             .map(|v| v.id)
-            .ok_or_else(|| AmqpError::not_allowed(format!("vhost '{vhost}' not found")))
+            .ok_or_else(|| AmqpError::not_allowed(format!("vhost {vhost} not found")))
     }
 
     fn publish(

@@ -697,7 +697,7 @@ impl Shard {
             }
             if if_empty && slot.q.ready_count() + slot.q.unacked_count() > 0 {
                 return Err(AmqpError::precondition(format!(
-                    "queue '{}' in vhost '{vhost}' is not empty",
+                    "queue '{}' in vhost '{vhost}' not empty",
                     slot.name
                 )));
             }
