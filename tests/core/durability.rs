@@ -202,10 +202,17 @@ async fn publisher(
     queues: [&'static str; 2],
     stop: Instant,
 ) -> (Vec<String>, Vec<String>) {
-    let conn = common::connect(&uri).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
     let (mut confirmed, mut unconfirmed) = (Vec::new(), Vec::new());
+    // The broker may be killed before the publisher even got going.
+    let Ok(conn) = lapin::Connection::connect(&uri, Default::default()).await else {
+        return (confirmed, unconfirmed);
+    };
+    let Ok(ch) = conn.create_channel().await else {
+        return (confirmed, unconfirmed);
+    };
+    if ch.confirm_select(Default::default()).await.is_err() {
+        return (confirmed, unconfirmed);
+    }
     let mut window = VecDeque::new();
     let mut seq = 0u64;
     // A cap keeps each round's verification short in release builds.
