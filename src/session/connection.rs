@@ -539,9 +539,15 @@ impl Session {
             self.phase = Phase::Closed;
             return;
         }
-        let auth_failure = e.code == reply::ACCESS_REFUSED && self.phase == Phase::Start;
-        if auth_failure && !self.caps.authentication_failure_close {
-            // Pre-capability clients expect the socket to just close.
+        // Before `connection.open` RabbitMQ does not trust the peer and just
+        // closes the socket, except for a refused login when the client
+        // asked for `authentication_failure_close`.
+        let silent = match self.phase {
+            Phase::Start => !(e.code == reply::ACCESS_REFUSED && self.caps.authentication_failure_close),
+            Phase::Tune => true,
+            _ => false,
+        };
+        if silent {
             self.finish_close(b);
             return;
         }

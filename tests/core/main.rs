@@ -4,3 +4,6 @@
 mod common;
 mod cross_shard;
 mod durability;
+mod pika;
+mod tutorials;
+mod wire;
