@@ -314,9 +314,8 @@ fn a_heartbeating_peer_stays() {
     while start.elapsed() < Duration::from_secs(4) {
         r.send(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
         let mut tmp = [0u8; 64];
-        match r.s.read(&mut tmp) {
-            Ok(0) => panic!("dropped although heartbeating"),
-            _ => {}
+        if let Ok(0) = r.s.read(&mut tmp) {
+            panic!("dropped although heartbeating");
         }
     }
     r.send_method(1, Method::ChannelOpen(Default::default()));
