@@ -197,6 +197,90 @@ def props_roundtrip():
 def user_id_mismatch():
     c = conn(); ch = c.channel(); q = u('q'); ch.queue_declare(q); ch.basic_publish('', q, b'x', pika.BasicProperties(user_id='bob')); return err(lambda: ch.queue_declare(q, passive=True))
 
+def count_deliveries(c, ch, seconds=0.5):
+    got = []
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        c.process_data_events(0.05)
+    return got
+
+@scen
+def per_consumer_prefetch():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q'); ch.queue_declare(q)
+    for i in range(10): ch.basic_publish('', q, str(i).encode())
+    ch.basic_qos(prefetch_count=3); got = []
+    ch.basic_consume(q, lambda ch_, m, p, b: got.append(m.delivery_tag))
+    deadline = time.time() + 1.0
+    while time.time() < deadline: c.process_data_events(0.05)
+    n1 = len(got); ch.basic_ack(got[-1], multiple=True)
+    deadline = time.time() + 1.0
+    while time.time() < deadline: c.process_data_events(0.05)
+    return "%d %d" % (n1, len(got))
+@scen
+def global_prefetch_across_queues():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); qa = u('q'); qb = u('q'); ch.queue_declare(qa); ch.queue_declare(qb)
+    for i in range(5): ch.basic_publish('', qa, b'a'); ch.basic_publish('', qb, b'b')
+    ch.basic_qos(prefetch_count=3, global_qos=True); got = []
+    ch.basic_consume(qa, lambda ch_, m, p, b: got.append((m.delivery_tag, b)))
+    ch.basic_consume(qb, lambda ch_, m, p, b: got.append((m.delivery_tag, b)))
+    deadline = time.time() + 1.0
+    while time.time() < deadline: c.process_data_events(0.05)
+    n1 = len(got); ch.basic_ack(got[0][0])
+    deadline = time.time() + 1.0
+    while time.time() < deadline: c.process_data_events(0.05)
+    return "%d %d" % (n1, len(got))
+@scen
+def tx_publish_rollback_commit():
+    c = conn(); ch = c.channel(); q = u('q'); ch.queue_declare(q); ch.tx_select()
+    ch.basic_publish('', q, b'rolled back'); ch.tx_rollback()
+    ch.basic_publish('', q, b'committed'); ch.tx_commit()
+    m = ch.basic_get(q, auto_ack=True); n = ch.queue_declare(q, passive=True).method.message_count
+    return "%s %d" % (m[2], n)
+@scen
+def tx_ack_rollback():
+    c = conn(); ch = c.channel(); q = u('q'); ch.queue_declare(q); ch.basic_publish('', q, b'x'); ch.tx_select()
+    m = ch.basic_get(q); ch.basic_ack(m[0].delivery_tag); ch.tx_rollback(); ch.close()
+    ch2 = c.channel(); m2 = ch2.basic_get(q, auto_ack=True); return "%s %s" % (m2[2], m2[0].redelivered)
+@scen
+def tx_ack_commit():
+    c = conn(); ch = c.channel(); q = u('q'); ch.queue_declare(q); ch.basic_publish('', q, b'x'); ch.tx_select()
+    m = ch.basic_get(q); ch.basic_ack(m[0].delivery_tag); ch.tx_commit(); ch.close()
+    ch2 = c.channel(); return str(ch2.basic_get(q, auto_ack=True))
+@scen
+def large_and_empty_bodies():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q'); ch.queue_declare(q)
+    big = bytes(range(256)) * 4096 + b'tail'
+    ch.basic_publish('', q, big); ch.basic_publish('', q, b'')
+    a = ch.basic_get(q, auto_ack=True); b = ch.basic_get(q, auto_ack=True)
+    return "%s %d %s" % (a[2] == big, len(a[2]), b[2])
+@scen
+def fifo_requeue_and_redelivered():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q'); ch.queue_declare(q)
+    for i in range(6): ch.basic_publish('', q, str(i).encode())
+    ms = [ch.basic_get(q) for _ in range(4)]
+    ch.basic_nack(ms[3][0].delivery_tag, requeue=True); ch.basic_reject(ms[1][0].delivery_tag, requeue=True)
+    out = []
+    while True:
+        m = ch.basic_get(q, auto_ack=True)
+        if m[0] is None: break
+        out.append("%s%s" % (m[2].decode(), "r" if m[0].redelivered else ""))
+    return " ".join(out)
+@scen
+def round_robin_two_consumers():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q'); ch.queue_declare(q); got = []
+    ch.basic_consume(q, lambda ch_, m, p, b: got.append(('A', b)), auto_ack=True)
+    ch2 = c.channel(); ch2.basic_consume(q, lambda ch_, m, p, b: got.append(('B', b)), auto_ack=True)
+    for i in range(6): ch.basic_publish('', q, str(i).encode())
+    deadline = time.time() + 1.0
+    while time.time() < deadline and len(got) < 6: c.process_data_events(0.05)
+    return " ".join(a + b.decode() for a, b in sorted(got, key=lambda x: x[1]))
+@scen
+def channel_close_requeues():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q'); ch.queue_declare(q)
+    for i in range(3): ch.basic_publish('', q, str(i).encode())
+    ch2 = c.channel(); ms = [ch2.basic_get(q) for _ in range(2)]; ch2.close()
+    return " ".join("%s%s" % (m[2].decode(), "r" if m[0].redelivered else "") for m in [ch.basic_get(q, auto_ack=True) for _ in range(3)])
+
 only = sys.argv[2:] 
 for f in S:
     if only and f.__name__ not in only: continue
