@@ -65,6 +65,8 @@ pub struct Limits {
     /// Messages held in a transaction before `tx.commit` (RabbitMQ has no
     /// limit; unbounded growth is not acceptable here).
     pub tx_max_messages: usize,
+    /// Body bytes held in a transaction before `tx.commit`.
+    pub tx_max_bytes: usize,
     /// Unconfirmed publishes per channel before the channel stops reading.
     pub max_unconfirmed: usize,
     /// Size of a message segment file (a larger message gets its own).
@@ -88,6 +90,7 @@ impl Default for Limits {
             ring_capacity: 1024,
             outbox_high: 16 * 1024,
             tx_max_messages: 1_000_000,
+            tx_max_bytes: 512 * 1024 * 1024,
             max_unconfirmed: 1_000_000,
             segment_size: 8 * 1024 * 1024,
             fsync_interval: Duration::from_micros(500),

@@ -131,7 +131,9 @@ pub struct MessageBuilder {
 
 impl MessageBuilder {
     pub fn new(exchange: &[u8], routing_key: &[u8], props: &[u8], body_size: usize) -> Self {
-        let total = exchange.len() + routing_key.len() + props.len() + body_size;
+        // The declared size is the peer's claim: reserve at most 1 MiB up
+        // front so a client cannot make us allocate memory it never sends.
+        let total = exchange.len() + routing_key.len() + props.len() + body_size.min(1 << 20);
         let mut buf = BytesMut::with_capacity(total);
         let mut put = |s: &[u8]| {
             let start = buf.len();

@@ -56,6 +56,7 @@ enum TxSettle {
 #[derive(Default)]
 struct Tx {
     publishes: Vec<(Message, bool)>,
+    bytes: usize,
     settles: Vec<TxSettle>,
 }
 
@@ -580,12 +581,15 @@ impl Session {
         self.stats.published += 1;
         if let Some(tx) = &mut ch.tx {
             b.exchange_exists(vhost, msg.exchange())?;
-            if tx.publishes.len() >= self.cfg.tx_max_messages {
+            if tx.publishes.len() >= self.cfg.tx_max_messages
+                || tx.bytes + msg.body_len() > self.cfg.tx_max_bytes
+            {
                 return Err(AmqpError::precondition(format!(
-                    "transaction holds more than {} messages",
-                    self.cfg.tx_max_messages
+                    "transaction holds more than {} messages or {} bytes",
+                    self.cfg.tx_max_messages, self.cfg.tx_max_bytes
                 )));
             }
+            tx.bytes += msg.body_len();
             tx.publishes.push((msg, mandatory));
             return Ok(());
         }

@@ -25,6 +25,7 @@ pub struct SessionConfig {
     pub max_message_size: u64,
     pub max_unconfirmed: usize,
     pub tx_max_messages: usize,
+    pub tx_max_bytes: usize,
     pub cluster_name: String,
     pub product_version: String,
 }
@@ -39,6 +40,7 @@ impl Default for SessionConfig {
             max_message_size: l.max_message_size,
             max_unconfirmed: l.max_unconfirmed,
             tx_max_messages: l.tx_max_messages,
+            tx_max_bytes: l.tx_max_bytes,
             cluster_name: "warren".into(),
             product_version: env!("CARGO_PKG_VERSION").into(),
         }

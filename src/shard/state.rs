@@ -130,6 +130,7 @@ impl Shard {
             max_message_size: l.max_message_size,
             max_unconfirmed: l.max_unconfirmed,
             tx_max_messages: l.tx_max_messages,
+            tx_max_bytes: l.tx_max_bytes,
             cluster_name: format!("warren@{}", hostname()),
             product_version: env!("CARGO_PKG_VERSION").into(),
         };
