@@ -856,7 +856,12 @@ impl Session {
                 Ok(())
             }
             Method::BasicAck(a) => match &mut ch.tx {
-                Some(_) => {
+                Some(tx) => {
+                    if tx.settles.len() >= self.cfg.tx_max_messages {
+                        return Err(AmqpError::precondition(
+                            "too many acknowledgements in one transaction",
+                        ));
+                    }
                     ch.check_tag(a.delivery_tag, a.multiple)?;
                     ch.tx.as_mut().expect("tx").settles.push(TxSettle::Ack {
                         tag: a.delivery_tag,
@@ -866,8 +871,17 @@ impl Session {
                 }
                 None => ch.settle_tags(a.delivery_tag, a.multiple, Settle::Ack, b),
             },
-            Method::BasicReject(r) => reject(ch, r.delivery_tag, false, r.requeue, b),
-            Method::BasicNack(r) => reject(ch, r.delivery_tag, r.multiple, r.requeue, b),
+            Method::BasicReject(r) => {
+                reject(ch, r.delivery_tag, false, r.requeue, self.cfg.tx_max_messages, b)
+            }
+            Method::BasicNack(r) => reject(
+                ch,
+                r.delivery_tag,
+                r.multiple,
+                r.requeue,
+                self.cfg.tx_max_messages,
+                b,
+            ),
             Method::BasicRecoverAsync(r) => {
                 recover(ch, r.requeue, b)?;
                 Ok(())
@@ -1033,10 +1047,15 @@ fn reject(
     tag: u64,
     multiple: bool,
     requeue: bool,
+    max_settles: usize,
     b: &mut impl Broker,
 ) -> Result<(), AmqpError> {
-    if let Some(tx) = &mut ch.tx {
-        let _ = tx;
+    if let Some(tx) = &ch.tx {
+        if tx.settles.len() >= max_settles {
+            return Err(AmqpError::precondition(
+                "too many acknowledgements in one transaction",
+            ));
+        }
         ch.check_tag(tag, multiple)?;
         ch.tx.as_mut().expect("tx").settles.push(TxSettle::Reject {
             tag,
