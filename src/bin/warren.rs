@@ -34,6 +34,13 @@ struct Args {
     /// Largest message body accepted, in bytes.
     #[arg(long, default_value_t = 128 * 1024 * 1024)]
     max_message_size: u64,
+    /// Size of message segment files, in bytes.
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65536..=(1 << 32)))]
+    segment_size: u64,
+    /// How long a sync may wait for more writes to cover, in microseconds
+    /// (group commit); 0 syncs as soon as each step's writes are done.
+    #[arg(long, default_value_t = 500)]
+    fsync_interval_us: u64,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +59,8 @@ fn main() -> ExitCode {
     cfg.limits.heartbeat = std::time::Duration::from_secs(args.heartbeat);
     cfg.limits.channel_max = args.channel_max;
     cfg.limits.max_message_size = args.max_message_size;
+    cfg.limits.segment_size = args.segment_size as usize;
+    cfg.limits.fsync_interval = std::time::Duration::from_micros(args.fsync_interval_us);
 
     // Block the signals before any thread starts so they all inherit the
     // mask, then take them synchronously on this thread.

@@ -139,6 +139,13 @@ mod tests {
         assert_eq!(r.bytes(), 24 * 8);
     }
 
+    /// The in-memory cost of a waiting message, documented in the README.
+    #[test]
+    fn entry_size() {
+        assert_eq!(std::mem::size_of::<Entry>(), 88);
+        assert_eq!(std::mem::size_of::<Message>(), 64);
+    }
+
     #[test]
     fn requeue_older_goes_front() {
         let mut r = ReadyList::default();
