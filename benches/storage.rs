@@ -33,7 +33,7 @@ fn append(c: &mut Criterion) {
                     store.remove(*loc);
                 }
                 n += 1;
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     store.flush().unwrap();
                 }
             });
