@@ -122,6 +122,32 @@ fn seed() -> u64 {
     }
 }
 
+/// glommio refuses to start below 512 KiB of lockable memory (io_uring
+/// rings and buffers are locked). Raise the soft limit toward the hard one
+/// (and the hard one too when privileged) so a stingy default does not
+/// stop the broker.
+fn raise_memlock_limit() {
+    const WANT: libc::rlim_t = 64 << 20;
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) != 0 || lim.rlim_cur >= WANT {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: WANT,
+            rlim_max: lim.rlim_max.max(WANT),
+        };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) != 0 {
+            let soft = libc::rlimit {
+                rlim_cur: lim.rlim_max.min(WANT),
+                rlim_max: lim.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &soft);
+        }
+    }
+}
+
 /// Finds the port to use: refuses one already in use (our listeners set
 /// SO_REUSEPORT, which would otherwise silently share it with another
 /// process), and resolves port 0 to a concrete free port.
@@ -141,6 +167,7 @@ fn probe_port(addr: SocketAddr) -> io::Result<SocketAddr> {
 
 /// Starts the broker and returns once every shard accepts connections.
 pub fn start(cfg: Config) -> io::Result<ServerHandle> {
+    raise_memlock_limit();
     let cpus = allowed_cpus();
     let nshards = if cfg.shards == 0 { cpus.len() } else { cfg.shards };
     if nshards == 0 || nshards > u16::MAX as usize {
