@@ -19,6 +19,9 @@ pub struct Config {
     pub default_vhost: String,
     pub default_user: String,
     pub default_pass: String,
+    /// Users that may only connect from the local machine (RabbitMQ's
+    /// `loopback_users`, `guest` by default).
+    pub loopback_users: Vec<String>,
 }
 
 impl Default for Config {
@@ -32,6 +35,7 @@ impl Default for Config {
             default_vhost: "/".into(),
             default_user: "guest".into(),
             default_pass: "guest".into(),
+            loopback_users: vec!["guest".into()],
         }
     }
 }

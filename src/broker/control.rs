@@ -5,6 +5,7 @@
 use super::args;
 use super::request::{Reply, Request};
 use super::topology::{Change, Dest, ExchangeDef, QueueDef, Topology};
+use super::users::{Access, refused};
 use crate::ids::{ConnId, ExchangeId, QueueId, ShardId, VhostId};
 use crate::protocol::{AmqpError, FieldTable, ShortStr};
 use crate::routing::validate_binding_args;
@@ -35,10 +36,29 @@ pub enum Plan {
 
 /// Who is asking.
 #[derive(Debug, Clone, Copy)]
-pub struct Requester {
+pub struct Requester<'a> {
     pub vhost: VhostId,
     pub conn: ConnId,
     pub shard: ShardId,
+    pub user: &'a str,
+}
+
+/// Checks a user's access to a resource, as RabbitMQ's channel does.
+fn permit(
+    topo: &Topology,
+    who: &Requester<'_>,
+    access: Access,
+    kind: &str,
+    name: &[u8],
+) -> Result<(), AmqpError> {
+    let ok = topo
+        .permissions(who.user, who.vhost)
+        .is_some_and(|p| p.allows(access, name));
+    if ok {
+        Ok(())
+    } else {
+        Err(refused(kind, name, topo.vhost_name(who.vhost), who.user))
+    }
 }
 
 /// Allocator of ids and planner of changes. Shard 0 only.
@@ -140,9 +160,10 @@ impl ControlPlane {
         id
     }
 
-    pub fn plan(&mut self, topo: &Topology, who: Requester, req: Request) -> Result<Plan, AmqpError> {
+    pub fn plan(&mut self, topo: &Topology, who: Requester<'_>, req: Request) -> Result<Plan, AmqpError> {
         let vname = topo.vhost_name(who.vhost).to_string();
         let v = who.vhost;
+        check_access(topo, &who, &req)?;
         match req {
             Request::ExchangeDeclare {
                 name,
@@ -447,6 +468,7 @@ impl ControlPlane {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn e2e_ends(
         &self,
         topo: &Topology,
@@ -543,5 +565,44 @@ impl ControlPlane {
                 changes.push(Change::DeleteExchange { id });
             }
         }
+    }
+}
+
+/// The permission checks RabbitMQ makes for each request (`rabbit_channel`):
+/// declare and delete need configure; binding needs write on the
+/// destination and read on the source.
+fn check_access(topo: &Topology, who: &Requester<'_>, req: &Request) -> Result<(), AmqpError> {
+    let ex = |n: &ShortStr| -> Vec<u8> {
+        if n.is_empty() {
+            b"amq.default".to_vec()
+        } else {
+            n.as_bytes().to_vec()
+        }
+    };
+    match req {
+        Request::ExchangeDeclare {
+            name, passive: false, ..
+        }
+        | Request::ExchangeDelete { name, .. } => permit(topo, who, Access::Configure, "exchange", &ex(name)),
+        Request::QueueDeclare {
+            name, passive: false, ..
+        }
+        | Request::QueueDelete { queue: name, .. } => {
+            permit(topo, who, Access::Configure, "queue", name.as_bytes())
+        }
+        Request::ExchangeBind {
+            destination, source, ..
+        }
+        | Request::ExchangeUnbind {
+            destination, source, ..
+        } => {
+            permit(topo, who, Access::Write, "exchange", &ex(destination))?;
+            permit(topo, who, Access::Read, "exchange", &ex(source))
+        }
+        Request::QueueBind { queue, exchange, .. } | Request::QueueUnbind { queue, exchange, .. } => {
+            permit(topo, who, Access::Write, "queue", queue.as_bytes())?;
+            permit(topo, who, Access::Read, "exchange", &ex(exchange))
+        }
+        _ => Ok(()),
     }
 }

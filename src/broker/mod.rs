@@ -6,3 +6,4 @@ pub mod args;
 pub mod control;
 pub mod request;
 pub mod topology;
+pub mod users;

@@ -7,6 +7,7 @@
 //! every other shard, which apply them with [`Topology::apply`]. `apply` is
 //! deterministic and does no validation of its own, so all copies stay equal.
 
+use super::users::{Permissions, User};
 use crate::ids::{ConnId, ExchangeId, IdMap, QueueId, ShardId, VhostId};
 use crate::protocol::{FieldTable, ShortStr};
 use crate::routing::{Bindings, ExchangeKind};
@@ -78,6 +79,22 @@ pub enum Change {
         key: ShortStr,
         args: FieldTable,
     },
+    /// Creates or replaces a user.
+    PutUser(User),
+    DeleteUser {
+        name: String,
+    },
+    SetPermissions {
+        user: String,
+        vhost: VhostId,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    ClearPermissions {
+        user: String,
+        vhost: VhostId,
+    },
 }
 
 /// An exchange and the bindings whose source it is.
@@ -128,6 +145,8 @@ pub struct Topology {
     vhost_names: IdMap<VhostId, String>,
     exchanges: IdMap<ExchangeId, Exchange>,
     queues: IdMap<QueueId, QueueDef>,
+    users: HashMap<String, User>,
+    permissions: HashMap<(String, VhostId), Permissions>,
     /// Bumped on every change; lets shards cache lookups safely.
     version: u64,
 }
@@ -148,6 +167,21 @@ impl Topology {
     }
     pub fn vhosts(&self) -> impl Iterator<Item = &Vhost> {
         self.vhosts.values()
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+    /// A user's permissions in a vhost.
+    pub fn permissions(&self, user: &str, vhost: VhostId) -> Option<&Permissions> {
+        self.permissions.get(&(user.to_string(), vhost))
+    }
+    /// Every (user, vhost, permissions).
+    pub fn all_permissions(&self) -> impl Iterator<Item = (&str, VhostId, &Permissions)> {
+        self.permissions.iter().map(|((u, v), p)| (u.as_str(), *v, p))
     }
 
     pub fn exchange(&self, id: ExchangeId) -> Option<&Exchange> {
@@ -211,6 +245,7 @@ impl Topology {
                 }
                 self.exchanges.retain(|_, e| e.def.vhost != *id);
                 self.queues.retain(|_, q| q.vhost != *id);
+                self.permissions.retain(|(_, v), _| v != id);
             }
             Change::DeclareExchange(def) => {
                 if let Some(v) = self
@@ -287,6 +322,29 @@ impl Topology {
                 if let Some(ex) = self.exchanges.get_mut(source) {
                     ex.bindings.unbind(key, args, *dest);
                 }
+            }
+            Change::PutUser(u) => {
+                self.users.insert(u.name.clone(), u.clone());
+            }
+            Change::DeleteUser { name } => {
+                self.users.remove(name);
+                self.permissions.retain(|(u, _), _| u != name);
+            }
+            Change::SetPermissions {
+                user,
+                vhost,
+                configure,
+                write,
+                read,
+            } => {
+                // Validated by the control plane; an invalid pattern here
+                // (a corrupted log) grants nothing rather than everything.
+                let p = Permissions::new(configure, write, read)
+                    .unwrap_or_else(|_| Permissions::new("", "", "").expect("empty patterns compile"));
+                self.permissions.insert((user.clone(), *vhost), p);
+            }
+            Change::ClearPermissions { user, vhost } => {
+                self.permissions.remove(&(user.clone(), *vhost));
             }
         }
     }

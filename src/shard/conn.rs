@@ -2,7 +2,7 @@
 //! (every complete frame in the buffer is processed before the next read)
 //! and so are writes (all output of a step goes out in one write).
 
-use super::ctx::Ctx;
+use super::ctx::{ConnState, Ctx};
 use super::state::{ConnHandle, Shard};
 use crate::session::{Phase, Session, Status};
 use bytes::{Buf, BytesMut};
@@ -33,8 +33,15 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
     shard.conns.borrow_mut().insert(id, handle.clone());
     shard.stats.connections[shard.id as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let mut session = Session::new(id, shard.session_cfg.clone());
-    let reason = serve(&shard, &handle, &mut stream, &mut session).await;
-    let mut ctx = Ctx { shard: &shard };
+    let state = ConnState {
+        peer,
+        ..Default::default()
+    };
+    let reason = serve(&shard, &handle, &state, &mut stream, &mut session).await;
+    let mut ctx = Ctx {
+        shard: &shard,
+        conn: &state,
+    };
     session.abort(&reason, &mut ctx);
     if !session.output().is_empty() {
         let out = std::mem::take(session.output());
@@ -71,6 +78,7 @@ async fn write_all(stream: &mut TcpStream<Preallocated>, mut buf: &[u8]) -> std:
 async fn serve(
     shard: &Rc<Shard>,
     handle: &Rc<ConnHandle>,
+    state: &ConnState,
     stream: &mut TcpStream<Preallocated>,
     session: &mut Session,
 ) -> String {
@@ -83,7 +91,7 @@ async fn serve(
     let mut eof = false;
     let mut timer = Timer::new(Duration::from_secs(1));
     loop {
-        let mut ctx = Ctx { shard };
+        let mut ctx = Ctx { shard, conn: state };
         // Events from queues and other shards.
         let mut any = false;
         loop {
@@ -184,7 +192,7 @@ async fn serve(
             return format!("socket error: {e}");
         }
         if wrote_all {
-            session.report_written(&mut Ctx { shard });
+            session.report_written(&mut Ctx { shard, conn: state });
         }
         if fired {
             let now = Instant::now();

@@ -25,11 +25,12 @@ pub async fn run(shard: Rc<Shard>) {
             continue;
         };
         match msg {
-            ControlMsg::Request { ch, vhost, req, .. } => {
+            ControlMsg::Request { ch, vhost, user, req } => {
                 let who = Requester {
                     vhost,
                     conn: ch.conn,
                     shard: ch.shard(),
+                    user: &user,
                 };
                 let plan = {
                     let topo = shard.topo.borrow();

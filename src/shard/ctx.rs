@@ -5,33 +5,91 @@ use super::state::Shard;
 use crate::broker::control::{check_exclusive, no_exchange, no_queue};
 use crate::broker::request::{Reply, Request, Settle};
 use crate::broker::topology::RouteError;
+use crate::broker::topology::Topology;
+use crate::broker::users::{Access, check_password, is_loopback, refused};
 use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
 use crate::message::Message;
 use crate::protocol::{AmqpError, ShortStr};
 use crate::session::{Broker, PublishOutcome};
+use bytes::Bytes;
+use std::cell::RefCell;
+
+/// What the broker remembers about one connection, for its checks.
+/// Owned by the connection's task.
+#[derive(Default)]
+pub struct ConnState {
+    pub peer: Option<std::net::SocketAddr>,
+    /// The authenticated user.
+    pub user: RefCell<String>,
+    /// The last exchange this connection was allowed to publish to, and the
+    /// topology version that said so: permission regexes run once per
+    /// exchange, not once per message.
+    pub(super) write_ok: RefCell<Option<(VhostId, Bytes, u64)>>,
+}
 
 /// A connection's view of its shard. Used only from the connection's task,
 /// never while another borrow of the shard's state is held.
 pub struct Ctx<'a> {
     pub shard: &'a Shard,
+    pub conn: &'a ConnState,
 }
 
 impl Ctx<'_> {
+    /// Checks `access` to a resource; the 403 RabbitMQ sends otherwise.
+    fn permit(
+        &self,
+        topo: &Topology,
+        vhost: VhostId,
+        access: Access,
+        kind: &str,
+        name: &[u8],
+    ) -> Result<(), AmqpError> {
+        let user = self.conn.user.borrow();
+        let ok = topo
+            .permissions(&user, vhost)
+            .is_some_and(|p| p.allows(access, name));
+        if ok {
+            Ok(())
+        } else {
+            Err(refused(kind, name, topo.vhost_name(vhost), &user))
+        }
+    }
+
     fn owner(&self, queue: QueueId) -> Option<crate::ids::ShardId> {
         self.shard.topo.borrow().queue(queue).map(|q| q.owner)
     }
 
     /// Resolves a queue name for an operation on its owner, checking
     /// existence and exclusivity here (the topology is replicated).
+    /// Write access to an exchange, cached per connection.
+    fn check_write(&self, topo: &Topology, vhost: VhostId, exchange: &[u8]) -> Result<(), AmqpError> {
+        if let Some((v, name, version)) = &*self.conn.write_ok.borrow() {
+            if *v == vhost && *version == topo.version() && name[..] == *exchange {
+                return Ok(());
+            }
+        }
+        // RabbitMQ names the default exchange `amq.default` for permissions.
+        let resource: &[u8] = if exchange.is_empty() {
+            b"amq.default"
+        } else {
+            exchange
+        };
+        self.permit(topo, vhost, Access::Write, "exchange", resource)?;
+        *self.conn.write_ok.borrow_mut() = Some((vhost, Bytes::copy_from_slice(exchange), topo.version()));
+        Ok(())
+    }
+
     fn queue_op(&self, ch: ChannelRef, vhost: VhostId, name: ShortStr, op: QueueOp) {
         let s = self.shard;
         let found = {
             let topo = s.topo.borrow();
             let vname = topo.vhost_name(vhost).to_string();
-            match topo.queue_by_name(vhost, name.as_bytes()) {
-                None => Err(no_queue(&name, &vname)),
-                Some(q) => check_exclusive(q, ch.conn, &vname).map(|_| (q.id, q.owner)),
-            }
+            // consume, get and purge all need read access to the queue.
+            self.permit(&topo, vhost, Access::Read, "queue", name.as_bytes())
+                .and_then(|_| match topo.queue_by_name(vhost, name.as_bytes()) {
+                    None => Err(no_queue(&name, &vname)),
+                    Some(q) => check_exclusive(q, ch.conn, &vname).map(|_| (q.id, q.owner)),
+                })
         };
         match found {
             Err(e) => s.reply(ch, Reply::Error(e)),
@@ -42,23 +100,41 @@ impl Ctx<'_> {
 
 impl Broker for Ctx<'_> {
     fn check_login(&mut self, user: &str, password: &[u8]) -> Result<(), AmqpError> {
-        let cfg = &self.shard.cfg;
-        if user == cfg.default_user && password == cfg.default_pass.as_bytes() {
-            Ok(())
-        } else {
-            Err(AmqpError::access_refused(
+        let refuse = |why: &str| {
+            log::warn!(
+                "login refused for user '{user}' from {}: {why}",
+                self.conn.peer.map_or("?".into(), |p| p.to_string())
+            );
+            AmqpError::access_refused(
                 "Login was refused using authentication mechanism PLAIN. For details see the broker logfile.",
-            ))
+            )
+        };
+        let topo = self.shard.topo.borrow();
+        let Some(u) = topo.user(user) else {
+            return Err(refuse("no such user"));
+        };
+        if !check_password(&u.password_hash, password) {
+            return Err(refuse("invalid credentials"));
         }
+        let remote = self.conn.peer.is_some_and(|p| !is_loopback(&p));
+        if remote && self.shard.cfg.loopback_users.iter().any(|l| l == user) {
+            return Err(refuse("user can only connect via localhost"));
+        }
+        *self.conn.user.borrow_mut() = user.to_string();
+        Ok(())
     }
 
-    fn open_vhost(&mut self, _user: &str, vhost: &str) -> Result<VhostId, AmqpError> {
-        self.shard
-            .topo
-            .borrow()
+    fn open_vhost(&mut self, user: &str, vhost: &str) -> Result<VhostId, AmqpError> {
+        let topo = self.shard.topo.borrow();
+        let v = topo
             .vhost(vhost)
-            .map(|v| v.id)
-            .ok_or_else(|| AmqpError::not_allowed(format!("vhost {vhost} not found")))
+            .ok_or_else(|| AmqpError::not_allowed(format!("vhost {vhost} not found")))?;
+        if topo.permissions(user, v.id).is_none() {
+            return Err(AmqpError::not_allowed(format!(
+                "access to vhost '{vhost}' refused for user '{user}'"
+            )));
+        }
+        Ok(v.id)
     }
 
     fn publish(
@@ -70,6 +146,7 @@ impl Broker for Ctx<'_> {
     ) -> Result<PublishOutcome, AmqpError> {
         let s = self.shard;
         let topo = s.topo.borrow();
+        self.check_write(&topo, vhost, msg.exchange())?;
         let mut route = s.route.borrow_mut();
         let (scratch, dests) = &mut *route;
         match topo.route(
@@ -123,10 +200,11 @@ impl Broker for Ctx<'_> {
     }
 
     fn exchange_exists(&mut self, vhost: VhostId, exchange: &[u8]) -> Result<(), AmqpError> {
+        let topo = self.shard.topo.borrow();
+        self.check_write(&topo, vhost, exchange)?;
         if exchange.is_empty() {
             return Ok(());
         }
-        let topo = self.shard.topo.borrow();
         match topo.exchange_by_name(vhost, exchange) {
             None => Err(no_exchange(exchange, topo.vhost_name(vhost))),
             Some(x) if x.def.internal => Err(AmqpError::access_refused(format!(
@@ -146,7 +224,7 @@ impl Broker for Ctx<'_> {
         }
     }
 
-    fn request(&mut self, ch: ChannelRef, vhost: VhostId, _user: &str, req: Request) {
+    fn request(&mut self, ch: ChannelRef, vhost: VhostId, user: &str, req: Request) {
         let s = self.shard;
         match req {
             Request::Consume { queue, spec } => self.queue_op(ch, vhost, queue, QueueOp::Consume(spec)),
@@ -170,6 +248,7 @@ impl Broker for Ctx<'_> {
                 Item::Control(ControlMsg::Request {
                     ch,
                     vhost,
+                    user: user.to_string(),
                     req: other,
                 }),
             ),

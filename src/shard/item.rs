@@ -26,6 +26,7 @@ pub enum ControlMsg {
     Request {
         ch: ChannelRef,
         vhost: VhostId,
+        user: String,
         req: Request,
     },
     /// A connection closed: its exclusive queues must go.

@@ -253,9 +253,28 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
 fn recover_topology(cfg: &Config, nshards: usize) -> io::Result<(TopoLog, Vec<Change>)> {
     let (mut log, mut changes) = TopoLog::open(&cfg.data_dir)?;
     if changes.is_empty() {
+        // A fresh data dir: the default vhost, and the default user with
+        // full permissions on it, as RabbitMQ creates them on first boot.
         changes = ControlPlane::default()
             .add_vhost(&Topology::default(), &cfg.default_vhost)
             .unwrap_or_default();
+        let salt = (seed() as u32).to_le_bytes();
+        changes.push(Change::PutUser(crate::broker::users::User {
+            name: cfg.default_user.clone(),
+            password_hash: crate::broker::users::hash_password(cfg.default_pass.as_bytes(), salt),
+            tags: vec!["administrator".into()],
+        }));
+        let vhost = match &changes[0] {
+            Change::AddVhost { id, .. } => *id,
+            _ => unreachable!("add_vhost starts with the vhost"),
+        };
+        changes.push(Change::SetPermissions {
+            user: cfg.default_user.clone(),
+            vhost,
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        });
         log.append(&changes.iter().collect::<Vec<_>>())?;
         log.file().sync_data()?;
     }

@@ -6,6 +6,7 @@
 //! reactor) and only then answers the client's `declare-ok`.
 
 use crate::broker::topology::{Change, Dest, ExchangeDef, QueueDef, Topology};
+use crate::broker::users::User;
 use crate::ids::{ExchangeId, QueueId, VhostId};
 use crate::protocol::{Reader, ShortStr, put_longstr, put_shortstr, put_table};
 use crate::routing::ExchangeKind;
@@ -107,6 +108,38 @@ pub fn encode(c: &Change, out: &mut BytesMut) {
             put_shortstr(out, key.as_bytes());
             put_table(out, args);
         }
+        Change::PutUser(u) => {
+            out.put_u8(9);
+            put_longstr(out, u.name.as_bytes());
+            put_longstr(out, &u.password_hash);
+            out.put_u32(u.tags.len() as u32);
+            for t in &u.tags {
+                put_longstr(out, t.as_bytes());
+            }
+        }
+        Change::DeleteUser { name } => {
+            out.put_u8(10);
+            put_longstr(out, name.as_bytes());
+        }
+        Change::SetPermissions {
+            user,
+            vhost,
+            configure,
+            write,
+            read,
+        } => {
+            out.put_u8(11);
+            put_longstr(out, user.as_bytes());
+            out.put_u32(vhost.0);
+            for p in [configure, write, read] {
+                put_longstr(out, p.as_bytes());
+            }
+        }
+        Change::ClearPermissions { user, vhost } => {
+            out.put_u8(12);
+            put_longstr(out, user.as_bytes());
+            out.put_u32(vhost.0);
+        }
     }
 }
 
@@ -197,8 +230,38 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
                 }
             }
         }
+        9 => {
+            let name = text(&mut r)?;
+            let password_hash = r.longstr().map_err(e)?.as_bytes().to_vec();
+            let n = r.u32().map_err(e)?;
+            let mut tags = Vec::new();
+            for _ in 0..n.min(1024) {
+                tags.push(text(&mut r)?);
+            }
+            Change::PutUser(User {
+                name,
+                password_hash,
+                tags,
+            })
+        }
+        10 => Change::DeleteUser { name: text(&mut r)? },
+        11 => Change::SetPermissions {
+            user: text(&mut r)?,
+            vhost: VhostId(r.u32().map_err(e)?),
+            configure: text(&mut r)?,
+            write: text(&mut r)?,
+            read: text(&mut r)?,
+        },
+        12 => Change::ClearPermissions {
+            user: text(&mut r)?,
+            vhost: VhostId(r.u32().map_err(e)?),
+        },
         _ => return Err(bad()),
     })
+}
+
+fn text(r: &mut Reader) -> io::Result<String> {
+    Ok(r.longstr().map_err(|_| bad())?.as_str().into_owned())
 }
 
 /// Whether a change must survive a restart. Evaluated against the topology
@@ -209,7 +272,12 @@ pub fn is_durable(topo: &Topology, c: &Change) -> bool {
         Dest::Exchange(x) => topo.exchange(*x).is_some_and(|x| x.def.durable),
     };
     match c {
-        Change::AddVhost { .. } | Change::DeleteVhost { .. } => true,
+        Change::AddVhost { .. }
+        | Change::DeleteVhost { .. }
+        | Change::PutUser(_)
+        | Change::DeleteUser { .. }
+        | Change::SetPermissions { .. }
+        | Change::ClearPermissions { .. } => true,
         Change::DeclareExchange(d) => d.durable,
         Change::DeleteExchange { id } => topo.exchange(*id).is_some_and(|x| x.def.durable),
         Change::DeclareQueue(q) => q.durable && q.exclusive.is_none(),
@@ -229,6 +297,22 @@ pub fn snapshot(topo: &Topology) -> Vec<Change> {
         out.push(Change::AddVhost {
             id: v.id,
             name: v.name.clone(),
+        });
+    }
+    let mut users: Vec<_> = topo.users().collect();
+    users.sort_by(|a, b| a.name.cmp(&b.name));
+    for u in users {
+        out.push(Change::PutUser(u.clone()));
+    }
+    let mut perms: Vec<_> = topo.all_permissions().collect();
+    perms.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    for (user, vhost, p) in perms {
+        out.push(Change::SetPermissions {
+            user: user.to_string(),
+            vhost,
+            configure: p.configure.clone(),
+            write: p.write.clone(),
+            read: p.read.clone(),
         });
     }
     let mut exchanges: Vec<_> = topo.exchanges().filter(|x| x.def.durable).collect();
