@@ -63,10 +63,12 @@ impl Ctx<'_> {
     /// existence and exclusivity here (the topology is replicated).
     /// Write access to an exchange, cached per connection.
     fn check_write(&self, topo: &Topology, vhost: VhostId, exchange: &[u8]) -> Result<(), AmqpError> {
-        if let Some((v, name, version)) = &*self.conn.write_ok.borrow() {
-            if *v == vhost && *version == topo.version() && name[..] == *exchange {
-                return Ok(());
-            }
+        if let Some((v, name, version)) = &*self.conn.write_ok.borrow()
+            && *v == vhost
+            && *version == topo.version()
+            && name[..] == *exchange
+        {
+            return Ok(());
         }
         // RabbitMQ names the default exchange `amq.default` for permissions.
         let resource: &[u8] = if exchange.is_empty() {
