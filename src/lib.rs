@@ -4,6 +4,7 @@
 //! `protocol` → `session` / `routing` → `queue` → `storage` → `shard` (the only
 //! user of glommio).
 
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod ids;

@@ -27,6 +27,9 @@ pub(crate) struct ChanConsumer {
     pub queue: QueueId,
     /// Under the channel-wide prefetch (`basic.qos global=true`).
     pub limited: bool,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    pub prefetch: u32,
 }
 
 /// The request a channel is waiting on, and how to answer the client.
@@ -39,6 +42,9 @@ pub(crate) enum Pending {
         tag: ShortStr,
         nowait: bool,
         limited: bool,
+        no_ack: bool,
+        exclusive: bool,
+        prefetch: u32,
     },
     Cancel {
         tag: ShortStr,
@@ -289,7 +295,56 @@ fn ok_frame(out: &mut BytesMut, ch: u16, m: Method) {
     write_method_frame(out, ch, &m);
 }
 
+/// A channel as the management plane sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelSummary {
+    pub number: u16,
+    pub prefetch: u32,
+    pub global_prefetch: u32,
+    pub unacked: usize,
+    pub confirm: bool,
+    pub transactional: bool,
+    pub consumers: Vec<ConsumerSummary>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSummary {
+    pub tag: ShortStr,
+    pub queue: QueueId,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    pub prefetch: u32,
+}
+
 impl Session {
+    /// The open channels, for the management plane.
+    pub fn channel_summaries(&self) -> Vec<ChannelSummary> {
+        self.channels
+            .iter()
+            .flatten()
+            .filter(|c| !c.closing)
+            .map(|c| ChannelSummary {
+                number: c.cref.channel,
+                prefetch: c.prefetch,
+                global_prefetch: c.global_prefetch,
+                unacked: c.unacked.len(),
+                confirm: c.confirms.enabled(),
+                transactional: c.tx.is_some(),
+                consumers: c
+                    .consumers
+                    .iter()
+                    .map(|x| ConsumerSummary {
+                        tag: x.tag.clone(),
+                        queue: x.queue,
+                        no_ack: x.no_ack,
+                        exclusive: x.exclusive,
+                        prefetch: x.prefetch,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
     fn channel_mut(&mut self, n: u16) -> Option<&mut Channel> {
         self.channels.get_mut(n as usize)?.as_deref_mut()
     }
@@ -811,6 +866,9 @@ impl Session {
                     tag,
                     nowait: c.nowait,
                     limited,
+                    no_ack: c.no_ack,
+                    exclusive: c.exclusive,
+                    prefetch: ch.prefetch,
                 };
                 self.request(n, Request::Consume { queue, spec }, pending, b);
                 Ok(())
@@ -1037,7 +1095,7 @@ impl Session {
                 let ch = self.channels[n as usize].as_deref_mut().expect("live channel");
                 reply_frames(ch, n, pending, reply, &mut self.out, frame_max, b)
             }
-            Event::ForceClose { .. } => Ok(()),
+            Event::ForceClose { .. } | Event::Describe => Ok(()),
         }
     }
 }
@@ -1120,7 +1178,15 @@ fn reply_frames(
             message_count: messages,
         }),
         Reply::ConsumeOk { queue, consumer } => {
-            let Some(Pending::Consume { tag, limited, .. }) = pending else {
+            let Some(Pending::Consume {
+                tag,
+                limited,
+                no_ack,
+                exclusive,
+                prefetch,
+                ..
+            }) = pending
+            else {
                 b.drop_consumer(queue, consumer);
                 return Ok(());
             };
@@ -1129,6 +1195,9 @@ fn reply_frames(
                 tag: tag.clone(),
                 queue,
                 limited,
+                no_ack,
+                exclusive,
+                prefetch,
             });
             Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag })
         }

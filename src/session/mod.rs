@@ -14,6 +14,7 @@ mod publish;
 mod unacked;
 
 pub use auth::{Credentials, MECHANISMS, parse_response};
+pub use channel::{ChannelSummary, ConsumerSummary};
 pub use confirms::{ConfirmRun, ConfirmTracker};
 pub use connection::{Phase, Session, SessionConfig, Status};
 pub use frames::split_frames;
@@ -108,6 +109,9 @@ pub enum Event {
         code: u16,
         text: String,
     },
+    /// The management plane wants a fresh description (handled by the
+    /// runtime; the session ignores it).
+    Describe,
 }
 
 impl Event {
@@ -119,7 +123,7 @@ impl Event {
             Event::ConsumerCancelled { consumer }
             | Event::CreditRequest { consumer, .. }
             | Event::CreditReturn { consumer, .. } => Some(consumer.ch),
-            Event::ForceClose { .. } => None,
+            Event::ForceClose { .. } | Event::Describe => None,
         }
     }
 }

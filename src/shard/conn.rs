@@ -3,7 +3,7 @@
 //! and so are writes (all output of a step goes out in one write).
 
 use super::ctx::{ConnState, Ctx};
-use super::state::{ConnHandle, Shard};
+use super::state::{ConnHandle, ConnMeta, Shard};
 use crate::session::{Phase, Session, Status};
 use bytes::{Buf, BytesMut};
 use futures_lite::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
@@ -26,9 +26,23 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let mut stream = stream.buffered_with(Preallocated::new(RECV_BUFFER));
+    let local = stream.local_addr().ok();
+    let name = match (peer, local) {
+        (Some(p), Some(l)) => format!("{p} -> {l}"),
+        _ => format!("{id:?}"),
+    };
     let handle = Rc::new(ConnHandle {
         inbox: RefCell::new(VecDeque::new()),
         notify: Default::default(),
+        meta: RefCell::new(ConnMeta {
+            name,
+            peer,
+            connected_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            state: "starting",
+            ..Default::default()
+        }),
     });
     shard.conns.borrow_mut().insert(id, handle.clone());
     shard.stats.connections[shard.id as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -88,15 +102,22 @@ async fn serve(
     let mut last_read = started;
     let mut last_write = started;
     let mut closing_since: Option<Instant> = None;
+    let mut described = (Phase::Header, started);
+    let (mut recv_oct, mut send_oct) = (0u64, 0u64);
     let mut eof = false;
     let mut timer = Timer::new(Duration::from_secs(1));
     loop {
         let mut ctx = Ctx { shard, conn: state };
         // Events from queues and other shards.
         let mut any = false;
+        let mut describe_now = false;
         loop {
             let ev = handle.inbox.borrow_mut().pop_front();
             let Some(ev) = ev else { break };
+            if let crate::session::Event::Describe = ev {
+                describe_now = true;
+                continue;
+            }
             session.on_event(ev, &mut ctx);
             any = true;
         }
@@ -115,6 +136,13 @@ async fn serve(
             session.abort("closed", &mut ctx);
         }
         shard.after_step();
+        // Keep the management view fresh: at once when the phase changes,
+        // otherwise about once a second.
+        let now = Instant::now();
+        if describe_now || described.0 != session.phase() || now - described.1 > Duration::from_secs(1) {
+            describe(&handle.meta, session, recv_oct, send_oct);
+            described = (session.phase(), now);
+        }
         if session.phase() == Phase::Closing && closing_since.is_none() {
             closing_since = Some(Instant::now());
         }
@@ -146,6 +174,7 @@ async fn serve(
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => {
                         out.advance(n);
+                        send_oct += n as u64;
                         last_write = Instant::now();
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -165,6 +194,7 @@ async fn serve(
                         } else {
                             rbuf.extend_from_slice(data);
                             Pin::new(&mut *stream).consume(n);
+                            recv_oct += n as u64;
                             last_read = Instant::now();
                         }
                         ready = true;
@@ -228,4 +258,30 @@ async fn serve(
         }
         glommio::yield_if_needed().await;
     }
+}
+
+fn describe(meta: &RefCell<ConnMeta>, session: &Session, recv_oct: u64, send_oct: u64) {
+    let mut m = meta.borrow_mut();
+    m.state = match session.phase() {
+        Phase::Header | Phase::Start | Phase::Tune | Phase::Open => "starting",
+        Phase::Running => "running",
+        Phase::Closing | Phase::Closed => "closing",
+    };
+    if m.user.is_empty() && !session.user().is_empty() {
+        m.user = session.user().to_string();
+        m.client_properties = crate::admin::json::table_to_json(&session.client_properties);
+    }
+    if let Some((_, vhost)) = session.vhost() {
+        if m.vhost.is_empty() {
+            m.vhost = vhost.to_string();
+        }
+    }
+    m.frame_max = session.frame_max();
+    m.heartbeat = session.heartbeat();
+    m.channels = session.channel_summaries();
+    m.recv_oct = recv_oct;
+    m.send_oct = send_oct;
+    m.published = session.stats.published;
+    m.delivered = session.stats.delivered;
+    m.confirmed = session.stats.confirmed;
 }

@@ -5,10 +5,11 @@
 
 use super::item::{ControlMsg, Item};
 use super::state::Shard;
+use crate::admin::AdminOp;
 use crate::broker::control::{Plan, Requester};
 use crate::broker::request::Reply;
 use crate::broker::topology::Change;
-use crate::ids::{QueueId, ShardId};
+use crate::ids::{ConnId, QueueId, ShardId};
 use crate::protocol::AmqpError;
 use crate::storage::topolog::is_durable;
 use std::rc::Rc;
@@ -75,6 +76,10 @@ pub async fn run(shard: Rc<Shard>) {
             }
             ControlMsg::AutoDeleted(queue) => {
                 let _ = delete_queue(&shard, queue).await;
+            }
+            ControlMsg::Admin { user, op, reply } => {
+                let r = admin_op(&shard, &user, op).await;
+                let _ = reply.try_send(r);
             }
         }
         shard.after_step();
@@ -174,4 +179,110 @@ async fn persist(shard: &Rc<Shard>, changes: &[Change]) -> Result<(), AmqpError>
             log::error!("cannot sync the topology log: {e}");
             AmqpError::internal(format!("cannot sync the topology log: {e}"))
         })
+}
+
+fn vhost_id(shard: &Shard, name: &str) -> Result<crate::ids::VhostId, AmqpError> {
+    shard
+        .topo
+        .borrow()
+        .vhost(name)
+        .map(|v| v.id)
+        .ok_or_else(|| AmqpError::not_found(format!("vhost '{name}' not found")))
+}
+
+/// A management operation, serialized with every other topology change.
+async fn admin_op(shard: &Rc<Shard>, user: &str, op: AdminOp) -> Result<(), AmqpError> {
+    let c = shard.control.as_ref().expect("shard 0");
+    match op {
+        AdminOp::Amqp { vhost, req } => {
+            let who = Requester {
+                vhost: vhost_id(shard, &vhost)?,
+                conn: ConnId(0),
+                shard: 0,
+                user,
+            };
+            let plan = {
+                let topo = shard.topo.borrow();
+                c.plane.borrow_mut().plan(&topo, who, req)?
+            };
+            match plan {
+                Plan::Reply(Reply::Error(e)) => Err(e),
+                Plan::Reply(_) | Plan::DeclareExisting { .. } => Ok(()),
+                Plan::Apply { changes, .. } => commit(shard, changes).await,
+                Plan::DeleteQueue {
+                    queue,
+                    owner,
+                    if_unused,
+                    if_empty,
+                } => {
+                    owner_delete(shard, owner, queue, if_unused, if_empty).await?;
+                    delete_queue(shard, queue).await
+                }
+            }
+        }
+        AdminOp::AddVhost { name } => {
+            if name.is_empty() || name.len() > 255 {
+                return Err(AmqpError::precondition("invalid vhost name"));
+            }
+            let changes = c.plane.borrow_mut().add_vhost(&shard.topo.borrow(), &name);
+            match changes {
+                Some(changes) => commit(shard, changes).await,
+                None => Ok(()),
+            }
+        }
+        AdminOp::DeleteVhost { name } => {
+            let id = vhost_id(shard, &name)?;
+            commit(shard, vec![Change::DeleteVhost { id }]).await
+        }
+        AdminOp::PutUser {
+            name,
+            password_hash,
+            tags,
+        } => {
+            if name.is_empty() {
+                return Err(AmqpError::precondition("user names cannot be empty"));
+            }
+            let u = crate::broker::users::User {
+                name,
+                password_hash,
+                tags,
+            };
+            commit(shard, vec![Change::PutUser(u)]).await
+        }
+        AdminOp::DeleteUser { name } => {
+            if shard.topo.borrow().user(&name).is_none() {
+                return Err(AmqpError::not_found(format!("user '{name}' not found")));
+            }
+            commit(shard, vec![Change::DeleteUser { name }]).await
+        }
+        AdminOp::SetPermissions {
+            user: who,
+            vhost,
+            configure,
+            write,
+            read,
+        } => {
+            let id = vhost_id(shard, &vhost)?;
+            if shard.topo.borrow().user(&who).is_none() {
+                return Err(AmqpError::not_found(format!("user '{who}' not found")));
+            }
+            crate::broker::users::Permissions::new(&configure, &write, &read)
+                .map_err(AmqpError::precondition)?;
+            commit(
+                shard,
+                vec![Change::SetPermissions {
+                    user: who,
+                    vhost: id,
+                    configure,
+                    write,
+                    read,
+                }],
+            )
+            .await
+        }
+        AdminOp::ClearPermissions { user: who, vhost } => {
+            let id = vhost_id(shard, &vhost)?;
+            commit(shard, vec![Change::ClearPermissions { user: who, vhost: id }]).await
+        }
+    }
 }

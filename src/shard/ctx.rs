@@ -171,6 +171,7 @@ impl Broker for Ctx<'_> {
                 )));
             }
         }
+        s.routed.set(s.routed.get() + 1);
         let mut outcome = PublishOutcome {
             routed: !dests.is_empty(),
             ..Default::default()

@@ -34,6 +34,12 @@ pub enum ControlMsg {
     /// An auto-delete queue lost its last consumer; its owner already
     /// dropped it.
     AutoDeleted(QueueId),
+    /// A management operation (never crosses shards: posted on shard 0).
+    Admin {
+        user: String,
+        op: crate::admin::AdminOp,
+        reply: std::sync::mpsc::SyncSender<Result<(), AmqpError>>,
+    },
 }
 
 #[derive(Debug)]

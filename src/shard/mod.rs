@@ -1,6 +1,7 @@
 //! The runtime: executors, listeners, connection tasks, the inter-shard
 //! mesh and the control plane task. The only layer that uses glommio.
 
+mod admin;
 mod conn;
 mod control;
 mod ctx;

@@ -37,6 +37,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    admin: crate::admin::Admin,
     /// Holds the data dir lock until the shards are gone.
     _data: Option<DataDir>,
 }
@@ -69,6 +70,11 @@ impl ServerHandle {
     /// Asks the broker to stop (e.g. from a signal handler thread).
     pub fn stopper(&self) -> Arc<AtomicBool> {
         self.stop.clone()
+    }
+
+    /// A management handle (thread-safe, cloneable).
+    pub fn admin(&self) -> crate::admin::Admin {
+        self.admin.clone()
     }
 
     pub fn stats(&self) -> &SharedStats {
@@ -188,6 +194,15 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     });
     let mesh: MeshBuilder<Batch, _> = MeshBuilder::full(nshards, cfg.limits.ring_capacity);
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+    // One wake-up socket per shard for the management plane's mailboxes.
+    let mut wakes = Vec::new();
+    let mut mailboxes = Vec::new();
+    for _ in 0..nshards {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        mailboxes.push(crate::admin::Mailbox::new(ours));
+        wakes.push(Some(theirs));
+    }
+    let admin = crate::admin::Admin::new(mailboxes, addr);
     let base_seed = seed();
     let mut threads = Vec::new();
     for i in 0..nshards {
@@ -198,6 +213,8 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         let ready = ready_tx.clone();
         let initial = initial.clone();
         let stats = stats.clone();
+        let admin = admin.clone();
+        let wake = wakes[i].take().expect("one per shard");
         let log = if i == 0 { topolog.take() } else { None };
         let seed = base_seed ^ ((i as u64 + 1) << 32);
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -216,6 +233,8 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
                     initial,
                     log,
                     stats,
+                    admin,
+                    wake,
                 };
                 run_shard(boot, mesh, stop, ready).await;
             })
@@ -239,6 +258,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         }
     }
     Ok(ServerHandle {
+        admin,
         stats,
         addr,
         stop,
@@ -307,6 +327,8 @@ struct Boot {
     initial: Arc<Vec<Change>>,
     log: Option<TopoLog>,
     stats: Arc<SharedStats>,
+    admin: crate::admin::Admin,
+    wake: std::os::unix::net::UnixStream,
 }
 
 async fn run_shard(
@@ -324,6 +346,8 @@ async fn run_shard(
         initial,
         log,
         stats,
+        admin,
+        wake,
     } = boot;
     let shard = Rc::new(Shard::new(id, nshards, cfg, seed, &initial, stats));
     if let (Some(c), Some(log)) = (&shard.control, log) {
@@ -361,6 +385,12 @@ async fn run_shard(
     }
     tasks.push(glommio::spawn_local(local_pump(shard.clone())).detach());
     tasks.push(glommio::spawn_local(syncer(shard.clone())).detach());
+    {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: the fd comes from a socket we own and hand over whole.
+        let wake = unsafe { glommio::net::UnixStream::from_raw_fd(wake.into_raw_fd()) };
+        tasks.push(glommio::spawn_local(super::admin::run(shard.clone(), admin.mailboxes(), wake)).detach());
+    }
     if id == 0 {
         tasks.push(glommio::spawn_local(control::run(shard.clone())).detach());
     }
@@ -437,6 +467,8 @@ async fn syncer(shard: Rc<Shard>) {
             if files.is_empty() && confirms.is_empty() {
                 break;
             }
+            let n_files = files.len() as u64;
+            let began = std::time::Instant::now();
             let ok = if files.is_empty() {
                 true
             } else {
@@ -452,6 +484,13 @@ async fn syncer(shard: Rc<Shard>) {
                     })
                     .await
             };
+            if n_files > 0 {
+                let mut st = shard.sync_stats.borrow_mut();
+                st.fsyncs += 1;
+                st.files += n_files;
+                st.waiters += confirms.len() as u64;
+                let _ = st.latency.record(began.elapsed().as_micros().max(1) as u64);
+            }
             shard.release(confirms, ok);
             shard.after_step();
         }

@@ -41,6 +41,29 @@ pub struct QueueSlot {
 pub struct ConnHandle {
     pub inbox: RefCell<VecDeque<Event>>,
     pub notify: Notify,
+    /// What the management plane shows; refreshed by the connection's task
+    /// when its state changes and about once a second.
+    pub meta: RefCell<ConnMeta>,
+}
+
+/// A connection's description for management.
+#[derive(Debug, Clone, Default)]
+pub struct ConnMeta {
+    pub name: String,
+    pub peer: Option<std::net::SocketAddr>,
+    pub connected_at_ms: u64,
+    pub user: String,
+    pub vhost: String,
+    pub state: &'static str,
+    pub frame_max: u32,
+    pub heartbeat: u16,
+    pub client_properties: serde_json::Value,
+    pub channels: Vec<crate::session::ChannelSummary>,
+    pub recv_oct: u64,
+    pub send_oct: u64,
+    pub published: u64,
+    pub delivered: u64,
+    pub confirmed: u64,
 }
 
 impl ConnHandle {
@@ -109,6 +132,29 @@ pub struct Shard {
     rng: Cell<u64>,
     pub stopping: Cell<bool>,
     pub stats: Arc<super::server::SharedStats>,
+    /// Messages routed by this shard's connections.
+    pub routed: Cell<u64>,
+    pub sync_stats: RefCell<SyncStats>,
+}
+
+/// Group-commit figures of one shard.
+pub struct SyncStats {
+    pub fsyncs: u64,
+    pub files: u64,
+    pub waiters: u64,
+    /// fsync latency in microseconds.
+    pub latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for SyncStats {
+    fn default() -> Self {
+        SyncStats {
+            fsyncs: 0,
+            files: 0,
+            waiters: 0,
+            latency: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"),
+        }
+    }
 }
 
 impl Shard {
@@ -158,6 +204,8 @@ impl Shard {
             rng: Cell::new(seed | 1),
             stopping: Cell::new(false),
             stats,
+            routed: Cell::new(0),
+            sync_stats: RefCell::default(),
             topo: RefCell::new(Topology::default()),
             cfg,
         };
@@ -616,6 +664,32 @@ impl Shard {
         }
     }
 
+    /// RabbitMQ closes the connections of a deleted vhost or user.
+    fn close_connections_for(&self, c: &Change) {
+        let (vhost, user) = match c {
+            Change::DeleteVhost { id } => (Some(self.topo.borrow().vhost_name(*id).to_string()), None),
+            Change::DeleteUser { name } => (None, Some(name.clone())),
+            _ => return,
+        };
+        for h in self.conns.borrow().values() {
+            let hit = {
+                let m = h.meta.borrow();
+                vhost.as_ref().is_some_and(|v| *v == m.vhost) || user.as_ref().is_some_and(|u| *u == m.user)
+            };
+            if hit {
+                let text = match (&vhost, &user) {
+                    (Some(v), _) => format!("vhost '{v}' is deleted"),
+                    (_, Some(u)) => format!("user '{u}' is deleted"),
+                    _ => unreachable!(),
+                };
+                h.push(Event::ForceClose {
+                    code: crate::protocol::reply::CONNECTION_FORCED,
+                    text,
+                });
+            }
+        }
+    }
+
     /// Applies a delivery settlement to a queue this shard owns.
     pub fn settle_local(&self, queue: QueueId, seq: u64, how: Settle) {
         let mut queues = self.queues.borrow_mut();
@@ -788,6 +862,7 @@ impl Shard {
     /// dropping the engines of queues this shard owns).
     pub fn apply_changes(&self, changes: &[Change]) {
         for c in changes {
+            self.close_connections_for(c);
             self.topo.borrow_mut().apply(c);
             match c {
                 Change::DeclareQueue(def) if def.owner == self.id => {

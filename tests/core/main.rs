@@ -1,6 +1,7 @@
 //! Integration tests of warren's own guarantees: cross-shard paths,
 //! durability across restarts and kill -9.
 
+mod admin;
 mod common;
 mod cross_shard;
 mod durability;

@@ -1,0 +1,180 @@
+//! The management plane's view of the broker: a thread-safe [`Admin`]
+//! handle that gathers per-shard snapshots and sends control operations to
+//! the shards. Used by the HTTP API and metrics, which run on their own
+//! threads beside the shards; nothing here touches the data path (a shard
+//! handles admin commands in its own task when woken, like any other work).
+
+pub mod json;
+mod snapshot;
+
+pub use snapshot::*;
+
+use crate::broker::request::Request;
+use crate::protocol::AmqpError;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long an admin call waits for the shards before giving up.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A management operation on the topology, run by the control plane.
+#[derive(Debug, Clone)]
+pub enum AdminOp {
+    /// An AMQP-equivalent request (declare, delete, bind, unbind, purge)
+    /// in a vhost, checked against the user's permissions.
+    Amqp {
+        vhost: String,
+        req: Request,
+    },
+    AddVhost {
+        name: String,
+    },
+    DeleteVhost {
+        name: String,
+    },
+    /// Creates or replaces a user. `password_hash` as RabbitMQ stores it.
+    PutUser {
+        name: String,
+        password_hash: Vec<u8>,
+        tags: Vec<String>,
+    },
+    DeleteUser {
+        name: String,
+    },
+    SetPermissions {
+        user: String,
+        vhost: String,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    ClearPermissions {
+        user: String,
+        vhost: String,
+    },
+}
+
+/// A command for one shard.
+pub enum AdminCmd {
+    Snapshot(SyncSender<ShardSnapshot>),
+    /// Close a connection (by its name) with 320 CONNECTION_FORCED.
+    CloseConnection {
+        name: String,
+        reason: String,
+        reply: SyncSender<bool>,
+    },
+    /// Shard 0 only: a topology change as `user` (permissions checked).
+    Control {
+        user: String,
+        op: AdminOp,
+        reply: SyncSender<Result<(), AmqpError>>,
+    },
+}
+
+/// One shard's admin mailbox. The shard drains it when woken through the
+/// socket (one byte per command; the shard's admin task awaits it).
+pub struct Mailbox {
+    queue: Mutex<VecDeque<AdminCmd>>,
+    wake: Mutex<UnixStream>,
+}
+
+impl Mailbox {
+    pub fn new(wake: UnixStream) -> Self {
+        let _ = wake.set_nonblocking(true);
+        Mailbox {
+            queue: Mutex::new(VecDeque::new()),
+            wake: Mutex::new(wake),
+        }
+    }
+
+    fn post(&self, cmd: AdminCmd) {
+        self.queue.lock().expect("admin mailbox").push_back(cmd);
+        // A full socket means a wake-up is already pending.
+        let _ = self.wake.lock().expect("admin wake").write(&[1]);
+    }
+
+    /// Takes every pending command (called by the shard).
+    pub fn drain(&self) -> Vec<AdminCmd> {
+        self.queue.lock().expect("admin mailbox").drain(..).collect()
+    }
+}
+
+/// A handle on a running broker for management. Cheap to clone; `Send`.
+#[derive(Clone)]
+pub struct Admin {
+    mailboxes: Arc<Vec<Mailbox>>,
+    pub amqp_addr: std::net::SocketAddr,
+    pub started: std::time::SystemTime,
+}
+
+fn wait<T>(rx: Receiver<T>) -> Option<T> {
+    rx.recv_timeout(ADMIN_TIMEOUT).ok()
+}
+
+impl Admin {
+    pub fn new(mailboxes: Vec<Mailbox>, amqp_addr: std::net::SocketAddr) -> Self {
+        Admin {
+            mailboxes: Arc::new(mailboxes),
+            amqp_addr,
+            started: std::time::SystemTime::now(),
+        }
+    }
+
+    pub fn mailboxes(&self) -> Arc<Vec<Mailbox>> {
+        self.mailboxes.clone()
+    }
+
+    pub fn shards(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    /// The whole broker's state, gathered from every shard. Counts are as
+    /// of when each shard answered (shards answer independently).
+    pub fn snapshot(&self) -> Result<BrokerSnapshot, String> {
+        let mut rxs = Vec::new();
+        for m in self.mailboxes.iter() {
+            let (tx, rx) = sync_channel(1);
+            m.post(AdminCmd::Snapshot(tx));
+            rxs.push(rx);
+        }
+        let mut parts = Vec::new();
+        for rx in rxs {
+            parts.push(wait(rx).ok_or("a shard did not answer in time")?);
+        }
+        Ok(BrokerSnapshot::merge(parts, self.started))
+    }
+
+    /// Runs a topology operation as `user`.
+    pub fn control(&self, user: &str, op: AdminOp) -> Result<(), AmqpError> {
+        let (tx, rx) = sync_channel(1);
+        self.mailboxes[0].post(AdminCmd::Control {
+            user: user.to_string(),
+            op,
+            reply: tx,
+        });
+        wait(rx).unwrap_or_else(|| Err(AmqpError::internal("the control plane did not answer in time")))
+    }
+
+    /// Closes the named connection; false if no shard has it.
+    pub fn close_connection(&self, name: &str, reason: &str) -> bool {
+        let mut rxs = Vec::new();
+        for m in self.mailboxes.iter() {
+            let (tx, rx) = sync_channel(1);
+            m.post(AdminCmd::CloseConnection {
+                name: name.to_string(),
+                reason: reason.to_string(),
+                reply: tx,
+            });
+            rxs.push(rx);
+        }
+        let mut found = false;
+        for rx in rxs {
+            found |= wait(rx).unwrap_or(false);
+        }
+        found
+    }
+}

@@ -1,0 +1,227 @@
+//! What the management plane sees of the broker, per shard and merged.
+
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VhostInfo {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    pub name: String,
+    /// Base64 of salt ‖ SHA-256(salt ‖ password), as RabbitMQ exports it.
+    pub password_hash: String,
+    pub hashing_algorithm: &'static str,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PermissionInfo {
+    pub user: String,
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeInfo {
+    pub vhost: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BindingInfo {
+    pub vhost: String,
+    pub source: String,
+    pub destination: String,
+    /// "queue" or "exchange".
+    pub destination_type: &'static str,
+    pub routing_key: String,
+    pub arguments: Value,
+}
+
+/// Counters of a queue since it was declared (or the broker started).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct QueueCounters {
+    pub published: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub redelivered: u64,
+    pub get: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueInfo {
+    pub vhost: String,
+    pub name: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub exclusive: bool,
+    /// Name of the owning connection of an exclusive queue.
+    pub owner: Option<String>,
+    pub arguments: Value,
+    /// The shard that owns the queue.
+    pub shard: u16,
+    pub messages_ready: u64,
+    pub messages_unacknowledged: u64,
+    pub message_bytes_ready: u64,
+    pub message_bytes_unacknowledged: u64,
+    pub consumers: u64,
+    /// Segment files on disk (durable queues).
+    pub disk_bytes: u64,
+    pub counters: QueueCounters,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerInfo {
+    pub vhost: String,
+    pub queue: String,
+    pub consumer_tag: String,
+    pub connection: String,
+    pub channel: u16,
+    pub ack_required: bool,
+    pub exclusive: bool,
+    pub prefetch_count: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelInfo {
+    pub connection: String,
+    pub number: u16,
+    pub user: String,
+    pub vhost: String,
+    pub prefetch_count: u32,
+    pub global_prefetch_count: u32,
+    pub messages_unacknowledged: u64,
+    pub confirm: bool,
+    pub transactional: bool,
+    pub consumer_count: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionInfo {
+    /// As RabbitMQ names it: "peer:port -> local:port".
+    pub name: String,
+    pub shard: u16,
+    pub peer_host: String,
+    pub peer_port: u16,
+    pub user: String,
+    pub vhost: String,
+    /// handshake, running, closing.
+    pub state: &'static str,
+    pub channels: u64,
+    pub connected_at_ms: u64,
+    pub frame_max: u32,
+    pub heartbeat: u16,
+    pub client_properties: Value,
+    pub recv_oct: u64,
+    pub send_oct: u64,
+    pub published: u64,
+    pub delivered: u64,
+    pub confirmed: u64,
+}
+
+/// Figures of one shard (warren's own, beside RabbitMQ's).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShardStats {
+    pub shard: u16,
+    /// Messages routed by this shard's connections.
+    pub routed: u64,
+    /// Items waiting in this shard's outboxes to other shards.
+    pub outbox_items: u64,
+    pub fsyncs: u64,
+    /// Files covered by fsyncs, summed (divide by `fsyncs` for the mean batch).
+    pub fsync_files: u64,
+    /// Confirms and barriers released by fsyncs, summed.
+    pub fsync_waiters: u64,
+    /// fsync latency percentiles, microseconds: p50, p99, max.
+    pub fsync_latency_us: [u64; 3],
+}
+
+/// One shard's answer to a snapshot request.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShardSnapshot {
+    pub shard: u16,
+    pub queues: Vec<QueueInfo>,
+    pub connections: Vec<ConnectionInfo>,
+    pub channels: Vec<ChannelInfo>,
+    pub consumers: Vec<ConsumerInfo>,
+    pub stats: ShardStats,
+    /// The topology (shard 0's answer carries it; others leave it empty).
+    pub vhosts: Vec<VhostInfo>,
+    pub users: Vec<UserInfo>,
+    pub permissions: Vec<PermissionInfo>,
+    pub exchanges: Vec<ExchangeInfo>,
+    pub bindings: Vec<BindingInfo>,
+}
+
+/// The whole broker.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerSnapshot {
+    pub version: &'static str,
+    pub started_ms: u64,
+    pub shards: Vec<ShardStats>,
+    pub vhosts: Vec<VhostInfo>,
+    pub users: Vec<UserInfo>,
+    pub permissions: Vec<PermissionInfo>,
+    pub exchanges: Vec<ExchangeInfo>,
+    pub bindings: Vec<BindingInfo>,
+    pub queues: Vec<QueueInfo>,
+    pub connections: Vec<ConnectionInfo>,
+    pub channels: Vec<ChannelInfo>,
+    pub consumers: Vec<ConsumerInfo>,
+}
+
+impl BrokerSnapshot {
+    pub fn merge(parts: Vec<ShardSnapshot>, started: std::time::SystemTime) -> BrokerSnapshot {
+        let mut b = BrokerSnapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            started_ms: started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            shards: Vec::new(),
+            vhosts: Vec::new(),
+            users: Vec::new(),
+            permissions: Vec::new(),
+            exchanges: Vec::new(),
+            bindings: Vec::new(),
+            queues: Vec::new(),
+            connections: Vec::new(),
+            channels: Vec::new(),
+            consumers: Vec::new(),
+        };
+        for p in parts {
+            b.shards.push(p.stats);
+            b.vhosts.extend(p.vhosts);
+            b.users.extend(p.users);
+            b.permissions.extend(p.permissions);
+            b.exchanges.extend(p.exchanges);
+            b.bindings.extend(p.bindings);
+            b.queues.extend(p.queues);
+            b.connections.extend(p.connections);
+            b.channels.extend(p.channels);
+            b.consumers.extend(p.consumers);
+        }
+        b.vhosts.sort_by(|a, c| a.name.cmp(&c.name));
+        b.users.sort_by(|a, c| a.name.cmp(&c.name));
+        b.exchanges
+            .sort_by(|a, c| (&a.vhost, &a.name).cmp(&(&c.vhost, &c.name)));
+        b.queues
+            .sort_by(|a, c| (&a.vhost, &a.name).cmp(&(&c.vhost, &c.name)));
+        b.connections.sort_by(|a, c| a.name.cmp(&c.name));
+        b
+    }
+
+    pub fn queue(&self, vhost: &str, name: &str) -> Option<&QueueInfo> {
+        self.queues.iter().find(|q| q.vhost == vhost && q.name == name)
+    }
+}

@@ -1,0 +1,242 @@
+//! Each shard's admin task: answers snapshot requests and management
+//! commands posted by the management plane's threads.
+
+use super::item::ControlMsg;
+use super::state::Shard;
+use crate::admin::json::table_to_json;
+use crate::admin::*;
+use crate::broker::topology::Dest;
+use crate::protocol::reply;
+use crate::session::Event;
+use base64::Engine;
+use futures_lite::AsyncReadExt;
+use glommio::net::UnixStream;
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub async fn run(shard: Rc<Shard>, mailboxes: Arc<Vec<Mailbox>>, mut wake: UnixStream) {
+    let mut buf = [0u8; 256];
+    loop {
+        match wake.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        for cmd in mailboxes[shard.id as usize].drain() {
+            match cmd {
+                AdminCmd::Snapshot(reply) => {
+                    // Connections describe themselves when asked; give them
+                    // a moment to run before reading what they wrote.
+                    let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
+                    for c in &conns {
+                        c.push(Event::Describe);
+                    }
+                    if !conns.is_empty() {
+                        glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+                    }
+                    let _ = reply.try_send(snapshot(&shard));
+                }
+                AdminCmd::CloseConnection {
+                    name,
+                    reason,
+                    reply: r,
+                } => {
+                    let found = shard
+                        .conns
+                        .borrow()
+                        .values()
+                        .find(|c| c.meta.borrow().name == name)
+                        .cloned();
+                    if let Some(c) = &found {
+                        c.push(Event::ForceClose {
+                            code: reply::CONNECTION_FORCED,
+                            text: format!("Closed via management plugin: {reason}"),
+                        });
+                    }
+                    let _ = r.try_send(found.is_some());
+                }
+                AdminCmd::Control { user, op, reply } => match &shard.control {
+                    Some(c) => {
+                        c.inbox
+                            .borrow_mut()
+                            .push_back(ControlMsg::Admin { user, op, reply });
+                        c.notify.notify();
+                    }
+                    None => {
+                        let _ = reply.try_send(Err(crate::protocol::AmqpError::internal(
+                            "control operations go to shard 0",
+                        )));
+                    }
+                },
+            }
+        }
+        shard.after_step();
+    }
+}
+
+fn snapshot(shard: &Shard) -> ShardSnapshot {
+    let topo = shard.topo.borrow();
+    let vname = |v| topo.vhost_name(v).to_string();
+    let mut s = ShardSnapshot {
+        shard: shard.id,
+        ..Default::default()
+    };
+    let conn_names: Vec<(crate::ids::ConnId, String)> = shard
+        .conns
+        .borrow()
+        .iter()
+        .map(|(id, c)| (*id, c.meta.borrow().name.clone()))
+        .collect();
+    for (id, slot) in shard.queues.borrow().iter() {
+        let Some(def) = topo.queue(*id) else { continue };
+        let q = &slot.q;
+        s.queues.push(QueueInfo {
+            vhost: vname(def.vhost),
+            name: def.name.as_str().into_owned(),
+            durable: def.durable,
+            auto_delete: def.auto_delete,
+            exclusive: def.exclusive.is_some(),
+            owner: def.exclusive.map(|c| format!("{c:?}")),
+            arguments: table_to_json(&def.args),
+            shard: shard.id,
+            messages_ready: q.ready_count() as u64,
+            messages_unacknowledged: q.unacked_count() as u64,
+            message_bytes_ready: q.ready_bytes(),
+            message_bytes_unacknowledged: q.unacked_bytes(),
+            consumers: q.consumer_count() as u64,
+            disk_bytes: slot.store.as_ref().map_or(0, |st| st.disk_bytes()),
+            counters: QueueCounters {
+                published: q.stats.published,
+                delivered: q.stats.delivered,
+                acked: q.stats.acked,
+                redelivered: q.stats.redelivered,
+                get: q.stats.get,
+            },
+        });
+    }
+    for c in shard.conns.borrow().values() {
+        let m = c.meta.borrow();
+        s.connections.push(ConnectionInfo {
+            name: m.name.clone(),
+            shard: shard.id,
+            peer_host: m.peer.map_or(String::new(), |p| p.ip().to_string()),
+            peer_port: m.peer.map_or(0, |p| p.port()),
+            user: m.user.clone(),
+            vhost: m.vhost.clone(),
+            state: m.state,
+            channels: m.channels.len() as u64,
+            connected_at_ms: m.connected_at_ms,
+            frame_max: m.frame_max,
+            heartbeat: m.heartbeat,
+            client_properties: m.client_properties.clone(),
+            recv_oct: m.recv_oct,
+            send_oct: m.send_oct,
+            published: m.published,
+            delivered: m.delivered,
+            confirmed: m.confirmed,
+        });
+        for ch in &m.channels {
+            s.channels.push(ChannelInfo {
+                connection: m.name.clone(),
+                number: ch.number,
+                user: m.user.clone(),
+                vhost: m.vhost.clone(),
+                prefetch_count: ch.prefetch,
+                global_prefetch_count: ch.global_prefetch,
+                messages_unacknowledged: ch.unacked as u64,
+                confirm: ch.confirm,
+                transactional: ch.transactional,
+                consumer_count: ch.consumers.len() as u64,
+            });
+            for x in &ch.consumers {
+                let (vhost, queue) = topo.queue(x.queue).map_or((m.vhost.clone(), String::new()), |q| {
+                    (vname(q.vhost), q.name.as_str().into_owned())
+                });
+                s.consumers.push(ConsumerInfo {
+                    vhost,
+                    queue,
+                    consumer_tag: x.tag.as_str().into_owned(),
+                    connection: m.name.clone(),
+                    channel: ch.number,
+                    ack_required: !x.no_ack,
+                    exclusive: x.exclusive,
+                    prefetch_count: x.prefetch,
+                });
+            }
+        }
+    }
+    // Exclusive queues name their owner connection as RabbitMQ does.
+    for q in &mut s.queues {
+        if let Some(owner) = &q.owner {
+            if let Some((_, n)) = conn_names.iter().find(|(id, _)| format!("{id:?}") == *owner) {
+                q.owner = Some(n.clone());
+            }
+        }
+    }
+    let st = shard.sync_stats.borrow();
+    s.stats = ShardStats {
+        shard: shard.id,
+        routed: shard.routed.get(),
+        outbox_items: shard.outbox.borrow().iter().map(|b| b.len() as u64).sum(),
+        fsyncs: st.fsyncs,
+        fsync_files: st.files,
+        fsync_waiters: st.waiters,
+        fsync_latency_us: [
+            st.latency.value_at_quantile(0.5),
+            st.latency.value_at_quantile(0.99),
+            st.latency.max(),
+        ],
+    };
+    if shard.id == 0 {
+        for v in topo.vhosts() {
+            s.vhosts.push(VhostInfo { name: v.name.clone() });
+        }
+        for u in topo.users() {
+            s.users.push(UserInfo {
+                name: u.name.clone(),
+                password_hash: base64::engine::general_purpose::STANDARD.encode(&u.password_hash),
+                hashing_algorithm: crate::broker::users::HASHING_ALGORITHM,
+                tags: u.tags.clone(),
+            });
+        }
+        for (user, vhost, p) in topo.all_permissions() {
+            s.permissions.push(PermissionInfo {
+                user: user.to_string(),
+                vhost: vname(vhost),
+                configure: p.configure.clone(),
+                write: p.write.clone(),
+                read: p.read.clone(),
+            });
+        }
+        for x in topo.exchanges() {
+            let d = &x.def;
+            s.exchanges.push(ExchangeInfo {
+                vhost: vname(d.vhost),
+                name: d.name.as_str().into_owned(),
+                kind: d.kind.as_str(),
+                durable: d.durable,
+                auto_delete: d.auto_delete,
+                internal: d.internal,
+                arguments: table_to_json(&d.args),
+            });
+            for (key, args, dest) in x.bindings.iter() {
+                let (destination, destination_type) = match dest {
+                    Dest::Queue(q) => (topo.queue(q).map(|q| q.name.as_str().into_owned()), "queue"),
+                    Dest::Exchange(e) => (
+                        topo.exchange(e).map(|e| e.def.name.as_str().into_owned()),
+                        "exchange",
+                    ),
+                };
+                let Some(destination) = destination else { continue };
+                s.bindings.push(BindingInfo {
+                    vhost: vname(d.vhost),
+                    source: d.name.as_str().into_owned(),
+                    destination,
+                    destination_type,
+                    routing_key: key.as_str().into_owned(),
+                    arguments: table_to_json(args),
+                });
+            }
+        }
+    }
+    s
+}
