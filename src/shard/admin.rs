@@ -166,10 +166,10 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
     }
     // Exclusive queues name their owner connection as RabbitMQ does.
     for q in &mut s.queues {
-        if let Some(owner) = &q.owner {
-            if let Some((_, n)) = conn_names.iter().find(|(id, _)| format!("{id:?}") == *owner) {
-                q.owner = Some(n.clone());
-            }
+        if let Some(owner) = &q.owner
+            && let Some((_, n)) = conn_names.iter().find(|(id, _)| format!("{id:?}") == *owner)
+        {
+            q.owner = Some(n.clone());
         }
     }
     let st = shard.sync_stats.borrow();

@@ -271,10 +271,10 @@ fn describe(meta: &RefCell<ConnMeta>, session: &Session, recv_oct: u64, send_oct
         m.user = session.user().to_string();
         m.client_properties = crate::admin::json::table_to_json(&session.client_properties);
     }
-    if let Some((_, vhost)) = session.vhost() {
-        if m.vhost.is_empty() {
-            m.vhost = vhost.to_string();
-        }
+    if let Some((_, vhost)) = session.vhost()
+        && m.vhost.is_empty()
+    {
+        m.vhost = vhost.to_string();
     }
     m.frame_max = session.frame_max();
     m.heartbeat = session.heartbeat();

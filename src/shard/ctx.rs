@@ -1,7 +1,7 @@
 //! The [`Broker`] a connection's session talks to: its shard.
 
 use super::item::{ControlMsg, Item, QueueOp};
-use super::state::Shard;
+use super::state::{Enqueued, Shard};
 use crate::broker::control::{check_exclusive, no_exchange, no_queue};
 use crate::broker::request::{Reply, Request, Settle};
 use crate::broker::topology::RouteError;
@@ -181,8 +181,10 @@ impl Broker for Ctx<'_> {
                 let mut queues = s.queues.borrow_mut();
                 if let Some(slot) = queues.get_mut(&queue) {
                     let c = confirm.map(|seq| (ch, seq));
-                    if s.enqueue(slot, msg.clone(), c) && c.is_some() {
-                        outcome.pending_confirms += 1;
+                    match s.enqueue(slot, msg.clone(), c) {
+                        Enqueued::Now => {}
+                        Enqueued::Deferred => outcome.pending_confirms += u32::from(c.is_some()),
+                        Enqueued::Refused => outcome.rejected = true,
                     }
                 }
             } else {

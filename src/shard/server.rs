@@ -349,17 +349,10 @@ async fn run_shard(
         admin,
         wake,
     } = boot;
-    let shard = Rc::new(Shard::new(id, nshards, cfg, seed, &initial, stats));
-    if let (Some(c), Some(log)) = (&shard.control, log) {
-        *c.log.borrow_mut() = Some(log);
-    }
-    let listener = match TcpListener::bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(io::Error::other(format!("cannot listen on {addr}: {e}"))));
-            return;
-        }
-    };
+    let shard = Shard::new(id, nshards, cfg, seed, &initial, stats);
+    let listener = TcpListener::bind(addr);
+    // Join the mesh even when this shard cannot start, so the others are
+    // not left waiting for it; the failure is reported after.
     let (senders, receivers) = if nshards > 1 {
         match mesh.join().await {
             Ok(x) => (Some(x.0), Some(x.1)),
@@ -371,6 +364,23 @@ async fn run_shard(
     } else {
         (None, None)
     };
+    let shard = match shard {
+        Ok(s) => Rc::new(s),
+        Err(e) => {
+            let _ = ready.send(Err(io::Error::other(e)));
+            return;
+        }
+    };
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(io::Error::other(format!("cannot listen on {addr}: {e}"))));
+            return;
+        }
+    };
+    if let (Some(c), Some(log)) = (&shard.control, log) {
+        *c.log.borrow_mut() = Some(log);
+    }
     let mut tasks = Vec::new();
     if let (Some(senders), Some(receivers)) = (senders, receivers) {
         let senders = Rc::new(senders);

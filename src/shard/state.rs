@@ -30,6 +30,9 @@ pub struct QueueSlot {
     dirty: bool,
     /// Durable queues keep persistent messages here.
     pub store: Option<QueueStore>,
+    /// The store could not be opened: persistent messages are refused
+    /// (nacked) rather than kept without durability.
+    store_failed: bool,
     /// Publishes waiting for the end-of-step store write, in order (with
     /// the transient ones queued behind them, to keep FIFO).
     pending: Vec<(Message, Option<(ChannelRef, u64)>)>,
@@ -135,6 +138,19 @@ pub struct Shard {
     /// Messages routed by this shard's connections.
     pub routed: Cell<u64>,
     pub sync_stats: RefCell<SyncStats>,
+    /// The first store that failed to open while applying changes.
+    boot_error: RefCell<Option<String>>,
+}
+
+/// Where a routed message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// In the queue now; confirm at once.
+    Now,
+    /// Waiting for the store write and sync; the confirm comes as an event.
+    Deferred,
+    /// Refused (the queue's store is unavailable): nack.
+    Refused,
 }
 
 /// Group-commit figures of one shard.
@@ -167,7 +183,7 @@ impl Shard {
         seed: u64,
         initial: &[Change],
         stats: Arc<super::server::SharedStats>,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let l = &cfg.limits;
         let session_cfg = SessionConfig {
             frame_max: l.frame_max,
@@ -206,16 +222,20 @@ impl Shard {
             stats,
             routed: Cell::new(0),
             sync_stats: RefCell::default(),
+            boot_error: RefCell::default(),
             topo: RefCell::new(Topology::default()),
             cfg,
         };
         // Every shard applies the same initial changes, so all replicas start
         // equal with no broadcast before the first connection.
         shard.apply_changes(initial);
+        if let Some(e) = shard.boot_error.borrow_mut().take() {
+            return Err(e);
+        }
         if let Some(c) = &shard.control {
             c.plane.borrow_mut().resume_ids(&shard.topo.borrow());
         }
-        shard
+        Ok(shard)
     }
 
     pub fn new_conn_id(&self) -> ConnId {
@@ -420,15 +440,23 @@ impl Shard {
     /// messages for durable queues (and anything behind them) wait for the
     /// end-of-step store write; returns whether the confirm is deferred
     /// (it then arrives as an event).
-    pub fn enqueue(&self, slot: &mut QueueSlot, msg: Message, confirm: Option<(ChannelRef, u64)>) -> bool {
+    pub fn enqueue(
+        &self,
+        slot: &mut QueueSlot,
+        msg: Message,
+        confirm: Option<(ChannelRef, u64)>,
+    ) -> Enqueued {
+        if slot.store_failed && msg.persistent {
+            return Enqueued::Refused;
+        }
         if slot.store.is_some() && (msg.persistent || !slot.pending.is_empty()) {
             slot.pending.push((msg, confirm));
             self.mark_store_dirty(slot);
-            true
+            Enqueued::Deferred
         } else {
             slot.q.publish(msg);
             self.mark_dirty(slot);
-            false
+            Enqueued::Now
         }
     }
 
@@ -523,12 +551,15 @@ impl Shard {
         match item {
             Item::Publish { queue, msg, confirm } => {
                 let mut queues = self.queues.borrow_mut();
-                let deferred = match queues.get_mut(&queue) {
+                let r = match queues.get_mut(&queue) {
                     Some(slot) => self.enqueue(slot, msg, confirm),
-                    None => false,
+                    None => Enqueued::Now,
                 };
-                if !deferred && let Some((ch, seq)) = confirm {
-                    self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
+                if r != Enqueued::Deferred
+                    && let Some((ch, seq)) = confirm
+                {
+                    let ok = r == Enqueued::Now;
+                    self.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
                 }
             }
             Item::Settle { queue, seq, how } => self.settle_local(queue, seq, how),
@@ -874,11 +905,17 @@ impl Shard {
                         had_consumers: false,
                         dirty: false,
                         store: None,
+                        store_failed: false,
                         pending: Vec::new(),
                         store_dirty: false,
                     };
-                    if def.durable && def.exclusive.is_none() {
-                        self.open_store(&mut slot);
+                    if def.durable
+                        && def.exclusive.is_none()
+                        && let Err(e) = self.open_store(&mut slot)
+                    {
+                        log::error!("{e}");
+                        slot.store_failed = true;
+                        self.boot_error.borrow_mut().get_or_insert(e);
                     }
                     self.queues.borrow_mut().insert(def.id, slot);
                 }
@@ -905,7 +942,7 @@ impl Shard {
 
 impl Shard {
     /// Opens (or creates) a durable queue's store and loads what it holds.
-    fn open_store(&self, slot: &mut QueueSlot) {
+    fn open_store(&self, slot: &mut QueueSlot) -> Result<(), String> {
         let dir = QueueStore::dir_for(&self.cfg.data_dir, slot.q.id.0);
         match QueueStore::open(&dir, slot.q.id.0, self.cfg.limits.segment_size) {
             Ok((store, recovered)) => {
@@ -921,16 +958,13 @@ impl Shard {
                     slot.q.publish_at(r.msg, Some(r.loc), r.redelivered);
                 }
                 slot.store = Some(store);
+                Ok(())
             }
-            Err(e) => {
-                // Serving the queue without its store would silently drop
-                // durability; refuse loudly instead.
-                panic!(
-                    "cannot open the store of queue '{}' at {}: {e}",
-                    slot.name,
-                    dir.display()
-                );
-            }
+            Err(e) => Err(format!(
+                "cannot open the store of queue '{}' at {}: {e}",
+                slot.name,
+                dir.display()
+            )),
         }
     }
 }

@@ -89,6 +89,12 @@ impl QueueStore {
         let mut out = Vec::new();
         for id in ids {
             let path = dir.join(segment_name(id));
+            if Segment::is_unborn(&path)? {
+                log::warn!("{}: segment creation was cut short; removed", path.display());
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(dir.join(ack_name(id)));
+                continue;
+            }
             let (mut seg, found, repair) = Segment::open(&path, id)?;
             for off in &repair.skipped {
                 log::warn!("{}: corrupt record at offset {off} skipped", path.display());
@@ -420,6 +426,19 @@ mod tests {
         let (_, rec) = QueueStore::open(d.path(), 1, 1 << 20).unwrap();
         // Without its ack log the acked message comes back: at-least-once.
         assert_eq!(rec.len(), 3);
+    }
+
+    #[test]
+    fn segment_cut_short_at_creation_is_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = QueueStore::open(d.path(), 1, 4096).unwrap();
+        append(&mut s, 0..2);
+        drop(s);
+        std::fs::write(seg_path(d.path(), 2), b"").unwrap();
+        std::fs::write(seg_path(d.path(), 3), vec![0u8; 4096]).unwrap();
+        let (_, rec) = QueueStore::open(d.path(), 1, 4096).unwrap();
+        assert_eq!(rec.len(), 2);
+        assert!(!seg_path(d.path(), 2).exists() && !seg_path(d.path(), 3).exists());
     }
 
     #[test]

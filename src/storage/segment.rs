@@ -114,6 +114,20 @@ impl Segment {
         })
     }
 
+    /// A segment whose creation a crash cut short: shorter than its header
+    /// or with no header written. Nothing was ever appended to it (appends
+    /// follow the header), so it can be removed.
+    pub fn is_unborn(path: &Path) -> io::Result<bool> {
+        let mut f = std::fs::File::open(path)?;
+        let mut head = [0u8; 8];
+        use std::io::Read;
+        match f.read_exact(&mut head) {
+            Ok(()) => Ok(head == [0u8; 8] || (f.metadata()?.len() as usize) < HEADER_LEN),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens an existing segment, scanning and repairing it: a torn or
     /// corrupt tail is zeroed, corrupt records in the middle are skipped.
     pub fn open(path: &Path, id: u64) -> io::Result<(Segment, Vec<Found>, Repair)> {
