@@ -71,3 +71,76 @@ mod tests {
         assert_eq!(table_to_json(&t), v);
     }
 }
+
+/// Message properties as the management API shows them.
+pub fn props_to_json(p: &crate::protocol::BasicProperties) -> Value {
+    let mut m = Map::new();
+    let mut s = |k: &str, v: &Option<ShortStr>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), Value::String(v.as_str().into_owned()));
+        }
+    };
+    s("content_type", &p.content_type);
+    s("content_encoding", &p.content_encoding);
+    s("correlation_id", &p.correlation_id);
+    s("reply_to", &p.reply_to);
+    s("expiration", &p.expiration);
+    s("message_id", &p.message_id);
+    s("type", &p.kind);
+    s("user_id", &p.user_id);
+    s("app_id", &p.app_id);
+    s("cluster_id", &p.cluster_id);
+    if let Some(h) = &p.headers {
+        m.insert("headers".into(), table_to_json(h));
+    }
+    if let Some(d) = p.delivery_mode {
+        m.insert("delivery_mode".into(), Value::Number(d.into()));
+    }
+    if let Some(pr) = p.priority {
+        m.insert("priority".into(), Value::Number(pr.into()));
+    }
+    if let Some(t) = p.timestamp {
+        m.insert("timestamp".into(), Value::Number(t.into()));
+    }
+    Value::Object(m)
+}
+
+/// Properties from the management API's JSON (unknown keys are errors, as
+/// in RabbitMQ).
+pub fn json_to_props(v: &Value) -> Result<crate::protocol::BasicProperties, String> {
+    let mut p = crate::protocol::BasicProperties::default();
+    let Value::Object(m) = v else {
+        return Err("properties must be a JSON object".into());
+    };
+    for (k, v) in m {
+        let text = || -> Result<Option<ShortStr>, String> {
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("property {k} must be a string"))?;
+            Ok(Some(ShortStr::from_string_lossy(s)))
+        };
+        let int = |max: u64| -> Result<u64, String> {
+            v.as_u64()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("property {k} must be an integer up to {max}"))
+        };
+        match k.as_str() {
+            "content_type" => p.content_type = text()?,
+            "content_encoding" => p.content_encoding = text()?,
+            "correlation_id" => p.correlation_id = text()?,
+            "reply_to" => p.reply_to = text()?,
+            "expiration" => p.expiration = text()?,
+            "message_id" => p.message_id = text()?,
+            "type" => p.kind = text()?,
+            "user_id" => p.user_id = text()?,
+            "app_id" => p.app_id = text()?,
+            "cluster_id" => p.cluster_id = text()?,
+            "headers" => p.headers = Some(json_to_table(v)?),
+            "delivery_mode" => p.delivery_mode = Some(int(2)? as u8),
+            "priority" => p.priority = Some(int(255)? as u8),
+            "timestamp" => p.timestamp = Some(int(u64::MAX)?),
+            other => return Err(format!("unknown property {other}")),
+        }
+    }
+    Ok(p)
+}

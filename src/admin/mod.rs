@@ -58,8 +58,63 @@ pub enum AdminOp {
     },
 }
 
+/// What `/api/queues/…/get` does with the messages it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetMode {
+    /// Read, then put back (RabbitMQ's `ack_requeue_true`).
+    Requeue,
+    /// Read and remove (`ack_requeue_false`, `reject_requeue_false`).
+    Remove,
+}
+
+/// A queue operation from the management plane.
+#[derive(Debug, Clone)]
+pub enum QueueAction {
+    Purge,
+    Get { count: u32, mode: GetMode },
+}
+
+/// A message read by [`Admin::get`], as the management API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeekedMessage {
+    pub payload: Vec<u8>,
+    pub payload_bytes: usize,
+    pub redelivered: bool,
+    pub exchange: String,
+    pub routing_key: String,
+    /// Messages left in the queue after this one.
+    pub message_count: u32,
+    pub properties: serde_json::Value,
+}
+
+/// The answer to a [`QueueAction`].
+#[derive(Debug, Clone)]
+pub enum QueueResult {
+    Purged(u32),
+    Messages(Vec<PeekedMessage>),
+}
+
 /// A command for one shard.
 pub enum AdminCmd {
+    /// Shard 0 resolves the queue and forwards to its owner.
+    Queue {
+        user: String,
+        vhost: String,
+        queue: String,
+        action: QueueAction,
+        reply: SyncSender<Result<QueueResult, AmqpError>>,
+    },
+    /// Publish as `user` (routed on the receiving shard); answers whether
+    /// the message reached a queue.
+    Publish {
+        user: String,
+        vhost: String,
+        exchange: String,
+        routing_key: String,
+        properties: crate::protocol::BasicProperties,
+        payload: Vec<u8>,
+        reply: SyncSender<Result<bool, AmqpError>>,
+    },
     Snapshot(SyncSender<ShardSnapshot>),
     /// Close a connection (by its name) with 320 CONNECTION_FORCED.
     CloseConnection {
@@ -157,6 +212,70 @@ impl Admin {
             reply: tx,
         });
         wait(rx).unwrap_or_else(|| Err(AmqpError::internal("the control plane did not answer in time")))
+    }
+
+    /// Purges a queue as `user` (read permission); returns the count.
+    pub fn purge(&self, user: &str, vhost: &str, queue: &str) -> Result<u32, AmqpError> {
+        match self.queue_action(user, vhost, queue, QueueAction::Purge)? {
+            QueueResult::Purged(n) => Ok(n),
+            QueueResult::Messages(_) => Err(AmqpError::internal("unexpected answer")),
+        }
+    }
+
+    /// Reads up to `count` messages from a queue as `user`.
+    pub fn get(
+        &self,
+        user: &str,
+        vhost: &str,
+        queue: &str,
+        count: u32,
+        mode: GetMode,
+    ) -> Result<Vec<PeekedMessage>, AmqpError> {
+        match self.queue_action(user, vhost, queue, QueueAction::Get { count, mode })? {
+            QueueResult::Messages(m) => Ok(m),
+            QueueResult::Purged(_) => Err(AmqpError::internal("unexpected answer")),
+        }
+    }
+
+    fn queue_action(
+        &self,
+        user: &str,
+        vhost: &str,
+        queue: &str,
+        action: QueueAction,
+    ) -> Result<QueueResult, AmqpError> {
+        let (tx, rx) = sync_channel(1);
+        self.mailboxes[0].post(AdminCmd::Queue {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+            queue: queue.to_string(),
+            action,
+            reply: tx,
+        });
+        wait(rx).unwrap_or_else(|| Err(AmqpError::internal("the queue's shard did not answer in time")))
+    }
+
+    /// Publishes a message as `user`; returns whether it was routed.
+    pub fn publish(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: &str,
+        routing_key: &str,
+        properties: crate::protocol::BasicProperties,
+        payload: Vec<u8>,
+    ) -> Result<bool, AmqpError> {
+        let (tx, rx) = sync_channel(1);
+        self.mailboxes[0].post(AdminCmd::Publish {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+            properties,
+            payload,
+            reply: tx,
+        });
+        wait(rx).unwrap_or_else(|| Err(AmqpError::internal("the shard did not answer in time")))
     }
 
     /// Closes the named connection; false if no shard has it.

@@ -1,11 +1,14 @@
 //! Each shard's admin task: answers snapshot requests and management
 //! commands posted by the management plane's threads.
 
-use super::item::ControlMsg;
+use super::ctx::{ConnState, Ctx};
+use super::item::{ControlMsg, Item};
 use super::state::Shard;
 use crate::admin::json::table_to_json;
 use crate::admin::*;
 use crate::broker::topology::Dest;
+use crate::broker::users::{Access, refused};
+use crate::protocol::AmqpError;
 use crate::protocol::reply;
 use crate::session::Event;
 use base64::Engine;
@@ -54,6 +57,47 @@ pub async fn run(shard: Rc<Shard>, mailboxes: Arc<Vec<Mailbox>>, mut wake: UnixS
                     }
                     let _ = r.try_send(found.is_some());
                 }
+                AdminCmd::Queue {
+                    user,
+                    vhost,
+                    queue,
+                    action,
+                    reply,
+                } => {
+                    let target = resolve_queue(&shard, &user, &vhost, &queue);
+                    match target {
+                        Err(e) => {
+                            let _ = reply.try_send(Err(e));
+                        }
+                        Ok((id, owner)) => shard.send(
+                            owner,
+                            Item::AdminQueue {
+                                queue: id,
+                                action,
+                                reply,
+                            },
+                        ),
+                    }
+                }
+                AdminCmd::Publish {
+                    user,
+                    vhost,
+                    exchange,
+                    routing_key,
+                    properties,
+                    payload,
+                    reply,
+                } => {
+                    let _ = reply.try_send(publish(
+                        &shard,
+                        &user,
+                        &vhost,
+                        &exchange,
+                        &routing_key,
+                        &properties,
+                        &payload,
+                    ));
+                }
                 AdminCmd::Control { user, op, reply } => match &shard.control {
                     Some(c) => {
                         c.inbox
@@ -71,6 +115,67 @@ pub async fn run(shard: Rc<Shard>, mailboxes: Arc<Vec<Mailbox>>, mut wake: UnixS
         }
         shard.after_step();
     }
+}
+
+/// The queue a management operation targets, checking read access.
+fn resolve_queue(
+    shard: &Shard,
+    user: &str,
+    vhost: &str,
+    queue: &str,
+) -> Result<(crate::ids::QueueId, crate::ids::ShardId), AmqpError> {
+    let topo = shard.topo.borrow();
+    let v = topo
+        .vhost(vhost)
+        .ok_or_else(|| AmqpError::not_found(format!("vhost '{vhost}' not found")))?;
+    let allowed = topo
+        .permissions(user, v.id)
+        .is_some_and(|p| p.allows(Access::Read, queue.as_bytes()));
+    if !allowed {
+        return Err(refused("queue", queue.as_bytes(), vhost, user));
+    }
+    let q = topo.queue_by_name(v.id, queue.as_bytes()).ok_or_else(|| {
+        crate::broker::control::no_queue(&crate::protocol::ShortStr::from_string_lossy(queue), vhost)
+    })?;
+    Ok((q.id, q.owner))
+}
+
+/// Publishes like a channel would, as `user`, without confirms.
+fn publish(
+    shard: &Shard,
+    user: &str,
+    vhost: &str,
+    exchange: &str,
+    routing_key: &str,
+    props: &crate::protocol::BasicProperties,
+    payload: &[u8],
+) -> Result<bool, AmqpError> {
+    use crate::session::Broker;
+    if exchange.len() > 255 || routing_key.len() > 255 {
+        return Err(AmqpError::precondition(
+            "exchange and routing key are at most 255 bytes",
+        ));
+    }
+    let vid = shard
+        .topo
+        .borrow()
+        .vhost(vhost)
+        .map(|v| v.id)
+        .ok_or_else(|| AmqpError::not_found(format!("vhost '{vhost}' not found")))?;
+    let raw = props.to_bytes();
+    let mut msg =
+        crate::message::Message::assemble(exchange.as_bytes(), routing_key.as_bytes(), &raw, payload);
+    msg.persistent = props.delivery_mode == Some(2);
+    msg.priority = props.priority.unwrap_or(0);
+    let state = ConnState::default();
+    *state.user.borrow_mut() = user.to_string();
+    let mut ctx = Ctx { shard, conn: &state };
+    let ch = crate::ids::ChannelRef {
+        conn: crate::ids::ConnId(0),
+        channel: 0,
+        epoch: 0,
+    };
+    Ok(ctx.publish(ch, vid, msg, None)?.routed)
 }
 
 fn snapshot(shard: &Shard) -> ShardSnapshot {

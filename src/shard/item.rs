@@ -104,6 +104,12 @@ pub enum Item {
         ch: ChannelRef,
         token: u64,
     },
+    /// Shard 0 → owner: a management queue operation.
+    AdminQueue {
+        queue: QueueId,
+        action: crate::admin::QueueAction,
+        reply: std::sync::mpsc::SyncSender<Result<crate::admin::QueueResult, AmqpError>>,
+    },
     /// Shard 0 → owner: answer `queue.declare-ok` with the queue's counts.
     DeclareCounts {
         queue: QueueId,

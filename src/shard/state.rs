@@ -620,6 +620,9 @@ impl Shard {
                     c.results_notify.notify();
                 }
             }
+            Item::AdminQueue { queue, action, reply } => {
+                let _ = reply.try_send(self.admin_queue(queue, action));
+            }
             Item::Barrier { ch, token } => {
                 self.awaiting_sync
                     .borrow_mut()
@@ -654,6 +657,59 @@ impl Shard {
         topo.queue(queue)
             .map(|q| topo.vhost_name(q.vhost).to_string())
             .unwrap_or_else(|| "/".into())
+    }
+
+    /// A management queue operation on a queue this shard owns.
+    fn admin_queue(
+        &self,
+        queue: QueueId,
+        action: crate::admin::QueueAction,
+    ) -> Result<crate::admin::QueueResult, AmqpError> {
+        use crate::admin::{GetMode, PeekedMessage, QueueAction, QueueResult};
+        let mut queues = self.queues.borrow_mut();
+        let Some(slot) = queues.get_mut(&queue) else {
+            return Err(AmqpError::not_found("queue deleted"));
+        };
+        let r = match action {
+            QueueAction::Purge => {
+                let gone = slot.q.purge();
+                let n = gone.len().min(u32::MAX as usize) as u32;
+                Self::forget_stored(slot, gone);
+                QueueResult::Purged(n)
+            }
+            QueueAction::Get { count, mode } => {
+                let mut out = Vec::new();
+                let mut back = Vec::new();
+                for _ in 0..count.min(10_000) {
+                    let remove = mode == GetMode::Remove;
+                    let Some((e, left)) = slot.q.get(remove) else {
+                        break;
+                    };
+                    if let Some(store) = &mut slot.store {
+                        Self::record_delivery(store, e.loc, !remove, e.redelivered);
+                    }
+                    let props =
+                        crate::protocol::BasicProperties::decode(&e.msg.props_bytes()).unwrap_or_default();
+                    out.push(PeekedMessage {
+                        payload: e.msg.body().to_vec(),
+                        payload_bytes: e.msg.body_len(),
+                        redelivered: e.redelivered,
+                        exchange: String::from_utf8_lossy(e.msg.exchange()).into_owned(),
+                        routing_key: String::from_utf8_lossy(e.msg.routing_key()).into_owned(),
+                        message_count: left,
+                        properties: crate::admin::json::props_to_json(&props),
+                    });
+                    if !remove {
+                        back.push(e.seq);
+                    }
+                }
+                slot.q.requeue(back);
+                QueueResult::Messages(out)
+            }
+        };
+        self.mark_store_dirty(slot);
+        self.mark_dirty(slot);
+        Ok(r)
     }
 
     /// Starts a barrier for a channel: every shard (this one included)

@@ -235,3 +235,68 @@ async fn users_vhosts_and_permissions_are_enforced() {
         .unwrap();
     until(|| (!c.status().connected()).then_some(())).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_get_and_purge_through_the_management_plane() {
+    let b = common::start(2);
+    let admin = b.handle.admin();
+    // The queue lives on whichever shard the declaring connection is on;
+    // the management plane finds it.
+    let c = b.connect_on_shard(1).await;
+    let ch = c.create_channel().await.unwrap();
+    ch.queue_declare(
+        "mq".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let props =
+        warren::admin::json::json_to_props(&serde_json::json!({"delivery_mode": 2, "headers": {"k": "v"}}))
+            .unwrap();
+    assert!(
+        admin
+            .publish("guest", "/", "", "mq", props.clone(), b"one".to_vec())
+            .unwrap()
+    );
+    assert!(
+        admin
+            .publish("guest", "/", "", "mq", props, b"two".to_vec())
+            .unwrap()
+    );
+    assert!(
+        !admin
+            .publish(
+                "guest",
+                "/",
+                "amq.direct",
+                "nowhere",
+                Default::default(),
+                b"x".to_vec()
+            )
+            .unwrap()
+    );
+    let peek = until(|| {
+        let m = admin
+            .get("guest", "/", "mq", 5, warren::admin::GetMode::Requeue)
+            .unwrap();
+        (m.len() == 2).then_some(m)
+    })
+    .await;
+    assert_eq!(peek[0].payload, b"one");
+    assert_eq!(peek[0].message_count, 1);
+    assert_eq!(peek[0].properties["headers"]["k"], "v");
+    // Requeued: still there, now redelivered.
+    let again = admin
+        .get("guest", "/", "mq", 1, warren::admin::GetMode::Remove)
+        .unwrap();
+    assert!(again[0].redelivered);
+    assert_eq!(admin.purge("guest", "/", "mq").unwrap(), 1);
+    let e = admin
+        .get("guest", "/", "missing", 1, warren::admin::GetMode::Remove)
+        .unwrap_err();
+    assert_eq!(e.code, 404);
+}
