@@ -59,19 +59,6 @@ fn json_to_value(v: &Value) -> Result<FieldValue, String> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn roundtrip_common_shapes() {
-        let v = serde_json::json!({"x-message-ttl": 1000, "x-dead-letter-exchange": "dlx", "nested": {"a": [1, "b", true, null]}});
-        let t = json_to_table(&v).unwrap();
-        assert_eq!(t.get("x-message-ttl"), Some(&FieldValue::I64(1000)));
-        assert_eq!(table_to_json(&t), v);
-    }
-}
-
 /// Message properties as the management API shows them.
 pub fn props_to_json(p: &crate::protocol::BasicProperties) -> Value {
     let mut m = Map::new();
@@ -143,4 +130,17 @@ pub fn json_to_props(v: &Value) -> Result<crate::protocol::BasicProperties, Stri
         }
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_common_shapes() {
+        let v = serde_json::json!({"x-message-ttl": 1000, "x-dead-letter-exchange": "dlx", "nested": {"a": [1, "b", true, null]}});
+        let t = json_to_table(&v).unwrap();
+        assert_eq!(t.get("x-message-ttl"), Some(&FieldValue::I64(1000)));
+        assert_eq!(table_to_json(&t), v);
+    }
 }

@@ -111,7 +111,7 @@ pub enum AdminCmd {
         vhost: String,
         exchange: String,
         routing_key: String,
-        properties: crate::protocol::BasicProperties,
+        properties: Box<crate::protocol::BasicProperties>,
         payload: Vec<u8>,
         reply: SyncSender<Result<bool, AmqpError>>,
     },
@@ -271,7 +271,7 @@ impl Admin {
             vhost: vhost.to_string(),
             exchange: exchange.to_string(),
             routing_key: routing_key.to_string(),
-            properties,
+            properties: Box::new(properties),
             payload,
             reply: tx,
         });
