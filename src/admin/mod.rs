@@ -162,6 +162,9 @@ impl Mailbox {
 #[derive(Clone)]
 pub struct Admin {
     mailboxes: Arc<Vec<Mailbox>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The data dir (for display; never written through this handle).
+    pub data_dir: std::path::PathBuf,
     pub amqp_addr: std::net::SocketAddr,
     pub started: std::time::SystemTime,
 }
@@ -171,12 +174,24 @@ fn wait<T>(rx: Receiver<T>) -> Option<T> {
 }
 
 impl Admin {
-    pub fn new(mailboxes: Vec<Mailbox>, amqp_addr: std::net::SocketAddr) -> Self {
+    pub fn new(
+        mailboxes: Vec<Mailbox>,
+        amqp_addr: std::net::SocketAddr,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        data_dir: std::path::PathBuf,
+    ) -> Self {
         Admin {
             mailboxes: Arc::new(mailboxes),
+            stop,
+            data_dir,
             amqp_addr,
             started: std::time::SystemTime::now(),
         }
+    }
+
+    /// Asks the broker to stop (clients get 320 CONNECTION_FORCED).
+    pub fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn mailboxes(&self) -> Arc<Vec<Mailbox>> {
