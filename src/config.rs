@@ -73,6 +73,11 @@ pub struct Limits {
     pub tx_max_bytes: usize,
     /// Unconfirmed publishes per channel before the channel stops reading.
     pub max_unconfirmed: usize,
+    /// Ready messages a queue with consumers may hold before the
+    /// connections publishing to it are paused (resumed at half): keeps
+    /// publishers to the consumers' pace instead of growing the backlog
+    /// without bound, as RabbitMQ's flow control does.
+    pub flow_backlog: usize,
     /// Size of a message segment file (a larger message gets its own).
     pub segment_size: usize,
     /// How long a sync may wait for more writes to cover (group commit).
@@ -96,6 +101,7 @@ impl Default for Limits {
             tx_max_messages: 1_000_000,
             tx_max_bytes: 512 * 1024 * 1024,
             max_unconfirmed: 1_000_000,
+            flow_backlog: 100_000,
             segment_size: 8 * 1024 * 1024,
             fsync_interval: Duration::from_micros(500),
         }

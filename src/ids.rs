@@ -119,4 +119,9 @@ impl Hasher for IdHasher {
 }
 
 pub type IdBuildHasher = BuildHasherDefault<IdHasher>;
+
+/// Maps keyed by names that clients choose (queues, exchanges, vhosts): a
+/// fast hash with a per-map random seed, so chosen names cannot flood a
+/// bucket.
+pub type NameMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub type IdMap<K, V> = std::collections::HashMap<K, V, IdBuildHasher>;

@@ -8,7 +8,7 @@
 //! deterministic and does no validation of its own, so all copies stay equal.
 
 use super::users::{Permissions, User};
-use crate::ids::{ConnId, ExchangeId, IdMap, QueueId, ShardId, VhostId};
+use crate::ids::{ConnId, ExchangeId, IdMap, NameMap, QueueId, ShardId, VhostId};
 use crate::protocol::{FieldTable, ShortStr};
 use crate::routing::{Bindings, ExchangeKind};
 use bytes::Bytes;
@@ -107,8 +107,8 @@ pub struct Exchange {
 pub struct Vhost {
     pub id: VhostId,
     pub name: String,
-    exchanges: HashMap<Bytes, ExchangeId>,
-    queues: HashMap<Bytes, QueueId>,
+    exchanges: NameMap<Bytes, ExchangeId>,
+    queues: NameMap<Bytes, QueueId>,
 }
 
 impl Vhost {
@@ -141,8 +141,8 @@ pub const STANDARD_EXCHANGES: [(&str, ExchangeKind, bool); 7] = [
 /// The whole topology. See the module docs for ownership.
 #[derive(Default)]
 pub struct Topology {
-    vhosts: HashMap<String, Vhost>,
-    vhost_names: IdMap<VhostId, String>,
+    vhosts: IdMap<VhostId, Vhost>,
+    vhost_ids: NameMap<String, VhostId>,
     exchanges: IdMap<ExchangeId, Exchange>,
     queues: IdMap<QueueId, QueueDef>,
     users: HashMap<String, User>,
@@ -157,13 +157,13 @@ impl Topology {
     }
 
     pub fn vhost(&self, name: &str) -> Option<&Vhost> {
-        self.vhosts.get(name)
+        self.vhosts.get(self.vhost_ids.get(name)?)
     }
     pub fn vhost_by_id(&self, id: VhostId) -> Option<&Vhost> {
-        self.vhosts.get(self.vhost_names.get(&id)?)
+        self.vhosts.get(&id)
     }
     pub fn vhost_name(&self, id: VhostId) -> &str {
-        self.vhost_names.get(&id).map(|s| s.as_str()).unwrap_or("?")
+        self.vhosts.get(&id).map(|v| v.name.as_str()).unwrap_or("?")
     }
     pub fn vhosts(&self) -> impl Iterator<Item = &Vhost> {
         self.vhosts.values()
@@ -228,31 +228,27 @@ impl Topology {
         self.version += 1;
         match change {
             Change::AddVhost { id, name } => {
-                self.vhost_names.insert(*id, name.clone());
+                self.vhost_ids.insert(name.clone(), *id);
                 self.vhosts.insert(
-                    name.clone(),
+                    *id,
                     Vhost {
                         id: *id,
                         name: name.clone(),
-                        exchanges: HashMap::new(),
-                        queues: HashMap::new(),
+                        exchanges: NameMap::default(),
+                        queues: NameMap::default(),
                     },
                 );
             }
             Change::DeleteVhost { id } => {
-                if let Some(name) = self.vhost_names.remove(id) {
-                    self.vhosts.remove(&name);
+                if let Some(v) = self.vhosts.remove(id) {
+                    self.vhost_ids.remove(&v.name);
                 }
                 self.exchanges.retain(|_, e| e.def.vhost != *id);
                 self.queues.retain(|_, q| q.vhost != *id);
                 self.permissions.retain(|(_, v), _| v != id);
             }
             Change::DeclareExchange(def) => {
-                if let Some(v) = self
-                    .vhost_names
-                    .get(&def.vhost)
-                    .and_then(|n| self.vhosts.get_mut(n))
-                {
+                if let Some(v) = self.vhosts.get_mut(&def.vhost) {
                     v.exchanges.insert(def.name.bytes().clone(), def.id);
                 }
                 self.exchanges.insert(
@@ -265,11 +261,7 @@ impl Topology {
             }
             Change::DeleteExchange { id } => {
                 if let Some(ex) = self.exchanges.remove(id) {
-                    if let Some(v) = self
-                        .vhost_names
-                        .get(&ex.def.vhost)
-                        .and_then(|n| self.vhosts.get_mut(n))
-                    {
+                    if let Some(v) = self.vhosts.get_mut(&ex.def.vhost) {
                         v.exchanges.remove(ex.def.name.as_bytes());
                     }
                     for other in self.exchanges.values_mut() {
@@ -278,22 +270,14 @@ impl Topology {
                 }
             }
             Change::DeclareQueue(def) => {
-                if let Some(v) = self
-                    .vhost_names
-                    .get(&def.vhost)
-                    .and_then(|n| self.vhosts.get_mut(n))
-                {
+                if let Some(v) = self.vhosts.get_mut(&def.vhost) {
                     v.queues.insert(def.name.bytes().clone(), def.id);
                 }
                 self.queues.insert(def.id, def.clone());
             }
             Change::DeleteQueue { id } => {
                 if let Some(q) = self.queues.remove(id) {
-                    if let Some(v) = self
-                        .vhost_names
-                        .get(&q.vhost)
-                        .and_then(|n| self.vhosts.get_mut(n))
-                    {
+                    if let Some(v) = self.vhosts.get_mut(&q.vhost) {
                         v.queues.remove(q.name.as_bytes());
                     }
                     for ex in self.exchanges.values_mut() {
@@ -361,7 +345,7 @@ impl Topology {
         props: &[u8],
         scratch: &mut RouteScratch,
         out: &mut Vec<(QueueId, ShardId)>,
-    ) -> Result<(), RouteError> {
+    ) -> Result<Routed, RouteError> {
         out.clear();
         let Some(v) = self.vhost_by_id(vhost) else {
             return Err(RouteError::NoExchange);
@@ -371,7 +355,7 @@ impl Topology {
             if let Some(q) = v.queues.get(routing_key).and_then(|id| self.queues.get(id)) {
                 out.push((q.id, q.owner));
             }
-            return Ok(());
+            return Ok(Routed { by_key_only: true });
         }
         let Some(&root) = v.exchanges.get(exchange) else {
             return Err(RouteError::NoExchange);
@@ -420,8 +404,19 @@ impl Topology {
             out.sort_unstable();
             out.dedup();
         }
-        Ok(())
+        Ok(Routed {
+            by_key_only: headers.is_none(),
+        })
     }
+}
+
+/// How a route was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    /// Only the exchange and routing key decided it (no headers exchange
+    /// on the path): the same pair routes the same way until the topology
+    /// changes, so the result may be cached.
+    pub by_key_only: bool,
 }
 
 /// Reusable buffers for [`Topology::route`].

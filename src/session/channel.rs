@@ -1095,7 +1095,7 @@ impl Session {
                 let ch = self.channels[n as usize].as_deref_mut().expect("live channel");
                 reply_frames(ch, n, pending, reply, &mut self.out, frame_max, b)
             }
-            Event::ForceClose { .. } | Event::Describe => Ok(()),
+            Event::ForceClose { .. } | Event::Describe | Event::Throttle { .. } => Ok(()),
         }
     }
 }

@@ -112,6 +112,12 @@ pub enum Event {
     /// The management plane wants a fresh description (handled by the
     /// runtime; the session ignores it).
     Describe,
+    /// A queue this connection publishes to is too far behind its
+    /// consumers: stop (or resume) reading. Handled by the runtime.
+    Throttle {
+        queue: QueueId,
+        on: bool,
+    },
 }
 
 impl Event {
@@ -123,7 +129,7 @@ impl Event {
             Event::ConsumerCancelled { consumer }
             | Event::CreditRequest { consumer, .. }
             | Event::CreditReturn { consumer, .. } => Some(consumer.ch),
-            Event::ForceClose { .. } | Event::Describe => None,
+            Event::ForceClose { .. } | Event::Describe | Event::Throttle { .. } => None,
         }
     }
 }

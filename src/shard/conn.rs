@@ -103,6 +103,8 @@ async fn serve(
     let mut last_write = started;
     let mut closing_since: Option<Instant> = None;
     let mut described = (Phase::Header, started);
+    // Queues that asked this connection to stop publishing for now.
+    let mut throttled_by: Vec<crate::ids::QueueId> = Vec::new();
     let (mut recv_oct, mut send_oct) = (0u64, 0u64);
     let mut eof = false;
     let mut timer = Timer::new(Duration::from_secs(1));
@@ -114,9 +116,19 @@ async fn serve(
         loop {
             let ev = handle.inbox.borrow_mut().pop_front();
             let Some(ev) = ev else { break };
-            if let crate::session::Event::Describe = ev {
-                describe_now = true;
-                continue;
+            match ev {
+                crate::session::Event::Describe => {
+                    describe_now = true;
+                    continue;
+                }
+                crate::session::Event::Throttle { queue, on } => {
+                    throttled_by.retain(|q| *q != queue);
+                    if on {
+                        throttled_by.push(queue);
+                    }
+                    continue;
+                }
+                _ => {}
             }
             session.on_event(ev, &mut ctx);
             any = true;
@@ -127,7 +139,7 @@ async fn serve(
         // Input.
         let out_high = session.output().len() >= limits.write_buffer_high;
         let congested = shard.outbox_congested();
-        let can_feed = !out_high && !congested && !session.over_limits();
+        let can_feed = !out_high && !congested && throttled_by.is_empty() && !session.over_limits();
         if can_feed
             && !rbuf.is_empty()
             && !session.is_paused()
@@ -256,7 +268,10 @@ async fn serve(
             };
             timer.reset(tick);
         }
-        glommio::yield_if_needed().await;
+        // A busy connection would otherwise run until glommio's preemption
+        // timer (100 ms), starving the consumers it feeds: yield after every
+        // batch so each connection gets a turn per read.
+        futures_lite::future::yield_now().await;
     }
 }
 

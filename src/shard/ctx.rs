@@ -25,6 +25,20 @@ pub struct ConnState {
     /// topology version that said so: permission regexes run once per
     /// exchange, not once per message.
     pub(super) write_ok: RefCell<Option<(VhostId, Bytes, u64)>>,
+    /// The last route this connection computed: publishers mostly send to
+    /// one exchange and key, and this skips permission checks, name
+    /// lookups and matching for all but the first message.
+    pub(super) route: RefCell<RouteCache>,
+}
+
+#[derive(Default)]
+pub(super) struct RouteCache {
+    valid: bool,
+    vhost: Option<VhostId>,
+    version: u64,
+    exchange: Vec<u8>,
+    routing_key: Vec<u8>,
+    dests: Vec<(QueueId, crate::ids::ShardId)>,
 }
 
 /// A connection's view of its shard. Used only from the connection's task,
@@ -148,29 +162,48 @@ impl Broker for Ctx<'_> {
     ) -> Result<PublishOutcome, AmqpError> {
         let s = self.shard;
         let topo = s.topo.borrow();
-        self.check_write(&topo, vhost, msg.exchange())?;
-        let mut route = s.route.borrow_mut();
-        let (scratch, dests) = &mut *route;
-        match topo.route(
-            vhost,
-            msg.exchange(),
-            msg.routing_key(),
-            msg.props(),
-            scratch,
-            dests,
-        ) {
-            Ok(()) => {}
-            Err(RouteError::NoExchange) => {
-                return Err(no_exchange(msg.exchange(), topo.vhost_name(vhost)));
-            }
-            Err(RouteError::Internal) => {
-                return Err(AmqpError::access_refused(format!(
-                    "cannot publish to internal exchange '{}' in vhost '{}'",
-                    String::from_utf8_lossy(msg.exchange()),
-                    topo.vhost_name(vhost)
-                )));
-            }
+        let mut cache = self.conn.route.borrow_mut();
+        let hit = cache.valid
+            && cache.vhost == Some(vhost)
+            && cache.version == topo.version()
+            && cache.routing_key[..] == *msg.routing_key()
+            && cache.exchange[..] == *msg.exchange();
+        if !hit {
+            self.check_write(&topo, vhost, msg.exchange())?;
+            let mut route = s.route.borrow_mut();
+            let (scratch, dests) = &mut *route;
+            let routed = match topo.route(
+                vhost,
+                msg.exchange(),
+                msg.routing_key(),
+                msg.props(),
+                scratch,
+                dests,
+            ) {
+                Ok(r) => r,
+                Err(RouteError::NoExchange) => {
+                    return Err(no_exchange(msg.exchange(), topo.vhost_name(vhost)));
+                }
+                Err(RouteError::Internal) => {
+                    return Err(AmqpError::access_refused(format!(
+                        "cannot publish to internal exchange '{}' in vhost '{}'",
+                        String::from_utf8_lossy(msg.exchange()),
+                        topo.vhost_name(vhost)
+                    )));
+                }
+            };
+            let c = &mut *cache;
+            c.valid = routed.by_key_only;
+            c.vhost = Some(vhost);
+            c.version = topo.version();
+            c.exchange.clear();
+            c.exchange.extend_from_slice(msg.exchange());
+            c.routing_key.clear();
+            c.routing_key.extend_from_slice(msg.routing_key());
+            c.dests.clear();
+            c.dests.extend_from_slice(dests);
         }
+        let dests = &cache.dests;
         s.routed.set(s.routed.get() + 1);
         let mut outcome = PublishOutcome {
             routed: !dests.is_empty(),
@@ -181,7 +214,7 @@ impl Broker for Ctx<'_> {
                 let mut queues = s.queues.borrow_mut();
                 if let Some(slot) = queues.get_mut(&queue) {
                     let c = confirm.map(|seq| (ch, seq));
-                    match s.enqueue(slot, msg.clone(), c) {
+                    match s.enqueue(slot, msg.clone(), c, ch.conn) {
                         Enqueued::Now => {}
                         Enqueued::Deferred => outcome.pending_confirms += u32::from(c.is_some()),
                         Enqueued::Refused => outcome.rejected = true,
@@ -197,6 +230,7 @@ impl Broker for Ctx<'_> {
                         queue,
                         msg: msg.clone(),
                         confirm: confirm.map(|seq| (ch, seq)),
+                        publisher: ch.conn,
                     },
                 );
             }

@@ -48,6 +48,8 @@ pub enum Item {
         queue: QueueId,
         msg: Message,
         confirm: Option<(ChannelRef, u64)>,
+        /// For flow control.
+        publisher: ConnId,
     },
     Settle {
         queue: QueueId,

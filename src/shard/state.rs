@@ -33,6 +33,8 @@ pub struct QueueSlot {
     /// The store could not be opened: persistent messages are refused
     /// (nacked) rather than kept without durability.
     store_failed: bool,
+    /// Connections this queue paused (flow control).
+    throttled: Vec<ConnId>,
     /// Publishes waiting for the end-of-step store write, in order (with
     /// the transient ones queued behind them, to keep FIFO).
     pending: Vec<(Message, Option<(ChannelRef, u64)>)>,
@@ -416,6 +418,7 @@ impl Shard {
             }
             self.mark_store_dirty(slot);
         }
+        self.maybe_release(slot);
     }
 
     /// On disk, a delivery without ack removes the message; a first
@@ -426,6 +429,41 @@ impl Shard {
             store.remove(loc);
         } else if !redelivered {
             store.delivered(loc);
+        }
+    }
+
+    /// Pauses a publisher whose queue runs too far ahead of its consumers.
+    /// A connection that consumes from the queue itself is never paused: it
+    /// could not read the acks that would drain it.
+    fn maybe_throttle(&self, slot: &mut QueueSlot, publisher: ConnId) {
+        let backlog = slot.q.ready_count() + slot.pending.len();
+        if backlog <= self.cfg.limits.flow_backlog || slot.q.consumer_count() == 0 {
+            return;
+        }
+        if publisher.0 == 0 || slot.throttled.contains(&publisher) {
+            return;
+        }
+        if slot.q.consumers().any(|c| c.spec.cref.ch.conn == publisher) {
+            return;
+        }
+        slot.throttled.push(publisher);
+        let queue = slot.q.id;
+        self.to_conn(publisher, Event::Throttle { queue, on: true });
+    }
+
+    /// Resumes paused publishers once the backlog is down to half, or no
+    /// consumer is left to wait for.
+    fn maybe_release(&self, slot: &mut QueueSlot) {
+        if slot.throttled.is_empty() {
+            return;
+        }
+        let backlog = slot.q.ready_count() + slot.pending.len();
+        if backlog > self.cfg.limits.flow_backlog / 2 && slot.q.consumer_count() > 0 {
+            return;
+        }
+        let queue = slot.q.id;
+        for conn in std::mem::take(&mut slot.throttled) {
+            self.to_conn(conn, Event::Throttle { queue, on: false });
         }
     }
 
@@ -445,10 +483,12 @@ impl Shard {
         slot: &mut QueueSlot,
         msg: Message,
         confirm: Option<(ChannelRef, u64)>,
+        publisher: ConnId,
     ) -> Enqueued {
         if slot.store_failed && msg.persistent {
             return Enqueued::Refused;
         }
+        self.maybe_throttle(slot, publisher);
         if slot.store.is_some() && (msg.persistent || !slot.pending.is_empty()) {
             slot.pending.push((msg, confirm));
             self.mark_store_dirty(slot);
@@ -549,10 +589,15 @@ impl Shard {
     /// Handles one item addressed to this shard.
     pub fn handle_item(&self, item: Item) {
         match item {
-            Item::Publish { queue, msg, confirm } => {
+            Item::Publish {
+                queue,
+                msg,
+                confirm,
+                publisher,
+            } => {
                 let mut queues = self.queues.borrow_mut();
                 let r = match queues.get_mut(&queue) {
-                    Some(slot) => self.enqueue(slot, msg, confirm),
+                    Some(slot) => self.enqueue(slot, msg, confirm, publisher),
                     None => Enqueued::Now,
                 };
                 if r != Enqueued::Deferred
@@ -829,6 +874,9 @@ impl Shard {
     /// Drops a queue engine, telling its consumers.
     fn remove_engine(&self, queue: QueueId) -> Option<u32> {
         let mut slot = self.queues.borrow_mut().remove(&queue)?;
+        for conn in std::mem::take(&mut slot.throttled) {
+            self.to_conn(conn, Event::Throttle { queue, on: false });
+        }
         for c in slot.q.consumer_refs() {
             self.to_conn(c.ch.conn, Event::ConsumerCancelled { consumer: c });
         }
@@ -962,6 +1010,7 @@ impl Shard {
                         dirty: false,
                         store: None,
                         store_failed: false,
+                        throttled: Vec::new(),
                         pending: Vec::new(),
                         store_dirty: false,
                     };
