@@ -174,6 +174,7 @@ async fn serve(
         // the timer.
         let mut fired = false;
         let mut wrote_all = false;
+        let mut read_any = false;
         let io = poll_fn(|cx| {
             let mut ready = false;
             if congested {
@@ -205,6 +206,7 @@ async fn serve(
                             eof = true;
                         } else {
                             rbuf.extend_from_slice(data);
+                            read_any = true;
                             Pin::new(&mut *stream).consume(n);
                             recv_oct += n as u64;
                             last_read = Instant::now();
@@ -268,10 +270,16 @@ async fn serve(
             };
             timer.reset(tick);
         }
-        // A busy connection would otherwise run until glommio's preemption
-        // timer (100 ms), starving the consumers it feeds: yield after every
-        // batch so each connection gets a turn per read.
-        futures_lite::future::yield_now().await;
+        // glommio polls sockets only when no task is runnable (or at its
+        // 100 ms preemption tick). A connection with input always waiting
+        // would stay runnable and leave every other socket unpolled, so
+        // after a batch of input it waits for the reactor's next turn (a
+        // timer fires only from there) instead of just yielding.
+        if read_any {
+            Timer::new(Duration::from_micros(20)).await;
+        } else {
+            glommio::yield_if_needed().await;
+        }
     }
 }
 

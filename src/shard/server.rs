@@ -221,11 +221,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
             .name(&format!("warren-shard-{i}"))
             // Networking does not use registered buffers; keep locked memory
             // small so the default 8 MiB RLIMIT_MEMLOCK fits many shards.
-            .io_memory(512 * 1024)
-            // glommio polls for I/O only between task-queue runs, and a busy
-            // queue runs until this timer: with the 100 ms default one hot
-            // publisher would leave every other socket unpolled that long.
-            .preempt_timer(Duration::from_micros(500));
+            .io_memory(512 * 1024);
         let h = builder
             .spawn(move || async move {
                 let boot = Boot {

@@ -126,13 +126,22 @@ async fn remote_consumer_close_requeues() {
         )
         .await
         .unwrap();
+    let t = std::time::Duration::from_secs(10);
     for i in 0..5u8 {
-        let d = consumer.next().await.unwrap().unwrap();
+        let d = tokio::time::timeout(t, consumer.next())
+            .await
+            .expect("delivered")
+            .unwrap()
+            .unwrap();
         assert_eq!(d.data, vec![i]);
         assert!(!d.redelivered);
     }
-    c.close(200, "bye".into()).await.unwrap();
+    tokio::time::timeout(t, c.close(200, "bye".into()))
+        .await
+        .expect("closed")
+        .unwrap();
     for i in 0..5u8 {
+        let mut tries = 0;
         let m = loop {
             if let Some(m) = ch
                 .basic_get("rq".into(), BasicGetOptions { no_ack: true })
@@ -141,6 +150,8 @@ async fn remote_consumer_close_requeues() {
             {
                 break m;
             }
+            tries += 1;
+            assert!(tries < 2000, "message {i} never came back");
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         };
         assert_eq!(m.delivery.data, vec![i]);
