@@ -78,6 +78,9 @@ pub struct Limits {
     /// publishers to the consumers' pace instead of growing the backlog
     /// without bound, as RabbitMQ's flow control does.
     pub flow_backlog: usize,
+    /// Resident memory above which publishing connections are blocked
+    /// (RabbitMQ's `vm_memory_high_watermark`, 40% of RAM by default).
+    pub memory_high_watermark: u64,
     /// Size of a message segment file (a larger message gets its own).
     pub segment_size: usize,
     /// How long a sync may wait for more writes to cover (group commit).
@@ -102,8 +105,38 @@ impl Default for Limits {
             tx_max_bytes: 512 * 1024 * 1024,
             max_unconfirmed: 1_000_000,
             flow_backlog: 100_000,
+            memory_high_watermark: physical_memory() / 5 * 2,
             segment_size: 8 * 1024 * 1024,
             fsync_interval: Duration::from_micros(500),
         }
     }
+}
+
+/// Physical memory in bytes (1 GiB if it cannot be read).
+pub fn physical_memory() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages > 0 && page > 0 {
+        pages as u64 * page as u64
+    } else {
+        1 << 30
+    }
+}
+
+/// This process's resident memory in bytes.
+pub fn resident_memory() -> u64 {
+    let page = {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 { p as u64 } else { 4096 }
+    };
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|r| r.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * page)
 }

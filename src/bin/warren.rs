@@ -34,6 +34,9 @@ struct Args {
     /// Largest message body accepted, in bytes.
     #[arg(long, default_value_t = 128 * 1024 * 1024)]
     max_message_size: u64,
+    /// Fraction of RAM the broker may use before blocking publishers.
+    #[arg(long, default_value_t = 0.4)]
+    vm_memory_high_watermark: f64,
     /// Size of message segment files, in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65536..=(1 << 32)))]
     segment_size: u64,
@@ -60,6 +63,8 @@ fn main() -> ExitCode {
     cfg.limits.channel_max = args.channel_max;
     cfg.limits.max_message_size = args.max_message_size;
     cfg.limits.segment_size = args.segment_size as usize;
+    cfg.limits.memory_high_watermark =
+        (warren::config::physical_memory() as f64 * args.vm_memory_high_watermark.clamp(0.0, 1.0)) as u64;
     cfg.limits.fsync_interval = std::time::Duration::from_micros(args.fsync_interval_us);
 
     // Block the signals before any thread starts so they all inherit the

@@ -193,6 +193,22 @@ impl Session {
         &mut self.out
     }
 
+    /// Tells a client that supports it that we stopped reading its
+    /// publishes (`connection.blocked`), or resumed.
+    pub fn write_blocked(&mut self, blocked: bool) {
+        if !self.caps.connection_blocked || self.phase != Phase::Running {
+            return;
+        }
+        let m = if blocked {
+            Method::ConnectionBlocked(ConnectionBlocked {
+                reason: ShortStr::from_static("low on memory"),
+            })
+        } else {
+            Method::ConnectionUnblocked(ConnectionUnblocked {})
+        };
+        write_method_frame(&mut self.out, 0, &m);
+    }
+
     pub fn write_heartbeat(&mut self) {
         write_heartbeat(&mut self.out);
     }

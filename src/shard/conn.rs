@@ -105,6 +105,7 @@ async fn serve(
     let mut described = (Phase::Header, started);
     // Queues that asked this connection to stop publishing for now.
     let mut throttled_by: Vec<crate::ids::QueueId> = Vec::new();
+    let mut blocked = false;
     let (mut recv_oct, mut send_oct) = (0u64, 0u64);
     let mut eof = false;
     let mut timer = Timer::new(Duration::from_secs(1));
@@ -139,7 +140,22 @@ async fn serve(
         // Input.
         let out_high = session.output().len() >= limits.write_buffer_high;
         let congested = shard.outbox_congested();
-        let can_feed = !out_high && !congested && throttled_by.is_empty() && !session.over_limits();
+        // Under the memory alarm, connections that publish stop being read
+        // (consumers keep going and free memory).
+        let alarm = session.stats.published > 0
+            && shard
+                .stats
+                .memory_alarm
+                .load(std::sync::atomic::Ordering::Relaxed);
+        if alarm != blocked {
+            blocked = alarm;
+            session.write_blocked(blocked);
+            if blocked {
+                timer.reset(Duration::from_millis(250));
+            }
+        }
+        let can_feed =
+            !out_high && !congested && !blocked && throttled_by.is_empty() && !session.over_limits();
         if can_feed
             && !rbuf.is_empty()
             && !session.is_paused()
@@ -263,7 +279,10 @@ async fn serve(
                     session.write_heartbeat();
                 }
             }
-            let tick = if hb > 0 && session.phase() == Phase::Running {
+            let tick = if blocked {
+                // Look again soon for the alarm to clear.
+                Duration::from_millis(250)
+            } else if hb > 0 && session.phase() == Phase::Running {
                 Duration::from_millis((hb * 500).max(500))
             } else {
                 Duration::from_secs(1)

@@ -29,6 +29,8 @@ use std::time::Duration;
 pub struct SharedStats {
     /// Open connections, per shard.
     pub connections: Vec<std::sync::atomic::AtomicUsize>,
+    /// Resident memory is above the high watermark: publishers are blocked.
+    pub memory_alarm: AtomicBool,
 }
 
 /// A running broker. Dropping it stops the broker.
@@ -191,6 +193,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(SharedStats {
         connections: (0..nshards).map(|_| Default::default()).collect(),
+        memory_alarm: AtomicBool::new(false),
     });
     let mesh: MeshBuilder<Batch, _> = MeshBuilder::full(nshards, cfg.limits.ring_capacity);
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
@@ -403,6 +406,7 @@ async fn run_shard(
     }
     if id == 0 {
         tasks.push(glommio::spawn_local(control::run(shard.clone())).detach());
+        tasks.push(glommio::spawn_local(memory_monitor(shard.clone())).detach());
     }
     let acceptor = {
         let shard = shard.clone();
@@ -504,6 +508,27 @@ async fn syncer(shard: Rc<Shard>) {
             shard.release(confirms, ok);
             shard.after_step();
         }
+    }
+}
+
+/// Sets and clears the memory alarm, as RabbitMQ's memory monitor does.
+async fn memory_monitor(shard: Rc<Shard>) {
+    let limit = shard.cfg.limits.memory_high_watermark;
+    loop {
+        let rss = crate::config::resident_memory();
+        let alarm = rss > limit;
+        if shard.stats.memory_alarm.swap(alarm, Ordering::SeqCst) != alarm {
+            if alarm {
+                log::warn!(
+                    "memory resource limit alarm set: {} MiB used, limit {} MiB; publishers blocked",
+                    rss >> 20,
+                    limit >> 20
+                );
+            } else {
+                log::warn!("memory resource limit alarm cleared: {} MiB used", rss >> 20);
+            }
+        }
+        glommio::timer::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -323,3 +323,102 @@ fn a_heartbeating_peer_stays() {
     r.buf.clear();
     assert!(matches!(r.method(), Some(Method::ChannelOpenOk(_))));
 }
+
+/// Under the memory alarm a publishing connection gets `connection.blocked`
+/// and is no longer read (its confirms stop), as in RabbitMQ.
+#[test]
+fn memory_alarm_blocks_publishers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = warren::Config {
+        bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        port: 0,
+        shards: 1,
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    cfg.limits.memory_high_watermark = 1;
+    let h = warren::start(cfg).unwrap();
+    let t = Target {
+        addr: h.amqp_addr(),
+        _broker: None,
+    };
+    let mut r = Raw::connect(&t);
+    r.send(&PROTOCOL_HEADER);
+    r.method();
+    let mut caps = FieldTable::new();
+    caps.insert("connection.blocked".into(), FieldValue::Bool(true));
+    let mut props = FieldTable::new();
+    props.insert("capabilities".into(), FieldValue::Table(caps));
+    r.send_method(
+        0,
+        Method::ConnectionStartOk(ConnectionStartOk {
+            client_properties: props,
+            mechanism: "PLAIN".into(),
+            response: LongStr::from_static("\0guest\0guest"),
+            locale: "en_US".into(),
+        }),
+    );
+    let Some(Method::ConnectionTune(tune)) = r.method() else {
+        panic!()
+    };
+    r.send_method(
+        0,
+        Method::ConnectionTuneOk(ConnectionTuneOk {
+            heartbeat: 0,
+            ..tune.into_ok()
+        }),
+    );
+    r.send_method(
+        0,
+        Method::ConnectionOpen(ConnectionOpen {
+            virtual_host: "/".into(),
+            ..Default::default()
+        }),
+    );
+    r.method();
+    r.send_method(1, Method::ChannelOpen(Default::default()));
+    r.method();
+    r.send_method(1, Method::ConfirmSelect(Default::default()));
+    r.method();
+    let publish = |r: &mut Raw| {
+        r.send_method(
+            1,
+            Method::BasicPublish(BasicPublish {
+                routing_key: "nowhere".into(),
+                ..Default::default()
+            }),
+        );
+        let mut out = BytesMut::new();
+        write_content(&mut out, 1, 60, &[0, 0], b"x", 131072);
+        r.send(&out);
+    };
+    publish(&mut r);
+    let mut saw_blocked = false;
+    while let Some(m) = r.method() {
+        if let Method::ConnectionBlocked(b) = m {
+            assert_eq!(b.reason.as_bytes(), b"low on memory");
+            saw_blocked = true;
+            break;
+        }
+    }
+    assert!(saw_blocked);
+    // Now blocked: a further publish is not read, so no confirm comes.
+    publish(&mut r);
+    r.s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    let mut tmp = [0u8; 64];
+    assert!(r.s.read(&mut tmp).is_err(), "nothing is processed while blocked");
+}
+
+trait IntoOk {
+    fn into_ok(self) -> ConnectionTuneOk;
+}
+
+impl IntoOk for ConnectionTune {
+    fn into_ok(self) -> ConnectionTuneOk {
+        ConnectionTuneOk {
+            channel_max: self.channel_max,
+            frame_max: self.frame_max,
+            heartbeat: self.heartbeat,
+        }
+    }
+}
