@@ -81,6 +81,9 @@ pub struct Limits {
     /// Resident memory above which publishing connections are blocked
     /// (RabbitMQ's `vm_memory_high_watermark`, 40% of RAM by default).
     pub memory_high_watermark: u64,
+    /// How long a delivery may stay unacked (RabbitMQ's `consumer_timeout`,
+    /// 30 minutes by default); zero disables it.
+    pub consumer_timeout: Duration,
     /// Size of a message segment file (a larger message gets its own).
     pub segment_size: usize,
     /// How long a sync may wait for more writes to cover (group commit).
@@ -105,6 +108,7 @@ impl Default for Limits {
             tx_max_bytes: 512 * 1024 * 1024,
             max_unconfirmed: 1_000_000,
             flow_backlog: 100_000,
+            consumer_timeout: Duration::from_secs(30 * 60),
             memory_high_watermark: physical_memory() / 5 * 2,
             segment_size: 8 * 1024 * 1024,
             fsync_interval: Duration::from_micros(500),

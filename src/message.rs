@@ -31,11 +31,36 @@ pub struct Message {
     pub persistent: bool,
     /// The `priority` property (0 when absent).
     pub priority: u8,
+    /// The `expiration` property in ms ([`Message::NO_EXPIRATION`] when
+    /// absent; longer ones are capped just below it, about 49 days).
+    pub expiration: u32,
 }
 
 impl Message {
     /// Largest buffer a message may live in: offsets are 32-bit.
     pub const MAX_BUF: usize = u32::MAX as usize;
+    pub const NO_EXPIRATION: u32 = u32::MAX;
+
+    /// The per-message TTL, if the message has one.
+    pub fn ttl(&self) -> Option<u64> {
+        (self.expiration != Self::NO_EXPIRATION).then_some(self.expiration as u64)
+    }
+
+    /// Reads the properties the broker acts on (persistence, priority,
+    /// expiration) from the raw properties.
+    pub fn with_properties_from_raw(mut self) -> Message {
+        if let Ok(p) = crate::protocol::scan_properties(self.props()) {
+            self.persistent = p.delivery_mode == 2;
+            self.priority = p.priority.unwrap_or(0);
+            self.expiration = p
+                .expiration
+                .and_then(|(a, b)| parse_expiration(&self.props()[a..b]))
+                .map_or(Self::NO_EXPIRATION, |ms| {
+                    ms.min(Self::NO_EXPIRATION as u64 - 1) as u32
+                });
+        }
+        self
+    }
 
     /// A message whose parts are ranges of `buf` (zero-copy path). The ranges
     /// must lie within `buf` and `buf` must be under [`Message::MAX_BUF`].
@@ -63,6 +88,7 @@ impl Message {
             buf,
             persistent: false,
             priority: 0,
+            expiration: Self::NO_EXPIRATION,
         }
     }
 
@@ -117,6 +143,15 @@ impl fmt::Debug for Message {
             .field("persistent", &self.persistent)
             .finish()
     }
+}
+
+/// The `expiration` property: a non-negative integer of milliseconds, as
+/// RabbitMQ requires (anything else is refused at publish).
+pub fn parse_expiration(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 /// Builds a message whose body arrives in several frames: the buffer is sized

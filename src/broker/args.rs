@@ -205,3 +205,65 @@ pub fn validate_exchange_args(args: &FieldTable, name: &ShortStr, vhost: &str) -
     }
     Ok(())
 }
+
+/// A queue's settings beyond the engine's: where dead letters go, and
+/// when an unused queue is deleted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueExtras {
+    pub dead_letter_exchange: Option<ShortStr>,
+    pub dead_letter_routing_key: Option<ShortStr>,
+    /// `x-expires`, ms.
+    pub expires: Option<u64>,
+}
+
+fn int_arg(args: &FieldTable, key: &str) -> Option<u64> {
+    args.get(key)
+        .and_then(|v| v.as_i64())
+        .filter(|v| *v >= 0)
+        .map(|v| v as u64)
+}
+
+fn str_arg(args: &FieldTable, key: &str) -> Option<ShortStr> {
+    args.get(key)
+        .and_then(|v| v.as_bytes())
+        .and_then(|b| ShortStr::new(bytes::Bytes::copy_from_slice(b)))
+}
+
+/// Effective settings from the queue's arguments and, for what the
+/// arguments leave unset, a policy definition (RabbitMQ: arguments win).
+pub fn queue_settings(
+    args: &FieldTable,
+    policy: Option<&FieldTable>,
+) -> (crate::queue::QueueConfig, QueueExtras) {
+    use crate::queue::{Overflow, QueueConfig};
+    let empty = FieldTable::new();
+    let pol = policy.unwrap_or(&empty);
+    let int = |arg: &str, pkey: &str| int_arg(args, arg).or_else(|| int_arg(pol, pkey));
+    let text = |arg: &str, pkey: &str| str_arg(args, arg).or_else(|| str_arg(pol, pkey));
+    let overflow = match text("x-overflow", "overflow")
+        .as_ref()
+        .map(|s| s.as_bytes().to_vec())
+        .as_deref()
+    {
+        Some(b"reject-publish") => Overflow::RejectPublish,
+        Some(b"reject-publish-dlx") => Overflow::RejectPublishDlx,
+        _ => Overflow::DropHead,
+    };
+    let cfg = QueueConfig {
+        message_ttl: int("x-message-ttl", "message-ttl"),
+        max_length: int("x-max-length", "max-length"),
+        max_length_bytes: int("x-max-length-bytes", "max-length-bytes"),
+        overflow,
+        max_priority: int_arg(args, "x-max-priority").map_or(0, |p| p.min(255) as u8),
+        single_active_consumer: args
+            .get("x-single-active-consumer")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+    };
+    let extras = QueueExtras {
+        dead_letter_exchange: text("x-dead-letter-exchange", "dead-letter-exchange"),
+        dead_letter_routing_key: text("x-dead-letter-routing-key", "dead-letter-routing-key"),
+        expires: int("x-expires", "expires"),
+    };
+    (cfg, extras)
+}

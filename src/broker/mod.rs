@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod control;
+pub mod deadletter;
 pub mod request;
 pub mod topology;
 pub mod users;

@@ -95,6 +95,43 @@ pub enum Change {
         user: String,
         vhost: VhostId,
     },
+    /// Creates or replaces a policy.
+    SetPolicy(PolicyDef),
+    ClearPolicy {
+        vhost: VhostId,
+        name: String,
+    },
+}
+
+/// A policy, as RabbitMQ defines them: settings for the queues and/or
+/// exchanges of a vhost whose names match a pattern; the highest priority
+/// match applies, and explicit `x-` arguments win over it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyDef {
+    pub vhost: VhostId,
+    pub name: String,
+    pub pattern: String,
+    /// "queues", "exchanges" or "all".
+    pub apply_to: String,
+    pub priority: i64,
+    pub definition: FieldTable,
+}
+
+/// A policy with its compiled pattern. Replicated on every shard.
+pub struct Policy {
+    pub def: PolicyDef,
+    regex: Option<regex::bytes::Regex>,
+}
+
+impl Policy {
+    fn applies(&self, vhost: VhostId, name: &[u8], queue: bool) -> bool {
+        let kind_ok = match self.def.apply_to.as_str() {
+            "queues" => queue,
+            "exchanges" => !queue,
+            _ => true,
+        };
+        self.def.vhost == vhost && kind_ok && self.regex.as_ref().is_some_and(|r| r.is_match(name))
+    }
 }
 
 /// An exchange and the bindings whose source it is.
@@ -147,6 +184,7 @@ pub struct Topology {
     queues: IdMap<QueueId, QueueDef>,
     users: HashMap<String, User>,
     permissions: HashMap<(String, VhostId), Permissions>,
+    policies: Vec<Policy>,
     /// Bumped on every change; lets shards cache lookups safely.
     version: u64,
 }
@@ -182,6 +220,29 @@ impl Topology {
     /// Every (user, vhost, permissions).
     pub fn all_permissions(&self) -> impl Iterator<Item = (&str, VhostId, &Permissions)> {
         self.permissions.iter().map(|((u, v), p)| (u.as_str(), *v, p))
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = &PolicyDef> {
+        self.policies.iter().map(|p| &p.def)
+    }
+
+    /// The definition of the policy that applies to a queue (`queue`) or
+    /// exchange of that name, if any.
+    pub fn policy_for(&self, vhost: VhostId, name: &[u8], queue: bool) -> Option<&FieldTable> {
+        self.policies
+            .iter()
+            .filter(|p| p.applies(vhost, name, queue))
+            .max_by_key(|p| p.def.priority)
+            .map(|p| &p.def.definition)
+    }
+
+    /// An exchange's alternate exchange: its argument, else its policy's.
+    pub fn alternate_exchange(&self, ex: &Exchange) -> Option<Bytes> {
+        let arg = |t: &FieldTable, k: &str| t.get(k).and_then(|v| v.as_bytes()).map(Bytes::copy_from_slice);
+        arg(&ex.def.args, "alternate-exchange").or_else(|| {
+            self.policy_for(ex.def.vhost, ex.def.name.as_bytes(), false)
+                .and_then(|d| arg(d, "alternate-exchange"))
+        })
     }
 
     pub fn exchange(&self, id: ExchangeId) -> Option<&Exchange> {
@@ -246,6 +307,7 @@ impl Topology {
                 self.exchanges.retain(|_, e| e.def.vhost != *id);
                 self.queues.retain(|_, q| q.vhost != *id);
                 self.permissions.retain(|(_, v), _| v != id);
+                self.policies.retain(|p| p.def.vhost != *id);
             }
             Change::DeclareExchange(def) => {
                 if let Some(v) = self.vhosts.get_mut(&def.vhost) {
@@ -330,6 +392,18 @@ impl Topology {
             Change::ClearPermissions { user, vhost } => {
                 self.permissions.remove(&(user.clone(), *vhost));
             }
+            Change::SetPolicy(def) => {
+                self.policies
+                    .retain(|p| !(p.def.vhost == def.vhost && p.def.name == def.name));
+                self.policies.push(Policy {
+                    regex: regex::bytes::Regex::new(&def.pattern).ok(),
+                    def: def.clone(),
+                });
+            }
+            Change::ClearPolicy { vhost, name } => {
+                self.policies
+                    .retain(|p| !(p.def.vhost == *vhost && p.def.name == *name));
+            }
         }
     }
 
@@ -381,6 +455,17 @@ impl Topology {
                 ex.bindings.route(routing_key, h.as_ref(), &mut scratch.dests);
             } else {
                 ex.bindings.route(routing_key, None, &mut scratch.dests);
+            }
+            // An exchange that routes nowhere hands the message to its
+            // alternate exchange (each exchange visited once: no loops).
+            if scratch.dests.len() == start
+                && let Some(ae) = self
+                    .alternate_exchange(ex)
+                    .and_then(|n| v.exchanges.get(&n[..]).copied())
+                && !scratch.visited.contains(&ae)
+            {
+                scratch.visited.push(ae);
+                scratch.pending.push(ae);
             }
             for i in start..scratch.dests.len() {
                 match scratch.dests[i] {

@@ -14,6 +14,8 @@ pub struct ConsumerSpec {
     /// Channel-wide prefetch (`basic.qos` global=true) is in force: every
     /// delivery needs a credit granted by the channel.
     pub channel_limited: bool,
+    /// `x-priority` consumer argument: higher goes first.
+    pub priority: i32,
 }
 
 /// Per-consumer dispatch state. Owned by the queue's shard.

@@ -2,6 +2,7 @@
 //! synchronous state transition whose effects (deliveries, credit requests)
 //! go to a [`QueueSink`] supplied by the runtime.
 
+use super::config::{DeadReason, Overflow, QueueConfig};
 use super::consumer::{Consumer, ConsumerSpec};
 use super::ready::{Entry, ReadyList};
 use crate::ids::{ConsumerRef, IdMap, QueueId};
@@ -30,6 +31,19 @@ pub trait QueueSink {
     fn request_credit(&mut self, consumer: ConsumerRef);
     /// Credit granted earlier that the queue cannot use now (no messages).
     fn return_credit(&mut self, consumer: ConsumerRef, n: u32);
+    /// A ready message left the queue undelivered (expired, or dropped by
+    /// `x-max-length`): dead-letter or discard it.
+    fn removed(&mut self, entry: Entry, reason: DeadReason);
+}
+
+/// Whether a queue takes a new message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Yes,
+    /// Full with `reject-publish`.
+    Reject,
+    /// Full with `reject-publish-dlx`: refuse and dead-letter.
+    RejectDeadLetter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,22 +80,106 @@ pub struct Queue {
     next_seq: u64,
     /// Transport window for consumers not bounded by prefetch.
     window: u32,
+    cfg: QueueConfig,
     pub stats: QueueStats,
 }
 
 impl Queue {
     pub fn new(id: QueueId, window: u32) -> Self {
+        Self::with_config(id, window, QueueConfig::default())
+    }
+
+    pub fn with_config(id: QueueId, window: u32, cfg: QueueConfig) -> Self {
         Queue {
             id,
-            ready: ReadyList::default(),
+            ready: ReadyList::new(cfg.max_priority),
             unacked: IdMap::default(),
             unacked_bytes: 0,
             consumers: Vec::new(),
             next_consumer: 0,
             next_seq: 1,
             window: window.max(1),
+            cfg,
             stats: QueueStats::default(),
         }
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    /// New settings (a policy changed). The priority levels are fixed at
+    /// declare time and kept.
+    pub fn set_config(&mut self, mut cfg: QueueConfig, sink: &mut impl QueueSink) {
+        cfg.max_priority = self.cfg.max_priority;
+        self.cfg = cfg;
+        self.enforce_limits(sink);
+    }
+
+    /// When a message published now would expire (0: never), from the
+    /// queue's TTL and the message's own `expiration` (the lower wins).
+    pub fn expiry_for(&self, msg_ttl: Option<u64>, now_ms: u64) -> u64 {
+        match (self.cfg.message_ttl, msg_ttl) {
+            (None, None) => 0,
+            (a, b) => now_ms
+                .saturating_add(a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX)))
+                .max(1),
+        }
+    }
+
+    /// Would a new message of `body_len` bytes be refused? `pending` counts
+    /// messages admitted but not yet enqueued (awaiting the store write).
+    pub fn admit(&self, body_len: usize, pending: usize, pending_bytes: u64) -> Admit {
+        let full = self
+            .cfg
+            .max_length
+            .is_some_and(|m| (self.ready.len() + pending) as u64 >= m)
+            || self
+                .cfg
+                .max_length_bytes
+                .is_some_and(|m| self.ready.bytes() + pending_bytes + body_len as u64 > m);
+        match (full, self.cfg.overflow) {
+            (false, _) | (true, Overflow::DropHead) => Admit::Yes,
+            (true, Overflow::RejectPublish) => Admit::Reject,
+            (true, Overflow::RejectPublishDlx) => Admit::RejectDeadLetter,
+        }
+    }
+
+    /// Drops from the head while over `x-max-length(-bytes)` (drop-head).
+    fn enforce_limits(&mut self, sink: &mut impl QueueSink) {
+        if self.cfg.overflow != Overflow::DropHead {
+            return;
+        }
+        loop {
+            let over = self.cfg.max_length.is_some_and(|m| self.ready.len() as u64 > m)
+                || self.cfg.max_length_bytes.is_some_and(|m| self.ready.bytes() > m);
+            if !over {
+                return;
+            }
+            match self.ready.pop_front() {
+                Some(e) => sink.removed(e, DeadReason::MaxLen),
+                None => return,
+            }
+        }
+    }
+
+    /// Removes expired messages waiting at the head (`inclusive`: also
+    /// those expiring this very millisecond — the end-of-step sweep, which
+    /// is what makes `x-message-ttl = 0` mean "deliver now or drop").
+    pub fn expire(&mut self, now_ms: u64, inclusive: bool, sink: &mut impl QueueSink) {
+        while let Some(e) = self.ready.pop_expired(now_ms, inclusive) {
+            sink.removed(e, DeadReason::Expired);
+        }
+    }
+
+    /// The earliest expiry among the messages waiting at a head (0: none).
+    pub fn next_expiry(&self) -> u64 {
+        self.ready
+            .iter()
+            .filter(|e| e.expires_at != 0)
+            .map(|e| e.expires_at)
+            .min()
+            .unwrap_or(0)
     }
 
     pub fn ready_count(&self) -> usize {
@@ -109,22 +207,36 @@ impl Queue {
     /// Enqueues a message and returns its sequence number. Call
     /// [`Queue::dispatch`] afterwards (once per batch).
     pub fn publish(&mut self, msg: Message) -> u64 {
-        self.publish_at(msg, None, false)
+        self.publish_at(msg, None, false, 0)
     }
 
-    /// Enqueues a message kept on disk at `loc` (or read back from it at
-    /// recovery, then possibly already `redelivered`).
-    pub fn publish_at(&mut self, msg: Message, loc: Option<crate::ids::Loc>, redelivered: bool) -> u64 {
+    /// Enqueues a message (kept on disk at `loc`, or read back from it at
+    /// recovery and then possibly already `redelivered`), expiring at
+    /// `expires_at` (0: never; see [`Queue::expiry_for`]). Over a length
+    /// limit with drop-head, call [`Queue::trim`] afterwards.
+    pub fn publish_at(
+        &mut self,
+        msg: Message,
+        loc: Option<crate::ids::Loc>,
+        redelivered: bool,
+        expires_at: u64,
+    ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.stats.published += 1;
         self.ready.push_new(Entry {
             seq,
             msg,
-            redelivered,
+            expires_at,
             loc,
+            redelivered,
         });
         seq
+    }
+
+    /// Applies `x-max-length(-bytes)` with drop-head after publishing.
+    pub fn trim(&mut self, sink: &mut impl QueueSink) {
+        self.enforce_limits(sink);
     }
 
     /// Adds a consumer. Call [`Queue::dispatch`] afterwards (after the
@@ -171,19 +283,37 @@ impl Queue {
         self.consumers.iter_mut().find(|c| c.spec.cref == cref)
     }
 
-    /// Hands ready messages to consumers with capacity, round-robin.
-    pub fn dispatch(&mut self, sink: &mut impl QueueSink) {
+    /// Hands ready messages to consumers with capacity: the highest
+    /// `x-priority` first, round-robin among equals; with single active
+    /// consumer, only the first registered. Expired messages met at the
+    /// head are removed instead of delivered.
+    pub fn dispatch(&mut self, now_ms: u64, sink: &mut impl QueueSink) {
         let window = self.window;
         while !self.ready.is_empty() {
-            let n = self.consumers.len();
+            let n = if self.cfg.single_active_consumer {
+                self.consumers.len().min(1)
+            } else {
+                self.consumers.len()
+            };
             if n == 0 {
                 return;
             }
+            if let Some(e) = self.ready.pop_expired(now_ms, false) {
+                sink.removed(e, DeadReason::Expired);
+                continue;
+            }
+            // The best priority any consumer with capacity has.
+            let top = self.consumers[..n]
+                .iter()
+                .filter(|c| c.has_capacity(window))
+                .map(|c| c.spec.priority)
+                .max();
+            let Some(top) = top else { return };
             let mut chosen = None;
             for k in 0..n {
                 let i = (self.next_consumer + k) % n;
                 let c = &mut self.consumers[i];
-                if !c.has_capacity(window) {
+                if c.spec.priority != top || !c.has_capacity(window) {
                     continue;
                 }
                 if c.spec.channel_limited && c.channel_credit == 0 {
@@ -251,7 +381,8 @@ impl Queue {
     /// `basic.get`: the head message, and how many remain after it. In ack
     /// mode the message is held as unacked for the getting channel, which
     /// owns the returned seq.
-    pub fn get(&mut self, no_ack: bool) -> Option<(Entry, u32)> {
+    pub fn get(&mut self, no_ack: bool, now_ms: u64, sink: &mut impl QueueSink) -> Option<(Entry, u32)> {
+        self.expire(now_ms, false, sink);
         let entry = self.ready.pop_front()?;
         self.stats.get += 1;
         if entry.redelivered {
@@ -370,6 +501,7 @@ mod tests {
         out: Vec<Delivery>,
         requests: Vec<ConsumerRef>,
         returned: Vec<(ConsumerRef, u32)>,
+        removed: Vec<(Entry, DeadReason)>,
     }
     impl QueueSink for Sink {
         fn deliver(&mut self, d: Delivery) {
@@ -380,6 +512,9 @@ mod tests {
         }
         fn return_credit(&mut self, c: ConsumerRef, n: u32) {
             self.returned.push((c, n));
+        }
+        fn removed(&mut self, e: Entry, r: DeadReason) {
+            self.removed.push((e, r));
         }
     }
 
@@ -401,6 +536,7 @@ mod tests {
             exclusive: false,
             prefetch,
             channel_limited: false,
+            priority: 0,
         }
     }
 
@@ -420,10 +556,10 @@ mod tests {
             q.publish(msg(i));
         }
         q.add_consumer(spec(1, 2, false)).unwrap();
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         assert_eq!(s.out.iter().map(body).collect::<Vec<_>>(), vec![0, 1]);
         assert!(q.ack(s.out[0].seq).is_some());
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         assert_eq!(s.out.len(), 3);
         assert_eq!(body(&s.out[2]), 2);
         assert_eq!(q.ready_count(), 2);
@@ -436,13 +572,13 @@ mod tests {
         let mut q = Queue::new(QueueId(1), 100);
         let mut s = Sink::default();
         q.add_consumer(spec(1, 1, false)).unwrap();
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         q.add_consumer(spec(2, 0, false)).unwrap();
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         for i in 0..4 {
             q.publish(msg(i));
         }
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         let who: Vec<u32> = s.out.iter().map(|d| d.consumer.id).collect();
         assert_eq!(who, vec![1, 2, 2, 2]);
     }
@@ -455,12 +591,12 @@ mod tests {
             q.publish(msg(i));
         }
         q.add_consumer(spec(1, 2, false)).unwrap();
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         let seqs: Vec<u64> = s.out.iter().map(|d| d.seq).collect();
         q.cancel_consumer(cref(1));
         q.requeue(seqs.into_iter().rev());
         q.add_consumer(spec(2, 0, true)).unwrap();
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         let tail: Vec<(u32, bool)> = s.out[2..].iter().map(|d| (body(d), d.redelivered)).collect();
         assert_eq!(tail, vec![(0, true), (1, true), (2, false)]);
     }
@@ -473,11 +609,11 @@ mod tests {
             q.publish(msg(i));
         }
         q.add_consumer(spec(1, 0, true)).unwrap();
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         assert_eq!(s.out.len(), 3);
         assert!(s.out.iter().all(|d| d.tracked && !d.needs_ack));
         q.written(cref(1), 2);
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         assert_eq!(s.out.len(), 5);
     }
 
@@ -488,14 +624,14 @@ mod tests {
         let mut ex = spec(1, 0, false);
         ex.exclusive = true;
         q.add_consumer(ex.clone()).unwrap();
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         assert_eq!(
             q.add_consumer(spec(2, 0, false)),
             Err(ConsumeError::ExclusiveInUse)
         );
         q.cancel_consumer(cref(1));
         q.add_consumer(spec(2, 0, false)).unwrap();
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         ex.cref = cref(3);
         assert_eq!(q.add_consumer(ex), Err(ConsumeError::ExclusiveInUse));
     }
@@ -507,16 +643,16 @@ mod tests {
         let mut sp = spec(1, 0, false);
         sp.channel_limited = true;
         q.add_consumer(sp).unwrap();
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         q.publish(msg(0));
         q.publish(msg(1));
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         assert!(s.out.is_empty());
         assert_eq!(s.requests, vec![cref(1)]);
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         assert_eq!(s.requests.len(), 1, "asks once");
         assert!(q.grant_credit(cref(1), 5));
-        q.dispatch(&mut s);
+        q.dispatch(0, &mut s);
         assert_eq!(s.out.len(), 2);
         assert_eq!(s.returned, vec![(cref(1), 3)]);
     }
@@ -526,16 +662,143 @@ mod tests {
         let mut q = Queue::new(QueueId(1), 100);
         q.publish(msg(7));
         q.publish(msg(8));
-        let (e, left) = q.get(false).unwrap();
+        let mut s = Sink::default();
+        let (e, left) = q.get(false, 0, &mut s).unwrap();
         assert_eq!(left, 1);
         assert!(q.reject(e.seq, true).is_none());
-        let (e2, _) = q.get(true).unwrap();
+        let (e2, _) = q.get(true, 0, &mut s).unwrap();
         assert_eq!(e2.seq, e.seq);
         assert!(e2.redelivered);
-        let (e3, left) = q.get(false).unwrap();
+        let (e3, left) = q.get(false, 0, &mut s).unwrap();
         assert_eq!(left, 0);
         let dropped = q.reject(e3.seq, false).unwrap();
         assert_eq!(dropped.seq, e3.seq);
-        assert!(q.get(false).is_none());
+        assert!(q.get(false, 0, &mut s).is_none());
+    }
+
+    fn with(cfg: QueueConfig) -> Queue {
+        Queue::with_config(QueueId(1), 100, cfg)
+    }
+
+    fn bodies(s: &Sink) -> Vec<u32> {
+        s.out.iter().map(body).collect()
+    }
+
+    #[test]
+    fn queue_ttl_expires_at_the_head_and_zero_means_now_or_never() {
+        let mut q = with(QueueConfig {
+            message_ttl: Some(100),
+            ..Default::default()
+        });
+        let mut s = Sink::default();
+        for i in 0..3 {
+            let at = q.expiry_for(None, 1000 + i as u64 * 50);
+            q.publish_at(msg(i), None, false, at);
+        }
+        q.expire(1120, true, &mut s);
+        assert_eq!(s.removed.len(), 1, "only the first is past its TTL");
+        assert_eq!(s.removed[0].1, DeadReason::Expired);
+        // Per-message TTL shorter than the queue's wins.
+        assert_eq!(q.expiry_for(Some(10), 5000), 5010);
+        let mut z = with(QueueConfig {
+            message_ttl: Some(0),
+            ..Default::default()
+        });
+        let at = z.expiry_for(None, 7);
+        z.publish_at(msg(9), None, false, at);
+        z.add_consumer(spec(1, 0, true)).unwrap();
+        z.dispatch(7, &mut s);
+        assert_eq!(bodies(&s), vec![9], "TTL 0 delivers at once when it can");
+        let at = z.expiry_for(None, 7);
+        z.cancel_consumer(cref(1));
+        z.publish_at(msg(10), None, false, at);
+        z.dispatch(7, &mut s);
+        z.expire(7, true, &mut s);
+        assert_eq!(z.ready_count(), 0, "and drops otherwise");
+    }
+
+    #[test]
+    fn max_length_drop_head_and_reject() {
+        let mut q = with(QueueConfig {
+            max_length: Some(2),
+            ..Default::default()
+        });
+        let mut s = Sink::default();
+        for i in 0..4 {
+            assert_eq!(q.admit(4, 0, 0), Admit::Yes);
+            q.publish(msg(i));
+            q.trim(&mut s);
+        }
+        assert_eq!(q.ready_count(), 2);
+        assert_eq!(
+            s.removed.iter().map(|(e, _)| body_of(e)).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert!(s.removed.iter().all(|(_, r)| *r == DeadReason::MaxLen));
+        let r = with(QueueConfig {
+            max_length_bytes: Some(8),
+            overflow: Overflow::RejectPublish,
+            ..Default::default()
+        });
+        assert_eq!(r.admit(8, 0, 0), Admit::Yes);
+        assert_eq!(r.admit(8, 1, 8), Admit::Reject, "pending bytes count");
+        let d = with(QueueConfig {
+            max_length: Some(0),
+            overflow: Overflow::RejectPublishDlx,
+            ..Default::default()
+        });
+        assert_eq!(d.admit(1, 0, 0), Admit::RejectDeadLetter);
+    }
+
+    fn body_of(e: &Entry) -> u32 {
+        u32::from_be_bytes(e.msg.body().try_into().unwrap())
+    }
+
+    #[test]
+    fn priority_queue_and_consumer_priorities() {
+        let mut q = with(QueueConfig {
+            max_priority: 10,
+            ..Default::default()
+        });
+        let mut s = Sink::default();
+        for (i, p) in [(0, 1), (1, 5), (2, 1), (3, 9)] {
+            let mut m = msg(i);
+            m.priority = p;
+            q.publish(m);
+        }
+        let mut low = spec(1, 0, true);
+        low.priority = 1;
+        let mut high = spec(2, 2, false);
+        high.priority = 5;
+        q.add_consumer(low).unwrap();
+        q.add_consumer(high).unwrap();
+        q.dispatch(0, &mut s);
+        // Highest priority messages first; the high-priority consumer takes
+        // all it can (prefetch 2) before the low one gets any.
+        let got: Vec<(u32, u32)> = s.out.iter().map(|d| (body(d), d.consumer.id)).collect();
+        assert_eq!(got, vec![(3, 2), (1, 2), (0, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn single_active_consumer_fails_over() {
+        let mut q = with(QueueConfig {
+            single_active_consumer: true,
+            ..Default::default()
+        });
+        let mut s = Sink::default();
+        q.add_consumer(spec(1, 1, false)).unwrap();
+        q.add_consumer(spec(2, 1, false)).unwrap();
+        for i in 0..3 {
+            q.publish(msg(i));
+        }
+        q.dispatch(0, &mut s);
+        assert_eq!(s.out.iter().map(|d| d.consumer.id).collect::<Vec<_>>(), vec![1]);
+        q.cancel_consumer(cref(1));
+        q.dispatch(0, &mut s);
+        assert_eq!(
+            s.out.last().unwrap().consumer.id,
+            2,
+            "the next consumer takes over"
+        );
     }
 }

@@ -2,10 +2,12 @@
 //! prefetch, unacked tracking and requeue. Pure: no I/O, no clock. One
 //! [`Queue`] is owned by exactly one shard (its owner shard).
 
+mod config;
 mod consumer;
 mod engine;
 mod ready;
 
+pub use config::{DeadReason, Overflow, QueueConfig};
 pub use consumer::{Consumer, ConsumerSpec};
-pub use engine::{ConsumeError, Delivery, Queue, QueueSink, QueueStats};
+pub use engine::{Admit, ConsumeError, Delivery, Queue, QueueSink, QueueStats};
 pub use ready::{Entry, ReadyList};

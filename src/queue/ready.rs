@@ -1,4 +1,5 @@
-//! Messages waiting in a queue, in sequence order.
+//! Messages waiting in a queue: by priority level (one level unless the
+//! queue has `x-max-priority`), each level in sequence order.
 
 use crate::message::Message;
 use std::collections::VecDeque;
@@ -10,26 +11,54 @@ use std::collections::VecDeque;
 pub struct Entry {
     pub seq: u64,
     pub msg: Message,
-    /// Delivered at least once before (the `redelivered` flag).
-    pub redelivered: bool,
+    /// When the message expires, in ms since the epoch (0: never).
+    pub expires_at: u64,
     /// On disk (persistent message on a durable queue).
     pub loc: Option<crate::ids::Loc>,
+    /// Delivered at least once before (the `redelivered` flag).
+    pub redelivered: bool,
 }
 
-/// Ready messages ordered by `seq`. New messages append; requeued ones are
+impl Entry {
+    pub fn expired(&self, now_ms: u64, inclusive: bool) -> bool {
+        self.expires_at != 0 && (self.expires_at < now_ms || (inclusive && self.expires_at == now_ms))
+    }
+}
+
+/// Ready messages. Higher priority levels come first; within a level,
+/// messages are in `seq` order. New messages append; requeued ones are
 /// merged back into place.
-#[derive(Default)]
 pub struct ReadyList {
-    entries: VecDeque<Entry>,
+    levels: Vec<VecDeque<Entry>>,
+    len: usize,
     bytes: u64,
 }
 
+impl Default for ReadyList {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
 impl ReadyList {
+    /// `max_priority` 0: a plain FIFO queue.
+    pub fn new(max_priority: u8) -> Self {
+        ReadyList {
+            levels: (0..=max_priority).map(|_| VecDeque::new()).collect(),
+            len: 0,
+            bytes: 0,
+        }
+    }
+
+    fn level(&self, e: &Entry) -> usize {
+        (e.msg.priority as usize).min(self.levels.len() - 1)
+    }
+
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
     /// Sum of body sizes, as RabbitMQ's `message_bytes_ready`.
     pub fn bytes(&self) -> u64 {
@@ -38,46 +67,90 @@ impl ReadyList {
 
     /// Appends a newly published message; its seq must exceed every seq seen.
     pub fn push_new(&mut self, e: Entry) {
-        debug_assert!(self.entries.back().is_none_or(|b| b.seq < e.seq));
+        let l = self.level(&e);
+        debug_assert!(self.levels[l].back().is_none_or(|b| b.seq < e.seq));
         self.bytes += e.msg.body_len() as u64;
-        self.entries.push_back(e);
+        self.len += 1;
+        self.levels[l].push_back(e);
+    }
+
+    fn head_level(&self) -> Option<usize> {
+        (0..self.levels.len()).rev().find(|&l| !self.levels[l].is_empty())
+    }
+
+    /// The next message to deliver.
+    pub fn front(&self) -> Option<&Entry> {
+        self.levels[self.head_level()?].front()
     }
 
     pub fn pop_front(&mut self) -> Option<Entry> {
-        let e = self.entries.pop_front()?;
+        let l = self.head_level()?;
+        self.take(l)
+    }
+
+    fn take(&mut self, level: usize) -> Option<Entry> {
+        let e = self.levels[level].pop_front()?;
         self.bytes -= e.msg.body_len() as u64;
+        self.len -= 1;
         Some(e)
     }
 
-    pub fn front(&self) -> Option<&Entry> {
-        self.entries.front()
+    /// Removes one expired message waiting at the head of any level (only
+    /// heads are checked, as in RabbitMQ: a per-queue TTL makes the head the
+    /// oldest, so expiry never scans the queue).
+    pub fn pop_expired(&mut self, now_ms: u64, inclusive: bool) -> Option<Entry> {
+        let l = (0..self.levels.len()).find(|&l| {
+            self.levels[l]
+                .front()
+                .is_some_and(|e| e.expired(now_ms, inclusive))
+        })?;
+        self.take(l)
     }
 
     /// Puts previously delivered messages back at their original positions.
-    pub fn requeue(&mut self, mut back: Vec<Entry>) {
+    pub fn requeue(&mut self, back: Vec<Entry>) {
         if back.is_empty() {
             return;
         }
+        if self.levels.len() == 1 {
+            self.merge(0, back);
+            return;
+        }
+        let mut by_level: Vec<Vec<Entry>> = (0..self.levels.len()).map(|_| Vec::new()).collect();
+        for e in back {
+            let l = self.level(&e);
+            by_level[l].push(e);
+        }
+        for (l, v) in by_level.into_iter().enumerate() {
+            if !v.is_empty() {
+                self.merge(l, v);
+            }
+        }
+    }
+
+    fn merge(&mut self, level: usize, mut back: Vec<Entry>) {
         back.sort_unstable_by_key(|e| e.seq);
         for e in &back {
             self.bytes += e.msg.body_len() as u64;
         }
+        self.len += back.len();
+        let entries = &mut self.levels[level];
         // Common case: everything requeued is older than everything waiting.
-        let first_ready = self.entries.front().map(|e| e.seq);
+        let first_ready = entries.front().map(|e| e.seq);
         if first_ready.is_none_or(|f| back.last().is_some_and(|l| l.seq < f)) {
             for e in back.into_iter().rev() {
-                self.entries.push_front(e);
+                entries.push_front(e);
             }
             return;
         }
         if back.len() <= 8 {
             for e in back {
-                let at = self.entries.partition_point(|x| x.seq < e.seq);
-                self.entries.insert(at, e);
+                let at = entries.partition_point(|x| x.seq < e.seq);
+                entries.insert(at, e);
             }
             return;
         }
-        let old = std::mem::take(&mut self.entries);
+        let old = std::mem::take(entries);
         let mut merged = VecDeque::with_capacity(old.len() + back.len());
         let mut a = old.into_iter().peekable();
         let mut b = back.into_iter().peekable();
@@ -91,17 +164,23 @@ impl ReadyList {
             let next = if take_a { a.next() } else { b.next() };
             merged.extend(next);
         }
-        self.entries = merged;
+        *entries = merged;
     }
 
-    /// Removes every ready message; returns them for disposal (storage acks).
+    /// Removes every ready message, in delivery order.
     pub fn drain_all(&mut self) -> VecDeque<Entry> {
         self.bytes = 0;
-        std::mem::take(&mut self.entries)
+        self.len = 0;
+        let mut out = VecDeque::new();
+        for l in self.levels.iter_mut().rev() {
+            out.extend(l.drain(..));
+        }
+        out
     }
 
+    /// In delivery order.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.iter()
+        self.levels.iter().rev().flat_map(|l| l.iter())
     }
 }
 
@@ -110,11 +189,18 @@ mod tests {
     use super::*;
 
     fn e(seq: u64) -> Entry {
+        ep(seq, 0)
+    }
+
+    fn ep(seq: u64, priority: u8) -> Entry {
+        let mut msg = Message::assemble(b"", b"q", b"", &seq.to_be_bytes());
+        msg.priority = priority;
         Entry {
             seq,
-            msg: Message::assemble(b"", b"q", b"", &seq.to_be_bytes()),
-            redelivered: false,
+            msg,
+            expires_at: 0,
             loc: None,
+            redelivered: false,
         }
     }
 
@@ -142,7 +228,7 @@ mod tests {
     /// The in-memory cost of a waiting message, documented in the README.
     #[test]
     fn entry_size() {
-        assert_eq!(std::mem::size_of::<Entry>(), 88);
+        assert_eq!(std::mem::size_of::<Entry>(), 96);
         assert_eq!(std::mem::size_of::<Message>(), 64);
     }
 
@@ -153,5 +239,34 @@ mod tests {
         r.requeue(vec![e(3), e(1), e(2)]);
         assert_eq!(seqs(&r), vec![1, 2, 3, 10]);
         assert_eq!(r.pop_front().unwrap().seq, 1);
+    }
+
+    #[test]
+    fn priorities_first_fifo_within() {
+        let mut r = ReadyList::new(5);
+        for (s, p) in [(1, 0), (2, 3), (3, 9), (4, 3), (5, 0)] {
+            r.push_new(ep(s, p));
+        }
+        // Priority 9 is capped to 5 and comes first.
+        assert_eq!(seqs(&r), vec![3, 2, 4, 1, 5]);
+        let top = r.pop_front().unwrap();
+        let next = r.pop_front().unwrap();
+        r.requeue(vec![next, top]);
+        assert_eq!(seqs(&r), vec![3, 2, 4, 1, 5]);
+        assert_eq!(r.len(), 5);
+    }
+
+    #[test]
+    fn expiry_checks_heads_only() {
+        let mut r = ReadyList::default();
+        let mut a = e(1);
+        a.expires_at = 100;
+        let mut b = e(2);
+        b.expires_at = 50;
+        r.push_new(a);
+        r.push_new(b);
+        assert!(r.pop_expired(60, true).is_none(), "the head has not expired");
+        assert_eq!(r.pop_expired(100, true).unwrap().seq, 1);
+        assert!(r.pop_expired(100, false).is_some());
     }
 }

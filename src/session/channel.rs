@@ -317,6 +317,34 @@ pub struct ConsumerSummary {
 }
 
 impl Session {
+    /// Closes channels holding a delivery unacked for longer than the
+    /// consumer timeout, as RabbitMQ does (406 PRECONDITION_FAILED).
+    pub fn check_consumer_timeouts(&mut self, b: &mut impl Broker) {
+        let timeout = self.cfg.consumer_timeout_ms;
+        if timeout == 0 {
+            return;
+        }
+        let now = self.now_ms;
+        let late: Vec<u16> = self
+            .channels
+            .iter()
+            .flatten()
+            .filter(|c| {
+                !c.closing
+                    && c.unacked
+                        .oldest()
+                        .is_some_and(|o| now.saturating_sub(o.at_ms) > timeout)
+            })
+            .map(|c| c.cref.channel)
+            .collect();
+        for n in late {
+            let e = AmqpError::precondition(format!(
+                "delivery acknowledgement on channel {n} timed out. Timeout value used: {timeout} ms. This timeout value can be configured, see consumers doc guide to learn more"
+            ));
+            self.close_channel(n, e, b);
+        }
+    }
+
     /// The open channels, for the management plane.
     pub fn channel_summaries(&self) -> Vec<ChannelSummary> {
         self.channels
@@ -544,6 +572,22 @@ impl Session {
                 .with_method(60, 40));
             }
         }
+        let expiration = match props.expiration {
+            None => Message::NO_EXPIRATION,
+            Some((a, b)) => {
+                let raw = &p[12 + a..12 + b];
+                match crate::message::parse_expiration(raw) {
+                    Some(ms) => ms.min(Message::NO_EXPIRATION as u64 - 1) as u32,
+                    None => {
+                        return Err(AmqpError::precondition(format!(
+                            "invalid expiration '{}' for message",
+                            String::from_utf8_lossy(raw)
+                        ))
+                        .with_method(60, 40));
+                    }
+                }
+            }
+        };
         if body_size > max {
             ch.assembly = Assembly::Idle;
             return Err(AmqpError::precondition(format!(
@@ -559,6 +603,7 @@ impl Session {
             props: Part::chunk(start + 12, end - start - 12),
             persistent: props.delivery_mode == 2,
             priority: props.priority.unwrap_or(0),
+            expiration,
             body_size,
             body: Body::None,
         };
@@ -625,6 +670,7 @@ impl Session {
             props,
             persistent,
             priority,
+            expiration,
             body,
             ..
         } = std::mem::replace(&mut ch.assembly, Assembly::Idle)
@@ -632,7 +678,7 @@ impl Session {
             unreachable!()
         };
         let mandatory = head.mandatory;
-        let msg = publish::finish(&self.chunk, head, props, persistent, priority, body);
+        let msg = publish::finish(&self.chunk, head, props, persistent, priority, expiration, body);
         self.stats.published += 1;
         if let Some(tx) = &mut ch.tx {
             b.exchange_exists(vhost, msg.exchange())?;
@@ -855,12 +901,25 @@ impl Session {
                 let id = self.next_consumer_id;
                 self.next_consumer_id = self.next_consumer_id.wrapping_add(1);
                 let limited = ch.global_prefetch > 0 && !c.no_ack;
+                let priority = match c.arguments.get("x-priority") {
+                    None => 0,
+                    Some(v) => match v.as_i64() {
+                        Some(p) => p.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+                        None => {
+                            return Err(AmqpError::precondition(format!(
+                                "invalid arg 'x-priority' for consumer: expected integer, got {}",
+                                crate::broker::args::type_name(v)
+                            )));
+                        }
+                    },
+                };
                 let spec = ConsumerSpec {
                     cref: ConsumerRef { ch: ch.cref, id },
                     no_ack: c.no_ack,
                     exclusive: c.exclusive,
                     prefetch: ch.prefetch,
                     channel_limited: limited,
+                    priority,
                 };
                 let pending = Pending::Consume {
                     tag,
@@ -1020,6 +1079,7 @@ impl Session {
     /// Applies an event to a live channel.
     pub(super) fn channel_event(&mut self, n: u16, ev: Event, b: &mut impl Broker) -> Result<(), AmqpError> {
         let frame_max = self.frame_max;
+        let now = self.now_ms;
         let notify_cancel = self.caps.consumer_cancel_notify;
         let out = &mut self.out;
         let ch = self.channels[n as usize].as_deref_mut().expect("live channel");
@@ -1047,6 +1107,7 @@ impl Session {
                         queue: d.queue,
                         seq: d.seq,
                         consumer: Some(c.id),
+                        at_ms: now,
                     });
                 }
                 if d.tracked {
@@ -1093,7 +1154,7 @@ impl Session {
                     self.awaiting = None;
                 }
                 let ch = self.channels[n as usize].as_deref_mut().expect("live channel");
-                reply_frames(ch, n, pending, reply, &mut self.out, frame_max, b)
+                reply_frames(ch, n, pending, reply, &mut self.out, frame_max, now, b)
             }
             Event::ForceClose { .. } | Event::Describe | Event::Throttle { .. } => Ok(()),
         }
@@ -1132,6 +1193,7 @@ fn recover(ch: &mut Channel, requeue: bool, b: &mut impl Broker) -> Result<(), A
     ch.settle_tags(0, true, Settle::Requeue, b)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reply_frames(
     ch: &mut Channel,
     n: u16,
@@ -1139,6 +1201,7 @@ fn reply_frames(
     reply: Reply,
     out: &mut BytesMut,
     frame_max: u32,
+    now: u64,
     b: &mut impl Broker,
 ) -> Result<(), AmqpError> {
     let nowait = match &pending {
@@ -1223,6 +1286,7 @@ fn reply_frames(
                     queue,
                     seq: entry.seq,
                     consumer: None,
+                    at_ms: now,
                 });
             }
             let m = &entry.msg;

@@ -28,6 +28,9 @@ pub struct SessionConfig {
     pub tx_max_bytes: usize,
     pub cluster_name: String,
     pub product_version: String,
+    /// Longest a delivery may stay unacked before its channel is closed
+    /// (RabbitMQ's `consumer_timeout`); 0 = never.
+    pub consumer_timeout_ms: u64,
 }
 
 impl Default for SessionConfig {
@@ -43,6 +46,7 @@ impl Default for SessionConfig {
             tx_max_bytes: l.tx_max_bytes,
             cluster_name: "warren".into(),
             product_version: env!("CARGO_PKG_VERSION").into(),
+            consumer_timeout_ms: l.consumer_timeout.as_millis() as u64,
         }
     }
 }
@@ -125,6 +129,8 @@ pub struct Session {
     pub stats: SessionStats,
     /// Why we closed, for the log.
     pub close_reason: Option<String>,
+    /// The runtime's clock (ms), refreshed before each batch.
+    pub(super) now_ms: u64,
 }
 
 impl Session {
@@ -155,7 +161,13 @@ impl Session {
             confirm_dirty: Vec::new(),
             stats: SessionStats::default(),
             close_reason: None,
+            now_ms: 0,
         }
+    }
+
+    /// Sets the clock used to time deliveries (ms).
+    pub fn set_clock(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
     }
 
     pub fn phase(&self) -> Phase {

@@ -70,6 +70,7 @@ pub(crate) enum Assembly {
         props: Part,
         persistent: bool,
         priority: u8,
+        expiration: u32,
         body_size: u64,
         body: Body,
     },
@@ -110,6 +111,7 @@ pub(crate) fn finish(
     props: Part,
     persistent: bool,
     priority: u8,
+    expiration: u32,
     body: Body,
 ) -> Message {
     let mut msg = match body {
@@ -141,6 +143,7 @@ pub(crate) fn finish(
     };
     msg.persistent = persistent;
     msg.priority = priority;
+    msg.expiration = expiration;
     msg
 }
 

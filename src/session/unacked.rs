@@ -17,6 +17,8 @@ pub struct Outstanding {
     pub seq: u64,
     /// Channel-local consumer id; `None` for `basic.get`.
     pub consumer: Option<u32>,
+    /// When it was delivered (ms), for the consumer timeout.
+    pub at_ms: u64,
 }
 
 #[derive(Default)]
@@ -113,6 +115,11 @@ impl UnackedMap {
         self.index_of(tag).is_some()
     }
 
+    /// The oldest delivery still unacked.
+    pub fn oldest(&self) -> Option<&Outstanding> {
+        self.slots.iter().flatten().next()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Outstanding> {
         self.slots.iter().flatten()
     }
@@ -142,6 +149,7 @@ mod tests {
             queue: QueueId(1),
             seq: tag * 10,
             consumer: Some(1),
+            at_ms: 0,
         }
     }
 

@@ -163,10 +163,8 @@ fn publish(
         .map(|v| v.id)
         .ok_or_else(|| AmqpError::not_found(format!("vhost '{vhost}' not found")))?;
     let raw = props.to_bytes();
-    let mut msg =
-        crate::message::Message::assemble(exchange.as_bytes(), routing_key.as_bytes(), &raw, payload);
-    msg.persistent = props.delivery_mode == Some(2);
-    msg.priority = props.priority.unwrap_or(0);
+    let msg = crate::message::Message::assemble(exchange.as_bytes(), routing_key.as_bytes(), &raw, payload)
+        .with_properties_from_raw();
     let state = ConnState::default();
     *state.user.borrow_mut() = user.to_string();
     let mut ctx = Ctx { shard, conn: &state };

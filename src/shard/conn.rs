@@ -111,6 +111,7 @@ async fn serve(
     let mut timer = Timer::new(Duration::from_secs(1));
     loop {
         let mut ctx = Ctx { shard, conn: state };
+        session.set_clock(super::state::now_ms());
         // Events from queues and other shards.
         let mut any = false;
         let mut describe_now = false;
@@ -255,6 +256,7 @@ async fn serve(
             session.report_written(&mut Ctx { shard, conn: state });
         }
         if fired {
+            session.check_consumer_timeouts(&mut Ctx { shard, conn: state });
             let now = Instant::now();
             let hb = session.heartbeat() as u64;
             match session.phase() {

@@ -75,6 +75,89 @@ impl Ctx<'_> {
 
     /// Resolves a queue name for an operation on its owner, checking
     /// existence and exclusivity here (the topology is replicated).
+    /// A publish with `CC`/`BCC` headers: routed with every key; `BCC`
+    /// never reaches consumers (RabbitMQ's sender-selected distribution).
+    fn publish_sender_selected(
+        &self,
+        ch: ChannelRef,
+        vhost: VhostId,
+        msg: Message,
+        confirm: Option<u64>,
+        (keys, strip_bcc): (Vec<Bytes>, bool),
+    ) -> Result<PublishOutcome, AmqpError> {
+        let s = self.shard;
+        let topo = s.topo.borrow();
+        self.check_write(&topo, vhost, msg.exchange())?;
+        let mut route = s.route.borrow_mut();
+        let (scratch, out) = &mut *route;
+        let mut dests = Vec::new();
+        for key in std::iter::once(Bytes::copy_from_slice(msg.routing_key())).chain(keys) {
+            match topo.route(vhost, msg.exchange(), &key, msg.props(), scratch, out) {
+                Ok(_) => dests.extend(out.iter().copied()),
+                Err(RouteError::NoExchange) => {
+                    return Err(no_exchange(msg.exchange(), topo.vhost_name(vhost)));
+                }
+                Err(RouteError::Internal) => {
+                    return Err(AmqpError::access_refused(format!(
+                        "cannot publish to internal exchange '{}' in vhost '{}'",
+                        String::from_utf8_lossy(msg.exchange()),
+                        topo.vhost_name(vhost)
+                    )));
+                }
+            }
+        }
+        drop(route);
+        drop(topo);
+        dests.sort_unstable();
+        dests.dedup();
+        let msg = if strip_bcc { without_bcc(&msg) } else { msg };
+        s.routed.set(s.routed.get() + 1);
+        Ok(self.enqueue_all(&dests, msg, ch, confirm))
+    }
+
+    /// Hands a routed message to each destination queue: directly when
+    /// this shard owns it, through the outbox otherwise.
+    fn enqueue_all(
+        &self,
+        dests: &[(QueueId, crate::ids::ShardId)],
+        msg: Message,
+        ch: ChannelRef,
+        confirm: Option<u64>,
+    ) -> PublishOutcome {
+        let s = self.shard;
+        let mut outcome = PublishOutcome {
+            routed: !dests.is_empty(),
+            ..Default::default()
+        };
+        for &(queue, owner) in dests.iter() {
+            if owner == s.id {
+                let mut queues = s.queues.borrow_mut();
+                if let Some(slot) = queues.get_mut(&queue) {
+                    let c = confirm.map(|seq| (ch, seq));
+                    match s.enqueue(slot, msg.clone(), c, ch.conn) {
+                        Enqueued::Now => {}
+                        Enqueued::Deferred => outcome.pending_confirms += u32::from(c.is_some()),
+                        Enqueued::Refused => outcome.rejected = true,
+                    }
+                }
+            } else {
+                if confirm.is_some() {
+                    outcome.pending_confirms += 1;
+                }
+                s.send(
+                    owner,
+                    Item::Publish {
+                        queue,
+                        msg: msg.clone(),
+                        confirm: confirm.map(|seq| (ch, seq)),
+                        publisher: ch.conn,
+                    },
+                );
+            }
+        }
+        outcome
+    }
+
     /// Write access to an exchange, cached per connection.
     fn check_write(&self, topo: &Topology, vhost: VhostId, exchange: &[u8]) -> Result<(), AmqpError> {
         if let Some((v, name, version)) = &*self.conn.write_ok.borrow()
@@ -161,6 +244,9 @@ impl Broker for Ctx<'_> {
         confirm: Option<u64>,
     ) -> Result<PublishOutcome, AmqpError> {
         let s = self.shard;
+        if let Some(extra) = sender_selected(&msg) {
+            return self.publish_sender_selected(ch, vhost, msg, confirm, extra);
+        }
         let topo = s.topo.borrow();
         let mut cache = self.conn.route.borrow_mut();
         let hit = cache.valid
@@ -203,39 +289,8 @@ impl Broker for Ctx<'_> {
             c.dests.clear();
             c.dests.extend_from_slice(dests);
         }
-        let dests = &cache.dests;
         s.routed.set(s.routed.get() + 1);
-        let mut outcome = PublishOutcome {
-            routed: !dests.is_empty(),
-            ..Default::default()
-        };
-        for &(queue, owner) in dests.iter() {
-            if owner == s.id {
-                let mut queues = s.queues.borrow_mut();
-                if let Some(slot) = queues.get_mut(&queue) {
-                    let c = confirm.map(|seq| (ch, seq));
-                    match s.enqueue(slot, msg.clone(), c, ch.conn) {
-                        Enqueued::Now => {}
-                        Enqueued::Deferred => outcome.pending_confirms += u32::from(c.is_some()),
-                        Enqueued::Refused => outcome.rejected = true,
-                    }
-                }
-            } else {
-                if confirm.is_some() {
-                    outcome.pending_confirms += 1;
-                }
-                s.send(
-                    owner,
-                    Item::Publish {
-                        queue,
-                        msg: msg.clone(),
-                        confirm: confirm.map(|seq| (ch, seq)),
-                        publisher: ch.conn,
-                    },
-                );
-            }
-        }
-        Ok(outcome)
+        Ok(self.enqueue_all(&cache.dests, msg, ch, confirm))
     }
 
     fn exchange_exists(&mut self, vhost: VhostId, exchange: &[u8]) -> Result<(), AmqpError> {
@@ -322,4 +377,40 @@ impl Broker for Ctx<'_> {
         self.shard
             .send(0, Item::Control(ControlMsg::ConnectionClosed(conn)));
     }
+}
+
+/// The extra routing keys of a message with `CC`/`BCC` headers, and whether
+/// `BCC` must be stripped; `None` for the usual message (checked without
+/// decoding anything unless the header names appear in the raw bytes).
+fn sender_selected(msg: &Message) -> Option<(Vec<Bytes>, bool)> {
+    let props = msg.props();
+    let has_headers = props.first().is_some_and(|b| b & 0x20 != 0);
+    if !has_headers {
+        return None;
+    }
+    let mentions = |pat: &[u8]| props.windows(pat.len()).any(|w| w == pat);
+    if !mentions(b"\x02CC") && !mentions(b"\x03BCC") {
+        return None;
+    }
+    let headers = crate::broker::topology::decode_headers(props)?;
+    let cc = crate::broker::deadletter::cc_keys(&headers, "CC");
+    let bcc = crate::broker::deadletter::cc_keys(&headers, "BCC");
+    let strip = headers.get("BCC").is_some();
+    if cc.is_empty() && bcc.is_empty() && !strip {
+        return None;
+    }
+    Some((cc.into_iter().chain(bcc).collect(), strip))
+}
+
+/// The message with its `BCC` header removed.
+fn without_bcc(msg: &Message) -> Message {
+    let mut p = crate::protocol::BasicProperties::decode(&msg.props_bytes()).unwrap_or_default();
+    if let Some(h) = &mut p.headers {
+        h.remove("BCC");
+    }
+    let mut m = Message::assemble(msg.exchange(), msg.routing_key(), &p.to_bytes(), msg.body());
+    m.persistent = msg.persistent;
+    m.priority = msg.priority;
+    m.expiration = msg.expiration;
+    m
 }

@@ -398,6 +398,7 @@ async fn run_shard(
     }
     tasks.push(glommio::spawn_local(local_pump(shard.clone())).detach());
     tasks.push(glommio::spawn_local(syncer(shard.clone())).detach());
+    tasks.push(glommio::spawn_local(sweeper(shard.clone())).detach());
     {
         use std::os::fd::{FromRawFd, IntoRawFd};
         // SAFETY: the fd comes from a socket we own and hand over whole.
@@ -529,6 +530,15 @@ async fn memory_monitor(shard: Rc<Shard>) {
             }
         }
         glommio::timer::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Message TTLs and queue expiry, checked every 100 ms.
+async fn sweeper(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        shard.sweep();
+        shard.after_step();
     }
 }
 

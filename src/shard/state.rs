@@ -10,7 +10,7 @@ use crate::ids::{ChannelRef, Loc};
 use crate::ids::{ConnId, ConsumerRef, IdMap, QueueId, ShardId, VhostId};
 use crate::message::Message;
 use crate::protocol::{AmqpError, ShortStr};
-use crate::queue::{ConsumeError, Delivery, Queue, QueueSink};
+use crate::queue::{Admit, ConsumeError, DeadReason, Delivery, Queue, QueueSink};
 use crate::session::{Event, SessionConfig};
 use crate::storage::QueueStore;
 use std::cell::{Cell, RefCell};
@@ -35,6 +35,14 @@ pub struct QueueSlot {
     store_failed: bool,
     /// Connections this queue paused (flow control).
     throttled: Vec<ConnId>,
+    /// Dead-lettering and expiry settings.
+    pub extras: crate::broker::args::QueueExtras,
+    /// Last time the queue was used (for `x-expires`), ms.
+    pub last_used_ms: u64,
+    /// Body bytes of `pending`.
+    pending_bytes: u64,
+    /// Holds messages with a per-message TTL (so the sweeper looks at it).
+    may_expire: bool,
     /// Publishes waiting for the end-of-step store write, in order (with
     /// the transient ones queued behind them, to keep FIFO).
     pending: Vec<(Message, Option<(ChannelRef, u64)>)>,
@@ -197,6 +205,7 @@ impl Shard {
             tx_max_bytes: l.tx_max_bytes,
             cluster_name: format!("warren@{}", hostname()),
             product_version: env!("CARGO_PKG_VERSION").into(),
+            consumer_timeout_ms: l.consumer_timeout.as_millis() as u64,
         };
         let control = (id == 0).then(ControlState::default);
         let shard = Shard {
@@ -406,19 +415,102 @@ impl Shard {
             return;
         };
         slot.dirty = false;
-        let mut stored = Vec::new();
-        slot.q.dispatch(&mut Sink {
-            shard: self,
-            queue: id,
-            stored: &mut stored,
+        let now = now_ms();
+        self.with_sink(slot, |q, sink| {
+            // Drop-head first, then deliver, then drop what expires now
+            // (this is what makes a TTL of 0 mean "deliver now or drop").
+            q.trim(sink);
+            q.dispatch(now, sink);
+            q.expire(now, true, sink);
         });
+        self.maybe_release(slot);
+    }
+
+    /// Runs queue operations with a sink, then carries out what they left
+    /// for the owner: delivery marks on disk, removed messages (store
+    /// cleanup and dead-lettering).
+    pub fn with_sink<R>(&self, slot: &mut QueueSlot, f: impl FnOnce(&mut Queue, &mut Sink<'_>) -> R) -> R {
+        let mut stored = Vec::new();
+        let mut removed = Vec::new();
+        let queue = slot.q.id;
+        let r = f(
+            &mut slot.q,
+            &mut Sink {
+                shard: self,
+                queue,
+                stored: &mut stored,
+                removed: &mut removed,
+            },
+        );
         if let Some(store) = &mut slot.store {
             for (loc, needs_ack, redelivered) in stored {
                 Self::record_delivery(store, Some(loc), needs_ack, redelivered);
             }
+        }
+        for (entry, reason) in removed {
+            self.dead_letter(slot, &entry.msg, reason);
+            if let (Some(loc), Some(store)) = (entry.loc, &mut slot.store) {
+                store.remove(loc);
+            }
+        }
+        if slot.store.is_some() {
             self.mark_store_dirty(slot);
         }
-        self.maybe_release(slot);
+        r
+    }
+
+    /// Republishes a message that left `slot` for `reason` to the queue's
+    /// dead-letter exchange (if it has one), as RabbitMQ does: routed
+    /// without confirms, dropped when nothing matches or it would cycle.
+    fn dead_letter(&self, slot: &QueueSlot, msg: &Message, reason: DeadReason) {
+        let Some(dlx) = &slot.extras.dead_letter_exchange else {
+            return;
+        };
+        let now_secs = now_ms() / 1000;
+        let dl = crate::broker::deadletter::dead_letter(
+            msg,
+            slot.name.as_bytes(),
+            reason,
+            dlx.as_bytes(),
+            slot.extras.dead_letter_routing_key.as_ref().map(|k| k.as_bytes()),
+            now_secs,
+        );
+        let topo = self.topo.borrow();
+        let mut dests: Vec<(QueueId, ShardId)> = Vec::new();
+        let mut scratch = crate::broker::topology::RouteScratch::default();
+        let mut out = Vec::new();
+        for key in &dl.routing_keys {
+            if topo
+                .route(
+                    slot.vhost,
+                    dlx.as_bytes(),
+                    key,
+                    dl.msg.props(),
+                    &mut scratch,
+                    &mut out,
+                )
+                .is_ok()
+            {
+                dests.extend(out.iter().copied());
+            }
+        }
+        dests.sort_unstable();
+        dests.dedup();
+        for (queue, owner) in dests {
+            let name = topo.queue(queue).map(|q| q.name.clone()).unwrap_or_default();
+            if crate::broker::deadletter::is_cycle(&dl.msg, name.as_bytes()) {
+                continue;
+            }
+            self.send(
+                owner,
+                Item::Publish {
+                    queue,
+                    msg: dl.msg.clone(),
+                    confirm: None,
+                    publisher: ConnId(0),
+                },
+            );
+        }
     }
 
     /// On disk, a delivery without ack removes the message; a first
@@ -488,13 +580,27 @@ impl Shard {
         if slot.store_failed && msg.persistent {
             return Enqueued::Refused;
         }
+        match slot
+            .q
+            .admit(msg.body_len(), slot.pending.len(), slot.pending_bytes)
+        {
+            Admit::Yes => {}
+            Admit::Reject => return Enqueued::Refused,
+            Admit::RejectDeadLetter => {
+                self.dead_letter(slot, &msg, DeadReason::MaxLen);
+                return Enqueued::Refused;
+            }
+        }
         self.maybe_throttle(slot, publisher);
+        slot.may_expire |= msg.ttl().is_some();
         if slot.store.is_some() && (msg.persistent || !slot.pending.is_empty()) {
+            slot.pending_bytes += msg.body_len() as u64;
             slot.pending.push((msg, confirm));
             self.mark_store_dirty(slot);
             Enqueued::Deferred
         } else {
-            slot.q.publish(msg);
+            let expires_at = slot.q.expiry_for(msg.ttl(), now_ms());
+            slot.q.publish_at(msg, None, false, expires_at);
             self.mark_dirty(slot);
             Enqueued::Now
         }
@@ -519,6 +625,7 @@ impl Shard {
             let Some(store) = &mut slot.store else { continue };
             if !slot.pending.is_empty() {
                 let pending = std::mem::take(&mut slot.pending);
+                slot.pending_bytes = 0;
                 let mut stored = Vec::new();
                 let persistent = pending
                     .iter()
@@ -528,7 +635,8 @@ impl Shard {
                 let mut stored = stored.into_iter();
                 for (msg, confirm) in pending {
                     if !msg.persistent {
-                        slot.q.publish(msg);
+                        let expires_at = slot.q.expiry_for(msg.ttl(), now_ms);
+                        slot.q.publish_at(msg, None, false, expires_at);
                         if let Some((ch, seq)) = confirm {
                             self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
                         }
@@ -536,7 +644,8 @@ impl Shard {
                     }
                     match (&write, stored.next()) {
                         (Ok(()), Some((loc, m))) => {
-                            slot.q.publish_at(m, Some(loc), false);
+                            let expires_at = slot.q.expiry_for(m.ttl(), now_ms);
+                            slot.q.publish_at(m, Some(loc), false, expires_at);
                             if let Some((ch, seq)) = confirm {
                                 self.awaiting_sync.borrow_mut().push(SyncWaiter::Confirm(ch, seq));
                             }
@@ -676,11 +785,10 @@ impl Shard {
             }
             Item::BarrierDone { ch, token } => self.barrier_done(ch, token),
             Item::DeclareCounts { queue, ch, name } => {
-                let counts = self
-                    .queues
-                    .borrow()
-                    .get(&queue)
-                    .map(|s| (s.q.ready_count() as u32, s.q.consumer_count() as u32));
+                let counts = self.queues.borrow_mut().get_mut(&queue).map(|s| {
+                    s.last_used_ms = now_ms();
+                    (s.q.ready_count() as u32, s.q.consumer_count() as u32)
+                });
                 let reply = match counts {
                     Some((messages, consumers)) => Reply::QueueDeclareOk {
                         name,
@@ -727,7 +835,8 @@ impl Shard {
                 let mut back = Vec::new();
                 for _ in 0..count.min(10_000) {
                     let remove = mode == GetMode::Remove;
-                    let Some((e, left)) = slot.q.get(remove) else {
+                    let now = now_ms();
+                    let Some((e, left)) = self.with_sink(slot, |q, sink| q.get(remove, now, sink)) else {
                         break;
                     };
                     if let Some(store) = &mut slot.store {
@@ -796,6 +905,51 @@ impl Shard {
         }
     }
 
+    /// Recomputes the settings of this shard's queues in a vhost whose
+    /// policies changed.
+    fn reapply_policies(&self, vhost: VhostId) {
+        let mut queues = self.queues.borrow_mut();
+        for slot in queues.values_mut().filter(|s| s.vhost == vhost) {
+            let (cfg, extras) = {
+                let topo = self.topo.borrow();
+                let Some(def) = topo.queue(slot.q.id) else {
+                    continue;
+                };
+                crate::broker::args::queue_settings(
+                    &def.args,
+                    topo.policy_for(vhost, def.name.as_bytes(), true),
+                )
+            };
+            slot.extras = extras;
+            self.with_sink(slot, |q, sink| q.set_config(cfg, sink));
+            self.mark_dirty(slot);
+        }
+    }
+
+    /// Expires messages of idle queues and deletes queues unused for their
+    /// `x-expires`. Run every 100 ms by the shard's sweeper task.
+    pub fn sweep(&self) {
+        let now = now_ms();
+        let mut unused = Vec::new();
+        {
+            let mut queues = self.queues.borrow_mut();
+            for slot in queues.values_mut() {
+                if slot.may_expire || slot.q.config().message_ttl.is_some() {
+                    self.with_sink(slot, |q, sink| q.expire(now, true, sink));
+                }
+                if let Some(ttl) = slot.extras.expires
+                    && slot.q.consumer_count() == 0
+                    && now.saturating_sub(slot.last_used_ms) >= ttl
+                {
+                    unused.push(slot.q.id);
+                }
+            }
+        }
+        for q in unused {
+            self.auto_delete(q);
+        }
+    }
+
     /// RabbitMQ closes the connections of a deleted vhost or user.
     fn close_connections_for(&self, c: &Change) {
         let (vhost, user) = match c {
@@ -836,6 +990,9 @@ impl Shard {
                 None
             }
         };
+        if let (Settle::Reject { requeue: false }, Some(e)) = (how, &gone) {
+            self.dead_letter(slot, &e.msg, DeadReason::Rejected);
+        }
         if let (Some(loc), Some(store)) = (gone.and_then(|e| e.loc), &mut slot.store) {
             store.remove(loc);
             self.mark_store_dirty(slot);
@@ -858,6 +1015,7 @@ impl Shard {
                 return;
             };
             slot.q.cancel_consumer(consumer);
+            slot.last_used_ms = now_ms();
             self.mark_dirty(slot);
             slot.auto_delete && slot.had_consumers && slot.q.consumer_count() == 0
         };
@@ -934,6 +1092,7 @@ impl Shard {
                 let consumer = spec.cref;
                 let mut queues = self.queues.borrow_mut();
                 let slot = queues.get_mut(&queue).expect("exists");
+                slot.last_used_ms = now_ms();
                 match slot.q.add_consumer(spec) {
                     Ok(()) => {
                         slot.had_consumers = true;
@@ -959,7 +1118,9 @@ impl Shard {
                 let got = {
                     let mut queues = self.queues.borrow_mut();
                     let slot = queues.get_mut(&queue).expect("exists");
-                    let r = slot.q.get(no_ack);
+                    slot.last_used_ms = now_ms();
+                    let now = slot.last_used_ms;
+                    let r = self.with_sink(slot, |q, sink| q.get(no_ack, now, sink));
                     if let (Some((e, _)), Some(store)) = (&r, &mut slot.store) {
                         Self::record_delivery(store, e.loc, !no_ack, e.redelivered);
                     }
@@ -1001,8 +1162,17 @@ impl Shard {
             self.topo.borrow_mut().apply(c);
             match c {
                 Change::DeclareQueue(def) if def.owner == self.id => {
+                    let (qcfg, extras) = {
+                        let topo = self.topo.borrow();
+                        let policy = topo.policy_for(def.vhost, def.name.as_bytes(), true);
+                        crate::broker::args::queue_settings(&def.args, policy)
+                    };
                     let mut slot = QueueSlot {
-                        q: Queue::new(def.id, self.cfg.limits.consumer_window),
+                        q: Queue::with_config(def.id, self.cfg.limits.consumer_window, qcfg),
+                        extras,
+                        last_used_ms: now_ms(),
+                        pending_bytes: 0,
+                        may_expire: false,
                         name: def.name.clone(),
                         vhost: def.vhost,
                         auto_delete: def.auto_delete,
@@ -1027,6 +1197,8 @@ impl Shard {
                 Change::DeleteQueue { id } => {
                     self.remove_engine(*id);
                 }
+                Change::SetPolicy(crate::broker::topology::PolicyDef { vhost, .. })
+                | Change::ClearPolicy { vhost, .. } => self.reapply_policies(*vhost),
                 Change::DeleteVhost { id } => {
                     let gone: Vec<QueueId> = self
                         .queues
@@ -1060,7 +1232,8 @@ impl Shard {
                     );
                 }
                 for r in recovered {
-                    slot.q.publish_at(r.msg, Some(r.loc), r.redelivered);
+                    let expires_at = slot.q.expiry_for(r.msg.ttl(), r.timestamp_ms);
+                    slot.q.publish_at(r.msg, Some(r.loc), r.redelivered, expires_at);
                 }
                 slot.store = Some(store);
                 Ok(())
@@ -1076,11 +1249,13 @@ impl Shard {
 
 /// Routes a queue's effects: local consumers get events directly, remote
 /// ones through the outbox.
-struct Sink<'a> {
+pub struct Sink<'a> {
     shard: &'a Shard,
     queue: QueueId,
     /// Stored messages delivered: (where, needs ack, redelivered).
     stored: &'a mut Vec<(Loc, bool, bool)>,
+    /// Messages that left the queue undelivered.
+    removed: &'a mut Vec<(crate::queue::Entry, DeadReason)>,
 }
 
 impl QueueSink for Sink<'_> {
@@ -1101,10 +1276,20 @@ impl QueueSink for Sink<'_> {
         self.shard
             .to_conn(consumer.ch.conn, Event::CreditReturn { queue, consumer, n });
     }
+    fn removed(&mut self, entry: crate::queue::Entry, reason: DeadReason) {
+        self.removed.push((entry, reason));
+    }
 }
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Wall-clock milliseconds (TTLs are wall-clock in RabbitMQ too).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -43,18 +43,15 @@ fn message_from(region: &bytes::Bytes, base: usize, off: usize, v: &record::Reco
     let rel = |r: &std::ops::Range<usize>| (r.start + off - base)..(r.end + off - base);
     let buf = region.slice(off - base..off - base + v.total);
     let shift = |r: std::ops::Range<usize>| (r.start - (off - base))..(r.end - (off - base));
-    let mut m = Message::from_ranges(
+    let m = Message::from_ranges(
         buf,
         shift(rel(&v.exchange)),
         shift(rel(&v.routing_key)),
         shift(rel(&v.props)),
         shift(rel(&v.body)),
     );
+    let mut m = m.with_properties_from_raw();
     m.persistent = true;
-    m.priority = crate::protocol::scan_properties(m.props())
-        .ok()
-        .and_then(|p| p.priority)
-        .unwrap_or(0);
     m
 }
 

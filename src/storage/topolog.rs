@@ -5,7 +5,7 @@
 //! Durability contract: [`TopoLog::append`] writes; the caller syncs (off the
 //! reactor) and only then answers the client's `declare-ok`.
 
-use crate::broker::topology::{Change, Dest, ExchangeDef, QueueDef, Topology};
+use crate::broker::topology::{Change, Dest, ExchangeDef, PolicyDef, QueueDef, Topology};
 use crate::broker::users::User;
 use crate::ids::{ExchangeId, QueueId, VhostId};
 use crate::protocol::{Reader, ShortStr, put_longstr, put_shortstr, put_table};
@@ -140,6 +140,20 @@ pub fn encode(c: &Change, out: &mut BytesMut) {
             put_longstr(out, user.as_bytes());
             out.put_u32(vhost.0);
         }
+        Change::SetPolicy(p) => {
+            out.put_u8(13);
+            out.put_u32(p.vhost.0);
+            put_longstr(out, p.name.as_bytes());
+            put_longstr(out, p.pattern.as_bytes());
+            put_longstr(out, p.apply_to.as_bytes());
+            out.put_u64(p.priority as u64);
+            put_table(out, &p.definition);
+        }
+        Change::ClearPolicy { vhost, name } => {
+            out.put_u8(14);
+            out.put_u32(vhost.0);
+            put_longstr(out, name.as_bytes());
+        }
     }
 }
 
@@ -256,6 +270,18 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
             user: text(&mut r)?,
             vhost: VhostId(r.u32().map_err(e)?),
         },
+        13 => Change::SetPolicy(PolicyDef {
+            vhost: VhostId(r.u32().map_err(e)?),
+            name: text(&mut r)?,
+            pattern: text(&mut r)?,
+            apply_to: text(&mut r)?,
+            priority: r.u64().map_err(e)? as i64,
+            definition: r.table().map_err(e)?,
+        }),
+        14 => Change::ClearPolicy {
+            vhost: VhostId(r.u32().map_err(e)?),
+            name: text(&mut r)?,
+        },
         _ => return Err(bad()),
     })
 }
@@ -277,7 +303,9 @@ pub fn is_durable(topo: &Topology, c: &Change) -> bool {
         | Change::PutUser(_)
         | Change::DeleteUser { .. }
         | Change::SetPermissions { .. }
-        | Change::ClearPermissions { .. } => true,
+        | Change::ClearPermissions { .. }
+        | Change::SetPolicy(_)
+        | Change::ClearPolicy { .. } => true,
         Change::DeclareExchange(d) => d.durable,
         Change::DeleteExchange { id } => topo.exchange(*id).is_some_and(|x| x.def.durable),
         Change::DeclareQueue(q) => q.durable && q.exclusive.is_none(),
@@ -314,6 +342,9 @@ pub fn snapshot(topo: &Topology) -> Vec<Change> {
             write: p.write.clone(),
             read: p.read.clone(),
         });
+    }
+    for p in topo.policies() {
+        out.push(Change::SetPolicy(p.clone()));
     }
     let mut exchanges: Vec<_> = topo.exchanges().filter(|x| x.def.durable).collect();
     exchanges.sort_by_key(|x| x.def.id);
