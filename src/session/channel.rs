@@ -580,7 +580,7 @@ impl Session {
                     Some(ms) => ms.min(Message::NO_EXPIRATION as u64 - 1) as u32,
                     None => {
                         return Err(AmqpError::precondition(format!(
-                            "invalid expiration '{}' for message",
+                            "invalid expiration '{}': no_integer",
                             String::from_utf8_lossy(raw)
                         ))
                         .with_method(60, 40));

@@ -281,6 +281,168 @@ def channel_close_requeues():
     ch2 = c.channel(); ms = [ch2.basic_get(q) for _ in range(2)]; ch2.close()
     return " ".join("%s%s" % (m[2].decode(), "r" if m[0].redelivered else "") for m in [ch.basic_get(q, auto_ack=True) for _ in range(3)])
 
+def xdeath(props):
+    h = (props.headers or {})
+    out = []
+    for d in h.get('x-death', []):
+        d = dict(d); d.pop('time', None)
+        d['queue'] = re.sub(r"[a-z]+[0-9a-f]{8}", "N", d.get('queue', ''))
+        d['exchange'] = re.sub(r"[a-z]+[0-9a-f]{8}", "N", d.get('exchange', ''))
+        d['routing-keys'] = [re.sub(r"[a-z]+[0-9a-f]{8}", "N", k) for k in d.get('routing-keys', [])]
+        out.append(sorted(d.items()))
+    firsts = sorted((k, re.sub(r"[a-z]+[0-9a-f]{8}", "N", str(v))) for k, v in h.items() if k.startswith('x-first-death'))
+    return "%s %s" % (out, firsts)
+
+def wait_get(ch, q, timeout=5.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = ch.basic_get(q, auto_ack=True)
+        if m[0] is not None: return m
+        time.sleep(0.02)
+    return (None, None, None)
+
+def dlq_pair(ch, **qargs):
+    dlx = u('dlx'); dlq = u('dlq'); q = u('q')
+    ch.exchange_declare(dlx, 'fanout'); ch.queue_declare(dlq); ch.queue_bind(dlq, dlx)
+    a = {'x-dead-letter-exchange': dlx}; a.update(qargs)
+    ch.queue_declare(q, arguments=a)
+    return q, dlq
+
+@scen
+def ttl_expiry_dead_letters():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q, dlq = dlq_pair(ch, **{'x-message-ttl': 100})
+    ch.basic_publish('', q, b'expiring')
+    m = wait_get(ch, dlq)
+    return "%s %s %s %s" % (m[2], m[0].exchange.startswith('dlx'), m[0].routing_key == q, xdeath(m[1]))
+@scen
+def per_message_ttl():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q, dlq = dlq_pair(ch)
+    ch.basic_publish('', q, b'short', pika.BasicProperties(expiration='50'))
+    ch.basic_publish('', q, b'long', pika.BasicProperties(expiration='60000'))
+    m = wait_get(ch, dlq)
+    left = ch.queue_declare(q, passive=True).method.message_count
+    return "%s %s left=%d" % (m[2], xdeath(m[1]), left)
+@scen
+def invalid_expiration():
+    c = conn(); ch = c.channel(); q = u('q'); ch.queue_declare(q); ch.basic_publish('', q, b'x', pika.BasicProperties(expiration='abc')); return err(lambda: ch.queue_declare(q, passive=True))
+@scen
+def ttl_zero():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q'); ch.queue_declare(q, arguments={'x-message-ttl': 0})
+    ch.basic_publish('', q, b'nobody'); time.sleep(0.2)
+    n0 = ch.queue_declare(q, passive=True).method.message_count
+    got = []; ch.basic_consume(q, lambda c_, m, p, b: got.append(b), auto_ack=True)
+    ch.basic_publish('', q, b'someone')
+    deadline = time.time() + 2
+    while not got and time.time() < deadline: c.process_data_events(0.05)
+    return "%d %s" % (n0, got)
+@scen
+def reject_dead_letters_with_routing_key():
+    c = conn(); ch = c.channel(); ch.confirm_delivery()
+    dlx = u('dlx'); dlq = u('dlq'); q = u('q')
+    ch.exchange_declare(dlx, 'direct'); ch.queue_declare(dlq); ch.queue_bind(dlq, dlx, 'dead')
+    ch.queue_declare(q, arguments={'x-dead-letter-exchange': dlx, 'x-dead-letter-routing-key': 'dead'})
+    ch.basic_publish('', q, b'bad')
+    m = ch.basic_get(q); ch.basic_reject(m[0].delivery_tag, requeue=False)
+    d = wait_get(ch, dlq)
+    return "%s rk=%s %s" % (d[2], d[0].routing_key, xdeath(d[1]))
+@scen
+def dead_letter_count_increments():
+    c = conn(); ch = c.channel(); ch.confirm_delivery()
+    dlx = u('dlx'); q = u('q')
+    ch.exchange_declare(dlx, 'fanout'); ch.queue_declare(q, arguments={'x-dead-letter-exchange': dlx}); ch.queue_bind(q, dlx)
+    ch.basic_publish('', q, b'retry')
+    for i in range(3):
+        m = None
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            m = ch.basic_get(q)
+            if m[0] is not None: break
+            time.sleep(0.02)
+        ch.basic_reject(m[0].delivery_tag, requeue=False)
+    m = wait_get(ch, q)
+    return "%s %s" % (m[2], xdeath(m[1]))
+@scen
+def dead_letter_cycle_dropped():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q')
+    ch.queue_declare(q, arguments={'x-message-ttl': 50, 'x-dead-letter-exchange': ''})
+    ch.basic_publish('', q, b'loop'); time.sleep(0.8)
+    return "left=%d" % ch.queue_declare(q, passive=True).method.message_count
+@scen
+def max_length_drop_head_dead_letters():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q, dlq = dlq_pair(ch, **{'x-max-length': 2})
+    for i in range(4): ch.basic_publish('', q, str(i).encode())
+    kept = [ch.basic_get(q, auto_ack=True)[2] for _ in range(2)]
+    dead = [wait_get(ch, dlq) for _ in range(2)]
+    return "%s %s %s" % (kept, [d[2] for d in dead], xdeath(dead[0][1]))
+@scen
+def max_length_bytes():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q'); ch.queue_declare(q, arguments={'x-max-length-bytes': 10})
+    for b in [b'aaaa', b'bbbb', b'cccc']: ch.basic_publish('', q, b)
+    return str([ch.basic_get(q, auto_ack=True)[2] for _ in range(3)])
+@scen
+def reject_publish_nacks():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q'); ch.queue_declare(q, arguments={'x-max-length': 1, 'x-overflow': 'reject-publish'})
+    ch.basic_publish('', q, b'1')
+    r = err(lambda: ch.basic_publish('', q, b'2'))
+    return "%s n=%d" % (r, ch.queue_declare(q, passive=True).method.message_count)
+@scen
+def reject_publish_dlx():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q, dlq = dlq_pair(ch, **{'x-max-length': 1, 'x-overflow': 'reject-publish-dlx'})
+    ch.basic_publish('', q, b'1')
+    r = err(lambda: ch.basic_publish('', q, b'2'))
+    d = wait_get(ch, dlq)
+    return "%s %s %s" % (r, d[2], xdeath(d[1]))
+@scen
+def priority_queue():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q'); ch.queue_declare(q, arguments={'x-max-priority': 5})
+    for i, p in enumerate([1, 5, 0, 9, 5]): ch.basic_publish('', q, str(i).encode(), pika.BasicProperties(priority=p))
+    return str([ch.basic_get(q, auto_ack=True)[2] for _ in range(5)])
+@scen
+def alternate_exchange():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); ae = u('ae'); x = u('x'); aq = u('q')
+    ch.exchange_declare(ae, 'fanout'); ch.queue_declare(aq); ch.queue_bind(aq, ae)
+    ch.exchange_declare(x, 'direct', arguments={'alternate-exchange': ae})
+    r = err(lambda: ch.basic_publish(x, 'nowhere', b'alt', mandatory=True))
+    m = wait_get(ch, aq)
+    return "%s %s %s" % (r, m[2], m[0].exchange == x)
+@scen
+def single_active_consumer():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q'); ch.queue_declare(q, arguments={'x-single-active-consumer': True})
+    got = []
+    ch.basic_consume(q, lambda c_, m, p, b: got.append(('A', b)), auto_ack=True, consumer_tag='A')
+    ch2 = c.channel(); ch2.basic_consume(q, lambda c_, m, p, b: got.append(('B', b)), auto_ack=True, consumer_tag='B')
+    for i in range(3): ch.basic_publish('', q, str(i).encode())
+    deadline = time.time() + 2
+    while len(got) < 3 and time.time() < deadline: c.process_data_events(0.05)
+    ch.basic_cancel('A')
+    for i in range(3, 5): ch.basic_publish('', q, str(i).encode())
+    deadline = time.time() + 2
+    while len(got) < 5 and time.time() < deadline: c.process_data_events(0.05)
+    return str(got)
+@scen
+def consumer_priority():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q = u('q'); ch.queue_declare(q)
+    got = []
+    ch.basic_qos(prefetch_count=2)
+    ch.basic_consume(q, lambda c_, m, p, b: got.append(('low', b)), consumer_tag='low', arguments={'x-priority': 1})
+    ch2 = c.channel(); ch2.basic_qos(prefetch_count=2)
+    ch2.basic_consume(q, lambda c_, m, p, b: got.append(('high', b)), consumer_tag='high', arguments={'x-priority': 10})
+    for i in range(3): ch.basic_publish('', q, str(i).encode())
+    deadline = time.time() + 2
+    while len(got) < 3 and time.time() < deadline: c.process_data_events(0.05)
+    return str(sorted(got, key=lambda x: x[1]))
+@scen
+def queue_expires():
+    c = conn(); ch = c.channel(); q = u('q'); ch.queue_declare(q, arguments={'x-expires': 200}); time.sleep(1.0)
+    return err(lambda: ch.queue_declare(q, passive=True))
+@scen
+def cc_and_bcc():
+    c = conn(); ch = c.channel(); ch.confirm_delivery(); q1 = u('q'); q2 = u('q'); q3 = u('q')
+    for q in (q1, q2, q3): ch.queue_declare(q); ch.queue_bind(q, 'amq.direct', q)
+    ch.basic_publish('amq.direct', q1, b'hi', pika.BasicProperties(headers={'CC': [q2], 'BCC': [q3]}))
+    ms = [wait_get(ch, q) for q in (q1, q2, q3)]
+    return str([(m[2], sorted((m[1].headers or {}).keys())) for m in ms])
+
 only = sys.argv[2:] 
 for f in S:
     if only and f.__name__ not in only: continue
