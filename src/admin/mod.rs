@@ -56,6 +56,20 @@ pub enum AdminOp {
         user: String,
         vhost: String,
     },
+    /// Creates or replaces a policy (RabbitMQ's `set_policy`).
+    SetPolicy {
+        vhost: String,
+        name: String,
+        pattern: String,
+        /// "queues", "exchanges" or "all".
+        apply_to: String,
+        priority: i64,
+        definition: crate::protocol::FieldTable,
+    },
+    ClearPolicy {
+        vhost: String,
+        name: String,
+    },
 }
 
 /// What `/api/queues/…/get` does with the messages it reads.

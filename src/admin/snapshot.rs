@@ -27,6 +27,17 @@ pub struct PermissionInfo {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct PolicyInfo {
+    pub vhost: String,
+    pub name: String,
+    pub pattern: String,
+    #[serde(rename = "apply-to")]
+    pub apply_to: String,
+    pub priority: i64,
+    pub definition: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct ExchangeInfo {
     pub vhost: String,
     pub name: String,
@@ -160,6 +171,7 @@ pub struct ShardSnapshot {
     pub vhosts: Vec<VhostInfo>,
     pub users: Vec<UserInfo>,
     pub permissions: Vec<PermissionInfo>,
+    pub policies: Vec<PolicyInfo>,
     pub exchanges: Vec<ExchangeInfo>,
     pub bindings: Vec<BindingInfo>,
 }
@@ -173,6 +185,7 @@ pub struct BrokerSnapshot {
     pub vhosts: Vec<VhostInfo>,
     pub users: Vec<UserInfo>,
     pub permissions: Vec<PermissionInfo>,
+    pub policies: Vec<PolicyInfo>,
     pub exchanges: Vec<ExchangeInfo>,
     pub bindings: Vec<BindingInfo>,
     pub queues: Vec<QueueInfo>,
@@ -192,6 +205,7 @@ impl BrokerSnapshot {
             vhosts: Vec::new(),
             users: Vec::new(),
             permissions: Vec::new(),
+            policies: Vec::new(),
             exchanges: Vec::new(),
             bindings: Vec::new(),
             queues: Vec::new(),
@@ -204,6 +218,7 @@ impl BrokerSnapshot {
             b.vhosts.extend(p.vhosts);
             b.users.extend(p.users);
             b.permissions.extend(p.permissions);
+            b.policies.extend(p.policies);
             b.exchanges.extend(p.exchanges);
             b.bindings.extend(p.bindings);
             b.queues.extend(p.queues);

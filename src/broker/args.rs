@@ -267,3 +267,29 @@ pub fn queue_settings(
     };
     (cfg, extras)
 }
+
+/// The policy keys warren applies, with RabbitMQ's checks.
+pub fn validate_policy(def: &FieldTable) -> Result<(), String> {
+    if def.is_empty() {
+        return Err("a policy needs a definition".into());
+    }
+    for (k, v) in def.iter() {
+        let key = k.as_str();
+        let ok = match &*key {
+            "message-ttl" | "max-length" | "max-length-bytes" => v.as_i64().is_some_and(|i| i >= 0),
+            "expires" => v.as_i64().is_some_and(|i| i >= 1),
+            "dead-letter-exchange" | "dead-letter-routing-key" | "alternate-exchange" => {
+                matches!(v, FieldValue::LongStr(_))
+            }
+            "overflow" => matches!(
+                v.as_bytes(),
+                Some(b"drop-head" | b"reject-publish" | b"reject-publish-dlx")
+            ),
+            other => return Err(format!("unrecognised policy key '{other}'")),
+        };
+        if !ok {
+            return Err(format!("invalid value for policy key '{key}'"));
+        }
+    }
+    Ok(())
+}

@@ -310,6 +310,16 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
                 read: p.read.clone(),
             });
         }
+        for p in topo.policies() {
+            s.policies.push(PolicyInfo {
+                vhost: vname(p.vhost),
+                name: p.name.clone(),
+                pattern: p.pattern.clone(),
+                apply_to: p.apply_to.clone(),
+                priority: p.priority,
+                definition: table_to_json(&p.definition),
+            });
+        }
         for x in topo.exchanges() {
             let d = &x.def;
             s.exchanges.push(ExchangeInfo {

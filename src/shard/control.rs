@@ -280,6 +280,50 @@ async fn admin_op(shard: &Rc<Shard>, user: &str, op: AdminOp) -> Result<(), Amqp
             )
             .await
         }
+        AdminOp::SetPolicy {
+            vhost,
+            name,
+            pattern,
+            apply_to,
+            priority,
+            definition,
+        } => {
+            let id = vhost_id(shard, &vhost)?;
+            if name.is_empty() {
+                return Err(AmqpError::precondition("policy names cannot be empty"));
+            }
+            if !matches!(apply_to.as_str(), "queues" | "exchanges" | "all") {
+                return Err(AmqpError::precondition(format!(
+                    "invalid apply-to value '{apply_to}': expected queues, exchanges or all"
+                )));
+            }
+            regex::Regex::new(&pattern)
+                .map_err(|e| AmqpError::precondition(format!("invalid pattern '{pattern}': {e}")))?;
+            crate::broker::args::validate_policy(&definition).map_err(AmqpError::precondition)?;
+            let def = crate::broker::topology::PolicyDef {
+                vhost: id,
+                name,
+                pattern,
+                apply_to,
+                priority,
+                definition,
+            };
+            commit(shard, vec![Change::SetPolicy(def)]).await
+        }
+        AdminOp::ClearPolicy { vhost, name } => {
+            let id = vhost_id(shard, &vhost)?;
+            let exists = shard
+                .topo
+                .borrow()
+                .policies()
+                .any(|p| p.vhost == id && p.name == name);
+            if !exists {
+                return Err(AmqpError::not_found(format!(
+                    "policy '{name}' not found in vhost '{vhost}'"
+                )));
+            }
+            commit(shard, vec![Change::ClearPolicy { vhost: id, name }]).await
+        }
         AdminOp::ClearPermissions { user: who, vhost } => {
             let id = vhost_id(shard, &vhost)?;
             commit(shard, vec![Change::ClearPermissions { user: who, vhost: id }]).await

@@ -5,6 +5,7 @@ mod admin;
 mod common;
 mod cross_shard;
 mod durability;
+mod features;
 mod pika;
 mod tutorials;
 mod wire;
