@@ -289,6 +289,13 @@ async fn serve(
             } else {
                 Duration::from_secs(1)
             };
+            // Check the consumer timeout often enough for short settings.
+            let timeout = limits.consumer_timeout;
+            let tick = if timeout.is_zero() {
+                tick
+            } else {
+                tick.min((timeout / 4).max(Duration::from_millis(100)))
+            };
             timer.reset(tick);
         }
         // glommio polls sockets only when no task is runnable (or at its

@@ -253,3 +253,57 @@ async fn ttl_priority_and_dead_letter_settings_survive_restart() {
         "TTL and DLX survive"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_delivery_past_the_consumer_timeout_closes_the_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = warren::Config {
+        bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        port: 0,
+        shards: 1,
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    cfg.limits.consumer_timeout = Duration::from_millis(500);
+    let h = warren::start(cfg).unwrap();
+    let c = common::connect(&common::uri_of(&h)).await;
+    let ch = c.create_channel().await.unwrap();
+    ch.queue_declare("slow".into(), Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.basic_publish(
+        "".into(),
+        "slow".into(),
+        Default::default(),
+        b"y",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    let mut got = None;
+    for _ in 0..100 {
+        if let Some(m) = ch
+            .basic_get("slow".into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+        {
+            got = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(got.is_some());
+    // Never acked: the broker closes the channel with 406.
+    let mut closed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !ch.status().connected() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "channel closed after the consumer timeout");
+    // The message went back to the queue.
+    let ch = c.create_channel().await.unwrap();
+    assert_eq!(get_body(&ch, "slow").await.unwrap(), b"y");
+}
