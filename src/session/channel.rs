@@ -510,7 +510,11 @@ impl Session {
         if !ch.assembly.is_idle() {
             return Err(self.unexpected_method());
         }
-        if payload.len() >= 4 && payload[0..4] == [0, 60, 0, 40] {
+        // basic.publish (60, 40), compared as one word: slice equality
+        // would be a libc call per frame.
+        if payload.len() >= 4
+            && u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) == 0x003C_0028
+        {
             // basic.publish: the hot path, parsed in place.
             let f = parse_basic_publish(payload)?;
             if f.immediate {

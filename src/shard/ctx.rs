@@ -252,8 +252,8 @@ impl Broker for Ctx<'_> {
         let hit = cache.valid
             && cache.vhost == Some(vhost)
             && cache.version == topo.version()
-            && cache.routing_key[..] == *msg.routing_key()
-            && cache.exchange[..] == *msg.exchange();
+            && short_eq(&cache.routing_key, msg.routing_key())
+            && short_eq(&cache.exchange, msg.exchange());
         if !hit {
             self.check_write(&topo, vhost, msg.exchange())?;
             let mut route = s.route.borrow_mut();
@@ -413,4 +413,11 @@ fn without_bcc(msg: &Message) -> Message {
     m.priority = msg.priority;
     m.expiration = msg.expiration;
     m
+}
+
+/// Equality of short names without a libc call per comparison (exchange
+/// names and routing keys are at most 255 bytes and usually a few dozen).
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }

@@ -599,7 +599,12 @@ impl Shard {
             self.mark_store_dirty(slot);
             Enqueued::Deferred
         } else {
-            let expires_at = slot.q.expiry_for(msg.ttl(), now_ms());
+            // The clock is read only for queues or messages with a TTL.
+            let expires_at = if slot.q.config().message_ttl.is_some() || msg.ttl().is_some() {
+                slot.q.expiry_for(msg.ttl(), now_ms())
+            } else {
+                0
+            };
             slot.q.publish_at(msg, None, false, expires_at);
             self.mark_dirty(slot);
             Enqueued::Now
