@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod ids;
 pub mod message;
+pub mod mgmt;
 pub mod protocol;
 pub mod queue;
 pub mod routing;

@@ -181,6 +181,10 @@ pub struct Admin {
     pub data_dir: std::path::PathBuf,
     pub amqp_addr: std::net::SocketAddr,
     pub started: std::time::SystemTime,
+    /// Connection counts and the memory alarm, kept by the shards.
+    pub stats: Arc<crate::shard::SharedStats>,
+    /// The broker's configuration (read-only).
+    pub config: Arc<crate::config::Config>,
 }
 
 fn wait<T>(rx: Receiver<T>) -> Option<T> {
@@ -192,20 +196,28 @@ impl Admin {
         mailboxes: Vec<Mailbox>,
         amqp_addr: std::net::SocketAddr,
         stop: Arc<std::sync::atomic::AtomicBool>,
-        data_dir: std::path::PathBuf,
+        stats: Arc<crate::shard::SharedStats>,
+        config: Arc<crate::config::Config>,
     ) -> Self {
         Admin {
             mailboxes: Arc::new(mailboxes),
             stop,
-            data_dir,
+            data_dir: config.data_dir.clone(),
             amqp_addr,
             started: std::time::SystemTime::now(),
+            stats,
+            config,
         }
     }
 
     /// Asks the broker to stop (clients get 320 CONNECTION_FORCED).
     pub fn stop(&self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// True once the broker has been asked to stop.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn mailboxes(&self) -> Arc<Vec<Mailbox>> {

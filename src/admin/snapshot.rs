@@ -156,7 +156,16 @@ pub struct ShardStats {
     pub fsync_waiters: u64,
     /// fsync latency percentiles, microseconds: p50, p99, max.
     pub fsync_latency_us: [u64; 3],
+    /// Cumulative fsync counts at [`FSYNC_BUCKETS_US`] (Prometheus buckets).
+    pub fsync_latency_buckets: Vec<u64>,
+    /// Sum of fsync latencies, microseconds.
+    pub fsync_latency_sum_us: u64,
 }
+
+/// Upper bounds, in microseconds, of the fsync latency histogram's buckets.
+pub const FSYNC_BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 10_000_000,
+];
 
 /// One shard's answer to a snapshot request.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -192,6 +201,16 @@ pub struct BrokerSnapshot {
     pub connections: Vec<ConnectionInfo>,
     pub channels: Vec<ChannelInfo>,
     pub consumers: Vec<ConsumerInfo>,
+}
+
+impl QueueCounters {
+    pub fn add(&mut self, o: &QueueCounters) {
+        self.published += o.published;
+        self.delivered += o.delivered;
+        self.acked += o.acked;
+        self.redelivered += o.redelivered;
+        self.get += o.get;
+    }
 }
 
 impl BrokerSnapshot {

@@ -44,6 +44,19 @@ struct Args {
     /// (group commit); 0 syncs as soon as each step's writes are done.
     #[arg(long, default_value_t = 500)]
     fsync_interval_us: u64,
+    /// Port of the management HTTP API, web UI and /metrics.
+    #[arg(long, default_value_t = 15672)]
+    mgmt_port: u16,
+    /// Address the management plane listens on (default: all interfaces).
+    #[arg(long, default_value = "::")]
+    mgmt_bind: IpAddr,
+    /// Run without the management plane.
+    #[arg(long)]
+    no_mgmt: bool,
+    /// Users that may only connect from loopback, comma-separated
+    /// (RabbitMQ's `loopback_users`); an empty value lifts the restriction.
+    #[arg(long, default_value = "guest")]
+    loopback_users: String,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +69,12 @@ fn main() -> ExitCode {
         port: args.port,
         shards: args.shards,
         data_dir: args.data_dir,
+        loopback_users: args
+            .loopback_users
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect(),
         ..Default::default()
     };
     cfg.limits.frame_max = args.frame_max;
@@ -83,6 +102,23 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("warren: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    let _mgmt = if args.no_mgmt {
+        None
+    } else {
+        let mcfg = warren::mgmt::MgmtConfig {
+            bind: args.mgmt_bind,
+            port: args.mgmt_port,
+            sample_interval: std::time::Duration::from_secs(5),
+        };
+        match warren::mgmt::start(server.admin(), mcfg) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!("warren: management port {}: {e}", args.mgmt_port);
+                server.shutdown();
+                return ExitCode::FAILURE;
+            }
         }
     };
     let stop = server.stopper();

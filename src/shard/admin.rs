@@ -288,6 +288,11 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
             st.latency.value_at_quantile(0.99),
             st.latency.max(),
         ],
+        fsync_latency_buckets: crate::admin::FSYNC_BUCKETS_US
+            .iter()
+            .map(|&le| st.latency.count_between(0, le))
+            .collect(),
+        fsync_latency_sum_us: (st.latency.mean() * st.latency.len() as f64) as u64,
     };
     if shard.id == 0 {
         for v in topo.vhosts() {

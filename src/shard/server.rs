@@ -205,7 +205,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         mailboxes.push(crate::admin::Mailbox::new(ours));
         wakes.push(Some(theirs));
     }
-    let admin = crate::admin::Admin::new(mailboxes, addr, stop.clone(), cfg.data_dir.clone());
+    let admin = crate::admin::Admin::new(mailboxes, addr, stop.clone(), stats.clone(), cfg.clone());
     let base_seed = seed();
     let mut threads = Vec::new();
     for i in 0..nshards {

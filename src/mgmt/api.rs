@@ -1,0 +1,577 @@
+//! Dispatch of management API calls, and the read-only endpoints.
+
+use super::auth::{self, Who};
+use super::http::*;
+use super::{Mgmt, shapes, write};
+use crate::admin::BrokerSnapshot;
+use axum::http::Method;
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+/// Handles one request. Runs on a blocking thread (admin calls wait on the shards).
+pub fn dispatch(m: &Mgmt, peer: SocketAddr, parts: Parts, body: Bytes) -> Reply {
+    let call = Call {
+        method: parts.method,
+        segs: split_path(parts.uri.path()),
+        query: parse_query(parts.uri.query()),
+        headers: parts.headers,
+        body,
+        peer,
+    };
+    match route(m, &call) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn route(m: &Mgmt, call: &Call) -> Res {
+    let segs: Vec<&str> = call.segs.iter().map(|s| s.as_str()).collect();
+    match segs.as_slice() {
+        [] | ["index.html"] | ["js", ..] | ["css", ..] | ["app.js"] | ["style.css"] => super::ui::serve(call),
+        ["metrics"] => {
+            let snap = snapshot(m)?;
+            Ok(Reply::text(
+                "text/plain; version=0.0.4",
+                super::metrics::render(m, &snap),
+            ))
+        }
+        ["api", rest @ ..] => {
+            let snap = snapshot(m)?;
+            let who = auth::authenticate(call, &snap, &m.admin.config.loopback_users)?;
+            if call.method == Method::GET || call.method == Method::HEAD {
+                read(m, call, &who, &snap, rest)
+            } else {
+                write::handle(m, call, &who, &snap, rest)
+            }
+        }
+        _ => Err(not_found()),
+    }
+}
+
+pub fn snapshot(m: &Mgmt) -> Result<BrokerSnapshot, Reply> {
+    m.admin
+        .snapshot()
+        .map_err(|e| Reply::error(503, "service_unavailable", &e))
+}
+
+/// 404 unless the vhost exists and the caller may see it.
+pub fn visible_vhost(who: &Who, snap: &BrokerSnapshot, vhost: &str) -> Result<(), Reply> {
+    if !snap.vhosts.iter().any(|v| v.name == vhost) {
+        return Err(not_found());
+    }
+    if !who.sees_vhost(vhost) {
+        return Err(forbidden("Access refused."));
+    }
+    Ok(())
+}
+
+pub fn need_admin(who: &Who) -> Result<(), Reply> {
+    if who.is_admin() {
+        Ok(())
+    } else {
+        Err(forbidden("Not administrator user"))
+    }
+}
+
+fn need_monitor(who: &Who) -> Result<(), Reply> {
+    if who.is_monitor() {
+        Ok(())
+    } else {
+        Err(forbidden("Not monitor user"))
+    }
+}
+
+fn list(items: Vec<Value>, call: &Call) -> Res {
+    // Pagination as RabbitMQ: `page` and `page_size`, answering an envelope.
+    if let Some(page) = call.query.get("page").and_then(|p| p.parse::<usize>().ok()) {
+        let size = call
+            .query
+            .get("page_size")
+            .and_then(|p| p.parse::<usize>().ok())
+            .unwrap_or(100)
+            .clamp(1, 500);
+        let total = items.len();
+        let pages = total.div_ceil(size).max(1);
+        if page == 0 || page > pages {
+            return Err(bad_request("page out of range"));
+        }
+        let start = (page - 1) * size;
+        let slice: Vec<Value> = items.into_iter().skip(start).take(size).collect();
+        return Ok(Reply::json(&json!({
+            "filtered_count": total, "item_count": slice.len(), "items": slice,
+            "page": page, "page_count": pages, "page_size": size, "total_count": total,
+        })));
+    }
+    Ok(Reply::json(&items))
+}
+
+fn one(v: Option<Value>) -> Res {
+    v.map(|v| Reply::json(&v)).ok_or_else(not_found)
+}
+
+/// `amq.default` in a URL names the default exchange, as in RabbitMQ.
+pub fn exchange_name(s: &str) -> &str {
+    if s == "amq.default" { "" } else { s }
+}
+
+fn read(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> Res {
+    let rates = &m.rates;
+    let conn_of = |name: &str| snap.connections.iter().find(|c| c.name == name);
+    let consumers_of = |vhost: &str, queue: &str| -> Vec<Value> {
+        snap.consumers
+            .iter()
+            .filter(|c| c.vhost == vhost && c.queue == queue)
+            .map(|c| shapes::consumer(m, c, conn_of(&c.connection)))
+            .collect()
+    };
+    match p {
+        ["overview"] => Ok(Reply::json(&overview(m, who, snap))),
+        ["whoami"] => Ok(Reply::json(&json!({ "name": who.name, "tags": who.tags }))),
+        ["nodes"] => {
+            need_monitor(who)?;
+            Ok(Reply::json(&json!([node(m, snap)])))
+        }
+        ["nodes", name] => {
+            need_monitor(who)?;
+            if *name != m.node {
+                return Err(not_found());
+            }
+            Ok(Reply::json(&node(m, snap)))
+        }
+        ["extensions"] => Ok(Reply::json(&json!([]))),
+        ["cluster-name"] => Ok(Reply::json(&json!({ "name": m.node }))),
+        ["connections"] => list(
+            snap.connections
+                .iter()
+                .filter(|c| who.sees_user_objects(&c.user))
+                .map(|c| shapes::connection(m, c, rates))
+                .collect(),
+            call,
+        ),
+        ["connections", name] => one(conn_of(name)
+            .filter(|c| who.sees_user_objects(&c.user))
+            .map(|c| shapes::connection(m, c, rates))),
+        ["connections", name, "channels"] => list(
+            snap.channels
+                .iter()
+                .filter(|c| c.connection == *name && who.sees_user_objects(&c.user))
+                .map(|c| shapes::channel(m, c, conn_of(&c.connection)))
+                .collect(),
+            call,
+        ),
+        ["vhosts", v, "connections"] => {
+            visible_vhost(who, snap, v)?;
+            list(
+                snap.connections
+                    .iter()
+                    .filter(|c| c.vhost == *v && who.sees_user_objects(&c.user))
+                    .map(|c| shapes::connection(m, c, rates))
+                    .collect(),
+                call,
+            )
+        }
+        ["channels"] => list(
+            snap.channels
+                .iter()
+                .filter(|c| who.sees_user_objects(&c.user))
+                .map(|c| shapes::channel(m, c, conn_of(&c.connection)))
+                .collect(),
+            call,
+        ),
+        ["vhosts", v, "channels"] => {
+            visible_vhost(who, snap, v)?;
+            list(
+                snap.channels
+                    .iter()
+                    .filter(|c| c.vhost == *v && who.sees_user_objects(&c.user))
+                    .map(|c| shapes::channel(m, c, conn_of(&c.connection)))
+                    .collect(),
+                call,
+            )
+        }
+        ["channels", name] => one(snap
+            .channels
+            .iter()
+            .find(|c| shapes::channel_name(&c.connection, c.number) == *name)
+            .filter(|c| who.sees_user_objects(&c.user))
+            .map(|c| shapes::channel(m, c, conn_of(&c.connection)))),
+        ["consumers"] => list(
+            snap.consumers
+                .iter()
+                .filter(|c| who.sees_vhost(&c.vhost))
+                .map(|c| shapes::consumer(m, c, conn_of(&c.connection)))
+                .collect(),
+            call,
+        ),
+        ["consumers", v] => {
+            visible_vhost(who, snap, v)?;
+            list(
+                snap.consumers
+                    .iter()
+                    .filter(|c| c.vhost == *v)
+                    .map(|c| shapes::consumer(m, c, conn_of(&c.connection)))
+                    .collect(),
+                call,
+            )
+        }
+        ["exchanges"] => list(
+            snap.exchanges
+                .iter()
+                .filter(|e| who.sees_vhost(&e.vhost))
+                .map(shapes::exchange)
+                .collect(),
+            call,
+        ),
+        ["exchanges", v] => {
+            visible_vhost(who, snap, v)?;
+            list(
+                snap.exchanges
+                    .iter()
+                    .filter(|e| e.vhost == *v)
+                    .map(shapes::exchange)
+                    .collect(),
+                call,
+            )
+        }
+        ["exchanges", v, name] => {
+            visible_vhost(who, snap, v)?;
+            let name = exchange_name(name);
+            one(snap
+                .exchanges
+                .iter()
+                .find(|e| e.vhost == *v && e.name == name)
+                .map(shapes::exchange))
+        }
+        ["exchanges", v, name, "bindings", dir @ ("source" | "destination")] => {
+            visible_vhost(who, snap, v)?;
+            let name = exchange_name(name);
+            if !snap.exchanges.iter().any(|e| e.vhost == *v && e.name == name) {
+                return Err(not_found());
+            }
+            list(
+                shapes::all_bindings(snap)
+                    .iter()
+                    .filter(|b| {
+                        b.vhost == *v
+                            && if *dir == "source" {
+                                b.source == name
+                            } else {
+                                b.destination_type == "exchange" && b.destination == name
+                            }
+                    })
+                    .map(shapes::binding)
+                    .collect(),
+                call,
+            )
+        }
+        ["queues"] => list(
+            snap.queues
+                .iter()
+                .filter(|q| who.sees_vhost(&q.vhost))
+                .map(|q| shapes::queue(m, q, None, rates))
+                .collect(),
+            call,
+        ),
+        ["queues", v] => {
+            visible_vhost(who, snap, v)?;
+            list(
+                snap.queues
+                    .iter()
+                    .filter(|q| q.vhost == *v)
+                    .map(|q| shapes::queue(m, q, None, rates))
+                    .collect(),
+                call,
+            )
+        }
+        ["queues", v, name] => {
+            visible_vhost(who, snap, v)?;
+            one(snap
+                .queue(v, name)
+                .map(|q| shapes::queue(m, q, Some(consumers_of(v, name)), rates)))
+        }
+        ["queues", v, name, "bindings"] => {
+            visible_vhost(who, snap, v)?;
+            if snap.queue(v, name).is_none() {
+                return Err(not_found());
+            }
+            list(
+                shapes::all_bindings(snap)
+                    .iter()
+                    .filter(|b| b.vhost == *v && b.destination_type == "queue" && b.destination == *name)
+                    .map(shapes::binding)
+                    .collect(),
+                call,
+            )
+        }
+        ["bindings"] => list(
+            shapes::all_bindings(snap)
+                .iter()
+                .filter(|b| who.sees_vhost(&b.vhost))
+                .map(shapes::binding)
+                .collect(),
+            call,
+        ),
+        ["bindings", v] => {
+            visible_vhost(who, snap, v)?;
+            list(
+                shapes::all_bindings(snap)
+                    .iter()
+                    .filter(|b| b.vhost == *v)
+                    .map(shapes::binding)
+                    .collect(),
+                call,
+            )
+        }
+        ["bindings", v, "e", src, kind @ ("q" | "e"), dst, rest @ ..] if rest.len() <= 1 => {
+            visible_vhost(who, snap, v)?;
+            let src = exchange_name(src);
+            let dtype = if *kind == "q" { "queue" } else { "exchange" };
+            let found: Vec<Value> = shapes::all_bindings(snap)
+                .iter()
+                .filter(|b| {
+                    b.vhost == *v && b.source == src && b.destination_type == dtype && b.destination == *dst
+                })
+                .map(shapes::binding)
+                .filter(|b| rest.first().is_none_or(|k| b["properties_key"] == *k))
+                .collect();
+            match rest.first() {
+                None => list(found, call),
+                Some(_) => one(found.into_iter().next()),
+            }
+        }
+        ["vhosts"] => list(
+            snap.vhosts
+                .iter()
+                .filter(|v| who.sees_vhost(&v.name))
+                .map(|v| shapes::vhost(m, snap, &v.name, rates))
+                .collect(),
+            call,
+        ),
+        ["vhosts", v] => {
+            visible_vhost(who, snap, v)?;
+            Ok(Reply::json(&shapes::vhost(m, snap, v, rates)))
+        }
+        ["vhosts", v, "permissions"] => {
+            need_admin(who)?;
+            visible_vhost(who, snap, v)?;
+            list(
+                snap.permissions
+                    .iter()
+                    .filter(|p| p.vhost == *v)
+                    .map(shapes::permission)
+                    .collect(),
+                call,
+            )
+        }
+        ["users"] => {
+            need_admin(who)?;
+            list(snap.users.iter().map(shapes::user).collect(), call)
+        }
+        ["users", name] => {
+            need_admin(who)?;
+            one(snap.users.iter().find(|u| u.name == *name).map(shapes::user))
+        }
+        ["users", name, "permissions"] => {
+            need_admin(who)?;
+            if !snap.users.iter().any(|u| u.name == *name) {
+                return Err(not_found());
+            }
+            list(
+                snap.permissions
+                    .iter()
+                    .filter(|p| p.user == *name)
+                    .map(shapes::permission)
+                    .collect(),
+                call,
+            )
+        }
+        ["permissions"] => {
+            need_admin(who)?;
+            list(snap.permissions.iter().map(shapes::permission).collect(), call)
+        }
+        ["permissions", v, user] => {
+            need_admin(who)?;
+            one(snap
+                .permissions
+                .iter()
+                .find(|p| p.vhost == *v && p.user == *user)
+                .map(shapes::permission))
+        }
+        ["policies"] => list(
+            snap.policies
+                .iter()
+                .filter(|p| who.sees_vhost(&p.vhost))
+                .map(shapes::policy)
+                .collect(),
+            call,
+        ),
+        ["policies", v] => {
+            visible_vhost(who, snap, v)?;
+            list(
+                snap.policies
+                    .iter()
+                    .filter(|p| p.vhost == *v)
+                    .map(shapes::policy)
+                    .collect(),
+                call,
+            )
+        }
+        ["policies", v, name] => {
+            visible_vhost(who, snap, v)?;
+            one(snap
+                .policies
+                .iter()
+                .find(|p| p.vhost == *v && p.name == *name)
+                .map(shapes::policy))
+        }
+        ["definitions"] => {
+            need_admin(who)?;
+            Ok(Reply::json(&super::definitions::export(snap, None)))
+        }
+        ["definitions", v] => {
+            need_admin(who)?;
+            visible_vhost(who, snap, v)?;
+            Ok(Reply::json(&super::definitions::export(snap, Some(v))))
+        }
+        ["aliveness-test", v] => {
+            visible_vhost(who, snap, v)?;
+            write::aliveness(m, who, v)
+        }
+        ["healthchecks", "node"] | ["health", "checks", "alarms"] | ["health", "checks", "local-alarms"] => {
+            if m.admin
+                .stats
+                .memory_alarm
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                let mut r = Reply::json(&json!({
+                    "status": "failed",
+                    "reason": "resource alarm(s) in effect in the cluster",
+                    "alarms": [{ "node": m.node, "resource": "memory" }],
+                }));
+                r.status = 503;
+                return Ok(r);
+            }
+            Ok(Reply::json(&json!({ "status": "ok" })))
+        }
+        ["health", "checks", "port-listener", port] => {
+            let ok = port.parse::<u16>().ok() == Some(m.admin.amqp_addr.port())
+                || port.parse::<u16>().ok() == Some(m.listen.port());
+            health(ok, &format!("No active listener on port {port}"))
+        }
+        ["health", "checks", "protocol-listener", proto] => {
+            let ok = matches!(*proto, "amqp" | "amqp091" | "amqp0-9-1" | "http");
+            health(ok, &format!("No active listener for protocol {proto}"))
+        }
+        ["health", "checks", "virtual-hosts"] => Ok(Reply::json(&json!({ "status": "ok" }))),
+        ["health", "checks", "node-is-quorum-critical"]
+        | ["health", "checks", "node-is-mirror-sync-critical"] => Ok(Reply::json(&json!({ "status": "ok" }))),
+        ["health", "checks", "certificate-expiration", ..] => Ok(Reply::json(&json!({ "status": "ok" }))),
+        _ => Err(not_found()),
+    }
+}
+
+fn health(ok: bool, reason: &str) -> Res {
+    if ok {
+        Ok(Reply::json(&json!({ "status": "ok" })))
+    } else {
+        let mut r = Reply::json(&json!({ "status": "failed", "reason": reason }));
+        r.status = 503;
+        Ok(r)
+    }
+}
+
+fn overview(m: &Mgmt, who: &Who, snap: &BrokerSnapshot) -> Value {
+    let visible = |v: &str| who.sees_vhost(v);
+    let queues: Vec<_> = snap.queues.iter().filter(|q| visible(&q.vhost)).collect();
+    let (ready, unacked): (u64, u64) = queues.iter().fold((0, 0), |(r, u), q| {
+        (r + q.messages_ready, u + q.messages_unacknowledged)
+    });
+    let mut counters = crate::admin::QueueCounters::default();
+    for q in &queues {
+        counters.add(&q.counters);
+    }
+    let total = m.rates.total();
+    let (publish_in, confirm_rate) = m.rates.publish_confirm();
+    let routed: u64 = snap.shards.iter().map(|s| s.routed).sum();
+    let confirmed: u64 = snap.connections.iter().map(|c| c.confirmed).sum();
+    let mut stats = shapes::message_stats(&counters, &total);
+    stats["publish"] = json!(routed);
+    stats["publish_details"] = json!({ "rate": (publish_in * 10.0).round() / 10.0 });
+    stats["confirm"] = json!(confirmed);
+    stats["confirm_details"] = json!({ "rate": (confirm_rate * 10.0).round() / 10.0 });
+    let exchange_types: Vec<Value> = ["direct", "fanout", "headers", "topic"]
+        .iter()
+        .map(|t| json!({ "name": t, "description": format!("AMQP {t} exchange, as per the AMQP specification"), "enabled": true }))
+        .collect();
+    let r1 = |x: f64| json!({ "rate": (x * 10.0).round() / 10.0 });
+    json!({
+        "management_version": env!("CARGO_PKG_VERSION"),
+        "rates_mode": "basic",
+        "product_name": "warren",
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "rabbitmq_version": "3.10.8",
+        "cluster_name": m.node,
+        "node": m.node,
+        "exchange_types": exchange_types,
+        "disable_stats": false,
+        "enable_queue_totals": false,
+        "message_stats": stats,
+        "queue_totals": {
+            "messages": ready + unacked, "messages_details": r1(total.messages),
+            "messages_ready": ready, "messages_ready_details": r1(total.messages_ready),
+            "messages_unacknowledged": unacked, "messages_unacknowledged_details": r1(total.messages_unacked),
+        },
+        "object_totals": {
+            "connections": snap.connections.iter().filter(|c| who.sees_user_objects(&c.user)).count(),
+            "channels": snap.channels.iter().filter(|c| who.sees_user_objects(&c.user)).count(),
+            "exchanges": snap.exchanges.iter().filter(|e| visible(&e.vhost)).count(),
+            "queues": queues.len(),
+            "consumers": snap.consumers.iter().filter(|c| visible(&c.vhost)).count(),
+        },
+        "listeners": [
+            { "node": m.node, "protocol": "amqp", "ip_address": m.admin.amqp_addr.ip().to_string(), "port": m.admin.amqp_addr.port() },
+            { "node": m.node, "protocol": "http", "ip_address": m.listen.ip().to_string(), "port": m.listen.port() },
+        ],
+        "contexts": [{ "node": m.node, "description": "RabbitMQ Management", "path": "/", "port": m.listen.port().to_string() }],
+    })
+}
+
+fn node(m: &Mgmt, snap: &BrokerSnapshot) -> Value {
+    let uptime = m.admin.started.elapsed().map_or(0, |d| d.as_millis() as u64);
+    json!({
+        "name": m.node,
+        "type": "disc",
+        "running": true,
+        "os_pid": std::process::id().to_string(),
+        "mem_used": crate::config::resident_memory(),
+        "mem_limit": m.admin.config.limits.memory_high_watermark,
+        "mem_alarm": m.admin.stats.memory_alarm.load(std::sync::atomic::Ordering::Relaxed),
+        "disk_free_alarm": false,
+        "fd_used": open_fds(),
+        "fd_total": fd_limit(),
+        "sockets_used": snap.connections.len(),
+        "processors": m.admin.shards(),
+        "uptime": uptime,
+        "rates_mode": "basic",
+        "partitions": [],
+        "warren_shards": snap.shards,
+    })
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+fn fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+        r.rlim_cur
+    } else {
+        0
+    }
+}

@@ -1,0 +1,150 @@
+//! The management plane: RabbitMQ's HTTP API, the web UI and Prometheus
+//! metrics, served from a thread of its own beside the shards. It talks to
+//! the broker only through the [`Admin`] handle, so a slow or busy
+//! management client never touches the data path.
+
+mod api;
+mod auth;
+mod definitions;
+mod http;
+mod metrics;
+mod rates;
+mod shapes;
+mod ui;
+mod write;
+
+use crate::admin::Admin;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Largest request body accepted (definitions imports are the big ones).
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// Where and how the management plane listens.
+#[derive(Debug, Clone)]
+pub struct MgmtConfig {
+    pub bind: IpAddr,
+    /// 0 picks an ephemeral port (tests).
+    pub port: u16,
+    /// How often message rates are sampled (RabbitMQ: 5 s).
+    pub sample_interval: Duration,
+}
+
+/// The running management plane. Dropping it stops it.
+pub struct MgmtHandle {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MgmtHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MgmtHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What every request handler shares.
+pub(crate) struct Mgmt {
+    pub admin: Admin,
+    pub rates: rates::Rates,
+    pub node: String,
+    pub listen: SocketAddr,
+}
+
+/// Starts the management plane on its own thread.
+pub fn start(admin: Admin, cfg: MgmtConfig) -> io::Result<MgmtHandle> {
+    let listener = std::net::TcpListener::bind((cfg.bind, cfg.port))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mgmt = Arc::new(Mgmt {
+        node: node_name(),
+        rates: rates::Rates::default(),
+        admin,
+        listen: addr,
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(8)
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("warren-mgmt".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        log::error!("management listener: {e}");
+                        return;
+                    }
+                };
+                tokio::spawn(rates::sampler(mgmt.clone(), cfg.sample_interval));
+                let stopping = mgmt.clone();
+                let app = axum::Router::new().fallback(handle).with_state(mgmt);
+                let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(async move {
+                        let poll = async {
+                            while !stopping.admin.stopping() {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        };
+                        tokio::select! {
+                            _ = rx => {}
+                            _ = poll => {}
+                        }
+                    });
+                if let Err(e) = serve.await {
+                    log::error!("management server: {e}");
+                }
+            })
+        })?;
+    log::info!("management API and UI on http://{addr}/");
+    Ok(MgmtHandle {
+        addr,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+async fn handle(
+    State(m): State<Arc<Mgmt>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return http::Reply::error(413, "bad_request", "request body too large").into_response();
+        }
+    };
+    // Admin calls block on the shards' answers: keep them off the reactor.
+    match tokio::task::spawn_blocking(move || api::dispatch(&m, peer, parts, body)).await {
+        Ok(r) => r.into_response(),
+        Err(_) => http::Reply::error(500, "internal_error", "handler failed").into_response(),
+    }
+}
+
+/// `warren@host`, as RabbitMQ's `rabbit@host`.
+fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("warren@{host}")
+}

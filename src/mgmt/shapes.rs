@@ -1,0 +1,262 @@
+//! The JSON shapes of RabbitMQ's management API, built from snapshots.
+
+use super::rates::{QueueRates, Rates};
+use crate::admin::*;
+use serde_json::{Value, json};
+
+fn rate(r: f64) -> Value {
+    json!({ "rate": (r * 10.0).round() / 10.0 })
+}
+
+fn peer_of(conn: &ConnectionInfo) -> (String, u16) {
+    (conn.peer_host.clone(), conn.peer_port)
+}
+
+pub fn message_stats(c: &QueueCounters, r: &QueueRates) -> Value {
+    json!({
+        "publish": c.published, "publish_details": rate(r.publish),
+        "deliver": c.delivered.saturating_sub(c.get), "deliver_details": rate(r.deliver),
+        "deliver_get": c.delivered, "deliver_get_details": rate(r.deliver),
+        "get": c.get, "get_details": rate(r.get),
+        "ack": c.acked, "ack_details": rate(r.ack),
+        "redeliver": c.redelivered, "redeliver_details": rate(r.redeliver),
+    })
+}
+
+pub fn queue(m: &super::Mgmt, q: &QueueInfo, consumers: Option<Vec<Value>>, rates: &Rates) -> Value {
+    let r = rates.queue(&q.vhost, &q.name);
+    let messages = q.messages_ready + q.messages_unacknowledged;
+    let mut v = json!({
+        "name": q.name,
+        "vhost": q.vhost,
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "exclusive": q.exclusive,
+        "owner_pid_details": q.owner.as_ref().map(|o| json!({ "name": o })),
+        "arguments": q.arguments,
+        "node": m.node,
+        "state": "running",
+        "type": "classic",
+        "policy": Value::Null,
+        "operator_policy": Value::Null,
+        "effective_policy_definition": {},
+        "exclusive_consumer_tag": Value::Null,
+        "single_active_consumer_tag": Value::Null,
+        "consumers": q.consumers,
+        "messages": messages,
+        "messages_details": rate(r.messages),
+        "messages_ready": q.messages_ready,
+        "messages_ready_details": rate(r.messages_ready),
+        "messages_unacknowledged": q.messages_unacknowledged,
+        "messages_unacknowledged_details": rate(r.messages_unacked),
+        "message_bytes": q.message_bytes_ready + q.message_bytes_unacknowledged,
+        "message_bytes_ready": q.message_bytes_ready,
+        "message_bytes_unacknowledged": q.message_bytes_unacknowledged,
+        "message_stats": message_stats(&q.counters, &r),
+        "warren_shard": q.shard,
+        "warren_disk_bytes": q.disk_bytes,
+    });
+    if let Some(c) = consumers {
+        v["consumer_details"] = Value::Array(c);
+    }
+    v
+}
+
+pub fn exchange(e: &ExchangeInfo) -> Value {
+    json!({
+        "name": e.name,
+        "vhost": e.vhost,
+        "type": e.kind,
+        "durable": e.durable,
+        "auto_delete": e.auto_delete,
+        "internal": e.internal,
+        "arguments": e.arguments,
+        "user_who_performed_action": "rmq-internal",
+    })
+}
+
+/// RabbitMQ's `properties_key`: the quoted routing key, or `~` for an empty
+/// one, plus `~` and a digest of the arguments when there are any.
+pub fn properties_key(routing_key: &str, arguments: &Value) -> String {
+    let quote = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+            .to_string()
+            .replace("%2D", "-")
+            .replace("%5F", "_")
+            .replace("%2E", ".")
+    };
+    let empty_args = arguments.as_object().is_none_or(|o| o.is_empty());
+    if empty_args {
+        if routing_key.is_empty() {
+            "~".into()
+        } else {
+            quote(routing_key)
+        }
+    } else {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(arguments.to_string().as_bytes());
+        let hash = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &digest[..12]);
+        format!("{}~{}", quote(routing_key), hash)
+    }
+}
+
+pub fn binding(b: &BindingInfo) -> Value {
+    json!({
+        "source": b.source,
+        "vhost": b.vhost,
+        "destination": b.destination,
+        "destination_type": b.destination_type,
+        "routing_key": b.routing_key,
+        "arguments": b.arguments,
+        "properties_key": properties_key(&b.routing_key, &b.arguments),
+    })
+}
+
+/// Every binding, with the default exchange's implicit one per queue first,
+/// as RabbitMQ lists them.
+pub fn all_bindings(snap: &BrokerSnapshot) -> Vec<BindingInfo> {
+    let mut out: Vec<BindingInfo> = snap
+        .queues
+        .iter()
+        .map(|q| BindingInfo {
+            vhost: q.vhost.clone(),
+            source: String::new(),
+            destination: q.name.clone(),
+            destination_type: "queue",
+            routing_key: q.name.clone(),
+            arguments: json!({}),
+        })
+        .collect();
+    out.extend(snap.bindings.iter().filter(|b| !b.source.is_empty()).cloned());
+    out
+}
+
+pub fn connection(m: &super::Mgmt, c: &ConnectionInfo, rates: &Rates) -> Value {
+    let r = rates.connection(&c.name);
+    json!({
+        "name": c.name,
+        "node": m.node,
+        "type": "network",
+        "state": c.state,
+        "user": c.user,
+        "user_who_performed_action": c.user,
+        "vhost": c.vhost,
+        "protocol": "AMQP 0-9-1",
+        "auth_mechanism": "PLAIN",
+        "ssl": false,
+        "host": m.admin.amqp_addr.ip().to_string(),
+        "port": m.admin.amqp_addr.port(),
+        "peer_host": c.peer_host,
+        "peer_port": c.peer_port,
+        "channels": c.channels,
+        "channel_max": m.admin.config.limits.channel_max,
+        "frame_max": c.frame_max,
+        "timeout": c.heartbeat,
+        "connected_at": c.connected_at_ms,
+        "client_properties": c.client_properties,
+        "recv_oct": c.recv_oct,
+        "recv_oct_details": rate(r.recv_oct),
+        "send_oct": c.send_oct,
+        "send_oct_details": rate(r.send_oct),
+        "warren_shard": c.shard,
+    })
+}
+
+pub fn channel_name(conn: &str, number: u16) -> String {
+    format!("{conn} ({number})")
+}
+
+pub fn channel(m: &super::Mgmt, ch: &ChannelInfo, conn: Option<&ConnectionInfo>) -> Value {
+    let (peer_host, peer_port) = conn.map(peer_of).unwrap_or_default();
+    json!({
+        "name": channel_name(&ch.connection, ch.number),
+        "number": ch.number,
+        "node": m.node,
+        "connection_details": { "name": ch.connection, "peer_host": peer_host, "peer_port": peer_port },
+        "user": ch.user,
+        "user_who_performed_action": ch.user,
+        "vhost": ch.vhost,
+        "state": "running",
+        "prefetch_count": ch.prefetch_count,
+        "global_prefetch_count": ch.global_prefetch_count,
+        "messages_unacknowledged": ch.messages_unacknowledged,
+        "messages_unconfirmed": 0,
+        "messages_uncommitted": 0,
+        "acks_uncommitted": 0,
+        "confirm": ch.confirm,
+        "transactional": ch.transactional,
+        "consumer_count": ch.consumer_count,
+    })
+}
+
+pub fn consumer(m: &super::Mgmt, c: &ConsumerInfo, conn: Option<&ConnectionInfo>) -> Value {
+    let (peer_host, peer_port) = conn.map(peer_of).unwrap_or_default();
+    json!({
+        "consumer_tag": c.consumer_tag,
+        "queue": { "name": c.queue, "vhost": c.vhost },
+        "channel_details": {
+            "name": channel_name(&c.connection, c.channel),
+            "connection_name": c.connection,
+            "number": c.channel,
+            "node": m.node,
+            "peer_host": peer_host,
+            "peer_port": peer_port,
+            "user": conn.map(|c| c.user.clone()).unwrap_or_default(),
+        },
+        "ack_required": c.ack_required,
+        "exclusive": c.exclusive,
+        "prefetch_count": c.prefetch_count,
+        "arguments": {},
+        "active": true,
+        "activity_status": "up",
+    })
+}
+
+pub fn user(u: &UserInfo) -> Value {
+    json!({
+        "name": u.name,
+        "password_hash": u.password_hash,
+        "hashing_algorithm": u.hashing_algorithm,
+        "tags": u.tags,
+        "limits": {},
+    })
+}
+
+pub fn permission(p: &PermissionInfo) -> Value {
+    json!({ "user": p.user, "vhost": p.vhost, "configure": p.configure, "write": p.write, "read": p.read })
+}
+
+pub fn policy(p: &PolicyInfo) -> Value {
+    json!({
+        "vhost": p.vhost, "name": p.name, "pattern": p.pattern, "apply-to": p.apply_to,
+        "definition": p.definition, "priority": p.priority,
+    })
+}
+
+pub fn vhost(m: &super::Mgmt, snap: &BrokerSnapshot, name: &str, rates: &Rates) -> Value {
+    let qs = snap.queues.iter().filter(|q| q.vhost == name);
+    let (mut ready, mut unacked) = (0, 0);
+    let mut counters = QueueCounters::default();
+    for q in qs {
+        ready += q.messages_ready;
+        unacked += q.messages_unacknowledged;
+        counters.add(&q.counters);
+    }
+    let r = rates.vhost(name);
+    json!({
+        "name": name,
+        "description": if name == "/" { "Default virtual host" } else { "" },
+        "tags": [],
+        "metadata": { "description": if name == "/" { "Default virtual host" } else { "" }, "tags": [] },
+        "default_queue_type": "classic",
+        "tracing": false,
+        "cluster_state": { m.node.clone(): "running" },
+        "messages": ready + unacked,
+        "messages_details": rate(r.messages),
+        "messages_ready": ready,
+        "messages_ready_details": rate(r.messages_ready),
+        "messages_unacknowledged": unacked,
+        "messages_unacknowledged_details": rate(r.messages_unacked),
+        "message_stats": message_stats(&counters, &r),
+    })
+}
