@@ -269,7 +269,7 @@ fn read(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> 
             snap.queues
                 .iter()
                 .filter(|q| who.sees_vhost(&q.vhost))
-                .map(|q| shapes::queue(m, q, None, rates))
+                .map(|q| shapes::queue(m, snap, q, None, rates))
                 .collect(),
             call,
         ),
@@ -279,7 +279,7 @@ fn read(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> 
                 snap.queues
                     .iter()
                     .filter(|q| q.vhost == *v)
-                    .map(|q| shapes::queue(m, q, None, rates))
+                    .map(|q| shapes::queue(m, snap, q, None, rates))
                     .collect(),
                 call,
             )
@@ -288,7 +288,7 @@ fn read(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> 
             visible_vhost(who, snap, v)?;
             one(snap
                 .queue(v, name)
-                .map(|q| shapes::queue(m, q, Some(consumers_of(v, name)), rates)))
+                .map(|q| shapes::queue(m, snap, q, Some(consumers_of(v, name)), rates)))
         }
         ["queues", v, name, "bindings"] => {
             visible_vhost(who, snap, v)?;
@@ -333,7 +333,10 @@ fn read(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> 
                     b.vhost == *v && b.source == src && b.destination_type == dtype && b.destination == *dst
                 })
                 .map(shapes::binding)
-                .filter(|b| rest.first().is_none_or(|k| b["properties_key"] == *k))
+                .filter(|b| {
+                    rest.first()
+                        .is_none_or(|k| shapes::props_match(b["properties_key"].as_str().unwrap_or(""), k))
+                })
                 .collect();
             match rest.first() {
                 None => list(found, call),
@@ -515,6 +518,8 @@ fn overview(m: &Mgmt, who: &Who, snap: &BrokerSnapshot) -> Value {
         "node": m.node,
         "exchange_types": exchange_types,
         "disable_stats": false,
+        "statistics_db_event_queue": 0,
+        "sample_retention_policies": { "global": [600, 3600, 28800, 86400], "basic": [600, 3600], "detailed": [600] },
         "enable_queue_totals": false,
         "message_stats": stats,
         "queue_totals": {

@@ -23,8 +23,31 @@ pub fn message_stats(c: &QueueCounters, r: &QueueRates) -> Value {
     })
 }
 
-pub fn queue(m: &super::Mgmt, q: &QueueInfo, consumers: Option<Vec<Value>>, rates: &Rates) -> Value {
+/// The policy that applies to a queue or exchange: the highest-priority
+/// one whose pattern matches, as RabbitMQ picks it.
+pub fn effective_policy<'a>(
+    policies: &'a [PolicyInfo],
+    vhost: &str,
+    name: &str,
+    queue: bool,
+) -> Option<&'a PolicyInfo> {
+    policies
+        .iter()
+        .filter(|p| p.vhost == vhost)
+        .filter(|p| p.apply_to == "all" || p.apply_to == if queue { "queues" } else { "exchanges" })
+        .filter(|p| regex::Regex::new(&p.pattern).is_ok_and(|re| re.is_match(name)))
+        .max_by_key(|p| p.priority)
+}
+
+pub fn queue(
+    m: &super::Mgmt,
+    snap: &BrokerSnapshot,
+    q: &QueueInfo,
+    consumers: Option<Vec<Value>>,
+    rates: &Rates,
+) -> Value {
     let r = rates.queue(&q.vhost, &q.name);
+    let policy = effective_policy(&snap.policies, &q.vhost, &q.name, true);
     let messages = q.messages_ready + q.messages_unacknowledged;
     let mut v = json!({
         "name": q.name,
@@ -37,9 +60,11 @@ pub fn queue(m: &super::Mgmt, q: &QueueInfo, consumers: Option<Vec<Value>>, rate
         "node": m.node,
         "state": "running",
         "type": "classic",
-        "policy": Value::Null,
+        "policy": policy.map(|p| p.name.clone()),
         "operator_policy": Value::Null,
-        "effective_policy_definition": {},
+        "effective_policy_definition": policy.map_or(json!({}), |p| p.definition.clone()),
+        "recoverable_slaves": Value::Null,
+        "head_message_timestamp": Value::Null,
         "exclusive_consumer_tag": Value::Null,
         "single_active_consumer_tag": Value::Null,
         "consumers": q.consumers,
@@ -100,6 +125,13 @@ pub fn properties_key(routing_key: &str, arguments: &Value) -> String {
     }
 }
 
+/// Whether a properties key from a URL names this binding. Clients send
+/// the key as listed or quoted once more; the path is decoded once, so
+/// both spellings are accepted.
+pub fn props_match(listed: &str, from_url: &str) -> bool {
+    listed == from_url || percent_encoding::percent_decode_str(listed).decode_utf8_lossy() == from_url
+}
+
 pub fn binding(b: &BindingInfo) -> Value {
     json!({
         "source": b.source,
@@ -144,6 +176,13 @@ pub fn connection(m: &super::Mgmt, c: &ConnectionInfo, rates: &Rates) -> Value {
         "protocol": "AMQP 0-9-1",
         "auth_mechanism": "PLAIN",
         "ssl": false,
+        "ssl_protocol": Value::Null,
+        "ssl_key_exchange": Value::Null,
+        "ssl_cipher": Value::Null,
+        "ssl_hash": Value::Null,
+        "peer_cert_issuer": Value::Null,
+        "peer_cert_subject": Value::Null,
+        "peer_cert_validity": Value::Null,
         "host": m.admin.amqp_addr.ip().to_string(),
         "port": m.admin.amqp_addr.port(),
         "peer_host": c.peer_host,
@@ -183,6 +222,7 @@ pub fn channel(m: &super::Mgmt, ch: &ChannelInfo, conn: Option<&ConnectionInfo>)
         "messages_unconfirmed": 0,
         "messages_uncommitted": 0,
         "acks_uncommitted": 0,
+        "pending_raft_commands": 0,
         "confirm": ch.confirm,
         "transactional": ch.transactional,
         "consumer_count": ch.consumer_count,
@@ -243,7 +283,19 @@ pub fn vhost(m: &super::Mgmt, snap: &BrokerSnapshot, name: &str, rates: &Rates) 
         counters.add(&q.counters);
     }
     let r = rates.vhost(name);
+    let conns = snap.connections.iter().filter(|c| c.vhost == name);
+    let (recv, send) = conns.fold((0, 0), |(r, s), c| (r + c.recv_oct, s + c.send_oct));
+    let (recv_rate, send_rate) = snap
+        .connections
+        .iter()
+        .filter(|c| c.vhost == name)
+        .map(|c| rates.connection(&c.name))
+        .fold((0.0, 0.0), |(r, s), c| (r + c.recv_oct, s + c.send_oct));
     json!({
+        "recv_oct": recv,
+        "recv_oct_details": rate(recv_rate),
+        "send_oct": send,
+        "send_oct_details": rate(send_rate),
         "name": name,
         "description": if name == "/" { "Default virtual host" } else { "" },
         "tags": [],

@@ -66,6 +66,18 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
             let exists = snap.vhosts.iter().any(|x| x.name == *v);
             if !exists {
                 control(m, who, AdminOp::AddVhost { name: v.to_string() })?;
+                // RabbitMQ's API grants the creator full permissions on it.
+                control(
+                    m,
+                    who,
+                    AdminOp::SetPermissions {
+                        user: who.name.clone(),
+                        vhost: v.to_string(),
+                        configure: ".*".into(),
+                        write: ".*".into(),
+                        read: ".*".into(),
+                    },
+                )?;
             }
             Ok(Reply::created_or_updated(!exists))
         }
@@ -313,7 +325,7 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
                         && b.source == src
                         && b.destination_type == dtype
                         && b.destination == *dst
-                        && shapes::properties_key(&b.routing_key, &b.arguments) == *props
+                        && shapes::props_match(&shapes::properties_key(&b.routing_key, &b.arguments), props)
                 })
                 .ok_or_else(not_found)?;
             let args = json_to_table(&b.arguments).map_err(|e| bad_request(&e))?;

@@ -140,3 +140,102 @@ pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
     let p = d.path().join("data");
     (d, p)
 }
+
+/// A broker with its management plane, both on ephemeral ports.
+pub struct MgmtBroker {
+    pub broker: Broker,
+    pub _mgmt: warren::mgmt::MgmtHandle,
+    pub base: String,
+}
+
+pub fn start_with_mgmt(shards: usize) -> MgmtBroker {
+    let broker = start(shards);
+    let mgmt = warren::mgmt::start(
+        broker.handle.admin(),
+        warren::mgmt::MgmtConfig {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            sample_interval: Duration::from_millis(200),
+        },
+    )
+    .expect("management plane starts");
+    let base = format!("http://{}", mgmt.addr());
+    MgmtBroker {
+        broker,
+        _mgmt: mgmt,
+        base,
+    }
+}
+
+/// One HTTP call: the status and the body as JSON (`Null` when empty or
+/// not JSON).
+pub fn http(
+    method: &str,
+    url: &str,
+    auth: Option<(&str, &str)>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let (status, text) = http_text(method, url, auth, body);
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+pub fn http_text(
+    method: &str,
+    url: &str,
+    auth: Option<(&str, &str)>,
+    body: Option<serde_json::Value>,
+) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let auth = auth.map(|(u, p)| {
+        format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{u}:{p}"))
+        )
+    });
+    let resp = match method {
+        "GET" | "DELETE" => {
+            let mut r = if method == "GET" {
+                agent.get(url)
+            } else {
+                agent.delete(url)
+            };
+            if let Some(a) = &auth {
+                r = r.header("authorization", a);
+            }
+            r.call()
+        }
+        _ => {
+            let mut r = if method == "PUT" {
+                agent.put(url)
+            } else {
+                agent.post(url)
+            };
+            if let Some(a) = &auth {
+                r = r.header("authorization", a);
+            }
+            let b = body.map(|b| b.to_string()).unwrap_or_default();
+            r.content_type("application/json").send(b.as_bytes())
+        }
+    };
+    let mut resp = resp.expect("HTTP request");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// Polls `f` until it gives a value (20 s at most).
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..400 {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: not reached in 20 s");
+}

@@ -6,6 +6,7 @@ mod common;
 mod cross_shard;
 mod durability;
 mod features;
+mod mgmt;
 mod pika;
 mod tutorials;
 mod wire;
