@@ -9,4 +9,5 @@ mod features;
 mod mgmt;
 mod pika;
 mod tutorials;
+mod warrenctl;
 mod wire;
