@@ -180,8 +180,9 @@ fn messaging(args: &Args, uri: &Uri, errors: &Errors) -> Result<(), String> {
                 || s.delivered >= s.published * fanout
                 || last_change.elapsed() > Duration::from_secs(2))
     });
-    let result = finish(threads, errors);
     rep.tick(&shared, false);
+    let result = finish(threads, errors);
+    rep.collect_hists(&shared);
     if !args.keep_queues
         && let Err(e) = topology::delete(&mut admin, args, &queues)
     {
@@ -216,8 +217,9 @@ fn churn(args: &Args, uri: &Uri, errors: &Errors) -> Result<(), String> {
         }));
     }
     monitor(&mut rep, &shared, args.time, |_| false);
-    let result = finish(threads, errors);
     rep.tick(&shared, false);
+    let result = finish(threads, errors);
+    rep.collect_hists(&shared);
     rep.summary(serde_json::json!({ "workers": args.connections.max(1) }));
     result
 }
@@ -228,10 +230,10 @@ fn idle(args: &Args, uri: &Uri) -> Result<(), String> {
     let mut rep = Reporter::new(args.json, scenario_name(args.scenario));
     monitor(&mut rep, &shared, args.time, |_| false);
     let n = conns.len();
+    rep.tick(&shared, false);
     for c in conns {
         let _ = c.close();
     }
-    rep.tick(&shared, false);
     rep.summary(serde_json::json!({ "open_connections": n }));
     Ok(())
 }
@@ -265,6 +267,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        // Piped into `head`: end quietly instead of panicking in println.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     match run(&args, &uri) {
         Ok(()) => ExitCode::SUCCESS,

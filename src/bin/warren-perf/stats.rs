@@ -258,6 +258,13 @@ impl Reporter {
         println!("{line}");
     }
 
+    /// After the workers are gone: their last histogram samples (the counts
+    /// were taken by the last tick, when the run stopped).
+    pub fn collect_hists(&mut self, shared: &Shared) {
+        let h = shared.take_hists();
+        self.total.add(&h);
+    }
+
     /// Final numbers (call [`Reporter::tick`] first to collect the rest).
     pub fn summary(&self, extra: Value) -> Value {
         let t = self.last_t.max(1e-9);
