@@ -66,9 +66,20 @@ pub fn idle(uri: &Uri, args: &Args, shared: Arc<Shared>) -> Result<Vec<Conn>> {
         if crate::STOP.load(Relaxed) {
             break;
         }
-        let mut c = Conn::open(uri, "warren-perf idle")?;
-        c.open_channel(1)?;
-        conns.push(c);
+        let opened = Conn::open(uri, "warren-perf idle").and_then(|mut c| c.open_channel(1).map(|()| c));
+        match opened {
+            Ok(c) => conns.push(c),
+            // Keep what the broker accepted (e.g. its file descriptor limit).
+            Err(e) if !conns.is_empty() => {
+                eprintln!(
+                    "warren-perf: connection {} failed, holding {}: {e}",
+                    conns.len() + 1,
+                    conns.len()
+                );
+                break;
+            }
+            Err(e) => return Err(e),
+        }
         shared.c.connections.fetch_add(1, Relaxed);
     }
     if args.json {
