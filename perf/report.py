@@ -204,11 +204,12 @@ def _panel(out, x0, width, top, rows, values, title, fmt):
     """Horizontal log-scale bars; rows: list of (y, broker, value)."""
     lo, hi = _log_axis(values)
     height = (rows[-1][0] + 20 - top) if rows else 40
-    out.append(f'<text x="{x0}" y="{top - 24}" class="h">{escape(title)}</text>')
+    out.append(f'<text x="{x0}" y="{top - 34}" class="h">{escape(title)}</text>')
     for d in range(lo, hi + 1):
         x = x0 + (d - lo) / (hi - lo) * width
         out.append(f'<line x1="{x:.1f}" y1="{top - 12}" x2="{x:.1f}" y2="{top + height}" class="g"/>')
-        out.append(f'<text x="{x:.1f}" y="{top - 14}" class="t" text-anchor="middle">{fmt(10 ** d)}</text>')
+        tick = fmt(10**d).replace(".00 ", " ").replace(".0 ", " ")
+        out.append(f'<text x="{x:.1f}" y="{top - 14}" class="t" text-anchor="middle">{tick}</text>')
     for y, broker, v in rows:
         if not v or v <= 0:
             out.append(f'<text x="{x0 + 4}" y="{y + 11}" class="t">n/a</text>')
@@ -220,7 +221,7 @@ def _panel(out, x0, width, top, rows, values, title, fmt):
 
 def svg(doc):
     groups = pairs(doc["results"], lambda r: r.get("kind") in ("rate", "latency", "connections", "queues"))
-    top, row, gap = 70, 16, 14
+    top, row, gap = 80, 16, 14
     rows_rate, rows_lat, labels = [], [], []
     y = top
     for key, title, by in groups:
