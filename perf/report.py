@@ -103,7 +103,7 @@ def markdown(doc):
     m = doc["machine"]
     L = ["# warren vs RabbitMQ — warren-perf side by side", ""]
     L.append(f"- **Machine:** {m['cpu']}, {m['cores']} cores, {m['ram']} RAM, Linux {m['kernel']}")
-    L.append(f"- **Date:** {m['date']}")
+    L.append(f"- **Date:** {m['date']}" + (f" (load average at the end: {m['loadavg_at_end']})" if m.get("loadavg_at_end") else ""))
     L.append("- **Brokers:** " + "; ".join(doc["brokers"].values()))
     L.append(
         f"- **Method:** `perf/run`, {doc['seconds_per_scenario']} s per scenario, brokers alternated scenario by "
@@ -162,12 +162,10 @@ def markdown(doc):
     mem = pairs(doc["results"], lambda r: "rss_bytes" in r)
     if mem:
         L += ["", "## Memory", ""]
-        L.append("| scenario | broker | RSS before | RSS with load | per item | warren / RabbitMQ (growth) |")
+        L.append("| scenario | broker | RSS before | RSS with load | per item | warren / RabbitMQ |")
         L.append("|---|---|--:|--:|--:|--:|")
         for key, title, by in mem:
-            rat = ratio(by, lambda r: r["rss_bytes"] and max(r["rss_bytes"] - r["rss_before_bytes"], 1))
-            if any(r.get("connections", 1000) != 1000 for r in by.values()):
-                rat = "–"
+            rat = ratio(by, lambda r: r.get("bytes_per_connection") or r.get("bytes_per_message"), suffix=" per item")
             for i, b in enumerate(["warren", "rabbitmq"]):
                 r = by.get(b)
                 if not r:
