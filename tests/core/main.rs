@@ -9,5 +9,6 @@ mod features;
 mod mgmt;
 mod pika;
 mod tutorials;
+mod ui;
 mod warrenctl;
 mod wire;

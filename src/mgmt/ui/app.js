@@ -10,7 +10,7 @@ function esc(s) {
 }
 
 async function api(method, path, body) {
-  const opts = { method, headers: { Authorization: "Basic " + state.auth } };
+  const opts = { method, headers: { Authorization: "Basic " + state.auth, "X-Requested-With": "XMLHttpRequest" } };
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
