@@ -7,6 +7,7 @@ mod cross_shard;
 mod durability;
 mod features;
 mod mgmt;
+mod permissions;
 mod pika;
 mod tutorials;
 mod ui;
