@@ -247,6 +247,10 @@ impl BrokerSnapshot {
         }
         b.vhosts.sort_by(|a, c| a.name.cmp(&c.name));
         b.users.sort_by(|a, c| a.name.cmp(&c.name));
+        b.permissions
+            .sort_by(|a, c| (&a.user, &a.vhost).cmp(&(&c.user, &c.vhost)));
+        b.policies
+            .sort_by(|a, c| (&a.vhost, &a.name).cmp(&(&c.vhost, &c.name)));
         b.exchanges
             .sort_by(|a, c| (&a.vhost, &a.name).cmp(&(&c.vhost, &c.name)));
         b.queues

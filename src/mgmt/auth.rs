@@ -61,7 +61,7 @@ pub fn authenticate(call: &Call, snap: &BrokerSnapshot, loopback_users: &[String
     if !crate::broker::users::check_password(&stored, pass.as_bytes()) {
         return Err(not_authorised("Login failed"));
     }
-    if loopback_users.iter().any(|l| *l == user) && !is_loopback(call.peer.ip()) {
+    if loopback_users.contains(&user) && !is_loopback(call.peer.ip()) {
         return Err(not_authorised("User can only log in via localhost"));
     }
     let who = Who {

@@ -4,7 +4,6 @@
 //! resources RabbitMQ checks).
 
 use crate::common;
-use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use warren::admin::AdminOp;

@@ -84,7 +84,7 @@ impl Driver {
     }
 
     fn find(&self, css: &str) -> String {
-        let id = wait_for(&format!("element {css}"), || {
+        wait_for(&format!("element {css}"), || {
             let (s, v) = http(
                 "POST",
                 &format!("{}/session/{}/element", self.base, self.session),
@@ -92,8 +92,7 @@ impl Driver {
                 Some(json!({"using": "css selector", "value": css})),
             );
             (s == 200).then(|| v["value"][ELEMENT].as_str().unwrap().to_string())
-        });
-        id
+        })
     }
 
     fn click(&self, css: &str) {
