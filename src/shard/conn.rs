@@ -191,7 +191,7 @@ async fn serve(
         // the timer.
         let mut fired = false;
         let mut wrote_all = false;
-        let mut read_any = false;
+        let mut read_full = false;
         let io = poll_fn(|cx| {
             let mut ready = false;
             if congested {
@@ -223,7 +223,7 @@ async fn serve(
                             eof = true;
                         } else {
                             rbuf.extend_from_slice(data);
-                            read_any = true;
+                            read_full = n >= RECV_BUFFER;
                             Pin::new(&mut *stream).consume(n);
                             recv_oct += n as u64;
                             last_read = Instant::now();
@@ -301,9 +301,12 @@ async fn serve(
         // glommio polls sockets only when no task is runnable (or at its
         // 100 ms preemption tick). A connection with input always waiting
         // would stay runnable and leave every other socket unpolled, so
-        // after a batch of input it waits for the reactor's next turn (a
-        // timer fires only from there) instead of just yielding.
-        if read_any {
+        // after a full buffer of input (more is probably waiting) it waits
+        // for the reactor's next turn (a timer fires only from there)
+        // instead of just yielding. A short read drained the socket: the
+        // next read parks on the reactor anyway, and a timer per wake-up
+        // would cost more than the message at low rates.
+        if read_full {
             Timer::new(Duration::from_micros(20)).await;
         } else {
             glommio::yield_if_needed().await;
