@@ -154,21 +154,34 @@ pub struct MgmtBroker {
 
 pub fn start_with_mgmt(shards: usize) -> MgmtBroker {
     let broker = start(shards);
-    let mgmt = warren::mgmt::start(
-        broker.handle.admin(),
-        warren::mgmt::MgmtConfig {
-            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            sample_interval: Duration::from_millis(200),
-        },
-    )
-    .expect("management plane starts");
+    let mgmt = mgmt_for(
+        &broker.handle,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Duration::from_millis(200),
+    );
     let base = format!("http://{}", mgmt.addr());
     MgmtBroker {
         broker,
         _mgmt: mgmt,
         base,
     }
+}
+
+/// A management plane on an ephemeral port for a running broker.
+pub fn mgmt_for(
+    handle: &warren::ServerHandle,
+    bind: IpAddr,
+    sample_interval: Duration,
+) -> warren::mgmt::MgmtHandle {
+    warren::mgmt::start(
+        handle.admin(),
+        warren::mgmt::MgmtConfig {
+            bind,
+            port: 0,
+            sample_interval,
+        },
+    )
+    .expect("management plane starts")
 }
 
 /// One HTTP call: the status and the body as JSON (`Null` when empty or

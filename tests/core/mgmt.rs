@@ -762,15 +762,11 @@ fn management_rights_follow_user_tags() {
 fn passwords_are_hashed_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let handle = common::start_in(dir.path(), 1);
-    let mgmt = warren::mgmt::start(
-        handle.admin(),
-        warren::mgmt::MgmtConfig {
-            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            port: 0,
-            sample_interval: std::time::Duration::from_secs(5),
-        },
-    )
-    .unwrap();
+    let mgmt = common::mgmt_for(
+        &handle,
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::time::Duration::from_secs(5),
+    );
     let base = format!("http://{}", mgmt.addr());
     let secret = "Correct-Horse-Battery-Staple";
     assert_eq!(
@@ -852,15 +848,11 @@ fn guest_is_refused_from_a_non_loopback_address() {
         ..Default::default()
     };
     let handle = warren::start(cfg).unwrap();
-    let mgmt = warren::mgmt::start(
-        handle.admin(),
-        warren::mgmt::MgmtConfig {
-            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            port: 0,
-            sample_interval: std::time::Duration::from_secs(5),
-        },
-    )
-    .unwrap();
+    let mgmt = common::mgmt_for(
+        &handle,
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        std::time::Duration::from_secs(5),
+    );
     let port = handle.amqp_addr().port();
     let remote = format!("http://{ip}:{}", mgmt.addr().port());
     let local = format!("http://127.0.0.1:{}", mgmt.addr().port());

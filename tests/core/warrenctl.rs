@@ -359,15 +359,11 @@ fn queues_exchanges_bindings_connections_and_definitions() {
 fn status_cluster_status_stop_and_reset() {
     let (_tmp, dir) = common::temp_data_dir();
     let handle = common::start_in(&dir, 1);
-    let mgmt = warren::mgmt::start(
-        handle.admin(),
-        warren::mgmt::MgmtConfig {
-            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            port: 0,
-            sample_interval: std::time::Duration::from_secs(5),
-        },
-    )
-    .unwrap();
+    let mgmt = common::mgmt_for(
+        &handle,
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::time::Duration::from_secs(5),
+    );
     let port = mgmt.addr().port();
     http(
         "PUT",
