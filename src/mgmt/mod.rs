@@ -25,6 +25,10 @@ use std::time::Duration;
 /// Largest request body accepted (definitions imports are the big ones).
 const MAX_BODY: usize = 32 * 1024 * 1024;
 
+/// Requests handled at once; more wait, and past `MAX_QUEUED` get 503.
+const MAX_CONCURRENT: usize = 8;
+const MAX_QUEUED: usize = 256;
+
 /// Where and how the management plane listens.
 #[derive(Debug, Clone)]
 pub struct MgmtConfig {
@@ -65,6 +69,9 @@ pub(crate) struct Mgmt {
     pub rates: rates::Rates,
     pub node: String,
     pub listen: SocketAddr,
+    /// Bounds the requests in flight (each may block a thread on the shards).
+    pub slots: tokio::sync::Semaphore,
+    pub queued: std::sync::atomic::AtomicUsize,
 }
 
 /// Starts the management plane on its own thread.
@@ -78,6 +85,8 @@ pub fn start(admin: Admin, cfg: MgmtConfig) -> io::Result<MgmtHandle> {
         rates: rates::Rates::default(),
         admin,
         listen: addr,
+        slots: tokio::sync::Semaphore::new(MAX_CONCURRENT),
+        queued: std::sync::atomic::AtomicUsize::new(0),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -127,6 +136,16 @@ async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
+    use std::sync::atomic::Ordering;
+    if m.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED {
+        m.queued.fetch_sub(1, Ordering::SeqCst);
+        return http::Reply::error(503, "service_unavailable", "too many requests in flight").into_response();
+    }
+    let permit = m.slots.acquire().await;
+    m.queued.fetch_sub(1, Ordering::SeqCst);
+    let Ok(_permit) = permit else {
+        return http::Reply::error(503, "service_unavailable", "shutting down").into_response();
+    };
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
@@ -135,7 +154,8 @@ async fn handle(
         }
     };
     // Admin calls block on the shards' answers: keep them off the reactor.
-    match tokio::task::spawn_blocking(move || api::dispatch(&m, peer, parts, body)).await {
+    let m2 = m.clone();
+    match tokio::task::spawn_blocking(move || api::dispatch(&m2, peer, parts, body)).await {
         Ok(r) => r.into_response(),
         Err(_) => http::Reply::error(500, "internal_error", "handler failed").into_response(),
     }
