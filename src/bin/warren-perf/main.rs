@@ -91,7 +91,11 @@ fn messaging(args: &Args, uri: &Uri, errors: &Errors) -> Result<(), String> {
     let queues = queue_names(args);
     let mut admin = Conn::open(uri, "warren-perf admin").map_err(|e| e.to_string())?;
     admin.open_channel(1).map_err(|e| e.to_string())?;
-    topology::declare(&mut admin, args, &queues).map_err(|e| e.to_string())?;
+    topology::declare_exchange(&mut admin, args).map_err(|e| e.to_string())?;
+    // Each consumer declares the queues it consumes from, as applications
+    // usually do (and PerfTest does); the admin connection declares the rest.
+    let unconsumed = &queues[args.consumers.min(queues.len())..];
+    topology::declare_queues(&mut admin, 1, args, unconsumed).map_err(|e| e.to_string())?;
 
     let cpc = args.channels_per_connection.max(1);
     let mut threads = Vec::new();
@@ -106,9 +110,12 @@ fn messaging(args: &Args, uri: &Uri, errors: &Errors) -> Result<(), String> {
             multi_ack: args.multi_ack,
             measure: args.producers > 0,
         };
-        let (uri, shared, ready) = (uri.clone(), shared.clone(), ready.clone());
+        let (uri, shared, ready, run_args) = (uri.clone(), shared.clone(), ready.clone(), args.clone());
         threads.push(spawn(format!("consumer-{n}"), errors, move || {
-            let conn = Conn::open(&uri, "warren-perf consumer")?;
+            let mut conn = Conn::open(&uri, "warren-perf consumer")?;
+            let ch = qs.len() as u16 + 1;
+            conn.open_channel(ch)?;
+            topology::declare_queues(&mut conn, ch, &run_args, &qs)?;
             let c = consumer::Consumer::new(conn, &qs, cfg, shared)?;
             ready.fetch_add(1, Relaxed);
             c.run()

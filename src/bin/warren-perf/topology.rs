@@ -30,8 +30,8 @@ pub fn routing_key(args: &Args, queue: &str) -> String {
     args.routing_key.clone().unwrap_or_else(|| queue.to_string())
 }
 
-/// Declares the exchange and queues on channel 1 of `conn`, and binds.
-pub fn declare(conn: &mut Conn, args: &Args, queues: &[String]) -> Result<()> {
+/// Declares the run's exchange (if it owns one) on channel 1 of `conn`.
+pub fn declare_exchange(conn: &mut Conn, args: &Args) -> Result<()> {
     if let Some(e) = owns_exchange(args) {
         let m = conn.call(
             1,
@@ -46,9 +46,15 @@ pub fn declare(conn: &mut Conn, args: &Args, queues: &[String]) -> Result<()> {
             matches!(m, Method::ExchangeDeclareOk(_))
         })?;
     }
+    Ok(())
+}
+
+/// Declares `queues` on channel `ch` of `conn`, and binds them to the
+/// run's exchange.
+pub fn declare_queues(conn: &mut Conn, ch: u16, args: &Args, queues: &[String]) -> Result<()> {
     for q in queues {
         let m = conn.call(
-            1,
+            ch,
             &Method::QueueDeclare(QueueDeclare {
                 queue: ss(q),
                 durable: args.persistent,
@@ -58,7 +64,7 @@ pub fn declare(conn: &mut Conn, args: &Args, queues: &[String]) -> Result<()> {
         expect(m, "queue.declare-ok", |m| matches!(m, Method::QueueDeclareOk(_)))?;
         if let Some(e) = args.exchange.as_deref().filter(|e| !e.is_empty()) {
             let m = conn.call(
-                1,
+                ch,
                 &Method::QueueBind(QueueBind {
                     queue: ss(q),
                     exchange: ss(e),
