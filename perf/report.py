@@ -108,7 +108,7 @@ def markdown(doc):
     L.append(
         f"- **Method:** `perf/run`, {doc['seconds_per_scenario']} s per scenario, brokers alternated scenario by "
         "scenario; warren-perf runs on the same machine and shares its cores with the broker. "
-        "Consumers ack every message (prefetch 1000); producers are unthrottled except in the latency scenario. "
+        "Consumers declare their queues and ack every message (prefetch 1000); producers are unthrottled except in the latency scenario. "
         "CPU is the broker process's utime+stime over the whole warren-perf run, per million messages "
         "delivered (published when nothing consumes); RSS is the peak VmRSS sampled every 250 ms."
     )
