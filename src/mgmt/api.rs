@@ -43,6 +43,10 @@ fn route(m: &Mgmt, call: &Call) -> Res {
             ))
         }
         ["api", rest @ ..] => {
+            // No credentials, no work: a snapshot asks every shard.
+            if !call.headers.contains_key("authorization") {
+                return Err(not_authorised("Login failed"));
+            }
             let snap = snapshot(m)?;
             let who = auth::authenticate(call, &snap, &m.admin.config.loopback_users)?;
             if call.method == Method::GET || call.method == Method::HEAD {
