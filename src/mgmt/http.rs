@@ -171,3 +171,41 @@ impl IntoResponse for Reply {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_before_decoding() {
+        assert_eq!(
+            split_path("/api/queues/%2F/a%20b/"),
+            ["api", "queues", "/", "a b"]
+        );
+        assert_eq!(
+            split_path("/api/bindings/v/e/x/q/y/%252A.k"),
+            ["api", "bindings", "v", "e", "x", "q", "y", "%2A.k"]
+        );
+        assert!(split_path("/").is_empty());
+    }
+
+    #[test]
+    fn query_strings_decode_plus_and_percent() {
+        let q = parse_query(Some("if-empty=true&name=a+b%21&flag"));
+        assert_eq!(q.get("if-empty").map(String::as_str), Some("true"));
+        assert_eq!(q.get("name").map(String::as_str), Some("a b!"));
+        assert_eq!(q.get("flag").map(String::as_str), Some(""));
+        assert!(parse_query(None).is_empty());
+    }
+
+    #[test]
+    fn amqp_errors_map_to_rabbitmq_http_codes() {
+        use crate::protocol::AmqpError;
+        assert_eq!(from_amqp(&AmqpError::access_refused("x")).status, 401);
+        assert_eq!(from_amqp(&AmqpError::not_allowed("x")).status, 401);
+        assert_eq!(from_amqp(&AmqpError::not_found("x")).status, 404);
+        assert_eq!(from_amqp(&AmqpError::precondition("x")).status, 400);
+        assert_eq!(from_amqp(&AmqpError::resource_locked("x")).status, 400);
+        assert_eq!(from_amqp(&AmqpError::internal("x")).status, 500);
+    }
+}

@@ -312,3 +312,57 @@ pub fn vhost(m: &super::Mgmt, snap: &BrokerSnapshot, name: &str, rates: &Rates) 
         "message_stats": message_stats(&counters, &r),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_keys_as_rabbitmq_writes_them() {
+        assert_eq!(properties_key("", &json!({})), "~");
+        assert_eq!(properties_key("orders.eu", &json!({})), "orders.eu");
+        assert_eq!(properties_key("*.error", &json!({})), "%2A.error");
+        assert_eq!(properties_key("a~b", &json!({})), "a%7Eb");
+        let with_args = properties_key("k", &json!({"x-match": "all"}));
+        assert!(with_args.starts_with("k~") && with_args.len() > 2, "{with_args}");
+        assert_ne!(with_args, properties_key("k", &json!({"x-match": "any"})));
+    }
+
+    #[test]
+    fn properties_keys_match_listed_or_quoted_again() {
+        assert!(props_match("%2A.error", "%2A.error"));
+        assert!(props_match("%2A.error", "*.error"));
+        assert!(!props_match("%2A.error", "x.error"));
+    }
+
+    fn policy(name: &str, pattern: &str, apply_to: &str, priority: i64) -> PolicyInfo {
+        PolicyInfo {
+            vhost: "/".into(),
+            name: name.into(),
+            pattern: pattern.into(),
+            apply_to: apply_to.into(),
+            priority,
+            definition: json!({}),
+        }
+    }
+
+    #[test]
+    fn effective_policy_is_the_highest_priority_match() {
+        let ps = vec![
+            policy("low", "^q", "all", 0),
+            policy("high", "^q", "queues", 5),
+            policy("ex", "^q", "exchanges", 9),
+            policy("bad", "(", "all", 99),
+        ];
+        assert_eq!(
+            effective_policy(&ps, "/", "q1", true).map(|p| p.name.as_str()),
+            Some("high")
+        );
+        assert_eq!(
+            effective_policy(&ps, "/", "q1", false).map(|p| p.name.as_str()),
+            Some("ex")
+        );
+        assert!(effective_policy(&ps, "/", "other", true).is_none());
+        assert!(effective_policy(&ps, "v2", "q1", true).is_none());
+    }
+}
