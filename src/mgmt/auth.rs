@@ -61,7 +61,7 @@ pub fn authenticate(call: &Call, snap: &BrokerSnapshot, loopback_users: &[String
     if !crate::broker::users::check_password(&stored, pass.as_bytes()) {
         return Err(not_authorised("Login failed"));
     }
-    if loopback_users.contains(&user) && !is_loopback(call.peer.ip()) {
+    if loopback_users.contains(&user) && !crate::broker::users::is_loopback(&call.peer) {
         return Err(not_authorised("User can only log in via localhost"));
     }
     let who = Who {
@@ -92,13 +92,4 @@ fn credentials(call: &Call) -> Option<(String, String)> {
     let s = String::from_utf8(raw).ok()?;
     let (u, p) = s.split_once(':')?;
     Some((u.to_string(), p.to_string()))
-}
-
-pub fn is_loopback(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_loopback(),
-        std::net::IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
 }

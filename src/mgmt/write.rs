@@ -393,7 +393,7 @@ pub fn put_user(m: &Mgmt, who: &Who, snap: &BrokerSnapshot, name: &str, body: &V
     let existing = snap.users.iter().find(|u| u.name == name);
     let b64 = base64::engine::general_purpose::STANDARD;
     let hash = if let Some(p) = text(body, "password")? {
-        let salt: [u8; 4] = rand_salt();
+        let salt = crate::broker::users::random_salt();
         crate::broker::users::hash_password(p.as_bytes(), salt)
     } else if let Some(h) = text(body, "password_hash")? {
         if let Some(alg) = text(body, "hashing_algorithm")?
@@ -440,19 +440,6 @@ pub fn parse_tags(v: Option<&Value>) -> Result<Vec<String>, Reply> {
     };
     tags.retain(|t| !t.is_empty());
     Ok(tags)
-}
-
-pub fn rand_salt() -> [u8; 4] {
-    let mut s = [0u8; 4];
-    // SAFETY: getrandom fills the local buffer.
-    let n = unsafe { libc::getrandom(s.as_mut_ptr().cast(), s.len(), 0) };
-    if n != 4 {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        s = t.to_le_bytes();
-    }
-    s
 }
 
 pub fn policy_op(vhost: &str, name: &str, body: &Value) -> Result<AdminOp, Reply> {

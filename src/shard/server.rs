@@ -116,20 +116,6 @@ fn allowed_cpus() -> Vec<usize> {
     (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
 }
 
-fn seed() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n == 8 {
-        u64::from_ne_bytes(b)
-    } else {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9E37_79B9, |d| d.as_nanos() as u64)
-            ^ std::process::id() as u64
-    }
-}
-
 /// glommio refuses to start below 512 KiB of lockable memory (io_uring
 /// rings and buffers are locked). Raise the soft limit toward the hard one
 /// (and the hard one too when privileged) so a stingy default does not
@@ -206,7 +192,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         wakes.push(Some(theirs));
     }
     let admin = crate::admin::Admin::new(mailboxes, addr, stop.clone(), stats.clone(), cfg.clone());
-    let base_seed = seed();
+    let base_seed = crate::config::random_u64();
     let mut threads = Vec::new();
     for i in 0..nshards {
         let cpu = cpus[i % cpus.len()];
@@ -281,10 +267,12 @@ fn recover_topology(cfg: &Config, nshards: usize) -> io::Result<(TopoLog, Vec<Ch
         changes = ControlPlane::default()
             .add_vhost(&Topology::default(), &cfg.default_vhost)
             .unwrap_or_default();
-        let salt = (seed() as u32).to_le_bytes();
         changes.push(Change::PutUser(crate::broker::users::User {
             name: cfg.default_user.clone(),
-            password_hash: crate::broker::users::hash_password(cfg.default_pass.as_bytes(), salt),
+            password_hash: crate::broker::users::hash_password(
+                cfg.default_pass.as_bytes(),
+                crate::broker::users::random_salt(),
+            ),
             tags: vec!["administrator".into()],
         }));
         let vhost = match &changes[0] {
