@@ -121,7 +121,10 @@ pub fn start(admin: Admin, cfg: MgmtConfig) -> io::Result<MgmtHandle> {
                 if let Err(e) = serve.await {
                     log::error!("management server: {e}");
                 }
-            })
+            });
+            // A request or sample may still wait on shards that have gone
+            // (up to the admin timeout): do not let it hold up the stop.
+            rt.shutdown_timeout(Duration::from_secs(1));
         })?;
     log::info!("management API and UI on http://{addr}/");
     Ok(MgmtHandle {
