@@ -51,21 +51,7 @@ async fn run(ch: &Channel, op: Op) -> Result<(), lapin::Error> {
             ch.exchange_bind("mx2".into(), "mx".into(), "k".into(), Default::default(), ft())
                 .await
         }
-        Op::Publish => {
-            ch.confirm_select(Default::default()).await?;
-            ch.basic_publish(
-                "mx".into(),
-                "k".into(),
-                Default::default(),
-                b"x",
-                Default::default(),
-            )
-            .await?
-            .await?;
-            // A refused publish closes the channel; a round trip makes sure
-            // the close has arrived.
-            ch.basic_qos(1, Default::default()).await
-        }
+        Op::Publish => publish_confirmed(ch, "mx", "k").await,
         Op::Get => ch.basic_get("mq".into(), Default::default()).await.map(|_| ()),
         Op::Consume => ch
             .basic_consume("mq".into(), "".into(), Default::default(), ft())
@@ -109,6 +95,52 @@ const MATRIX: &[(Op, Perm, &[Perm])] = &[
     (Op::Purge, ("", "", "^mq$"), &[(".*", ".*", "^mx$")]),
 ];
 
+/// Creates user `name` (password `pw`) with no permissions.
+fn add_user(admin: &warren::admin::Admin, name: &str) {
+    admin
+        .control(
+            "guest",
+            AdminOp::PutUser {
+                name: name.into(),
+                password_hash: hash_password(b"pw", [1, 2, 3, 4]),
+                tags: vec![],
+            },
+        )
+        .unwrap();
+}
+
+/// Sets `user`'s (configure, write, read) permissions on `/`.
+fn set_permissions(admin: &warren::admin::Admin, user: &str, p: Perm) {
+    admin
+        .control(
+            "guest",
+            AdminOp::SetPermissions {
+                user: user.into(),
+                vhost: "/".into(),
+                configure: p.0.into(),
+                write: p.1.into(),
+                read: p.2.into(),
+            },
+        )
+        .unwrap()
+}
+
+/// Publishes with confirms; a refused publish closes the channel, and the
+/// round trip after it makes sure the close has arrived.
+async fn publish_confirmed(ch: &Channel, exchange: &str, key: &str) -> Result<(), lapin::Error> {
+    ch.confirm_select(Default::default()).await?;
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        Default::default(),
+        b"x",
+        Default::default(),
+    )
+    .await?
+    .await?;
+    ch.basic_qos(1, Default::default()).await
+}
+
 async fn setup(guest: &Connection) {
     let ch = guest.create_channel().await.unwrap();
     let ft = FieldTable::default;
@@ -131,36 +163,13 @@ async fn setup(guest: &Connection) {
 async fn every_operation_checks_the_permissions_rabbitmq_checks() {
     let b = common::start(2);
     let admin = b.handle.admin();
-    admin
-        .control(
-            "guest",
-            AdminOp::PutUser {
-                name: "m".into(),
-                password_hash: hash_password(b"pw", [1, 2, 3, 4]),
-                tags: vec![],
-            },
-        )
-        .unwrap();
+    add_user(&admin, "m");
     let guest = b.connect().await;
     let uri = format!("amqp://m:pw@{}/%2f", b.handle.amqp_addr());
-    let set = |p: Perm| {
-        admin
-            .control(
-                "guest",
-                AdminOp::SetPermissions {
-                    user: "m".into(),
-                    vhost: "/".into(),
-                    configure: p.0.into(),
-                    write: p.1.into(),
-                    read: p.2.into(),
-                },
-            )
-            .unwrap()
-    };
     for (op, allow, refuse) in MATRIX {
         for (perm, expect_ok) in std::iter::once((allow, true)).chain(refuse.iter().map(|p| (p, false))) {
             setup(&guest).await;
-            set(*perm);
+            set_permissions(&admin, "m", *perm);
             let c = common::connect(&uri).await;
             let ch = c.create_channel().await.unwrap();
             let r = run(&ch, *op).await;
@@ -190,49 +199,15 @@ async fn every_operation_checks_the_permissions_rabbitmq_checks() {
 async fn default_exchange_and_amq_names() {
     let b = common::start(1);
     let admin = b.handle.admin();
-    admin
-        .control(
-            "guest",
-            AdminOp::PutUser {
-                name: "w".into(),
-                password_hash: hash_password(b"pw", [4, 3, 2, 1]),
-                tags: vec![],
-            },
-        )
-        .unwrap();
-    admin
-        .control(
-            "guest",
-            AdminOp::SetPermissions {
-                user: "w".into(),
-                vhost: "/".into(),
-                configure: ".*".into(),
-                write: "^q$".into(),
-                read: ".*".into(),
-            },
-        )
-        .unwrap();
+    add_user(&admin, "w");
+    set_permissions(&admin, "w", (".*", "^q$", ".*"));
     let c = common::connect(&format!("amqp://w:pw@{}/%2f", b.handle.amqp_addr())).await;
     let ch = c.create_channel().await.unwrap();
     ch.queue_declare("q".into(), Default::default(), FieldTable::default())
         .await
         .unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
     // Publishing to the default exchange needs write on `amq.default`.
-    let r = async {
-        ch.basic_publish(
-            "".into(),
-            "q".into(),
-            Default::default(),
-            b"x",
-            Default::default(),
-        )
-        .await?
-        .await?;
-        ch.basic_qos(1, Default::default()).await
-    }
-    .await;
-    let e = r.unwrap_err();
+    let e = publish_confirmed(&ch, "", "q").await.unwrap_err();
     assert!(
         e.to_string()
             .contains("access to exchange 'amq.default' in vhost '/' refused for user 'w'"),
