@@ -174,15 +174,16 @@ impl ControlPlane {
                 internal,
                 args,
             } => {
+                // Even a passive declare may not name the default exchange.
+                if name.is_empty() {
+                    return Err(default_exchange());
+                }
                 let existing = topo.exchange_by_name(v, name.as_bytes());
                 if passive {
                     return match existing {
                         Some(_) => Ok(Plan::Reply(Reply::ExchangeDeclareOk)),
                         None => Err(no_exchange(name.as_bytes(), &vname)),
                     };
-                }
-                if name.is_empty() {
-                    return Err(default_exchange());
                 }
                 if let Some(ex) = existing {
                     let d = &ex.def;

@@ -23,31 +23,57 @@ pub struct RawFrame {
     pub payload: Bytes,
 }
 
-/// Splits one complete frame off the front of `buf`; `Ok(None)` if more
-/// bytes are needed (and `buf` is untouched). `frame_max == 0`: no limit.
-pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>> {
+/// The frame-size rule, RabbitMQ's exactly: `frame_max` counts the whole
+/// frame, but since many clients get it wrong by the 8 bytes of framing, a
+/// payload of up to `frame_max` bytes is accepted. 0: no limit.
+fn check_size(kind: u8, payload: usize, frame_max: u32) -> Result<()> {
+    if frame_max != 0 && payload > frame_max as usize {
+        return Err(AmqpError::frame(format!(
+            "type {kind}, all octets = <<>>: {{frame_too_large,{payload},{}}}",
+            frame_max as usize - FRAME_OVERHEAD
+        )));
+    }
+    Ok(())
+}
+
+/// The one frame decoder: checks the next frame at the front of `buf`.
+/// `Ok(Some((kind, channel, payload_len)))` when it is complete and valid
+/// (size within `frame_max`, frame-end octet in place), `Ok(None)` when
+/// more bytes are needed, an error (501) when it can never be valid. A
+/// frame too large is refused from its header, before its payload is read.
+#[inline]
+pub fn check_frame(buf: &[u8], frame_max: u32) -> Result<Option<(u8, u16, usize)>> {
     if buf.len() < 7 {
         return Ok(None);
     }
     let kind = buf[0];
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
     let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
+    check_size(kind, size, frame_max)?;
     let total = size + FRAME_OVERHEAD;
-    if frame_max != 0 && total > frame_max as usize {
-        return Err(AmqpError::frame(format!(
-            "type {kind}, frame size {total} exceeds frame_max {frame_max}"
-        )));
-    }
-    if !matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
-        return Err(AmqpError::frame(format!("unknown frame type {kind}")));
-    }
     if buf.len() < total {
         return Ok(None);
     }
     if buf[total - 1] != FRAME_END {
         return Err(AmqpError::frame(format!("type {kind}, invalid frame end marker")));
     }
-    let mut f = buf.split_to(total);
+    Ok(Some((kind, channel, size)))
+}
+
+/// Splits one complete frame off the front of `buf`; `Ok(None)` if more
+/// bytes are needed (and `buf` is untouched). Unknown frame types are
+/// refused here; [`split_frames`] leaves them to its caller.
+pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>> {
+    if let Some(&kind) = buf.first()
+        && buf.len() >= 7
+        && !matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT)
+    {
+        return Err(AmqpError::frame(format!("unknown frame type {kind}")));
+    }
+    let Some((kind, channel, size)) = check_frame(buf, frame_max)? else {
+        return Ok(None);
+    };
+    let mut f = buf.split_to(size + FRAME_OVERHEAD);
     f.advance(7);
     f.truncate(size);
     Ok(Some(RawFrame {
@@ -55,6 +81,37 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFram
         channel,
         payload: f.freeze(),
     }))
+}
+
+/// Splits off the longest prefix of `buf` made of complete, valid frames,
+/// frozen so that messages can borrow from it. `Ok(None)`: not one complete
+/// frame yet. A bad frame behind good ones is left in `buf`: the good ones
+/// come first, and the error with the next call.
+pub fn split_frames(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Bytes>> {
+    let mut end = 0usize;
+    loop {
+        match check_frame(&buf[end..], frame_max) {
+            Ok(Some((_, _, size))) => end += size + FRAME_OVERHEAD,
+            Ok(None) => break,
+            Err(e) if end == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    if end == 0 {
+        return Ok(None);
+    }
+    Ok(Some(buf.split_to(end).freeze()))
+}
+
+/// Walks the frames of a run made by [`split_frames`]: the frame at `pos`
+/// as (kind, channel, payload range, position of the next frame).
+#[inline]
+pub fn frame_at(run: &[u8], pos: usize) -> Option<(u8, u16, std::ops::Range<usize>, usize)> {
+    let h = run.get(pos..pos + 7)?;
+    let size = u32::from_be_bytes([h[3], h[4], h[5], h[6]]) as usize;
+    let start = pos + 7;
+    let next = start + size + 1;
+    (next <= run.len()).then(|| (h[0], u16::from_be_bytes([h[1], h[2]]), start..start + size, next))
 }
 
 /// A content header frame's payload.
@@ -243,7 +300,7 @@ mod tests {
         assert_eq!(decode_frame(&mut b, 0).unwrap_err().code, 501);
         let mut b = BytesMut::from(&[9u8, 0, 0, 0, 0, 0, 0, 0xCE][..]);
         assert_eq!(decode_frame(&mut b, 0).unwrap_err().code, 501);
-        let mut b = BytesMut::from(&[3u8, 0, 1, 0, 0, 0x10, 0, 0][..]);
+        let mut b = BytesMut::from(&[3u8, 0, 1, 0, 0, 0x10, 1, 0][..]);
         assert_eq!(decode_frame(&mut b, 4096).unwrap_err().code, 501);
         let mut b = BytesMut::from(&[1u8, 0, 1, 0, 0, 0, 2, 0, 60, 0xCE][..]);
         let raw = decode_frame(&mut b, 0).unwrap().unwrap();
@@ -253,6 +310,46 @@ mod tests {
         let raw = decode_frame(&mut b, 0).unwrap().unwrap();
         let e = Frame::decode(raw).unwrap_err();
         assert_eq!((e.code, e.class_id, e.method_id), (501, 50, 10));
+    }
+
+    /// A body frame of `frame_max` + 8 bytes (payload = `frame_max`) is
+    /// tolerated, one byte more is not: RabbitMQ's rule.
+    #[test]
+    fn frame_max_tolerates_the_framing_bytes() {
+        let frame = |payload: usize| {
+            let mut b = BytesMut::new();
+            write_body_frames(&mut b, 1, &vec![7u8; payload], 0);
+            b
+        };
+        let mut ok = frame(4096);
+        assert_eq!(decode_frame(&mut ok, 4096).unwrap().unwrap().payload.len(), 4096);
+        let mut ok = frame(4096);
+        assert_eq!(split_frames(&mut ok, 4096).unwrap().unwrap().len(), 4096 + 8);
+        let mut too_big = frame(4097);
+        let e = split_frames(&mut too_big, 4096).unwrap_err();
+        assert_eq!(e.code, 501);
+        assert_eq!(e.text, "type 3, all octets = <<>>: {frame_too_large,4097,4088}");
+        // Refused from the header alone.
+        let mut header_only = BytesMut::from(&frame(1 << 20)[..7]);
+        assert_eq!(decode_frame(&mut header_only, 4096).unwrap_err().code, 501);
+    }
+
+    #[test]
+    fn split_takes_whole_frames_and_stops_before_a_bad_one() {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+        b.extend_from_slice(&[1, 0, 1, 0, 0, 0, 4, 1, 2]);
+        let run = split_frames(&mut b, 4096).unwrap().unwrap();
+        assert_eq!(run.len(), 8);
+        assert_eq!(frame_at(&run, 0), Some((8, 0, 7..7, 8)));
+        assert_eq!(frame_at(&run, 8), None);
+        assert_eq!(b.len(), 9);
+        assert!(split_frames(&mut b, 4096).unwrap().is_none());
+        // A good frame, then one with a bad end octet: the good one first.
+        let mut b = BytesMut::new();
+        b.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0xCE, 8, 0, 0, 0, 0, 0, 0, 0xCD]);
+        assert_eq!(split_frames(&mut b, 4096).unwrap().unwrap().len(), 8);
+        assert_eq!(split_frames(&mut b, 4096).unwrap_err().code, 501);
     }
 
     #[test]

@@ -47,3 +47,10 @@ pub struct QueueConfig {
     /// `x-single-active-consumer`.
     pub single_active_consumer: bool,
 }
+
+impl QueueConfig {
+    /// A length limit that drops from the head when exceeded.
+    pub fn overflow_drops_head(&self) -> bool {
+        self.overflow == Overflow::DropHead && (self.max_length.is_some() || self.max_length_bytes.is_some())
+    }
+}

@@ -88,6 +88,10 @@ pub(crate) struct Channel {
     /// For the empty-queue-name shortcut.
     last_queue: Option<ShortStr>,
     pending: Option<Pending>,
+    /// `basic.cancel` notifications held while the channel awaits a reply:
+    /// a queue deleted by its own consumer's channel answers `delete-ok`
+    /// first, as RabbitMQ does (kombu relies on it).
+    deferred_cancels: Vec<ShortStr>,
     scratch: Vec<Outstanding>,
 }
 
@@ -113,6 +117,7 @@ impl Channel {
             credit_waiting: VecDeque::new(),
             last_queue: None,
             pending: None,
+            deferred_cancels: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -142,6 +147,7 @@ impl Channel {
         self.scratch = all;
         self.tx = None;
         self.pending = None;
+        self.deferred_cancels.clear();
         self.credit_waiting.clear();
     }
 
@@ -319,7 +325,7 @@ pub struct ConsumerSummary {
 impl Session {
     /// Closes channels holding a delivery unacked for longer than the
     /// consumer timeout, as RabbitMQ does (406 PRECONDITION_FAILED).
-    pub fn check_consumer_timeouts(&mut self, b: &mut impl Broker) {
+    pub(super) fn check_consumer_timeouts(&mut self, b: &mut impl Broker) {
         let timeout = self.cfg.consumer_timeout_ms;
         if timeout == 0 {
             return;
@@ -328,7 +334,6 @@ impl Session {
         let late: Vec<u16> = self
             .channels
             .iter()
-            .flatten()
             .filter(|c| {
                 !c.closing
                     && c.unacked
@@ -349,7 +354,6 @@ impl Session {
     pub fn channel_summaries(&self) -> Vec<ChannelSummary> {
         self.channels
             .iter()
-            .flatten()
             .filter(|c| !c.closing)
             .map(|c| ChannelSummary {
                 number: c.cref.channel,
@@ -374,24 +378,22 @@ impl Session {
     }
 
     fn channel_mut(&mut self, n: u16) -> Option<&mut Channel> {
-        self.channels.get_mut(n as usize)?.as_deref_mut()
+        self.channels.get_mut(n)
     }
 
+    /// Opens channel `n`. Any number is valid, as in RabbitMQ; what
+    /// `channel_max` limits is how many are open at once, and going past it
+    /// is a connection error (530), with RabbitMQ's text.
     fn open_channel(&mut self, n: u16) -> Result<(), AmqpError> {
-        if n > self.channel_max {
-            return Err(AmqpError::new(
-                crate::protocol::reply::CHANNEL_ERROR,
-                format!("channel number {n} exceeds channel_max {}", self.channel_max),
-            )
-            .with_method(20, 10));
+        let open = self.channels.len();
+        if self.channel_max != 0 && open >= self.channel_max as usize {
+            return Err(AmqpError::not_allowed(format!(
+                "number of channels opened ({open}) has reached the negotiated channel_max ({})",
+                self.channel_max
+            )));
         }
         let cref = self.new_channel_ref(n);
-        let i = n as usize;
-        if self.channels.len() <= i {
-            self.channels.resize_with(i + 1, || None);
-        }
-        self.channels[i] = Some(Box::new(Channel::new(cref)));
-        self.open_channels += 1;
+        self.channels.insert(n, Box::new(Channel::new(cref)));
         ok_frame(
             &mut self.out,
             n,
@@ -403,11 +405,7 @@ impl Session {
     }
 
     fn remove_channel(&mut self, n: u16) {
-        if let Some(slot) = self.channels.get_mut(n as usize)
-            && slot.take().is_some()
-        {
-            self.open_channels -= 1;
-        }
+        self.channels.remove(n);
         if self.awaiting == Some(n) {
             self.awaiting = None;
         }
@@ -506,7 +504,7 @@ impl Session {
         b: &mut impl Broker,
     ) -> Result<(), AmqpError> {
         let payload = &self.chunk[start..end];
-        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        let ch = self.channels.get_mut(n).expect("open channel");
         if !ch.assembly.is_idle() {
             return Err(self.unexpected_method());
         }
@@ -520,7 +518,7 @@ impl Session {
             if f.immediate {
                 return Err(AmqpError::not_implemented("immediate=true").with_method(60, 40));
             }
-            let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+            let ch = self.channels.get_mut(n).expect("open channel");
             ch.assembly = Assembly::AwaitHeader(PublishHead {
                 exchange: Part::chunk(start + f.exchange.start, f.exchange.len()),
                 routing_key: Part::chunk(start + f.routing_key.start, f.routing_key.len()),
@@ -547,7 +545,7 @@ impl Session {
         _b: &mut impl Broker,
     ) -> Result<(), AmqpError> {
         let max = self.cfg.max_message_size;
-        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        let ch = self.channels.get_mut(n).expect("open channel");
         let Assembly::AwaitHeader(_) = ch.assembly else {
             return Err(AmqpError::unexpected_frame(
                 "expected method frame, got non method frame instead",
@@ -625,7 +623,7 @@ impl Session {
         b: &mut impl Broker,
     ) -> Result<(), AmqpError> {
         let chunk = &self.chunk;
-        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        let ch = self.channels.get_mut(n).expect("open channel");
         let Assembly::AwaitBody {
             head,
             props,
@@ -668,7 +666,7 @@ impl Session {
 
     fn complete_publish(&mut self, n: u16, b: &mut impl Broker) -> Result<(), AmqpError> {
         let vhost = self.vhost;
-        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        let ch = self.channels.get_mut(n).expect("open channel");
         let Assembly::AwaitBody {
             head,
             props,
@@ -716,7 +714,7 @@ impl Session {
     }
 
     fn request(&mut self, n: u16, req: Request, pending: Pending, b: &mut impl Broker) {
-        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        let ch = self.channels.get_mut(n).expect("open channel");
         ch.pending = Some(pending);
         let cref = ch.cref;
         self.awaiting = Some(n);
@@ -725,7 +723,7 @@ impl Session {
 
     fn method(&mut self, n: u16, m: Method, b: &mut impl Broker) -> Result<(), AmqpError> {
         let out = &mut self.out;
-        let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+        let ch = self.channels.get_mut(n).expect("open channel");
         match m {
             Method::ChannelOpen(_) => Err(AmqpError::new(
                 crate::protocol::reply::CHANNEL_ERROR,
@@ -1055,7 +1053,7 @@ impl Session {
     fn commit(&mut self, n: u16, tx: Tx, b: &mut impl Broker) -> Result<(), AmqpError> {
         let vhost = self.vhost;
         for s in tx.settles {
-            let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+            let ch = self.channels.get_mut(n).expect("open channel");
             // Tags were checked when the ack arrived; one acked twice in the
             // same transaction is simply gone by now.
             let r = match s {
@@ -1069,7 +1067,7 @@ impl Session {
             let _ = r;
         }
         for (msg, mandatory) in tx.publishes {
-            let ch = self.channels[n as usize].as_deref_mut().expect("open channel");
+            let ch = self.channels.get_mut(n).expect("open channel");
             let ret = mandatory.then(|| msg.clone());
             let outcome = b.publish(ch.cref, vhost, msg, None)?;
             if let Some(m) = ret.filter(|_| !outcome.routed) {
@@ -1086,7 +1084,7 @@ impl Session {
         let now = self.now_ms;
         let notify_cancel = self.caps.consumer_cancel_notify;
         let out = &mut self.out;
-        let ch = self.channels[n as usize].as_deref_mut().expect("live channel");
+        let ch = self.channels.get_mut(n).expect("live channel");
         match ev {
             Event::Deliver(d) => {
                 let Some(c) = ch.consumers.iter().find(|c| c.id == d.consumer.id) else {
@@ -1131,15 +1129,10 @@ impl Session {
             Event::ConsumerCancelled { consumer } => {
                 if let Some(i) = ch.consumers.iter().position(|c| c.id == consumer.id) {
                     let c = ch.consumers.remove(i);
-                    if notify_cancel {
-                        ok_frame(
-                            out,
-                            n,
-                            Method::BasicCancel(BasicCancel {
-                                consumer_tag: c.tag,
-                                nowait: true,
-                            }),
-                        );
+                    match (notify_cancel, ch.pending.is_some()) {
+                        (false, _) => {}
+                        (true, true) => ch.deferred_cancels.push(c.tag),
+                        (true, false) => write_cancel(out, n, c.tag),
                     }
                 }
                 Ok(())
@@ -1157,12 +1150,29 @@ impl Session {
                 if self.awaiting == Some(n) {
                     self.awaiting = None;
                 }
-                let ch = self.channels[n as usize].as_deref_mut().expect("live channel");
-                reply_frames(ch, n, pending, reply, &mut self.out, frame_max, now, b)
+                let ch = self.channels.get_mut(n).expect("live channel");
+                reply_frames(ch, n, pending, reply, &mut self.out, frame_max, now, b)?;
+                // A channel closed by an error reply never sees these.
+                for tag in std::mem::take(&mut ch.deferred_cancels) {
+                    write_cancel(&mut self.out, n, tag);
+                }
+                Ok(())
             }
             Event::ForceClose { .. } | Event::Describe | Event::Throttle { .. } => Ok(()),
         }
     }
+}
+
+/// The server's `basic.cancel` (a consumer's queue went away).
+fn write_cancel(out: &mut BytesMut, n: u16, tag: ShortStr) {
+    ok_frame(
+        out,
+        n,
+        Method::BasicCancel(BasicCancel {
+            consumer_tag: tag,
+            nowait: true,
+        }),
+    );
 }
 
 fn reject(

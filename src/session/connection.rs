@@ -5,13 +5,13 @@ use super::Broker;
 use super::Event;
 use super::auth::{self, MECHANISMS};
 use super::channel::Channel;
-use super::frames::split_frames;
+use super::table::ChannelTable;
 use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
 use crate::protocol::methods::*;
 use crate::protocol::{
-    AmqpError, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE,
-    FieldTable, FieldValue, LongStr, Method, PROTOCOL_HEADER, ShortStr, reply, write_heartbeat,
-    write_method_frame,
+    AmqpError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE, FieldTable,
+    FieldValue, LongStr, Method, PROTOCOL_HEADER, ShortStr, frame_at, reply, split_frames,
+    write_heartbeat, write_method_frame,
 };
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -31,6 +31,8 @@ pub struct SessionConfig {
     /// Longest a delivery may stay unacked before its channel is closed
     /// (RabbitMQ's `consumer_timeout`); 0 = never.
     pub consumer_timeout_ms: u64,
+    /// Time allowed from accept to `connection.open` (RabbitMQ: 10 s).
+    pub handshake_timeout_ms: u64,
 }
 
 impl Default for SessionConfig {
@@ -47,6 +49,7 @@ impl Default for SessionConfig {
             cluster_name: "warren".into(),
             product_version: env!("CARGO_PKG_VERSION").into(),
             consumer_timeout_ms: l.consumer_timeout.as_millis() as u64,
+            handshake_timeout_ms: l.handshake_timeout.as_millis() as u64,
         }
     }
 }
@@ -66,6 +69,11 @@ pub enum Phase {
     Running,
     /// We sent `connection.close`; waiting for `close-ok`.
     Closing,
+    /// We answered the client's `connection.close` and released
+    /// everything. The socket stays open until the client closes it, so
+    /// `close-ok` reaches it first (RabbitMQ's order); a repeated `close`
+    /// gets another `close-ok`, anything else is ignored.
+    Lingering,
     /// Done: flush the output and close the socket.
     Closed,
 }
@@ -116,8 +124,7 @@ pub struct Session {
     pub(super) vhost_name: String,
     pub client_properties: FieldTable,
     pub caps: ClientCaps,
-    pub(super) channels: Vec<Option<Box<Channel>>>,
-    pub(super) open_channels: usize,
+    pub(super) channels: ChannelTable,
     pub(super) next_epoch: u32,
     pub(super) next_consumer_id: u32,
     /// The channel whose request is in flight; input waits until it ends.
@@ -131,10 +138,15 @@ pub struct Session {
     pub close_reason: Option<String>,
     /// The runtime's clock (ms), refreshed before each batch.
     pub(super) now_ms: u64,
+    pub(super) timers: super::timers::Timers,
+    /// The broker was told this connection is gone.
+    closed_reported: bool,
 }
 
 impl Session {
-    pub fn new(conn: ConnId, cfg: SessionConfig) -> Self {
+    /// A session for a connection accepted at `now` (the runtime's clock,
+    /// in milliseconds).
+    pub fn new(conn: ConnId, cfg: SessionConfig, now: u64) -> Self {
         let frame_max = cfg.frame_max;
         let channel_max = cfg.channel_max;
         Session {
@@ -152,8 +164,7 @@ impl Session {
             vhost_name: String::new(),
             client_properties: FieldTable::new(),
             caps: ClientCaps::default(),
-            channels: Vec::new(),
-            open_channels: 0,
+            channels: ChannelTable::default(),
             next_epoch: 1,
             next_consumer_id: 1,
             awaiting: None,
@@ -161,7 +172,9 @@ impl Session {
             confirm_dirty: Vec::new(),
             stats: SessionStats::default(),
             close_reason: None,
-            now_ms: 0,
+            now_ms: now,
+            timers: super::timers::Timers::new(now),
+            closed_reported: false,
         }
     }
 
@@ -187,16 +200,20 @@ impl Session {
         self.frame_max
     }
     pub fn channel_count(&self) -> usize {
-        self.open_channels
+        self.channels.len()
     }
     pub fn is_paused(&self) -> bool {
         self.awaiting.is_some()
+    }
+    /// Frames already taken from the read buffer but not yet processed
+    /// (they wait behind a reply): feed again without new input.
+    pub fn has_unprocessed_frames(&self) -> bool {
+        self.pos < self.chunk.len()
     }
     /// Unconfirmed publishes over the limit: stop reading until confirms drain.
     pub fn over_limits(&self) -> bool {
         self.channels
             .iter()
-            .flatten()
             .any(|c| c.confirms.outstanding() >= self.cfg.max_unconfirmed)
     }
 
@@ -294,7 +311,7 @@ impl Session {
             return;
         }
         let chunk = std::mem::take(&mut self.chunk);
-        for ch in self.channels.iter_mut().flatten() {
+        for ch in self.channels.iter_mut() {
             if !ch.assembly.is_idle() {
                 ch.assembly.detach(&chunk);
             }
@@ -303,28 +320,14 @@ impl Session {
     }
 
     fn process_chunk(&mut self, b: &mut impl Broker) {
-        while self.pos < self.chunk.len() && self.awaiting.is_none() {
-            if matches!(self.phase, Phase::Closed) {
+        while self.awaiting.is_none() && !matches!(self.phase, Phase::Closed) {
+            // split_frames checked every frame of the run (size, end octet).
+            let Some((kind, channel, payload, next)) = frame_at(&self.chunk, self.pos) else {
                 return;
-            }
-            let p = self.pos;
-            let c = &self.chunk;
-            // split_frames guaranteed whole frames.
-            let kind = c[p];
-            let channel = u16::from_be_bytes([c[p + 1], c[p + 2]]);
-            let size = u32::from_be_bytes([c[p + 3], c[p + 4], c[p + 5], c[p + 6]]) as usize;
-            let start = p + 7;
-            let end = start + size;
-            self.pos = end + 1;
+            };
+            self.pos = next;
             self.stats.recv_frames += 1;
-            if c[end] != FRAME_END {
-                self.close_connection(
-                    AmqpError::frame(format!("type {kind}, invalid frame end marker")),
-                    b,
-                );
-                return;
-            }
-            let r = self.handle_frame(kind, channel, start, end, b);
+            let r = self.handle_frame(kind, channel, payload.start, payload.end, b);
             if let Err((ch, e)) = r {
                 if ch == 0 || e.is_hard() {
                     self.close_connection(e, b);
@@ -343,20 +346,22 @@ impl Session {
         end: usize,
         b: &mut impl Broker,
     ) -> Result<(), (u16, AmqpError)> {
-        if self.phase == Phase::Closing {
-            // Only the close handshake matters now.
-            if kind == FRAME_METHOD && channel == 0 {
-                let m = Method::decode(&self.chunk.slice(start..end)).map_err(|e| (0, e))?;
+        if matches!(self.phase, Phase::Closing | Phase::Lingering) {
+            // Only the close handshake matters now; what cannot be decoded
+            // is ignored like everything else.
+            if kind == FRAME_METHOD
+                && channel == 0
+                && let Ok(m) = Method::decode(&self.chunk.slice(start..end))
+            {
                 match m {
-                    Method::ConnectionCloseOk(_) => self.finish_close(b),
-                    Method::ConnectionClose(_) => {
-                        write_method_frame(
-                            &mut self.out,
-                            0,
-                            &Method::ConnectionCloseOk(ConnectionCloseOk {}),
-                        );
-                        self.finish_close(b);
-                    }
+                    Method::ConnectionCloseOk(_) if self.phase == Phase::Closing => self.finish_close(b),
+                    // Both sides closing at once, or a client closing from
+                    // several threads: each close gets its close-ok.
+                    Method::ConnectionClose(_) => write_method_frame(
+                        &mut self.out,
+                        0,
+                        &Method::ConnectionCloseOk(ConnectionCloseOk {}),
+                    ),
                     _ => {}
                 }
             }
@@ -533,7 +538,9 @@ impl Session {
             Method::ConnectionClose(_) => {
                 write_method_frame(&mut self.out, 0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
                 self.close_reason = Some("client closed".into());
-                self.finish_close(b);
+                self.release(b);
+                self.phase = Phase::Lingering;
+                self.timers.closing_since = self.now_ms;
                 Ok(())
             }
             Method::ConnectionCloseOk(_) => {
@@ -561,7 +568,7 @@ impl Session {
 
     /// Sends `connection.close` for a hard error and waits for `close-ok`.
     pub fn close_connection(&mut self, e: AmqpError, b: &mut impl Broker) {
-        if matches!(self.phase, Phase::Closing | Phase::Closed) {
+        if matches!(self.phase, Phase::Closing | Phase::Lingering | Phase::Closed) {
             return;
         }
         self.close_reason = Some(e.reply_text());
@@ -590,6 +597,7 @@ impl Session {
         write_method_frame(&mut self.out, 0, &close);
         self.teardown_channels(b);
         self.phase = Phase::Closing;
+        self.timers.closing_since = self.now_ms;
     }
 
     /// The runtime lost the socket or gave up waiting: release everything.
@@ -604,23 +612,27 @@ impl Session {
         if self.phase == Phase::Closed {
             return;
         }
-        self.teardown_channels(b);
-        if !matches!(
-            self.phase,
-            Phase::Header | Phase::Start | Phase::Tune | Phase::Open
-        ) {
-            b.connection_closed(self.conn);
-        }
+        self.release(b);
         self.phase = Phase::Closed;
     }
 
-    fn teardown_channels(&mut self, b: &mut impl Broker) {
-        for slot in self.channels.iter_mut() {
-            if let Some(mut ch) = slot.take() {
-                ch.release(b);
-            }
+    /// Gives back everything the connection holds, once.
+    fn release(&mut self, b: &mut impl Broker) {
+        self.teardown_channels(b);
+        let opened = !matches!(
+            self.phase,
+            Phase::Header | Phase::Start | Phase::Tune | Phase::Open
+        );
+        if opened && !self.closed_reported {
+            self.closed_reported = true;
+            b.connection_closed(self.conn);
         }
-        self.open_channels = 0;
+    }
+
+    fn teardown_channels(&mut self, b: &mut impl Broker) {
+        for mut ch in self.channels.take_all() {
+            ch.release(b);
+        }
         self.awaiting = None;
     }
 
@@ -634,8 +646,7 @@ impl Session {
         let live = self.phase == Phase::Running
             && self
                 .channels
-                .get(cref.channel as usize)
-                .and_then(|c| c.as_ref())
+                .get(cref.channel)
                 .is_some_and(|c| c.cref == cref && !c.closing);
         if !live {
             Channel::orphan_event(ev, b);
@@ -654,7 +665,7 @@ impl Session {
     /// Emits coalesced confirms; call after each batch of input or events.
     pub fn end_batch(&mut self, _b: &mut impl Broker) {
         while let Some(n) = self.confirm_dirty.pop() {
-            if let Some(Some(ch)) = self.channels.get_mut(n as usize) {
+            if let Some(ch) = self.channels.get_mut(n) {
                 ch.confirm_dirty = false;
                 ch.emit_confirms(&mut self.out, &mut self.stats);
             }

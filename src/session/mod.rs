@@ -9,15 +9,16 @@ mod auth;
 mod channel;
 mod confirms;
 mod connection;
-mod frames;
 mod publish;
+mod table;
+mod timers;
 mod unacked;
 
 pub use auth::{Credentials, MECHANISMS, parse_response};
 pub use channel::{ChannelSummary, ConsumerSummary};
 pub use confirms::{ConfirmRun, ConfirmTracker};
 pub use connection::{Phase, Session, SessionConfig, Status};
-pub use frames::split_frames;
+pub use timers::{CLOSE_TIMEOUT_MS, LINGER_MAX_MS};
 pub use unacked::{Outstanding, UnackedMap};
 
 use crate::broker::request::{Reply, Request, Settle};

@@ -18,8 +18,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 const RECV_BUFFER: usize = 64 * 1024;
-/// How long we wait for `connection.close-ok` after sending `connection.close`.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
     let id = shard.new_conn_id();
@@ -46,7 +44,7 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
     });
     shard.conns.borrow_mut().insert(id, handle.clone());
     shard.stats.connections[shard.id as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let mut session = Session::new(id, shard.session_cfg.clone());
+    let mut session = Session::new(id, shard.session_cfg.clone(), mono_ms());
     let state = ConnState {
         peer,
         ..Default::default()
@@ -88,6 +86,13 @@ async fn write_all(stream: &mut TcpStream<Preallocated>, mut buf: &[u8]) -> std:
     Ok(())
 }
 
+/// Milliseconds on a monotonic clock shared by the whole process: the
+/// sessions' time.
+pub fn mono_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
 /// Runs the connection until it ends; returns why.
 async fn serve(
     shard: &Rc<Shard>,
@@ -98,20 +103,18 @@ async fn serve(
 ) -> String {
     let limits = &shard.cfg.limits;
     let mut rbuf = BytesMut::with_capacity(RECV_BUFFER);
-    let started = Instant::now();
-    let mut last_read = started;
-    let mut last_write = started;
-    let mut closing_since: Option<Instant> = None;
-    let mut described = (Phase::Header, started);
+    let mut described = (Phase::Header, Instant::now());
     // Queues that asked this connection to stop publishing for now.
     let mut throttled_by: Vec<crate::ids::QueueId> = Vec::new();
     let mut blocked = false;
     let (mut recv_oct, mut send_oct) = (0u64, 0u64);
     let mut eof = false;
-    let mut timer = Timer::new(Duration::from_secs(1));
+    // The session's next deadline, and the timer armed for it.
+    let mut armed: Option<u64> = None;
+    let mut timer = Timer::new(Duration::from_secs(3600));
     loop {
         let mut ctx = Ctx { shard, conn: state };
-        session.set_clock(super::state::now_ms());
+        session.set_clock(mono_ms());
         // Events from queues and other shards.
         let mut any = false;
         let mut describe_now = false;
@@ -151,14 +154,13 @@ async fn serve(
         if alarm != blocked {
             blocked = alarm;
             session.write_blocked(blocked);
-            if blocked {
-                timer.reset(Duration::from_millis(250));
-            }
         }
-        let can_feed =
-            !out_high && !congested && !blocked && throttled_by.is_empty() && !session.over_limits();
+        // A lingering session only waits for the client to hang up.
+        let can_feed = session.phase() == Phase::Lingering
+            || !out_high && !congested && !blocked && throttled_by.is_empty() && !session.over_limits();
+        let unprocessed = !rbuf.is_empty() || session.has_unprocessed_frames();
         if can_feed
-            && !rbuf.is_empty()
+            && unprocessed
             && !session.is_paused()
             && session.feed(&mut rbuf, &mut ctx) == Status::Close
         {
@@ -172,9 +174,6 @@ async fn serve(
             describe(&handle.meta, session, recv_oct, send_oct);
             described = (session.phase(), now);
         }
-        if session.phase() == Phase::Closing && closing_since.is_none() {
-            closing_since = Some(Instant::now());
-        }
         if session.phase() == Phase::Closed {
             if !session.output().is_empty() {
                 let out = std::mem::take(session.output());
@@ -182,15 +181,36 @@ async fn serve(
             }
             return session.close_reason.clone().unwrap_or_else(|| "closed".into());
         }
-        if eof && rbuf.is_empty() || eof && !session.is_paused() && can_feed {
-            return "client closed TCP connection".into();
+        let unprocessed = !rbuf.is_empty() || session.has_unprocessed_frames();
+        if eof && (!unprocessed || !session.is_paused() && can_feed) {
+            return session
+                .close_reason
+                .clone()
+                .unwrap_or_else(|| "client closed TCP connection".into());
         }
         let want_read =
             can_feed && !eof && rbuf.len() < limits.read_buffer.max(limits.frame_max as usize * 2);
+        // Arm the timer for the session's next deadline when it came
+        // closer (a deadline that moved later is handled by a harmless
+        // early call); under the memory alarm, look again soon for it to
+        // clear.
+        let mut deadline = session.poll_timeout();
+        if blocked {
+            let soon = mono_ms() + 250;
+            deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
+        }
+        if let Some(d) = deadline
+            && armed.is_none_or(|a| d < a)
+        {
+            timer.reset(Duration::from_millis(d.saturating_sub(mono_ms())));
+            armed = Some(d);
+        }
         // Wait for something to do: socket readable/writable, an event, or
         // the timer.
         let mut fired = false;
         let mut wrote_all = false;
+        let mut wrote_any = false;
+        let mut read_any = false;
         let mut read_full = false;
         let io = poll_fn(|cx| {
             let mut ready = false;
@@ -205,7 +225,7 @@ async fn serve(
                     Poll::Ready(Ok(n)) => {
                         out.advance(n);
                         send_oct += n as u64;
-                        last_write = Instant::now();
+                        wrote_any = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => break,
@@ -226,7 +246,7 @@ async fn serve(
                             read_full = n >= RECV_BUFFER;
                             Pin::new(&mut *stream).consume(n);
                             recv_oct += n as u64;
-                            last_read = Instant::now();
+                            read_any = true;
                         }
                         ready = true;
                     }
@@ -242,7 +262,7 @@ async fn serve(
                     ready = true;
                 }
             }
-            if Pin::new(&mut timer).poll(cx).is_ready() {
+            if armed.is_some() && Pin::new(&mut timer).poll(cx).is_ready() {
                 fired = true;
                 ready = true;
             }
@@ -252,51 +272,19 @@ async fn serve(
         if let Err(e) = io {
             return format!("socket error: {e}");
         }
+        let now = mono_ms();
+        if read_any {
+            session.note_read(now);
+        }
+        if wrote_any {
+            session.note_written(now);
+        }
         if wrote_all {
             session.report_written(&mut Ctx { shard, conn: state });
         }
         if fired {
-            session.check_consumer_timeouts(&mut Ctx { shard, conn: state });
-            let now = Instant::now();
-            let hb = session.heartbeat() as u64;
-            match session.phase() {
-                Phase::Header | Phase::Start | Phase::Tune | Phase::Open
-                    if now - started > limits.handshake_timeout =>
-                {
-                    return "handshake timeout".into();
-                }
-                Phase::Closing if closing_since.is_some_and(|t| now - t > CLOSE_TIMEOUT) => {
-                    return session
-                        .close_reason
-                        .clone()
-                        .unwrap_or_else(|| "close timeout".into());
-                }
-                _ => {}
-            }
-            if hb > 0 && session.phase() == Phase::Running {
-                if now - last_read > Duration::from_secs(hb * 2) {
-                    return format!("missed heartbeats from client, timeout: {hb}s");
-                }
-                if now - last_write >= Duration::from_millis(hb * 500) && session.output().is_empty() {
-                    session.write_heartbeat();
-                }
-            }
-            let tick = if blocked {
-                // Look again soon for the alarm to clear.
-                Duration::from_millis(250)
-            } else if hb > 0 && session.phase() == Phase::Running {
-                Duration::from_millis((hb * 500).max(500))
-            } else {
-                Duration::from_secs(1)
-            };
-            // Check the consumer timeout often enough for short settings.
-            let timeout = limits.consumer_timeout;
-            let tick = if timeout.is_zero() {
-                tick
-            } else {
-                tick.min((timeout / 4).max(Duration::from_millis(100)))
-            };
-            timer.reset(tick);
+            armed = None;
+            session.handle_timeout(now, &mut Ctx { shard, conn: state });
         }
         // glommio polls sockets only when no task is runnable (or at its
         // 100 ms preemption tick). A connection with input always waiting
@@ -319,7 +307,7 @@ fn describe(meta: &RefCell<ConnMeta>, session: &Session, recv_oct: u64, send_oct
     m.state = match session.phase() {
         Phase::Header | Phase::Start | Phase::Tune | Phase::Open => "starting",
         Phase::Running => "running",
-        Phase::Closing | Phase::Closed => "closing",
+        Phase::Closing | Phase::Lingering | Phase::Closed => "closing",
     };
     if m.user.is_empty() && !session.user().is_empty() {
         m.user = session.user().to_string();

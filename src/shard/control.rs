@@ -45,14 +45,14 @@ pub async fn run(shard: Rc<Shard>) {
                         Err(e) => shard.reply(ch, Reply::Error(e)),
                     },
                     Ok(Plan::DeclareExisting { queue, owner, name }) => {
-                        shard.send(owner, Item::DeclareCounts { queue, ch, name });
+                        shard.send_via(ch.shard(), owner, Item::DeclareCounts { queue, ch, name });
                     }
                     Ok(Plan::DeleteQueue {
                         queue,
                         owner,
                         if_unused,
                         if_empty,
-                    }) => match owner_delete(&shard, owner, queue, if_unused, if_empty).await {
+                    }) => match owner_delete(&shard, ch.shard(), owner, queue, if_unused, if_empty).await {
                         Err(e) => shard.reply(ch, Reply::Error(e)),
                         Ok(messages) => match delete_queue(&shard, queue).await {
                             Ok(()) => shard.reply(ch, Reply::QueueDeleteOk { messages }),
@@ -70,7 +70,7 @@ pub async fn run(shard: Rc<Shard>) {
                     .map(|q| (q.id, q.owner))
                     .collect();
                 for (queue, owner) in exclusive {
-                    let _ = owner_delete(&shard, owner, queue, false, false).await;
+                    let _ = owner_delete(&shard, 0, owner, queue, false, false).await;
                     let _ = delete_queue(&shard, queue).await;
                 }
             }
@@ -104,9 +104,11 @@ async fn delete_queue(shard: &Rc<Shard>, queue: QueueId) -> Result<(), AmqpError
 }
 
 /// Asks a queue's owner to delete it (if the conditions hold) and waits for
-/// the answer: the message count, or the 406 to send.
+/// the answer: the message count, or the 406 to send. The request travels
+/// through shard `via` (the requesting channel's), behind its publishes.
 async fn owner_delete(
     shard: &Rc<Shard>,
+    via: ShardId,
     owner: ShardId,
     queue: QueueId,
     if_unused: bool,
@@ -115,7 +117,8 @@ async fn owner_delete(
     let c = shard.control.as_ref().expect("shard 0");
     let op = c.next_op.get();
     c.next_op.set(op + 1);
-    shard.send(
+    shard.send_via(
+        via,
         owner,
         Item::OwnerDelete {
             op,
@@ -215,7 +218,7 @@ async fn admin_op(shard: &Rc<Shard>, user: &str, op: AdminOp) -> Result<(), Amqp
                     if_unused,
                     if_empty,
                 } => {
-                    owner_delete(shard, owner, queue, if_unused, if_empty).await?;
+                    owner_delete(shard, 0, owner, queue, if_unused, if_empty).await?;
                     delete_queue(shard, queue).await
                 }
             }

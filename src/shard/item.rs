@@ -5,7 +5,7 @@
 
 use crate::broker::request::{Request, Settle};
 use crate::broker::topology::Change;
-use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
+use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, ShardId, VhostId};
 use crate::message::Message;
 use crate::protocol::{AmqpError, ShortStr};
 use crate::queue::ConsumerSpec;
@@ -112,6 +112,11 @@ pub enum Item {
         action: crate::admin::QueueAction,
         reply: std::sync::mpsc::SyncSender<Result<crate::admin::QueueResult, AmqpError>>,
     },
+    /// Pass `item` on to shard `dest`. Shard 0 sends a channel's queue
+    /// operation through the channel's own shard, so it reaches the owner
+    /// behind every publish that channel sent before it (the rings keep
+    /// order per pair of shards, not across three).
+    Via { dest: ShardId, item: Box<Item> },
     /// Shard 0 → owner: answer `queue.declare-ok` with the queue's counts.
     DeclareCounts {
         queue: QueueId,

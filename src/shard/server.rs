@@ -15,7 +15,7 @@ use glommio::channels::channel_mesh::{MeshBuilder, Receivers, Senders};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,21 +142,139 @@ fn raise_memlock_limit() {
     }
 }
 
-/// Finds the port to use: refuses one already in use (our listeners set
-/// SO_REUSEPORT, which would otherwise silently share it with another
-/// process), and resolves port 0 to a concrete free port.
+/// Finds the port to use: refuses one another process listens on, and
+/// resolves port 0 to a concrete free port.
+///
+/// What a previous run left does not count: a supervisor must be able to
+/// restart warren at once after a `kill -9`, as it restarts RabbitMQ. Its
+/// connections (FIN_WAIT, TIME_WAIT) are told apart from a listener by
+/// binding with SO_REUSEADDR. Its listeners outlive it briefly (the kernel
+/// tears down the dead process's io_uring, which holds them, after the
+/// process is gone): a listener no process holds is waited for, up to
+/// [`ORPHAN_WAIT`]. A listener that set SO_REUSEPORT (another warren),
+/// which the kernel would let us join silently, is found in the kernel's
+/// socket table.
 fn probe_port(addr: SocketAddr) -> io::Result<SocketAddr> {
-    let l = StdListener::bind(addr).map_err(|e| {
+    let in_use = || {
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("port {} is already in use on {}", addr.port(), addr.ip()),
+        )
+    };
+    if addr.port() != 0 {
+        let until = std::time::Instant::now() + ORPHAN_WAIT;
+        loop {
+            let listeners = listeners_on(addr);
+            if listeners.is_empty() {
+                break;
+            }
+            if held_by_a_process(&listeners) || std::time::Instant::now() > until {
+                return Err(in_use());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let sock = listener_socket(addr, false).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
-            io::Error::new(
-                e.kind(),
-                format!("port {} is already in use on {}", addr.port(), addr.ip()),
-            )
+            in_use()
         } else {
             io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
         }
     })?;
-    l.local_addr()
+    sock.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an IP socket"))
+}
+
+/// How long a dead process's listeners may take to go away.
+const ORPHAN_WAIT: Duration = Duration::from_secs(10);
+
+/// A bound TCP socket with SO_REUSEADDR (and SO_REUSEPORT when every shard
+/// is to accept on the same port).
+fn listener_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    sock.bind(&addr.into())?;
+    Ok(sock)
+}
+
+/// A shard's listener: SO_REUSEPORT so the kernel spreads connections over
+/// the shards, SO_REUSEADDR so a restart is not refused by the previous
+/// run's connections.
+fn shard_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let sock = listener_socket(addr, true)?;
+    sock.listen(1024)?;
+    // SAFETY: a listening socket we own, handed over whole.
+    Ok(unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) })
+}
+
+/// The sockets (by inode) on this host, in our network namespace, that
+/// listen on `addr`'s port at an address that overlaps `addr`'s.
+fn listeners_on(addr: SocketAddr) -> Vec<u64> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(parse_listener)
+                .filter(|&(ip, port, _)| port == addr.port() && overlaps(ip, addr.ip()))
+                .map(|(_, _, inode)| inode)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Whether a process (one we may look at) has one of these sockets open.
+fn held_by_a_process(inodes: &[u64]) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let names: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    procs
+        .flatten()
+        .filter(|p| p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|p| std::fs::read_dir(p.path().join("fd")).ok())
+        .flat_map(|fds| fds.flatten())
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| names.iter().any(|n| target.as_os_str() == n.as_str()))
+}
+
+/// (address, port, inode) of a LISTEN entry of /proc/net/tcp{,6}.
+fn parse_listener(line: &str) -> Option<(std::net::IpAddr, u16, u64)> {
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    let (local, state) = (*cols.get(1)?, *cols.get(3)?);
+    if state != "0A" {
+        return None;
+    }
+    let inode = cols.get(9).and_then(|i| i.parse().ok()).unwrap_or(0);
+    let (ip_hex, port_hex) = local.split_once(':')?;
+    let port = u16::from_str_radix(port_hex, 16).ok()?;
+    // The kernel prints each 32-bit word of the address in host order.
+    let words: Vec<u32> = (0..ip_hex.len() / 8)
+        .map(|i| u32::from_str_radix(&ip_hex[i * 8..i * 8 + 8], 16).map(u32::from_be))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some((ip, port, inode))
+}
+
+/// Two listening addresses collide when they are equal or either is the
+/// wildcard (an IPv4-mapped IPv6 address counts as its IPv4 address).
+fn overlaps(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
+    let canon = |ip: std::net::IpAddr| ip.to_canonical();
+    a.is_unspecified() || b.is_unspecified() || canon(a) == canon(b)
 }
 
 /// Starts the broker and returns once every shard accepts connections.
@@ -341,7 +459,7 @@ async fn run_shard(
         wake,
     } = boot;
     let shard = Shard::new(id, nshards, cfg, seed, &initial, stats);
-    let listener = TcpListener::bind(addr);
+    let listener = shard_listener(addr);
     // Join the mesh even when this shard cannot start, so the others are
     // not left waiting for it; the failure is reported after.
     let (senders, receivers) = if nshards > 1 {
@@ -566,5 +684,36 @@ async fn receiver(shard: Rc<Shard>, receivers: Rc<Receivers<Batch>>, peer: usize
             }
             _ => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_listeners_from_the_kernel_table() {
+        let v4 = "   0: 0100007F:1628 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+        assert_eq!(parse_listener(v4), Some(("127.0.0.1".parse().unwrap(), 5672, 1)));
+        let est = "   1: 0100007F:1628 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+        assert_eq!(parse_listener(est), None);
+        let v6 = "   0: 00000000000000000000000000000000:1628 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+        assert_eq!(parse_listener(v6), Some(("::".parse().unwrap(), 5672, 1)));
+        let lo6 = "   0: 00000000000000000000000001000000:1628 00000000000000000000000000000000:0000 0A 0 0 0 0 0 77";
+        assert_eq!(parse_listener(lo6), Some(("::1".parse().unwrap(), 5672, 77)));
+    }
+
+    #[test]
+    fn a_listener_on_the_port_is_found_and_a_closed_one_is_not() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let held = listeners_on(addr);
+        assert_eq!(held.len(), 1);
+        assert!(held_by_a_process(&held));
+        assert_eq!(listeners_on(SocketAddr::new("0.0.0.0".parse().unwrap(), addr.port())), held);
+        assert!(probe_port(addr).is_err());
+        drop(l);
+        assert!(listeners_on(addr).is_empty());
+        assert_eq!(probe_port(addr).unwrap(), addr);
     }
 }

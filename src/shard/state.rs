@@ -206,6 +206,7 @@ impl Shard {
             cluster_name: format!("warren@{}", hostname()),
             product_version: env!("CARGO_PKG_VERSION").into(),
             consumer_timeout_ms: l.consumer_timeout.as_millis() as u64,
+            handshake_timeout_ms: l.handshake_timeout.as_millis() as u64,
         };
         let control = (id == 0).then(ControlState::default);
         let shard = Shard {
@@ -288,6 +289,22 @@ impl Shard {
             self.local_notify.notify();
         } else {
             self.outbox.borrow_mut()[dest as usize].push(item);
+        }
+    }
+
+    /// Sends an item to `dest` behind everything shard `via` has already
+    /// sent there (see [`Item::Via`]).
+    pub fn send_via(&self, via: ShardId, dest: ShardId, item: Item) {
+        if via == self.id || via == dest {
+            self.send(dest, item);
+        } else {
+            self.send(
+                via,
+                Item::Via {
+                    dest,
+                    item: Box::new(item),
+                },
+            );
         }
     }
 
@@ -606,6 +623,9 @@ impl Shard {
                 0
             };
             slot.q.publish_at(msg, None, false, expires_at);
+            if slot.q.config().overflow_drops_head() {
+                self.with_sink(slot, |q, sink| q.trim(sink));
+            }
             self.mark_dirty(slot);
             Enqueued::Now
         }
@@ -619,67 +639,84 @@ impl Shard {
         if ids.is_empty() {
             return;
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         let mut needs_sync = false;
         let mut queues = self.queues.borrow_mut();
         for id in ids {
             let Some(slot) = queues.get_mut(&id) else { continue };
-            slot.store_dirty = false;
-            let Some(store) = &mut slot.store else { continue };
-            if !slot.pending.is_empty() {
-                let pending = std::mem::take(&mut slot.pending);
-                slot.pending_bytes = 0;
-                let mut stored = Vec::new();
-                let persistent = pending
-                    .iter()
-                    .filter(|(m, _)| m.persistent)
-                    .map(|(m, _)| m.clone());
-                let write = store.append_batch(persistent, now_ms, &mut stored);
-                let mut stored = stored.into_iter();
-                for (msg, confirm) in pending {
-                    if !msg.persistent {
-                        let expires_at = slot.q.expiry_for(msg.ttl(), now_ms);
-                        slot.q.publish_at(msg, None, false, expires_at);
-                        if let Some((ch, seq)) = confirm {
-                            self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
-                        }
-                        continue;
-                    }
-                    match (&write, stored.next()) {
-                        (Ok(()), Some((loc, m))) => {
-                            let expires_at = slot.q.expiry_for(m.ttl(), now_ms);
-                            slot.q.publish_at(m, Some(loc), false, expires_at);
-                            if let Some((ch, seq)) = confirm {
-                                self.awaiting_sync.borrow_mut().push(SyncWaiter::Confirm(ch, seq));
-                            }
-                        }
-                        _ => {
-                            // The store refused the write (disk full, I/O
-                            // error): the message is not taken; nack it.
-                            if let Some((ch, seq)) = confirm {
-                                self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: false });
-                            }
-                        }
-                    }
-                }
-                if let Err(e) = write {
-                    log::error!("cannot write to the store of queue '{}': {e}", slot.name);
-                }
-                if !slot.dirty {
-                    slot.dirty = true;
-                    self.dirty.borrow_mut().push(id);
-                }
-            }
-            if let Err(e) = store.flush() {
-                log::error!("cannot write the ack log of queue '{}': {e}", slot.name);
-            }
-            needs_sync |= store.needs_sync();
+            needs_sync |= self.flush_store(slot);
         }
         if needs_sync || !self.awaiting_sync.borrow().is_empty() {
             self.sync_notify.notify();
         }
+    }
+
+    /// Brings a queue up to date with everything that reached it before
+    /// an operation on it (a get, a purge, a count, a delete): publishes
+    /// still waiting for the end-of-step store write are written and
+    /// enqueued, and drop-head applied, so the operation sees the queue as
+    /// if each publish had been applied on arrival.
+    fn catch_up(&self, slot: &mut QueueSlot) {
+        if slot.pending.is_empty() {
+            return;
+        }
+        if self.flush_store(slot) || !self.awaiting_sync.borrow().is_empty() {
+            self.sync_notify.notify();
+        }
+    }
+
+    /// One queue's part of [`Shard::flush_stores`]; returns whether its
+    /// store needs a sync.
+    fn flush_store(&self, slot: &mut QueueSlot) -> bool {
+        slot.store_dirty = false;
+        let Some(store) = &mut slot.store else { return false };
+        if !slot.pending.is_empty() {
+            let now_ms = now_ms();
+            let pending = std::mem::take(&mut slot.pending);
+            slot.pending_bytes = 0;
+            let mut stored = Vec::new();
+            let persistent = pending
+                .iter()
+                .filter(|(m, _)| m.persistent)
+                .map(|(m, _)| m.clone());
+            let write = store.append_batch(persistent, now_ms, &mut stored);
+            let mut stored = stored.into_iter();
+            for (msg, confirm) in pending {
+                if !msg.persistent {
+                    let expires_at = slot.q.expiry_for(msg.ttl(), now_ms);
+                    slot.q.publish_at(msg, None, false, expires_at);
+                    if let Some((ch, seq)) = confirm {
+                        self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
+                    }
+                    continue;
+                }
+                match (&write, stored.next()) {
+                    (Ok(()), Some((loc, m))) => {
+                        let expires_at = slot.q.expiry_for(m.ttl(), now_ms);
+                        slot.q.publish_at(m, Some(loc), false, expires_at);
+                        if let Some((ch, seq)) = confirm {
+                            self.awaiting_sync.borrow_mut().push(SyncWaiter::Confirm(ch, seq));
+                        }
+                    }
+                    _ => {
+                        // The store refused the write (disk full, I/O
+                        // error): the message is not taken; nack it.
+                        if let Some((ch, seq)) = confirm {
+                            self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: false });
+                        }
+                    }
+                }
+            }
+            if let Err(e) = write {
+                log::error!("cannot write to the store of queue '{}': {e}", slot.name);
+            }
+            self.with_sink(slot, |q, sink| q.trim(sink));
+            self.mark_dirty(slot);
+        }
+        let Some(store) = &mut slot.store else { return false };
+        if let Err(e) = store.flush() {
+            log::error!("cannot write the ack log of queue '{}': {e}", slot.name);
+        }
+        store.needs_sync()
     }
 
     /// Takes the files to sync and what waits on them.
@@ -789,8 +826,10 @@ impl Shard {
                 self.sync_notify.notify();
             }
             Item::BarrierDone { ch, token } => self.barrier_done(ch, token),
+            Item::Via { dest, item } => self.send(dest, *item),
             Item::DeclareCounts { queue, ch, name } => {
                 let counts = self.queues.borrow_mut().get_mut(&queue).map(|s| {
+                    self.catch_up(s);
                     s.last_used_ms = now_ms();
                     (s.q.ready_count() as u32, s.q.consumer_count() as u32)
                 });
@@ -828,6 +867,7 @@ impl Shard {
         let Some(slot) = queues.get_mut(&queue) else {
             return Err(AmqpError::not_found("queue deleted"));
         };
+        self.catch_up(slot);
         let r = match action {
             QueueAction::Purge => {
                 let gone = slot.q.purge();
@@ -1057,10 +1097,11 @@ impl Shard {
 
     fn owner_delete(&self, queue: QueueId, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
         {
-            let queues = self.queues.borrow();
-            let Some(slot) = queues.get(&queue) else {
+            let mut queues = self.queues.borrow_mut();
+            let Some(slot) = queues.get_mut(&queue) else {
                 return Ok(0);
             };
+            self.catch_up(slot);
             let vhost = self.topo.borrow().vhost_name(slot.vhost).to_string();
             if if_unused && slot.q.consumer_count() > 0 {
                 return Err(AmqpError::precondition(format!(
@@ -1068,7 +1109,9 @@ impl Shard {
                     slot.name
                 )));
             }
-            if if_empty && slot.q.ready_count() + slot.q.unacked_count() > 0 {
+            // RabbitMQ counts ready messages only: a queue holding nothing
+            // but unacknowledged deliveries is empty.
+            if if_empty && slot.q.ready_count() + slot.pending.len() > 0 {
                 return Err(AmqpError::precondition(format!(
                     "queue '{}' in vhost '{vhost}' not empty",
                     slot.name
@@ -1123,6 +1166,7 @@ impl Shard {
                 let got = {
                     let mut queues = self.queues.borrow_mut();
                     let slot = queues.get_mut(&queue).expect("exists");
+                    self.catch_up(slot);
                     slot.last_used_ms = now_ms();
                     let now = slot.last_used_ms;
                     let r = self.with_sink(slot, |q, sink| q.get(no_ack, now, sink));
@@ -1148,6 +1192,7 @@ impl Shard {
                 let n = {
                     let mut queues = self.queues.borrow_mut();
                     let slot = queues.get_mut(&queue).expect("exists");
+                    self.catch_up(slot);
                     let gone = slot.q.purge();
                     let n = gone.len().min(u32::MAX as usize) as u32;
                     Self::forget_stored(slot, gone);

@@ -77,12 +77,18 @@ pub struct ChildBroker {
 
 impl ChildBroker {
     pub fn start(data_dir: &Path, shards: usize) -> ChildBroker {
+        ChildBroker::start_on(data_dir, shards, 0).expect("warren became ready")
+    }
+
+    /// A broker on a given AMQP port; the error is what it printed when it
+    /// refused to start.
+    pub fn start_on(data_dir: &Path, shards: usize, port: u16) -> Result<ChildBroker, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .args([
                 "--bind",
                 "127.0.0.1",
                 "--port",
-                "0",
+                &port.to_string(),
                 "--mgmt-bind",
                 "127.0.0.1",
                 "--mgmt-port",
@@ -101,6 +107,7 @@ impl ChildBroker {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
+            let mut said = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent && line.contains("ready: accepting AMQP connections on ") {
                     let addr = line
@@ -109,21 +116,27 @@ impl ChildBroker {
                         .and_then(|s| s.split_whitespace().next())
                         .unwrap()
                         .to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send(Ok(addr));
                     sent = true;
+                }
+                if !sent {
+                    said.push(line.clone());
                 }
                 if line.contains("ERROR") || line.contains("WARN") || line.contains("panicked") {
                     eprintln!("warren: {line}");
                 }
             }
+            if !sent {
+                let _ = tx.send(Err(said.join("\n")));
+            }
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("warren became ready");
-        ChildBroker {
+            .map_err(|_| "not ready within 30 s".to_string())??;
+        Ok(ChildBroker {
             child,
             uri: format!("amqp://guest:guest@{addr}/%2f"),
-        }
+        })
     }
 
     pub fn kill9(mut self) {

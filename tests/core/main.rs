@@ -3,12 +3,14 @@
 
 mod admin;
 mod common;
+mod compat;
 mod cross_shard;
 mod durability;
 mod features;
 mod mgmt;
 mod permissions;
 mod pika;
+mod raw;
 mod tutorials;
 mod ui;
 mod warrenctl;
