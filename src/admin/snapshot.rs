@@ -125,6 +125,9 @@ pub struct ConnectionInfo {
     pub shard: u16,
     pub peer_host: String,
     pub peer_port: u16,
+    /// The broker's end of the connection.
+    pub host: String,
+    pub port: u16,
     pub user: String,
     pub vhost: String,
     /// handshake, running, closing.

@@ -92,28 +92,91 @@ fn need_monitor(who: &Who) -> Result<(), Reply> {
     }
 }
 
-fn list(items: Vec<Value>, call: &Call) -> Res {
-    // Pagination as RabbitMQ: `page` and `page_size`, answering an envelope.
-    if let Some(page) = call.query.get("page").and_then(|p| p.parse::<usize>().ok()) {
-        let size = call
-            .query
-            .get("page_size")
-            .and_then(|p| p.parse::<usize>().ok())
-            .unwrap_or(100)
-            .clamp(1, 500);
-        let total = items.len();
-        let pages = total.div_ceil(size).max(1);
-        if page == 0 || page > pages {
-            return Err(bad_request("page out of range"));
+/// A list answer with RabbitMQ's query parameters: `sort` (a field, dotted
+/// for nested ones) and `sort_reverse` always; with `page` (and
+/// `page_size`, 1..=500, 100 by default) an envelope of one page, the
+/// items filtered by `name` (a case-insensitive substring, or with
+/// `use_regex=true` a case-insensitive regex). As in RabbitMQ, `name`
+/// filters only paginated requests, and a page past the end is empty.
+fn list(mut items: Vec<Value>, call: &Call) -> Res {
+    let q = &call.query;
+    if let Some(key) = q.get("sort").filter(|k| !k.is_empty()) {
+        let field = |v: &Value| {
+            key.split('.')
+                .try_fold(v, |v, k| v.get(k))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        items.sort_by(|a, b| compare_json(&field(a), &field(b)));
+        if q.get("sort_reverse").is_some_and(|r| r == "true") {
+            items.reverse();
         }
-        let start = (page - 1) * size;
-        let slice: Vec<Value> = items.into_iter().skip(start).take(size).collect();
-        return Ok(Reply::json(&json!({
-            "filtered_count": total, "item_count": slice.len(), "items": slice,
-            "page": page, "page_count": pages, "page_size": size, "total_count": total,
-        })));
     }
-    Ok(Reply::json(&items))
+    let Some(page) = q.get("page") else {
+        return Ok(Reply::json(&items));
+    };
+    let invalid = || bad_request("Pagination parameters are invalid");
+    let page: usize = page.parse().map_err(|_| invalid())?;
+    let size = match q.get("page_size") {
+        Some(s) => Some(s.parse::<usize>().map_err(|_| invalid())?),
+        None => None,
+    };
+    if page == 0 || size.is_some_and(|s| s == 0 || s > 500) {
+        let size = size.map_or("undefined".to_string(), |s| s.to_string());
+        return Err(Reply::error(
+            400,
+            "invalid_pagination_parameters",
+            &format!("Invalid pagination parameters: page number {page}, page size {size}"),
+        ));
+    }
+    let size = size.unwrap_or(100);
+    let total = items.len();
+    if let Some(name) = q.get("name").filter(|n| !n.is_empty()) {
+        let name_of = |v: &Value| v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        if q.get("use_regex").is_some_and(|r| r == "true") {
+            let re = regex::RegexBuilder::new(name)
+                .case_insensitive(true)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|_| invalid())?;
+            items.retain(|v| re.is_match(&name_of(v)));
+        } else {
+            let needle = name.to_lowercase();
+            items.retain(|v| name_of(v).to_lowercase().contains(&needle));
+        }
+    }
+    let filtered = items.len();
+    let slice: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1).saturating_mul(size))
+        .take(size)
+        .collect();
+    Ok(Reply::json(&json!({
+        "filtered_count": filtered, "item_count": slice.len(), "items": slice,
+        "page": page, "page_count": filtered.div_ceil(size), "page_size": size, "total_count": total,
+    })))
+}
+
+/// Orders JSON values for `sort`: missing first, then booleans, numbers
+/// by value, strings.
+fn compare_json(a: &Value, b: &Value) -> std::cmp::Ordering {
+    let rank = |v: &Value| match v {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Number(_) => 2,
+        Value::String(_) => 3,
+        Value::Array(_) => 4,
+        Value::Object(_) => 5,
+    };
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+            x.total_cmp(&y)
+        }
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        _ => rank(a).cmp(&rank(b)),
+    }
 }
 
 fn one(v: Option<Value>) -> Res {
@@ -451,7 +514,11 @@ fn read(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> 
             visible_vhost(who, snap, v)?;
             write::aliveness(m, who, v)
         }
-        ["healthchecks", "node"] | ["health", "checks", "alarms"] | ["health", "checks", "local-alarms"] => {
+        ["healthchecks", "node", node] if *node != m.node => Err(not_found()),
+        ["healthchecks", "node"]
+        | ["healthchecks", "node", _]
+        | ["health", "checks", "alarms"]
+        | ["health", "checks", "local-alarms"] => {
             if m.admin
                 .stats
                 .memory_alarm

@@ -165,7 +165,7 @@ pub fn all_bindings(snap: &BrokerSnapshot) -> Vec<BindingInfo> {
 
 pub fn connection(m: &super::Mgmt, c: &ConnectionInfo, rates: &Rates) -> Value {
     let r = rates.connection(&c.name);
-    json!({
+    let mut v = json!({
         "name": c.name,
         "node": m.node,
         "type": "network",
@@ -183,8 +183,8 @@ pub fn connection(m: &super::Mgmt, c: &ConnectionInfo, rates: &Rates) -> Value {
         "peer_cert_issuer": Value::Null,
         "peer_cert_subject": Value::Null,
         "peer_cert_validity": Value::Null,
-        "host": m.admin.amqp_addr.ip().to_string(),
-        "port": m.admin.amqp_addr.port(),
+        "host": c.host,
+        "port": c.port,
         "peer_host": c.peer_host,
         "peer_port": c.peer_port,
         "channels": c.channels,
@@ -198,7 +198,12 @@ pub fn connection(m: &super::Mgmt, c: &ConnectionInfo, rates: &Rates) -> Value {
         "send_oct": c.send_oct,
         "send_oct_details": rate(r.send_oct),
         "warren_shard": c.shard,
-    })
+    });
+    // The client's `connection_name`, shown only when it gave one.
+    if let Some(n) = c.client_properties.get("connection_name").and_then(Value::as_str) {
+        v["user_provided_name"] = n.into();
+    }
+    v
 }
 
 pub fn channel_name(conn: &str, number: u16) -> String {

@@ -19,8 +19,7 @@ pub use fast::{
 pub use frame::{
     ContentHeader, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE,
     FRAME_OVERHEAD, Frame, PROTOCOL_HEADER, RawFrame, check_frame, decode_frame, frame_at, split_frames,
-    write_body_frames, write_header_frame,
-    write_heartbeat, write_method_frame,
+    write_body_frames, write_header_frame, write_heartbeat, write_method_frame,
 };
 pub use methods::Method;
 pub use properties::{BasicProperties, PropsSummary, scan_properties};

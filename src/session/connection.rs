@@ -10,8 +10,8 @@ use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
 use crate::protocol::methods::*;
 use crate::protocol::{
     AmqpError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE, FieldTable,
-    FieldValue, LongStr, Method, PROTOCOL_HEADER, ShortStr, frame_at, reply, split_frames,
-    write_heartbeat, write_method_frame,
+    FieldValue, LongStr, Method, PROTOCOL_HEADER, ShortStr, frame_at, reply, split_frames, write_heartbeat,
+    write_method_frame,
 };
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -357,11 +357,9 @@ impl Session {
                     Method::ConnectionCloseOk(_) if self.phase == Phase::Closing => self.finish_close(b),
                     // Both sides closing at once, or a client closing from
                     // several threads: each close gets its close-ok.
-                    Method::ConnectionClose(_) => write_method_frame(
-                        &mut self.out,
-                        0,
-                        &Method::ConnectionCloseOk(ConnectionCloseOk {}),
-                    ),
+                    Method::ConnectionClose(_) => {
+                        write_method_frame(&mut self.out, 0, &Method::ConnectionCloseOk(ConnectionCloseOk {}))
+                    }
                     _ => {}
                 }
             }
@@ -630,7 +628,7 @@ impl Session {
     }
 
     fn teardown_channels(&mut self, b: &mut impl Broker) {
-        for mut ch in self.channels.take_all() {
+        for mut ch in self.channels.drain() {
             ch.release(b);
         }
         self.awaiting = None;

@@ -71,7 +71,11 @@ impl ChannelTable {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Channel> {
-        self.dense.iter().flatten().map(|b| &**b).chain(self.sparse.values().map(|b| &**b))
+        self.dense
+            .iter()
+            .flatten()
+            .map(|b| &**b)
+            .chain(self.sparse.values().map(|b| &**b))
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Channel> {
@@ -83,10 +87,11 @@ impl ChannelTable {
     }
 
     /// Removes every channel.
-    pub fn take_all(&mut self) -> Vec<Box<Channel>> {
-        let mut all: Vec<Box<Channel>> = self.dense.iter_mut().filter_map(Option::take).collect();
-        all.extend(self.sparse.drain().map(|(_, c)| c));
+    pub fn drain(&mut self) -> impl Iterator<Item = Box<Channel>> + '_ {
         self.len = 0;
-        all
+        self.dense
+            .iter_mut()
+            .filter_map(Option::take)
+            .chain(self.sparse.drain().map(|(_, c)| c))
     }
 }

@@ -223,6 +223,8 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
             shard: shard.id,
             peer_host: m.peer.map_or(String::new(), |p| p.ip().to_string()),
             peer_port: m.peer.map_or(0, |p| p.port()),
+            host: m.local.map_or(String::new(), |p| p.ip().to_string()),
+            port: m.local.map_or(0, |p| p.port()),
             user: m.user.clone(),
             vhost: m.vhost.clone(),
             state: m.state,

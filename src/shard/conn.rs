@@ -21,10 +21,14 @@ const RECV_BUFFER: usize = 64 * 1024;
 
 pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
     let id = shard.new_conn_id();
-    let peer = stream.peer_addr().ok();
+    // An IPv4 client of a dual-stack listener is shown as IPv4, as
+    // RabbitMQ names it ("127.0.0.1:5555 -> 127.0.0.1:5672"): clients and
+    // tools find their connection by that name.
+    let canon = |a: std::net::SocketAddr| std::net::SocketAddr::new(a.ip().to_canonical(), a.port());
+    let peer = stream.peer_addr().ok().map(canon);
     let _ = stream.set_nodelay(true);
     let mut stream = stream.buffered_with(Preallocated::new(RECV_BUFFER));
-    let local = stream.local_addr().ok();
+    let local = stream.local_addr().ok().map(canon);
     let name = match (peer, local) {
         (Some(p), Some(l)) => format!("{p} -> {l}"),
         _ => format!("{id:?}"),
@@ -35,6 +39,7 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
         meta: RefCell::new(ConnMeta {
             name,
             peer,
+            local,
             connected_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),

@@ -116,7 +116,10 @@ pub enum Item {
     /// operation through the channel's own shard, so it reaches the owner
     /// behind every publish that channel sent before it (the rings keep
     /// order per pair of shards, not across three).
-    Via { dest: ShardId, item: Box<Item> },
+    Via {
+        dest: ShardId,
+        item: Box<Item>,
+    },
     /// Shard 0 → owner: answer `queue.declare-ok` with the queue's counts.
     DeclareCounts {
         queue: QueueId,

@@ -239,7 +239,12 @@ fn held_by_a_process(inodes: &[u64]) -> bool {
     let names: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     procs
         .flatten()
-        .filter(|p| p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|p| {
+            p.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|p| std::fs::read_dir(p.path().join("fd")).ok())
         .flat_map(|fds| fds.flatten())
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
@@ -710,7 +715,10 @@ mod tests {
         let held = listeners_on(addr);
         assert_eq!(held.len(), 1);
         assert!(held_by_a_process(&held));
-        assert_eq!(listeners_on(SocketAddr::new("0.0.0.0".parse().unwrap(), addr.port())), held);
+        assert_eq!(
+            listeners_on(SocketAddr::new("0.0.0.0".parse().unwrap(), addr.port())),
+            held
+        );
         assert!(probe_port(addr).is_err());
         drop(l);
         assert!(listeners_on(addr).is_empty());

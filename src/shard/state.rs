@@ -64,6 +64,7 @@ pub struct ConnHandle {
 pub struct ConnMeta {
     pub name: String,
     pub peer: Option<std::net::SocketAddr>,
+    pub local: Option<std::net::SocketAddr>,
     pub connected_at_ms: u64,
     pub user: String,
     pub vhost: String,
@@ -668,7 +669,9 @@ impl Shard {
     /// store needs a sync.
     fn flush_store(&self, slot: &mut QueueSlot) -> bool {
         slot.store_dirty = false;
-        let Some(store) = &mut slot.store else { return false };
+        let Some(store) = &mut slot.store else {
+            return false;
+        };
         if !slot.pending.is_empty() {
             let now_ms = now_ms();
             let pending = std::mem::take(&mut slot.pending);
@@ -712,7 +715,9 @@ impl Shard {
             self.with_sink(slot, |q, sink| q.trim(sink));
             self.mark_dirty(slot);
         }
-        let Some(store) = &mut slot.store else { return false };
+        let Some(store) = &mut slot.store else {
+            return false;
+        };
         if let Err(e) = store.flush() {
             log::error!("cannot write the ack log of queue '{}': {e}", slot.name);
         }

@@ -130,9 +130,17 @@ impl ChildBroker {
                 let _ = tx.send(Err(said.join("\n")));
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| "not ready within 30 s".to_string())??;
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => addr,
+            failed => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(match failed {
+                    Ok(Err(said)) => said,
+                    _ => "not ready within 30 s".into(),
+                });
+            }
+        };
         Ok(ChildBroker {
             child,
             uri: format!("amqp://guest:guest@{addr}/%2f"),

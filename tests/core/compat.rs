@@ -293,7 +293,10 @@ fn passive_declare_of_the_default_exchange_is_refused() {
     );
     let (code, text) = r.expect_channel_close(1);
     assert_eq!(code, 403);
-    assert_eq!(text, "ACCESS_REFUSED - operation not permitted on the default exchange");
+    assert_eq!(
+        text,
+        "ACCESS_REFUSED - operation not permitted on the default exchange"
+    );
 }
 
 /// Deleting a queue from the channel that consumes it: `delete-ok` first,
@@ -521,7 +524,14 @@ fn restarts_at_once_on_the_same_port_after_kill9() {
     first.kill9();
     let second = ChildBroker::start_on(&data, 2, port).unwrap_or_else(|e| {
         let ss = std::process::Command::new("ss").args(["-tanp"]).output().unwrap();
-        panic!("{e}\n{}", String::from_utf8_lossy(&ss.stdout).lines().filter(|l| l.contains(&port.to_string())).collect::<Vec<_>>().join("\n"))
+        panic!(
+            "{e}\n{}",
+            String::from_utf8_lossy(&ss.stdout)
+                .lines()
+                .filter(|l| l.contains(&port.to_string()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     });
     rt.block_on(async {
         let c = crate::common::connect(&second.uri).await;

@@ -2,6 +2,7 @@
 //! durability across restarts and kill -9.
 
 mod admin;
+mod clients;
 mod common;
 mod compat;
 mod cross_shard;
@@ -10,6 +11,7 @@ mod features;
 mod mgmt;
 mod permissions;
 mod pika;
+mod prereq;
 mod raw;
 mod tutorials;
 mod ui;

@@ -948,3 +948,194 @@ fn exclusive_queue_shows_its_owner() {
         "exclusive queues are not exported"
     );
 }
+
+/// Lists as RabbitMQ answers them (captured from RabbitMQ 3.10): `name`
+/// filters paginated requests only, as a case-insensitive substring or
+/// regex; a page past the end is empty; bad parameters are 400; `sort`.
+#[test]
+fn lists_filter_paginate_and_sort_as_rabbitmq() {
+    let b = common::start_with_mgmt(2);
+    let url = |p: &str| format!("{}{p}", b.base);
+    for q in ["alpha", "beta", "alphabet", "gamma"] {
+        assert_eq!(
+            http("PUT", &url(&format!("/api/queues/%2f/{q}")), G, Some(json!({}))).0,
+            201
+        );
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let page = |q: &str| {
+        let (status, v) = http("GET", &url(&format!("/api/queues?{q}")), G, None);
+        assert_eq!(status, 200, "{q}: {v}");
+        let head: Vec<u64> = [
+            "filtered_count",
+            "item_count",
+            "page",
+            "page_count",
+            "page_size",
+            "total_count",
+        ]
+        .iter()
+        .map(|k| v[k].as_u64().unwrap())
+        .collect();
+        (head, names(&v["items"]))
+    };
+    // Without pagination, `name` is ignored (as in RabbitMQ).
+    let (_, all) = http("GET", &url("/api/queues?name=alpha&sort=name"), G, None);
+    assert_eq!(names(&all), ["alpha", "alphabet", "beta", "gamma"]);
+    let (_, rev) = http("GET", &url("/api/queues?sort=name&sort_reverse=true"), G, None);
+    assert_eq!(names(&rev), ["gamma", "beta", "alphabet", "alpha"]);
+    assert_eq!(
+        page("name=ALPHA&page=1&sort=name"),
+        (
+            vec![2, 2, 1, 1, 100, 4],
+            vec!["alpha".to_string(), "alphabet".into()]
+        )
+    );
+    assert_eq!(
+        page("name=^AL&use_regex=true&page=1&sort=name"),
+        (
+            vec![2, 2, 1, 1, 100, 4],
+            vec!["alpha".to_string(), "alphabet".into()]
+        )
+    );
+    assert_eq!(
+        page("name=a.p&use_regex=false&page=1"),
+        (vec![0, 0, 1, 0, 100, 4], vec![])
+    );
+    assert_eq!(
+        page("name=a&page=1&page_size=2&sort=name").0,
+        vec![4, 2, 1, 2, 2, 4]
+    );
+    assert_eq!(
+        page("name=a&page=3&page_size=2"),
+        (vec![4, 0, 3, 2, 2, 4], vec![])
+    );
+    for (q, error) in [
+        ("page=0", "invalid_pagination_parameters"),
+        ("page=1&page_size=0", "invalid_pagination_parameters"),
+        ("page=1&page_size=600", "invalid_pagination_parameters"),
+        ("page=abc", "bad_request"),
+        ("name=(&use_regex=true&page=1", "bad_request"),
+    ] {
+        let (status, v) = http("GET", &url(&format!("/api/queues?{q}")), G, None);
+        assert_eq!((status, v["error"].as_str()), (400, Some(error)), "{q}: {v}");
+    }
+    let (_, v) = http("GET", &url("/api/queues?page=0"), G, None);
+    assert_eq!(
+        v["reason"],
+        "Invalid pagination parameters: page number 0, page size undefined"
+    );
+}
+
+/// On the default dual-stack listener, an IPv4 client's connection is named
+/// as RabbitMQ names it, from the addresses the client sees, and found and
+/// closed by that name; `client_properties` and `user_provided_name` are
+/// shown; the node health check answers for this node only.
+#[test]
+fn connections_are_named_and_described_as_rabbitmq_does() {
+    use crate::raw::{Raw, Target};
+    use warren::protocol::methods::*;
+    use warren::protocol::*;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = warren::Config {
+        bind: std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        port: 0,
+        shards: 2,
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let Ok(h) = warren::start(cfg) else {
+        eprintln!("SKIPPED: no IPv6 on this machine");
+        return;
+    };
+    let mgmt = common::mgmt_for(
+        &h,
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::time::Duration::from_millis(200),
+    );
+    let url = |p: &str| format!("http://{}{p}", mgmt.addr());
+    let t = Target {
+        addr: std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), h.amqp_addr().port()),
+        _broker: None,
+    };
+    let mut r = Raw::connect(&t);
+    r.send(&PROTOCOL_HEADER);
+    assert!(matches!(r.method(), Some(Method::ConnectionStart(_))));
+    let mut props = crate::raw::client_properties();
+    props.insert(
+        "connection_name".into(),
+        FieldValue::LongStr("billing worker".into()),
+    );
+    props.insert("product".into(), FieldValue::LongStr("raw test client".into()));
+    r.send_method(
+        0,
+        Method::ConnectionStartOk(ConnectionStartOk {
+            client_properties: props,
+            mechanism: "PLAIN".into(),
+            response: LongStr::from_static("\0guest\0guest"),
+            locale: "en_US".into(),
+        }),
+    );
+    let Some(Method::ConnectionTune(tune)) = r.method() else {
+        panic!("no tune")
+    };
+    r.send_method(
+        0,
+        Method::ConnectionTuneOk(ConnectionTuneOk {
+            channel_max: tune.channel_max,
+            frame_max: tune.frame_max,
+            heartbeat: 0,
+        }),
+    );
+    r.send_method(
+        0,
+        Method::ConnectionOpen(ConnectionOpen {
+            virtual_host: "/".into(),
+            ..Default::default()
+        }),
+    );
+    assert!(matches!(r.method(), Some(Method::ConnectionOpenOk(_))));
+    let name = format!("{} -> {}", r.s.local_addr().unwrap(), r.s.peer_addr().unwrap());
+    let enc = percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let c = wait_for("connection listed by its name", || {
+        let (status, c) = http("GET", &url(&format!("/api/connections/{enc}")), G, None);
+        (status == 200 && c["user"] == "guest").then_some(c)
+    });
+    assert_eq!(c["name"], name.as_str());
+    assert_eq!(c["user_provided_name"], "billing worker");
+    assert_eq!(c["client_properties"]["connection_name"], "billing worker");
+    assert_eq!(c["client_properties"]["product"], "raw test client");
+    assert_eq!(
+        c["client_properties"]["capabilities"]["consumer_cancel_notify"],
+        true
+    );
+    assert_eq!(
+        (c["host"].as_str(), c["peer_host"].as_str()),
+        (Some("127.0.0.1"), Some("127.0.0.1"))
+    );
+    assert_eq!(c["port"], h.amqp_addr().port());
+    let (_, listed) = http("GET", &url("/api/connections"), G, None);
+    assert_eq!(listed[0]["name"], name.as_str());
+    // Health of this node, and of a node that is not this one.
+    let (_, nodes) = http("GET", &url("/api/nodes"), G, None);
+    let node = nodes[0]["name"].as_str().unwrap().to_string();
+    let (status, v) = http("GET", &url(&format!("/api/healthchecks/node/{node}")), G, None);
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
+    assert_eq!(
+        http("GET", &url("/api/healthchecks/node/rabbit@elsewhere"), G, None).0,
+        404
+    );
+    // Closed by that name.
+    assert_eq!(
+        http("DELETE", &url(&format!("/api/connections/{enc}")), G, None).0,
+        204
+    );
+    let (code, _) = r.expect_connection_close();
+    assert_eq!(code, 320);
+}

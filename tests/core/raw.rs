@@ -230,10 +230,15 @@ pub fn publish_frames(out: &mut BytesMut, ch: u16, exchange: &str, key: &str, bo
 /// What real clients announce: the capabilities that change what a broker
 /// sends (server-sent `basic.cancel`, `connection.blocked`).
 pub fn client_properties() -> FieldTable {
-    let caps: FieldTable = ["consumer_cancel_notify", "connection.blocked", "publisher_confirms", "basic.nack"]
-        .into_iter()
-        .map(|k| (ShortStr::from_static(k), FieldValue::Bool(true)))
-        .collect();
+    let caps: FieldTable = [
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "publisher_confirms",
+        "basic.nack",
+    ]
+    .into_iter()
+    .map(|k| (ShortStr::from_static(k), FieldValue::Bool(true)))
+    .collect();
     [(ShortStr::from_static("capabilities"), FieldValue::Table(caps))]
         .into_iter()
         .collect()
