@@ -176,7 +176,7 @@ async fn persist(shard: &Rc<Shard>, changes: &[Change]) -> Result<(), AmqpError>
         log.file()
     };
     glommio::executor()
-        .spawn_blocking(move || file.sync_data())
+        .spawn_blocking(move || file.sync())
         .await
         .map_err(|e| {
             log::error!("cannot sync the topology log: {e}");

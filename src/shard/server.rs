@@ -383,7 +383,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
 /// dir), maps queue owners onto the current shard count, and removes the
 /// stores of queues that no longer exist.
 fn recover_topology(cfg: &Config, nshards: usize) -> io::Result<(TopoLog, Vec<Change>)> {
-    let (mut log, mut changes) = TopoLog::open(&cfg.data_dir)?;
+    let (mut log, mut changes) = TopoLog::open(&crate::storage::RealDisk, &cfg.data_dir)?;
     if changes.is_empty() {
         // A fresh data dir: the default vhost, and the default user with
         // full permissions on it, as RabbitMQ creates them on first boot.
@@ -410,7 +410,7 @@ fn recover_topology(cfg: &Config, nshards: usize) -> io::Result<(TopoLog, Vec<Ch
             read: ".*".into(),
         });
         log.append(&changes.iter().collect::<Vec<_>>())?;
-        log.file().sync_data()?;
+        log.file().sync()?;
     }
     let mut live = std::collections::HashSet::new();
     for c in &mut changes {
@@ -573,7 +573,7 @@ async fn run_shard(
     shard.after_step();
     let (files, confirms) = shard.take_sync();
     for f in files {
-        let _ = f.sync_data();
+        let _ = f.sync();
     }
     drop(confirms);
 }
@@ -600,7 +600,7 @@ async fn syncer(shard: Rc<Shard>) {
             } else {
                 glommio::executor()
                     .spawn_blocking(move || {
-                        files.iter().all(|f| match f.sync_data() {
+                        files.iter().all(|f| match f.sync() {
                             Ok(()) => true,
                             Err(e) => {
                                 log::error!("fsync failed: {e}");

@@ -725,7 +725,7 @@ impl Shard {
     }
 
     /// Takes the files to sync and what waits on them.
-    pub fn take_sync(&self) -> (Vec<Arc<std::fs::File>>, Vec<SyncWaiter>) {
+    pub fn take_sync(&self) -> (Vec<Arc<dyn crate::storage::Syncable>>, Vec<SyncWaiter>) {
         let mut files = Vec::new();
         for slot in self.queues.borrow_mut().values_mut() {
             if let Some(store) = &mut slot.store
@@ -1276,7 +1276,7 @@ impl Shard {
     /// Opens (or creates) a durable queue's store and loads what it holds.
     fn open_store(&self, slot: &mut QueueSlot) -> Result<(), String> {
         let dir = QueueStore::dir_for(&self.cfg.data_dir, slot.q.id.0);
-        match QueueStore::open(&dir, slot.q.id.0, self.cfg.limits.segment_size) {
+        match QueueStore::open(crate::storage::RealDisk::shared(), &dir, slot.q.id.0, self.cfg.limits.segment_size) {
             Ok((store, recovered)) => {
                 if !recovered.is_empty() {
                     log::info!(

@@ -6,9 +6,9 @@
 //! messages back as redeliveries — at-least-once, as with RabbitMQ — but
 //! never loses a message.
 
+use super::disk::{AppendFile, Disk, Syncable};
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ pub fn ack_name(id: u64) -> String {
 /// One segment's ack log. Owned with its segment.
 pub struct AckLog {
     path: PathBuf,
-    file: Option<Arc<File>>,
+    file: Option<Arc<dyn AppendFile>>,
     pending: Vec<u8>,
     /// Written since the last sync was taken.
     pub unsynced: bool,
@@ -59,45 +59,41 @@ impl AckLog {
             .extend_from_slice(&(offset | DELIVERED).to_le_bytes());
     }
 
-    /// Writes what was recorded since the last flush (one syscall).
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// Writes what was recorded since the last flush (one write). On an
+    /// error nothing of it is written and it is kept for the next flush.
+    pub fn flush(&mut self, disk: &dyn Disk) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
         if self.file.is_none() {
-            let exists = self.path.exists();
-            let mut f = OpenOptions::new().create(true).append(true).open(&self.path)?;
-            if !exists || f.metadata()?.len() == 0 {
+            let f = disk.open_append(&self.path)?;
+            if f.is_empty() {
                 let mut h = [0u8; HEADER_LEN];
                 h[0..8].copy_from_slice(ACK_MAGIC);
                 h[8..12].copy_from_slice(&super::segment::FORMAT_VERSION.to_le_bytes());
-                f.write_all(&h)?;
+                f.append(&h)?;
             }
-            self.file = Some(Arc::new(f));
+            self.file = Some(f);
         }
-        let mut f: &File = self.file.as_deref().expect("opened");
-        f.write_all(&self.pending)?;
+        self.file.as_deref().expect("opened").append(&self.pending)?;
         self.pending.clear();
         self.unsynced = true;
         Ok(())
     }
 
-    pub fn file(&self) -> Option<Arc<File>> {
-        self.file.clone()
+    pub fn file(&self) -> Option<Arc<dyn Syncable>> {
+        self.file.clone().map(|f| f as Arc<dyn Syncable>)
     }
 
     /// Reads an ack log. A missing file means nothing was acked; a torn
     /// last entry is ignored.
-    pub fn load(path: &Path) -> io::Result<AckState> {
+    pub fn load(disk: &dyn Disk, path: &Path) -> io::Result<AckState> {
         let mut st = AckState::default();
-        let mut buf = Vec::new();
-        match File::open(path) {
-            Ok(mut f) => {
-                f.read_to_end(&mut buf)?;
-            }
+        let buf = match disk.read(path) {
+            Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(st),
             Err(e) => return Err(e),
-        }
+        };
         if buf.len() < HEADER_LEN {
             return Ok(st);
         }

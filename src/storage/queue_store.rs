@@ -2,12 +2,12 @@
 //! their ack logs. Owned by the queue's shard.
 
 use super::acklog::{AckLog, ack_name};
+use super::disk::{Disk, Syncable};
 use super::record;
 use super::segment::{HEADER_LEN, Segment, segment_name};
 use crate::ids::Loc;
 use crate::message::Message;
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,8 +30,9 @@ struct Seg {
 /// A durable queue's segments. Owned by the queue's shard.
 pub struct QueueStore {
     pub queue: u64,
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
-    dir_file: Arc<File>,
+    dir_file: Arc<dyn Syncable>,
     segment_size: usize,
     segs: BTreeMap<u64, Seg>,
     /// A file was created or removed since the last sync: the directory
@@ -63,20 +64,23 @@ impl QueueStore {
 
     /// Opens (or creates) a queue's store and reads back every message not
     /// acked, in order.
-    pub fn open(dir: &Path, queue: u64, segment_size: usize) -> io::Result<(QueueStore, Vec<Recovered>)> {
-        std::fs::create_dir_all(dir)?;
-        let dir_file = Arc::new(File::open(dir)?);
-        let mut ids: Vec<u64> = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(id) = name.strip_prefix("msgs.").and_then(|s| s.parse().ok()) {
-                ids.push(id);
-            }
-        }
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        queue: u64,
+        segment_size: usize,
+    ) -> io::Result<(QueueStore, Vec<Recovered>)> {
+        disk.create_dir_all(dir)?;
+        let dir_file = disk.open_dir(dir)?;
+        let mut ids: Vec<u64> = disk
+            .list_dir(dir)?
+            .iter()
+            .filter_map(|name| name.strip_prefix("msgs.").and_then(|s| s.parse().ok()))
+            .collect();
         ids.sort_unstable();
         let mut store = QueueStore {
             queue,
+            disk: disk.clone(),
             dir: dir.to_path_buf(),
             dir_file,
             segment_size,
@@ -86,13 +90,12 @@ impl QueueStore {
         let mut out = Vec::new();
         for id in ids {
             let path = dir.join(segment_name(id));
-            if Segment::is_unborn(&path)? {
+            let Some((mut seg, found, repair)) = Segment::open(&*disk, &path, id)? else {
                 log::warn!("{}: segment creation was cut short; removed", path.display());
-                let _ = std::fs::remove_file(&path);
-                let _ = std::fs::remove_file(dir.join(ack_name(id)));
+                let _ = disk.remove_file(&path);
+                let _ = disk.remove_file(&dir.join(ack_name(id)));
                 continue;
-            }
-            let (mut seg, found, repair) = Segment::open(&path, id)?;
+            };
             for off in &repair.skipped {
                 log::warn!("{}: corrupt record at offset {off} skipped", path.display());
             }
@@ -102,7 +105,7 @@ impl QueueStore {
                     path.display()
                 );
             }
-            let acks = AckLog::load(&dir.join(ack_name(id)))?;
+            let acks = AckLog::load(&*disk, &dir.join(ack_name(id)))?;
             let region = seg.region(HEADER_LEN, seg.write_pos());
             let mut live = 0;
             for f in &found {
@@ -154,7 +157,7 @@ impl QueueStore {
         if !fits {
             let id = self.segs.keys().next_back().map_or(1, |k| k + 1);
             let size = self.segment_size.max(HEADER_LEN + need);
-            let seg = Segment::create(&self.dir, id, self.queue, size)?;
+            let seg = Segment::create(&*self.disk, &self.dir, id, self.queue, size)?;
             self.segs.insert(
                 id,
                 Seg {
@@ -235,8 +238,8 @@ impl QueueStore {
 
     fn remove_segment(&mut self, id: u64) {
         if let Some(s) = self.segs.remove(&id) {
-            let _ = std::fs::remove_file(&s.seg.path);
-            let _ = std::fs::remove_file(s.acks.path());
+            let _ = self.disk.remove_file(&s.seg.path);
+            let _ = self.disk.remove_file(s.acks.path());
             self.dir_dirty = true;
         }
     }
@@ -244,7 +247,7 @@ impl QueueStore {
     /// Writes buffered ack-log entries (one write per touched log).
     pub fn flush(&mut self) -> io::Result<()> {
         for s in self.segs.values_mut() {
-            s.acks.flush()?;
+            s.acks.flush(&*self.disk)?;
         }
         Ok(())
     }
@@ -256,7 +259,7 @@ impl QueueStore {
 
     /// The files a sync must cover for everything written so far; marks
     /// them synced (the caller must complete the sync before confirming).
-    pub fn take_sync(&mut self, out: &mut Vec<Arc<File>>) {
+    pub fn take_sync(&mut self, out: &mut Vec<Arc<dyn Syncable>>) {
         for s in self.segs.values_mut() {
             if s.unsynced {
                 s.unsynced = false;
@@ -284,9 +287,9 @@ impl QueueStore {
 
     /// Deletes the store (queue deleted).
     pub fn destroy(self) {
-        let dir = self.dir.clone();
+        let (disk, dir) = (self.disk.clone(), self.dir.clone());
         drop(self);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if let Err(e) = disk.remove_dir_all(&dir) {
             log::warn!("cannot remove {}: {e}", dir.display());
         }
     }
@@ -295,6 +298,7 @@ impl QueueStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::disk::RealDisk;
     use crate::storage::segment::segment_name;
     use std::io::{Seek, SeekFrom, Write};
 
@@ -319,7 +323,7 @@ mod tests {
     #[test]
     fn roll_over_ack_and_reopen() {
         let d = tempfile::tempdir().unwrap();
-        let (mut s, rec) = QueueStore::open(d.path(), 1, 4096).unwrap();
+        let (mut s, rec) = QueueStore::open(RealDisk::shared(), d.path(), 1, 4096).unwrap();
         assert!(rec.is_empty());
         let locs = append(&mut s, 0..300);
         assert!(
@@ -335,7 +339,7 @@ mod tests {
         s.flush().unwrap();
         let segs_before = s.segment_count();
         drop(s);
-        let (s, rec) = QueueStore::open(d.path(), 1, 4096).unwrap();
+        let (s, rec) = QueueStore::open(RealDisk::shared(), d.path(), 1, 4096).unwrap();
         assert_eq!(rec.len(), 150);
         assert_eq!(bodies(&rec)[0], "body-150");
         assert!(rec[0].redelivered && !rec[1].redelivered);
@@ -347,13 +351,13 @@ mod tests {
     #[test]
     fn big_message_gets_its_own_segment() {
         let d = tempfile::tempdir().unwrap();
-        let (mut s, _) = QueueStore::open(d.path(), 1, 4096).unwrap();
+        let (mut s, _) = QueueStore::open(RealDisk::shared(), d.path(), 1, 4096).unwrap();
         let mut big = Message::assemble(b"", b"q", b"", &vec![9u8; 100_000]);
         big.persistent = true;
         let mut out = Vec::new();
         s.append_batch([big], 1, &mut out).unwrap();
         drop(s);
-        let (_, rec) = QueueStore::open(d.path(), 1, 4096).unwrap();
+        let (_, rec) = QueueStore::open(RealDisk::shared(), d.path(), 1, 4096).unwrap();
         assert_eq!(rec.len(), 1);
         assert_eq!(rec[0].msg.body_len(), 100_000);
     }
@@ -365,7 +369,7 @@ mod tests {
     #[test]
     fn torn_tail_is_truncated_and_appends_continue() {
         let d = tempfile::tempdir().unwrap();
-        let (mut s, _) = QueueStore::open(d.path(), 1, 1 << 20).unwrap();
+        let (mut s, _) = QueueStore::open(RealDisk::shared(), d.path(), 1, 1 << 20).unwrap();
         let locs = append(&mut s, 0..10);
         drop(s);
         // Tear the last record: zero its second half, as a crash mid-write
@@ -378,14 +382,14 @@ mod tests {
         f.seek(SeekFrom::Start(last + 12)).unwrap();
         f.write_all(&[0u8; 16]).unwrap();
         drop(f);
-        let (mut s, rec) = QueueStore::open(d.path(), 1, 1 << 20).unwrap();
+        let (mut s, rec) = QueueStore::open(RealDisk::shared(), d.path(), 1, 1 << 20).unwrap();
         assert_eq!(
             bodies(&rec),
             (0..9).map(|i| format!("body-{i}")).collect::<Vec<_>>()
         );
         append(&mut s, 100..101);
         drop(s);
-        let (_, rec) = QueueStore::open(d.path(), 1, 1 << 20).unwrap();
+        let (_, rec) = QueueStore::open(RealDisk::shared(), d.path(), 1, 1 << 20).unwrap();
         assert_eq!(rec.len(), 10);
         assert_eq!(bodies(&rec)[9], "body-100");
     }
@@ -393,7 +397,7 @@ mod tests {
     #[test]
     fn corrupt_record_in_the_middle_is_skipped() {
         let d = tempfile::tempdir().unwrap();
-        let (mut s, _) = QueueStore::open(d.path(), 1, 1 << 20).unwrap();
+        let (mut s, _) = QueueStore::open(RealDisk::shared(), d.path(), 1, 1 << 20).unwrap();
         let locs = append(&mut s, 0..5);
         drop(s);
         // Flip a byte in record 2's body: its CRC fails, its length holds.
@@ -404,14 +408,14 @@ mod tests {
         f.seek(SeekFrom::Start(locs[2].offset() as u64 + 30)).unwrap();
         f.write_all(b"X").unwrap();
         drop(f);
-        let (_, rec) = QueueStore::open(d.path(), 1, 1 << 20).unwrap();
+        let (_, rec) = QueueStore::open(RealDisk::shared(), d.path(), 1, 1 << 20).unwrap();
         assert_eq!(bodies(&rec), vec!["body-0", "body-1", "body-3", "body-4"]);
     }
 
     #[test]
     fn zero_filled_preallocation_and_missing_ack_log() {
         let d = tempfile::tempdir().unwrap();
-        let (mut s, _) = QueueStore::open(d.path(), 1, 1 << 20).unwrap();
+        let (mut s, _) = QueueStore::open(RealDisk::shared(), d.path(), 1, 1 << 20).unwrap();
         let locs = append(&mut s, 0..3);
         s.remove(locs[0]);
         s.flush().unwrap();
@@ -420,7 +424,7 @@ mod tests {
         // reads as the end, not as damage.
         assert_eq!(std::fs::metadata(seg_path(d.path(), 1)).unwrap().len(), 1 << 20);
         std::fs::remove_file(d.path().join(crate::storage::acklog::ack_name(1))).unwrap();
-        let (_, rec) = QueueStore::open(d.path(), 1, 1 << 20).unwrap();
+        let (_, rec) = QueueStore::open(RealDisk::shared(), d.path(), 1, 1 << 20).unwrap();
         // Without its ack log the acked message comes back: at-least-once.
         assert_eq!(rec.len(), 3);
     }
@@ -428,12 +432,12 @@ mod tests {
     #[test]
     fn segment_cut_short_at_creation_is_removed() {
         let d = tempfile::tempdir().unwrap();
-        let (mut s, _) = QueueStore::open(d.path(), 1, 4096).unwrap();
+        let (mut s, _) = QueueStore::open(RealDisk::shared(), d.path(), 1, 4096).unwrap();
         append(&mut s, 0..2);
         drop(s);
         std::fs::write(seg_path(d.path(), 2), b"").unwrap();
         std::fs::write(seg_path(d.path(), 3), vec![0u8; 4096]).unwrap();
-        let (_, rec) = QueueStore::open(d.path(), 1, 4096).unwrap();
+        let (_, rec) = QueueStore::open(RealDisk::shared(), d.path(), 1, 4096).unwrap();
         assert_eq!(rec.len(), 2);
         assert!(!seg_path(d.path(), 2).exists() && !seg_path(d.path(), 3).exists());
     }
@@ -441,7 +445,7 @@ mod tests {
     #[test]
     fn incompatible_segment_version_is_refused() {
         let d = tempfile::tempdir().unwrap();
-        let (mut s, _) = QueueStore::open(d.path(), 1, 4096).unwrap();
+        let (mut s, _) = QueueStore::open(RealDisk::shared(), d.path(), 1, 4096).unwrap();
         append(&mut s, 0..1);
         drop(s);
         let mut f = std::fs::OpenOptions::new()
@@ -451,7 +455,7 @@ mod tests {
         f.seek(SeekFrom::Start(8)).unwrap();
         f.write_all(&9u32.to_le_bytes()).unwrap();
         drop(f);
-        let e = QueueStore::open(d.path(), 1, 4096).err().unwrap();
+        let e = QueueStore::open(RealDisk::shared(), d.path(), 1, 4096).err().unwrap();
         assert!(e.to_string().contains("format version 9"), "{e}");
     }
 }

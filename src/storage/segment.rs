@@ -10,12 +10,10 @@
 //! Written bytes never change afterwards, which is what lets messages borrow
 //! them (as `Bytes`) while later appends go on after them.
 
+use super::disk::{Disk, Mapped, Syncable};
 use super::record::{self, Scan};
 use bytes::Bytes;
-use memmap2::MmapRaw;
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,7 +28,7 @@ pub fn segment_name(id: u64) -> String {
 
 /// An immutable region of a mapping, as a `Bytes` owner.
 struct MapRegion {
-    map: Arc<MmapRaw>,
+    map: Arc<dyn Mapped>,
     start: usize,
     len: usize,
 }
@@ -48,8 +46,7 @@ impl AsRef<[u8]> for MapRegion {
 pub struct Segment {
     pub id: u64,
     pub path: PathBuf,
-    file: Arc<File>,
-    map: Arc<MmapRaw>,
+    map: Arc<dyn Mapped>,
     size: usize,
     write_pos: usize,
     /// Records in the segment, and how many are not yet acked.
@@ -78,34 +75,19 @@ fn invalid(path: &Path, what: String) -> io::Error {
 
 impl Segment {
     /// Creates and pre-allocates a segment of `size` bytes.
-    pub fn create(dir: &Path, id: u64, queue: u64, size: usize) -> io::Result<Segment> {
+    pub fn create(disk: &dyn Disk, dir: &Path, id: u64, queue: u64, size: usize) -> io::Result<Segment> {
         let path = dir.join(segment_name(id));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        file.set_len(size as u64)?;
-        // Reserve the blocks now: a mapped write into a hole on a full disk
-        // would be a SIGBUS instead of an error.
-        // SAFETY: plain syscall on an fd we own.
-        let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
-        if r != 0 {
-            let _ = std::fs::remove_file(&path);
-            return Err(io::Error::from_raw_os_error(r));
-        }
-        let map = Arc::new(MmapRaw::map_raw(&file)?);
+        let map = disk.create_mapped(&path, size)?;
         let mut header = [0u8; HEADER_LEN];
         header[0..8].copy_from_slice(SEGMENT_MAGIC);
         header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         header[16..24].copy_from_slice(&id.to_le_bytes());
         header[24..32].copy_from_slice(&queue.to_le_bytes());
         // SAFETY: the header range is inside the fresh mapping and not shared.
-        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), map.as_mut_ptr(), HEADER_LEN) };
+        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), map.as_ptr(), HEADER_LEN) };
         Ok(Segment {
             id,
             path,
-            file: Arc::new(file),
             map,
             size,
             write_pos: HEADER_LEN,
@@ -114,31 +96,22 @@ impl Segment {
         })
     }
 
-    /// A segment whose creation a crash cut short: shorter than its header
-    /// or with no header written. Nothing was ever appended to it (appends
-    /// follow the header), so it can be removed.
-    pub fn is_unborn(path: &Path) -> io::Result<bool> {
-        let mut f = std::fs::File::open(path)?;
-        let mut head = [0u8; 8];
-        use std::io::Read;
-        match f.read_exact(&mut head) {
-            Ok(()) => Ok(head == [0u8; 8] || (f.metadata()?.len() as usize) < HEADER_LEN),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(true),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Opens an existing segment, scanning and repairing it: a torn or
     /// corrupt tail is zeroed, corrupt records in the middle are skipped.
-    pub fn open(path: &Path, id: u64) -> io::Result<(Segment, Vec<Found>, Repair)> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let size = file.metadata()?.len() as usize;
+    /// `None`: a segment whose creation a crash cut short (shorter than its
+    /// header, or no header written). Nothing was ever appended to it
+    /// (appends follow the header), so it can be removed.
+    pub fn open(disk: &dyn Disk, path: &Path, id: u64) -> io::Result<Option<(Segment, Vec<Found>, Repair)>> {
+        let map = disk.open_mapped(path)?;
+        let size = map.len();
         if size < HEADER_LEN {
-            return Err(invalid(path, format!("segment of {size} bytes has no header")));
+            return Ok(None);
         }
-        let map = Arc::new(MmapRaw::map_raw(&file)?);
         // SAFETY: the whole mapping; nothing else references it yet.
-        let data = unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr(), size) };
+        let data = unsafe { std::slice::from_raw_parts_mut(map.as_ptr(), size) };
+        if data[0..8] == [0u8; 8] {
+            return Ok(None);
+        }
         if &data[0..8] != SEGMENT_MAGIC {
             return Err(invalid(path, "not a warren segment (bad magic)".into()));
         }
@@ -184,11 +157,10 @@ impl Segment {
             }
         }
         let n = found.len() as u32;
-        Ok((
+        Ok(Some((
             Segment {
                 id,
                 path: path.to_path_buf(),
-                file: Arc::new(file),
                 map,
                 size,
                 write_pos: pos,
@@ -197,7 +169,7 @@ impl Segment {
             },
             found,
             repair,
-        ))
+        )))
     }
 
     pub fn size(&self) -> usize {
@@ -211,8 +183,8 @@ impl Segment {
     }
     /// The file, for syncing (kept alive by the sync even if the segment
     /// is deleted meanwhile).
-    pub fn file(&self) -> Arc<File> {
-        self.file.clone()
+    pub fn file(&self) -> Arc<dyn Syncable> {
+        self.map.clone()
     }
 
     /// Appends a record written by `write` into `len` bytes; returns its
@@ -224,7 +196,7 @@ impl Segment {
         let at = self.write_pos;
         // SAFETY: [at, at+len) is inside the mapping and above the write
         // position, so no `Bytes` borrows it.
-        let dst = unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(at), len) };
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().add(at), len) };
         let n = write(dst);
         debug_assert_eq!(n, len);
         self.write_pos += len;

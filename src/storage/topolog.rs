@@ -10,9 +10,9 @@ use crate::broker::users::User;
 use crate::ids::{ExchangeId, QueueId, VhostId};
 use crate::protocol::{Reader, ShortStr, put_longstr, put_shortstr, put_table};
 use crate::routing::ExchangeKind;
+use super::disk::{AppendFile, Disk, Syncable};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -378,7 +378,7 @@ pub fn snapshot(topo: &Topology) -> Vec<Change> {
 /// The open topology log. Shard 0 only.
 pub struct TopoLog {
     path: PathBuf,
-    file: Arc<File>,
+    file: Arc<dyn AppendFile>,
 }
 
 fn frame(c: &Change, out: &mut BytesMut) {
@@ -397,13 +397,11 @@ fn frame(c: &Change, out: &mut BytesMut) {
 impl TopoLog {
     /// Reads the log (repairing a torn tail), then rewrites it as a compact
     /// snapshot. Returns the log and the changes that rebuild the topology.
-    pub fn open(dir: &Path) -> io::Result<(TopoLog, Vec<Change>)> {
+    pub fn open(disk: &dyn Disk, dir: &Path) -> io::Result<(TopoLog, Vec<Change>)> {
         let path = dir.join(FILE);
         let mut changes = Vec::new();
-        match File::open(&path) {
-            Ok(mut f) => {
-                let mut buf = Vec::new();
-                f.read_to_end(&mut buf)?;
+        match disk.read(&path) {
+            Ok(buf) => {
                 if buf.len() < HEADER_LEN || &buf[0..8] != MAGIC {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -439,11 +437,11 @@ impl TopoLog {
             topo.apply(c);
         }
         let snap = snapshot(&topo);
-        let log = Self::rewrite(dir, &snap)?;
+        let log = Self::rewrite(disk, dir, &snap)?;
         Ok((log, snap))
     }
 
-    fn rewrite(dir: &Path, changes: &[Change]) -> io::Result<TopoLog> {
+    fn rewrite(disk: &dyn Disk, dir: &Path, changes: &[Change]) -> io::Result<TopoLog> {
         let path = dir.join(FILE);
         let tmp = dir.join("topology.log.tmp");
         let mut buf = BytesMut::new();
@@ -453,21 +451,19 @@ impl TopoLog {
         for c in changes {
             frame(c, &mut buf);
         }
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&buf)?;
-            f.sync_all()?;
+        if disk.exists(&tmp) {
+            disk.remove_file(&tmp)?;
         }
-        std::fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()?;
-        let file = OpenOptions::new().append(true).open(&path)?;
-        Ok(TopoLog {
-            path,
-            file: Arc::new(file),
-        })
+        disk.write_synced(&tmp, &buf)?;
+        disk.rename(&tmp, &path)?;
+        disk.open_dir(dir)?.sync()?;
+        let file = disk.open_append(&path)?;
+        Ok(TopoLog { path, file })
     }
 
-    /// Appends changes (written, not yet synced).
+    /// Appends changes (written, not yet synced), all or none: a failed
+    /// append (a full disk) leaves the log as it was, so what is appended
+    /// after it does not land behind a torn record.
     pub fn append(&mut self, changes: &[&Change]) -> io::Result<()> {
         if changes.is_empty() {
             return Ok(());
@@ -476,11 +472,11 @@ impl TopoLog {
         for c in changes {
             frame(c, &mut buf);
         }
-        (&*self.file).write_all(&buf)
+        self.file.append(&buf)
     }
 
     /// The file to sync after [`TopoLog::append`].
-    pub fn file(&self) -> Arc<File> {
+    pub fn file(&self) -> Arc<dyn Syncable> {
         self.file.clone()
     }
 
@@ -492,13 +488,14 @@ impl TopoLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use crate::broker::control::ControlPlane;
     use crate::protocol::{FieldTable, FieldValue};
 
     #[test]
     fn replay_rebuilds_durable_topology_only() {
         let d = tempfile::tempdir().unwrap();
-        let (mut log, initial) = TopoLog::open(d.path()).unwrap();
+        let (mut log, initial) = TopoLog::open(&crate::storage::RealDisk, d.path()).unwrap();
         assert!(initial.is_empty());
         let mut topo = Topology::default();
         let mut cp = ControlPlane::default();
@@ -553,7 +550,7 @@ mod tests {
             .unwrap()
             .write_all(&[9, 0, 0, 0, 1])
             .unwrap();
-        let (_log, changes) = TopoLog::open(d.path()).unwrap();
+        let (_log, changes) = TopoLog::open(&crate::storage::RealDisk, d.path()).unwrap();
         let mut back = Topology::default();
         for c in &changes {
             back.apply(c);
