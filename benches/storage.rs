@@ -19,7 +19,8 @@ fn append(c: &mut Criterion) {
         g.throughput(Throughput::Elements(batch as u64));
         g.bench_with_input(BenchmarkId::new("batch_of_100", size), &size, |b, _| {
             let dir = tempfile::tempdir().unwrap();
-            let (mut store, _) = QueueStore::open(warren::storage::RealDisk::shared(), dir.path(), 1, 64 << 20).unwrap();
+            let (mut store, _) =
+                QueueStore::open(warren::storage::RealDisk::shared(), dir.path(), 1, 64 << 20).unwrap();
             let mut out = Vec::with_capacity(batch);
             let mut n = 0u64;
             b.iter(|| {
@@ -49,7 +50,8 @@ fn recover(c: &mut Criterion) {
     g.throughput(Throughput::Elements(n));
     let dir = tempfile::tempdir().unwrap();
     {
-        let (mut store, _) = QueueStore::open(warren::storage::RealDisk::shared(), dir.path(), 1, 8 << 20).unwrap();
+        let (mut store, _) =
+            QueueStore::open(warren::storage::RealDisk::shared(), dir.path(), 1, 8 << 20).unwrap();
         let m = msg(64);
         let mut out = Vec::new();
         for _ in 0..n / 1000 {
@@ -61,7 +63,8 @@ fn recover(c: &mut Criterion) {
     }
     g.bench_function("100k_messages_of_64B", |b| {
         b.iter(|| {
-            let (_store, rec) = QueueStore::open(warren::storage::RealDisk::shared(), dir.path(), 1, 8 << 20).unwrap();
+            let (_store, rec) =
+                QueueStore::open(warren::storage::RealDisk::shared(), dir.path(), 1, 8 << 20).unwrap();
             assert_eq!(rec.len() as u64, n);
         });
     });

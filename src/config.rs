@@ -132,19 +132,6 @@ pub fn physical_memory() -> u64 {
     }
 }
 
-/// This process's resident memory in bytes.
-pub fn resident_memory() -> u64 {
-    let page = {
-        // SAFETY: sysconf has no preconditions.
-        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if p > 0 { p as u64 } else { 4096 }
-    };
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|r| r.parse::<u64>().ok()))
-        .map_or(0, |pages| pages * page)
-}
-
 /// Random bits from the kernel (seeds, password salts); falls back to the
 /// clock and pid if getrandom fails.
 pub fn random_u64() -> u64 {

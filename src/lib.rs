@@ -7,9 +7,12 @@
 pub mod admin;
 pub mod broker;
 pub mod config;
+pub mod control;
+pub mod hub;
 pub mod ids;
 pub mod message;
 pub mod mgmt;
+pub mod owner;
 pub mod protocol;
 pub mod queue;
 pub mod routing;

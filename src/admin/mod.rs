@@ -12,11 +12,20 @@ pub use snapshot::*;
 use crate::broker::request::Request;
 use crate::protocol::AmqpError;
 use std::collections::VecDeque;
-use std::io::Write;
-use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Figures every shard updates and anyone may read (management, tests).
+/// Touched per connection or per control operation, never per message.
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    /// Open connections, per shard.
+    pub connections: Vec<AtomicUsize>,
+    /// Resident memory is above the high watermark: publishers are blocked.
+    pub memory_alarm: AtomicBool,
+}
 
 /// How long an admin call waits for the shards before giving up.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -144,26 +153,24 @@ pub enum AdminCmd {
     },
 }
 
-/// One shard's admin mailbox. The shard drains it when woken through the
-/// socket (one byte per command; the shard's admin task awaits it).
+/// One shard's admin mailbox. The shard drains it when woken (the
+/// runtime supplies the wake-up: a byte on a socket its admin task awaits).
 pub struct Mailbox {
     queue: Mutex<VecDeque<AdminCmd>>,
-    wake: Mutex<UnixStream>,
+    wake: Box<dyn Fn() + Send + Sync>,
 }
 
 impl Mailbox {
-    pub fn new(wake: UnixStream) -> Self {
-        let _ = wake.set_nonblocking(true);
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
         Mailbox {
             queue: Mutex::new(VecDeque::new()),
-            wake: Mutex::new(wake),
+            wake: Box::new(wake),
         }
     }
 
     fn post(&self, cmd: AdminCmd) {
         self.queue.lock().expect("admin mailbox").push_back(cmd);
-        // A full socket means a wake-up is already pending.
-        let _ = self.wake.lock().expect("admin wake").write(&[1]);
+        (self.wake)();
     }
 
     /// Takes every pending command (called by the shard).
@@ -182,7 +189,7 @@ pub struct Admin {
     pub amqp_addr: std::net::SocketAddr,
     pub started: std::time::SystemTime,
     /// Connection counts and the memory alarm, kept by the shards.
-    pub stats: Arc<crate::shard::SharedStats>,
+    pub stats: Arc<SharedStats>,
     /// The broker's configuration (read-only).
     pub config: Arc<crate::config::Config>,
 }
@@ -196,15 +203,16 @@ impl Admin {
         mailboxes: Vec<Mailbox>,
         amqp_addr: std::net::SocketAddr,
         stop: Arc<std::sync::atomic::AtomicBool>,
-        stats: Arc<crate::shard::SharedStats>,
+        stats: Arc<SharedStats>,
         config: Arc<crate::config::Config>,
+        started: std::time::SystemTime,
     ) -> Self {
         Admin {
             mailboxes: Arc::new(mailboxes),
             stop,
             data_dir: config.data_dir.clone(),
             amqp_addr,
-            started: std::time::SystemTime::now(),
+            started,
             stats,
             config,
         }

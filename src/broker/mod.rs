@@ -6,5 +6,7 @@ pub mod args;
 pub mod control;
 pub mod deadletter;
 pub mod request;
+#[cfg(test)]
+mod tests;
 pub mod topology;
 pub mod users;

@@ -75,7 +75,7 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot) -> String {
     o.gauge(
         "rabbitmq_process_resident_memory_bytes",
         "Memory used in bytes",
-        crate::config::resident_memory(),
+        crate::shard::resident_memory(),
     );
     o.gauge(
         "rabbitmq_resident_memory_limit_bytes",

@@ -134,3 +134,6 @@ impl Event {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

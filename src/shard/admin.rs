@@ -1,13 +1,13 @@
 //! Each shard's admin task: answers snapshot requests and management
 //! commands posted by the management plane's threads.
 
-use super::ctx::{ConnState, Ctx};
-use super::item::{ControlMsg, Item};
-use super::state::Shard;
+use super::state::{Shard, now_ms};
 use crate::admin::json::table_to_json;
 use crate::admin::*;
 use crate::broker::topology::Dest;
 use crate::broker::users::{Access, refused};
+use crate::hub::ConnState;
+use crate::owner::{ControlMsg, Effects, Item};
 use crate::protocol::AmqpError;
 use crate::protocol::reply;
 use crate::session::Event;
@@ -69,7 +69,7 @@ pub async fn run(shard: Rc<Shard>, mailboxes: Arc<Vec<Mailbox>>, mut wake: UnixS
                         Err(e) => {
                             let _ = reply.try_send(Err(e));
                         }
-                        Ok((id, owner)) => shard.send(
+                        Ok((id, owner)) => shard.hub.borrow_mut().out.to_shard(
                             owner,
                             Item::AdminQueue {
                                 queue: id,
@@ -98,13 +98,8 @@ pub async fn run(shard: Rc<Shard>, mailboxes: Arc<Vec<Mailbox>>, mut wake: UnixS
                         &payload,
                     ));
                 }
-                AdminCmd::Control { user, op, reply } => match &shard.control {
-                    Some(c) => {
-                        c.inbox
-                            .borrow_mut()
-                            .push_back(ControlMsg::Admin { user, op, reply });
-                        c.notify.notify();
-                    }
+                AdminCmd::Control { user, op, reply } => match &mut shard.hub.borrow_mut().control {
+                    Some(c) => c.submit(ControlMsg::Admin { user, op, reply }),
                     None => {
                         let _ = reply.try_send(Err(crate::protocol::AmqpError::internal(
                             "control operations go to shard 0",
@@ -113,7 +108,7 @@ pub async fn run(shard: Rc<Shard>, mailboxes: Arc<Vec<Mailbox>>, mut wake: UnixS
                 },
             }
         }
-        shard.after_step();
+        shard.after_step(now_ms());
     }
 }
 
@@ -124,7 +119,8 @@ fn resolve_queue(
     vhost: &str,
     queue: &str,
 ) -> Result<(crate::ids::QueueId, crate::ids::ShardId), AmqpError> {
-    let topo = shard.topo.borrow();
+    let hub = shard.hub.borrow();
+    let topo = &hub.topo;
     let v = topo
         .vhost(vhost)
         .ok_or_else(|| AmqpError::not_found(format!("vhost '{vhost}' not found")))?;
@@ -156,28 +152,31 @@ fn publish(
             "exchange and routing key are at most 255 bytes",
         ));
     }
-    let vid = shard
+    let mut hub = shard.hub.borrow_mut();
+    let vid = hub
         .topo
-        .borrow()
         .vhost(vhost)
         .map(|v| v.id)
         .ok_or_else(|| AmqpError::not_found(format!("vhost '{vhost}' not found")))?;
     let raw = props.to_bytes();
     let msg = crate::message::Message::assemble(exchange.as_bytes(), routing_key.as_bytes(), &raw, payload)
         .with_properties_from_raw();
-    let state = ConnState::default();
-    *state.user.borrow_mut() = user.to_string();
-    let mut ctx = Ctx { shard, conn: &state };
+    let mut state = ConnState::new(None);
+    state.user = user.to_string();
     let ch = crate::ids::ChannelRef {
         conn: crate::ids::ConnId(0),
         channel: 0,
         epoch: 0,
     };
-    Ok(ctx.publish(ch, vid, msg, None)?.routed)
+    Ok(hub
+        .client(&mut state, now_ms())
+        .publish(ch, vid, msg, None)?
+        .routed)
 }
 
 fn snapshot(shard: &Shard) -> ShardSnapshot {
-    let topo = shard.topo.borrow();
+    let hub = shard.hub.borrow();
+    let topo = &hub.topo;
     let vname = |v| topo.vhost_name(v).to_string();
     let mut s = ShardSnapshot {
         shard: shard.id,
@@ -189,8 +188,10 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
         .iter()
         .map(|(id, c)| (*id, c.meta.borrow().name.clone()))
         .collect();
-    for (id, slot) in shard.queues.borrow().iter() {
-        let Some(def) = topo.queue(*id) else { continue };
+    for slot in hub.owner.queues() {
+        let Some(def) = topo.queue(slot.q.id) else {
+            continue;
+        };
         let q = &slot.q;
         s.queues.push(QueueInfo {
             vhost: vname(def.vhost),
@@ -280,8 +281,8 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
     let st = shard.sync_stats.borrow();
     s.stats = ShardStats {
         shard: shard.id,
-        routed: shard.routed.get(),
-        outbox_items: shard.outbox.borrow().iter().map(|b| b.len() as u64).sum(),
+        routed: hub.routed,
+        outbox_items: hub.out.items.iter().map(|b| b.len() as u64).sum(),
         fsyncs: st.fsyncs,
         fsync_files: st.files,
         fsync_waiters: st.waiters,

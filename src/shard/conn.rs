@@ -2,8 +2,8 @@
 //! (every complete frame in the buffer is processed before the next read)
 //! and so are writes (all output of a step goes out in one write).
 
-use super::ctx::{ConnState, Ctx};
-use super::state::{ConnHandle, ConnMeta, Shard};
+use super::state::{ConnHandle, ConnMeta, Shard, now_ms};
+use crate::hub::ConnState;
 use crate::session::{Phase, Session, Status};
 use bytes::{Buf, BytesMut};
 use futures_lite::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 const RECV_BUFFER: usize = 64 * 1024;
 
 pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
-    let id = shard.new_conn_id();
+    let (id, session_cfg) = {
+        let mut hub = shard.hub.borrow_mut();
+        (hub.new_conn_id(), hub.session_cfg.clone())
+    };
     // An IPv4 client of a dual-stack listener is shown as IPv4, as
     // RabbitMQ names it ("127.0.0.1:5555 -> 127.0.0.1:5672"): clients and
     // tools find their connection by that name.
@@ -49,17 +52,14 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
     });
     shard.conns.borrow_mut().insert(id, handle.clone());
     shard.stats.connections[shard.id as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let mut session = Session::new(id, shard.session_cfg.clone(), mono_ms());
-    let state = ConnState {
-        peer,
-        ..Default::default()
-    };
-    let reason = serve(&shard, &handle, &state, &mut stream, &mut session).await;
-    let mut ctx = Ctx {
-        shard: &shard,
-        conn: &state,
-    };
-    session.abort(&reason, &mut ctx);
+    let mut session = Session::new(id, session_cfg, mono_ms());
+    let mut state = ConnState::new(peer);
+    let reason = serve(&shard, &handle, &mut state, &mut stream, &mut session).await;
+    let wall = now_ms();
+    {
+        let mut hub = shard.hub.borrow_mut();
+        session.abort(&reason, &mut hub.client(&mut state, wall));
+    }
     if !session.output().is_empty() {
         let out = std::mem::take(session.output());
         let _ = write_all(&mut stream, &out).await;
@@ -67,10 +67,14 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
     shard.conns.borrow_mut().remove(&id);
     shard.stats.connections[shard.id as usize].fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     let left: Vec<_> = handle.inbox.borrow_mut().drain(..).collect();
-    for ev in left {
-        session.on_event(ev, &mut ctx);
+    {
+        let mut hub = shard.hub.borrow_mut();
+        let mut b = hub.client(&mut state, wall);
+        for ev in left {
+            session.on_event(ev, &mut b);
+        }
     }
-    shard.after_step();
+    shard.after_step(wall);
     let _ = stream.close().await;
     match session.close_reason.as_deref() {
         Some(r) if r != "client closed" && r != "bad protocol header" => {
@@ -102,7 +106,7 @@ pub fn mono_ms() -> u64 {
 async fn serve(
     shard: &Rc<Shard>,
     handle: &Rc<ConnHandle>,
-    state: &ConnState,
+    state: &mut ConnState,
     stream: &mut TcpStream<Preallocated>,
     session: &mut Session,
 ) -> String {
@@ -118,60 +122,65 @@ async fn serve(
     let mut armed: Option<u64> = None;
     let mut timer = Timer::new(Duration::from_secs(3600));
     loop {
-        let mut ctx = Ctx { shard, conn: state };
         session.set_clock(mono_ms());
-        // Events from queues and other shards.
-        let mut any = false;
-        let mut describe_now = false;
-        loop {
-            let ev = handle.inbox.borrow_mut().pop_front();
-            let Some(ev) = ev else { break };
-            match ev {
-                crate::session::Event::Describe => {
-                    describe_now = true;
-                    continue;
-                }
-                crate::session::Event::Throttle { queue, on } => {
-                    throttled_by.retain(|q| *q != queue);
-                    if on {
-                        throttled_by.push(queue);
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            session.on_event(ev, &mut ctx);
-            any = true;
-        }
-        if any {
-            session.end_batch(&mut ctx);
-        }
-        // Input.
-        let out_high = session.output().len() >= limits.write_buffer_high;
         let congested = shard.outbox_congested();
-        // Under the memory alarm, connections that publish stop being read
-        // (consumers keep going and free memory).
-        let alarm = session.stats.published > 0
-            && shard
-                .stats
-                .memory_alarm
-                .load(std::sync::atomic::Ordering::Relaxed);
-        if alarm != blocked {
-            blocked = alarm;
-            session.write_blocked(blocked);
-        }
-        // A lingering session only waits for the client to hang up.
-        let can_feed = session.phase() == Phase::Lingering
-            || !out_high && !congested && !blocked && throttled_by.is_empty() && !session.over_limits();
-        let unprocessed = !rbuf.is_empty() || session.has_unprocessed_frames();
-        if can_feed
-            && unprocessed
-            && !session.is_paused()
-            && session.feed(&mut rbuf, &mut ctx) == Status::Close
-        {
-            session.abort("closed", &mut ctx);
-        }
-        shard.after_step();
+        let mut describe_now = false;
+        let wall = now_ms();
+        let can_feed = {
+            let mut hub = shard.hub.borrow_mut();
+            let mut b = hub.client(state, wall);
+            // Events from queues and other shards.
+            let mut any = false;
+            loop {
+                let ev = handle.inbox.borrow_mut().pop_front();
+                let Some(ev) = ev else { break };
+                match ev {
+                    crate::session::Event::Describe => {
+                        describe_now = true;
+                        continue;
+                    }
+                    crate::session::Event::Throttle { queue, on } => {
+                        throttled_by.retain(|q| *q != queue);
+                        if on {
+                            throttled_by.push(queue);
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                session.on_event(ev, &mut b);
+                any = true;
+            }
+            if any {
+                session.end_batch(&mut b);
+            }
+            // Input.
+            let out_high = session.output().len() >= limits.write_buffer_high;
+            // Under the memory alarm, connections that publish stop being
+            // read (consumers keep going and free memory).
+            let alarm = session.stats.published > 0
+                && shard
+                    .stats
+                    .memory_alarm
+                    .load(std::sync::atomic::Ordering::Relaxed);
+            if alarm != blocked {
+                blocked = alarm;
+                session.write_blocked(blocked);
+            }
+            // A lingering session only waits for the client to hang up.
+            let can_feed = session.phase() == Phase::Lingering
+                || !out_high && !congested && !blocked && throttled_by.is_empty() && !session.over_limits();
+            let unprocessed = !rbuf.is_empty() || session.has_unprocessed_frames();
+            if can_feed
+                && unprocessed
+                && !session.is_paused()
+                && session.feed(&mut rbuf, &mut b) == Status::Close
+            {
+                session.abort("closed", &mut b);
+            }
+            can_feed
+        };
+        shard.after_step(wall);
         // Keep the management view fresh: at once when the phase changes,
         // otherwise about once a second.
         let now = Instant::now();
@@ -284,12 +293,16 @@ async fn serve(
         if wrote_any {
             session.note_written(now);
         }
-        if wrote_all {
-            session.report_written(&mut Ctx { shard, conn: state });
-        }
-        if fired {
-            armed = None;
-            session.handle_timeout(now, &mut Ctx { shard, conn: state });
+        if wrote_all || fired {
+            let mut hub = shard.hub.borrow_mut();
+            let mut b = hub.client(state, now_ms());
+            if wrote_all {
+                session.report_written(&mut b);
+            }
+            if fired {
+                armed = None;
+                session.handle_timeout(now, &mut b);
+            }
         }
         // glommio polls sockets only when no task is runnable (or at its
         // 100 ms preemption tick). A connection with input always waiting

@@ -1,13 +1,11 @@
 //! The runtime: executors, listeners, connection tasks, the inter-shard
-//! mesh and the control plane task. The only layer that uses glommio.
+//! mesh, the syncer, timers. The only layer that uses glommio; everything
+//! a shard decides is in its [`crate::hub::Hub`].
 
 mod admin;
 mod conn;
-mod control;
-mod ctx;
-mod item;
 mod notify;
 mod server;
 mod state;
 
-pub use server::{ServerHandle, SharedStats, start};
+pub use server::{ServerHandle, resident_memory, start};

@@ -2,13 +2,14 @@
 //! each accepting on the same port (SO_REUSEPORT), joined by a full mesh of
 //! bounded SPSC rings.
 
-use super::item::Batch;
-use super::state::Shard;
-use super::{conn, control};
+use super::conn;
+use super::state::{Shard, hostname, now_ms};
+use crate::admin::SharedStats;
 use crate::broker::control::ControlPlane;
 use crate::broker::topology::{Change, Topology};
 use crate::config::Config;
 use crate::ids::ShardId;
+use crate::owner::Batch;
 use crate::storage::datadir::DataDir;
 use crate::storage::topolog::TopoLog;
 use glommio::channels::channel_mesh::{MeshBuilder, Receivers, Senders};
@@ -22,16 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// Figures every shard updates and anyone may read (management, tests).
-/// Touched per connection or per control operation, never per message.
-#[derive(Debug, Default)]
-pub struct SharedStats {
-    /// Open connections, per shard.
-    pub connections: Vec<std::sync::atomic::AtomicUsize>,
-    /// Resident memory is above the high watermark: publishers are blocked.
-    pub memory_alarm: AtomicBool,
-}
 
 /// A running broker. Dropping it stops the broker.
 pub struct ServerHandle {
@@ -311,10 +302,23 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let mut mailboxes = Vec::new();
     for _ in 0..nshards {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        mailboxes.push(crate::admin::Mailbox::new(ours));
+        ours.set_nonblocking(true)?;
+        let ours = std::sync::Mutex::new(ours);
+        mailboxes.push(crate::admin::Mailbox::new(move || {
+            use std::io::Write;
+            // A full socket means a wake-up is already pending.
+            let _ = ours.lock().map(|mut s| s.write(&[1]));
+        }));
         wakes.push(Some(theirs));
     }
-    let admin = crate::admin::Admin::new(mailboxes, addr, stop.clone(), stats.clone(), cfg.clone());
+    let admin = crate::admin::Admin::new(
+        mailboxes,
+        addr,
+        stop.clone(),
+        stats.clone(),
+        cfg.clone(),
+        std::time::SystemTime::now(),
+    );
     let base_seed = crate::config::random_u64();
     let mut threads = Vec::new();
     for i in 0..nshards {
@@ -463,7 +467,18 @@ async fn run_shard(
         admin,
         wake,
     } = boot;
-    let shard = Shard::new(id, nshards, cfg, seed, &initial, stats);
+    let hub = crate::hub::Hub::new(
+        id,
+        nshards,
+        cfg.clone(),
+        session_config(&cfg),
+        crate::storage::RealDisk::shared(),
+        seed,
+        &initial,
+        log,
+        now_ms(),
+    );
+    let shard = hub.map(|h| Shard::new(h, cfg, stats));
     let listener = shard_listener(addr);
     // Join the mesh even when this shard cannot start, so the others are
     // not left waiting for it; the failure is reported after.
@@ -492,9 +507,6 @@ async fn run_shard(
             return;
         }
     };
-    if let (Some(c), Some(log)) = (&shard.control, log) {
-        *c.log.borrow_mut() = Some(log);
-    }
     let mut tasks = Vec::new();
     if let (Some(senders), Some(receivers)) = (senders, receivers) {
         let senders = Rc::new(senders);
@@ -507,7 +519,6 @@ async fn run_shard(
             tasks.push(glommio::spawn_local(receiver(shard.clone(), receivers.clone(), peer)).detach());
         }
     }
-    tasks.push(glommio::spawn_local(local_pump(shard.clone())).detach());
     tasks.push(glommio::spawn_local(syncer(shard.clone())).detach());
     tasks.push(glommio::spawn_local(sweeper(shard.clone())).detach());
     {
@@ -517,7 +528,6 @@ async fn run_shard(
         tasks.push(glommio::spawn_local(super::admin::run(shard.clone(), admin.mailboxes(), wake)).detach());
     }
     if id == 0 {
-        tasks.push(glommio::spawn_local(control::run(shard.clone())).detach());
         tasks.push(glommio::spawn_local(memory_monitor(shard.clone())).detach());
     }
     let acceptor = {
@@ -570,17 +580,18 @@ async fn run_shard(
         t.cancel();
     }
     // Whatever was written but not yet synced (acks, deliveries).
-    shard.after_step();
-    let (files, confirms) = shard.take_sync();
-    for f in files {
+    shard.after_step(now_ms());
+    let batch = shard.hub.borrow_mut().take_sync();
+    for (_, f) in batch.files {
         let _ = f.sync();
     }
-    drop(confirms);
 }
 
 /// Group commit: syncs every file written since the last sync in one go,
 /// off the reactor, then releases the confirms that waited for it. Writes
-/// made while a sync runs are covered by the next one.
+/// made while a sync runs are covered by the next one. A queue whose file
+/// fails to sync stops taking persistent messages (see
+/// [`crate::owner::Owner::synced`]).
 async fn syncer(shard: Rc<Shard>) {
     let linger = shard.cfg.limits.fsync_interval;
     loop {
@@ -589,24 +600,30 @@ async fn syncer(shard: Rc<Shard>) {
             glommio::timer::sleep(linger).await;
         }
         loop {
-            let (files, confirms) = shard.take_sync();
-            if files.is_empty() && confirms.is_empty() {
+            let batch = shard.hub.borrow_mut().take_sync();
+            if batch.is_empty() {
                 break;
             }
-            let n_files = files.len() as u64;
+            let n_files = batch.files.len() as u64;
+            let n_waiters = batch.waiters.len() as u64;
             let began = std::time::Instant::now();
-            let ok = if files.is_empty() {
-                true
+            for (_, f) in &batch.files {
+                f.begin_sync();
+            }
+            let files = batch.files;
+            let failed = if files.is_empty() {
+                Vec::new()
             } else {
                 glommio::executor()
                     .spawn_blocking(move || {
-                        files.iter().all(|f| match f.sync() {
-                            Ok(()) => true,
-                            Err(e) => {
+                        let mut failed = Vec::new();
+                        for (queue, f) in &files {
+                            if let Err(e) = f.sync() {
                                 log::error!("fsync failed: {e}");
-                                false
+                                failed.push(*queue);
                             }
-                        })
+                        }
+                        failed
                     })
                     .await
             };
@@ -614,11 +631,12 @@ async fn syncer(shard: Rc<Shard>) {
                 let mut st = shard.sync_stats.borrow_mut();
                 st.fsyncs += 1;
                 st.files += n_files;
-                st.waiters += confirms.len() as u64;
+                st.waiters += n_waiters;
                 let _ = st.latency.record(began.elapsed().as_micros().max(1) as u64);
             }
-            shard.release(confirms, ok);
-            shard.after_step();
+            let now = now_ms();
+            shard.hub.borrow_mut().synced(batch.waiters, &failed, now);
+            shard.after_step(now);
         }
     }
 }
@@ -627,7 +645,7 @@ async fn syncer(shard: Rc<Shard>) {
 async fn memory_monitor(shard: Rc<Shard>) {
     let limit = shard.cfg.limits.memory_high_watermark;
     loop {
-        let rss = crate::config::resident_memory();
+        let rss = resident_memory();
         let alarm = rss > limit;
         if shard.stats.memory_alarm.swap(alarm, Ordering::SeqCst) != alarm {
             if alarm {
@@ -644,19 +662,26 @@ async fn memory_monitor(shard: Rc<Shard>) {
     }
 }
 
+/// This process's resident memory in bytes.
+pub fn resident_memory() -> u64 {
+    let page = {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 { p as u64 } else { 4096 }
+    };
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|r| r.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * page)
+}
+
 /// Message TTLs and queue expiry, checked every 100 ms.
 async fn sweeper(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(Duration::from_millis(100)).await;
-        shard.sweep();
-        shard.after_step();
-    }
-}
-
-async fn local_pump(shard: Rc<Shard>) {
-    loop {
-        shard.local_notify.wait().await;
-        shard.after_step();
+        let now = now_ms();
+        shard.hub.borrow_mut().sweep(now);
+        shard.after_step(now);
     }
 }
 
@@ -664,7 +689,7 @@ async fn flusher(shard: Rc<Shard>, senders: Rc<Senders<Batch>>, peer: usize) {
     loop {
         shard.flush[peer].wait().await;
         loop {
-            let batch = std::mem::take(&mut shard.outbox.borrow_mut()[peer]);
+            let batch = std::mem::take(&mut shard.hub.borrow_mut().out.items[peer]);
             if batch.is_empty() {
                 break;
             }
@@ -682,13 +707,35 @@ async fn receiver(shard: Rc<Shard>, receivers: Rc<Receivers<Batch>>, peer: usize
     loop {
         match receivers.recv_from(peer).await {
             Ok(Some(batch)) => {
-                for item in batch {
-                    shard.handle_item(item);
+                let now = now_ms();
+                {
+                    let mut hub = shard.hub.borrow_mut();
+                    for item in batch {
+                        hub.handle_item(item, now);
+                    }
                 }
-                shard.after_step();
+                shard.after_step(now);
             }
             _ => return,
         }
+    }
+}
+
+/// The sessions' settings, from the broker's configuration.
+fn session_config(cfg: &Config) -> crate::session::SessionConfig {
+    let l = &cfg.limits;
+    crate::session::SessionConfig {
+        frame_max: l.frame_max,
+        channel_max: l.channel_max,
+        heartbeat: l.heartbeat.as_secs().min(u16::MAX as u64) as u16,
+        max_message_size: l.max_message_size,
+        max_unconfirmed: l.max_unconfirmed,
+        tx_max_messages: l.tx_max_messages,
+        tx_max_bytes: l.tx_max_bytes,
+        cluster_name: format!("warren@{}", hostname()),
+        product_version: env!("CARGO_PKG_VERSION").into(),
+        consumer_timeout_ms: l.consumer_timeout.as_millis() as u64,
+        handshake_timeout_ms: l.handshake_timeout.as_millis() as u64,
     }
 }
 

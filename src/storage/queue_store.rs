@@ -455,7 +455,9 @@ mod tests {
         f.seek(SeekFrom::Start(8)).unwrap();
         f.write_all(&9u32.to_le_bytes()).unwrap();
         drop(f);
-        let e = QueueStore::open(RealDisk::shared(), d.path(), 1, 4096).err().unwrap();
+        let e = QueueStore::open(RealDisk::shared(), d.path(), 1, 4096)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("format version 9"), "{e}");
     }
 }

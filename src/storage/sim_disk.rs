@@ -32,11 +32,9 @@ pub struct Faults {
 
 /// The contents of one simulated file.
 struct FileData {
-    /// What was written. Boxed slices never move, so a mapping's address
-    /// stays fixed; appends replace the box.
-    written: UnsafeCell<Box<[u8]>>,
-    /// Length of `written` in use (appended files grow).
-    len: Mutex<usize>,
+    /// What was written. A mapped file's buffer is never resized, so its
+    /// address stays fixed; appended files (never mapped) grow.
+    written: UnsafeCell<Vec<u8>>,
     durable: Mutex<Vec<u8>>,
     /// The image a started sync will make durable.
     syncing: Mutex<Option<Vec<u8>>>,
@@ -51,9 +49,12 @@ unsafe impl Send for FileData {}
 
 impl FileData {
     fn image(&self) -> Vec<u8> {
-        let len = *lock(&self.len);
-        // SAFETY: single-threaded (see above); `len` is within the box.
-        unsafe { (&(*self.written.get()))[..len].to_vec() }
+        // SAFETY: single-threaded (see above).
+        unsafe { (*self.written.get()).clone() }
+    }
+    fn len(&self) -> usize {
+        // SAFETY: single-threaded (see above).
+        unsafe { (*self.written.get()).len() }
     }
 }
 
@@ -105,7 +106,7 @@ impl State {
         self.names
             .values()
             .map(|n| match n {
-                Node::File(f) => *lock(&f.len) as u64,
+                Node::File(f) => f.len() as u64,
                 Node::Dir => 0,
             })
             .sum()
@@ -193,8 +194,7 @@ impl SimDisk {
                         image.extend_from_slice(&written[image.len()..image.len() + keep]);
                     }
                     Node::File(Arc::new(FileData {
-                        len: Mutex::new(image.len()),
-                        written: UnsafeCell::new(image.clone().into_boxed_slice()),
+                        written: UnsafeCell::new(image.clone()),
                         durable: Mutex::new(image),
                         syncing: Mutex::new(None),
                         mapped: f.mapped,
@@ -230,8 +230,7 @@ impl SimDisk {
         }
         s.room_for(data.len() as u64)?;
         let f = Arc::new(FileData {
-            len: Mutex::new(data.len()),
-            written: UnsafeCell::new(data.into_boxed_slice()),
+            written: UnsafeCell::new(data),
             durable: Mutex::new(Vec::new()),
             syncing: Mutex::new(None),
             mapped,
@@ -265,10 +264,10 @@ impl Syncable for SimHandle {
 
 impl Mapped for SimHandle {
     fn len(&self) -> usize {
-        *lock(&self.0.len)
+        self.0.len()
     }
     fn as_ptr(&self) -> *mut u8 {
-        // SAFETY: single-threaded; mapped files never replace their box.
+        // SAFETY: single-threaded; a mapped file's buffer never moves.
         unsafe { (*self.0.written.get()).as_mut_ptr() }
     }
 }
@@ -284,16 +283,12 @@ impl AppendFile for SimHandle {
                 return Err(eio("write failed"));
             }
         }
-        let mut len = lock(&self.0.len);
-        let mut grown = self.0.image();
-        grown.extend_from_slice(data);
-        *len = grown.len();
         // SAFETY: single-threaded; appended files are never mapped.
-        unsafe { *self.0.written.get() = grown.into_boxed_slice() };
+        unsafe { (*self.0.written.get()).extend_from_slice(data) };
         Ok(())
     }
     fn len(&self) -> u64 {
-        *lock(&self.0.len) as u64
+        self.0.len() as u64
     }
 }
 
@@ -395,8 +390,7 @@ impl Disk for SimDisk {
             // segment): give it a fixed box of its current image.
             let image = f.image();
             let g = Arc::new(FileData {
-                len: Mutex::new(image.len()),
-                written: UnsafeCell::new(image.clone().into_boxed_slice()),
+                written: UnsafeCell::new(image),
                 durable: Mutex::new(lock(&f.durable).clone()),
                 syncing: Mutex::new(None),
                 mapped: true,
@@ -450,7 +444,10 @@ mod tests {
         f.append(b"-maybe").unwrap();
         d.crash_power();
         let got = d.read(Path::new("/data/log")).unwrap();
-        assert!(got.starts_with(b"kept") && b"kept-maybe".starts_with(&got[..]), "{got:?}");
+        assert!(
+            got.starts_with(b"kept") && b"kept-maybe".starts_with(&got[..]),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -5,12 +5,12 @@
 //! Durability contract: [`TopoLog::append`] writes; the caller syncs (off the
 //! reactor) and only then answers the client's `declare-ok`.
 
+use super::disk::{AppendFile, Disk, Syncable};
 use crate::broker::topology::{Change, Dest, ExchangeDef, PolicyDef, QueueDef, Topology};
 use crate::broker::users::User;
 use crate::ids::{ExchangeId, QueueId, VhostId};
 use crate::protocol::{Reader, ShortStr, put_longstr, put_shortstr, put_table};
 use crate::routing::ExchangeKind;
-use super::disk::{AppendFile, Disk, Syncable};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -488,9 +488,9 @@ impl TopoLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use crate::broker::control::ControlPlane;
     use crate::protocol::{FieldTable, FieldValue};
+    use std::io::Write;
 
     #[test]
     fn replay_rebuilds_durable_topology_only() {

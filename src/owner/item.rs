@@ -1,7 +1,8 @@
-//! What crosses between shards. Items for one destination are batched into
-//! one `Vec` per ring push; the ring (an SPSC channel per pair of shards)
-//! keeps them in order, which the protocol relies on (a `consume-ok` reply
-//! travels before the deliveries that follow it).
+//! What crosses between shards: the shard protocol. Items for one
+//! destination are batched into one `Vec` per ring push; the ring (an SPSC
+//! channel per pair of shards) keeps them in order, which the protocol
+//! relies on (a `consume-ok` reply travels before the deliveries that
+//! follow it). Plain data: the runtime carries them, the simulation too.
 
 use crate::broker::request::{Request, Settle};
 use crate::broker::topology::Change;
@@ -130,3 +131,16 @@ pub enum Item {
 
 /// One ring push.
 pub type Batch = Vec<Item>;
+
+/// What waits for the next sync of a shard's stores.
+#[derive(Debug, Clone, Copy)]
+pub enum SyncWaiter {
+    /// A publisher's confirm, for a message stored in `queue`.
+    Confirm {
+        ch: ChannelRef,
+        seq: u64,
+        queue: QueueId,
+    },
+    /// A transaction's barrier.
+    Barrier { ch: ChannelRef, token: u64 },
+}

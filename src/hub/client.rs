@@ -1,7 +1,9 @@
-//! The [`Broker`] a connection's session talks to: its shard.
+//! The [`Broker`] a connection's session talks to: its shard's hub.
+//! Publishes are routed here, on the connection's own shard, against the
+//! replicated topology; queues this shard owns take them at once, others
+//! get them through the outbox.
 
-use super::item::{ControlMsg, Item, QueueOp};
-use super::state::{Enqueued, Shard};
+use super::Hub;
 use crate::broker::control::{check_exclusive, no_exchange, no_queue};
 use crate::broker::request::{Reply, Request, Settle};
 use crate::broker::topology::RouteError;
@@ -9,10 +11,10 @@ use crate::broker::topology::Topology;
 use crate::broker::users::{Access, check_password, is_loopback, refused};
 use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
 use crate::message::Message;
+use crate::owner::{ControlMsg, Effects, Enqueued, Item, QueueOp};
 use crate::protocol::{AmqpError, ShortStr};
 use crate::session::{Broker, PublishOutcome};
 use bytes::Bytes;
-use std::cell::RefCell;
 
 /// What the broker remembers about one connection, for its checks.
 /// Owned by the connection's task.
@@ -20,19 +22,29 @@ use std::cell::RefCell;
 pub struct ConnState {
     pub peer: Option<std::net::SocketAddr>,
     /// The authenticated user.
-    pub user: RefCell<String>,
+    pub user: String,
     /// The last exchange this connection was allowed to publish to, and the
     /// topology version that said so: permission regexes run once per
     /// exchange, not once per message.
-    pub(super) write_ok: RefCell<Option<(VhostId, Bytes, u64)>>,
+    write_ok: Option<(VhostId, Bytes, u64)>,
     /// The last route this connection computed: publishers mostly send to
     /// one exchange and key, and this skips permission checks, name
     /// lookups and matching for all but the first message.
-    pub(super) route: RefCell<RouteCache>,
+    route: RouteCache,
+}
+
+impl ConnState {
+    /// A connection from `peer` (none: the management plane's own).
+    pub fn new(peer: Option<std::net::SocketAddr>) -> ConnState {
+        ConnState {
+            peer,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Default)]
-pub(super) struct RouteCache {
+struct RouteCache {
     valid: bool,
     vhost: Option<VhostId>,
     version: u64,
@@ -41,14 +53,15 @@ pub(super) struct RouteCache {
     dests: Vec<(QueueId, crate::ids::ShardId)>,
 }
 
-/// A connection's view of its shard. Used only from the connection's task,
-/// never while another borrow of the shard's state is held.
-pub struct Ctx<'a> {
-    pub shard: &'a Shard,
-    pub conn: &'a ConnState,
+/// A connection's view of its shard's hub, for one batch of its input.
+pub struct Client<'a> {
+    pub hub: &'a mut Hub,
+    pub conn: &'a mut ConnState,
+    /// Wall-clock milliseconds (TTLs).
+    pub now: u64,
 }
 
-impl Ctx<'_> {
+impl Client<'_> {
     /// Checks `access` to a resource; the 403 RabbitMQ sends otherwise.
     fn permit(
         &self,
@@ -58,146 +71,173 @@ impl Ctx<'_> {
         kind: &str,
         name: &[u8],
     ) -> Result<(), AmqpError> {
-        let user = self.conn.user.borrow();
+        let user = &self.conn.user;
         let ok = topo
-            .permissions(&user, vhost)
+            .permissions(user, vhost)
             .is_some_and(|p| p.allows(access, name));
         if ok {
             Ok(())
         } else {
-            Err(refused(kind, name, topo.vhost_name(vhost), &user))
+            Err(refused(kind, name, topo.vhost_name(vhost), user))
         }
     }
 
     fn owner(&self, queue: QueueId) -> Option<crate::ids::ShardId> {
-        self.shard.topo.borrow().queue(queue).map(|q| q.owner)
+        self.hub.topo.queue(queue).map(|q| q.owner)
     }
 
-    /// Resolves a queue name for an operation on its owner, checking
-    /// existence and exclusivity here (the topology is replicated).
     /// A publish with `CC`/`BCC` headers: routed with every key; `BCC`
     /// never reaches consumers (RabbitMQ's sender-selected distribution).
     fn publish_sender_selected(
-        &self,
+        &mut self,
         ch: ChannelRef,
         vhost: VhostId,
         msg: Message,
         confirm: Option<u64>,
         (keys, strip_bcc): (Vec<Bytes>, bool),
     ) -> Result<PublishOutcome, AmqpError> {
-        let s = self.shard;
-        let topo = s.topo.borrow();
-        self.check_write(&topo, vhost, msg.exchange())?;
-        let mut route = s.route.borrow_mut();
-        let (scratch, out) = &mut *route;
         let mut dests = Vec::new();
-        for key in std::iter::once(Bytes::copy_from_slice(msg.routing_key())).chain(keys) {
-            match topo.route(vhost, msg.exchange(), &key, msg.props(), scratch, out) {
-                Ok(_) => dests.extend(out.iter().copied()),
-                Err(RouteError::NoExchange) => {
-                    return Err(no_exchange(msg.exchange(), topo.vhost_name(vhost)));
-                }
-                Err(RouteError::Internal) => {
-                    return Err(AmqpError::access_refused(format!(
-                        "cannot publish to internal exchange '{}' in vhost '{}'",
-                        String::from_utf8_lossy(msg.exchange()),
-                        topo.vhost_name(vhost)
-                    )));
+        {
+            let h = &mut *self.hub;
+            let topo = &h.topo;
+            check_write(
+                &mut self.conn.write_ok,
+                &self.conn.user,
+                topo,
+                vhost,
+                msg.exchange(),
+            )?;
+            let (scratch, out) = &mut h.route;
+            for key in std::iter::once(Bytes::copy_from_slice(msg.routing_key())).chain(keys) {
+                match topo.route(vhost, msg.exchange(), &key, msg.props(), scratch, out) {
+                    Ok(_) => dests.extend(out.iter().copied()),
+                    Err(e) => return Err(route_error(e, topo, vhost, msg.exchange())),
                 }
             }
         }
-        drop(route);
-        drop(topo);
         dests.sort_unstable();
         dests.dedup();
         let msg = if strip_bcc { without_bcc(&msg) } else { msg };
-        s.routed.set(s.routed.get() + 1);
-        Ok(self.enqueue_all(&dests, msg, ch, confirm))
+        self.hub.routed += 1;
+        Ok(enqueue_all(self.hub, &dests, msg, ch, confirm, self.now))
     }
 
-    /// Hands a routed message to each destination queue: directly when
-    /// this shard owns it, through the outbox otherwise.
-    fn enqueue_all(
-        &self,
-        dests: &[(QueueId, crate::ids::ShardId)],
-        msg: Message,
-        ch: ChannelRef,
-        confirm: Option<u64>,
-    ) -> PublishOutcome {
-        let s = self.shard;
-        let mut outcome = PublishOutcome {
-            routed: !dests.is_empty(),
-            ..Default::default()
-        };
-        for &(queue, owner) in dests.iter() {
-            if owner == s.id {
-                let mut queues = s.queues.borrow_mut();
-                if let Some(slot) = queues.get_mut(&queue) {
-                    let c = confirm.map(|seq| (ch, seq));
-                    match s.enqueue(slot, msg.clone(), c, ch.conn) {
-                        Enqueued::Now => {}
-                        Enqueued::Deferred => outcome.pending_confirms += u32::from(c.is_some()),
-                        Enqueued::Refused => outcome.rejected = true,
-                    }
-                }
-            } else {
-                if confirm.is_some() {
-                    outcome.pending_confirms += 1;
-                }
-                s.send(
-                    owner,
-                    Item::Publish {
-                        queue,
-                        msg: msg.clone(),
-                        confirm: confirm.map(|seq| (ch, seq)),
-                        publisher: ch.conn,
-                    },
-                );
-            }
-        }
-        outcome
-    }
-
-    /// Write access to an exchange, cached per connection.
-    fn check_write(&self, topo: &Topology, vhost: VhostId, exchange: &[u8]) -> Result<(), AmqpError> {
-        if let Some((v, name, version)) = &*self.conn.write_ok.borrow()
-            && *v == vhost
-            && *version == topo.version()
-            && name[..] == *exchange
-        {
-            return Ok(());
-        }
-        // RabbitMQ names the default exchange `amq.default` for permissions.
-        let resource: &[u8] = if exchange.is_empty() {
-            b"amq.default"
-        } else {
-            exchange
-        };
-        self.permit(topo, vhost, Access::Write, "exchange", resource)?;
-        *self.conn.write_ok.borrow_mut() = Some((vhost, Bytes::copy_from_slice(exchange), topo.version()));
-        Ok(())
-    }
-
-    fn queue_op(&self, ch: ChannelRef, vhost: VhostId, name: ShortStr, op: QueueOp) {
-        let s = self.shard;
+    fn queue_op(&mut self, ch: ChannelRef, vhost: VhostId, name: ShortStr, op: QueueOp) {
         let found = {
-            let topo = s.topo.borrow();
+            let topo = &self.hub.topo;
             let vname = topo.vhost_name(vhost).to_string();
             // consume, get and purge all need read access to the queue.
-            self.permit(&topo, vhost, Access::Read, "queue", name.as_bytes())
+            self.permit(topo, vhost, Access::Read, "queue", name.as_bytes())
                 .and_then(|_| match topo.queue_by_name(vhost, name.as_bytes()) {
                     None => Err(no_queue(&name, &vname)),
                     Some(q) => check_exclusive(q, ch.conn, &vname).map(|_| (q.id, q.owner)),
                 })
         };
+        let out = &mut self.hub.out;
         match found {
-            Err(e) => s.reply(ch, Reply::Error(e)),
-            Ok((queue, owner)) => s.send(owner, Item::QueueOp { queue, name, ch, op }),
+            Err(e) => out.to_conn(
+                ch.conn,
+                crate::session::Event::Reply {
+                    ch,
+                    reply: Reply::Error(e),
+                },
+            ),
+            Ok((queue, owner)) => out.to_shard(owner, Item::QueueOp { queue, name, ch, op }),
+        }
+    }
+
+    fn send_to_owner(&mut self, queue: QueueId, item: Item) {
+        if let Some(o) = self.owner(queue) {
+            self.hub.out.to_shard(o, item);
         }
     }
 }
 
-impl Broker for Ctx<'_> {
+/// Write access to an exchange, cached per connection.
+fn check_write(
+    cache: &mut Option<(VhostId, Bytes, u64)>,
+    user: &str,
+    topo: &Topology,
+    vhost: VhostId,
+    exchange: &[u8],
+) -> Result<(), AmqpError> {
+    if let Some((v, name, version)) = &*cache
+        && *v == vhost
+        && *version == topo.version()
+        && name[..] == *exchange
+    {
+        return Ok(());
+    }
+    // RabbitMQ names the default exchange `amq.default` for permissions.
+    let resource: &[u8] = if exchange.is_empty() {
+        b"amq.default"
+    } else {
+        exchange
+    };
+    let ok = topo
+        .permissions(user, vhost)
+        .is_some_and(|p| p.allows(Access::Write, resource));
+    if !ok {
+        return Err(refused("exchange", resource, topo.vhost_name(vhost), user));
+    }
+    *cache = Some((vhost, Bytes::copy_from_slice(exchange), topo.version()));
+    Ok(())
+}
+
+fn route_error(e: RouteError, topo: &Topology, vhost: VhostId, exchange: &[u8]) -> AmqpError {
+    match e {
+        RouteError::NoExchange => no_exchange(exchange, topo.vhost_name(vhost)),
+        RouteError::Internal => AmqpError::access_refused(format!(
+            "cannot publish to internal exchange '{}' in vhost '{}'",
+            String::from_utf8_lossy(exchange),
+            topo.vhost_name(vhost)
+        )),
+    }
+}
+
+/// Hands a routed message to each destination queue: directly when this
+/// shard owns it, through the outbox otherwise.
+fn enqueue_all(
+    hub: &mut Hub,
+    dests: &[(QueueId, crate::ids::ShardId)],
+    msg: Message,
+    ch: ChannelRef,
+    confirm: Option<u64>,
+    now: u64,
+) -> PublishOutcome {
+    let mut outcome = PublishOutcome {
+        routed: !dests.is_empty(),
+        ..Default::default()
+    };
+    let h = hub;
+    for &(queue, owner) in dests.iter() {
+        let c = confirm.map(|seq| (ch, seq));
+        if owner == h.id {
+            match h
+                .owner
+                .enqueue(&h.topo, &mut h.out, queue, msg.clone(), c, ch.conn, now)
+            {
+                Enqueued::Now => {}
+                Enqueued::Deferred => outcome.pending_confirms += u32::from(c.is_some()),
+                Enqueued::Refused => outcome.rejected = true,
+            }
+        } else {
+            outcome.pending_confirms += u32::from(c.is_some());
+            h.out.to_shard(
+                owner,
+                Item::Publish {
+                    queue,
+                    msg: msg.clone(),
+                    confirm: c,
+                    publisher: ch.conn,
+                },
+            );
+        }
+    }
+    outcome
+}
+
+impl Broker for Client<'_> {
     fn check_login(&mut self, user: &str, password: &[u8]) -> Result<(), AmqpError> {
         let refuse = |why: &str| {
             log::warn!(
@@ -208,23 +248,22 @@ impl Broker for Ctx<'_> {
                 "Login was refused using authentication mechanism PLAIN. For details see the broker logfile.",
             )
         };
-        let topo = self.shard.topo.borrow();
-        let Some(u) = topo.user(user) else {
+        let Some(u) = self.hub.topo.user(user) else {
             return Err(refuse("no such user"));
         };
         if !check_password(&u.password_hash, password) {
             return Err(refuse("invalid credentials"));
         }
         let remote = self.conn.peer.is_some_and(|p| !is_loopback(&p));
-        if remote && self.shard.cfg.loopback_users.iter().any(|l| l == user) {
+        if remote && self.hub.cfg.loopback_users.iter().any(|l| l == user) {
             return Err(refuse("user can only connect via localhost"));
         }
-        *self.conn.user.borrow_mut() = user.to_string();
+        self.conn.user = user.to_string();
         Ok(())
     }
 
     fn open_vhost(&mut self, user: &str, vhost: &str) -> Result<VhostId, AmqpError> {
-        let topo = self.shard.topo.borrow();
+        let topo = &self.hub.topo;
         let v = topo
             .vhost(vhost)
             .ok_or_else(|| AmqpError::not_allowed(format!("vhost {vhost} not found")))?;
@@ -243,42 +282,36 @@ impl Broker for Ctx<'_> {
         msg: Message,
         confirm: Option<u64>,
     ) -> Result<PublishOutcome, AmqpError> {
-        let s = self.shard;
         if let Some(extra) = sender_selected(&msg) {
             return self.publish_sender_selected(ch, vhost, msg, confirm, extra);
         }
-        let topo = s.topo.borrow();
-        let mut cache = self.conn.route.borrow_mut();
-        let hit = cache.valid
-            && cache.vhost == Some(vhost)
-            && cache.version == topo.version()
-            && short_eq(&cache.routing_key, msg.routing_key())
-            && short_eq(&cache.exchange, msg.exchange());
+        let h = &mut *self.hub;
+        let topo = &h.topo;
+        let c = &mut self.conn.route;
+        let hit = c.valid
+            && c.vhost == Some(vhost)
+            && c.version == topo.version()
+            && short_eq(&c.routing_key, msg.routing_key())
+            && short_eq(&c.exchange, msg.exchange());
         if !hit {
-            self.check_write(&topo, vhost, msg.exchange())?;
-            let mut route = s.route.borrow_mut();
-            let (scratch, dests) = &mut *route;
-            let routed = match topo.route(
+            check_write(
+                &mut self.conn.write_ok,
+                &self.conn.user,
+                topo,
                 vhost,
                 msg.exchange(),
-                msg.routing_key(),
-                msg.props(),
-                scratch,
-                dests,
-            ) {
-                Ok(r) => r,
-                Err(RouteError::NoExchange) => {
-                    return Err(no_exchange(msg.exchange(), topo.vhost_name(vhost)));
-                }
-                Err(RouteError::Internal) => {
-                    return Err(AmqpError::access_refused(format!(
-                        "cannot publish to internal exchange '{}' in vhost '{}'",
-                        String::from_utf8_lossy(msg.exchange()),
-                        topo.vhost_name(vhost)
-                    )));
-                }
-            };
-            let c = &mut *cache;
+            )?;
+            let (scratch, dests) = &mut h.route;
+            let routed = topo
+                .route(
+                    vhost,
+                    msg.exchange(),
+                    msg.routing_key(),
+                    msg.props(),
+                    scratch,
+                    dests,
+                )
+                .map_err(|e| route_error(e, topo, vhost, msg.exchange()))?;
             c.valid = routed.by_key_only;
             c.vhost = Some(vhost);
             c.version = topo.version();
@@ -289,44 +322,46 @@ impl Broker for Ctx<'_> {
             c.dests.clear();
             c.dests.extend_from_slice(dests);
         }
-        s.routed.set(s.routed.get() + 1);
-        Ok(self.enqueue_all(&cache.dests, msg, ch, confirm))
+        h.routed += 1;
+        Ok(enqueue_all(h, &c.dests, msg, ch, confirm, self.now))
     }
 
     fn exchange_exists(&mut self, vhost: VhostId, exchange: &[u8]) -> Result<(), AmqpError> {
-        let topo = self.shard.topo.borrow();
-        self.check_write(&topo, vhost, exchange)?;
+        let topo = &self.hub.topo;
+        check_write(&mut self.conn.write_ok, &self.conn.user, topo, vhost, exchange)?;
         if exchange.is_empty() {
             return Ok(());
         }
         match topo.exchange_by_name(vhost, exchange) {
             None => Err(no_exchange(exchange, topo.vhost_name(vhost))),
-            Some(x) if x.def.internal => Err(AmqpError::access_refused(format!(
-                "cannot publish to internal exchange '{}' in vhost '{}'",
-                String::from_utf8_lossy(exchange),
-                topo.vhost_name(vhost)
-            ))),
+            Some(x) if x.def.internal => Err(route_error(RouteError::Internal, topo, vhost, exchange)),
             Some(_) => Ok(()),
         }
     }
 
     fn settle(&mut self, queue: QueueId, seq: u64, how: Settle) {
-        match self.owner(queue) {
-            Some(o) if o == self.shard.id => self.shard.settle_local(queue, seq, how),
-            Some(o) => self.shard.send(o, Item::Settle { queue, seq, how }),
+        let h = &mut *self.hub;
+        match h.topo.queue(queue).map(|q| q.owner) {
+            Some(o) if o == h.id => h.owner.settle(&h.topo, &mut h.out, queue, seq, how, self.now),
+            Some(o) => h.out.to_shard(o, Item::Settle { queue, seq, how }),
             None => {}
         }
     }
 
     fn request(&mut self, ch: ChannelRef, vhost: VhostId, user: &str, req: Request) {
-        let s = self.shard;
         match req {
             Request::Consume { queue, spec } => self.queue_op(ch, vhost, queue, QueueOp::Consume(spec)),
             Request::Get { queue, no_ack } => self.queue_op(ch, vhost, queue, QueueOp::Get { no_ack }),
             Request::QueuePurge { queue } => self.queue_op(ch, vhost, queue, QueueOp::Purge),
             Request::Cancel { queue, consumer } => match self.owner(queue) {
-                None => s.reply(ch, Reply::CancelOk { consumer }),
-                Some(owner) => s.send(
+                None => self.hub.out.to_conn(
+                    ch.conn,
+                    crate::session::Event::Reply {
+                        ch,
+                        reply: Reply::CancelOk { consumer },
+                    },
+                ),
+                Some(owner) => self.hub.out.to_shard(
                     owner,
                     Item::QueueOp {
                         queue,
@@ -336,8 +371,8 @@ impl Broker for Ctx<'_> {
                     },
                 ),
             },
-            Request::Barrier => s.start_barrier(ch),
-            other => s.send(
+            Request::Barrier => self.hub.start_barrier(ch),
+            other => self.hub.out.to_shard(
                 0,
                 Item::Control(ControlMsg::Request {
                     ch,
@@ -350,32 +385,30 @@ impl Broker for Ctx<'_> {
     }
 
     fn drop_consumer(&mut self, queue: QueueId, consumer: ConsumerRef) {
-        match self.owner(queue) {
-            Some(o) if o == self.shard.id => self.shard.drop_consumer_local(queue, consumer),
-            Some(o) => self.shard.send(o, Item::DropConsumer { queue, consumer }),
+        let h = &mut *self.hub;
+        match h.topo.queue(queue).map(|q| q.owner) {
+            Some(o) if o == h.id => h.owner.drop_consumer(&mut h.out, queue, consumer, self.now),
+            Some(o) => h.out.to_shard(o, Item::DropConsumer { queue, consumer }),
             None => {}
         }
     }
 
     fn written(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32) {
-        if let Some(o) = self.owner(queue) {
-            self.shard.send(o, Item::Written { queue, consumer, n });
-        }
+        self.send_to_owner(queue, Item::Written { queue, consumer, n });
     }
 
     fn grant_credit(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32) {
-        if let Some(o) = self.owner(queue) {
-            self.shard.send(o, Item::Credit { queue, consumer, n });
-        }
+        self.send_to_owner(queue, Item::Credit { queue, consumer, n });
     }
 
     fn unique_name(&mut self, prefix: &str) -> ShortStr {
-        self.shard.unique_name(prefix)
+        self.hub.unique_name(prefix)
     }
 
     fn connection_closed(&mut self, conn: ConnId) {
-        self.shard
-            .send(0, Item::Control(ControlMsg::ConnectionClosed(conn)));
+        self.hub
+            .out
+            .to_shard(0, Item::Control(ControlMsg::ConnectionClosed(conn)));
     }
 }
 

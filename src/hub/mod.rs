@@ -1,0 +1,416 @@
+//! One shard's socket-free core: its replica of the topology, the queues
+//! it owns (the [`Owner`]), the control plane on shard 0, the broker its
+//! connections' sessions talk to ([`Client`]), and its outputs — events
+//! for its connections and items for every shard.
+//!
+//! No glommio, no sockets, no clock: the runtime (`shard`) drives one hub
+//! per executor, feeding it items from the rings and input from sockets,
+//! calling [`Hub::step`] after each batch and carrying out what it leaves
+//! in [`Outbox`]; the simulation drives several hubs the same way, on
+//! virtual time, with a simulated disk and network.
+
+mod client;
+
+pub use client::{Client, ConnState};
+
+use crate::broker::request::Reply;
+use crate::broker::topology::{Change, RouteScratch, Topology};
+use crate::config::Config;
+use crate::control::{Action, ControlService};
+use crate::ids::{ChannelRef, ConnId, IdMap, QueueId, ShardId};
+use crate::owner::{Effects, Item, Owner, OwnerConfig, SyncBatch};
+use crate::protocol::ShortStr;
+use crate::session::{Event, SessionConfig};
+use crate::storage::topolog::TopoLog;
+use crate::storage::{Disk, Syncable};
+use std::sync::Arc;
+
+/// What a hub leaves for its runtime.
+pub struct Outbox {
+    id: ShardId,
+    /// Events for this shard's connections, in order.
+    pub events: Vec<(ConnId, Event)>,
+    /// Items for each shard; this shard's own are handled by the next
+    /// [`Hub::step`], never re-entrantly.
+    pub items: Vec<Vec<Item>>,
+    /// Connections to close because their vhost or user was deleted:
+    /// (vhost name or user name matched, the close text).
+    pub closes: Vec<(CloseMatch, String)>,
+    /// Topology log syncs the control plane waits for; answer each with
+    /// [`Hub::log_synced`].
+    pub log_syncs: Vec<Arc<dyn Syncable>>,
+}
+
+/// Which connections a deleted vhost or user closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseMatch {
+    Vhost(String),
+    User(String),
+}
+
+impl Outbox {
+    fn new(id: ShardId, nshards: usize) -> Outbox {
+        Outbox {
+            id,
+            events: Vec::new(),
+            items: (0..nshards).map(|_| Vec::new()).collect(),
+            closes: Vec::new(),
+            log_syncs: Vec::new(),
+        }
+    }
+
+    /// Items waiting for one destination shard.
+    pub fn pending_for(&self, shard: usize) -> usize {
+        self.items[shard].len()
+    }
+}
+
+impl Effects for Outbox {
+    fn to_conn(&mut self, conn: ConnId, ev: Event) {
+        if conn.shard() == self.id {
+            self.events.push((conn, ev));
+        } else {
+            self.items[conn.shard() as usize].push(Item::Event { conn, ev });
+        }
+    }
+    fn to_shard(&mut self, shard: ShardId, item: Item) {
+        self.items[shard as usize].push(item);
+    }
+}
+
+/// One shard's core. See the module documentation.
+pub struct Hub {
+    pub id: ShardId,
+    pub nshards: usize,
+    pub cfg: Arc<Config>,
+    pub session_cfg: SessionConfig,
+    /// Replica of the topology (the authoritative copy on shard 0).
+    pub topo: Topology,
+    pub owner: Owner,
+    /// Shard 0 only.
+    pub control: Option<ControlService>,
+    pub out: Outbox,
+    /// Barriers started here: token → (channel, shards yet to answer).
+    barriers: IdMap<u64, (ChannelRef, usize)>,
+    next_barrier: u64,
+    next_conn: u64,
+    rng: u64,
+    /// Messages routed by this shard's connections.
+    pub routed: u64,
+    route: (RouteScratch, Vec<(QueueId, ShardId)>),
+}
+
+impl Hub {
+    /// A hub whose topology starts as `initial` (recovered, or fresh), with
+    /// the stores of the durable queues it owns opened and read back.
+    /// Shard 0 gets the control plane, writing to `log`. Every shard
+    /// applies the same initial changes, so all replicas start equal with
+    /// no broadcast before the first connection.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ShardId,
+        nshards: usize,
+        cfg: Arc<Config>,
+        session_cfg: SessionConfig,
+        disk: Arc<dyn Disk>,
+        seed: u64,
+        initial: &[Change],
+        log: Option<TopoLog>,
+        now: u64,
+    ) -> Result<Hub, String> {
+        let owner = Owner::new(OwnerConfig::from_config(id, &cfg), disk);
+        let mut hub = Hub {
+            id,
+            nshards,
+            session_cfg,
+            topo: Topology::default(),
+            owner,
+            control: None,
+            out: Outbox::new(id, nshards),
+            barriers: IdMap::default(),
+            next_barrier: 1,
+            next_conn: 1,
+            rng: seed | 1,
+            routed: 0,
+            route: Default::default(),
+            cfg,
+        };
+        hub.apply_changes(initial, now);
+        if let Some(e) = hub.owner.take_boot_error() {
+            return Err(e);
+        }
+        if id == 0 {
+            hub.control = Some(ControlService::new(nshards, log, &hub.topo));
+        }
+        Ok(hub)
+    }
+
+    /// The broker a connection's session talks to, for one batch.
+    pub fn client<'a>(&'a mut self, conn: &'a mut ConnState, now: u64) -> Client<'a> {
+        Client { hub: self, conn, now }
+    }
+
+    pub fn new_conn_id(&mut self) -> ConnId {
+        let n = self.next_conn;
+        self.next_conn += 1;
+        ConnId::new(self.id, n)
+    }
+
+    /// xorshift64*: server-generated names need uniqueness, not secrecy.
+    pub fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// `prefix` + 22 url-safe base64 characters, as RabbitMQ names
+    /// `amq.gen-…` queues and `amq.ctag-…` consumer tags.
+    pub fn unique_name(&mut self, prefix: &str) -> ShortStr {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut s = String::with_capacity(prefix.len() + 22);
+        s.push_str(prefix);
+        let (mut a, mut b) = (self.random(), self.random());
+        for i in 0..22 {
+            let v = if i < 11 { &mut a } else { &mut b };
+            s.push(ALPHABET[(*v & 63) as usize] as char);
+            *v >>= 6;
+        }
+        ShortStr::from_string_lossy(&s)
+    }
+
+    /// Applies replicated changes and their local effects (the engines of
+    /// queues this shard owns; connections of a deleted vhost or user).
+    pub fn apply_changes(&mut self, changes: &[Change], now: u64) {
+        for c in changes {
+            // RabbitMQ closes the connections of a deleted vhost or user.
+            match c {
+                Change::DeleteVhost { id } => {
+                    let v = self.topo.vhost_name(*id).to_string();
+                    let text = format!("vhost '{v}' is deleted");
+                    self.out.closes.push((CloseMatch::Vhost(v), text));
+                }
+                Change::DeleteUser { name } => {
+                    let text = format!("user '{name}' is deleted");
+                    self.out.closes.push((CloseMatch::User(name.clone()), text));
+                }
+                _ => {}
+            }
+            self.topo.apply(c);
+            self.owner.apply_change(&self.topo, c, &mut self.out, now);
+        }
+    }
+
+    /// Handles one item addressed to this shard.
+    pub fn handle_item(&mut self, item: Item, now: u64) {
+        let (topo, owner, out) = (&self.topo, &mut self.owner, &mut self.out);
+        match item {
+            Item::Publish {
+                queue,
+                msg,
+                confirm,
+                publisher,
+            } => owner.publish_item(topo, out, queue, msg, confirm, publisher, now),
+            Item::Settle { queue, seq, how } => owner.settle(topo, out, queue, seq, how, now),
+            Item::Written { queue, consumer, n } => owner.written(queue, consumer, n),
+            Item::Credit { queue, consumer, n } => owner.credit(out, queue, consumer, n),
+            Item::DropConsumer { queue, consumer } => owner.drop_consumer(out, queue, consumer, now),
+            Item::Event { conn, ev } => out.events.push((conn, ev)),
+            Item::QueueOp { queue, name, ch, op } => owner.queue_op(topo, out, queue, name, ch, op, now),
+            Item::DeclareCounts { queue, ch, name } => owner.declare_counts(topo, out, queue, ch, name, now),
+            Item::OwnerDelete {
+                op,
+                queue,
+                if_unused,
+                if_empty,
+            } => {
+                let result = owner.owner_delete(topo, out, queue, if_unused, if_empty, now);
+                out.to_shard(0, Item::OwnerDeleted { op, result });
+            }
+            Item::AdminQueue { queue, action, reply } => {
+                let _ = reply.try_send(owner.admin_queue(topo, out, queue, action, now));
+            }
+            Item::Barrier { ch, token } => owner.barrier(ch, token),
+            Item::BarrierDone { ch, token } => self.barrier_done(ch, token),
+            Item::Via { dest, item } => out.to_shard(dest, *item),
+            Item::Topology(changes) => {
+                self.apply_changes(&changes, now);
+                self.out.to_shard(0, Item::TopologyApplied);
+            }
+            Item::Control(msg) => {
+                if let Some(c) = &mut self.control {
+                    c.submit(msg);
+                }
+            }
+            Item::TopologyApplied => {
+                if let Some(c) = &mut self.control {
+                    c.topology_applied();
+                }
+            }
+            Item::OwnerDeleted { op, result } => {
+                if let Some(c) = &mut self.control {
+                    c.owner_deleted(op, result);
+                }
+            }
+        }
+    }
+
+    /// The work a batch of input or items left: this shard's own items,
+    /// the control plane's next actions, store writes and dispatch of the
+    /// queues that changed — until nothing is left. Run it after every
+    /// batch, so one ring push carries a whole batch's items.
+    pub fn step(&mut self, now: u64) {
+        loop {
+            let local = std::mem::take(&mut self.out.items[self.id as usize]);
+            if !local.is_empty() {
+                for item in local {
+                    self.handle_item(item, now);
+                }
+                continue;
+            }
+            if self.run_control(now) {
+                continue;
+            }
+            if !self.owner.run_step(&self.topo, &mut self.out, now) {
+                break;
+            }
+        }
+    }
+
+    /// Carries out the control plane's ready actions; whether there were any.
+    fn run_control(&mut self, now: u64) -> bool {
+        let mut any = false;
+        loop {
+            let Some(control) = &mut self.control else {
+                return any;
+            };
+            let Some(action) = control.poll(&self.topo) else {
+                return any;
+            };
+            any = true;
+            match action {
+                Action::Apply(changes) => self.apply_changes(&changes, now),
+                Action::Send(shard, item) => self.out.to_shard(shard, item),
+                Action::Reply(ch, reply) => self.out.to_conn(ch.conn, Event::Reply { ch, reply }),
+                Action::AdminReply(tx, r) => {
+                    let _ = tx.try_send(r);
+                }
+                Action::SyncLog(file) => self.out.log_syncs.push(file),
+            }
+        }
+    }
+
+    /// The topology log sync asked for in [`Outbox::log_syncs`] is done.
+    pub fn log_synced(&mut self, ok: bool, now: u64) {
+        if let Some(c) = &mut self.control {
+            c.persisted(ok);
+        }
+        self.step(now);
+    }
+
+    /// Starts a barrier for a channel: every shard (this one included)
+    /// answers once what the channel sent before is applied and synced.
+    pub fn start_barrier(&mut self, ch: ChannelRef) {
+        let token = self.next_barrier;
+        self.next_barrier += 1;
+        self.barriers.insert(token, (ch, self.nshards));
+        for d in 0..self.nshards {
+            self.out.to_shard(d as ShardId, Item::Barrier { ch, token });
+        }
+    }
+
+    /// A shard finished its part of a barrier.
+    fn barrier_done(&mut self, ch: ChannelRef, token: u64) {
+        let done = match self.barriers.get_mut(&token) {
+            Some((_, left)) => {
+                *left -= 1;
+                *left == 0
+            }
+            None => false,
+        };
+        if done {
+            self.barriers.remove(&token);
+            self.out.to_conn(
+                ch.conn,
+                Event::Reply {
+                    ch,
+                    reply: Reply::BarrierDone,
+                },
+            );
+        }
+    }
+
+    /// Takes what the next sync must cover.
+    pub fn take_sync(&mut self) -> SyncBatch {
+        self.owner.take_sync()
+    }
+
+    /// A sync is done; `failed`: the queues whose files failed to sync.
+    pub fn synced(&mut self, batch_waiters: Vec<crate::owner::SyncWaiter>, failed: &[QueueId], now: u64) {
+        self.owner.synced(batch_waiters, failed, &mut self.out);
+        self.step(now);
+    }
+
+    /// TTL expiry and `x-expires`, every 100 ms or so.
+    pub fn sweep(&mut self, now: u64) {
+        self.owner.sweep(&self.topo, &mut self.out, now);
+        self.step(now);
+    }
+
+    /// An event whose connection is gone: give back what it holds (an
+    /// unacked delivery is requeued, a consumer dropped, window credit
+    /// returned).
+    pub fn orphan(&mut self, ev: Event) {
+        let mut give_back = |queue: QueueId, item: Item| {
+            if let Some(owner) = self.topo.queue(queue).map(|q| q.owner) {
+                self.out.to_shard(owner, item);
+            }
+        };
+        match ev {
+            Event::Deliver(d) => {
+                if d.needs_ack {
+                    give_back(
+                        d.queue,
+                        Item::Settle {
+                            queue: d.queue,
+                            seq: d.seq,
+                            how: crate::broker::request::Settle::Requeue,
+                        },
+                    );
+                }
+                if d.tracked {
+                    give_back(
+                        d.queue,
+                        Item::Written {
+                            queue: d.queue,
+                            consumer: d.consumer,
+                            n: 1,
+                        },
+                    );
+                }
+            }
+            Event::Reply { reply, .. } => match reply {
+                Reply::GetOk {
+                    queue,
+                    entry,
+                    needs_ack: true,
+                    ..
+                } => give_back(
+                    queue,
+                    Item::Settle {
+                        queue,
+                        seq: entry.seq,
+                        how: crate::broker::request::Settle::Requeue,
+                    },
+                ),
+                Reply::ConsumeOk { queue, consumer } => {
+                    give_back(queue, Item::DropConsumer { queue, consumer })
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,813 @@
+//! The queue-owner service of one shard: the queues it owns and everything
+//! that happens to them, from a publish to a delete. Pure: the clock comes
+//! in as `now` (wall-clock milliseconds: TTLs are wall-clock, as in
+//! RabbitMQ), files go through the stores' [`Disk`], and everything else
+//! leaves through [`Effects`].
+
+use super::effects::{Effects, Sink};
+use super::item::{ControlMsg, Item, SyncWaiter};
+use super::slot::QueueSlot;
+use crate::broker::request::{Reply, Settle};
+use crate::broker::topology::{Change, QueueDef, Topology};
+use crate::ids::{ChannelRef, ConnId, ConsumerRef, IdMap, Loc, QueueId, ShardId, VhostId};
+use crate::message::Message;
+use crate::protocol::AmqpError;
+use crate::queue::{Admit, DeadReason, Entry, Queue};
+use crate::session::Event;
+use crate::storage::{Disk, QueueStore, Syncable};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What the owner needs from the broker's configuration.
+#[derive(Debug, Clone)]
+pub struct OwnerConfig {
+    /// The shard this owner runs on.
+    pub shard: ShardId,
+    /// Deliveries in flight per consumer without a prefetch bound.
+    pub consumer_window: u32,
+    /// Ready messages a consumed queue holds before its publishers pause.
+    pub flow_backlog: usize,
+    pub segment_size: usize,
+    pub data_dir: PathBuf,
+}
+
+impl OwnerConfig {
+    pub fn from_config(shard: ShardId, cfg: &crate::config::Config) -> OwnerConfig {
+        OwnerConfig {
+            shard,
+            consumer_window: cfg.limits.consumer_window,
+            flow_backlog: cfg.limits.flow_backlog,
+            segment_size: cfg.limits.segment_size,
+            data_dir: cfg.data_dir.clone(),
+        }
+    }
+}
+
+/// Where a routed message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// In the queue now; confirm at once.
+    Now,
+    /// Waiting for the store write and sync; the confirm comes as an event.
+    Deferred,
+    /// Refused (full with `reject-publish`, or the store cannot be
+    /// trusted): nack.
+    Refused,
+}
+
+/// Files to sync, and what waits for them.
+#[derive(Default)]
+pub struct SyncBatch {
+    /// Each file with the queue whose store it belongs to.
+    pub files: Vec<(QueueId, Arc<dyn Syncable>)>,
+    pub waiters: Vec<SyncWaiter>,
+}
+
+impl SyncBatch {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.waiters.is_empty()
+    }
+}
+
+/// The queues one shard owns. Lives on that shard only.
+pub struct Owner {
+    pub(super) cfg: OwnerConfig,
+    disk: Arc<dyn Disk>,
+    pub(super) queues: IdMap<QueueId, QueueSlot>,
+    /// Queues to dispatch at the end of the step.
+    pub(super) dirty: Vec<QueueId>,
+    /// Queues with store work to do at the end of the step.
+    pub(super) store_dirty: Vec<QueueId>,
+    /// Confirms and barriers to answer once the next sync completes.
+    awaiting_sync: Vec<SyncWaiter>,
+    /// Something waits for a sync (the runtime's syncer should run).
+    sync_wanted: bool,
+    /// The first store that failed to open.
+    boot_error: Option<String>,
+}
+
+impl Owner {
+    pub fn new(cfg: OwnerConfig, disk: Arc<dyn Disk>) -> Owner {
+        Owner {
+            cfg,
+            disk,
+            queues: IdMap::default(),
+            dirty: Vec::new(),
+            store_dirty: Vec::new(),
+            awaiting_sync: Vec::new(),
+            sync_wanted: false,
+            boot_error: None,
+        }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.cfg.shard
+    }
+
+    /// The first store that could not be opened while applying changes.
+    pub fn take_boot_error(&mut self) -> Option<String> {
+        self.boot_error.take()
+    }
+
+    pub fn queue(&self, id: QueueId) -> Option<&QueueSlot> {
+        self.queues.get(&id)
+    }
+
+    pub fn queues(&self) -> impl Iterator<Item = &QueueSlot> {
+        self.queues.values()
+    }
+
+    /// Work left for the end of the step (dispatch, store writes).
+    pub fn has_work(&self) -> bool {
+        !self.dirty.is_empty() || !self.store_dirty.is_empty()
+    }
+
+    /// Whether the syncer should run (and [`Owner::take_sync`]).
+    pub fn wants_sync(&self) -> bool {
+        self.sync_wanted
+    }
+
+    /// The dispatch list, the store list and one existing queue's slot,
+    /// borrowed together.
+    pub(super) fn parts(&mut self, queue: QueueId) -> (&mut Vec<QueueId>, &mut Vec<QueueId>, &mut QueueSlot) {
+        let slot = self
+            .queues
+            .get_mut(&queue)
+            .expect("the caller checked that the queue exists");
+        (&mut self.dirty, &mut self.store_dirty, slot)
+    }
+
+    pub(super) fn mark_dirty(dirty: &mut Vec<QueueId>, slot: &mut QueueSlot) {
+        if !slot.dirty {
+            slot.dirty = true;
+            dirty.push(slot.q.id);
+        }
+    }
+
+    pub(super) fn mark_store_dirty(store_dirty: &mut Vec<QueueId>, slot: &mut QueueSlot) {
+        if !slot.store_dirty && slot.store.is_some() {
+            slot.store_dirty = true;
+            store_dirty.push(slot.q.id);
+        }
+    }
+
+    /// Applies a replicated change's local effects (creating and dropping
+    /// the engines of queues this shard owns). `topo` already holds it.
+    pub fn apply_change(&mut self, topo: &Topology, c: &Change, fx: &mut impl Effects, now: u64) {
+        match c {
+            Change::DeclareQueue(def) if def.owner == self.cfg.shard => self.create(topo, def, now),
+            Change::DeleteQueue { id } => {
+                self.remove_engine(*id, fx);
+            }
+            Change::SetPolicy(crate::broker::topology::PolicyDef { vhost, .. })
+            | Change::ClearPolicy { vhost, .. } => self.reapply_policies(topo, *vhost, fx, now),
+            Change::DeleteVhost { id } => {
+                let gone: Vec<QueueId> = self
+                    .queues
+                    .values()
+                    .filter(|s| s.vhost == *id)
+                    .map(|s| s.q.id)
+                    .collect();
+                for q in gone {
+                    self.remove_engine(q, fx);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn create(&mut self, topo: &Topology, def: &QueueDef, now: u64) {
+        let (qcfg, extras) = {
+            let policy = topo.policy_for(def.vhost, def.name.as_bytes(), true);
+            crate::broker::args::queue_settings(&def.args, policy)
+        };
+        let mut slot = QueueSlot {
+            q: Queue::with_config(def.id, self.cfg.consumer_window, qcfg),
+            extras,
+            last_used_ms: now,
+            pending_bytes: 0,
+            may_expire: false,
+            name: def.name.clone(),
+            vhost: def.vhost,
+            auto_delete: def.auto_delete,
+            had_consumers: false,
+            dirty: false,
+            store: None,
+            store_failed: false,
+            throttled: Vec::new(),
+            pending: Vec::new(),
+            store_dirty: false,
+        };
+        if def.durable
+            && def.exclusive.is_none()
+            && let Err(e) = self.open_store(&mut slot)
+        {
+            log::error!("{e}");
+            slot.store_failed = true;
+            self.boot_error.get_or_insert(e);
+        }
+        self.queues.insert(def.id, slot);
+    }
+
+    /// Opens (or creates) a durable queue's store and loads what it holds.
+    fn open_store(&self, slot: &mut QueueSlot) -> Result<(), String> {
+        let dir = QueueStore::dir_for(&self.cfg.data_dir, slot.q.id.0);
+        match QueueStore::open(self.disk.clone(), &dir, slot.q.id.0, self.cfg.segment_size) {
+            Ok((store, recovered)) => {
+                if !recovered.is_empty() {
+                    log::info!(
+                        "queue '{}': recovered {} message(s) from {}",
+                        slot.name,
+                        recovered.len(),
+                        dir.display()
+                    );
+                }
+                for r in recovered {
+                    let expires_at = slot.q.expiry_for(r.msg.ttl(), r.timestamp_ms);
+                    slot.may_expire |= r.msg.ttl().is_some();
+                    slot.q.publish_at(r.msg, Some(r.loc), r.redelivered, expires_at);
+                }
+                slot.store = Some(store);
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "cannot open the store of queue '{}' at {}: {e}",
+                slot.name,
+                dir.display()
+            )),
+        }
+    }
+
+    /// Runs queue operations with a sink, then carries out what they left
+    /// for the owner: delivery marks on disk, removed messages (store
+    /// cleanup and dead-lettering).
+    pub(super) fn with_sink<R, E: Effects>(
+        store_dirty: &mut Vec<QueueId>,
+        slot: &mut QueueSlot,
+        topo: &Topology,
+        fx: &mut E,
+        now: u64,
+        f: impl FnOnce(&mut Queue, &mut Sink<'_, E>) -> R,
+    ) -> R {
+        let mut stored = Vec::new();
+        let mut removed = Vec::new();
+        let queue = slot.q.id;
+        let r = f(
+            &mut slot.q,
+            &mut Sink {
+                fx,
+                queue,
+                stored: &mut stored,
+                removed: &mut removed,
+            },
+        );
+        if let Some(store) = &mut slot.store {
+            for (loc, needs_ack, redelivered) in stored {
+                record_delivery(store, Some(loc), needs_ack, redelivered);
+            }
+        }
+        for (entry, reason) in removed {
+            dead_letter(slot, &entry.msg, reason, topo, fx, now);
+            if let (Some(loc), Some(store)) = (entry.loc, &mut slot.store) {
+                store.remove(loc);
+            }
+        }
+        Self::mark_store_dirty(store_dirty, slot);
+        r
+    }
+
+    /// Puts a routed message into a queue this shard owns. Persistent
+    /// messages for durable queues (and anything behind them) wait for the
+    /// end-of-step store write; the confirm of a deferred one comes as an
+    /// event. A queue that is gone takes the message silently (as a
+    /// publish racing a delete does in RabbitMQ).
+    #[allow(clippy::too_many_arguments)]
+    pub fn enqueue(
+        &mut self,
+        topo: &Topology,
+        fx: &mut impl Effects,
+        queue: QueueId,
+        msg: Message,
+        confirm: Option<(ChannelRef, u64)>,
+        publisher: ConnId,
+        now: u64,
+    ) -> Enqueued {
+        let Some(slot) = self.queues.get_mut(&queue) else {
+            return Enqueued::Now;
+        };
+        if slot.store_failed && msg.persistent {
+            return Enqueued::Refused;
+        }
+        match slot
+            .q
+            .admit(msg.body_len(), slot.pending.len(), slot.pending_bytes)
+        {
+            Admit::Yes => {}
+            Admit::Reject => return Enqueued::Refused,
+            Admit::RejectDeadLetter => {
+                dead_letter(slot, &msg, DeadReason::MaxLen, topo, fx, now);
+                return Enqueued::Refused;
+            }
+        }
+        maybe_throttle(slot, publisher, self.cfg.flow_backlog, fx);
+        slot.may_expire |= msg.ttl().is_some();
+        if slot.store.is_some() && (msg.persistent || !slot.pending.is_empty()) {
+            slot.pending_bytes += msg.body_len() as u64;
+            slot.pending.push((msg, confirm));
+            Self::mark_store_dirty(&mut self.store_dirty, slot);
+            Enqueued::Deferred
+        } else {
+            let expires_at = slot.q.expiry_for(msg.ttl(), now);
+            slot.q.publish_at(msg, None, false, expires_at);
+            // Drop-head applies at once: the next operation on the queue
+            // must see it as if the publish and its overflow were applied.
+            if slot.q.config().overflow_drops_head() {
+                Self::with_sink(&mut self.store_dirty, slot, topo, fx, now, |q, sink| q.trim(sink));
+            }
+            Self::mark_dirty(&mut self.dirty, slot);
+            Enqueued::Now
+        }
+    }
+
+    /// An `Item::Publish` from another shard (or a dead-lettering): enqueue
+    /// and answer the confirm unless it waits for a sync.
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish_item(
+        &mut self,
+        topo: &Topology,
+        fx: &mut impl Effects,
+        queue: QueueId,
+        msg: Message,
+        confirm: Option<(ChannelRef, u64)>,
+        publisher: ConnId,
+        now: u64,
+    ) {
+        let r = self.enqueue(topo, fx, queue, msg, confirm, publisher, now);
+        if r != Enqueued::Deferred
+            && let Some((ch, seq)) = confirm
+        {
+            fx.to_conn(
+                ch.conn,
+                Event::Confirm {
+                    ch,
+                    seq,
+                    ok: r == Enqueued::Now,
+                },
+            );
+        }
+    }
+
+    /// End-of-step work: write pending publishes to their stores, then
+    /// dispatch the queues that changed. Returns whether anything was done
+    /// (more may have been queued for this shard: the caller loops).
+    pub fn run_step(&mut self, topo: &Topology, fx: &mut impl Effects, now: u64) -> bool {
+        let did = self.has_work();
+        self.flush_stores(topo, fx, now);
+        for id in std::mem::take(&mut self.dirty) {
+            self.dispatch(id, topo, fx, now);
+        }
+        self.flush_stores(topo, fx, now);
+        did
+    }
+
+    fn dispatch(&mut self, id: QueueId, topo: &Topology, fx: &mut impl Effects, now: u64) {
+        let Some(slot) = self.queues.get_mut(&id) else {
+            return;
+        };
+        slot.dirty = false;
+        Self::with_sink(&mut self.store_dirty, slot, topo, fx, now, |q, sink| {
+            // Drop-head first, then deliver, then drop what expires now
+            // (this is what makes a TTL of 0 mean "deliver now or drop").
+            q.trim(sink);
+            q.dispatch(now, sink);
+            q.expire(now, true, sink);
+        });
+        maybe_release(slot, self.cfg.flow_backlog, fx);
+    }
+
+    /// Writes pending publishes to their stores (one batch per queue),
+    /// enqueues them, and flushes ack logs. Confirms for what was written
+    /// wait for the syncer.
+    fn flush_stores(&mut self, topo: &Topology, fx: &mut impl Effects, now: u64) {
+        for id in std::mem::take(&mut self.store_dirty) {
+            self.flush_store(id, topo, fx, now);
+        }
+    }
+
+    /// Brings a queue up to date with everything that reached it before
+    /// an operation on it (a get, a purge, a count, a delete): publishes
+    /// still waiting for the end-of-step store write are written and
+    /// enqueued, and drop-head applied, so the operation sees the queue as
+    /// if each publish had been applied on arrival.
+    pub(super) fn catch_up(&mut self, queue: QueueId, topo: &Topology, fx: &mut impl Effects, now: u64) {
+        if self.queues.get(&queue).is_some_and(|s| !s.pending.is_empty()) {
+            self.flush_store(queue, topo, fx, now);
+        }
+    }
+
+    /// One queue's part of [`Owner::flush_stores`].
+    fn flush_store(&mut self, id: QueueId, topo: &Topology, fx: &mut impl Effects, now: u64) {
+        let Some(slot) = self.queues.get_mut(&id) else {
+            return;
+        };
+        slot.store_dirty = false;
+        let Some(store) = &mut slot.store else { return };
+        if !slot.pending.is_empty() {
+            let pending = std::mem::take(&mut slot.pending);
+            slot.pending_bytes = 0;
+            let mut stored = Vec::new();
+            let persistent = pending
+                .iter()
+                .filter(|(m, _)| m.persistent)
+                .map(|(m, _)| m.clone());
+            let write = store.append_batch(persistent, now, &mut stored);
+            let mut stored = stored.into_iter();
+            for (msg, confirm) in pending {
+                if !msg.persistent {
+                    let expires_at = slot.q.expiry_for(msg.ttl(), now);
+                    slot.q.publish_at(msg, None, false, expires_at);
+                    if let Some((ch, seq)) = confirm {
+                        fx.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
+                    }
+                    continue;
+                }
+                match (&write, stored.next()) {
+                    (Ok(()), Some((loc, m))) => {
+                        let expires_at = slot.q.expiry_for(m.ttl(), now);
+                        slot.q.publish_at(m, Some(loc), false, expires_at);
+                        if let Some((ch, seq)) = confirm {
+                            self.awaiting_sync
+                                .push(SyncWaiter::Confirm { ch, seq, queue: id });
+                        }
+                    }
+                    _ => {
+                        // The store refused the write (disk full, I/O
+                        // error): the message is not taken; nack it.
+                        if let Some((ch, seq)) = confirm {
+                            fx.to_conn(ch.conn, Event::Confirm { ch, seq, ok: false });
+                        }
+                    }
+                }
+            }
+            if let Err(e) = write {
+                log::error!("cannot write to the store of queue '{}': {e}", slot.name);
+            }
+            Self::with_sink(&mut self.store_dirty, slot, topo, fx, now, |q, sink| q.trim(sink));
+            Self::mark_dirty(&mut self.dirty, slot);
+        }
+        let Some(store) = &mut slot.store else { return };
+        if let Err(e) = store.flush() {
+            log::error!("cannot write the ack log of queue '{}': {e}", slot.name);
+        }
+        self.sync_wanted |= store.needs_sync() || !self.awaiting_sync.is_empty();
+    }
+
+    /// Takes the files to sync and what waits on them: a sync of all of
+    /// them covers everything written so far (group commit).
+    pub fn take_sync(&mut self) -> SyncBatch {
+        self.sync_wanted = false;
+        let mut files = Vec::new();
+        let mut scratch: Vec<Arc<dyn Syncable>> = Vec::new();
+        for slot in self.queues.values_mut() {
+            if let Some(store) = &mut slot.store
+                && store.needs_sync()
+            {
+                store.take_sync(&mut scratch);
+                files.extend(scratch.drain(..).map(|f| (slot.q.id, f)));
+            }
+        }
+        SyncBatch {
+            files,
+            waiters: std::mem::take(&mut self.awaiting_sync),
+        }
+    }
+
+    /// A sync is done. `failed`: the queues one of whose files failed to
+    /// sync: they stop taking persistent messages (the page cache can no
+    /// longer be trusted after a failed fsync), and the confirms that
+    /// waited on them are nacks. Everything else waiting is answered.
+    pub fn synced(&mut self, waiters: Vec<SyncWaiter>, failed: &[QueueId], fx: &mut impl Effects) {
+        for q in failed {
+            if let Some(slot) = self.queues.get_mut(q)
+                && !slot.store_failed
+            {
+                log::error!(
+                    "queue '{}': a sync of its store failed; it refuses persistent messages until a restart",
+                    slot.name
+                );
+                slot.store_failed = true;
+            }
+        }
+        for w in waiters {
+            match w {
+                SyncWaiter::Confirm { ch, seq, queue } => {
+                    let ok = !failed.contains(&queue);
+                    fx.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
+                }
+                SyncWaiter::Barrier { ch, token } => fx.to_shard(ch.shard(), Item::BarrierDone { ch, token }),
+            }
+        }
+    }
+
+    /// Everything a channel sent here before `token` is applied; answer
+    /// once it is synced too.
+    pub fn barrier(&mut self, ch: ChannelRef, token: u64) {
+        self.awaiting_sync.push(SyncWaiter::Barrier { ch, token });
+        self.sync_wanted = true;
+    }
+
+    /// Applies a delivery settlement.
+    pub fn settle(
+        &mut self,
+        topo: &Topology,
+        fx: &mut impl Effects,
+        queue: QueueId,
+        seq: u64,
+        how: Settle,
+        now: u64,
+    ) {
+        let Some(slot) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        let gone = match how {
+            Settle::Ack => slot.q.ack(seq),
+            Settle::Reject { requeue } => slot.q.reject(seq, requeue),
+            Settle::Requeue => {
+                slot.q.requeue([seq]);
+                None
+            }
+        };
+        if let (Settle::Reject { requeue: false }, Some(e)) = (how, &gone) {
+            dead_letter(slot, &e.msg, DeadReason::Rejected, topo, fx, now);
+        }
+        if let (Some(loc), Some(store)) = (gone.and_then(|e| e.loc), &mut slot.store) {
+            store.remove(loc);
+            Self::mark_store_dirty(&mut self.store_dirty, slot);
+        }
+        Self::mark_dirty(&mut self.dirty, slot);
+    }
+
+    /// Deliveries written to a consumer's socket (transport window).
+    pub fn written(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32) {
+        if let Some(slot) = self.queues.get_mut(&queue) {
+            slot.q.written(consumer, n);
+            Self::mark_dirty(&mut self.dirty, slot);
+        }
+    }
+
+    /// Channel-wide prefetch credit for a consumer; given back when the
+    /// queue cannot use it.
+    pub fn credit(&mut self, fx: &mut impl Effects, queue: QueueId, consumer: ConsumerRef, n: u32) {
+        let granted = match self.queues.get_mut(&queue) {
+            Some(slot) => {
+                let ok = slot.q.grant_credit(consumer, n);
+                Self::mark_dirty(&mut self.dirty, slot);
+                ok
+            }
+            None => false,
+        };
+        if !granted {
+            fx.to_conn(consumer.ch.conn, Event::CreditReturn { queue, consumer, n });
+        }
+    }
+
+    /// Removes a consumer without a reply; an auto-delete queue that loses
+    /// its last consumer goes.
+    pub fn drop_consumer(&mut self, fx: &mut impl Effects, queue: QueueId, consumer: ConsumerRef, now: u64) {
+        let auto_deleted = {
+            let Some(slot) = self.queues.get_mut(&queue) else {
+                return;
+            };
+            slot.q.cancel_consumer(consumer);
+            slot.last_used_ms = now;
+            Self::mark_dirty(&mut self.dirty, slot);
+            slot.auto_delete && slot.had_consumers && slot.q.consumer_count() == 0
+        };
+        if auto_deleted {
+            self.auto_delete(queue, fx);
+        }
+    }
+
+    fn auto_delete(&mut self, queue: QueueId, fx: &mut impl Effects) {
+        self.remove_engine(queue, fx);
+        fx.to_shard(0, Item::Control(ControlMsg::AutoDeleted(queue)));
+    }
+
+    /// Drops a queue engine, telling its consumers and answering what
+    /// waits on it. Returns its ready message count.
+    pub(super) fn remove_engine(&mut self, queue: QueueId, fx: &mut impl Effects) -> Option<u32> {
+        let mut slot = self.queues.remove(&queue)?;
+        for conn in std::mem::take(&mut slot.throttled) {
+            fx.to_conn(conn, Event::Throttle { queue, on: false });
+        }
+        for c in slot.q.consumer_refs() {
+            fx.to_conn(c.ch.conn, Event::ConsumerCancelled { consumer: c });
+        }
+        let n = slot.ready_count() as u32;
+        for (_, confirm) in slot.pending.drain(..) {
+            if let Some((ch, seq)) = confirm {
+                fx.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });
+            }
+        }
+        if let Some(store) = slot.store.take() {
+            store.destroy();
+        }
+        Some(n)
+    }
+
+    /// Deletes a queue for the control plane, if the conditions hold.
+    /// RabbitMQ counts ready messages only for `if-empty`: a queue holding
+    /// nothing but unacknowledged deliveries is empty.
+    pub fn owner_delete(
+        &mut self,
+        topo: &Topology,
+        fx: &mut impl Effects,
+        queue: QueueId,
+        if_unused: bool,
+        if_empty: bool,
+        now: u64,
+    ) -> Result<u32, AmqpError> {
+        self.catch_up(queue, topo, fx, now);
+        {
+            let Some(slot) = self.queues.get(&queue) else {
+                return Ok(0);
+            };
+            let vhost = topo.vhost_name(slot.vhost);
+            if if_unused && slot.q.consumer_count() > 0 {
+                return Err(AmqpError::precondition(format!(
+                    "queue '{}' in vhost '{vhost}' in use",
+                    slot.name
+                )));
+            }
+            if if_empty && slot.ready_count() > 0 {
+                return Err(AmqpError::precondition(format!(
+                    "queue '{}' in vhost '{vhost}' not empty",
+                    slot.name
+                )));
+            }
+        }
+        Ok(self.remove_engine(queue, fx).unwrap_or(0))
+    }
+
+    /// Recomputes the settings of the queues of a vhost whose policies
+    /// changed.
+    fn reapply_policies(&mut self, topo: &Topology, vhost: VhostId, fx: &mut impl Effects, now: u64) {
+        for slot in self.queues.values_mut().filter(|s| s.vhost == vhost) {
+            let Some(def) = topo.queue(slot.q.id) else {
+                continue;
+            };
+            let (cfg, extras) = crate::broker::args::queue_settings(
+                &def.args,
+                topo.policy_for(vhost, def.name.as_bytes(), true),
+            );
+            slot.extras = extras;
+            Self::with_sink(&mut self.store_dirty, slot, topo, fx, now, |q, sink| {
+                q.set_config(cfg, sink)
+            });
+            Self::mark_dirty(&mut self.dirty, slot);
+        }
+    }
+
+    /// Expires messages of idle queues and deletes queues unused for their
+    /// `x-expires`. The runtime runs it every 100 ms.
+    pub fn sweep(&mut self, topo: &Topology, fx: &mut impl Effects, now: u64) {
+        let mut unused = Vec::new();
+        for slot in self.queues.values_mut() {
+            if slot.may_expire || slot.q.config().message_ttl.is_some() {
+                Self::with_sink(&mut self.store_dirty, slot, topo, fx, now, |q, sink| {
+                    q.expire(now, true, sink)
+                });
+            }
+            if let Some(ttl) = slot.extras.expires
+                && slot.q.consumer_count() == 0
+                && now.saturating_sub(slot.last_used_ms) >= ttl
+            {
+                unused.push(slot.q.id);
+            }
+        }
+        for q in unused {
+            self.auto_delete(q, fx);
+        }
+    }
+}
+
+/// On disk, a delivery without ack removes the message; a first delivery
+/// with ack is marked so a crash brings it back redelivered.
+pub(super) fn record_delivery(store: &mut QueueStore, loc: Option<Loc>, needs_ack: bool, redelivered: bool) {
+    let Some(loc) = loc else { return };
+    if !needs_ack {
+        store.remove(loc);
+    } else if !redelivered {
+        store.delivered(loc);
+    }
+}
+
+/// Republishes a message that left `slot` for `reason` to the queue's
+/// dead-letter exchange (if it has one), as RabbitMQ does: routed without
+/// confirms, dropped when nothing matches or it would cycle.
+fn dead_letter(
+    slot: &QueueSlot,
+    msg: &Message,
+    reason: DeadReason,
+    topo: &Topology,
+    fx: &mut impl Effects,
+    now: u64,
+) {
+    let Some(dlx) = &slot.extras.dead_letter_exchange else {
+        return;
+    };
+    let dl = crate::broker::deadletter::dead_letter(
+        msg,
+        slot.name.as_bytes(),
+        reason,
+        dlx.as_bytes(),
+        slot.extras.dead_letter_routing_key.as_ref().map(|k| k.as_bytes()),
+        now / 1000,
+    );
+    let mut dests: Vec<(QueueId, ShardId)> = Vec::new();
+    let mut scratch = crate::broker::topology::RouteScratch::default();
+    let mut out = Vec::new();
+    for key in &dl.routing_keys {
+        if topo
+            .route(
+                slot.vhost,
+                dlx.as_bytes(),
+                key,
+                dl.msg.props(),
+                &mut scratch,
+                &mut out,
+            )
+            .is_ok()
+        {
+            dests.extend(out.iter().copied());
+        }
+    }
+    dests.sort_unstable();
+    dests.dedup();
+    for (queue, owner) in dests {
+        let name = topo.queue(queue).map(|q| q.name.clone()).unwrap_or_default();
+        if crate::broker::deadletter::is_cycle(&dl.msg, name.as_bytes()) {
+            continue;
+        }
+        fx.to_shard(
+            owner,
+            Item::Publish {
+                queue,
+                msg: dl.msg.clone(),
+                confirm: None,
+                publisher: ConnId(0),
+            },
+        );
+    }
+}
+
+/// Pauses a publisher whose queue runs too far ahead of its consumers. A
+/// connection that consumes from the queue itself is never paused: it
+/// could not read the acks that would drain it.
+fn maybe_throttle(slot: &mut QueueSlot, publisher: ConnId, flow_backlog: usize, fx: &mut impl Effects) {
+    if slot.ready_count() <= flow_backlog || slot.q.consumer_count() == 0 {
+        return;
+    }
+    if publisher.0 == 0 || slot.throttled.contains(&publisher) {
+        return;
+    }
+    if slot.q.consumers().any(|c| c.spec.cref.ch.conn == publisher) {
+        return;
+    }
+    slot.throttled.push(publisher);
+    let queue = slot.q.id;
+    fx.to_conn(publisher, Event::Throttle { queue, on: true });
+}
+
+/// Resumes paused publishers once the backlog is down to half, or no
+/// consumer is left to wait for.
+fn maybe_release(slot: &mut QueueSlot, flow_backlog: usize, fx: &mut impl Effects) {
+    if slot.throttled.is_empty() {
+        return;
+    }
+    if slot.ready_count() > flow_backlog / 2 && slot.q.consumer_count() > 0 {
+        return;
+    }
+    let queue = slot.q.id;
+    for conn in std::mem::take(&mut slot.throttled) {
+        fx.to_conn(conn, Event::Throttle { queue, on: false });
+    }
+}
+
+/// Drops what purged or removed entries held on disk.
+pub(super) fn forget_stored(slot: &mut QueueSlot, entries: impl IntoIterator<Item = Entry>) {
+    if let Some(store) = &mut slot.store {
+        for loc in entries.into_iter().filter_map(|e| e.loc) {
+            store.remove(loc);
+        }
+    }
+}
+
+/// The reply for an operation on a queue that is gone.
+pub(super) fn gone(topo: &Topology, queue: QueueId, name: &crate::protocol::ShortStr) -> Reply {
+    let vhost = topo
+        .queue(queue)
+        .map(|q| topo.vhost_name(q.vhost).to_string())
+        .unwrap_or_else(|| "/".into());
+    Reply::Error(crate::broker::control::no_queue(name, &vhost))
+}

@@ -1,0 +1,52 @@
+//! One queue as its owner holds it: the engine, its store, and what the
+//! owner tracks around it.
+
+use crate::broker::args::QueueExtras;
+use crate::ids::{ChannelRef, ConnId, VhostId};
+use crate::message::Message;
+use crate::protocol::ShortStr;
+use crate::queue::Queue;
+use crate::storage::QueueStore;
+
+/// A queue engine with what its owner needs to know about it.
+/// Owned by the queue's owner shard.
+pub struct QueueSlot {
+    pub q: Queue,
+    pub name: ShortStr,
+    pub vhost: VhostId,
+    pub auto_delete: bool,
+    pub had_consumers: bool,
+    pub(super) dirty: bool,
+    /// Durable queues keep persistent messages here.
+    pub store: Option<QueueStore>,
+    /// The store is not to be trusted with more: it could not be opened,
+    /// or a sync of it failed (the page cache may have dropped what it
+    /// held). Persistent messages are refused (nacked) until a restart.
+    pub store_failed: bool,
+    /// Connections this queue paused (flow control).
+    pub(super) throttled: Vec<ConnId>,
+    /// Dead-lettering and expiry settings.
+    pub extras: QueueExtras,
+    /// Last time the queue was used (for `x-expires`), ms.
+    pub last_used_ms: u64,
+    /// Body bytes of `pending`.
+    pub(super) pending_bytes: u64,
+    /// Holds messages with a per-message TTL (so the sweeper looks at it).
+    pub(super) may_expire: bool,
+    /// Publishes waiting for the end-of-step store write, in order (with
+    /// the transient ones queued behind them, to keep FIFO).
+    pub(super) pending: Vec<(Message, Option<(ChannelRef, u64)>)>,
+    pub(super) store_dirty: bool,
+}
+
+impl QueueSlot {
+    /// Messages ready, counting those waiting for the store write.
+    pub fn ready_count(&self) -> usize {
+        self.q.ready_count() + self.pending.len()
+    }
+
+    /// Bytes on disk, if the queue has a store.
+    pub fn disk_bytes(&self) -> u64 {
+        self.store.as_ref().map_or(0, QueueStore::disk_bytes)
+    }
+}
