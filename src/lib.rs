@@ -18,6 +18,7 @@ pub mod queue;
 pub mod routing;
 pub mod session;
 pub mod shard;
+pub mod sim;
 pub mod storage;
 
 pub use config::{Config, Limits};

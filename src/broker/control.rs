@@ -160,10 +160,13 @@ impl ControlPlane {
         id
     }
 
+    /// Plans a request with RabbitMQ's checks in RabbitMQ's order
+    /// (`rabbit_channel:handle_method/6`, `rabbit_binding`): which error a
+    /// client sees when several apply is part of the protocol it relies on.
     pub fn plan(&mut self, topo: &Topology, who: Requester<'_>, req: Request) -> Result<Plan, AmqpError> {
         let vname = topo.vhost_name(who.vhost).to_string();
         let v = who.vhost;
-        check_access(topo, &who, &req)?;
+        let who = &who;
         match req {
             Request::ExchangeDeclare {
                 name,
@@ -174,7 +177,8 @@ impl ControlPlane {
                 internal,
                 args,
             } => {
-                // Even a passive declare may not name the default exchange.
+                // Even a passive declare may not name the default exchange;
+                // checked before permissions.
                 if name.is_empty() {
                     return Err(default_exchange());
                 }
@@ -185,6 +189,7 @@ impl ControlPlane {
                         None => Err(no_exchange(name.as_bytes(), &vname)),
                     };
                 }
+                permit(topo, who, Access::Configure, "exchange", name.as_bytes())?;
                 if let Some(ex) = existing {
                     let d = &ex.def;
                     if d.kind != kind {
@@ -222,6 +227,12 @@ impl ControlPlane {
                         "exchange name '{name}' contains reserved prefix 'amq.*'"
                     )));
                 }
+                // Naming an alternate exchange takes read on the new one
+                // and write on the alternate.
+                if let Some(ae) = args::alternate_exchange_arg(&args, &name, &vname)? {
+                    permit(topo, who, Access::Read, "exchange", name.as_bytes())?;
+                    permit(topo, who, Access::Write, "exchange", exchange_resource(ae))?;
+                }
                 args::validate_exchange_args(&args, &name, &vname)?;
                 let def = ExchangeDef {
                     id: self.exchange_id(),
@@ -239,20 +250,25 @@ impl ControlPlane {
                 })
             }
             Request::ExchangeDelete { name, if_unused } => {
+                // Both refusals come before permissions and the lookup: an
+                // `amq.` exchange that does not exist is refused too.
                 if name.is_empty() {
                     return Err(default_exchange());
                 }
-                let Some(ex) = topo.exchange_by_name(v, name.as_bytes()) else {
-                    return Ok(Plan::Reply(Reply::ExchangeDeleteOk));
-                };
                 if name.as_bytes().starts_with(b"amq.") {
                     return Err(AmqpError::access_refused(format!(
                         "deletion of system exchange '{name}' in vhost '{vname}' not allowed"
                     )));
                 }
+                permit(topo, who, Access::Configure, "exchange", name.as_bytes())?;
+                let Some(ex) = topo.exchange_by_name(v, name.as_bytes()) else {
+                    return Ok(Plan::Reply(Reply::ExchangeDeleteOk));
+                };
                 let id = ex.def.id;
-                if if_unused && (!ex.bindings.is_empty() || !topo.bindings_to(Dest::Exchange(id)).is_empty())
-                {
+                // In use means it is the source of a binding
+                // (`rabbit_binding:has_for_source`); bindings to it do not
+                // count, and go with it.
+                if if_unused && !ex.bindings.is_empty() {
                     return Err(AmqpError::precondition(format!(
                         "exchange '{name}' in vhost '{vname}' in use"
                     )));
@@ -274,6 +290,7 @@ impl ControlPlane {
                 routing_key,
                 args,
             } => {
+                check_binding_access(topo, who, "exchange", &destination, &source)?;
                 let (src, dst) = self.e2e_ends(topo, v, &vname, &source, &destination)?;
                 validate_binding_args(topo.exchange(src).expect("exists").def.kind, &args)
                     .map_err(AmqpError::precondition)?;
@@ -301,6 +318,7 @@ impl ControlPlane {
                 routing_key,
                 args,
             } => {
+                check_binding_access(topo, who, "exchange", &destination, &source)?;
                 let (src, dst) = match self.e2e_ends(topo, v, &vname, &source, &destination) {
                     Ok(x) => x,
                     // RabbitMQ: unbinding something that is not there is fine.
@@ -327,44 +345,60 @@ impl ControlPlane {
                 auto_delete,
                 args,
             } => {
-                // RabbitMQ checks the name before looking the queue up, so
-                // even redeclaring an existing `amq.gen-…` queue is refused.
-                if !passive && !generated && name.as_bytes().starts_with(b"amq.") {
-                    return Err(AmqpError::access_refused(format!(
-                        "queue name '{name}' contains reserved prefix 'amq.*'"
-                    )));
-                }
-                if let Some(q) = topo.queue_by_name(v, name.as_bytes()) {
+                let existing = topo.queue_by_name(v, name.as_bytes());
+                if passive {
+                    let q = existing.ok_or_else(|| no_queue(&name, &vname))?;
                     check_exclusive(q, who.conn, &vname)?;
-                    if !passive {
-                        if q.exclusive.is_some() != exclusive {
-                            return Err(locked(&name, &vname));
-                        }
-                        if q.durable != durable {
-                            return Err(inequivalent(
-                                "queue", "durable", &name, &vname, durable, q.durable,
-                            ));
-                        }
-                        if q.auto_delete != auto_delete {
-                            return Err(inequivalent(
-                                "queue",
-                                "auto_delete",
-                                &name,
-                                &vname,
-                                auto_delete,
-                                q.auto_delete,
-                            ));
-                        }
-                        args::check_queue_equivalence(&q.args, &args, &name, &vname)?;
-                    }
                     return Ok(Plan::DeclareExisting {
                         queue: q.id,
                         owner: q.owner,
                         name,
                     });
                 }
-                if passive {
-                    return Err(no_queue(&name, &vname));
+                // RabbitMQ checks the name before permissions and before
+                // looking the queue up, so even redeclaring an existing
+                // `amq.gen-…` queue is refused.
+                if !generated && name.as_bytes().starts_with(b"amq.") {
+                    return Err(AmqpError::access_refused(format!(
+                        "queue name '{name}' contains reserved prefix 'amq.*'"
+                    )));
+                }
+                permit(topo, who, Access::Configure, "queue", name.as_bytes())?;
+                // An exclusive queue is never durable: it dies with its
+                // connection (`Durable = durable andalso not exclusive`).
+                let durable = durable && !exclusive;
+                if let Some(q) = existing {
+                    check_exclusive(q, who.conn, &vname)?;
+                    if q.exclusive.is_some() != exclusive {
+                        return Err(locked(&name, &vname));
+                    }
+                    if q.durable != durable {
+                        return Err(inequivalent(
+                            "queue", "durable", &name, &vname, durable, q.durable,
+                        ));
+                    }
+                    if q.auto_delete != auto_delete {
+                        return Err(inequivalent(
+                            "queue",
+                            "auto_delete",
+                            &name,
+                            &vname,
+                            auto_delete,
+                            q.auto_delete,
+                        ));
+                    }
+                    args::check_queue_equivalence(&q.args, &args, &name, &vname)?;
+                    return Ok(Plan::DeclareExisting {
+                        queue: q.id,
+                        owner: q.owner,
+                        name,
+                    });
+                }
+                // Naming a dead-letter exchange takes read on the new queue
+                // and write on the exchange, checked before the arguments.
+                if let Some(dlx) = args::dead_letter_exchange_arg(&args, &name, &vname)? {
+                    permit(topo, who, Access::Read, "queue", name.as_bytes())?;
+                    permit(topo, who, Access::Write, "exchange", exchange_resource(dlx))?;
                 }
                 args::validate_queue_args(&args, &name, &vname)?;
                 let id = QueueId(self.next_queue);
@@ -394,17 +428,17 @@ impl ControlPlane {
                 routing_key,
                 args,
             } => {
-                let q = topo
-                    .queue_by_name(v, queue.as_bytes())
-                    .ok_or_else(|| no_queue(&queue, &vname))?;
-                if exchange.is_empty() {
-                    return Err(default_exchange());
-                }
+                check_binding_access(topo, who, "queue", &queue, &exchange)?;
+                // The source is looked up first: with both missing, the
+                // exchange is named.
                 let ex = topo
                     .exchange_by_name(v, exchange.as_bytes())
                     .ok_or_else(|| no_exchange(exchange.as_bytes(), &vname))?;
-                check_exclusive(q, who.conn, &vname)?;
+                let q = topo
+                    .queue_by_name(v, queue.as_bytes())
+                    .ok_or_else(|| no_queue(&queue, &vname))?;
                 validate_binding_args(ex.def.kind, &args).map_err(AmqpError::precondition)?;
+                check_exclusive(q, who.conn, &vname)?;
                 let dest = Dest::Queue(q.id);
                 let exists = ex.bindings.contains(&routing_key, &args, dest);
                 if exists {
@@ -426,16 +460,19 @@ impl ControlPlane {
                 routing_key,
                 args,
             } => {
-                if exchange.is_empty() {
-                    return Err(default_exchange());
+                check_binding_access(topo, who, "queue", &queue, &exchange)?;
+                // A missing queue, exchange or binding is fine, and is
+                // found out before exclusive access is checked.
+                let (Some(q), Some(ex)) = (
+                    topo.queue_by_name(v, queue.as_bytes()),
+                    topo.exchange_by_name(v, exchange.as_bytes()),
+                ) else {
+                    return Ok(Plan::Reply(Reply::QueueUnbindOk));
+                };
+                if !ex.bindings.contains(&routing_key, &args, Dest::Queue(q.id)) {
+                    return Ok(Plan::Reply(Reply::QueueUnbindOk));
                 }
-                let Some(q) = topo.queue_by_name(v, queue.as_bytes()) else {
-                    return Ok(Plan::Reply(Reply::QueueUnbindOk));
-                };
                 check_exclusive(q, who.conn, &vname)?;
-                let Some(ex) = topo.exchange_by_name(v, exchange.as_bytes()) else {
-                    return Ok(Plan::Reply(Reply::QueueUnbindOk));
-                };
                 self.unbind_plan(
                     topo,
                     ex.def.id,
@@ -450,6 +487,7 @@ impl ControlPlane {
                 if_unused,
                 if_empty,
             } => {
+                permit(topo, who, Access::Configure, "queue", queue.as_bytes())?;
                 let Some(q) = topo.queue_by_name(v, queue.as_bytes()) else {
                     return Ok(Plan::Reply(Reply::QueueDeleteOk { messages: 0 }));
                 };
@@ -469,7 +507,9 @@ impl ControlPlane {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The two exchanges of an exchange-to-exchange binding; the source is
+    /// named when both are missing (`rabbit_binding`). The default exchange
+    /// was refused before.
     fn e2e_ends(
         &self,
         topo: &Topology,
@@ -478,15 +518,12 @@ impl ControlPlane {
         source: &ShortStr,
         destination: &ShortStr,
     ) -> Result<(ExchangeId, ExchangeId), AmqpError> {
-        if source.is_empty() || destination.is_empty() {
-            return Err(default_exchange());
-        }
-        let dst = topo
-            .exchange_id(v, destination.as_bytes())
-            .ok_or_else(|| no_exchange(destination.as_bytes(), vname))?;
         let src = topo
             .exchange_id(v, source.as_bytes())
             .ok_or_else(|| no_exchange(source.as_bytes(), vname))?;
+        let dst = topo
+            .exchange_id(v, destination.as_bytes())
+            .ok_or_else(|| no_exchange(destination.as_bytes(), vname))?;
         Ok((src, dst))
     }
 
@@ -569,41 +606,30 @@ impl ControlPlane {
     }
 }
 
-/// The permission checks RabbitMQ makes for each request (`rabbit_channel`):
-/// declare and delete need configure; binding needs write on the
-/// destination and read on the source.
-fn check_access(topo: &Topology, who: &Requester<'_>, req: &Request) -> Result<(), AmqpError> {
-    let ex = |n: &ShortStr| -> Vec<u8> {
-        if n.is_empty() {
-            b"amq.default".to_vec()
-        } else {
-            n.as_bytes().to_vec()
-        }
+/// The name permissions see for an exchange: the default exchange is
+/// `amq.default` (`rabbit_access_control`).
+fn exchange_resource(name: &[u8]) -> &[u8] {
+    if name.is_empty() { b"amq.default" } else { name }
+}
+
+/// The checks of a bind or unbind before anything is looked up, in
+/// RabbitMQ's order (`rabbit_channel:binding_action`): write on the
+/// destination, then neither end the default exchange, then read on the
+/// source.
+fn check_binding_access(
+    topo: &Topology,
+    who: &Requester<'_>,
+    dest_kind: &str,
+    destination: &ShortStr,
+    source: &ShortStr,
+) -> Result<(), AmqpError> {
+    let dest_name = match dest_kind {
+        "exchange" => exchange_resource(destination.as_bytes()),
+        _ => destination.as_bytes(),
     };
-    match req {
-        Request::ExchangeDeclare {
-            name, passive: false, ..
-        }
-        | Request::ExchangeDelete { name, .. } => permit(topo, who, Access::Configure, "exchange", &ex(name)),
-        Request::QueueDeclare {
-            name, passive: false, ..
-        }
-        | Request::QueueDelete { queue: name, .. } => {
-            permit(topo, who, Access::Configure, "queue", name.as_bytes())
-        }
-        Request::ExchangeBind {
-            destination, source, ..
-        }
-        | Request::ExchangeUnbind {
-            destination, source, ..
-        } => {
-            permit(topo, who, Access::Write, "exchange", &ex(destination))?;
-            permit(topo, who, Access::Read, "exchange", &ex(source))
-        }
-        Request::QueueBind { queue, exchange, .. } | Request::QueueUnbind { queue, exchange, .. } => {
-            permit(topo, who, Access::Write, "queue", queue.as_bytes())?;
-            permit(topo, who, Access::Read, "exchange", &ex(exchange))
-        }
-        _ => Ok(()),
+    permit(topo, who, Access::Write, dest_kind, dest_name)?;
+    if (dest_kind == "exchange" && destination.is_empty()) || source.is_empty() {
+        return Err(default_exchange());
     }
+    permit(topo, who, Access::Read, "exchange", source.as_bytes())
 }

@@ -400,3 +400,6 @@ fn exclusive_queues(topo: &Topology, conn: ConnId) -> Vec<(QueueId, ShardId)> {
         .map(|q| (q.id, q.owner))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,8 +9,10 @@
 //! in [`Outbox`]; the simulation drives several hubs the same way, on
 //! virtual time, with a simulated disk and network.
 
+mod boot;
 mod client;
 
+pub use boot::recover_topology;
 pub use client::{Client, ConnState};
 
 use crate::broker::request::Reply;

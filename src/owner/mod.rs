@@ -23,3 +23,6 @@ pub use effects::Effects;
 pub use item::{Batch, ControlMsg, Item, QueueOp, SyncWaiter};
 pub use service::{Enqueued, Owner, OwnerConfig, SyncBatch};
 pub use slot::QueueSlot;
+
+#[cfg(test)]
+mod tests;

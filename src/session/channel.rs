@@ -1,7 +1,8 @@
 //! Channel state and the handling of every channel-level method.
 
 use super::confirms::ConfirmTracker;
-use super::connection::{Session, SessionStats};
+use super::connection::{Session, SessionStats, analyze_frame};
+use super::erl;
 use super::publish::{self, Assembly, Body, Part, PublishHead};
 use super::unacked::{Outstanding, UnackedMap};
 use super::{Broker, Event};
@@ -10,9 +11,9 @@ use crate::ids::{ChannelRef, ConsumerRef, QueueId};
 use crate::message::Message;
 use crate::protocol::methods::*;
 use crate::protocol::{
-    AmqpError, FRAME_BODY, FRAME_HEADER, Method, ShortStr, parse_basic_publish, scan_properties,
-    write_basic_deliver, write_basic_get_ok, write_basic_nack, write_basic_return, write_content,
-    write_method_frame,
+    AmqpError, FRAME_BODY, FRAME_HEADER, FRAME_METHOD, Method, ShortStr, parse_basic_publish,
+    scan_properties, write_basic_deliver, write_basic_get_ok, write_basic_nack, write_basic_return,
+    write_content, write_method_frame,
 };
 use crate::queue::ConsumerSpec;
 use crate::routing::ExchangeKind;
@@ -54,16 +55,16 @@ pub(crate) enum Pending {
     Commit,
 }
 
-enum TxSettle {
-    Ack { tag: u64, multiple: bool },
-    Reject { tag: u64, multiple: bool, requeue: bool },
-}
-
 #[derive(Default)]
 struct Tx {
     publishes: Vec<(Message, bool)>,
     bytes: usize,
-    settles: Vec<TxSettle>,
+    /// Deliveries acked, nacked or rejected in the transaction. RabbitMQ
+    /// resolves delivery tags when the method arrives, even in a
+    /// transaction: they leave the unacked map then (a second ack of one
+    /// is an unknown tag, `multiple` covers only what was delivered before
+    /// it), are settled at commit and given back at rollback.
+    settles: Vec<(Outstanding, Settle)>,
 }
 
 /// One open channel. Owned by its connection's task.
@@ -95,8 +96,10 @@ pub(crate) struct Channel {
     scratch: Vec<Outstanding>,
 }
 
+/// Without method ids: `channel_method` adds those of the ack, nack or
+/// reject that named the tag.
 fn unknown_tag(tag: u64) -> AmqpError {
-    AmqpError::precondition(format!("unknown delivery tag {tag}")).with_method(60, 80)
+    AmqpError::precondition(format!("unknown delivery tag {tag}"))
 }
 
 impl Channel {
@@ -137,6 +140,10 @@ impl Channel {
         if let Some(Pending::Consume { .. }) = self.pending {
             // The consume may complete after we are gone: orphan_event drops it.
         }
+        if let Some(tx) = self.tx.take() {
+            // Settled by nothing yet: requeued with the rest, in tag order.
+            self.unacked.restore(tx.settles.into_iter().map(|(o, _)| o));
+        }
         let mut all = std::mem::take(&mut self.scratch);
         all.clear();
         self.unacked.take_all(&mut all);
@@ -145,7 +152,6 @@ impl Channel {
         }
         all.clear();
         self.scratch = all;
-        self.tx = None;
         self.pending = None;
         self.deferred_cancels.clear();
         self.credit_waiting.clear();
@@ -243,7 +249,25 @@ impl Channel {
         }
     }
 
-    /// Settles deliveries named by a client ack/nack/reject.
+    /// Takes the deliveries named by a client ack/nack/reject out of the
+    /// unacked map, in tag order, into `got`.
+    fn take_tags(&mut self, tag: u64, multiple: bool, got: &mut Vec<Outstanding>) -> Result<(), AmqpError> {
+        if multiple {
+            if tag == 0 {
+                self.unacked.take_all(got);
+            } else if self.unacked.contains(tag) {
+                self.unacked.take_up_to(tag, got);
+            } else {
+                return Err(unknown_tag(tag));
+            }
+        } else {
+            got.push(self.unacked.take(tag).ok_or_else(|| unknown_tag(tag))?);
+        }
+        Ok(())
+    }
+
+    /// Settles at once the deliveries named by a client ack/nack/reject
+    /// (or all of them, for `basic.recover`).
     fn settle_tags(
         &mut self,
         tag: u64,
@@ -253,47 +277,57 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let mut got = std::mem::take(&mut self.scratch);
         got.clear();
-        if multiple {
-            if tag == 0 {
-                self.unacked.take_all(&mut got);
-            } else if self.unacked.contains(tag) {
-                self.unacked.take_up_to(tag, &mut got);
-            } else {
-                self.scratch = got;
-                return Err(unknown_tag(tag));
-            }
-        } else {
-            match self.unacked.take(tag) {
-                Some(o) => got.push(o),
-                None => {
-                    self.scratch = got;
-                    return Err(unknown_tag(tag));
-                }
-            }
-        }
-        let mut limited = 0;
-        for o in &got {
-            b.settle(o.queue, o.seq, how);
-            limited += u32::from(self.consumer_limited(o.consumer));
+        let r = self.take_tags(tag, multiple, &mut got);
+        if r.is_ok() {
+            self.settle_now(got.iter().map(|o| (*o, how)), b);
         }
         got.clear();
         self.scratch = got;
+        r
+    }
+
+    /// Settles taken deliveries on their queues and frees the channel-wide
+    /// credit of those that counted against it, whether or not their
+    /// consumer is still there.
+    fn settle_now(&mut self, settles: impl Iterator<Item = (Outstanding, Settle)>, b: &mut impl Broker) {
+        let mut limited = 0;
+        for (o, how) in settles {
+            b.settle(o.queue, o.seq, how);
+            limited += u32::from(o.limited);
+        }
         if limited > 0 {
             self.release_global(limited, b);
         }
-        Ok(())
     }
 
-    fn consumer_limited(&self, id: Option<u32>) -> bool {
-        id.is_some_and(|id| self.consumers.iter().any(|c| c.id == id && c.limited))
-    }
-
-    fn check_tag(&self, tag: u64, multiple: bool) -> Result<(), AmqpError> {
-        if (multiple && tag == 0) || self.unacked.contains(tag) {
-            Ok(())
-        } else {
-            Err(unknown_tag(tag))
+    /// An ack, nack or reject: settled now, or in a transaction taken out
+    /// of the unacked map for the commit.
+    fn client_settle(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        how: Settle,
+        max_tx_settles: usize,
+        b: &mut impl Broker,
+    ) -> Result<(), AmqpError> {
+        let Some(tx) = &mut self.tx else {
+            return self.settle_tags(tag, multiple, how, b);
+        };
+        if tx.settles.len() >= max_tx_settles {
+            return Err(AmqpError::precondition(
+                "too many acknowledgements in one transaction",
+            ));
         }
+        let mut got = std::mem::take(&mut self.scratch);
+        got.clear();
+        let r = self.take_tags(tag, multiple, &mut got);
+        if r.is_ok() {
+            let tx = self.tx.as_mut().expect("transactional");
+            tx.settles.extend(got.iter().map(|o| (*o, how)));
+        }
+        got.clear();
+        self.scratch = got;
+        r
     }
 }
 
@@ -449,11 +483,9 @@ impl Session {
         let exists = self.channel_mut(n).map(|c| c.closing);
         match exists {
             None => {
-                if kind != crate::protocol::FRAME_METHOD {
-                    return Err(AmqpError::new(
-                        crate::protocol::reply::CHANNEL_ERROR,
-                        format!("expected 'channel.open' on channel {n}"),
-                    ));
+                analyze_frame(kind, &self.chunk[start..end])?;
+                if kind != FRAME_METHOD {
+                    return Err(Assembly::Idle.interrupted());
                 }
                 let m = Method::decode(&self.chunk.slice(start..end))?;
                 match m {
@@ -462,13 +494,16 @@ impl Session {
                     Method::ChannelCloseOk(_) => Ok(()),
                     other => Err(AmqpError::new(
                         crate::protocol::reply::CHANNEL_ERROR,
-                        format!("expected 'channel.open', got '{}'", other.name()),
+                        "expected 'channel.open'",
                     )
                     .with_method(other.class_id(), other.method_id())),
                 }
             }
             Some(true) => {
-                if kind == crate::protocol::FRAME_METHOD
+                // RabbitMQ's reader refuses what it cannot classify even
+                // on a closing channel; the rest is ignored until close-ok.
+                analyze_frame(kind, &self.chunk[start..end])?;
+                if kind == FRAME_METHOD
                     && let Ok(m) = Method::decode(&self.chunk.slice(start..end))
                 {
                     match m {
@@ -490,12 +525,6 @@ impl Session {
         }
     }
 
-    fn unexpected_method(&self) -> AmqpError {
-        AmqpError::unexpected_frame(
-            "expected content header for class 60, got non content header frame instead",
-        )
-    }
-
     fn channel_method(
         &mut self,
         n: u16,
@@ -506,7 +535,8 @@ impl Session {
         let payload = &self.chunk[start..end];
         let ch = self.channels.get_mut(n).expect("open channel");
         if !ch.assembly.is_idle() {
-            return Err(self.unexpected_method());
+            analyze_frame(FRAME_METHOD, payload)?;
+            return Err(ch.assembly.interrupted());
         }
         // basic.publish (60, 40), compared as one word: slice equality
         // would be a libc call per frame.
@@ -526,7 +556,12 @@ impl Session {
             });
             return Ok(());
         }
-        let m = Method::decode(&self.chunk.slice(start..end))?;
+        let m = Method::decode(&self.chunk.slice(start..end)).map_err(|e| {
+            // Too short to name a method: RabbitMQ's reader refuses it.
+            analyze_frame(FRAME_METHOD, &self.chunk[start..end])
+                .err()
+                .unwrap_or(e)
+        })?;
         let (cid, mid) = (m.class_id(), m.method_id());
         self.method(n, m, b).map_err(|e| {
             if e.class_id == 0 && e.method_id == 0 {
@@ -546,20 +581,18 @@ impl Session {
     ) -> Result<(), AmqpError> {
         let max = self.cfg.max_message_size;
         let ch = self.channels.get_mut(n).expect("open channel");
-        let Assembly::AwaitHeader(_) = ch.assembly else {
-            return Err(AmqpError::unexpected_frame(
-                "expected method frame, got non method frame instead",
-            ));
-        };
         let p = &self.chunk[start..end];
+        let Assembly::AwaitHeader(_) = ch.assembly else {
+            analyze_frame(FRAME_HEADER, p)?;
+            return Err(ch.assembly.interrupted());
+        };
         if p.len() < 14 {
+            analyze_frame(FRAME_HEADER, p)?;
             return Err(AmqpError::frame("content header frame too short"));
         }
-        let class = u16::from_be_bytes([p[0], p[1]]);
-        if class != 60 {
-            return Err(AmqpError::unexpected_frame(format!(
-                "expected content header for class 60, got one for class {class} instead"
-            )));
+        // Class 60 and weight 0, compared as one word.
+        if u32::from_be_bytes([p[0], p[1], p[2], p[3]]) != 0x003C_0000 {
+            return Err(publish::wrong_header(p));
         }
         let body_size = u64::from_be_bytes(p[4..12].try_into().expect("8 bytes"));
         let props = scan_properties(&p[12..])?;
@@ -578,14 +611,12 @@ impl Session {
             None => Message::NO_EXPIRATION,
             Some((a, b)) => {
                 let raw = &p[12 + a..12 + b];
-                match crate::message::parse_expiration(raw) {
-                    Some(ms) => ms.min(Message::NO_EXPIRATION as u64 - 1) as u32,
-                    None => {
-                        return Err(AmqpError::precondition(format!(
-                            "invalid expiration '{}': no_integer",
-                            String::from_utf8_lossy(raw)
-                        ))
-                        .with_method(60, 40));
+                match erl::parse_expiration(raw) {
+                    Ok(ms) => ms.min(Message::NO_EXPIRATION as u64 - 1) as u32,
+                    Err(why) => {
+                        return Err(
+                            AmqpError::precondition(erl::expiration_error(raw, why)).with_method(60, 40)
+                        );
                     }
                 }
             }
@@ -632,9 +663,7 @@ impl Session {
             ..
         } = &mut ch.assembly
         else {
-            return Err(AmqpError::unexpected_frame(
-                "expected method frame, got non method frame instead",
-            ));
+            return Err(ch.assembly.interrupted());
         };
         let len = (end - start) as u64;
         let received = match body {
@@ -683,14 +712,16 @@ impl Session {
         let msg = publish::finish(&self.chunk, head, props, persistent, priority, expiration, body);
         self.stats.published += 1;
         if let Some(tx) = &mut ch.tx {
-            b.exchange_exists(vhost, msg.exchange())?;
+            b.exchange_exists(vhost, msg.exchange())
+                .map_err(|e| e.with_method(60, 40))?;
             if tx.publishes.len() >= self.cfg.tx_max_messages
                 || tx.bytes + msg.body_len() > self.cfg.tx_max_bytes
             {
                 return Err(AmqpError::precondition(format!(
                     "transaction holds more than {} messages or {} bytes",
                     self.cfg.tx_max_messages, self.cfg.tx_max_bytes
-                )));
+                ))
+                .with_method(60, 40));
             }
             tx.bytes += msg.body_len();
             tx.publishes.push((msg, mandatory));
@@ -753,12 +784,7 @@ impl Session {
                     Some(k) => k,
                     // A passive declare only checks existence.
                     None if d.passive => ExchangeKind::Direct,
-                    None => {
-                        return Err(AmqpError::command_invalid(format!(
-                            "unknown exchange type '{}'",
-                            d.kind
-                        )));
-                    }
+                    None => return Err(erl::bad_exchange_type(d.kind.as_bytes())),
                 };
                 let req = Request::ExchangeDeclare {
                     name: d.exchange,
@@ -974,30 +1000,24 @@ impl Session {
                 );
                 Ok(())
             }
-            Method::BasicAck(a) => match &mut ch.tx {
-                Some(tx) => {
-                    if tx.settles.len() >= self.cfg.tx_max_messages {
-                        return Err(AmqpError::precondition(
-                            "too many acknowledgements in one transaction",
-                        ));
-                    }
-                    ch.check_tag(a.delivery_tag, a.multiple)?;
-                    ch.tx.as_mut().expect("tx").settles.push(TxSettle::Ack {
-                        tag: a.delivery_tag,
-                        multiple: a.multiple,
-                    });
-                    Ok(())
-                }
-                None => ch.settle_tags(a.delivery_tag, a.multiple, Settle::Ack, b),
-            },
-            Method::BasicReject(r) => {
-                reject(ch, r.delivery_tag, false, r.requeue, self.cfg.tx_max_messages, b)
-            }
-            Method::BasicNack(r) => reject(
-                ch,
+            Method::BasicAck(a) => ch.client_settle(
+                a.delivery_tag,
+                a.multiple,
+                Settle::Ack,
+                self.cfg.tx_max_messages,
+                b,
+            ),
+            Method::BasicReject(r) => ch.client_settle(
+                r.delivery_tag,
+                false,
+                Settle::Reject { requeue: r.requeue },
+                self.cfg.tx_max_messages,
+                b,
+            ),
+            Method::BasicNack(r) => ch.client_settle(
                 r.delivery_tag,
                 r.multiple,
-                r.requeue,
+                Settle::Reject { requeue: r.requeue },
                 self.cfg.tx_max_messages,
                 b,
             ),
@@ -1030,9 +1050,11 @@ impl Session {
                 Ok(())
             }
             Method::TxRollback(_) => {
-                if ch.tx.replace(Tx::default()).is_none() {
+                let Some(tx) = ch.tx.replace(Tx::default()) else {
                     return Err(AmqpError::precondition("channel is not transactional"));
-                }
+                };
+                // Acked in the transaction: unacked again, as RabbitMQ does.
+                ch.unacked.restore(tx.settles.into_iter().map(|(o, _)| o));
                 ok_frame(out, n, Method::TxRollbackOk(TxRollbackOk {}));
                 Ok(())
             }
@@ -1052,20 +1074,8 @@ impl Session {
 
     fn commit(&mut self, n: u16, tx: Tx, b: &mut impl Broker) -> Result<(), AmqpError> {
         let vhost = self.vhost;
-        for s in tx.settles {
-            let ch = self.channels.get_mut(n).expect("open channel");
-            // Tags were checked when the ack arrived; one acked twice in the
-            // same transaction is simply gone by now.
-            let r = match s {
-                TxSettle::Ack { tag, multiple } => ch.settle_tags(tag, multiple, Settle::Ack, b),
-                TxSettle::Reject {
-                    tag,
-                    multiple,
-                    requeue,
-                } => ch.settle_tags(tag, multiple, Settle::Reject { requeue }, b),
-            };
-            let _ = r;
-        }
+        let ch = self.channels.get_mut(n).expect("open channel");
+        ch.settle_now(tx.settles.into_iter(), b);
         for (msg, mandatory) in tx.publishes {
             let ch = self.channels.get_mut(n).expect("open channel");
             let ret = mandatory.then(|| msg.clone());
@@ -1108,7 +1118,7 @@ impl Session {
                         tag,
                         queue: d.queue,
                         seq: d.seq,
-                        consumer: Some(c.id),
+                        limited: c.limited,
                         at_ms: now,
                     });
                 }
@@ -1173,31 +1183,6 @@ fn write_cancel(out: &mut BytesMut, n: u16, tag: ShortStr) {
             nowait: true,
         }),
     );
-}
-
-fn reject(
-    ch: &mut Channel,
-    tag: u64,
-    multiple: bool,
-    requeue: bool,
-    max_settles: usize,
-    b: &mut impl Broker,
-) -> Result<(), AmqpError> {
-    if let Some(tx) = &ch.tx {
-        if tx.settles.len() >= max_settles {
-            return Err(AmqpError::precondition(
-                "too many acknowledgements in one transaction",
-            ));
-        }
-        ch.check_tag(tag, multiple)?;
-        ch.tx.as_mut().expect("tx").settles.push(TxSettle::Reject {
-            tag,
-            multiple,
-            requeue,
-        });
-        return Ok(());
-    }
-    ch.settle_tags(tag, multiple, Settle::Reject { requeue }, b)
 }
 
 fn recover(ch: &mut Channel, requeue: bool, b: &mut impl Broker) -> Result<(), AmqpError> {
@@ -1299,7 +1284,7 @@ fn reply_frames(
                     tag,
                     queue,
                     seq: entry.seq,
-                    consumer: None,
+                    limited: false,
                     at_ms: now,
                 });
             }

@@ -5,6 +5,7 @@ use super::Broker;
 use super::Event;
 use super::auth::{self, MECHANISMS};
 use super::channel::Channel;
+use super::erl;
 use super::table::ChannelTable;
 use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
 use crate::protocol::methods::*;
@@ -51,6 +52,24 @@ impl Default for SessionConfig {
             consumer_timeout_ms: l.consumer_timeout.as_millis() as u64,
             handshake_timeout_ms: l.handshake_timeout.as_millis() as u64,
         }
+    }
+}
+
+/// RabbitMQ's `analyze_frame`: a frame it cannot even classify (unknown
+/// type, a heartbeat with a payload, a method or content header shorter
+/// than its fixed fields) is a 501, wherever it comes.
+pub(super) fn analyze_frame(kind: u8, payload: &[u8]) -> Result<(), AmqpError> {
+    let known = match kind {
+        FRAME_METHOD => payload.len() >= 4,
+        FRAME_HEADER => payload.len() >= 12,
+        FRAME_BODY => true,
+        FRAME_HEARTBEAT => payload.is_empty(),
+        _ => false,
+    };
+    if known {
+        Ok(())
+    } else {
+        Err(erl::unknown_frame(kind, payload))
     }
 }
 
@@ -139,6 +158,9 @@ pub struct Session {
     /// The runtime's clock (ms), refreshed before each batch.
     pub(super) now_ms: u64,
     pub(super) timers: super::timers::Timers,
+    /// `connection.open` succeeded: the broker knows the connection and
+    /// must be told when it goes (whatever phase it closes from).
+    opened: bool,
     /// The broker was told this connection is gone.
     closed_reported: bool,
 }
@@ -174,6 +196,7 @@ impl Session {
             close_reason: None,
             now_ms: now,
             timers: super::timers::Timers::new(now),
+            opened: false,
             closed_reported: false,
         }
     }
@@ -346,6 +369,31 @@ impl Session {
         end: usize,
         b: &mut impl Broker,
     ) -> Result<(), (u16, AmqpError)> {
+        // The hot path: content and methods on a channel of an open
+        // connection.
+        if channel != 0
+            && self.phase == Phase::Running
+            && matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY)
+        {
+            return self
+                .handle_channel_frame(kind, channel, start, end, b)
+                .map_err(|e| (channel, e));
+        }
+        self.handle_other_frame(kind, channel, start, end, b)
+            .map_err(|e| (0, e))
+    }
+
+    /// Frames on channel 0, heartbeats, frames of unknown types and
+    /// anything while not running, as RabbitMQ's reader takes them.
+    fn handle_other_frame(
+        &mut self,
+        kind: u8,
+        channel: u16,
+        start: usize,
+        end: usize,
+        b: &mut impl Broker,
+    ) -> Result<(), AmqpError> {
+        let payload = &self.chunk[start..end];
         if matches!(self.phase, Phase::Closing | Phase::Lingering) {
             // Only the close handshake matters now; what cannot be decoded
             // is ignored like everything else.
@@ -365,36 +413,30 @@ impl Session {
             }
             return Ok(());
         }
+        if channel != 0 && self.phase != Phase::Running {
+            // Before connection.open no channel exists, whatever the frame.
+            return Err(erl::unexpected_frame(kind, payload));
+        }
+        analyze_frame(kind, payload)?;
         match kind {
-            FRAME_HEARTBEAT => {
-                if channel != 0 {
-                    return Err((0, AmqpError::frame("heartbeat frame on non-zero channel")));
-                }
-                Ok(())
-            }
+            FRAME_HEARTBEAT if channel == 0 => Ok(()),
             FRAME_METHOD if channel == 0 => {
-                let m = Method::decode(&self.chunk.slice(start..end)).map_err(|e| (0, e))?;
-                self.handle_connection_method(m, b).map_err(|e| (0, e))
+                let m = Method::decode(&self.chunk.slice(start..end))?;
+                let (class_id, method_id) = (m.class_id(), m.method_id());
+                let phase = self.phase;
+                self.handle_connection_method(m, b).map_err(|e| {
+                    // RabbitMQ names the connection method that failed,
+                    // except in a refused login, which it reports with no
+                    // method (the only close sent before tune).
+                    if phase != Phase::Start && e.class_id == 0 && e.method_id == 0 {
+                        e.with_method(class_id, method_id)
+                    } else {
+                        e
+                    }
+                })
             }
-            FRAME_METHOD | FRAME_HEADER | FRAME_BODY => {
-                if channel == 0 {
-                    return Err((
-                        0,
-                        AmqpError::unexpected_frame(format!(
-                            "expected method frame on channel 0, got frame type {kind}"
-                        )),
-                    ));
-                }
-                if self.phase != Phase::Running {
-                    return Err((
-                        0,
-                        AmqpError::command_invalid(format!("channel {channel} used before connection.open")),
-                    ));
-                }
-                self.handle_channel_frame(kind, channel, start, end, b)
-                    .map_err(|e| (channel, e))
-            }
-            other => Err((0, AmqpError::frame(format!("unknown frame type {other}")))),
+            // Content on channel 0, a heartbeat on another channel.
+            _ => Err(erl::unexpected_frame(kind, payload)),
         }
     }
 
@@ -447,21 +489,35 @@ impl Session {
         self.phase = Phase::Start;
     }
 
-    fn expect_phase(&self, want: Phase, m: &Method) -> Result<(), AmqpError> {
+    fn expect_phase(&self, want: Phase) -> Result<(), AmqpError> {
         if self.phase == want {
             Ok(())
         } else {
-            Err(
-                AmqpError::command_invalid(format!("unexpected {} during {:?}", m.name(), self.phase))
-                    .with_method(m.class_id(), m.method_id()),
-            )
+            Err(self.unexpected_method())
         }
+    }
+
+    /// A connection method (or another class's) where it has no place:
+    /// RabbitMQ's `unexpected method in connection state ...` (504), whose
+    /// method ids the caller adds.
+    fn unexpected_method(&self) -> AmqpError {
+        let state = match self.phase {
+            Phase::Header | Phase::Start => "starting",
+            Phase::Tune => "tuning",
+            Phase::Open => "opening",
+            Phase::Running => "running",
+            Phase::Closing | Phase::Lingering | Phase::Closed => "closing",
+        };
+        AmqpError::new(
+            reply::CHANNEL_ERROR,
+            format!("unexpected method in connection state {state}"),
+        )
     }
 
     fn handle_connection_method(&mut self, m: Method, b: &mut impl Broker) -> Result<(), AmqpError> {
         match m {
             Method::ConnectionStartOk(ref ok) => {
-                self.expect_phase(Phase::Start, &m)?;
+                self.expect_phase(Phase::Start)?;
                 self.client_properties = ok.client_properties.clone();
                 if let Some(FieldValue::Table(caps)) = ok.client_properties.get("capabilities") {
                     let flag = |k: &str| caps.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
@@ -483,11 +539,8 @@ impl Session {
                 self.phase = Phase::Tune;
                 Ok(())
             }
-            Method::ConnectionSecureOk(_) => Err(AmqpError::command_invalid(
-                "connection.secure-ok without connection.secure",
-            )),
             Method::ConnectionTuneOk(ref t) => {
-                self.expect_phase(Phase::Tune, &m)?;
+                self.expect_phase(Phase::Tune)?;
                 let server_max = self.cfg.frame_max;
                 if t.frame_max != 0 && t.frame_max < FRAME_MIN_SIZE {
                     return Err(AmqpError::not_allowed(format!(
@@ -519,7 +572,7 @@ impl Session {
                 Ok(())
             }
             Method::ConnectionOpen(ref o) => {
-                self.expect_phase(Phase::Open, &m)?;
+                self.expect_phase(Phase::Open)?;
                 let name = o.virtual_host.as_str().into_owned();
                 self.vhost = b.open_vhost(&self.user, &name)?;
                 self.vhost_name = name;
@@ -531,9 +584,11 @@ impl Session {
                     }),
                 );
                 self.phase = Phase::Running;
+                self.opened = true;
                 Ok(())
             }
             Method::ConnectionClose(_) => {
+                self.expect_phase(Phase::Running)?;
                 write_method_frame(&mut self.out, 0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
                 self.close_reason = Some("client closed".into());
                 self.release(b);
@@ -541,14 +596,9 @@ impl Session {
                 self.timers.closing_since = self.now_ms;
                 Ok(())
             }
-            Method::ConnectionCloseOk(_) => {
-                // Not closing: RabbitMQ ignores a stray close-ok.
-                Ok(())
-            }
-            Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(()),
-            Method::ConnectionUpdateSecret(ref u) => {
+            Method::ConnectionUpdateSecret(_) => {
+                self.expect_phase(Phase::Running)?;
                 // Only meaningful for token-based auth; PLAIN users keep theirs.
-                let _ = u;
                 write_method_frame(
                     &mut self.out,
                     0,
@@ -556,11 +606,10 @@ impl Session {
                 );
                 Ok(())
             }
-            other => Err(AmqpError::command_invalid(format!(
-                "method {} is not allowed on channel 0",
-                other.name()
-            ))
-            .with_method(other.class_id(), other.method_id())),
+            // Everything else, a stray close-ok included (RabbitMQ 3.10
+            // takes close-ok only once it sent close), and methods of other
+            // classes on channel 0.
+            _ => Err(self.unexpected_method()),
         }
     }
 
@@ -617,11 +666,7 @@ impl Session {
     /// Gives back everything the connection holds, once.
     fn release(&mut self, b: &mut impl Broker) {
         self.teardown_channels(b);
-        let opened = !matches!(
-            self.phase,
-            Phase::Header | Phase::Start | Phase::Tune | Phase::Open
-        );
-        if opened && !self.closed_reported {
+        if self.opened && !self.closed_reported {
             self.closed_reported = true;
             b.connection_closed(self.conn);
         }

@@ -7,6 +7,7 @@
 //! and the message is assembled by copying once.
 
 use crate::message::{Message, MessageBuilder};
+use crate::protocol::AmqpError;
 use bytes::Bytes;
 
 /// Part of a pending publish: a range of the current chunk, or detached.
@@ -81,6 +82,23 @@ impl Assembly {
         matches!(self, Assembly::Idle)
     }
 
+    /// The frame that arrived is not the one this state waits for (a
+    /// method, or content of the wrong kind): RabbitMQ's 505, naming
+    /// `basic.publish` when content was under way.
+    #[cold]
+    pub(crate) fn interrupted(&self) -> AmqpError {
+        let text = match self {
+            Assembly::Idle => {
+                return AmqpError::unexpected_frame("expected method frame, got non method frame instead");
+            }
+            Assembly::AwaitHeader(_) => {
+                "expected content header for class 60, got non content header frame instead"
+            }
+            Assembly::AwaitBody { .. } => "expected content body, got non content body frame instead",
+        };
+        AmqpError::unexpected_frame(text).with_method(60, 40)
+    }
+
     /// Before the chunk the parts point into is released.
     pub(crate) fn detach(&mut self, chunk: &Bytes) {
         match self {
@@ -101,6 +119,20 @@ impl Assembly {
             Assembly::Idle => {}
         }
     }
+}
+
+/// A content header after `basic.publish` that is not basic's, or has a
+/// weight (which must be 0): RabbitMQ's 505.
+#[cold]
+pub(crate) fn wrong_header(p: &[u8]) -> AmqpError {
+    let class = u16::from_be_bytes([p[0], p[1]]);
+    let weight = u16::from_be_bytes([p[2], p[3]]);
+    let text = if weight != 0 {
+        "expected content header for class 60, got non content header frame instead".to_string()
+    } else {
+        format!("expected content header for class 60, got one for class {class} instead")
+    };
+    AmqpError::unexpected_frame(text).with_method(60, 40)
 }
 
 /// Builds the message once all parts are present. Zero-copy when every part

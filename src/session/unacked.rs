@@ -15,11 +15,16 @@ pub struct Outstanding {
     pub tag: u64,
     pub queue: QueueId,
     pub seq: u64,
-    /// Channel-local consumer id; `None` for `basic.get`.
-    pub consumer: Option<u32>,
+    /// Delivered to a consumer under the channel-wide prefetch (`basic.qos
+    /// global=true`): counts against it until settled, even if the consumer
+    /// is cancelled first (false for `basic.get`).
+    pub limited: bool,
     /// When it was delivered (ms), for the consumer timeout.
     pub at_ms: u64,
 }
+
+// One slot per delivery in flight: keep it at five words.
+const _: () = assert!(std::mem::size_of::<Option<Outstanding>>() == 40);
 
 #[derive(Default)]
 pub struct UnackedMap {
@@ -111,6 +116,23 @@ impl UnackedMap {
         self.live = 0;
     }
 
+    /// Puts back deliveries taken out earlier (a rolled-back transaction's
+    /// acks), each in its place by tag. Rare: rebuilds the map.
+    pub fn restore(&mut self, back: impl IntoIterator<Item = Outstanding>) {
+        let mut back = back.into_iter().peekable();
+        if back.peek().is_none() {
+            return;
+        }
+        let mut all: Vec<Outstanding> = self.slots.drain(..).flatten().chain(back).collect();
+        all.sort_unstable_by_key(|o| o.tag);
+        debug_assert!(
+            all.windows(2).all(|w| w[0].tag < w[1].tag),
+            "a tag is unacked once"
+        );
+        self.live = all.len();
+        self.slots = all.into_iter().map(Some).collect();
+    }
+
     pub fn contains(&self, tag: u64) -> bool {
         self.index_of(tag).is_some()
     }
@@ -148,7 +170,7 @@ mod tests {
             tag,
             queue: QueueId(1),
             seq: tag * 10,
-            consumer: Some(1),
+            limited: false,
             at_ms: 0,
         }
     }

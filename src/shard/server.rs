@@ -5,8 +5,7 @@
 use super::conn;
 use super::state::{Shard, hostname, now_ms};
 use crate::admin::SharedStats;
-use crate::broker::control::ControlPlane;
-use crate::broker::topology::{Change, Topology};
+use crate::broker::topology::Change;
 use crate::config::Config;
 use crate::ids::ShardId;
 use crate::owner::Batch;
@@ -285,7 +284,12 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         ));
     }
     let data = DataDir::open(&cfg.data_dir)?;
-    let (topolog, initial) = recover_topology(&cfg, nshards)?;
+    let (topolog, initial) = crate::hub::recover_topology(
+        &crate::storage::RealDisk,
+        &cfg,
+        nshards,
+        crate::broker::users::random_salt(),
+    )?;
     let initial = Arc::new(initial);
     let mut topolog = Some(topolog);
     let addr = probe_port(SocketAddr::new(cfg.bind, cfg.port))?;
@@ -381,58 +385,6 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         threads,
         _data: Some(data),
     })
-}
-
-/// Reads the durable topology (or creates the default vhost on a fresh data
-/// dir), maps queue owners onto the current shard count, and removes the
-/// stores of queues that no longer exist.
-fn recover_topology(cfg: &Config, nshards: usize) -> io::Result<(TopoLog, Vec<Change>)> {
-    let (mut log, mut changes) = TopoLog::open(&crate::storage::RealDisk, &cfg.data_dir)?;
-    if changes.is_empty() {
-        // A fresh data dir: the default vhost, and the default user with
-        // full permissions on it, as RabbitMQ creates them on first boot.
-        changes = ControlPlane::default()
-            .add_vhost(&Topology::default(), &cfg.default_vhost)
-            .unwrap_or_default();
-        changes.push(Change::PutUser(crate::broker::users::User {
-            name: cfg.default_user.clone(),
-            password_hash: crate::broker::users::hash_password(
-                cfg.default_pass.as_bytes(),
-                crate::broker::users::random_salt(),
-            ),
-            tags: vec!["administrator".into()],
-        }));
-        let vhost = match &changes[0] {
-            Change::AddVhost { id, .. } => *id,
-            _ => unreachable!("add_vhost starts with the vhost"),
-        };
-        changes.push(Change::SetPermissions {
-            user: cfg.default_user.clone(),
-            vhost,
-            configure: ".*".into(),
-            write: ".*".into(),
-            read: ".*".into(),
-        });
-        log.append(&changes.iter().collect::<Vec<_>>())?;
-        log.file().sync()?;
-    }
-    let mut live = std::collections::HashSet::new();
-    for c in &mut changes {
-        if let Change::DeclareQueue(q) = c {
-            q.owner %= nshards as ShardId;
-            live.insert(q.id.0.to_string());
-        }
-    }
-    let queues_dir = cfg.data_dir.join("queues");
-    if let Ok(entries) = std::fs::read_dir(&queues_dir) {
-        for e in entries.flatten() {
-            if !live.contains(e.file_name().to_string_lossy().as_ref()) {
-                log::info!("removing the store of deleted queue {}", e.path().display());
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    Ok((log, changes))
 }
 
 /// What a shard starts from.

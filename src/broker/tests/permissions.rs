@@ -202,7 +202,6 @@ fn permission_changes_take_effect_at_once() {
 }
 
 #[test]
-#[ignore = "bug: RabbitMQ checks the default exchange (403 'operation not permitted on the default exchange') before configure permission on declare/delete, and before read permission on bind; warren answers \"access to exchange 'amq.default' ... refused\""]
 fn default_exchange_is_refused_before_permissions() {
     let mut w = world();
     let default = "ACCESS_REFUSED - operation not permitted on the default exchange";
@@ -228,7 +227,6 @@ fn default_exchange_is_refused_before_permissions() {
 }
 
 #[test]
-#[ignore = "bug: RabbitMQ refuses reserved names before checking configure permission: 'deletion of system exchange 'amq.direct' in vhost '/' not allowed' and \"queue name 'amq.foo' contains reserved prefix 'amq.*'\"; warren answers \"access to ... refused for user 'pu'\""]
 fn reserved_names_are_refused_before_permissions() {
     let mut w = world();
     assert_amqp_err(
@@ -244,7 +242,6 @@ fn reserved_names_are_refused_before_permissions() {
 }
 
 #[test]
-#[ignore = "bug: RabbitMQ requires read on the new queue and write on its x-dead-letter-exchange, and read on the new exchange and write on its alternate-exchange (rabbit_channel, 403 \"access to exchange 'rx' ...\"); warren checks neither"]
 fn dead_letter_and_alternate_exchanges_need_write_permission() {
     let mut w = world();
     // `dl` may configure and read anything, write only `^w`.

@@ -204,7 +204,6 @@ fn redeclare_compares_queue_type() {
 }
 
 #[test]
-#[ignore = "bug: RabbitMQ treats x-queue-type 'classic' as equal to no x-queue-type on redeclare (both ways); warren answers 406 inequivalent arg 'x-queue-type'"]
 fn classic_queue_type_is_equivalent_to_none() {
     let mut w = World::new();
     w.declare_queue("plain");
@@ -270,7 +269,6 @@ fn unbind_from_an_exclusive_queue_of_another_connection_is_405() {
 }
 
 #[test]
-#[ignore = "bug: RabbitMQ answers unbind-ok for a binding (or exchange) that does not exist even on another connection's exclusive queue (the binding is looked up first); warren answers 405 RESOURCE_LOCKED"]
 fn unbind_of_a_missing_binding_on_a_foreign_exclusive_queue_is_ok() {
     let mut w = World::new();
     w.run(QDecl::new("q").exclusive()).unwrap();
@@ -287,7 +285,6 @@ fn unbind_of_a_missing_binding_on_a_foreign_exclusive_queue_is_ok() {
 }
 
 #[test]
-#[ignore = "bug: RabbitMQ never makes an exclusive queue durable (Durable = durable andalso not exclusive), so redeclaring it exclusive non-durable succeeds; warren keeps durable=true and answers 406 inequivalent arg 'durable'"]
 fn exclusive_queues_are_never_durable() {
     let mut w = World::new();
     let plan = w.run(QDecl::new("q").exclusive().durable()).unwrap();
@@ -410,7 +407,6 @@ fn quorum_queues_are_refused_with_warrens_text() {
 /// RabbitMQ 3.10.8's answers for arguments warren words differently or
 /// does not check.
 #[test]
-#[ignore = "bug: queue argument checks differ from RabbitMQ 3.10: x-message-ttl/x-expires up to 315360000000 ms with '{value_too_large,N}' (warren: 4294967295, '{value_too_large,N,4294967295}'); x-max-priority '{max_value_exceeded,256}' (warren: '{value_too_large,256,255}'); x-dead-letter-exchange type 'invalid type ...' text; x-overflow 'invalid_overflow'; x-single-active-consumer, x-queue-mode and x-dead-letter-routing-key without x-dead-letter-exchange not checked by warren; unknown x-queue-type text"]
 fn invalid_arguments_as_rabbitmq_words_them() {
     let mut w = World::new();
     let t = |k: &str, v: FieldValue| table(&[(k, v)]);
@@ -467,6 +463,75 @@ fn invalid_arguments_as_rabbitmq_words_them() {
             &format!("PRECONDITION_FAILED - {text}"),
         );
     }
+}
+
+#[test]
+fn queue_arguments_are_checked_in_rabbitmqs_order() {
+    // Checked against RabbitMQ 3.10.8: its `declare_args/0` order, not the
+    // table's; then arguments of other queue types, which a classic queue
+    // refuses.
+    let mut w = World::new();
+    let cases = [
+        (
+            table(&[("x-message-ttl", ls("a")), ("x-expires", ls("b"))]),
+            "invalid arg 'x-expires' for queue 'q' in vhost '/': \"expected integer, got longstr\"",
+        ),
+        (
+            table(&[("x-overflow", ls("foo")), ("x-max-length", FieldValue::I32(-1))]),
+            "invalid arg 'x-max-length' for queue 'q' in vhost '/': {value_negative,-1}",
+        ),
+        (
+            table(&[("x-max-age", ls("1D")), ("x-message-ttl", FieldValue::I32(-1))]),
+            "invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-1}",
+        ),
+        (
+            table(&[
+                ("x-max-priority", FieldValue::I32(256)),
+                ("x-queue-type", ls("foo")),
+            ]),
+            "invalid arg 'x-queue-type' for queue 'q' in vhost '/': \"unsupported queue type 'foo'\"",
+        ),
+        (
+            // The dead-letter exchange's type comes first of all.
+            table(&[
+                ("x-message-ttl", ls("a")),
+                ("x-dead-letter-exchange", FieldValue::I32(5)),
+            ]),
+            "invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'",
+        ),
+        (
+            table(&[("x-queue-version", FieldValue::I32(3))]),
+            "invalid arg 'x-queue-version' for queue 'q' in vhost '/': \"unsupported queue version '3'\"",
+        ),
+        (
+            table(&[("x-queue-version", ls("a"))]),
+            "invalid arg 'x-queue-version' for queue 'q' in vhost '/': \"expected integer, got longstr\"",
+        ),
+        (
+            table(&[("x-max-age", ls("1D"))]),
+            "invalid arg 'x-max-age' for queue 'q' in vhost '/' of queue type rabbit_classic_queue",
+        ),
+        (
+            table(&[("x-delivery-limit", FieldValue::I32(5))]),
+            "invalid arg 'x-delivery-limit' for queue 'q' in vhost '/' of queue type rabbit_classic_queue",
+        ),
+        (
+            table(&[("x-max-in-memory-length", FieldValue::I32(5))]),
+            "invalid arg 'x-max-in-memory-length' for queue 'q' in vhost '/' of queue type rabbit_classic_queue",
+        ),
+    ];
+    for (args, text) in cases {
+        assert_amqp_err(
+            w.plan(QDecl::new("q").args(args)),
+            PRECONDITION_FAILED,
+            &format!("PRECONDITION_FAILED - {text}"),
+        );
+    }
+    // x-queue-master-locator is a classic queue's argument, not checked.
+    assert!(
+        w.plan(QDecl::new("q").args(table(&[("x-queue-master-locator", ls("min-masters"))])))
+            .is_ok()
+    );
 }
 
 // ---- queue.bind / queue.unbind ----
@@ -576,7 +641,6 @@ fn queue_bind_to_missing_things_is_404() {
 }
 
 #[test]
-#[ignore = "bug: RabbitMQ checks the exchange before the queue: with both missing it answers \"no exchange 'x' in vhost '/'\", and binding a missing queue to the default exchange is 403 'operation not permitted on the default exchange'; warren answers 404 no queue for both"]
 fn queue_bind_checks_the_exchange_first() {
     let mut w = World::new();
     assert_amqp_err(
@@ -588,6 +652,22 @@ fn queue_bind_checks_the_exchange_first() {
         w.plan(queue_bind("nope", "", "k", FieldTable::new())),
         ACCESS_REFUSED,
         "ACCESS_REFUSED - operation not permitted on the default exchange",
+    );
+}
+
+#[test]
+fn binding_arguments_are_checked_before_exclusive_access() {
+    // RabbitMQ validates the binding (`rabbit_exchange:validate_binding`)
+    // before the queue's exclusivity.
+    let mut w = World::new();
+    w.run(QDecl::new("q").exclusive()).unwrap();
+    assert_amqp_err(
+        w.plan_as(
+            GUEST.on(CONN_B, 0),
+            queue_bind("q", "amq.headers", "", table(&[("x-match", ls("foo"))])),
+        ),
+        PRECONDITION_FAILED,
+        "PRECONDITION_FAILED - Invalid x-match field value <<\"foo\">>; expected all, any, all-with-x, or any-with-x",
     );
 }
 

@@ -368,7 +368,6 @@ fn tx_publish_to_a_missing_exchange_closes_the_channel() {
 }
 
 #[test]
-#[ignore = "bug: a refused publish in a transaction closes the channel with class/method 0/0; RabbitMQ names basic.publish (60/40)"]
 fn tx_publish_refusal_names_basic_publish() {
     let mut p = transactional();
     p.b.exchange = Err(AmqpError::not_found("no exchange 'nope' in vhost '/'"));
@@ -382,7 +381,6 @@ fn tx_publish_refusal_names_basic_publish() {
 /// tag 0 covers only what was delivered before it (checked on 3.10.8 for
 /// the first).
 #[test]
-#[ignore = "bug: acks in a transaction are resolved at commit: a tag acked twice is accepted, and multiple=true tag 0 also acks deliveries made after it"]
 fn tx_acks_are_resolved_when_received() {
     let mut p = transactional();
     let c = p.consume(1, "c1", false);
@@ -406,4 +404,86 @@ fn tx_acks_are_resolved_when_received() {
     p.send(1, ack(3, false));
     let text = "PRECONDITION_FAILED - unknown delivery tag 3";
     assert_eq!(p.frames(), vec![m(1, channel_close(406, text, 60, 80))]);
+}
+
+/// Acks taken into a transaction are unacked again after a rollback (in
+/// tag order with the rest), and requeued if the channel closes first.
+#[test]
+fn tx_acks_come_back_on_rollback_and_close() {
+    let mut p = transactional();
+    let c = p.consume(1, "c1", false);
+    for seq in [11, 12, 13] {
+        p.deliver(c, seq);
+    }
+    p.frames();
+    p.send(1, ack(2, false));
+    p.send(1, Method::TxRollback(TxRollback {}));
+    assert_eq!(p.frames(), vec![m(1, Method::TxRollbackOk(TxRollbackOk {}))]);
+    // Tag 2 is unacked again: `multiple` covers it.
+    p.send(1, ack(3, true));
+    p.send(1, Method::TxCommit(TxCommit {}));
+    assert_eq!(
+        p.calls(),
+        vec![
+            Call::Settle(Q, 11, Settle::Ack),
+            Call::Settle(Q, 12, Settle::Ack),
+            Call::Settle(Q, 13, Settle::Ack),
+            Call::Request(1, (90, 20))
+        ]
+    );
+    p.reply(1, Reply::BarrierDone);
+    p.frames();
+    for seq in [14, 15, 16] {
+        p.deliver(c, seq);
+    }
+    p.send(1, nack(5, false, false));
+    p.send(1, Method::ChannelClose(Default::default()));
+    assert_eq!(
+        p.calls(),
+        vec![
+            Call::DropConsumer(Q, c),
+            Call::Settle(Q, 14, Settle::Requeue),
+            Call::Settle(Q, 15, Settle::Requeue),
+            Call::Settle(Q, 16, Settle::Requeue)
+        ]
+    );
+}
+
+/// Channel-wide credit held by deliveries acked in a transaction is
+/// freed at commit, when RabbitMQ tells its limiter.
+#[test]
+fn tx_acks_free_global_credit_at_commit() {
+    let mut p = transactional();
+    p.send(
+        1,
+        Method::BasicQos(BasicQos {
+            prefetch_count: 1,
+            global: true,
+            ..Default::default()
+        }),
+    );
+    p.frames();
+    let a = p.consume(1, "a", false);
+    let b = p.consume(1, "b", false);
+    p.event(Event::CreditRequest {
+        queue: Q,
+        consumer: a,
+    });
+    p.deliver(a, 11);
+    p.event(Event::CreditRequest {
+        queue: Q,
+        consumer: b,
+    });
+    p.calls();
+    p.send(1, ack(1, false));
+    assert_eq!(p.calls(), vec![]);
+    p.send(1, Method::TxCommit(TxCommit {}));
+    assert_eq!(
+        p.calls(),
+        vec![
+            Call::Settle(Q, 11, Settle::Ack),
+            Call::GrantCredit(Q, b, 1),
+            Call::Request(1, (90, 20))
+        ]
+    );
 }

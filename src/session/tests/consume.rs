@@ -255,7 +255,6 @@ fn unknown_delivery_tags_close_the_channel() {
 }
 
 #[test]
-#[ignore = "bug: an unknown tag in basic.nack/basic.reject is reported as basic.ack (60/80); RabbitMQ names the method (60/120, 60/90)"]
 fn unknown_delivery_tag_names_the_method() {
     let mut wrong = Mismatches::default();
     for (method, mid) in [(nack(5, false, true), 120), (reject(5, true), 90)] {
@@ -497,7 +496,6 @@ fn no_server_cancel_without_consumer_cancel_notify() {
 /// acking those of a cancelled consumer frees credit for the others (as
 /// RabbitMQ's limiter does).
 #[test]
-#[ignore = "bug: acks of deliveries whose consumer was cancelled never release channel-wide (global) prefetch credit, so the remaining consumers stall"]
 fn acks_after_a_cancel_free_global_credit() {
     let mut p = one_channel();
     p.send(1, qos(1, true));

@@ -286,7 +286,6 @@ fn connection_open_to_a_refused_vhost_is_530() {
 }
 
 #[test]
-#[ignore = "bug: connection.close for a refused connection.open carries class/method 0/0, RabbitMQ sends 10/40"]
 fn connection_open_refusal_names_the_method() {
     let mut p = started(cfg(), CLIENT_CAPS);
     p.send(0, tune_ok(2047, 131_072, 0));
@@ -340,7 +339,6 @@ fn methods_before_open() {
 
 /// What RabbitMQ 3.10.8 answers to connection-level protocol errors.
 #[test]
-#[ignore = "bug: codes/texts differ from RabbitMQ for methods out of place on channel 0, channel use before open, and bad frame types"]
 fn connection_level_errors_as_rabbitmq() {
     let running = "CHANNEL_ERROR - unexpected method in connection state running";
     let cases: Vec<(BytesMut, Method)> = vec![
@@ -533,4 +531,134 @@ fn connection_blocked_only_for_clients_that_support_it() {
     let mut p = Peer::open_with(cfg(), &["basic.nack"], 2047, 131_072, 0);
     p.s.write_blocked(true);
     assert_eq!(p.frames(), vec![]);
+}
+
+/// A connection refused at `connection.open`, or at login with
+/// `authentication_failure_close`, closes through the close handshake but
+/// was never opened: the broker has nothing to forget.
+#[test]
+fn a_connection_never_opened_is_not_reported_closed() {
+    let mut p = started(cfg(), CLIENT_CAPS);
+    p.send(0, tune_ok(2047, 131_072, 0));
+    p.b.vhost = Err(AmqpError::not_allowed("vhost nope not found"));
+    p.send(0, open("nope"));
+    assert_eq!(p.s.phase(), Phase::Closing);
+    p.b.calls.clear();
+    assert_eq!(
+        p.send(0, Method::ConnectionCloseOk(ConnectionCloseOk {})),
+        Status::Close
+    );
+    assert_eq!(p.b.calls, vec![]);
+
+    let mut p = Peer::new(cfg());
+    p.b.login = Err(AmqpError::access_refused("PLAIN login refused"));
+    p.send_raw(&PROTOCOL_HEADER);
+    p.send(
+        0,
+        start_ok(&["authentication_failure_close"], "PLAIN", plain("guest", "x")),
+    );
+    assert_eq!(p.s.phase(), Phase::Closing);
+    p.b.calls.clear();
+    let closed = p.send(0, Method::ConnectionCloseOk(ConnectionCloseOk {}));
+    assert_eq!(closed, Status::Close);
+    assert_eq!(p.b.calls, vec![]);
+}
+
+/// More of what RabbitMQ 3.10.8 answers on channel 0 and to frames it
+/// cannot classify.
+#[test]
+fn frame_and_channel_zero_errors_as_rabbitmq() {
+    let running = "CHANNEL_ERROR - unexpected method in connection state running";
+    let raw = |b: &[u8]| BytesMut::from(b);
+    let cases: Vec<(BytesMut, Method)> = vec![
+        (
+            method_bytes(
+                0,
+                Method::ConnectionBlocked(ConnectionBlocked { reason: "x".into() }),
+            ),
+            connection_close(504, running, 10, 60),
+        ),
+        (
+            method_bytes(0, Method::ChannelOpen(Default::default())),
+            connection_close(504, running, 20, 10),
+        ),
+        (
+            // A heartbeat with a payload, on channel 0 or another.
+            raw(&[8, 0, 0, 0, 0, 0, 2, b'a', b'b', 0xCE]),
+            connection_close(
+                501,
+                "FRAME_ERROR - type 8, all octets = <<\"ab\">>: unknown_frame",
+                0,
+                0,
+            ),
+        ),
+        (
+            raw(&[8, 0, 1, 0, 0, 0, 1, 1, 0xCE]),
+            connection_close(
+                501,
+                "FRAME_ERROR - type 8, all octets = <<1>>: unknown_frame",
+                0,
+                0,
+            ),
+        ),
+        (
+            // Too short to name a method.
+            raw(&[1, 0, 0, 0, 0, 0, 3, 0, 10, 0, 0xCE]),
+            connection_close(
+                501,
+                "FRAME_ERROR - type 1, all octets = <<0,10,0>>: unknown_frame",
+                0,
+                0,
+            ),
+        ),
+        (
+            raw(&[1, 0, 1, 0, 0, 0, 2, 0, 20, 0xCE]),
+            connection_close(
+                501,
+                "FRAME_ERROR - type 1, all octets = <<0,20>>: unknown_frame",
+                0,
+                0,
+            ),
+        ),
+        (
+            // An unknown type on a channel; more than 16 octets.
+            {
+                let mut b = raw(&[7, 0, 1, 0, 0, 0, 17]);
+                b.extend_from_slice(&(100..117).collect::<Vec<u8>>());
+                b.extend_from_slice(&[0xCE]);
+                b
+            },
+            connection_close(
+                501,
+                "FRAME_ERROR - type 7, first 16 octets = <<\"defghijklmnopqrs\">>: unknown_frame",
+                0,
+                0,
+            ),
+        ),
+        (
+            // Content on channel 0.
+            raw(&[3, 0, 0, 0, 0, 0, 2, b'a', b'b', 0xCE]),
+            connection_close(505, "UNEXPECTED_FRAME - type 3, all octets = <<\"ab\">>", 0, 0),
+        ),
+    ];
+    let mut wrong = Mismatches::default();
+    for (input, close) in cases {
+        let mut p = Peer::open();
+        p.send_raw(&input);
+        wrong.check(&input[..], p.frames(), vec![m(0, close)]);
+    }
+    // Before connection.open, only open is expected; close included.
+    let opening = "CHANNEL_ERROR - unexpected method in connection state opening";
+    for (method, ids) in [
+        (connection_close(200, "bye", 0, 0), (10, 50)),
+        (tune_ok(2047, 131_072, 0), (10, 31)),
+        (Method::BasicQos(Default::default()), (60, 10)),
+    ] {
+        let mut p = started(cfg(), CLIENT_CAPS);
+        p.send(0, tune_ok(2047, 131_072, 0));
+        p.send(0, method.clone());
+        let close = connection_close(504, opening, ids.0, ids.1);
+        wrong.check(method, p.frames(), vec![m(0, close)]);
+    }
+    wrong.assert_none();
 }
