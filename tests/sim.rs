@@ -26,7 +26,7 @@ fn seeds_hold_every_guarantee() {
                     passed += 1;
                     seed += threads;
                 }
-                Ok(passed)
+                Ok::<u64, warren::sim::Failure>(passed)
             })
         })
         .collect();
