@@ -28,6 +28,8 @@ struct Args {
 }
 
 fn main() {
+    // RUST_LOG=info shows what the simulated broker logs (recovery, repairs).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let args = Args::parse();
     if let Some(seed) = args.seed {
         match warren::sim::run_seed(seed) {

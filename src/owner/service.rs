@@ -191,6 +191,7 @@ impl Owner {
             vhost: def.vhost,
             auto_delete: def.auto_delete,
             had_consumers: false,
+            deleting: false,
             dirty: false,
             store: None,
             store_failed: false,
@@ -298,10 +299,21 @@ impl Owner {
         if slot.store_failed && msg.persistent {
             return Enqueued::Refused;
         }
-        match slot
+        let mut admit = slot
             .q
-            .admit(msg.body_len(), slot.pending.len(), slot.pending_bytes)
-        {
+            .admit(msg.body_len(), slot.pending.len(), slot.pending_bytes);
+        if admit != Admit::Yes && slot.q.consumer_count() > 0 {
+            // Full, but consumers may be waiting: what they take now does
+            // not count against the limit (RabbitMQ hands a message to a
+            // waiting consumer before it ever counts as queued).
+            Self::with_sink(&mut self.store_dirty, slot, topo, fx, now, |q, sink| {
+                q.dispatch(now, sink)
+            });
+            admit = slot
+                .q
+                .admit(msg.body_len(), slot.pending.len(), slot.pending_bytes);
+        }
+        match admit {
             Admit::Yes => {}
             Admit::Reject => return Enqueued::Refused,
             Admit::RejectDeadLetter => {
@@ -321,8 +333,13 @@ impl Owner {
             slot.q.publish_at(msg, None, false, expires_at);
             // Drop-head applies at once: the next operation on the queue
             // must see it as if the publish and its overflow were applied.
-            if slot.q.config().overflow_drops_head() {
-                Self::with_sink(&mut self.store_dirty, slot, topo, fx, now, |q, sink| q.trim(sink));
+            // Waiting consumers take what they can first: a message handed
+            // over at once never counted against the limit.
+            if slot.q.config().overflow_drops_head() && slot.q.is_over_limit() {
+                Self::with_sink(&mut self.store_dirty, slot, topo, fx, now, |q, sink| {
+                    q.dispatch(now, sink);
+                    q.trim(sink)
+                });
             }
             Self::mark_dirty(&mut self.dirty, slot);
             Enqueued::Now
@@ -588,9 +605,16 @@ impl Owner {
         }
     }
 
+    /// Asks the control plane to delete a queue that lost its last
+    /// consumer or expired; the engine goes when the deletion is committed
+    /// (a deletion that cannot be logged leaves the queue intact).
     fn auto_delete(&mut self, queue: QueueId, fx: &mut impl Effects) {
-        self.remove_engine(queue, fx);
-        fx.to_shard(0, Item::Control(ControlMsg::AutoDeleted(queue)));
+        if let Some(slot) = self.queues.get_mut(&queue)
+            && !slot.deleting
+        {
+            slot.deleting = true;
+            fx.to_shard(0, Item::Control(ControlMsg::AutoDeleted(queue)));
+        }
     }
 
     /// Drops a queue engine, telling its consumers and answering what
@@ -615,7 +639,9 @@ impl Owner {
         Some(n)
     }
 
-    /// Deletes a queue for the control plane, if the conditions hold.
+    /// Checks, for the control plane, that a queue may be deleted, and
+    /// counts its messages; the engine goes when the deletion is committed
+    /// and applied (so a deletion that cannot be logged changes nothing).
     /// RabbitMQ counts ready messages only for `if-empty`: a queue holding
     /// nothing but unacknowledged deliveries is empty.
     pub fn owner_delete(
@@ -646,7 +672,7 @@ impl Owner {
                 )));
             }
         }
-        Ok(self.remove_engine(queue, fx).unwrap_or(0))
+        Ok(self.queues.get(&queue).map_or(0, |s| s.ready_count() as u32))
     }
 
     /// Recomputes the settings of the queues of a vhost whose policies

@@ -16,6 +16,8 @@ pub struct QueueSlot {
     pub vhost: VhostId,
     pub auto_delete: bool,
     pub had_consumers: bool,
+    /// Its deletion was asked of the control plane (auto-delete, expiry).
+    pub(super) deleting: bool,
     pub(super) dirty: bool,
     /// Durable queues keep persistent messages here.
     pub store: Option<QueueStore>,

@@ -145,15 +145,19 @@ impl Queue {
         }
     }
 
+    /// More ready messages (or bytes) than `x-max-length(-bytes)` allow.
+    pub fn is_over_limit(&self) -> bool {
+        self.cfg.max_length.is_some_and(|m| self.ready.len() as u64 > m)
+            || self.cfg.max_length_bytes.is_some_and(|m| self.ready.bytes() > m)
+    }
+
     /// Drops from the head while over `x-max-length(-bytes)` (drop-head).
     fn enforce_limits(&mut self, sink: &mut impl QueueSink) {
         if self.cfg.overflow != Overflow::DropHead {
             return;
         }
         loop {
-            let over = self.cfg.max_length.is_some_and(|m| self.ready.len() as u64 > m)
-                || self.cfg.max_length_bytes.is_some_and(|m| self.ready.bytes() > m);
-            if !over {
+            if !self.is_over_limit() {
                 return;
             }
             match self.ready.pop_front() {

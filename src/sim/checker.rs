@@ -42,6 +42,8 @@ struct Msg {
     /// Must survive crashes once confirmed.
     durable: bool,
     confirmed: bool,
+    /// When the confirm arrived (µs).
+    confirmed_at: u64,
     nacked: bool,
     acked_at: Option<u64>,
     deliveries: u32,
@@ -109,7 +111,7 @@ impl Checker {
         }
     }
 
-    pub fn confirmed(&mut self, id: MsgId, ok: bool) {
+    pub fn confirmed(&mut self, id: MsgId, ok: bool, now: u64) {
         let Some(m) = self.msgs.get_mut(&id) else {
             return self.fail(format!("confirm for a message never published: {id:?}"));
         };
@@ -118,6 +120,7 @@ impl Checker {
         }
         if ok {
             m.confirmed = true;
+            m.confirmed_at = now;
             self.counts.confirmed += 1;
         } else {
             m.nacked = true;
@@ -206,11 +209,11 @@ impl Checker {
 
     /// The end: every confirmed durable message was consumed.
     pub fn finish(&mut self) {
-        let lost: Vec<MsgId> = self
+        let lost: Vec<(MsgId, u64, u32)> = self
             .msgs
             .iter()
             .filter(|(_, m)| m.durable && m.confirmed && m.acked_at.is_none())
-            .map(|(id, _)| *id)
+            .map(|(id, m)| (*id, m.confirmed_at, m.deliveries))
             .take(5)
             .collect();
         if !lost.is_empty() {
@@ -219,8 +222,9 @@ impl Checker {
                 .values()
                 .filter(|m| m.durable && m.confirmed && m.acked_at.is_none())
                 .count();
+            let crashes = &self.crashes;
             self.fail(format!(
-                "at-least-once: {n} confirmed persistent message(s) never consumed, e.g. {lost:?}"
+                "at-least-once: {n} confirmed persistent message(s) never consumed, e.g. (id, confirmed at µs, deliveries) {lost:?}; crashes at {crashes:?} µs"
             ));
         }
     }

@@ -193,7 +193,7 @@ impl Client {
         let role = self.role.clone();
         let c = self.conn.as_mut().expect("connected");
         match frame {
-            Frame::Method { method, .. } => self.on_method(method, &role, check),
+            Frame::Method { method, .. } => self.on_method(method, &role, now_us, check),
             Frame::Header { header, .. } => {
                 if let Some((_, size, _)) = &mut c.content {
                     *size = header.body_size as usize;
@@ -219,7 +219,7 @@ impl Client {
         }
     }
 
-    fn on_method(&mut self, m: Method, role: &Role, check: &mut Checker) -> Result<(), String> {
+    fn on_method(&mut self, m: Method, role: &Role, now_us: u64, check: &mut Checker) -> Result<(), String> {
         let id = self.id;
         let c = self.conn.as_mut().expect("connected");
         match (c.st, m) {
@@ -320,10 +320,10 @@ impl Client {
                 c.st = if n <= 1 { St::Running } else { St::Setup(n - 1) };
             }
             (St::Running, Method::BasicAck(a)) => {
-                self.settle_confirms(a.delivery_tag, a.multiple, true, check)?
+                self.settle_confirms(a.delivery_tag, a.multiple, true, now_us, check)?
             }
             (St::Running, Method::BasicNack(a)) => {
-                self.settle_confirms(a.delivery_tag, a.multiple, false, check)?
+                self.settle_confirms(a.delivery_tag, a.multiple, false, now_us, check)?
             }
             (St::Running | St::Setup(_), Method::BasicDeliver(d)) => {
                 c.content = Some((
@@ -403,6 +403,7 @@ impl Client {
         tag: u64,
         multiple: bool,
         ok: bool,
+        now_us: u64,
         check: &mut Checker,
     ) -> Result<(), String> {
         let c = self.conn.as_mut().expect("connected");
@@ -416,7 +417,7 @@ impl Client {
         }
         for t in tags {
             if let Some(id) = c.outstanding.remove(&t) {
-                check.confirmed(id, ok);
+                check.confirmed(id, ok, now_us);
             }
         }
         Ok(())

@@ -16,7 +16,7 @@ use crate::message::Message;
 use crate::owner::{Item, SyncWaiter};
 use crate::protocol::{AmqpError, ShortStr};
 use crate::session::{Broker, Event, Phase, PublishOutcome, Session, SessionConfig, Status};
-use crate::storage::{SimDisk, Syncable, sim_disk::Faults};
+use crate::storage::{Disk, SimDisk, Syncable, sim_disk::Faults};
 use bytes::BytesMut;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -453,6 +453,18 @@ impl World {
             Ok(x) => x,
             Err(e) => return self.start_failed(format!("topology log: {e}")),
         };
+        log::debug!(
+            "sim: restart with queues {:?}; disk: {:?}",
+            changes
+                .iter()
+                .filter_map(|c| match c {
+                    crate::broker::topology::Change::DeclareQueue(q) =>
+                        Some((q.id, q.name.to_string(), q.owner)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            self.disk.list_dir(std::path::Path::new("/sim/data/queues")),
+        );
         let mut log = Some(log);
         let mut shards = Vec::new();
         for i in 0..nshards {
@@ -686,11 +698,21 @@ impl World {
                 self.note(|| format!("CRASH ({})", if power { "power loss" } else { "process" }));
                 self.check.crashed(self.now);
                 self.broker = None;
+                let listing = |d: &SimDisk| {
+                    let root = std::path::Path::new("/sim/data/queues");
+                    d.list_dir(root)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|q| (q.clone(), d.list_dir(&root.join(&q)).unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                };
+                log::debug!("sim: before the crash: {:?}", listing(&self.disk));
                 if power {
                     self.disk.crash_power();
                 } else {
                     self.disk.crash_process();
                 }
+                log::debug!("sim: after the crash: {:?}", listing(&self.disk));
                 for c in 0..self.clients.len() {
                     if let Some(incarnation) = self.clients[c].conn.as_ref().map(|k| k.incarnation) {
                         let t = self.now + self.rng.range(10, 500);

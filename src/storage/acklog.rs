@@ -61,10 +61,13 @@ impl AckLog {
 
     /// Writes what was recorded since the last flush (one write). On an
     /// error nothing of it is written and it is kept for the next flush.
-    pub fn flush(&mut self, disk: &dyn Disk) -> io::Result<()> {
+    /// Returns whether the file was created now (its directory entry must
+    /// be synced before what it records counts).
+    pub fn flush(&mut self, disk: &dyn Disk) -> io::Result<bool> {
         if self.pending.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let created = self.file.is_none() && !disk.exists(&self.path);
         if self.file.is_none() {
             let f = disk.open_append(&self.path)?;
             if f.is_empty() {
@@ -78,7 +81,7 @@ impl AckLog {
         self.file.as_deref().expect("opened").append(&self.pending)?;
         self.pending.clear();
         self.unsynced = true;
-        Ok(())
+        Ok(created)
     }
 
     pub fn file(&self) -> Option<Arc<dyn Syncable>> {
@@ -113,4 +116,50 @@ impl AckLog {
         }
         Ok(st)
     }
+}
+
+impl AckState {
+    /// Entries for offsets at or past `end`: records a crash took away
+    /// (their segment was cut back), whose offsets new records will reuse.
+    pub fn past(&self, end: u32) -> usize {
+        self.acked
+            .iter()
+            .chain(self.delivered.iter())
+            .filter(|&&o| o >= end)
+            .count()
+    }
+
+    /// Forgets the entries at or past `end`.
+    pub fn cut(&mut self, end: u32) {
+        self.acked.retain(|&o| o < end);
+        self.delivered.retain(|&o| o < end);
+    }
+}
+
+/// Replaces an ack log by one holding exactly `state`, durably (written
+/// aside, synced, renamed over, directory synced) before anything can be
+/// appended to it.
+pub fn rewrite(disk: &dyn Disk, dir: &Path, id: u64, state: &AckState) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(HEADER_LEN + 4 * (state.acked.len() + state.delivered.len()));
+    buf.extend_from_slice(ACK_MAGIC);
+    buf.extend_from_slice(&super::segment::FORMAT_VERSION.to_le_bytes());
+    buf.extend_from_slice(&[0u8; 4]);
+    let mut delivered: Vec<u32> = state.delivered.iter().copied().collect();
+    delivered.sort_unstable();
+    for o in delivered {
+        buf.extend_from_slice(&(o | DELIVERED).to_le_bytes());
+    }
+    let mut acked: Vec<u32> = state.acked.iter().copied().collect();
+    acked.sort_unstable();
+    for o in acked {
+        buf.extend_from_slice(&o.to_le_bytes());
+    }
+    let path = dir.join(ack_name(id));
+    let tmp = dir.join(format!("{}.tmp", ack_name(id)));
+    if disk.exists(&tmp) {
+        disk.remove_file(&tmp)?;
+    }
+    disk.write_synced(&tmp, &buf)?;
+    disk.rename(&tmp, &path)?;
+    disk.open_dir(dir)?.sync()
 }

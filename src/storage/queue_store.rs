@@ -85,7 +85,10 @@ impl QueueStore {
             dir_file,
             segment_size,
             segs: BTreeMap::new(),
-            dir_dirty: false,
+            // The directory's entries may never have been synced (a crash
+            // right after a segment was created, or a failed sync before
+            // the restart): sync it before the first confirm.
+            dir_dirty: true,
         };
         let mut out = Vec::new();
         for id in ids {
@@ -105,7 +108,20 @@ impl QueueStore {
                     path.display()
                 );
             }
-            let acks = AckLog::load(&*disk, &dir.join(ack_name(id)))?;
+            let mut acks = AckLog::load(&*disk, &dir.join(ack_name(id)))?;
+            // A crash that cut records off the segment left their acks and
+            // delivery marks behind; new records will reuse those offsets,
+            // so the stale entries go, durably, before any append.
+            let end = seg.write_pos() as u32;
+            let stale = acks.past(end);
+            if stale > 0 {
+                log::warn!(
+                    "{}: {stale} ack log entr(ies) for records lost in a crash; ack log rewritten",
+                    path.display()
+                );
+                acks.cut(end);
+                super::acklog::rewrite(&*disk, dir, id, &acks)?;
+            }
             let region = seg.region(HEADER_LEN, seg.write_pos());
             let mut live = 0;
             for f in &found {
@@ -182,9 +198,18 @@ impl QueueStore {
         // (segment id, offset, record view) of each append, then one region
         // per segment to slice them from.
         let mut placed: Vec<(u64, u32, record::RecordView)> = Vec::new();
+        // A batch is all or nothing: where the last segment stood, and which
+        // segments it created, to undo a batch a full disk cut short.
+        let before = self.segs.last_key_value().map(|(id, s)| (*id, s.seg.mark()));
         for m in msgs {
             let len = record::encoded_len(&m);
-            let s = self.current(len)?;
+            let s = match self.current(len) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.undo_batch(before);
+                    return Err(e);
+                }
+            };
             let off = s
                 .seg
                 .append(len, |dst| record::encode(&m, timestamp_ms, dst))
@@ -212,6 +237,26 @@ impl QueueStore {
             i = j;
         }
         Ok(())
+    }
+
+    /// Takes back a batch that failed part-way: segments it created go,
+    /// the one it started in is cut back to where it stood (zeroed, so a
+    /// recovery does not find the records a nack refused).
+    fn undo_batch(&mut self, before: Option<(u64, super::segment::Mark)>) {
+        let created: Vec<u64> = self
+            .segs
+            .keys()
+            .copied()
+            .filter(|id| before.is_none_or(|(b, _)| *id > b))
+            .collect();
+        for id in created {
+            self.remove_segment(id);
+        }
+        if let Some((id, mark)) = before
+            && let Some(s) = self.segs.get_mut(&id)
+        {
+            s.seg.cut_back(mark);
+        }
     }
 
     /// Records a first delivery (so a crash brings it back redelivered).
@@ -247,7 +292,9 @@ impl QueueStore {
     /// Writes buffered ack-log entries (one write per touched log).
     pub fn flush(&mut self) -> io::Result<()> {
         for s in self.segs.values_mut() {
-            s.acks.flush(&*self.disk)?;
+            if s.acks.flush(&*self.disk)? {
+                self.dir_dirty = true;
+            }
         }
         Ok(())
     }

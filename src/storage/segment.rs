@@ -54,6 +54,14 @@ pub struct Segment {
     pub live: u32,
 }
 
+/// A segment's position and counts at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    write_pos: usize,
+    records: u32,
+    live: u32,
+}
+
 /// A record found at recovery.
 pub struct Found {
     pub offset: u32,
@@ -185,6 +193,33 @@ impl Segment {
     /// is deleted meanwhile).
     pub fn file(&self) -> Arc<dyn Syncable> {
         self.map.clone()
+    }
+
+    /// Where the segment stands, to [`Segment::cut_back`] to.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            write_pos: self.write_pos,
+            records: self.records,
+            live: self.live,
+        }
+    }
+
+    /// Undoes the appends made since `mark`: their bytes are zeroed (the
+    /// end of the written part again), so no recovery finds them.
+    pub fn cut_back(&mut self, mark: Mark) {
+        debug_assert!(mark.write_pos <= self.write_pos);
+        // SAFETY: [mark, write_pos) is inside the mapping and above every
+        // byte a message may borrow (those appends were never handed out).
+        unsafe {
+            std::ptr::write_bytes(
+                self.map.as_ptr().add(mark.write_pos),
+                0,
+                self.write_pos - mark.write_pos,
+            )
+        };
+        self.write_pos = mark.write_pos;
+        self.records = mark.records;
+        self.live = mark.live;
     }
 
     /// Appends a record written by `write` into `len` bytes; returns its

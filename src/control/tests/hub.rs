@@ -280,7 +280,6 @@ fn durable_topology_and_messages_survive_a_restart() {
 /// leave the queue as it was: it is still in the topology, so its owner
 /// must still have it (with its message).
 #[test]
-#[ignore = "bug: the owner deletes the queue (engine, messages and store) before the control plane commits the deletion; when the log append or sync then fails the client gets 541 but the queue stays in the topology with no engine: a redeclare is answered 404 NOT_FOUND by its owner"]
 fn a_delete_that_cannot_be_logged_leaves_the_queue_intact() {
     let mut c = Cluster::new(2);
     let ch = chan(1, 1);

@@ -110,8 +110,13 @@ fn x_expires_deletes_an_unused_queue() {
     w.owner.sweep(&w.topo, &mut w.fx, 2499);
     assert!(w.owner.queue(q).is_some());
     w.owner.sweep(&w.topo, &mut w.fx, 2500);
-    assert!(w.owner.queue(q).is_none());
+    assert!(
+        w.owner.queue(q).is_some(),
+        "until the control plane commits the deletion"
+    );
     assert_eq!(w.fx.take_items(), ["to 0: auto-deleted q1"]);
+    w.delete_from_topology(q);
+    assert!(w.owner.queue(q).is_none());
 }
 
 /// A queue with a consumer is in use, however long.
@@ -126,8 +131,13 @@ fn x_expires_spares_a_consumed_queue_until_its_consumer_goes() {
     w.owner.sweep(&w.topo, &mut w.fx, 10_999);
     assert!(w.owner.queue(q).is_some(), "unused since the cancel only");
     w.owner.sweep(&w.topo, &mut w.fx, 11_000);
-    assert!(w.owner.queue(q).is_none());
+    assert!(
+        w.owner.queue(q).is_some(),
+        "until the control plane commits the deletion"
+    );
     assert_eq!(w.fx.take_items(), ["to 0: auto-deleted q1"]);
+    w.delete_from_topology(q);
+    assert!(w.owner.queue(q).is_none());
 }
 
 /// Policies apply to the queues they match, arguments win over them, and
@@ -182,15 +192,11 @@ fn delete_counts_ready_messages_and_cancels_consumers() {
     w.consume(q, spec(1, 1, false), 0);
     w.step(0);
     w.fx.take();
-    assert_eq!(
-        w.owner.owner_delete(&w.topo, &mut w.fx, q, false, false, 0),
-        Ok(2),
-        "the unacked one does not count"
-    );
+    assert_eq!(w.delete(q, false, false), Ok(2), "the unacked one does not count");
     assert_eq!(w.fx.take(), ["cancelled c1"]);
     assert!(w.owner.queue(q).is_none());
     // Gone already: nothing to delete, nothing to say.
-    assert_eq!(w.owner.owner_delete(&w.topo, &mut w.fx, q, true, true, 0), Ok(0));
+    assert_eq!(w.delete(q, true, true), Ok(0));
     assert!(w.fx.events.is_empty());
 }
 
@@ -228,7 +234,7 @@ fn delete_if_unused_and_if_empty() {
     // Delivered and unacked: empty for if-empty.
     w.step(0);
     assert_eq!(w.fx.take(), ["consume-ok q1 c1", "deliver c1 'a'"]);
-    assert_eq!(w.owner.owner_delete(&w.topo, &mut w.fx, q, false, true, 0), Ok(0));
+    assert_eq!(w.delete(q, false, true), Ok(0));
     assert_eq!(w.fx.take(), ["cancelled c1"]);
 }
 
@@ -242,15 +248,8 @@ fn delete_sees_pending_writes_and_removes_the_store() {
     w.publish_confirmed(q, persistent("a"), 1, 0);
     w.publish_confirmed(q, persistent("b"), 2, 0);
     assert!(w.store_exists(q));
-    assert!(
-        w.owner
-            .owner_delete(&w.topo, &mut w.fx, q, false, true, 0)
-            .is_err()
-    );
-    assert_eq!(
-        w.owner.owner_delete(&w.topo, &mut w.fx, q, false, false, 0),
-        Ok(2)
-    );
+    assert!(w.delete(q, false, true).is_err());
+    assert_eq!(w.delete(q, false, false), Ok(2));
     assert!(!w.store_exists(q));
     w.sync();
     assert_eq!(w.fx.take(), ["confirm 1 ack", "confirm 2 ack"]);
@@ -262,9 +261,7 @@ fn delete_sees_pending_writes_and_removes_the_store() {
 fn operations_on_a_deleted_queue() {
     let mut w = W::new();
     let q = w.declare("q", FieldTable::new());
-    w.owner
-        .owner_delete(&w.topo, &mut w.fx, q, false, false, 0)
-        .unwrap();
+    w.delete(q, false, false).unwrap();
     let gone = "error 404 NOT_FOUND - no queue 'q' in vhost '/'";
     for op in [
         QueueOp::Get { no_ack: true },
@@ -408,9 +405,7 @@ fn admin_get_and_purge() {
     w.step(0);
     w.restart();
     assert_eq!(w.ready(q), 0);
-    w.owner
-        .owner_delete(&w.topo, &mut w.fx, q, false, false, 0)
-        .unwrap();
+    w.delete(q, false, false).unwrap();
     let e = w
         .owner
         .admin_queue(&w.topo, &mut w.fx, q, QueueAction::Purge, 0)
@@ -474,8 +469,10 @@ fn x_expires_publishing_is_not_a_use() {
     w.publish(q, transient("a"), 900);
     w.step(900);
     w.owner.sweep(&w.topo, &mut w.fx, 1000);
-    assert!(w.owner.queue(q).is_none(), "deleted with its message");
+    assert!(w.owner.queue(q).is_some(), "deleted with its message");
     assert_eq!(w.fx.take_items(), ["to 0: auto-deleted q1"]);
+    w.delete_from_topology(q);
+    assert!(w.owner.queue(q).is_none());
 }
 
 /// `x-dead-letter-routing-key` replaces the key the dead letter is routed

@@ -19,6 +19,7 @@ use crate::broker::topology::{Change, PolicyDef, Topology};
 use crate::broker::users::{User, hash_password};
 use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, ShardId, VhostId};
 use crate::message::Message;
+use crate::protocol::AmqpError;
 use crate::protocol::{BasicProperties, FieldTable, FieldValue, LongStr, ShortStr};
 use crate::queue::ConsumerSpec;
 use crate::routing::ExchangeKind;
@@ -481,6 +482,16 @@ impl W {
     pub fn delete_from_topology(&mut self, q: QueueId) {
         let changes = self.cp.delete_queue_changes(&self.topo, q);
         self.apply(&changes);
+    }
+
+    /// A queue delete as the control plane runs it: the owner checks and
+    /// counts, then the committed deletion is applied (the engine goes).
+    pub fn delete(&mut self, q: QueueId, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
+        let n = self
+            .owner
+            .owner_delete(&self.topo, &mut self.fx, q, if_unused, if_empty, 0)?;
+        self.delete_from_topology(q);
+        Ok(n)
     }
 
     /// `Owner::enqueue` from [`PUB`], without a confirm.

@@ -129,7 +129,6 @@ fn full_disk_nacks_without_poisoning() {
 /// come back after a restart either (the write is rolled back, as the
 /// storage contract says of every write).
 #[test]
-#[ignore = "bug: a batch append that fails part-way (a new segment cannot be created) is nacked but its first records stay in the previous segment: counted live there and recovered after a restart"]
 fn a_partly_written_batch_is_not_recovered_after_a_nack() {
     let mut cfg = owner_config();
     cfg.segment_size = 4096;
@@ -249,7 +248,6 @@ fn power_loss_keeps_every_confirmed_message() {
 
 /// A message removed (acked) and synced stays gone after a power loss.
 #[test]
-#[ignore = "bug: a segment's ack log is a new file whose directory entry is never synced (only segment creation/removal dirties the directory), so after a power loss every ack in the current segment is lost and acked messages are redelivered"]
 fn power_loss_does_not_bring_back_synced_acks() {
     let mut w = W::new();
     let q = w.declare_durable("q", FieldTable::new());
