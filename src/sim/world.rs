@@ -489,6 +489,24 @@ impl World {
                 Err(e) => return self.start_failed(e),
             }
         }
+        if log::log_enabled!(log::Level::Debug) {
+            for sh in &shards {
+                for slot in sh.hub.owner.queues() {
+                    let ids: Vec<_> = slot
+                        .q
+                        .ready_iter()
+                        .map(|e| {
+                            (
+                                id_of(e.msg.body()),
+                                e.redelivered,
+                                e.loc.map(|l| (l.segment(), l.offset())),
+                            )
+                        })
+                        .collect();
+                    log::debug!("sim: recovered {}: {ids:?}", slot.name);
+                }
+            }
+        }
         self.epoch += 1;
         self.broker = Some(Broker_ {
             epoch: self.epoch,

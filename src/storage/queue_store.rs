@@ -108,20 +108,7 @@ impl QueueStore {
                     path.display()
                 );
             }
-            let mut acks = AckLog::load(&*disk, &dir.join(ack_name(id)))?;
-            // A crash that cut records off the segment left their acks and
-            // delivery marks behind; new records will reuse those offsets,
-            // so the stale entries go, durably, before any append.
-            let end = seg.write_pos() as u32;
-            let stale = acks.past(end);
-            if stale > 0 {
-                log::warn!(
-                    "{}: {stale} ack log entr(ies) for records lost in a crash; ack log rewritten",
-                    path.display()
-                );
-                acks.cut(end);
-                super::acklog::rewrite(&*disk, dir, id, &acks)?;
-            }
+            let acks = AckLog::load(&*disk, &dir.join(ack_name(id)))?;
             let region = seg.region(HEADER_LEN, seg.write_pos());
             let mut live = 0;
             for f in &found {
@@ -146,16 +133,32 @@ impl QueueStore {
                 },
             );
         }
-        // Fully acked segments left over from before the restart.
-        let current = store.segs.keys().next_back().copied();
+        // Segments recovered from an earlier run are never appended to
+        // again: a crash may have left records of that run past the point
+        // where recovery stopped (torn, or cut off by a hole), which a
+        // record appended there now would put behind it — and the ack log
+        // may hold marks for offsets it would reuse. New records go to a
+        // new segment; the old ones go once everything in them is acked.
+        for s in store.segs.values_mut() {
+            s.seg.seal();
+        }
         let empty: Vec<u64> = store
             .segs
             .iter()
-            .filter(|(id, s)| s.seg.live == 0 && Some(**id) != current)
+            .filter(|(_, s)| s.seg.live == 0)
             .map(|(id, _)| *id)
             .collect();
         for id in empty {
             store.remove_segment(id);
+        }
+        // An ack log whose segment is gone (a crash between removing the
+        // two files) would mark records of a new segment with its number.
+        for name in disk.list_dir(dir)? {
+            if let Some(id) = name.strip_prefix("acks.").and_then(|s| s.parse::<u64>().ok())
+                && !store.segs.contains_key(&id)
+            {
+                let _ = disk.remove_file(&dir.join(&name));
+            }
         }
         Ok((store, out))
     }

@@ -49,6 +49,8 @@ pub struct Segment {
     map: Arc<dyn Mapped>,
     size: usize,
     write_pos: usize,
+    /// Recovered from an earlier run: no more appends.
+    sealed: bool,
     /// Records in the segment, and how many are not yet acked.
     pub records: u32,
     pub live: u32,
@@ -99,6 +101,7 @@ impl Segment {
             map,
             size,
             write_pos: HEADER_LEN,
+            sealed: false,
             records: 0,
             live: 0,
         })
@@ -172,6 +175,7 @@ impl Segment {
                 map,
                 size,
                 write_pos: pos,
+                sealed: false,
                 records: n,
                 live: n,
             },
@@ -187,12 +191,21 @@ impl Segment {
         self.write_pos
     }
     pub fn remaining(&self) -> usize {
-        self.size - self.write_pos
+        if self.sealed {
+            0
+        } else {
+            self.size - self.write_pos
+        }
     }
     /// The file, for syncing (kept alive by the sync even if the segment
     /// is deleted meanwhile).
     pub fn file(&self) -> Arc<dyn Syncable> {
         self.map.clone()
+    }
+
+    /// Takes no more appends (its space is left unused).
+    pub fn seal(&mut self) {
+        self.sealed = true;
     }
 
     /// Where the segment stands, to [`Segment::cut_back`] to.

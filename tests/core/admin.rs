@@ -180,17 +180,18 @@ async fn users_vhosts_and_permissions_are_enforced() {
     .unwrap()
     .await
     .unwrap();
-    ch.basic_publish(
-        "amq.topic".into(),
-        "x".into(),
-        Default::default(),
-        b"no",
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap();
+    // The refusal closes the channel: the pending confirm fails with it
+    // (a method sent meanwhile could only see the channel closing).
     let e = ch
-        .basic_get("bob-q".into(), Default::default())
+        .basic_publish(
+            "amq.topic".into(),
+            "x".into(),
+            Default::default(),
+            b"no",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
         .await
         .unwrap_err();
     assert!(
