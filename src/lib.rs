@@ -1,8 +1,7 @@
 //! warren: a RabbitMQ-compatible AMQP 0-9-1 broker, thread-per-core on io_uring.
 //!
-//! Layers (each depends only on those above it; see README "Architecture"):
-//! `protocol` → `session` / `routing` → `queue` → `storage` → `shard` (the only
-//! user of glommio).
+//! The modules are layered as README.md's "Layers" table says (the one
+//! statement of it; `tests/layers.rs` checks the imports against it).
 
 pub mod admin;
 pub mod broker;

@@ -27,11 +27,6 @@ impl User {
     }
 }
 
-/// A fresh 4-byte salt, as RabbitMQ uses.
-pub fn random_salt() -> [u8; 4] {
-    (crate::config::random_u64() as u32).to_le_bytes()
-}
-
 /// Hashes a password with the given salt.
 pub fn hash_password(password: &[u8], salt: [u8; 4]) -> Vec<u8> {
     let mut h = Sha256::new();

@@ -126,9 +126,7 @@ pub fn import(
                     .decode(h)
                     .map_err(|_| bad_request(&format!("user {name}: password_hash is not base64")))?,
                 None => match u.get("password").and_then(|p| p.as_str()) {
-                    Some(p) => {
-                        crate::broker::users::hash_password(p.as_bytes(), crate::broker::users::random_salt())
-                    }
+                    Some(p) => crate::broker::users::hash_password(p.as_bytes(), crate::shard::random_salt()),
                     None => Vec::new(),
                 },
             };

@@ -393,7 +393,7 @@ pub fn put_user(m: &Mgmt, who: &Who, snap: &BrokerSnapshot, name: &str, body: &V
     let existing = snap.users.iter().find(|u| u.name == name);
     let b64 = base64::engine::general_purpose::STANDARD;
     let hash = if let Some(p) = text(body, "password")? {
-        let salt = crate::broker::users::random_salt();
+        let salt = crate::shard::random_salt();
         crate::broker::users::hash_password(p.as_bytes(), salt)
     } else if let Some(h) = text(body, "password_hash")? {
         if let Some(alg) = text(body, "hashing_algorithm")?

@@ -9,3 +9,4 @@ mod server;
 mod state;
 
 pub use server::{ServerHandle, resident_memory, start};
+pub use state::{random_salt, random_u64};

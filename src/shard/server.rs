@@ -288,7 +288,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         &crate::storage::RealDisk,
         &cfg,
         nshards,
-        crate::broker::users::random_salt(),
+        super::state::random_salt(),
     )?;
     let initial = Arc::new(initial);
     let mut topolog = Some(topolog);
@@ -323,7 +323,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         cfg.clone(),
         std::time::SystemTime::now(),
     );
-    let base_seed = crate::config::random_u64();
+    let base_seed = super::state::random_u64();
     let mut threads = Vec::new();
     for i in 0..nshards {
         let cpu = cpus[i % cpus.len()];

@@ -224,3 +224,33 @@ pub fn hostname() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
 }
+
+/// Random bits from the kernel (seeds, password salts); falls back to the
+/// clock and pid if getrandom fails.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(b)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9E37_79B9, |d| d.as_nanos() as u64)
+            ^ std::process::id() as u64
+    }
+}
+
+/// A fresh salt for a password hash.
+pub fn random_salt() -> [u8; 4] {
+    (random_u64() as u32).to_le_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn salts_vary() {
+        let salts: std::collections::HashSet<[u8; 4]> = (0..16).map(|_| super::random_salt()).collect();
+        assert!(salts.len() > 1, "{salts:?}");
+    }
+}

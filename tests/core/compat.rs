@@ -13,7 +13,7 @@ use warren::protocol::*;
 const FRAME_MAX: u32 = 131_072;
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", warren::config::random_u64() % 1_000_000_000)
+    format!("{prefix}-{}", warren::shard::random_u64() % 1_000_000_000)
 }
 
 fn declare(out: &mut BytesMut, ch: u16, name: &str, args: FieldTable, nowait: bool) {

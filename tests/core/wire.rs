@@ -188,25 +188,6 @@ fn silent_peer_is_dropped_after_two_heartbeats() {
     assert!(heartbeats >= 1, "the broker sent heartbeats");
 }
 
-#[test]
-fn a_heartbeating_peer_stays() {
-    let t = target();
-    let mut r = Raw::open(&t, 1);
-    r.s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(4) {
-        r.send(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
-        let mut tmp = [0u8; 64];
-        if let Ok(0) = r.s.read(&mut tmp) {
-            panic!("dropped although heartbeating");
-        }
-    }
-    r.send_method(1, Method::ChannelOpen(Default::default()));
-    r.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    r.buf.clear();
-    assert!(matches!(r.method(), Some(Method::ChannelOpenOk(_))));
-}
-
 /// Under the memory alarm a publishing connection gets `connection.blocked`
 /// and is no longer read (its confirms stop), as in RabbitMQ.
 #[test]
