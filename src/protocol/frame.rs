@@ -124,14 +124,31 @@ pub struct ContentHeader {
     pub properties: Bytes,
 }
 
+/// The fixed fields of a content header payload: (class, weight, body
+/// size), and where its properties start. Shared by [`ContentHeader`] and
+/// the session's zero-copy publish path.
+#[inline]
+pub fn header_fields(payload: &[u8]) -> Result<(u16, u16, u64)> {
+    if payload.len() < CONTENT_HEADER_FIXED {
+        return Err(AmqpError::frame("content header frame too short"));
+    }
+    Ok((
+        u16::from_be_bytes([payload[0], payload[1]]),
+        u16::from_be_bytes([payload[2], payload[3]]),
+        u64::from_be_bytes(payload[4..12].try_into().expect("8 bytes")),
+    ))
+}
+
+/// Bytes of a content header payload before its properties.
+pub const CONTENT_HEADER_FIXED: usize = 12;
+
 impl ContentHeader {
     pub fn decode(mut payload: Bytes) -> Result<ContentHeader> {
-        if payload.len() < 14 {
+        let (class_id, weight, body_size) = header_fields(&payload)?;
+        if payload.len() < CONTENT_HEADER_FIXED + 2 {
             return Err(AmqpError::frame("content header frame too short"));
         }
-        let class_id = payload.get_u16();
-        let weight = payload.get_u16();
-        let body_size = payload.get_u64();
+        payload.advance(CONTENT_HEADER_FIXED);
         super::properties::scan_properties(&payload)?;
         Ok(ContentHeader {
             class_id,

@@ -17,9 +17,9 @@ pub use fast::{
     write_basic_nack, write_basic_return, write_content,
 };
 pub use frame::{
-    ContentHeader, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE,
-    FRAME_OVERHEAD, Frame, PROTOCOL_HEADER, RawFrame, check_frame, decode_frame, frame_at, split_frames,
-    write_body_frames, write_header_frame, write_heartbeat, write_method_frame,
+    CONTENT_HEADER_FIXED, ContentHeader, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD,
+    FRAME_MIN_SIZE, FRAME_OVERHEAD, Frame, PROTOCOL_HEADER, RawFrame, check_frame, decode_frame, frame_at,
+    header_fields, split_frames, write_body_frames, write_header_frame, write_heartbeat, write_method_frame,
 };
 pub use methods::Method;
 pub use properties::{BasicProperties, PropsSummary, scan_properties};

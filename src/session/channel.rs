@@ -590,11 +590,10 @@ impl Session {
             analyze_frame(FRAME_HEADER, p)?;
             return Err(AmqpError::frame("content header frame too short"));
         }
-        // Class 60 and weight 0, compared as one word.
-        if u32::from_be_bytes([p[0], p[1], p[2], p[3]]) != 0x003C_0000 {
+        let (class, weight, body_size) = crate::protocol::header_fields(p)?;
+        if (class, weight) != (60, 0) {
             return Err(publish::wrong_header(p));
         }
-        let body_size = u64::from_be_bytes(p[4..12].try_into().expect("8 bytes"));
         let props = scan_properties(&p[12..])?;
         if let Some((a, b)) = props.user_id {
             let claimed = &p[12 + a..12 + b];
