@@ -152,6 +152,14 @@ pub struct ShardStats {
     pub routed: u64,
     /// Items waiting in this shard's outboxes to other shards.
     pub outbox_items: u64,
+    /// Items this shard sent to other shards (cross-shard hops), and the
+    /// ring pushes that carried them.
+    pub ring_items: u64,
+    pub ring_batches: u64,
+    /// Times the shard's thread went to sleep and was woken (voluntary
+    /// context switches), and was preempted (involuntary).
+    pub wakeups: u64,
+    pub preemptions: u64,
     pub fsyncs: u64,
     /// Files covered by fsyncs, summed (divide by `fsyncs` for the mean batch).
     pub fsync_files: u64,

@@ -193,7 +193,7 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot) -> String {
     }
 
     type SField = fn(&crate::admin::ShardStats) -> u64;
-    let per_shard: [(&str, &str, &str, SField); 5] = [
+    let per_shard: [(&str, &str, &str, SField); 9] = [
         (
             "warren_shard_messages_routed_total",
             "counter",
@@ -205,6 +205,30 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot) -> String {
             "gauge",
             "Items waiting for the cross-shard rings, per source shard",
             |s| s.outbox_items,
+        ),
+        (
+            "warren_shard_ring_items_total",
+            "counter",
+            "Items sent to other shards (cross-shard hops)",
+            |s| s.ring_items,
+        ),
+        (
+            "warren_shard_ring_batches_total",
+            "counter",
+            "Ring pushes to other shards (each carries a batch of items)",
+            |s| s.ring_batches,
+        ),
+        (
+            "warren_shard_wakeups_total",
+            "counter",
+            "Times the shard's thread slept and was woken (voluntary context switches)",
+            |s| s.wakeups,
+        ),
+        (
+            "warren_shard_preemptions_total",
+            "counter",
+            "Times the shard's thread was preempted by the kernel (involuntary context switches)",
+            |s| s.preemptions,
         ),
         (
             "warren_shard_fsyncs_total",

@@ -5,7 +5,7 @@ use super::connection::{Session, SessionStats, analyze_frame};
 use super::erl;
 use super::publish::{self, Assembly, Body, Part, PublishHead};
 use super::unacked::{Outstanding, UnackedMap};
-use super::{Broker, Event};
+use super::{Broker, Event, HandOffTarget};
 use crate::broker::request::{Reply, Request, Settle};
 use crate::ids::{ChannelRef, ConsumerRef, QueueId};
 use crate::message::Message;
@@ -103,6 +103,19 @@ fn unknown_tag(tag: u64) -> AmqpError {
 }
 
 impl Channel {
+    /// Nothing of the channel is elsewhere in the broker (see
+    /// [`Session::quiet`]).
+    pub(super) fn is_quiet(&self) -> bool {
+        !self.closing
+            && self.consumers.is_empty()
+            && self.unacked.is_empty()
+            && self.confirms.outstanding() == 0
+            && self.tx.is_none()
+            && self.pending.is_none()
+            && self.assembly.is_idle()
+            && self.deferred_cancels.is_empty()
+    }
+
     fn new(cref: ChannelRef) -> Self {
         Channel {
             cref,
@@ -548,6 +561,20 @@ impl Session {
             if f.immediate {
                 return Err(AmqpError::not_implemented("immediate=true").with_method(60, 40));
             }
+            if !self.handoff_asked.0 && self.quiet() {
+                self.handoff_asked.0 = true;
+                let to = HandOffTarget::Publish {
+                    vhost: self.vhost,
+                    exchange: &payload[f.exchange.clone()],
+                    routing_key: &payload[f.routing_key.clone()],
+                };
+                if b.hand_off(to) {
+                    // Stop before this frame: the next shard starts here.
+                    self.pos = self.frame_start;
+                    self.handoff_pending = true;
+                    return Ok(());
+                }
+            }
             let ch = self.channels.get_mut(n).expect("open channel");
             ch.assembly = Assembly::AwaitHeader(PublishHead {
                 exchange: Part::chunk(start + f.exchange.start, f.exchange.len()),
@@ -914,6 +941,20 @@ impl Session {
             }
             Method::BasicConsume(c) => {
                 let queue = ch.queue_or_last(&c.queue)?;
+                if !self.handoff_asked.1 && self.quiet() {
+                    self.handoff_asked.1 = true;
+                    let to = HandOffTarget::Consume {
+                        vhost: self.vhost,
+                        queue: queue.as_bytes(),
+                    };
+                    if b.hand_off(to) {
+                        // The consume is decoded again on the next shard.
+                        self.pos = self.frame_start;
+                        self.handoff_pending = true;
+                        return Ok(());
+                    }
+                }
+                let ch = self.channels.get_mut(n).expect("open channel");
                 let tag = if c.consumer_tag.is_empty() {
                     b.unique_name("amq.ctag-")
                 } else {

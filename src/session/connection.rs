@@ -148,6 +148,13 @@ pub struct Session {
     pub(super) next_consumer_id: u32,
     /// The channel whose request is in flight; input waits until it ends.
     pub(super) awaiting: Option<u16>,
+    /// The connection moves to another shard before its next frame.
+    pub(super) handoff_pending: bool,
+    /// Where the frame being processed starts in `chunk`.
+    pub(super) frame_start: usize,
+    /// Handed off once already, or asked and refused, for publishing and
+    /// for consuming: a connection moves at most once.
+    pub(super) handoff_asked: (bool, bool),
     /// Tracked deliveries encoded since the last flush, per consumer.
     pub(super) written: Vec<(QueueId, ConsumerRef, u32)>,
     /// Channels with confirms to emit.
@@ -190,6 +197,9 @@ impl Session {
             next_epoch: 1,
             next_consumer_id: 1,
             awaiting: None,
+            handoff_pending: false,
+            frame_start: 0,
+            handoff_asked: (false, false),
             written: Vec::new(),
             confirm_dirty: Vec::new(),
             stats: SessionStats::default(),
@@ -226,7 +236,36 @@ impl Session {
         self.channels.len()
     }
     pub fn is_paused(&self) -> bool {
-        self.awaiting.is_some()
+        self.awaiting.is_some() || self.handoff_pending
+    }
+
+    /// The session stopped before a frame that a shard closer to its queue
+    /// should process: the runtime moves the connection there and calls
+    /// [`Session::rebind`].
+    pub fn handoff_pending(&self) -> bool {
+        self.handoff_pending
+    }
+
+    /// The connection now lives on another shard, as `conn`.
+    pub fn rebind(&mut self, conn: ConnId) {
+        self.conn = conn;
+        for ch in self.channels.iter_mut() {
+            ch.cref.conn = conn;
+        }
+        self.handoff_pending = false;
+        self.handoff_asked = (true, true);
+    }
+
+    /// Nothing of this connection is anywhere else in the broker: no
+    /// consumers, unacked deliveries, unconfirmed publishes, transactions
+    /// or requests in flight, no channel closing or half-way through a
+    /// publish. Such a connection can move to another shard.
+    pub(super) fn quiet(&self) -> bool {
+        self.phase == Phase::Running
+            && self.awaiting.is_none()
+            && self.written.is_empty()
+            && self.confirm_dirty.is_empty()
+            && self.channels.iter().all(|c| c.is_quiet())
     }
     /// Frames already taken from the read buffer but not yet processed
     /// (they wait behind a reply): feed again without new input.
@@ -290,7 +329,7 @@ impl Session {
                 }
                 _ => {}
             }
-            if self.awaiting.is_some() {
+            if self.awaiting.is_some() || self.handoff_pending {
                 return Status::Paused;
             }
             if self.pos < self.chunk.len() {
@@ -343,11 +382,12 @@ impl Session {
     }
 
     fn process_chunk(&mut self, b: &mut impl Broker) {
-        while self.awaiting.is_none() && !matches!(self.phase, Phase::Closed) {
+        while self.awaiting.is_none() && !self.handoff_pending && !matches!(self.phase, Phase::Closed) {
             // split_frames checked every frame of the run (size, end octet).
             let Some((kind, channel, payload, next)) = frame_at(&self.chunk, self.pos) else {
                 return;
             };
+            self.frame_start = self.pos;
             self.pos = next;
             self.stats.recv_frames += 1;
             let r = self.handle_frame(kind, channel, payload.start, payload.end, b);

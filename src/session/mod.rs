@@ -76,6 +76,28 @@ pub trait Broker {
     fn unique_name(&mut self, prefix: &str) -> ShortStr;
     /// The connection is gone: its exclusive queues go with it.
     fn connection_closed(&mut self, conn: ConnId);
+    /// A quiet connection (no consumers, unacked deliveries, unconfirmed
+    /// publishes or requests in flight) is about to publish or consume:
+    /// should it first move to the shard that owns what it will use? If
+    /// so (true), the session stops before that frame, and the runtime
+    /// hands the connection over; the frame is processed there.
+    fn hand_off(&mut self, _to: HandOffTarget<'_>) -> bool {
+        false
+    }
+}
+
+/// What a quiet connection is about to use, for [`Broker::hand_off`].
+#[derive(Debug, Clone, Copy)]
+pub enum HandOffTarget<'a> {
+    Publish {
+        vhost: VhostId,
+        exchange: &'a [u8],
+        routing_key: &'a [u8],
+    },
+    Consume {
+        vhost: VhostId,
+        queue: &'a [u8],
+    },
 }
 
 /// Something that happened elsewhere in the broker, addressed to a channel of

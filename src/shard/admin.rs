@@ -175,6 +175,8 @@ fn publish(
 }
 
 fn snapshot(shard: &Shard) -> ShardSnapshot {
+    // Read on the shard's own thread (the admin task runs there).
+    let switches = super::state::context_switches();
     let hub = shard.hub.borrow();
     let topo = &hub.topo;
     let vname = |v| topo.vhost_name(v).to_string();
@@ -283,6 +285,10 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
         shard: shard.id,
         routed: hub.routed,
         outbox_items: hub.out.items.iter().map(|b| b.len() as u64).sum(),
+        ring_items: shard.ring_items.get(),
+        ring_batches: shard.ring_batches.get(),
+        wakeups: switches.0,
+        preemptions: switches.1,
         fsyncs: st.fsyncs,
         fsync_files: st.files,
         fsync_waiters: st.waiters,

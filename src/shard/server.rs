@@ -645,6 +645,8 @@ async fn flusher(shard: Rc<Shard>, senders: Rc<Senders<Batch>>, peer: usize) {
             if batch.is_empty() {
                 break;
             }
+            shard.ring_items.set(shard.ring_items.get() + batch.len() as u64);
+            shard.ring_batches.set(shard.ring_batches.get() + 1);
             if senders.send_to(peer, batch).await.is_err() {
                 return;
             }

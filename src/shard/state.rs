@@ -88,6 +88,9 @@ pub struct Shard {
     pub stopping: Cell<bool>,
     pub stats: Arc<SharedStats>,
     pub sync_stats: RefCell<SyncStats>,
+    /// Items and ring pushes sent to other shards.
+    pub ring_items: Cell<u64>,
+    pub ring_batches: Cell<u64>,
 }
 
 impl Shard {
@@ -104,6 +107,8 @@ impl Shard {
             stopping: Cell::new(false),
             stats,
             sync_stats: RefCell::default(),
+            ring_items: Cell::new(0),
+            ring_batches: Cell::new(0),
         }
     }
 
@@ -253,4 +258,21 @@ mod tests {
         let salts: std::collections::HashSet<[u8; 4]> = (0..16).map(|_| super::random_salt()).collect();
         assert!(salts.len() > 1, "{salts:?}");
     }
+}
+
+/// (voluntary, involuntary) context switches of the calling thread: how
+/// often a shard slept and was woken, and how often it was preempted.
+pub fn context_switches() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        field("voluntary_ctxt_switches:"),
+        field("nonvoluntary_ctxt_switches:"),
+    )
 }
