@@ -22,6 +22,10 @@ pub struct Config {
     /// Users that may only connect from the local machine (RabbitMQ's
     /// `loopback_users`, `guest` by default).
     pub loopback_users: Vec<String>,
+    /// Move a connection that is about to consume from (or publish only
+    /// to) queues of one other shard to that shard, at a quiet point, so
+    /// its messages do not cross shards.
+    pub connection_handoff: bool,
 }
 
 impl Default for Config {
@@ -36,6 +40,7 @@ impl Default for Config {
             default_user: "guest".into(),
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
+            connection_handoff: true,
         }
     }
 }

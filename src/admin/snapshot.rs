@@ -156,6 +156,8 @@ pub struct ShardStats {
     /// ring pushes that carried them.
     pub ring_items: u64,
     pub ring_batches: u64,
+    /// Connections this shard handed over to the shard of their queue.
+    pub handoffs: u64,
     /// Times the shard's thread went to sleep and was woken (voluntary
     /// context switches), and was preempted (involuntary).
     pub wakeups: u64,

@@ -44,6 +44,7 @@ fn main() {
     let started = Instant::now();
     let deadline = args.minutes.map(|m| started + Duration::from_secs(m * 60));
     let (mut n, mut messages, mut crashes, mut events) = (0u64, 0u64, 0u64, 0u64);
+    let mut handoffs = 0u64;
     let mut seed = args.from;
     loop {
         if deadline.map_or(n >= args.seeds, |d| Instant::now() >= d) {
@@ -53,6 +54,7 @@ fn main() {
             Ok(o) => {
                 messages += o.counts.published;
                 crashes += o.crashes as u64;
+                handoffs += o.handoffs;
                 events += o.events;
             }
             Err(f) => {
@@ -73,7 +75,7 @@ fn main() {
         }
     }
     println!(
-        "{n} seeds ({} to {}) ok in {:.1?}: {messages} messages published, {crashes} broker crashes, {events} events",
+        "{n} seeds ({} to {}) ok in {:.1?}: {messages} messages published, {crashes} broker crashes, {handoffs} connection hand-offs, {events} events",
         args.from,
         seed.saturating_sub(1),
         started.elapsed()

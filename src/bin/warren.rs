@@ -28,6 +28,11 @@ struct Args {
     /// Heartbeat interval offered to clients, in seconds (0 = off).
     #[arg(long, default_value_t = 60)]
     heartbeat: u64,
+    /// Keep every connection on the shard that accepted it (by default a
+    /// connection about to consume from, or publish only to, queues of
+    /// another shard moves there first, so its messages cross no shard).
+    #[arg(long)]
+    no_connection_handoff: bool,
     /// Channels per connection.
     #[arg(long, default_value_t = 2047)]
     channel_max: u16,
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
             .map(|u| u.trim().to_string())
             .filter(|u| !u.is_empty())
             .collect(),
+        connection_handoff: !args.no_connection_handoff,
         ..Default::default()
     };
     cfg.limits.frame_max = args.frame_max;

@@ -13,7 +13,7 @@ use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
 use crate::message::Message;
 use crate::owner::{ControlMsg, Effects, Enqueued, Item, QueueOp};
 use crate::protocol::{AmqpError, ShortStr};
-use crate::session::{Broker, PublishOutcome};
+use crate::session::{Broker, HandOffTarget, PublishOutcome};
 use bytes::Bytes;
 
 /// What the broker remembers about one connection, for its checks.
@@ -31,6 +31,11 @@ pub struct ConnState {
     /// one exchange and key, and this skips permission checks, name
     /// lookups and matching for all but the first message.
     route: RouteCache,
+    /// It declared an exclusive queue: the queue is tied to this
+    /// connection's id, so the connection stays where it is.
+    exclusive: bool,
+    /// The shard the connection is moving to (see [`Broker::hand_off`]).
+    pub handoff_to: Option<crate::ids::ShardId>,
 }
 
 impl ConnState {
@@ -349,6 +354,9 @@ impl Broker for Client<'_> {
     }
 
     fn request(&mut self, ch: ChannelRef, vhost: VhostId, user: &str, req: Request) {
+        if let Request::QueueDeclare { exclusive: true, .. } = req {
+            self.conn.exclusive = true;
+        }
         match req {
             Request::Consume { queue, spec } => self.queue_op(ch, vhost, queue, QueueOp::Consume(spec)),
             Request::Get { queue, no_ack } => self.queue_op(ch, vhost, queue, QueueOp::Get { no_ack }),
@@ -403,6 +411,40 @@ impl Broker for Client<'_> {
 
     fn unique_name(&mut self, prefix: &str) -> ShortStr {
         self.hub.unique_name(prefix)
+    }
+
+    fn hand_off(&mut self, to: HandOffTarget<'_>) -> bool {
+        let h = &mut *self.hub;
+        if !h.cfg.connection_handoff || h.nshards < 2 || self.conn.exclusive {
+            return false;
+        }
+        let target = match to {
+            HandOffTarget::Consume { vhost, queue } => h.topo.queue_by_name(vhost, queue).map(|q| q.owner),
+            HandOffTarget::Publish {
+                vhost,
+                exchange,
+                routing_key,
+            } => {
+                // Where the first message goes (properties unknown yet: a
+                // headers exchange routes nothing, and nothing moves). A
+                // publisher to queues of several shards stays.
+                let (scratch, out) = &mut h.route;
+                match h.topo.route(vhost, exchange, routing_key, &[], scratch, out) {
+                    Ok(_) => match out.first() {
+                        Some(&(_, s)) if out.iter().all(|&(_, o)| o == s) => Some(s),
+                        _ => None,
+                    },
+                    Err(_) => None,
+                }
+            }
+        };
+        match target {
+            Some(s) if s != h.id && (s as usize) < h.nshards => {
+                self.conn.handoff_to = Some(s);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn connection_closed(&mut self, conn: ConnId) {

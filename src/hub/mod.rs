@@ -41,6 +41,8 @@ pub struct Outbox {
     /// Topology log syncs the control plane waits for; answer each with
     /// [`Hub::log_synced`].
     pub log_syncs: Vec<Arc<dyn Syncable>>,
+    /// Connections handed over to this shard, for the runtime to run.
+    pub adopted: Vec<crate::owner::Adoption>,
 }
 
 /// Which connections a deleted vhost or user closes.
@@ -58,6 +60,7 @@ impl Outbox {
             items: (0..nshards).map(|_| Vec::new()).collect(),
             closes: Vec::new(),
             log_syncs: Vec::new(),
+            adopted: Vec::new(),
         }
     }
 
@@ -220,6 +223,7 @@ impl Hub {
             Item::Credit { queue, consumer, n } => owner.credit(out, queue, consumer, n),
             Item::DropConsumer { queue, consumer } => owner.drop_consumer(out, queue, consumer, now),
             Item::Event { conn, ev } => out.events.push((conn, ev)),
+            Item::Adopt(a) => out.adopted.push(a),
             Item::QueueOp { queue, name, ch, op } => owner.queue_op(topo, out, queue, name, ch, op, now),
             Item::DeclareCounts { queue, ch, name } => owner.declare_counts(topo, out, queue, ch, name, now),
             Item::OwnerDelete {

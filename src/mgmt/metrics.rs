@@ -193,7 +193,7 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot) -> String {
     }
 
     type SField = fn(&crate::admin::ShardStats) -> u64;
-    let per_shard: [(&str, &str, &str, SField); 9] = [
+    let per_shard: [(&str, &str, &str, SField); 10] = [
         (
             "warren_shard_messages_routed_total",
             "counter",
@@ -217,6 +217,12 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot) -> String {
             "counter",
             "Ring pushes to other shards (each carries a batch of items)",
             |s| s.ring_batches,
+        ),
+        (
+            "warren_shard_connection_handoffs_total",
+            "counter",
+            "Connections handed over to the shard that owns their queue",
+            |s| s.handoffs,
         ),
         (
             "warren_shard_wakeups_total",

@@ -43,8 +43,22 @@ pub enum ControlMsg {
     },
 }
 
+/// A connection on its way to another shard, as its runtime (or the
+/// simulation) packed it: socket, session and what its task held.
+pub struct Adoption(pub Box<dyn std::any::Any + Send>);
+
+impl std::fmt::Debug for Adoption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Adoption")
+    }
+}
+
 #[derive(Debug)]
 pub enum Item {
+    /// A connection moves to the destination shard. It travels on the
+    /// ring behind everything it sent before, so the destination handles
+    /// those first.
+    Adopt(Adoption),
     Publish {
         queue: QueueId,
         msg: Message,

@@ -518,7 +518,12 @@ impl Owner {
         for w in waiters {
             match w {
                 SyncWaiter::Confirm { ch, seq, queue } => {
-                    let ok = !failed.contains(&queue);
+                    // A store that failed once is never trusted again: a
+                    // later sync of it may succeed over pages the kernel
+                    // dropped after the failure (confirms of the batches
+                    // that were on their way then are nacks too).
+                    let ok =
+                        !failed.contains(&queue) && !self.queues.get(&queue).is_some_and(|s| s.store_failed);
                     fx.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
                 }
                 SyncWaiter::Barrier { ch, token } => fx.to_shard(ch.shard(), Item::BarrierDone { ch, token }),

@@ -571,6 +571,7 @@ impl Session {
                 if b.hand_off(to) {
                     // Stop before this frame: the next shard starts here.
                     self.pos = self.frame_start;
+                    self.stats.recv_frames -= 1;
                     self.handoff_pending = true;
                     return Ok(());
                 }
@@ -950,6 +951,7 @@ impl Session {
                     if b.hand_off(to) {
                         // The consume is decoded again on the next shard.
                         self.pos = self.frame_start;
+                        self.stats.recv_frames -= 1;
                         self.handoff_pending = true;
                         return Ok(());
                     }

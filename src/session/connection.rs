@@ -256,6 +256,11 @@ impl Session {
         self.handoff_asked = (true, true);
     }
 
+    /// The hand-off could not be carried out: go on here.
+    pub fn stay(&mut self) {
+        self.handoff_pending = false;
+    }
+
     /// Nothing of this connection is anywhere else in the broker: no
     /// consumers, unacked deliveries, unconfirmed publishes, transactions
     /// or requests in flight, no channel closing or half-way through a

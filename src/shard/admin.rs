@@ -287,6 +287,7 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
         outbox_items: hub.out.items.iter().map(|b| b.len() as u64).sum(),
         ring_items: shard.ring_items.get(),
         ring_batches: shard.ring_batches.get(),
+        handoffs: shard.handoffs.get(),
         wakeups: switches.0,
         preemptions: switches.1,
         fsyncs: st.fsyncs,

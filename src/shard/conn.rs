@@ -30,31 +30,106 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
     let canon = |a: std::net::SocketAddr| std::net::SocketAddr::new(a.ip().to_canonical(), a.port());
     let peer = stream.peer_addr().ok().map(canon);
     let _ = stream.set_nodelay(true);
-    let mut stream = stream.buffered_with(Preallocated::new(RECV_BUFFER));
+    let stream = stream.buffered_with(Preallocated::new(RECV_BUFFER));
     let local = stream.local_addr().ok().map(canon);
     let name = match (peer, local) {
         (Some(p), Some(l)) => format!("{p} -> {l}"),
         _ => format!("{id:?}"),
     };
+    let meta = ConnMeta {
+        name,
+        peer,
+        local,
+        connected_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        state: "starting",
+        ..Default::default()
+    };
+    let conn = Conn {
+        session: Session::new(id, session_cfg, mono_ms()),
+        state: ConnState::new(peer),
+        rbuf: BytesMut::with_capacity(RECV_BUFFER),
+        recv_oct: 0,
+        send_oct: 0,
+    };
+    live(shard, id, stream, meta, conn).await
+}
+
+/// What a connection's task holds besides its socket and handle: all of
+/// it moves when the connection moves to another shard.
+struct Conn {
+    session: Session,
+    state: ConnState,
+    /// Input read but not yet taken by the session.
+    rbuf: BytesMut,
+    recv_oct: u64,
+    send_oct: u64,
+}
+
+/// A connection on its way to another shard (inside an `Item::Adopt`).
+struct Moving {
+    fd: std::os::fd::OwnedFd,
+    meta: ConnMeta,
+    conn: Conn,
+}
+
+/// Runs a connection another shard handed over: the same socket, session
+/// and buffered input, under a new id of this shard.
+pub fn adopt(shard: &Rc<Shard>, a: crate::owner::Adoption) {
+    let Ok(m) = a.0.downcast::<Moving>() else {
+        log::error!("a shard handed over something that is not a connection");
+        return;
+    };
+    let Moving { fd, meta, mut conn } = *m;
+    let id = shard.hub.borrow_mut().new_conn_id();
+    conn.session.rebind(id);
+    conn.state.handoff_to = None;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the fd is a connected TCP socket this process owns, handed
+    // over whole (the old shard closed its own descriptor of it).
+    let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+    let stream = stream.buffered_with(Preallocated::new(RECV_BUFFER));
+    glommio::spawn_local(live(shard.clone(), id, stream, meta, conn)).detach();
+}
+
+/// How [`serve`] ended.
+enum End {
+    Closed(String),
+    /// The session stopped before a frame another shard should process.
+    Moves(crate::ids::ShardId),
+}
+
+async fn live(
+    shard: Rc<Shard>,
+    id: crate::ids::ConnId,
+    mut stream: TcpStream<Preallocated>,
+    meta: ConnMeta,
+    mut conn: Conn,
+) {
+    let peer = meta.peer;
     let handle = Rc::new(ConnHandle {
         inbox: RefCell::new(VecDeque::new()),
         notify: Default::default(),
-        meta: RefCell::new(ConnMeta {
-            name,
-            peer,
-            local,
-            connected_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            state: "starting",
-            ..Default::default()
-        }),
+        meta: RefCell::new(meta),
     });
     shard.conns.borrow_mut().insert(id, handle.clone());
     shard.stats.connections[shard.id as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let mut session = Session::new(id, session_cfg, mono_ms());
-    let mut state = ConnState::new(peer);
-    let reason = serve(&shard, &handle, &mut state, &mut stream, &mut session).await;
+    let reason = match serve(&shard, &handle, &mut stream, &mut conn).await {
+        End::Closed(reason) => reason,
+        End::Moves(to) => match hand_over(&shard, id, &handle, &mut stream, conn, to).await {
+            Ok(()) => return,
+            Err((reason, back)) => {
+                conn = back;
+                reason
+            }
+        },
+    };
+    let Conn {
+        mut session,
+        mut state,
+        ..
+    } = conn;
     let wall = now_ms();
     {
         let mut hub = shard.hub.borrow_mut();
@@ -84,6 +159,63 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
     }
 }
 
+/// Moves a quiet connection to shard `to`: its output goes out first,
+/// then socket, session and unread input travel on the ring behind
+/// everything the connection sent before. On an error the connection is
+/// handed back, to be closed with the reason.
+async fn hand_over(
+    shard: &Rc<Shard>,
+    id: crate::ids::ConnId,
+    handle: &Rc<ConnHandle>,
+    stream: &mut TcpStream<Preallocated>,
+    mut conn: Conn,
+    to: crate::ids::ShardId,
+) -> Result<(), (String, Conn)> {
+    let out = std::mem::take(conn.session.output());
+    if !out.is_empty() {
+        if let Err(e) = write_all(stream, &out).await {
+            return Err((format!("socket error: {e}"), conn));
+        }
+        conn.send_oct += out.len() as u64;
+    }
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // glommio reads by polling for readiness and then receiving at once,
+    // so nothing of the input is in flight: a duplicate descriptor carries
+    // the socket whole, and closing ours (not shutting it down) leaves it
+    // open.
+    // SAFETY: the descriptor stays open while `stream` lives (all of this call).
+    let raw = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let fd = match raw.try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) => return Err((format!("cannot hand the connection over: {e}"), conn)),
+    };
+    shard.conns.borrow_mut().remove(&id);
+    shard.stats.connections[shard.id as usize].fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    shard.handoffs.set(shard.handoffs.get() + 1);
+    let mut meta = handle.meta.borrow().clone();
+    meta.recv_oct = conn.recv_oct;
+    meta.send_oct = conn.send_oct;
+    let wall = now_ms();
+    {
+        let mut hub = shard.hub.borrow_mut();
+        // Nothing of a quiet connection is addressed to it but notices
+        // (flow control, management): give anything else back.
+        for ev in handle.inbox.borrow_mut().drain(..) {
+            match ev {
+                crate::session::Event::Describe | crate::session::Event::Throttle { .. } => {}
+                ev => hub.orphan(ev),
+            }
+        }
+        let moving = Moving { fd, meta, conn };
+        hub.out.items[to as usize].push(crate::owner::Item::Adopt(crate::owner::Adoption(Box::new(
+            moving,
+        ))));
+    }
+    shard.after_step(wall);
+    log::debug!("connection {id:?} moves to shard {to}");
+    Ok(())
+}
+
 async fn write_all(stream: &mut TcpStream<Preallocated>, mut buf: &[u8]) -> std::io::Result<()> {
     while !buf.is_empty() {
         let n = poll_fn(|cx| Pin::new(&mut *stream).poll_write(cx, buf)).await?;
@@ -106,17 +238,21 @@ pub fn mono_ms() -> u64 {
 async fn serve(
     shard: &Rc<Shard>,
     handle: &Rc<ConnHandle>,
-    state: &mut ConnState,
     stream: &mut TcpStream<Preallocated>,
-    session: &mut Session,
-) -> String {
+    conn: &mut Conn,
+) -> End {
+    let Conn {
+        session,
+        state,
+        rbuf,
+        recv_oct,
+        send_oct,
+    } = conn;
     let limits = &shard.cfg.limits;
-    let mut rbuf = BytesMut::with_capacity(RECV_BUFFER);
     let mut described = (Phase::Header, Instant::now());
     // Queues that asked this connection to stop publishing for now.
     let mut throttled_by: Vec<crate::ids::QueueId> = Vec::new();
     let mut blocked = false;
-    let (mut recv_oct, mut send_oct) = (0u64, 0u64);
     let mut eof = false;
     // The session's next deadline, and the timer armed for it.
     let mut armed: Option<u64> = None;
@@ -171,21 +307,24 @@ async fn serve(
             let can_feed = session.phase() == Phase::Lingering
                 || !out_high && !congested && !blocked && throttled_by.is_empty() && !session.over_limits();
             let unprocessed = !rbuf.is_empty() || session.has_unprocessed_frames();
-            if can_feed
-                && unprocessed
-                && !session.is_paused()
-                && session.feed(&mut rbuf, &mut b) == Status::Close
+            if can_feed && unprocessed && !session.is_paused() && session.feed(rbuf, &mut b) == Status::Close
             {
                 session.abort("closed", &mut b);
             }
             can_feed
         };
+        if session.handoff_pending() {
+            match state.handoff_to.take() {
+                Some(to) if !shard.stopping.get() => return End::Moves(to),
+                _ => session.stay(),
+            }
+        }
         shard.after_step(wall);
         // Keep the management view fresh: at once when the phase changes,
         // otherwise about once a second.
         let now = Instant::now();
         if describe_now || described.0 != session.phase() || now - described.1 > Duration::from_secs(1) {
-            describe(&handle.meta, session, recv_oct, send_oct);
+            describe(&handle.meta, session, *recv_oct, *send_oct);
             described = (session.phase(), now);
         }
         if session.phase() == Phase::Closed {
@@ -193,14 +332,16 @@ async fn serve(
                 let out = std::mem::take(session.output());
                 let _ = write_all(stream, &out).await;
             }
-            return session.close_reason.clone().unwrap_or_else(|| "closed".into());
+            return End::Closed(session.close_reason.clone().unwrap_or_else(|| "closed".into()));
         }
         let unprocessed = !rbuf.is_empty() || session.has_unprocessed_frames();
         if eof && (!unprocessed || !session.is_paused() && can_feed) {
-            return session
-                .close_reason
-                .clone()
-                .unwrap_or_else(|| "client closed TCP connection".into());
+            return End::Closed(
+                session
+                    .close_reason
+                    .clone()
+                    .unwrap_or_else(|| "client closed TCP connection".into()),
+            );
         }
         let want_read =
             can_feed && !eof && rbuf.len() < limits.read_buffer.max(limits.frame_max as usize * 2);
@@ -238,7 +379,7 @@ async fn serve(
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => {
                         out.advance(n);
-                        send_oct += n as u64;
+                        *send_oct += n as u64;
                         wrote_any = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -259,7 +400,7 @@ async fn serve(
                             rbuf.extend_from_slice(data);
                             read_full = n >= RECV_BUFFER;
                             Pin::new(&mut *stream).consume(n);
-                            recv_oct += n as u64;
+                            *recv_oct += n as u64;
                             read_any = true;
                         }
                         ready = true;
@@ -284,7 +425,7 @@ async fn serve(
         })
         .await;
         if let Err(e) = io {
-            return format!("socket error: {e}");
+            return End::Closed(format!("socket error: {e}"));
         }
         let now = mono_ms();
         if read_any {

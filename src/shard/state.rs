@@ -91,6 +91,8 @@ pub struct Shard {
     /// Items and ring pushes sent to other shards.
     pub ring_items: Cell<u64>,
     pub ring_batches: Cell<u64>,
+    /// Connections this shard handed over to another.
+    pub handoffs: Cell<u64>,
 }
 
 impl Shard {
@@ -109,6 +111,7 @@ impl Shard {
             sync_stats: RefCell::default(),
             ring_items: Cell::new(0),
             ring_batches: Cell::new(0),
+            handoffs: Cell::new(0),
         }
     }
 
@@ -122,17 +125,22 @@ impl Shard {
     /// step that follows its publish).
     pub fn after_step(self: &Rc<Self>, now: u64) {
         loop {
-            let (events, closes, log_syncs, wants_sync) = {
+            let (events, closes, log_syncs, adopted, wants_sync) = {
                 let mut hub = self.hub.borrow_mut();
                 hub.step(now);
+                let wants_sync = hub.owner.wants_sync();
                 let out = &mut hub.out;
                 (
                     std::mem::take(&mut out.events),
                     std::mem::take(&mut out.closes),
                     std::mem::take(&mut out.log_syncs),
-                    hub.owner.wants_sync(),
+                    std::mem::take(&mut out.adopted),
+                    wants_sync,
                 )
             };
+            for a in adopted {
+                super::conn::adopt(self, a);
+            }
             if wants_sync {
                 self.sync_notify.notify();
             }

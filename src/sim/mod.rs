@@ -58,6 +58,8 @@ pub struct Outcome {
     pub virtual_ms: u64,
     pub events: u64,
     pub crashes: u32,
+    /// Connections handed over to another shard.
+    pub handoffs: u64,
     pub counts: Counts,
     /// (syncs, failed syncs) on the simulated disk.
     pub syncs: (u64, u64),

@@ -133,6 +133,29 @@ struct Broker_ {
     shards: Vec<SShard>,
     /// Last delivery time per (from, to) ring: rings keep order.
     ring_last: Vec<Vec<u64>>,
+    /// Connections handed over to another shard: old (shard, id) → new.
+    /// The socket moves with them, so what the client sends to the old
+    /// place arrives at the new one.
+    moved: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    /// Input (and end of input) that arrived while a connection was on
+    /// the ring, by its new id.
+    transit: BTreeMap<ConnId, (Vec<u8>, bool)>,
+}
+
+/// A connection on the ring to another shard, with its id there.
+struct SMoving {
+    sc: SConn,
+    id: ConnId,
+}
+
+impl Broker_ {
+    /// Where a connection is now, following hand-overs.
+    fn locate(&self, mut shard: usize, mut conn: ConnId) -> (usize, ConnId) {
+        while let Some(&(s, c)) = self.moved.get(&(shard, conn)) {
+            (shard, conn) = (s, c);
+        }
+        (shard, conn)
+    }
 }
 
 /// Publishes seen by the broker, for the TTL check: the session's own
@@ -186,6 +209,9 @@ impl Broker for Recorder<'_> {
     fn connection_closed(&mut self, conn: ConnId) {
         self.inner.connection_closed(conn)
     }
+    fn hand_off(&mut self, to: crate::session::HandOffTarget<'_>) -> bool {
+        self.inner.hand_off(to)
+    }
 }
 
 pub struct World {
@@ -213,6 +239,7 @@ pub struct World {
     crashes: u32,
     /// No more crashes or disconnects: the workload is draining.
     calm: bool,
+    handoffs: u64,
     events_run: u64,
     /// (acks seen, when that count last changed).
     progress: (u64, u64),
@@ -260,6 +287,7 @@ impl World {
             trace: VecDeque::new(),
             crashes: 0,
             calm: false,
+            handoffs: 0,
             events_run: 0,
             progress: (0, 0),
             fingerprint: 0xCBF2_9CE4_8422_2325,
@@ -422,6 +450,7 @@ impl World {
             virtual_ms: self.now / 1000,
             events: self.events_run,
             crashes: self.crashes,
+            handoffs: self.handoffs,
             counts: self.check.counts,
             syncs: self.disk.sync_counts(),
             fingerprint: self.fingerprint,
@@ -512,6 +541,8 @@ impl World {
             epoch: self.epoch,
             shards,
             ring_last: vec![vec![0; nshards]; nshards],
+            moved: BTreeMap::new(),
+            transit: BTreeMap::new(),
         });
         for s in 0..nshards {
             let t = self.now + 100_000;
@@ -546,9 +577,12 @@ impl World {
                     return Ok(());
                 }
                 let b = self.broker.as_mut().expect("live");
+                let (shard, conn) = b.locate(shard, conn);
                 if let Some(sc) = b.shards[shard].conns.get_mut(&conn) {
                     sc.rbuf.extend_from_slice(&data);
                     sc.session.note_read(self.now / 1000);
+                } else if let Some(t) = b.transit.get_mut(&conn) {
+                    t.0.extend_from_slice(&data);
                 }
                 self.run_shard(shard);
                 Ok(())
@@ -558,8 +592,11 @@ impl World {
                     return Ok(());
                 }
                 let b = self.broker.as_mut().expect("live");
+                let (shard, conn) = b.locate(shard, conn);
                 if let Some(sc) = b.shards[shard].conns.get_mut(&conn) {
                     sc.eof = true;
+                } else if let Some(t) = b.transit.get_mut(&conn) {
+                    t.1 = true;
                 }
                 self.run_shard(shard);
                 Ok(())
@@ -879,7 +916,23 @@ impl World {
         let mut closed: Vec<(usize, u32)> = Vec::new();
         let mut timers: Vec<(u64, ConnId)> = Vec::new();
         let mut deliveries = Vec::new();
+        let mut pending_moves: Vec<(ConnId, usize, SConn)> = Vec::new();
         loop {
+            for (old_id, to, sc) in pending_moves.drain(..) {
+                self.handoffs += 1;
+                let id = b.shards[to].hub.new_conn_id();
+                b.moved.insert((s, old_id), (to, id));
+                b.transit.insert(id, (Vec::new(), false));
+                let (client, incarnation) = (sc.client, sc.incarnation);
+                if let Some(r) = &mut self.routes[client]
+                    && r.1 == old_id
+                    && r.2 == incarnation
+                {
+                    (r.0, r.1) = (to, id);
+                }
+                b.shards[s].hub.out.items[to]
+                    .push(Item::Adopt(crate::owner::Adoption(Box::new(SMoving { sc, id }))));
+            }
             let shard = &mut b.shards[s];
             let ids: Vec<ConnId> = shard.conns.keys().copied().collect();
             for id in ids {
@@ -932,6 +985,22 @@ impl World {
                     shard.conns.remove(&id);
                     continue;
                 }
+                if sc.session.handoff_pending() {
+                    // As the runtime does: output first, then the
+                    // connection travels on the ring behind what it sent.
+                    let to = sc.state.handoff_to.take().expect("a hand-off has a shard") as usize;
+                    let mut sc = shard.conns.remove(&id).expect("listed");
+                    sc.armed = None;
+                    sc.throttled.clear();
+                    // Only notices can be addressed to a quiet connection.
+                    for ev in sc.inbox.drain(..) {
+                        if !matches!(ev, Event::Describe | Event::Throttle { .. }) {
+                            shard.hub.orphan(ev);
+                        }
+                    }
+                    pending_moves.push((id, to, sc));
+                    continue;
+                }
                 if let Some(d) = sc.session.poll_timeout()
                     && sc.armed.is_none_or(|a| d < a)
                 {
@@ -940,6 +1009,20 @@ impl World {
                 }
             }
             shard.hub.step(now_ms);
+            let mut more = !pending_moves.is_empty();
+            for a in std::mem::take(&mut shard.hub.out.adopted) {
+                let m =
+                    a.0.downcast::<SMoving>()
+                        .expect("the simulation hands over its own connections");
+                let SMoving { mut sc, id } = *m;
+                sc.session.rebind(id);
+                if let Some((data, eof)) = b.transit.remove(&id) {
+                    sc.rbuf.extend_from_slice(&data);
+                    sc.eof |= eof;
+                }
+                shard.conns.insert(id, sc);
+                more = true;
+            }
             // What the broker hands out now, for the TTL check.
             for (_, ev) in &shard.hub.out.events {
                 observe(ev, &mut deliveries);
@@ -953,7 +1036,6 @@ impl World {
             }
             let events = std::mem::take(&mut shard.hub.out.events);
             let mut orphans = Vec::new();
-            let mut more = false;
             for (conn, ev) in events {
                 match shard.conns.get_mut(&conn) {
                     Some(sc) => {

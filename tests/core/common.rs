@@ -15,8 +15,26 @@ pub struct Broker {
 }
 
 pub fn start(shards: usize) -> Broker {
+    start_with(shards, true)
+}
+
+/// A broker whose connections stay on the shard that accepted them (no
+/// hand-off to the shard of their queue): for tests of cross-shard paths.
+pub fn start_fixed(shards: usize) -> Broker {
+    start_with(shards, false)
+}
+
+fn start_with(shards: usize, connection_handoff: bool) -> Broker {
     let dir = tempfile::tempdir().unwrap();
-    let handle = start_in(dir.path(), shards);
+    let cfg = warren::Config {
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        shards,
+        data_dir: dir.path().to_path_buf(),
+        connection_handoff,
+        ..Default::default()
+    };
+    let handle = warren::start(cfg).expect("broker starts");
     let uri = format!("amqp://guest:guest@{}/%2f", handle.amqp_addr());
     Broker {
         handle,

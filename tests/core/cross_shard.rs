@@ -8,7 +8,7 @@ use lapin::types::FieldTable;
 /// (queues live on the shard of the connection that declared them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_route_consume_across_three_shards() {
-    let b = common::start(3);
+    let b = common::start_fixed(3);
     let (pa, qb, cc) = (
         b.connect_on_shard(0).await,
         b.connect_on_shard(1).await,
@@ -99,7 +99,7 @@ async fn publish_route_consume_across_three_shards() {
 /// redelivered, when its connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_consumer_close_requeues() {
-    let b = common::start(2);
+    let b = common::start_fixed(2);
     let (a, c) = (b.connect_on_shard(0).await, b.connect_on_shard(1).await);
     let ch = a.create_channel().await.unwrap();
     ch.queue_declare("rq".into(), QueueDeclareOptions::default(), FieldTable::default())

@@ -8,6 +8,7 @@ mod compat;
 mod cross_shard;
 mod durability;
 mod features;
+mod handoff;
 mod mgmt;
 mod permissions;
 mod pika;

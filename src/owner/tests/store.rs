@@ -102,6 +102,29 @@ fn failed_sync_nacks_and_poisons_only_that_queue() {
     assert_eq!(w.drain(b, 0), ["b1", "b2"]);
 }
 
+/// Two group commits on their way at once: the first fails for a queue,
+/// the second (its files taken before the failure was known) succeeds.
+/// The second's confirms for that queue are nacks: after a failed fsync
+/// the kernel may have dropped the pages a later fsync "succeeds" over
+/// (found by the simulation, seed 20172).
+#[test]
+fn a_sync_after_a_failed_one_confirms_nothing_of_that_queue() {
+    let mut w = W::new();
+    let a = w.declare_durable("a", FieldTable::new());
+    let b = w.declare_durable("b", FieldTable::new());
+    w.publish_item(a, persistent("a1"), 1, 0);
+    w.step(0);
+    let first = w.owner.take_sync();
+    w.publish_item(a, persistent("a2"), 2, 0);
+    w.publish_item(b, persistent("b1"), 3, 0);
+    w.step(0);
+    let second = w.owner.take_sync();
+    w.owner.synced(first.waiters, &[a], &mut w.fx);
+    assert_eq!(w.fx.take(), ["confirm 1 nack"]);
+    w.owner.synced(second.waiters, &[], &mut w.fx);
+    assert_eq!(w.fx.take(), ["confirm 2 nack", "confirm 3 ack"]);
+}
+
 /// A full disk refuses the write: the confirm is a nack, the message is
 /// not taken, and the queue is not poisoned — once there is room again,
 /// persistent messages are taken and confirmed.

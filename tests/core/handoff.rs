@@ -1,0 +1,258 @@
+//! Connection hand-off: a quiet connection about to consume from (or
+//! publish only to) a queue of another shard moves to that shard, keeping
+//! its socket, channels and their settings.
+
+use crate::common;
+use futures_lite::StreamExt;
+use lapin::BasicProperties;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(10);
+
+async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..500 {
+        if let Some(v) = f() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn handoffs(b: &common::Broker) -> u64 {
+    let snap = b.handle.admin().snapshot().expect("snapshot");
+    snap.shards.iter().map(|s| s.handoffs).sum()
+}
+
+/// The consumer's connection lands on the queue's shard and its channels
+/// keep their prefetch and confirm mode; a publisher to that queue follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_and_publisher_move_to_the_queue_and_keep_their_channels() {
+    let b = common::start(2);
+    let setup = b.connect_on_shard(0).await;
+    let sch = setup.create_channel().await.unwrap();
+    sch.queue_declare("hq".into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+
+    let cc = b.connect_on_shard(1).await;
+    // Settings made before the move.
+    let ch = cc.create_channel().await.unwrap();
+    ch.basic_qos(5, BasicQosOptions::default()).await.unwrap();
+    let confirm_ch = cc.create_channel().await.unwrap();
+    confirm_ch
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            "hq".into(),
+            "hc".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // Only the setup connection and the consumer remain, both on shard 0
+    // (the queue's); the connections connect_on_shard opened on the way
+    // are closing.
+    until("the consumer on the queue's shard", || {
+        let per = b.handle.connections_per_shard();
+        (per[1] == 0 && per[0] == 2).then_some(())
+    })
+    .await;
+    assert!(handoffs(&b) >= 1);
+
+    let pc = b.connect_on_shard(1).await;
+    let pch = pc.create_channel().await.unwrap();
+    for i in 0..20u8 {
+        pch.basic_publish(
+            "".into(),
+            "hq".into(),
+            BasicPublishOptions::default(),
+            &[i],
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    until("the publisher on the queue's shard", || {
+        let per = b.handle.connections_per_shard();
+        (per[1] == 0 && per[0] == 3).then_some(())
+    })
+    .await;
+
+    // Prefetch 5 still holds after the move: five deliveries, then none
+    // until one is acked.
+    let mut held = Vec::new();
+    for i in 0..5u8 {
+        let d = tokio::time::timeout(T, consumer.next())
+            .await
+            .expect("delivery in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.data, vec![i], "order kept across the move");
+        held.push(d);
+    }
+    let early = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
+    assert!(early.is_err(), "a sixth delivery past prefetch 5");
+    for d in held {
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    for i in 5..20u8 {
+        let d = tokio::time::timeout(T, consumer.next())
+            .await
+            .expect("delivery in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.data, vec![i], "order kept across the move");
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    // Confirm mode set before the move still answers.
+    let c = confirm_ch
+        .basic_publish(
+            "".into(),
+            "hq".into(),
+            BasicPublishOptions::default(),
+            b"confirmed",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(c.is_ack());
+    let d = tokio::time::timeout(T, consumer.next())
+        .await
+        .expect("delivery in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.data, b"confirmed");
+    d.ack(BasicAckOptions::default()).await.unwrap();
+    // Nothing crossed a shard once both had moved.
+    cc.close(200, "bye".into()).await.unwrap();
+    pc.close(200, "bye".into()).await.unwrap();
+    until("both closed", || {
+        (b.handle.connections_per_shard()[0] == 1).then_some(())
+    })
+    .await;
+}
+
+/// A connection with an exclusive queue stays where it is (the queue is
+/// tied to it), and a connection with the move disabled stays too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_with_exclusive_queues_stay() {
+    let b = common::start(2);
+    let setup = b.connect_on_shard(0).await;
+    let sch = setup.create_channel().await.unwrap();
+    sch.queue_declare("sq".into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let c = b.connect_on_shard(1).await;
+    let ch = c.create_channel().await.unwrap();
+    let mine = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _consumer = ch
+        .basic_consume(
+            "sq".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    until("one connection per shard", || {
+        let per = b.handle.connections_per_shard();
+        (per == [1, 1]).then_some(())
+    })
+    .await;
+    assert_eq!(handoffs(&b), 0);
+    // The exclusive queue is still this connection's.
+    let again = ch
+        .queue_declare(
+            mine.name().as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert!(again.is_ok());
+}
+
+/// Frames pipelined behind the consume that moves a connection (the
+/// client does not wait for consume-ok) are processed on the new shard,
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_behind_the_move_are_processed_there() {
+    let b = common::start(2);
+    let setup = b.connect_on_shard(0).await;
+    let sch = setup.create_channel().await.unwrap();
+    sch.queue_declare("pq".into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    for i in 0..3u8 {
+        sch.basic_publish(
+            "".into(),
+            "pq".into(),
+            BasicPublishOptions::default(),
+            &[i],
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let c = b.connect_on_shard(1).await;
+    let ch = c.create_channel().await.unwrap();
+    // nowait consume, then a get on another channel, in quick succession.
+    let mut consumer = ch
+        .basic_consume(
+            "pq".into(),
+            "pc".into(),
+            BasicConsumeOptions {
+                nowait: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let ch2 = c.create_channel().await.unwrap();
+    let declared = tokio::time::timeout(
+        T,
+        ch2.queue_declare(
+            "pq".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("the declare after the move is answered")
+    .unwrap();
+    assert_eq!(declared.consumer_count(), 1);
+    for i in 0..3u8 {
+        let d = tokio::time::timeout(T, consumer.next())
+            .await
+            .expect("delivery in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.data, vec![i]);
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert!(handoffs(&b) >= 1);
+}
