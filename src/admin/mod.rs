@@ -221,6 +221,10 @@ impl Admin {
     /// Asks the broker to stop (clients get 320 CONNECTION_FORCED).
     pub fn stop(&self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Idle shards sleep; wake them to see it.
+        for m in self.mailboxes.iter() {
+            (m.wake)();
+        }
     }
 
     /// True once the broker has been asked to stop.

@@ -4,7 +4,6 @@ use clap::Parser;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
 /// A RabbitMQ-compatible AMQP 0-9-1 broker, thread-per-core on io_uring.
 #[derive(Parser, Debug)]
@@ -46,7 +45,8 @@ struct Args {
     #[arg(long, default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65536..=(1 << 32)))]
     segment_size: u64,
     /// How long a sync may wait for more writes to cover, in microseconds
-    /// (group commit); 0 syncs as soon as each step's writes are done.
+    /// (group commit), when the last sync released several confirms; 0
+    /// syncs as soon as each step's writes are done.
     #[arg(long, default_value_t = 500)]
     fsync_interval_us: u64,
     /// Port of the management HTTP API, web UI and /metrics.
@@ -133,7 +133,7 @@ fn main() -> ExitCode {
         // SAFETY: waits for one of the blocked signals in `set`.
         unsafe { libc::sigwait(&set, &mut sig) };
         log::info!("received signal {sig}, shutting down");
-        stop.store(true, Ordering::SeqCst);
+        stop();
     });
     server.wait();
     log::info!("warren stopped");

@@ -110,7 +110,7 @@ pub fn start(admin: Admin, cfg: MgmtConfig) -> io::Result<MgmtHandle> {
                     .with_graceful_shutdown(async move {
                         let poll = async {
                             while !stopping.admin.stopping() {
-                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                tokio::time::sleep(Duration::from_millis(500)).await;
                             }
                         };
                         tokio::select! {

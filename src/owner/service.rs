@@ -701,6 +701,14 @@ impl Owner {
 
     /// Expires messages of idle queues and deletes queues unused for their
     /// `x-expires`. The runtime runs it every 100 ms.
+    /// Whether any queue here has messages or a lifetime that can expire
+    /// (the runtime sweeps such shards often, idle ones rarely).
+    pub fn wants_sweep(&self) -> bool {
+        self.queues
+            .values()
+            .any(|s| s.may_expire || s.q.config().message_ttl.is_some() || s.extras.expires.is_some())
+    }
+
     pub fn sweep(&mut self, topo: &Topology, fx: &mut impl Effects, now: u64) {
         let mut unused = Vec::new();
         for slot in self.queues.values_mut() {

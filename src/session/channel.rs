@@ -561,6 +561,14 @@ impl Session {
             if f.immediate {
                 return Err(AmqpError::not_implemented("immediate=true").with_method(60, 40));
             }
+            if self.alarm {
+                // Blocked before this frame until the alarm clears.
+                self.pos = self.frame_start;
+                self.stats.recv_frames -= 1;
+                self.alarm_blocked = true;
+                self.write_blocked(true);
+                return Ok(());
+            }
             if !self.handoff_asked.0 && self.quiet() {
                 self.handoff_asked.0 = true;
                 let to = HandOffTarget::Publish {

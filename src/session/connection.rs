@@ -155,6 +155,10 @@ pub struct Session {
     /// Handed off once already, or asked and refused, for publishing and
     /// for consuming: a connection moves at most once.
     pub(super) handoff_asked: (bool, bool),
+    /// A resource alarm (memory) is on: the next `basic.publish` blocks.
+    pub(super) alarm: bool,
+    /// Stopped before a `basic.publish` until the alarm clears.
+    pub(super) alarm_blocked: bool,
     /// Tracked deliveries encoded since the last flush, per consumer.
     pub(super) written: Vec<(QueueId, ConsumerRef, u32)>,
     /// Channels with confirms to emit.
@@ -200,6 +204,8 @@ impl Session {
             handoff_pending: false,
             frame_start: 0,
             handoff_asked: (false, false),
+            alarm: false,
+            alarm_blocked: false,
             written: Vec::new(),
             confirm_dirty: Vec::new(),
             stats: SessionStats::default(),
@@ -236,7 +242,25 @@ impl Session {
         self.channels.len()
     }
     pub fn is_paused(&self) -> bool {
-        self.awaiting.is_some() || self.handoff_pending
+        self.awaiting.is_some() || self.handoff_pending || self.alarm_blocked
+    }
+
+    /// A resource alarm went on or off. As RabbitMQ does, a connection is
+    /// blocked when it next sends `basic.publish` (it gets
+    /// `connection.blocked` then, and nothing more of its input is
+    /// processed, however far its bodies got); connections that only
+    /// consume carry on.
+    pub fn set_alarm(&mut self, on: bool) {
+        self.alarm = on;
+        if !on && self.alarm_blocked {
+            self.alarm_blocked = false;
+            self.write_blocked(false);
+        }
+    }
+
+    /// Stopped by the alarm before a `basic.publish`.
+    pub fn alarm_blocked(&self) -> bool {
+        self.alarm_blocked
     }
 
     /// The session stopped before a frame that a shard closer to its queue
@@ -334,7 +358,7 @@ impl Session {
                 }
                 _ => {}
             }
-            if self.awaiting.is_some() || self.handoff_pending {
+            if self.is_paused() {
                 return Status::Paused;
             }
             if self.pos < self.chunk.len() {
@@ -387,7 +411,7 @@ impl Session {
     }
 
     fn process_chunk(&mut self, b: &mut impl Broker) {
-        while self.awaiting.is_none() && !self.handoff_pending && !matches!(self.phase, Phase::Closed) {
+        while !self.is_paused() && !matches!(self.phase, Phase::Closed) {
             // split_frames checked every frame of the run (size, end octet).
             let Some((kind, channel, payload, next)) = frame_at(&self.chunk, self.pos) else {
                 return;

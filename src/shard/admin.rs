@@ -24,6 +24,8 @@ pub async fn run(shard: Rc<Shard>, mailboxes: Arc<Vec<Mailbox>>, mut wake: UnixS
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        // A wake-up may be Admin::stop's.
+        shard.stop_notify.notify();
         for cmd in mailboxes[shard.id as usize].drain() {
             match cmd {
                 AdminCmd::Snapshot(reply) => {

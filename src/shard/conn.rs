@@ -252,7 +252,6 @@ async fn serve(
     let mut described = (Phase::Header, Instant::now());
     // Queues that asked this connection to stop publishing for now.
     let mut throttled_by: Vec<crate::ids::QueueId> = Vec::new();
-    let mut blocked = false;
     let mut eof = false;
     // The session's next deadline, and the timer armed for it.
     let mut armed: Option<u64> = None;
@@ -292,20 +291,17 @@ async fn serve(
             }
             // Input.
             let out_high = session.output().len() >= limits.write_buffer_high;
-            // Under the memory alarm, connections that publish stop being
-            // read (consumers keep going and free memory).
-            let alarm = session.stats.published > 0
-                && shard
+            // Under the memory alarm a connection stops at its next
+            // basic.publish (consumers keep going and free memory).
+            session.set_alarm(
+                shard
                     .stats
                     .memory_alarm
-                    .load(std::sync::atomic::Ordering::Relaxed);
-            if alarm != blocked {
-                blocked = alarm;
-                session.write_blocked(blocked);
-            }
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
             // A lingering session only waits for the client to hang up.
             let can_feed = session.phase() == Phase::Lingering
-                || !out_high && !congested && !blocked && throttled_by.is_empty() && !session.over_limits();
+                || !out_high && !congested && throttled_by.is_empty() && !session.over_limits();
             let unprocessed = !rbuf.is_empty() || session.has_unprocessed_frames();
             if can_feed && unprocessed && !session.is_paused() && session.feed(rbuf, &mut b) == Status::Close
             {
@@ -350,7 +346,7 @@ async fn serve(
         // early call); under the memory alarm, look again soon for it to
         // clear.
         let mut deadline = session.poll_timeout();
-        if blocked {
+        if session.alarm_blocked() {
             let soon = mono_ms() + 250;
             deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
         }

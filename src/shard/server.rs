@@ -27,7 +27,6 @@ use std::time::Duration;
 pub struct ServerHandle {
     stats: Arc<SharedStats>,
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     admin: crate::admin::Admin,
     /// Holds the data dir lock until the shards are gone.
@@ -46,7 +45,7 @@ impl ServerHandle {
     }
 
     fn stop_and_join(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.admin.stop();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -60,8 +59,9 @@ impl ServerHandle {
     }
 
     /// Asks the broker to stop (e.g. from a signal handler thread).
-    pub fn stopper(&self) -> Arc<AtomicBool> {
-        self.stop.clone()
+    pub fn stopper(&self) -> impl Fn() + Send + 'static {
+        let admin = self.admin.clone();
+        move || admin.stop()
     }
 
     /// A management handle (thread-safe, cloneable).
@@ -368,11 +368,11 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                stop.store(true, Ordering::SeqCst);
+                admin.stop();
                 return Err(e);
             }
             Err(_) => {
-                stop.store(true, Ordering::SeqCst);
+                admin.stop();
                 return Err(io::Error::other("a shard failed to start"));
             }
         }
@@ -381,7 +381,6 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         admin,
         stats,
         addr,
-        stop,
         threads,
         _data: Some(data),
     })
@@ -509,8 +508,14 @@ async fn run_shard(
             env!("CARGO_PKG_VERSION")
         );
     }
+    // Woken by Admin::stop through the admin task; the timer is a
+    // fallback only (an idle broker must not wake for nothing).
     while !stop.load(Ordering::SeqCst) {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
+        futures_lite::future::or(
+            shard.stop_notify.wait(),
+            glommio::timer::sleep(Duration::from_secs(1)),
+        )
+        .await;
     }
     shard.stopping.set(true);
     acceptor.cancel();
@@ -546,10 +551,19 @@ async fn run_shard(
 /// [`crate::owner::Owner::synced`]).
 async fn syncer(shard: Rc<Shard>) {
     let linger = shard.cfg.limits.fsync_interval;
+    // Waiters the last sync released: lingering for more writes pays only
+    // when several publishers wait together; a lone one-at-a-time
+    // publisher (pika's BlockingConnection) would wait the linger on
+    // every message for nothing. Writes that come while a sync runs are
+    // covered by the next one anyway.
+    let mut last_waiters = 0u64;
     loop {
         shard.sync_notify.wait().await;
-        if !linger.is_zero() {
+        if !linger.is_zero() && last_waiters > 1 {
             glommio::timer::sleep(linger).await;
+        } else {
+            // What is already runnable adds its writes first.
+            glommio::executor().yield_now().await;
         }
         loop {
             let batch = shard.hub.borrow_mut().take_sync();
@@ -580,6 +594,7 @@ async fn syncer(shard: Rc<Shard>) {
                     .await
             };
             if n_files > 0 {
+                last_waiters = n_waiters;
                 let mut st = shard.sync_stats.borrow_mut();
                 st.fsyncs += 1;
                 st.files += n_files;
@@ -610,7 +625,8 @@ async fn memory_monitor(shard: Rc<Shard>) {
                 log::warn!("memory resource limit alarm cleared: {} MiB used", rss >> 20);
             }
         }
-        glommio::timer::sleep(Duration::from_millis(250)).await;
+        // RabbitMQ checks every 500 ms (memory_monitor_interval).
+        glommio::timer::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -627,10 +643,12 @@ pub fn resident_memory() -> u64 {
         .map_or(0, |pages| pages * page)
 }
 
-/// Message TTLs and queue expiry, checked every 100 ms.
+/// Message TTLs and queue expiry, checked every 100 ms while a queue of
+/// this shard has any (every second otherwise, so an idle shard sleeps).
 async fn sweeper(shard: Rc<Shard>) {
     loop {
-        glommio::timer::sleep(Duration::from_millis(100)).await;
+        let timed = shard.hub.borrow().owner.wants_sweep();
+        glommio::timer::sleep(Duration::from_millis(if timed { 100 } else { 1000 })).await;
         let now = now_ms();
         shard.hub.borrow_mut().sweep(now);
         shard.after_step(now);

@@ -93,6 +93,8 @@ pub struct Shard {
     pub ring_batches: Cell<u64>,
     /// Connections this shard handed over to another.
     pub handoffs: Cell<u64>,
+    /// Rung by the admin task when the broker may have been asked to stop.
+    pub stop_notify: Notify,
 }
 
 impl Shard {
@@ -112,6 +114,7 @@ impl Shard {
             ring_items: Cell::new(0),
             ring_batches: Cell::new(0),
             handoffs: Cell::new(0),
+            stop_notify: Notify::default(),
         }
     }
 
@@ -259,15 +262,6 @@ pub fn random_salt() -> [u8; 4] {
     (random_u64() as u32).to_le_bytes()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn salts_vary() {
-        let salts: std::collections::HashSet<[u8; 4]> = (0..16).map(|_| super::random_salt()).collect();
-        assert!(salts.len() > 1, "{salts:?}");
-    }
-}
-
 /// (voluntary, involuntary) context switches of the calling thread: how
 /// often a shard slept and was woken, and how often it was preempted.
 pub fn context_switches() -> (u64, u64) {
@@ -283,4 +277,13 @@ pub fn context_switches() -> (u64, u64) {
         field("voluntary_ctxt_switches:"),
         field("nonvoluntary_ctxt_switches:"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn salts_vary() {
+        let salts: std::collections::HashSet<[u8; 4]> = (0..16).map(|_| super::random_salt()).collect();
+        assert!(salts.len() > 1, "{salts:?}");
+    }
 }
