@@ -6,35 +6,10 @@
 //! Run: `cargo bench --bench topic`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use warren::protocol::{FieldTable, ShortStr};
 use warren::routing::{Bindings, ExchangeKind};
-
-struct Counting;
-static HEAP: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator and only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        HEAP.fetch_add(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        HEAP.fetch_sub(l.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        HEAP.fetch_add(new, Ordering::Relaxed);
-        HEAP.fetch_sub(l.size(), Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 /// splitmix64: deterministic, dependency-free.
 struct Rng(u64);
@@ -98,7 +73,7 @@ fn key(s: &str) -> ShortStr {
 }
 
 fn build(kind: ExchangeKind, keys: &[String]) -> Bindings<u32> {
-    let before = HEAP.load(Ordering::Relaxed);
+    let before = warren::shard::allocated();
     let start = Instant::now();
     let mut b = Bindings::new(kind);
     let none = FieldTable::new();
@@ -106,7 +81,7 @@ fn build(kind: ExchangeKind, keys: &[String]) -> Bindings<u32> {
         b.bind(&key(k), &none, i as u32);
     }
     let took = start.elapsed();
-    let bytes = HEAP.load(Ordering::Relaxed) - before;
+    let bytes = warren::shard::allocated().saturating_sub(before);
     eprintln!(
         "{} x{}: {} bindings built in {:?} ({:.0} ns each), heap {} KiB = {} B per binding",
         kind.as_str(),
@@ -115,7 +90,7 @@ fn build(kind: ExchangeKind, keys: &[String]) -> Bindings<u32> {
         took,
         took.as_nanos() as f64 / keys.len() as f64,
         bytes / 1024,
-        bytes / b.len().max(1)
+        bytes / b.len().max(1) as u64
     );
     b
 }

@@ -626,7 +626,7 @@ fn node(m: &Mgmt, snap: &BrokerSnapshot) -> Value {
         "type": "disc",
         "running": true,
         "os_pid": std::process::id().to_string(),
-        "mem_used": crate::shard::resident_memory(),
+        "mem_used": crate::shard::allocated(),
         "mem_limit": m.admin.config.limits.memory_high_watermark,
         "mem_alarm": m.admin.stats.memory_alarm.load(std::sync::atomic::Ordering::Relaxed),
         "disk_free_alarm": false,

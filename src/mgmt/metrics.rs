@@ -78,6 +78,11 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot) -> String {
         crate::shard::resident_memory(),
     );
     o.gauge(
+        "warren_allocated_memory_bytes",
+        "Memory held from the allocator (what the memory alarm compares with the watermark)",
+        crate::shard::allocated(),
+    );
+    o.gauge(
         "rabbitmq_resident_memory_limit_bytes",
         "Memory high watermark in bytes",
         m.admin.config.limits.memory_high_watermark,

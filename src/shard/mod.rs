@@ -3,10 +3,12 @@
 //! a shard decides is in its [`crate::hub::Hub`].
 
 mod admin;
+mod alloc;
 mod conn;
 mod notify;
 mod server;
 mod state;
 
+pub use alloc::allocated;
 pub use server::{ServerHandle, resident_memory, start};
 pub use state::{random_salt, random_u64};

@@ -132,6 +132,31 @@ fn raise_memlock_limit() {
     }
 }
 
+/// Every connection and segment file is a descriptor: raise the soft
+/// limit to the hard one (a default soft limit of 1024 let 1 100 idle
+/// sockets on the management port stop AMQP accepts), and say what it is.
+fn raise_nofile_limit() {
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let was = lim.rlim_cur;
+        if was < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                log::info!("file descriptor limit raised from {was} to {}", lim.rlim_max);
+                return;
+            }
+        }
+        log::info!("file descriptor limit: {was}");
+    }
+}
+
 /// Finds the port to use: refuses one another process listens on, and
 /// resolves port 0 to a concrete free port.
 ///
@@ -275,6 +300,7 @@ fn overlaps(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
 /// Starts the broker and returns once every shard accepts connections.
 pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     raise_memlock_limit();
+    raise_nofile_limit();
     let cpus = allowed_cpus();
     let nshards = if cfg.shards == 0 { cpus.len() } else { cfg.shards };
     if nshards == 0 || nshards > u16::MAX as usize {
@@ -608,22 +634,38 @@ async fn syncer(shard: Rc<Shard>) {
     }
 }
 
-/// Sets and clears the memory alarm, as RabbitMQ's memory monitor does.
+/// Sets and clears the memory alarm, as RabbitMQ's memory monitor does
+/// (on allocated memory, RabbitMQ's default strategy), and gives freed
+/// memory back to the kernel when much of what is resident is free.
 async fn memory_monitor(shard: Rc<Shard>) {
     let limit = shard.cfg.limits.memory_high_watermark;
+    let mut last_trim = std::time::Instant::now();
     loop {
-        let rss = resident_memory();
-        let alarm = rss > limit;
+        let used = super::alloc::allocated();
+        let alarm = used > limit;
         if shard.stats.memory_alarm.swap(alarm, Ordering::SeqCst) != alarm {
             if alarm {
                 log::warn!(
-                    "memory resource limit alarm set: {} MiB used, limit {} MiB; publishers blocked",
-                    rss >> 20,
+                    "memory resource limit alarm set: {} MiB allocated, limit {} MiB; publishers blocked",
+                    used >> 20,
                     limit >> 20
                 );
             } else {
-                log::warn!("memory resource limit alarm cleared: {} MiB used", rss >> 20);
+                log::warn!(
+                    "memory resource limit alarm cleared: {} MiB allocated",
+                    used >> 20
+                );
             }
+        }
+        // More than 64 MiB and half of the resident set free in the
+        // allocator (a burst of connections came and went, a queue was
+        // purged): trim, at most every 5 s, off the shard's thread.
+        let rss = resident_memory();
+        if rss > used + (64 << 20) && rss > used * 2 && last_trim.elapsed() > Duration::from_secs(5) {
+            last_trim = std::time::Instant::now();
+            glommio::executor()
+                .spawn_blocking(super::alloc::release_free_memory)
+                .await;
         }
         // RabbitMQ checks every 500 ms (memory_monitor_interval).
         glommio::timer::sleep(Duration::from_millis(500)).await;

@@ -101,7 +101,46 @@ impl ChildBroker {
     /// A broker on a given AMQP port; the error is what it printed when it
     /// refused to start.
     pub fn start_on(data_dir: &Path, shards: usize, port: u16) -> Result<ChildBroker, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        ChildBroker::start_with(data_dir, shards, port, &[])
+    }
+
+    /// A broker with more command-line arguments.
+    pub fn start_with(
+        data_dir: &Path,
+        shards: usize,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<ChildBroker, String> {
+        ChildBroker::launch(data_dir, shards, port, extra, None)
+    }
+
+    /// A broker started with a soft limit of `nofile` file descriptors.
+    pub fn start_with_fd_limit(data_dir: &Path, nofile: u64) -> Result<ChildBroker, String> {
+        ChildBroker::launch(data_dir, 1, 0, &[], Some(nofile))
+    }
+
+    fn launch(
+        data_dir: &Path,
+        shards: usize,
+        port: u16,
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> Result<ChildBroker, String> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim: libc::rlimit = std::mem::zeroed();
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                    lim.rlim_cur = n.min(lim.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .args([
                 "--bind",
                 "127.0.0.1",
@@ -116,6 +155,7 @@ impl ChildBroker {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -163,6 +203,10 @@ impl ChildBroker {
             child,
             uri: format!("amqp://guest:guest@{addr}/%2f"),
         })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill9(mut self) {

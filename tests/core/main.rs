@@ -2,6 +2,7 @@
 //! durability across restarts and kill -9.
 
 mod admin;
+mod alarms;
 mod clients;
 mod common;
 mod compat;
@@ -9,6 +10,7 @@ mod cross_shard;
 mod durability;
 mod features;
 mod handoff;
+mod limits;
 mod mgmt;
 mod permissions;
 mod pika;
