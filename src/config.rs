@@ -86,6 +86,10 @@ pub struct Limits {
     /// Resident memory above which publishing connections are blocked
     /// (RabbitMQ's `vm_memory_high_watermark`, 40% of RAM by default).
     pub memory_high_watermark: u64,
+    /// Free disk space (on the data dir's file system) below which
+    /// publishing connections are blocked (RabbitMQ's `disk_free_limit`,
+    /// 50 MB by default).
+    pub disk_free_limit: u64,
     /// How long a delivery may stay unacked (RabbitMQ's `consumer_timeout`,
     /// 30 minutes by default); zero disables it.
     pub consumer_timeout: Duration,
@@ -115,6 +119,7 @@ impl Default for Limits {
             flow_backlog: 100_000,
             consumer_timeout: Duration::from_secs(30 * 60),
             memory_high_watermark: physical_memory() / 5 * 2,
+            disk_free_limit: 50_000_000,
             segment_size: 8 * 1024 * 1024,
             fsync_interval: Duration::from_micros(500),
         }

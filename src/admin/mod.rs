@@ -23,8 +23,28 @@ use std::time::Duration;
 pub struct SharedStats {
     /// Open connections, per shard.
     pub connections: Vec<AtomicUsize>,
-    /// Resident memory is above the high watermark: publishers are blocked.
+    /// Allocated memory is above the high watermark: publishers are blocked.
     pub memory_alarm: AtomicBool,
+    /// Free disk space is below the limit: publishers are blocked.
+    pub disk_alarm: AtomicBool,
+    /// Free bytes on the data dir's file system, as last measured.
+    pub disk_free: std::sync::atomic::AtomicU64,
+    /// The disk free limit now (settable at run time, as RabbitMQ's
+    /// `set_disk_free_limit`).
+    pub disk_free_limit: std::sync::atomic::AtomicU64,
+}
+
+impl SharedStats {
+    /// What blocks publishers now, as `connection.blocked` says it.
+    pub fn alarm_reason(&self) -> Option<&'static str> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match (self.memory_alarm.load(Relaxed), self.disk_alarm.load(Relaxed)) {
+            (false, false) => None,
+            (true, false) => Some("low on memory"),
+            (false, true) => Some("low on disk"),
+            (true, true) => Some("low on memory and disk"),
+        }
+    }
 }
 
 /// How long an admin call waits for the shards before giving up.
@@ -139,6 +159,9 @@ pub enum AdminCmd {
         reply: SyncSender<Result<bool, AmqpError>>,
     },
     Snapshot(SyncSender<ShardSnapshot>),
+    /// Shard 0 only: the users and their permissions (to authenticate a
+    /// management request before any other work).
+    Users(SyncSender<(Vec<UserInfo>, Vec<PermissionInfo>)>),
     /// Close a connection (by its name) with 320 CONNECTION_FORCED.
     CloseConnection {
         name: String,
@@ -192,6 +215,8 @@ pub struct Admin {
     pub stats: Arc<SharedStats>,
     /// The broker's configuration (read-only).
     pub config: Arc<crate::config::Config>,
+    /// Snapshots taken (each asks every shard).
+    snapshots: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn wait<T>(rx: Receiver<T>) -> Option<T> {
@@ -215,6 +240,7 @@ impl Admin {
             started,
             stats,
             config,
+            snapshots: Default::default(),
         }
     }
 
@@ -243,6 +269,7 @@ impl Admin {
     /// The whole broker's state, gathered from every shard. Counts are as
     /// of when each shard answered (shards answer independently).
     pub fn snapshot(&self) -> Result<BrokerSnapshot, String> {
+        self.snapshots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut rxs = Vec::new();
         for m in self.mailboxes.iter() {
             let (tx, rx) = sync_channel(1);
@@ -254,6 +281,25 @@ impl Admin {
             parts.push(wait(rx).ok_or("a shard did not answer in time")?);
         }
         Ok(BrokerSnapshot::merge(parts, self.started))
+    }
+
+    /// Changes the disk free limit (RabbitMQ's `set_disk_free_limit`).
+    pub fn set_disk_free_limit(&self, bytes: u64) {
+        self.stats
+            .disk_free_limit
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many snapshots were taken so far.
+    pub fn snapshots_taken(&self) -> u64 {
+        self.snapshots.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The users and their permissions, from shard 0's replica only.
+    pub fn users(&self) -> Result<(Vec<UserInfo>, Vec<PermissionInfo>), String> {
+        let (tx, rx) = sync_channel(1);
+        self.mailboxes[0].post(AdminCmd::Users(tx));
+        wait(rx).ok_or_else(|| "shard 0 did not answer in time".to_string())
     }
 
     /// Runs a topology operation as `user`.

@@ -41,6 +41,10 @@ struct Args {
     /// Fraction of RAM the broker may use before blocking publishers.
     #[arg(long, default_value_t = 0.4)]
     vm_memory_high_watermark: f64,
+    /// Free disk space, in bytes, below which publishers are blocked
+    /// (RabbitMQ's disk_free_limit).
+    #[arg(long, default_value_t = 50_000_000)]
+    disk_free_limit: u64,
     /// Size of message segment files, in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65536..=(1 << 32)))]
     segment_size: u64,
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         ..Default::default()
     };
     cfg.limits.frame_max = args.frame_max;
+    cfg.limits.disk_free_limit = args.disk_free_limit;
     cfg.limits.heartbeat = std::time::Duration::from_secs(args.heartbeat);
     cfg.limits.channel_max = args.channel_max;
     cfg.limits.max_message_size = args.max_message_size;
@@ -113,11 +118,7 @@ fn main() -> ExitCode {
     let _mgmt = if args.no_mgmt {
         None
     } else {
-        let mcfg = warren::mgmt::MgmtConfig {
-            bind: args.mgmt_bind,
-            port: args.mgmt_port,
-            sample_interval: std::time::Duration::from_secs(5),
-        };
+        let mcfg = warren::mgmt::MgmtConfig::new(args.mgmt_bind, args.mgmt_port);
         match warren::mgmt::start(server.admin(), mcfg) {
             Ok(h) => Some(h),
             Err(e) => {

@@ -35,11 +35,11 @@ fn route(m: &Mgmt, call: &Call) -> Res {
     let segs: Vec<&str> = call.segs.iter().map(|s| s.as_str()).collect();
     match segs.as_slice() {
         [] | ["index.html"] | ["js", ..] | ["css", ..] | ["app.js"] | ["style.css"] => super::ui::serve(call),
-        ["metrics"] => {
+        ["metrics"] | ["metrics", "per-object"] => {
             let snap = snapshot(m)?;
             Ok(Reply::text(
                 "text/plain; version=0.0.4",
-                super::metrics::render(m, &snap),
+                super::metrics::render(m, &snap, segs.len() == 2),
             ))
         }
         ["api", rest @ ..] => {
@@ -47,8 +47,12 @@ fn route(m: &Mgmt, call: &Call) -> Res {
             if !call.headers.contains_key("authorization") {
                 return Err(not_authorised("Login failed"));
             }
+            let users = m
+                .admin
+                .users()
+                .map_err(|e| Reply::error(503, "service_unavailable", &e))?;
+            let who = auth::authenticate(call, &users, &m.admin.config.loopback_users)?;
             let snap = snapshot(m)?;
-            let who = auth::authenticate(call, &snap, &m.admin.config.loopback_users)?;
             if call.method == Method::GET || call.method == Method::HEAD {
                 read(m, call, &who, &snap, rest)
             } else {
@@ -519,15 +523,18 @@ fn read(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> 
         | ["healthchecks", "node", _]
         | ["health", "checks", "alarms"]
         | ["health", "checks", "local-alarms"] => {
-            if m.admin
-                .stats
-                .memory_alarm
-                .load(std::sync::atomic::Ordering::Relaxed)
-            {
+            let st = &m.admin.stats;
+            let on = |a: &std::sync::atomic::AtomicBool| a.load(std::sync::atomic::Ordering::Relaxed);
+            let alarms: Vec<Value> = [("memory", on(&st.memory_alarm)), ("disk", on(&st.disk_alarm))]
+                .into_iter()
+                .filter(|(_, set)| *set)
+                .map(|(resource, _)| json!({ "node": m.node, "resource": resource }))
+                .collect();
+            if !alarms.is_empty() {
                 let mut r = Reply::json(&json!({
                     "status": "failed",
                     "reason": "resource alarm(s) in effect in the cluster",
-                    "alarms": [{ "node": m.node, "resource": "memory" }],
+                    "alarms": alarms,
                 }));
                 r.status = 503;
                 return Ok(r);
@@ -629,7 +636,9 @@ fn node(m: &Mgmt, snap: &BrokerSnapshot) -> Value {
         "mem_used": crate::shard::allocated(),
         "mem_limit": m.admin.config.limits.memory_high_watermark,
         "mem_alarm": m.admin.stats.memory_alarm.load(std::sync::atomic::Ordering::Relaxed),
-        "disk_free_alarm": false,
+        "disk_free_alarm": m.admin.stats.disk_alarm.load(std::sync::atomic::Ordering::Relaxed),
+        "disk_free": m.admin.stats.disk_free.load(std::sync::atomic::Ordering::Relaxed),
+        "disk_free_limit": m.admin.stats.disk_free_limit.load(std::sync::atomic::Ordering::Relaxed),
         "fd_used": open_fds(),
         "fd_total": fd_limit(),
         "sockets_used": snap.connections.len(),

@@ -5,7 +5,7 @@
 //! and `management`/`policymaker` users only their own connections.
 
 use super::http::{Call, Reply, not_authorised};
-use crate::admin::BrokerSnapshot;
+use crate::admin::{PermissionInfo, UserInfo};
 use base64::Engine;
 
 #[derive(Debug, Clone)]
@@ -47,11 +47,15 @@ impl Who {
     }
 }
 
-/// Checks basic auth against the users in the snapshot.
-pub fn authenticate(call: &Call, snap: &BrokerSnapshot, loopback_users: &[String]) -> Result<Who, Reply> {
+/// Checks basic auth against the users (shard 0's replica: no shard is
+/// asked for anything else before the caller is known).
+pub fn authenticate(
+    call: &Call,
+    (users, permissions): &(Vec<UserInfo>, Vec<PermissionInfo>),
+    loopback_users: &[String],
+) -> Result<Who, Reply> {
     let (user, pass) = credentials(call).ok_or_else(|| not_authorised("Login failed"))?;
-    let u = snap
-        .users
+    let u = users
         .iter()
         .find(|u| u.name == user)
         .ok_or_else(|| not_authorised("Login failed"))?;
@@ -65,8 +69,7 @@ pub fn authenticate(call: &Call, snap: &BrokerSnapshot, loopback_users: &[String
         return Err(not_authorised("User can only log in via localhost"));
     }
     let who = Who {
-        vhosts: snap
-            .permissions
+        vhosts: permissions
             .iter()
             .filter(|p| p.user == user)
             .map(|p| p.vhost.clone())

@@ -38,7 +38,10 @@ impl Out {
     }
 }
 
-pub fn render(m: &Mgmt, snap: &BrokerSnapshot) -> String {
+/// `per_object`: a sample per queue (`/metrics/per-object`); otherwise, as
+/// RabbitMQ's `/metrics`, queue metrics are summed, so the answer stays
+/// small however many queues there are.
+pub fn render(m: &Mgmt, snap: &BrokerSnapshot, per_object: bool) -> String {
     let mut o = Out(String::with_capacity(4096 + snap.queues.len() * 512));
     o.head("rabbitmq_build_info", "untyped", "Broker version");
     o.val(
@@ -86,6 +89,29 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot) -> String {
         "rabbitmq_resident_memory_limit_bytes",
         "Memory high watermark in bytes",
         m.admin.config.limits.memory_high_watermark,
+    );
+    o.gauge(
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "Is the disk alarm in effect",
+        u8::from(
+            m.admin
+                .stats
+                .disk_alarm
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    );
+    o.gauge(
+        "rabbitmq_disk_space_available_bytes",
+        "Disk space available in bytes",
+        m.admin.stats.disk_free.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    o.gauge(
+        "rabbitmq_disk_space_available_limit_bytes",
+        "Free disk space low watermark in bytes",
+        m.admin
+            .stats
+            .disk_free_limit
+            .load(std::sync::atomic::Ordering::Relaxed),
     );
     o.gauge(
         "rabbitmq_alarms_memory_used_watermark",
@@ -192,8 +218,12 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot) -> String {
     ];
     for (name, kind, help, f) in per_queue {
         o.head(name, kind, help);
-        for q in &snap.queues {
-            o.val(name, &[("vhost", &q.vhost), ("queue", &q.name)], f(q));
+        if per_object {
+            for q in &snap.queues {
+                o.val(name, &[("vhost", &q.vhost), ("queue", &q.name)], f(q));
+            }
+        } else {
+            o.val(name, &[], snap.queues.iter().map(f).sum::<u64>());
         }
     }
 

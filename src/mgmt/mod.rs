@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod definitions;
 mod http;
+mod listener;
 mod metrics;
 mod rates;
 mod shapes;
@@ -37,6 +38,25 @@ pub struct MgmtConfig {
     pub port: u16,
     /// How often message rates are sampled (RabbitMQ: 5 s).
     pub sample_interval: Duration,
+    /// Open HTTP connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// A connection gets a response within this long of being accepted
+    /// or of its last response, or is closed (half-sent requests, idle
+    /// keep-alives).
+    pub request_timeout: Duration,
+}
+
+impl MgmtConfig {
+    /// The defaults for `bind:port`.
+    pub fn new(bind: IpAddr, port: u16) -> MgmtConfig {
+        MgmtConfig {
+            bind,
+            port,
+            sample_interval: Duration::from_secs(5),
+            max_connections: 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The running management plane. Dropping it stops it.
@@ -106,18 +126,22 @@ pub fn start(admin: Admin, cfg: MgmtConfig) -> io::Result<MgmtHandle> {
                 tokio::spawn(rates::sampler(mgmt.clone(), cfg.sample_interval));
                 let stopping = mgmt.clone();
                 let app = axum::Router::new().fallback(handle).with_state(mgmt);
-                let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(async move {
-                        let poll = async {
-                            while !stopping.admin.stopping() {
-                                tokio::time::sleep(Duration::from_millis(500)).await;
-                            }
-                        };
-                        tokio::select! {
-                            _ = rx => {}
-                            _ = poll => {}
+                let listener = listener::Capped::new(listener, cfg.max_connections, cfg.request_timeout);
+                let serve = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<listener::PeerAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let poll = async {
+                        while !stopping.admin.stopping() {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
                         }
-                    });
+                    };
+                    tokio::select! {
+                        _ = rx => {}
+                        _ = poll => {}
+                    }
+                });
                 if let Err(e) = serve.await {
                     log::error!("management server: {e}");
                 }
@@ -136,7 +160,7 @@ pub fn start(admin: Admin, cfg: MgmtConfig) -> io::Result<MgmtHandle> {
 
 async fn handle(
     State(m): State<Arc<Mgmt>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(listener::PeerAddr(peer)): ConnectInfo<listener::PeerAddr>,
     req: Request,
 ) -> Response {
     use std::sync::atomic::Ordering;

@@ -84,6 +84,10 @@ pub struct Owner {
     sync_wanted: bool,
     /// The first store that failed to open.
     boot_error: Option<String>,
+    /// Something may now expire that could not before (a queue with a TTL
+    /// or expiry, a message with one): the runtime's sweeper, idling on a
+    /// slow tick, should start sweeping often now.
+    sweep_kick: bool,
 }
 
 impl Owner {
@@ -97,6 +101,7 @@ impl Owner {
             awaiting_sync: Vec::new(),
             sync_wanted: false,
             boot_error: None,
+            sweep_kick: false,
         }
     }
 
@@ -154,6 +159,8 @@ impl Owner {
     /// Applies a replicated change's local effects (creating and dropping
     /// the engines of queues this shard owns). `topo` already holds it.
     pub fn apply_change(&mut self, topo: &Topology, c: &Change, fx: &mut impl Effects, now: u64) {
+        // Declares and policies can bring TTLs (rare: look at once).
+        self.sweep_kick = true;
         match c {
             Change::DeclareQueue(def) if def.owner == self.cfg.shard => self.create(topo, def, now),
             Change::DeleteQueue { id } => {
@@ -322,7 +329,10 @@ impl Owner {
             }
         }
         maybe_throttle(slot, publisher, self.cfg.flow_backlog, fx);
-        slot.may_expire |= msg.ttl().is_some();
+        if !slot.may_expire && msg.ttl().is_some() {
+            slot.may_expire = true;
+            self.sweep_kick = true;
+        }
         if slot.store.is_some() && (msg.persistent || !slot.pending.is_empty()) {
             slot.pending_bytes += msg.body_len() as u64;
             slot.pending.push((msg, confirm));
@@ -701,6 +711,12 @@ impl Owner {
 
     /// Expires messages of idle queues and deletes queues unused for their
     /// `x-expires`. The runtime runs it every 100 ms.
+    /// Whether something may expire now that could not before (and
+    /// forgets it): see [`Owner::wants_sweep`].
+    pub fn take_sweep_kick(&mut self) -> bool {
+        std::mem::take(&mut self.sweep_kick)
+    }
+
     /// Whether any queue here has messages or a lifetime that can expire
     /// (the runtime sweeps such shards often, idle ones rarely).
     pub fn wants_sweep(&self) -> bool {

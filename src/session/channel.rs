@@ -561,7 +561,7 @@ impl Session {
             if f.immediate {
                 return Err(AmqpError::not_implemented("immediate=true").with_method(60, 40));
             }
-            if self.alarm {
+            if self.alarm.is_some() {
                 // Blocked before this frame until the alarm clears.
                 self.pos = self.frame_start;
                 self.stats.recv_frames -= 1;

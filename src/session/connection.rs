@@ -155,8 +155,9 @@ pub struct Session {
     /// Handed off once already, or asked and refused, for publishing and
     /// for consuming: a connection moves at most once.
     pub(super) handoff_asked: (bool, bool),
-    /// A resource alarm (memory) is on: the next `basic.publish` blocks.
-    pub(super) alarm: bool,
+    /// A resource alarm is on (why, for `connection.blocked`): the next
+    /// `basic.publish` blocks.
+    pub(super) alarm: Option<&'static str>,
     /// Stopped before a `basic.publish` until the alarm clears.
     pub(super) alarm_blocked: bool,
     /// Tracked deliveries encoded since the last flush, per consumer.
@@ -204,7 +205,7 @@ impl Session {
             handoff_pending: false,
             frame_start: 0,
             handoff_asked: (false, false),
-            alarm: false,
+            alarm: None,
             alarm_blocked: false,
             written: Vec::new(),
             confirm_dirty: Vec::new(),
@@ -250,9 +251,9 @@ impl Session {
     /// `connection.blocked` then, and nothing more of its input is
     /// processed, however far its bodies got); connections that only
     /// consume carry on.
-    pub fn set_alarm(&mut self, on: bool) {
-        self.alarm = on;
-        if !on && self.alarm_blocked {
+    pub fn set_alarm(&mut self, reason: Option<&'static str>) {
+        self.alarm = reason;
+        if reason.is_none() && self.alarm_blocked {
             self.alarm_blocked = false;
             self.write_blocked(false);
         }
@@ -321,7 +322,7 @@ impl Session {
         }
         let m = if blocked {
             Method::ConnectionBlocked(ConnectionBlocked {
-                reason: ShortStr::from_static("low on memory"),
+                reason: ShortStr::from_static(self.alarm.unwrap_or("low on memory")),
             })
         } else {
             Method::ConnectionUnblocked(ConnectionUnblocked {})

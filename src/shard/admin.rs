@@ -40,6 +40,9 @@ pub async fn run(shard: Rc<Shard>, mailboxes: Arc<Vec<Mailbox>>, mut wake: UnixS
                     }
                     let _ = reply.try_send(snapshot(&shard));
                 }
+                AdminCmd::Users(reply) => {
+                    let _ = reply.try_send(users_of(&shard.hub.borrow().topo));
+                }
                 AdminCmd::CloseConnection {
                     name,
                     reason,
@@ -176,6 +179,30 @@ fn publish(
         .routed)
 }
 
+/// The users and their permissions, as the management plane shows them.
+fn users_of(topo: &crate::broker::topology::Topology) -> (Vec<UserInfo>, Vec<PermissionInfo>) {
+    let users = topo
+        .users()
+        .map(|u| UserInfo {
+            name: u.name.clone(),
+            password_hash: base64::engine::general_purpose::STANDARD.encode(&u.password_hash),
+            hashing_algorithm: crate::broker::users::HASHING_ALGORITHM,
+            tags: u.tags.clone(),
+        })
+        .collect();
+    let permissions = topo
+        .all_permissions()
+        .map(|(user, vhost, p)| PermissionInfo {
+            user: user.to_string(),
+            vhost: topo.vhost_name(vhost).to_string(),
+            configure: p.configure.clone(),
+            write: p.write.clone(),
+            read: p.read.clone(),
+        })
+        .collect();
+    (users, permissions)
+}
+
 fn snapshot(shard: &Shard) -> ShardSnapshot {
     // Read on the shard's own thread (the admin task runs there).
     let switches = super::state::context_switches();
@@ -310,23 +337,7 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
         for v in topo.vhosts() {
             s.vhosts.push(VhostInfo { name: v.name.clone() });
         }
-        for u in topo.users() {
-            s.users.push(UserInfo {
-                name: u.name.clone(),
-                password_hash: base64::engine::general_purpose::STANDARD.encode(&u.password_hash),
-                hashing_algorithm: crate::broker::users::HASHING_ALGORITHM,
-                tags: u.tags.clone(),
-            });
-        }
-        for (user, vhost, p) in topo.all_permissions() {
-            s.permissions.push(PermissionInfo {
-                user: user.to_string(),
-                vhost: vname(vhost),
-                configure: p.configure.clone(),
-                write: p.write.clone(),
-                read: p.read.clone(),
-            });
-        }
+        (s.users, s.permissions) = users_of(topo);
         for p in topo.policies() {
             s.policies.push(PolicyInfo {
                 vhost: vname(p.vhost),

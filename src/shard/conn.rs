@@ -293,12 +293,7 @@ async fn serve(
             let out_high = session.output().len() >= limits.write_buffer_high;
             // Under the memory alarm a connection stops at its next
             // basic.publish (consumers keep going and free memory).
-            session.set_alarm(
-                shard
-                    .stats
-                    .memory_alarm
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            );
+            session.set_alarm(shard.stats.alarm_reason());
             // A lingering session only waits for the client to hang up.
             let can_feed = session.phase() == Phase::Lingering
                 || !out_high && !congested && throttled_by.is_empty() && !session.over_limits();

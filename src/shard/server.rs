@@ -324,6 +324,9 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let stats = Arc::new(SharedStats {
         connections: (0..nshards).map(|_| Default::default()).collect(),
         memory_alarm: AtomicBool::new(false),
+        disk_alarm: AtomicBool::new(false),
+        disk_free: Default::default(),
+        disk_free_limit: cfg.limits.disk_free_limit.into(),
     });
     let mesh: MeshBuilder<Batch, _> = MeshBuilder::full(nshards, cfg.limits.ring_capacity);
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
@@ -667,8 +670,42 @@ async fn memory_monitor(shard: Rc<Shard>) {
                 .spawn_blocking(super::alloc::release_free_memory)
                 .await;
         }
+        check_disk(&shard);
         // RabbitMQ checks every 500 ms (memory_monitor_interval).
         glommio::timer::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Sets and clears the disk alarm, as RabbitMQ's disk monitor does.
+fn check_disk(shard: &Shard) {
+    let Some(free) = disk_free(&shard.cfg.data_dir) else {
+        return;
+    };
+    let stats = &shard.stats;
+    stats.disk_free.store(free, Ordering::Relaxed);
+    let limit = stats.disk_free_limit.load(Ordering::Relaxed);
+    let alarm = free < limit;
+    if stats.disk_alarm.swap(alarm, Ordering::SeqCst) != alarm {
+        if alarm {
+            log::warn!(
+                "disk resource limit alarm set: {} MB free, limit {} MB; publishers blocked",
+                free / 1_000_000,
+                limit / 1_000_000
+            );
+        } else {
+            log::warn!("disk resource limit alarm cleared: {} MB free", free / 1_000_000);
+        }
+    }
+}
+
+/// Bytes available to the broker on the file system of `dir`.
+fn disk_free(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct we pass; the path is a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
     }
 }
 
@@ -690,7 +727,16 @@ pub fn resident_memory() -> u64 {
 async fn sweeper(shard: Rc<Shard>) {
     loop {
         let timed = shard.hub.borrow().owner.wants_sweep();
-        glommio::timer::sleep(Duration::from_millis(if timed { 100 } else { 1000 })).await;
+        if timed {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        } else {
+            // Woken early when a TTL appears (a declare, a message).
+            futures_lite::future::or(
+                shard.sweep_notify.wait(),
+                glommio::timer::sleep(Duration::from_secs(1)),
+            )
+            .await;
+        }
         let now = now_ms();
         shard.hub.borrow_mut().sweep(now);
         shard.after_step(now);

@@ -95,6 +95,8 @@ pub struct Shard {
     pub handoffs: Cell<u64>,
     /// Rung by the admin task when the broker may have been asked to stop.
     pub stop_notify: Notify,
+    /// Rung when something may expire that could not before.
+    pub sweep_notify: Notify,
 }
 
 impl Shard {
@@ -115,6 +117,7 @@ impl Shard {
             ring_batches: Cell::new(0),
             handoffs: Cell::new(0),
             stop_notify: Notify::default(),
+            sweep_notify: Notify::default(),
         }
     }
 
@@ -132,6 +135,9 @@ impl Shard {
                 let mut hub = self.hub.borrow_mut();
                 hub.step(now);
                 let wants_sync = hub.owner.wants_sync();
+                if hub.owner.take_sweep_kick() {
+                    self.sweep_notify.notify();
+                }
                 let out = &mut hub.out;
                 (
                     std::mem::take(&mut out.events),

@@ -103,3 +103,56 @@ async fn memory_alarm_clears_after_a_purge() {
         .unwrap();
     assert!(c.is_ack());
 }
+
+/// Below the disk free limit (RabbitMQ's `disk_free_limit`) publishers are
+/// blocked at their next publish; once there is room again (here: the
+/// limit is lowered, as `set_disk_free_limit` does) they resume, and the
+/// blocked publish is confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_alarm_blocks_publishers_until_there_is_room() {
+    let b = common::start(1);
+    let admin = b.handle.admin();
+    let c = b.connect().await;
+    let ch = c.create_channel().await.unwrap();
+    ch.queue_declare("d".into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    admin.set_disk_free_limit(u64::MAX);
+    until("the disk alarm", || {
+        b.handle.stats().disk_alarm.load(Ordering::Relaxed)
+    })
+    .await;
+    let publishing = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            ch.basic_publish(
+                "".into(),
+                "d".into(),
+                BasicPublishOptions::default(),
+                b"while low on disk",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+        }
+    });
+    until("connection.blocked", || c.status().blocked()).await;
+    // Nothing of the blocked connection was processed (asked on another).
+    let other = b.connect().await;
+    let och = other.create_channel().await.unwrap();
+    let got = och
+        .basic_get("d".into(), BasicGetOptions::default())
+        .await
+        .unwrap();
+    assert!(got.is_none(), "a message was published while blocked");
+    admin.set_disk_free_limit(0);
+    until("connection.unblocked", || !c.status().blocked()).await;
+    let confirm = tokio::time::timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("the blocked publish went through")
+        .unwrap();
+    assert!(confirm.is_ack());
+}

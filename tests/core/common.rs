@@ -259,9 +259,8 @@ pub fn mgmt_for(
     warren::mgmt::start(
         handle.admin(),
         warren::mgmt::MgmtConfig {
-            bind,
-            port: 0,
             sample_interval,
+            ..warren::mgmt::MgmtConfig::new(bind, 0)
         },
     )
     .expect("management plane starts")

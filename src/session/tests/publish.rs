@@ -447,7 +447,7 @@ fn expirations_rabbitmq_takes_and_refuses() {
 #[test]
 fn an_alarm_blocks_at_the_next_publish_until_it_clears() {
     let mut p = opened(cfg(), 131_072);
-    p.s.set_alarm(true);
+    p.s.set_alarm(Some("low on memory"));
     // Not publishing yet: nothing is said.
     assert_eq!(p.frames(), vec![]);
     let mut input = BytesMut::new();
@@ -479,7 +479,7 @@ fn an_alarm_blocks_at_the_next_publish_until_it_clears() {
     assert_eq!(p.send_raw(&bytes(head)), Status::Paused);
     assert_eq!(p.calls(), vec![]);
 
-    p.s.set_alarm(false);
+    p.s.set_alarm(None);
     let unblocked = p.frames();
     assert!(
         matches!(
