@@ -21,6 +21,25 @@ async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     panic!("timed out waiting for {what}");
 }
 
+/// A connection on shard 0 with a queue `name` declared there (queues live
+/// on the shard of the connection that declares them).
+async fn queue_on_shard0(b: &common::Broker, name: &str) -> (lapin::Connection, lapin::Channel) {
+    let setup = b.connect_on_shard(0).await;
+    let ch = setup.create_channel().await.unwrap();
+    ch.queue_declare(name.into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    (setup, ch)
+}
+
+async fn next_delivery(consumer: &mut lapin::Consumer) -> lapin::message::Delivery {
+    tokio::time::timeout(T, consumer.next())
+        .await
+        .expect("delivery in time")
+        .unwrap()
+        .unwrap()
+}
+
 fn handoffs(b: &common::Broker) -> u64 {
     let snap = b.handle.admin().snapshot().expect("snapshot");
     snap.shards.iter().map(|s| s.handoffs).sum()
@@ -31,11 +50,7 @@ fn handoffs(b: &common::Broker) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_and_publisher_move_to_the_queue_and_keep_their_channels() {
     let b = common::start(2);
-    let setup = b.connect_on_shard(0).await;
-    let sch = setup.create_channel().await.unwrap();
-    sch.queue_declare("hq".into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    let (_setup, _sch) = queue_on_shard0(&b, "hq").await;
 
     let cc = b.connect_on_shard(1).await;
     // Settings made before the move.
@@ -88,11 +103,7 @@ async fn consumer_and_publisher_move_to_the_queue_and_keep_their_channels() {
     // until one is acked.
     let mut held = Vec::new();
     for i in 0..5u8 {
-        let d = tokio::time::timeout(T, consumer.next())
-            .await
-            .expect("delivery in time")
-            .unwrap()
-            .unwrap();
+        let d = next_delivery(&mut consumer).await;
         assert_eq!(d.data, vec![i], "order kept across the move");
         held.push(d);
     }
@@ -102,11 +113,7 @@ async fn consumer_and_publisher_move_to_the_queue_and_keep_their_channels() {
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
     for i in 5..20u8 {
-        let d = tokio::time::timeout(T, consumer.next())
-            .await
-            .expect("delivery in time")
-            .unwrap()
-            .unwrap();
+        let d = next_delivery(&mut consumer).await;
         assert_eq!(d.data, vec![i], "order kept across the move");
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
@@ -124,11 +131,7 @@ async fn consumer_and_publisher_move_to_the_queue_and_keep_their_channels() {
         .await
         .unwrap();
     assert!(c.is_ack());
-    let d = tokio::time::timeout(T, consumer.next())
-        .await
-        .expect("delivery in time")
-        .unwrap()
-        .unwrap();
+    let d = next_delivery(&mut consumer).await;
     assert_eq!(d.data, b"confirmed");
     d.ack(BasicAckOptions::default()).await.unwrap();
     // Nothing crossed a shard once both had moved.
@@ -141,15 +144,11 @@ async fn consumer_and_publisher_move_to_the_queue_and_keep_their_channels() {
 }
 
 /// A connection with an exclusive queue stays where it is (the queue is
-/// tied to it), and a connection with the move disabled stays too.
+/// tied to its id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_with_exclusive_queues_stay() {
     let b = common::start(2);
-    let setup = b.connect_on_shard(0).await;
-    let sch = setup.create_channel().await.unwrap();
-    sch.queue_declare("sq".into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    let (_setup, _sch) = queue_on_shard0(&b, "sq").await;
     let c = b.connect_on_shard(1).await;
     let ch = c.create_channel().await.unwrap();
     let mine = ch
@@ -198,11 +197,7 @@ async fn connections_with_exclusive_queues_stay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_behind_the_move_are_processed_there() {
     let b = common::start(2);
-    let setup = b.connect_on_shard(0).await;
-    let sch = setup.create_channel().await.unwrap();
-    sch.queue_declare("pq".into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    let (_setup, sch) = queue_on_shard0(&b, "pq").await;
     for i in 0..3u8 {
         sch.basic_publish(
             "".into(),
@@ -246,11 +241,7 @@ async fn frames_behind_the_move_are_processed_there() {
     .unwrap();
     assert_eq!(declared.consumer_count(), 1);
     for i in 0..3u8 {
-        let d = tokio::time::timeout(T, consumer.next())
-            .await
-            .expect("delivery in time")
-            .unwrap()
-            .unwrap();
+        let d = next_delivery(&mut consumer).await;
         assert_eq!(d.data, vec![i]);
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
