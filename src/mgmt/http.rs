@@ -154,6 +154,9 @@ pub fn from_amqp(e: &crate::protocol::AmqpError) -> Reply {
     }
 }
 
+/// The Content-Security-Policy RabbitMQ's management plugin sends.
+pub const CSP: &str = "script-src 'self' 'unsafe-eval' 'unsafe-inline'; object-src 'self'";
+
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -163,6 +166,10 @@ impl IntoResponse for Reply {
             h.insert("content-type", v);
         }
         h.insert("cache-control", HeaderValue::from_static("no-cache"));
+        // RabbitMQ's policy (the UI uses inline handlers and eval), and no
+        // content-type sniffing of API answers.
+        h.insert("content-security-policy", HeaderValue::from_static(CSP));
+        h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
         for (name, value) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 h.insert(name, v);
