@@ -104,7 +104,8 @@ impl ChildBroker {
         ChildBroker::start_with(data_dir, shards, port, &[])
     }
 
-    /// A broker with more command-line arguments.
+    /// A broker with more command-line arguments (`--dual-stack`: listen
+    /// on `::`, the default of `warren`, instead of 127.0.0.1).
     pub fn start_with(
         data_dir: &Path,
         shards: usize,
@@ -143,7 +144,13 @@ impl ChildBroker {
         let mut child = cmd
             .args([
                 "--bind",
-                "127.0.0.1",
+                if extra.contains(&"--dual-stack") {
+                    "::"
+                } else {
+                    "127.0.0.1"
+                },
+            ])
+            .args([
                 "--port",
                 &port.to_string(),
                 "--mgmt-bind",
@@ -155,7 +162,7 @@ impl ChildBroker {
                 "--data-dir",
             ])
             .arg(data_dir)
-            .args(extra)
+            .args(extra.iter().filter(|a| **a != "--dual-stack"))
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -207,6 +214,13 @@ impl ChildBroker {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops the broker as a supervisor does (SIGTERM) and waits for it.
+    pub fn terminate(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
     }
 
     pub fn kill9(mut self) {

@@ -545,3 +545,43 @@ fn restarts_at_once_on_the_same_port_after_kill9() {
     };
     assert!(err.contains(&format!("port {port} is already in use")), "{err}");
 }
+
+/// A supervisor's restart (SIGTERM, then start at once) with clients
+/// connected: the stopping broker closes their connections first, and
+/// once they hang up its side is in TIME_WAIT; that must not hold the
+/// port either (RabbitMQ restarts at once).
+#[test]
+fn restarts_at_once_on_the_same_port_after_a_graceful_stop() {
+    use crate::common::{ChildBroker, temp_data_dir};
+    use std::io::{Read, Write};
+    let (_d, data) = temp_data_dir();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // On `::`, warren's default: the leftover sockets are IPv6 ones.
+    let first = ChildBroker::start_with(&data, 2, port, &["--dual-stack"]).expect("first start");
+    // Clients that hang up only after the broker closed on them.
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(&PROTOCOL_HEADER).unwrap();
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            })
+        })
+        .collect();
+    first.terminate();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let second =
+        ChildBroker::start_with(&data, 2, port, &["--dual-stack"]).expect("restarts on the same port");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = crate::common::connect(&second.uri).await;
+        c.create_channel().await.unwrap();
+    });
+}
