@@ -163,7 +163,10 @@ fn raise_nofile_limit() {
 /// What a previous run left does not count: a supervisor must be able to
 /// restart warren at once after a `kill -9`, as it restarts RabbitMQ. Its
 /// connections (FIN_WAIT, TIME_WAIT) are told apart from a listener by
-/// binding with SO_REUSEADDR. Its listeners outlive it briefly (the kernel
+/// binding with SO_REUSEADDR and SO_REUSEPORT (the kernel lets a
+/// TIME_WAIT socket of a listener that had only SO_REUSEPORT, as warren's
+/// before this rule, block a bind with SO_REUSEADDR alone). Its listeners
+/// outlive it briefly (the kernel
 /// tears down the dead process's io_uring, which holds them, after the
 /// process is gone): a listener no process holds is waited for, up to
 /// [`ORPHAN_WAIT`]. A listener that set SO_REUSEPORT (another warren),
@@ -189,7 +192,9 @@ fn probe_port(addr: SocketAddr) -> io::Result<SocketAddr> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let sock = listener_socket(addr, false).map_err(|e| {
+    // Live listeners were refused above: joining one with SO_REUSEPORT is
+    // not possible here.
+    let sock = listener_socket(addr).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
             in_use()
         } else {
@@ -204,15 +209,13 @@ fn probe_port(addr: SocketAddr) -> io::Result<SocketAddr> {
 /// How long a dead process's listeners may take to go away.
 const ORPHAN_WAIT: Duration = Duration::from_secs(10);
 
-/// A bound TCP socket with SO_REUSEADDR (and SO_REUSEPORT when every shard
-/// is to accept on the same port).
-fn listener_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
+/// A bound TCP socket with SO_REUSEADDR and SO_REUSEPORT (every shard
+/// accepts on the same port; see [`probe_port`] for the probe).
+fn listener_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
-    if reuse_port {
-        sock.set_reuse_port(true)?;
-    }
+    sock.set_reuse_port(true)?;
     sock.bind(&addr.into())?;
     Ok(sock)
 }
@@ -222,7 +225,7 @@ fn listener_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::So
 /// run's connections.
 fn shard_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let sock = listener_socket(addr, true)?;
+    let sock = listener_socket(addr)?;
     sock.listen(1024)?;
     // SAFETY: a listening socket we own, handed over whole.
     Ok(unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) })

@@ -585,3 +585,40 @@ fn restarts_at_once_on_the_same_port_after_a_graceful_stop() {
         c.create_channel().await.unwrap();
     });
 }
+
+/// TIME_WAIT sockets left by listeners without SO_REUSEADDR (a warren from
+/// before issue 10 had only SO_REUSEPORT) do not hold the port either: an
+/// upgrade restarts at once.
+#[test]
+fn restarts_over_time_wait_left_by_an_older_listener() {
+    use crate::common::{ChildBroker, temp_data_dir};
+    use socket2::{Domain, Socket, Type};
+    use std::io::Read;
+    let (_d, data) = temp_data_dir();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let old = Socket::new(Domain::IPV6, Type::STREAM, None).unwrap();
+    old.set_only_v6(false).unwrap();
+    old.set_reuse_port(true).unwrap();
+    let any: std::net::SocketAddr = format!("[::]:{port}").parse().unwrap();
+    old.bind(&any.into()).unwrap();
+    old.listen(16).unwrap();
+    // The server side closes first; once the client hangs up too, the
+    // server's socket is in TIME_WAIT.
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (server, _) = old.accept().unwrap();
+    drop(server);
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(client.read(&mut buf).unwrap(), 0);
+    drop(client);
+    drop(old);
+    let b = ChildBroker::start_with(&data, 1, port, &["--dual-stack"]).expect("starts over the TIME_WAIT");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = crate::common::connect(&b.uri).await;
+        c.create_channel().await.unwrap();
+    });
+}
