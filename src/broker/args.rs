@@ -316,20 +316,9 @@ pub fn validate_queue_args(args: &FieldTable, name: &ShortStr, vhost: &str) -> R
             )));
         }
     }
-    // `declare_args/0` order, restricted to a classic queue's arguments.
-    const CHECKED: &[&str] = &[
-        "x-expires",
-        "x-message-ttl",
-        "x-dead-letter-exchange",
-        "x-dead-letter-routing-key",
-        "x-max-length",
-        "x-max-length-bytes",
-        "x-max-priority",
-        "x-overflow",
-        "x-queue-mode",
-        "x-queue-version",
-        "x-single-active-consumer",
-    ];
+    // `declare_args/0` order, restricted to a classic queue's arguments:
+    // the equivalence list up to `x-queue-type`.
+    const CHECKED: &[&str] = QUEUE_EQUIVALENT.split_at(11).0;
     for key in CHECKED {
         if let Some(v) = args.get(key)
             && let Some(why) = queue_arg_error(key, v, args)

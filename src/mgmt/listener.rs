@@ -21,6 +21,7 @@ use tokio::time::{Instant, Sleep};
 pub struct Capped {
     inner: TcpListener,
     slots: Arc<Semaphore>,
+    max: usize,
     deadline: Duration,
     refused: u64,
 }
@@ -30,6 +31,7 @@ impl Capped {
         Capped {
             inner,
             slots: Arc::new(Semaphore::new(max_connections.max(1))),
+            max: max_connections.max(1),
             deadline,
             refused: 0,
         }
@@ -69,7 +71,7 @@ impl Listener for Capped {
                     if self.refused.is_power_of_two() {
                         log::warn!(
                             "management connection from {addr} refused: all {} slots in use ({} refused so far)",
-                            self.slots.available_permits(),
+                            self.max,
                             self.refused
                         );
                     }

@@ -104,26 +104,31 @@ impl ChildBroker {
         ChildBroker::start_with(data_dir, shards, port, &[])
     }
 
-    /// A broker with more command-line arguments (`--dual-stack`: listen
-    /// on `::`, the default of `warren`, instead of 127.0.0.1).
+    /// A broker with more command-line arguments.
     pub fn start_with(
         data_dir: &Path,
         shards: usize,
         port: u16,
         extra: &[&str],
     ) -> Result<ChildBroker, String> {
-        ChildBroker::launch(data_dir, shards, port, extra, None)
+        ChildBroker::launch(data_dir, shards, port, "127.0.0.1", extra, None)
+    }
+
+    /// A broker listening on `::`, `warren`'s default, instead of 127.0.0.1.
+    pub fn start_dual_stack(data_dir: &Path, shards: usize, port: u16) -> Result<ChildBroker, String> {
+        ChildBroker::launch(data_dir, shards, port, "::", &[], None)
     }
 
     /// A broker started with a soft limit of `nofile` file descriptors.
     pub fn start_with_fd_limit(data_dir: &Path, nofile: u64) -> Result<ChildBroker, String> {
-        ChildBroker::launch(data_dir, 1, 0, &[], Some(nofile))
+        ChildBroker::launch(data_dir, 1, 0, "127.0.0.1", &[], Some(nofile))
     }
 
     fn launch(
         data_dir: &Path,
         shards: usize,
         port: u16,
+        bind: &str,
         extra: &[&str],
         nofile: Option<u64>,
     ) -> Result<ChildBroker, String> {
@@ -142,14 +147,7 @@ impl ChildBroker {
             }
         }
         let mut child = cmd
-            .args([
-                "--bind",
-                if extra.contains(&"--dual-stack") {
-                    "::"
-                } else {
-                    "127.0.0.1"
-                },
-            ])
+            .args(["--bind", bind])
             .args([
                 "--port",
                 &port.to_string(),
@@ -162,7 +160,7 @@ impl ChildBroker {
                 "--data-dir",
             ])
             .arg(data_dir)
-            .args(extra.iter().filter(|a| **a != "--dual-stack"))
+            .args(extra)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())

@@ -560,7 +560,7 @@ fn restarts_at_once_on_the_same_port_after_a_graceful_stop() {
         l.local_addr().unwrap().port()
     };
     // On `::`, warren's default: the leftover sockets are IPv6 ones.
-    let first = ChildBroker::start_with(&data, 2, port, &["--dual-stack"]).expect("first start");
+    let first = ChildBroker::start_dual_stack(&data, 2, port).expect("first start");
     // Clients that hang up only after the broker closed on them.
     let clients: Vec<_> = (0..20)
         .map(|_| {
@@ -577,8 +577,7 @@ fn restarts_at_once_on_the_same_port_after_a_graceful_stop() {
     for c in clients {
         c.join().unwrap();
     }
-    let second =
-        ChildBroker::start_with(&data, 2, port, &["--dual-stack"]).expect("restarts on the same port");
+    let second = ChildBroker::start_dual_stack(&data, 2, port).expect("restarts on the same port");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = crate::common::connect(&second.uri).await;
@@ -615,7 +614,7 @@ fn restarts_over_time_wait_left_by_an_older_listener() {
     assert_eq!(client.read(&mut buf).unwrap(), 0);
     drop(client);
     drop(old);
-    let b = ChildBroker::start_with(&data, 1, port, &["--dual-stack"]).expect("starts over the TIME_WAIT");
+    let b = ChildBroker::start_dual_stack(&data, 1, port).expect("starts over the TIME_WAIT");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = crate::common::connect(&b.uri).await;
