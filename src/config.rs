@@ -26,6 +26,44 @@ pub struct Config {
     /// to) queues of one other shard to that shard, at a quiet point, so
     /// its messages do not cross shards.
     pub connection_handoff: bool,
+    /// AMQPS: a second listener that speaks AMQP inside TLS.
+    pub tls: Option<TlsListener>,
+}
+
+/// Where AMQPS listens and with what.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    /// RabbitMQ's `listeners.ssl.default` is 5671; 0 picks an ephemeral port.
+    pub port: u16,
+    pub options: TlsOptions,
+}
+
+/// Certificates and client-certificate rules, as RabbitMQ's `ssl_options`.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates are verified against.
+    pub ca: Option<PathBuf>,
+    /// Ask clients for a certificate and verify it (`verify_peer`); needs `ca`.
+    pub verify_peer: bool,
+    /// Refuse clients without a certificate (`fail_if_no_peer_cert`).
+    pub fail_if_no_peer_cert: bool,
+    /// Which part of a client certificate names the user for the
+    /// EXTERNAL mechanism (RabbitMQ's `ssl_cert_login_from`).
+    pub cert_login_from: CertLogin,
+}
+
+/// RabbitMQ's `ssl_cert_login_from`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CertLogin {
+    /// The whole subject, as RabbitMQ formats it ("CN=alice,O=example").
+    #[default]
+    DistinguishedName,
+    /// The subject's common name only.
+    CommonName,
 }
 
 impl Default for Config {
@@ -41,6 +79,7 @@ impl Default for Config {
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
             connection_handoff: true,
+            tls: None,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod session;
 pub mod shard;
 pub mod sim;
 pub mod storage;
+pub mod tls;
 
 pub use config::{Config, Limits};
 pub use shard::{ServerHandle, start};

@@ -210,6 +210,8 @@ pub struct Admin {
     /// The data dir (for display; never written through this handle).
     pub data_dir: std::path::PathBuf,
     pub amqp_addr: std::net::SocketAddr,
+    /// The AMQPS listener, when TLS is on.
+    pub amqps_addr: Option<std::net::SocketAddr>,
     pub started: std::time::SystemTime,
     /// Connection counts and the memory alarm, kept by the shards.
     pub stats: Arc<SharedStats>,
@@ -237,6 +239,7 @@ impl Admin {
             stop,
             data_dir: config.data_dir.clone(),
             amqp_addr,
+            amqps_addr: None,
             started,
             stats,
             config,

@@ -142,6 +142,9 @@ pub struct ConnectionInfo {
     pub published: u64,
     pub delivered: u64,
     pub confirmed: u64,
+    /// "PLAIN", "AMQPLAIN" or "EXTERNAL" ("" before login).
+    pub auth_mechanism: &'static str,
+    pub tls: Option<crate::tls::Peer>,
 }
 
 /// Figures of one shard (warren's own, beside RabbitMQ's).

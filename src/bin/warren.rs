@@ -66,6 +66,38 @@ struct Args {
     /// (RabbitMQ's `loopback_users`); an empty value lifts the restriction.
     #[arg(long, default_value = "guest")]
     loopback_users: String,
+    /// AMQPS port (RabbitMQ's 5671); on when --tls-cert and --tls-key are given.
+    #[arg(long, default_value_t = 5671)]
+    tls_port: u16,
+    /// PEM certificate chain for AMQPS and HTTPS management, the server's first.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates to verify client certificates against.
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Ask clients for a certificate and verify it (needs --tls-ca).
+    #[arg(long, requires = "tls_ca")]
+    tls_verify_peer: bool,
+    /// Refuse clients that present no certificate (needs --tls-verify-peer).
+    #[arg(long, requires = "tls_verify_peer")]
+    tls_fail_if_no_peer_cert: bool,
+    /// What names the user of the EXTERNAL mechanism: the certificate's
+    /// whole subject or its common name (RabbitMQ's ssl_cert_login_from).
+    #[arg(long, value_enum, default_value = "distinguished-name")]
+    tls_cert_login_from: CertLogin,
+    /// Serve the management API and UI over HTTPS on this port too
+    /// (RabbitMQ uses 15671), with --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    mgmt_tls_port: Option<u16>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CertLogin {
+    DistinguishedName,
+    CommonName,
 }
 
 fn main() -> ExitCode {
@@ -96,6 +128,44 @@ fn main() -> ExitCode {
     cfg.limits.memory_high_watermark =
         (warren::config::physical_memory() as f64 * args.vm_memory_high_watermark.clamp(0.0, 1.0)) as u64;
     cfg.limits.fsync_interval = std::time::Duration::from_micros(args.fsync_interval_us);
+    let tls_options = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(warren::config::TlsOptions {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: args.tls_ca.clone(),
+            verify_peer: args.tls_verify_peer,
+            fail_if_no_peer_cert: args.tls_fail_if_no_peer_cert,
+            cert_login_from: match args.tls_cert_login_from {
+                CertLogin::DistinguishedName => warren::config::CertLogin::DistinguishedName,
+                CertLogin::CommonName => warren::config::CertLogin::CommonName,
+            },
+        }),
+        _ => None,
+    };
+    cfg.tls = tls_options.clone().map(|options| warren::config::TlsListener {
+        port: args.tls_port,
+        options,
+    });
+    // Management HTTPS asks for no client certificate: the API has its
+    // own login.
+    let mgmt_tls = match (args.mgmt_tls_port, &tls_options) {
+        (Some(port), Some(o)) => {
+            let o = warren::config::TlsOptions {
+                ca: None,
+                verify_peer: false,
+                fail_if_no_peer_cert: false,
+                ..o.clone()
+            };
+            match warren::tls::server_config(&o, &[b"http/1.1"]) {
+                Ok(s) => Some((port, s)),
+                Err(e) => {
+                    eprintln!("warren: management TLS: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
 
     // Block the signals before any thread starts so they all inherit the
     // mask, then take them synchronously on this thread.
@@ -118,7 +188,8 @@ fn main() -> ExitCode {
     let _mgmt = if args.no_mgmt {
         None
     } else {
-        let mcfg = warren::mgmt::MgmtConfig::new(args.mgmt_bind, args.mgmt_port);
+        let mut mcfg = warren::mgmt::MgmtConfig::new(args.mgmt_bind, args.mgmt_port);
+        mcfg.tls = mgmt_tls;
         match warren::mgmt::start(server.admin(), mcfg) {
             Ok(h) => Some(h),
             Err(e) => {

@@ -36,6 +36,9 @@ pub struct ConnState {
     exclusive: bool,
     /// The shard the connection is moving to (see [`Broker::hand_off`]).
     pub handoff_to: Option<crate::ids::ShardId>,
+    /// Its transport cannot move (TLS: the session keys live in this
+    /// shard's task).
+    pub pinned: bool,
 }
 
 impl ConnState {
@@ -243,7 +246,7 @@ fn enqueue_all(
 }
 
 impl Broker for Client<'_> {
-    fn check_login(&mut self, user: &str, password: &[u8]) -> Result<(), AmqpError> {
+    fn check_login(&mut self, user: &str, password: Option<&[u8]>) -> Result<(), AmqpError> {
         let refuse = |why: &str| {
             log::warn!(
                 "login refused for user '{user}' from {}: {why}",
@@ -256,7 +259,7 @@ impl Broker for Client<'_> {
         let Some(u) = self.hub.topo.user(user) else {
             return Err(refuse("no such user"));
         };
-        if !check_password(&u.password_hash, password) {
+        if password.is_some_and(|p| !check_password(&u.password_hash, p)) {
             return Err(refuse("invalid credentials"));
         }
         let remote = self.conn.peer.is_some_and(|p| !is_loopback(&p));
@@ -415,7 +418,7 @@ impl Broker for Client<'_> {
 
     fn hand_off(&mut self, to: HandOffTarget<'_>) -> bool {
         let h = &mut *self.hub;
-        if !h.cfg.connection_handoff || h.nshards < 2 || self.conn.exclusive {
+        if !h.cfg.connection_handoff || h.nshards < 2 || self.conn.exclusive || self.conn.pinned {
             return false;
         }
         let target = match to {

@@ -618,12 +618,23 @@ fn overview(m: &Mgmt, who: &Who, snap: &BrokerSnapshot) -> Value {
             "queues": queues.len(),
             "consumers": snap.consumers.iter().filter(|c| visible(&c.vhost)).count(),
         },
-        "listeners": [
-            { "node": m.node, "protocol": "amqp", "ip_address": m.admin.amqp_addr.ip().to_string(), "port": m.admin.amqp_addr.port() },
-            { "node": m.node, "protocol": "http", "ip_address": m.listen.ip().to_string(), "port": m.listen.port() },
-        ],
+        "listeners": listeners(m),
         "contexts": [{ "node": m.node, "description": "RabbitMQ Management", "path": "/", "port": m.listen.port().to_string() }],
     })
+}
+
+/// As RabbitMQ names them: amqp, amqp/ssl, http, https.
+fn listeners(m: &Mgmt) -> Value {
+    let one = |protocol: &str, a: std::net::SocketAddr| json!({ "node": m.node, "protocol": protocol, "ip_address": a.ip().to_string(), "port": a.port() });
+    let mut out = vec![one("amqp", m.admin.amqp_addr)];
+    if let Some(a) = m.admin.amqps_addr {
+        out.push(one("amqp/ssl", a));
+    }
+    out.push(one("http", m.listen));
+    if let Some(a) = m.listen_tls {
+        out.push(one("https", a));
+    }
+    Value::Array(out)
 }
 
 fn node(m: &Mgmt, snap: &BrokerSnapshot) -> Value {

@@ -161,3 +161,60 @@ impl Connected<IncomingStream<'_, Capped>> for PeerAddr {
         PeerAddr(*stream.remote_addr())
     }
 }
+
+/// HTTPS: connections from a [`Capped`] listener (cap and deadline hold
+/// through the handshake), each handshake in a task of its own so a slow
+/// one never holds up the next accept.
+pub struct TlsCapped {
+    rx: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<Guarded>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsCapped {
+    /// Must be called inside the management runtime.
+    pub fn new(mut inner: Capped, server: Arc<rustls::ServerConfig>) -> io::Result<TlsCapped> {
+        let local = inner.local_addr()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        tokio::spawn(async move {
+            loop {
+                let (io, addr) = inner.accept().await;
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match acceptor.accept(io).await {
+                        Ok(s) => {
+                            let _ = tx.send((s, addr)).await;
+                        }
+                        Err(e) => log::debug!("management TLS handshake with {addr} failed: {e}"),
+                    }
+                });
+            }
+        });
+        Ok(TlsCapped { rx, local })
+    }
+}
+
+impl Listener for TlsCapped {
+    type Io = tokio_rustls::server::TlsStream<Guarded>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        match self.rx.recv().await {
+            Some(x) => x,
+            // The accept task ended (runtime shutting down): wait for the
+            // shutdown to drop this listener.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsCapped>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, TlsCapped>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}

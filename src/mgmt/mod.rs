@@ -44,6 +44,9 @@ pub struct MgmtConfig {
     /// or of its last response, or is closed (half-sent requests, idle
     /// keep-alives).
     pub request_timeout: Duration,
+    /// HTTPS on this port too (RabbitMQ's `management.ssl.port`, 15671),
+    /// with this server configuration.
+    pub tls: Option<(u16, Arc<rustls::ServerConfig>)>,
 }
 
 impl MgmtConfig {
@@ -55,6 +58,7 @@ impl MgmtConfig {
             sample_interval: Duration::from_secs(5),
             max_connections: 1024,
             request_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -62,6 +66,7 @@ impl MgmtConfig {
 /// The running management plane. Dropping it stops it.
 pub struct MgmtHandle {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -69,6 +74,11 @@ pub struct MgmtHandle {
 impl MgmtHandle {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTPS address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 }
 
@@ -89,6 +99,7 @@ pub(crate) struct Mgmt {
     pub rates: rates::Rates,
     pub node: String,
     pub listen: SocketAddr,
+    pub listen_tls: Option<SocketAddr>,
     /// Bounds the requests in flight (each may block a thread on the shards).
     pub slots: tokio::sync::Semaphore,
     pub queued: std::sync::atomic::AtomicUsize,
@@ -99,12 +110,25 @@ pub fn start(admin: Admin, cfg: MgmtConfig) -> io::Result<MgmtHandle> {
     let listener = std::net::TcpListener::bind((cfg.bind, cfg.port))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let tls_listener = match &cfg.tls {
+        Some((port, server)) => {
+            let l = std::net::TcpListener::bind((cfg.bind, *port))?;
+            l.set_nonblocking(true)?;
+            Some((l, server.clone()))
+        }
+        None => None,
+    };
+    let tls_addr = match &tls_listener {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
+    };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let mgmt = Arc::new(Mgmt {
         node: node_name(),
         rates: rates::Rates::default(),
         admin,
         listen: addr,
+        listen_tls: tls_addr,
         slots: tokio::sync::Semaphore::new(MAX_CONCURRENT),
         queued: std::sync::atomic::AtomicUsize::new(0),
     });
@@ -126,12 +150,42 @@ pub fn start(admin: Admin, cfg: MgmtConfig) -> io::Result<MgmtHandle> {
                 tokio::spawn(rates::sampler(mgmt.clone(), cfg.sample_interval));
                 let stopping = mgmt.clone();
                 let app = axum::Router::new().fallback(handle).with_state(mgmt);
-                let listener = listener::Capped::new(listener, cfg.max_connections, cfg.request_timeout);
-                let serve = axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<listener::PeerAddr>(),
+                // Each listener has its own cap: plain HTTP cannot starve
+                // HTTPS of slots, nor the other way round.
+                let https = match tls_listener {
+                    Some((l, server)) => match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => {
+                            let capped = listener::Capped::new(l, cfg.max_connections, cfg.request_timeout);
+                            match listener::TlsCapped::new(capped, server) {
+                                Ok(l) => Some(l),
+                                Err(e) => {
+                                    log::error!("management HTTPS listener: {e}");
+                                    None
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            log::error!("management HTTPS listener: {e}");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let (stop_tx, _) = tokio::sync::watch::channel(false);
+                let stopped = |mut w: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = w.wait_for(|s| *s).await;
+                };
+                let http = axum::serve(
+                    listener::Capped::new(listener, cfg.max_connections, cfg.request_timeout),
+                    app.clone()
+                        .into_make_service_with_connect_info::<listener::PeerAddr>(),
                 )
-                .with_graceful_shutdown(async move {
+                .with_graceful_shutdown(stopped(stop_tx.subscribe()));
+                let https = https.map(|l| {
+                    axum::serve(l, app.into_make_service_with_connect_info::<listener::PeerAddr>())
+                        .with_graceful_shutdown(stopped(stop_tx.subscribe()))
+                });
+                tokio::spawn(async move {
                     let poll = async {
                         while !stopping.admin.stopping() {
                             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -141,8 +195,16 @@ pub fn start(admin: Admin, cfg: MgmtConfig) -> io::Result<MgmtHandle> {
                         _ = rx => {}
                         _ = poll => {}
                     }
+                    let _ = stop_tx.send(true);
                 });
-                if let Err(e) = serve.await {
+                let https = async move {
+                    match https {
+                        Some(s) => s.await,
+                        None => Ok(()),
+                    }
+                };
+                let (a, b) = tokio::join!(http, https);
+                if let Err(e) = a.and(b) {
                     log::error!("management server: {e}");
                 }
             });
@@ -151,8 +213,12 @@ pub fn start(admin: Admin, cfg: MgmtConfig) -> io::Result<MgmtHandle> {
             rt.shutdown_timeout(Duration::from_secs(1));
         })?;
     log::info!("management API and UI on http://{addr}/");
+    if let Some(a) = tls_addr {
+        log::info!("management API and UI on https://{a}/");
+    }
     Ok(MgmtHandle {
         addr,
+        tls_addr,
         shutdown: Some(tx),
         thread: Some(thread),
     })

@@ -1,19 +1,25 @@
-//! SASL responses of the mechanisms warren offers: PLAIN and AMQPLAIN.
+//! SASL responses of the mechanisms warren offers: PLAIN and AMQPLAIN,
+//! and EXTERNAL on TLS connections (the client certificate names the user;
+//! the session handles it, there is no response to decode).
 
 use crate::protocol::{AmqpError, FieldValue, Reader};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The mechanisms advertised in `connection.start`, in RabbitMQ's order.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
+/// On TLS connections, with RabbitMQ's rabbitmq_auth_mechanism_ssl.
+pub const MECHANISMS_TLS: &str = "PLAIN AMQPLAIN EXTERNAL";
 
 /// Credentials extracted from a `connection.start-ok` response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,
-    pub password: Vec<u8>,
+    /// None: authenticated by other means (a verified client certificate).
+    pub password: Option<Vec<u8>>,
 }
 
-fn refused(mechanism: &str) -> AmqpError {
+/// What a refused login is told (the log says why).
+pub fn refused(mechanism: &str) -> AmqpError {
     AmqpError::access_refused(format!(
         "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
     ))
@@ -33,7 +39,7 @@ pub fn parse_response(mechanism: &[u8], response: &[u8]) -> Result<Credentials, 
             };
             Ok(Credentials {
                 user: String::from_utf8_lossy(user).into_owned(),
-                password: pass.to_vec(),
+                password: Some(pass.to_vec()),
             })
         }
         b"AMQPLAIN" => {
@@ -52,7 +58,7 @@ pub fn parse_response(mechanism: &[u8], response: &[u8]) -> Result<Credentials, 
             match (text("LOGIN"), text("PASSWORD")) {
                 (Some(u), Some(p)) => Ok(Credentials {
                     user: String::from_utf8_lossy(&u).into_owned(),
-                    password: p,
+                    password: Some(p),
                 }),
                 _ => Err(refused("AMQPLAIN")),
             }
@@ -72,7 +78,7 @@ mod tests {
     fn plain() {
         let c = parse_response(b"PLAIN", b"\0guest\0secret").unwrap();
         assert_eq!(c.user, "guest");
-        assert_eq!(c.password, b"secret");
+        assert_eq!(c.password.as_deref(), Some(&b"secret"[..]));
         assert!(parse_response(b"PLAIN", b"guest").is_err());
     }
 
@@ -88,7 +94,7 @@ mod tests {
         }
         let c = parse_response(b"AMQPLAIN", &b).unwrap();
         assert_eq!(c.user, "u");
-        assert_eq!(c.password, b"p");
+        assert_eq!(c.password.as_deref(), Some(&b"p"[..]));
     }
 
     #[test]

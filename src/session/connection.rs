@@ -175,6 +175,11 @@ pub struct Session {
     opened: bool,
     /// The broker was told this connection is gone.
     closed_reported: bool,
+    /// On a TLS connection, the user its client certificate names (or why
+    /// none): EXTERNAL is offered then.
+    tls_login: Option<Result<String, &'static str>>,
+    /// The SASL mechanism the client logged in with.
+    mechanism: &'static str,
 }
 
 impl Session {
@@ -215,7 +220,16 @@ impl Session {
             timers: super::timers::Timers::new(now),
             opened: false,
             closed_reported: false,
+            tls_login: None,
+            mechanism: "",
         }
+    }
+
+    /// The connection came over TLS: offer EXTERNAL, which logs in as the
+    /// user the client certificate names (or is refused with the reason).
+    /// Before the protocol header.
+    pub fn set_tls_login(&mut self, login: Result<String, &'static str>) {
+        self.tls_login = Some(login);
     }
 
     /// Sets the clock used to time deliveries (ms).
@@ -228,6 +242,10 @@ impl Session {
     }
     pub fn user(&self) -> &str {
         &self.user
+    }
+    /// "PLAIN", "AMQPLAIN" or "EXTERNAL" once logged in.
+    pub fn auth_mechanism(&self) -> &'static str {
+        self.mechanism
     }
     pub fn vhost(&self) -> Option<(VhostId, &str)> {
         (self.phase == Phase::Running).then_some((self.vhost, self.vhost_name.as_str()))
@@ -552,7 +570,11 @@ impl Session {
             version_major: 0,
             version_minor: 9,
             server_properties: props,
-            mechanisms: LongStr::from_static(MECHANISMS),
+            mechanisms: LongStr::from_static(if self.tls_login.is_some() {
+                auth::MECHANISMS_TLS
+            } else {
+                MECHANISMS
+            }),
             locales: LongStr::from_static("en_US"),
         });
         write_method_frame(&mut self.out, 0, &start);
@@ -597,9 +619,33 @@ impl Session {
                         connection_blocked: flag("connection.blocked"),
                     };
                 }
-                let creds = auth::parse_response(ok.mechanism.as_bytes(), ok.response.as_bytes())?;
-                b.check_login(&creds.user, &creds.password)?;
+                let mechanism = ok.mechanism.as_bytes();
+                let creds = match (mechanism, &self.tls_login) {
+                    (b"EXTERNAL", Some(Ok(user))) => auth::Credentials {
+                        user: user.clone(),
+                        password: None,
+                    },
+                    (b"EXTERNAL", Some(Err(why))) => {
+                        return Err(AmqpError::access_refused(format!(
+                            "EXTERNAL login refused: {why}"
+                        )));
+                    }
+                    _ => auth::parse_response(mechanism, ok.response.as_bytes())?,
+                };
+                b.check_login(&creds.user, creds.password.as_deref())
+                    .map_err(|e| {
+                        if e.code == reply::ACCESS_REFUSED {
+                            auth::refused(&String::from_utf8_lossy(mechanism))
+                        } else {
+                            e
+                        }
+                    })?;
                 self.user = creds.user;
+                self.mechanism = match mechanism {
+                    b"EXTERNAL" => "EXTERNAL",
+                    b"AMQPLAIN" => "AMQPLAIN",
+                    _ => "PLAIN",
+                };
                 let tune = Method::ConnectionTune(ConnectionTune {
                     channel_max: self.cfg.channel_max,
                     frame_max: self.cfg.frame_max,

@@ -45,8 +45,11 @@ pub struct PublishOutcome {
 /// (and by fakes in tests). Calls never block; anything that needs another
 /// shard completes later as an [`Event`].
 pub trait Broker {
-    /// Checks a user's password. Errors are 403 ACCESS_REFUSED.
-    fn check_login(&mut self, user: &str, password: &[u8]) -> Result<(), AmqpError>;
+    /// Checks a user's password; `None` when the user was authenticated by
+    /// other means (a verified client certificate), so only its existence
+    /// and where it may connect from are checked. Errors are 403
+    /// ACCESS_REFUSED.
+    fn check_login(&mut self, user: &str, password: Option<&[u8]>) -> Result<(), AmqpError>;
     /// Resolves `connection.open`'s vhost for the user (530 NOT_ALLOWED if
     /// missing or not permitted).
     fn open_vhost(&mut self, user: &str, vhost: &str) -> Result<VhostId, AmqpError>;

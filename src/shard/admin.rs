@@ -270,6 +270,8 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
             published: m.published,
             delivered: m.delivered,
             confirmed: m.confirmed,
+            auth_mechanism: m.auth_mechanism,
+            tls: m.tls.clone(),
         });
         for ch in &m.channels {
             s.channels.push(ChannelInfo {

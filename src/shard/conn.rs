@@ -19,7 +19,40 @@ use std::time::{Duration, Instant};
 
 const RECV_BUFFER: usize = 64 * 1024;
 
-pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
+/// A connection's byte stream: plain TCP, or TLS over it.
+trait Transport: AsyncBufRead + AsyncWrite + Unpin {
+    /// A duplicate of the socket, to hand the connection to another shard;
+    /// `None` when it cannot move (TLS keeps its keys in this task).
+    fn movable_socket(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>>;
+    const MOVABLE: bool;
+}
+
+type Plain = TcpStream<Preallocated>;
+type Tls = futures_lite::io::BufReader<futures_rustls::server::TlsStream<TcpStream>>;
+
+impl Transport for Plain {
+    const MOVABLE: bool = true;
+    fn movable_socket(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // glommio reads by polling for readiness and then receiving at
+        // once, so nothing of the input is in flight: a duplicate
+        // descriptor carries the socket whole, and closing ours (not
+        // shutting it down) leaves it open.
+        // SAFETY: the descriptor stays open while `self` lives.
+        let raw = unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) };
+        Some(raw.try_clone_to_owned())
+    }
+}
+
+impl Transport for Tls {
+    const MOVABLE: bool = false;
+    fn movable_socket(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        None
+    }
+}
+
+/// Names and meta of a new connection, and its session.
+fn accepted(shard: &Shard, stream: &TcpStream) -> (crate::ids::ConnId, ConnMeta, Conn) {
     let (id, session_cfg) = {
         let mut hub = shard.hub.borrow_mut();
         (hub.new_conn_id(), hub.session_cfg.clone())
@@ -30,7 +63,6 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
     let canon = |a: std::net::SocketAddr| std::net::SocketAddr::new(a.ip().to_canonical(), a.port());
     let peer = stream.peer_addr().ok().map(canon);
     let _ = stream.set_nodelay(true);
-    let stream = stream.buffered_with(Preallocated::new(RECV_BUFFER));
     let local = stream.local_addr().ok().map(canon);
     let name = match (peer, local) {
         (Some(p), Some(l)) => format!("{p} -> {l}"),
@@ -53,6 +85,51 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
         recv_oct: 0,
         send_oct: 0,
     };
+    (id, meta, conn)
+}
+
+pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
+    let (id, meta, conn) = accepted(&shard, &stream);
+    let stream = stream.buffered_with(Preallocated::new(RECV_BUFFER));
+    live(shard, id, stream, meta, conn).await
+}
+
+/// An AMQPS connection: the TLS handshake (within the AMQP handshake
+/// timeout), then AMQP inside it. It stays on this shard.
+pub async fn run_tls(shard: Rc<Shard>, stream: TcpStream, tls: std::sync::Arc<rustls::ServerConfig>) {
+    let (id, mut meta, mut conn) = accepted(&shard, &stream);
+    let accept = futures_rustls::TlsAcceptor::from(tls).accept(stream);
+    let timeout = shard.cfg.limits.handshake_timeout;
+    let handshake = futures_lite::future::or(async { Some(accept.await) }, async {
+        Timer::new(timeout).await;
+        None
+    })
+    .await;
+    let stream = match handshake {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            log::info!("TLS handshake with {:?} failed: {e}", meta.peer);
+            return;
+        }
+        None => {
+            log::info!("TLS handshake with {:?} timed out", meta.peer);
+            return;
+        }
+    };
+    let peer = crate::tls::describe(stream.get_ref().1);
+    let tls_opts = shard
+        .cfg
+        .tls
+        .as_ref()
+        .map(|t| t.options.cert_login_from)
+        .unwrap_or_default();
+    conn.session.set_tls_login(match &peer.cert {
+        Some(c) => c.login(tls_opts).ok_or("no name found"),
+        None => Err("connection peer presented no TLS (x.509) certificate"),
+    });
+    conn.state.pinned = true;
+    meta.tls = Some(peer);
+    let stream = futures_lite::io::BufReader::with_capacity(RECV_BUFFER, stream);
     live(shard, id, stream, meta, conn).await
 }
 
@@ -100,10 +177,10 @@ enum End {
     Moves(crate::ids::ShardId),
 }
 
-async fn live(
+async fn live<S: Transport>(
     shard: Rc<Shard>,
     id: crate::ids::ConnId,
-    mut stream: TcpStream<Preallocated>,
+    mut stream: S,
     meta: ConnMeta,
     mut conn: Conn,
 ) {
@@ -163,11 +240,11 @@ async fn live(
 /// then socket, session and unread input travel on the ring behind
 /// everything the connection sent before. On an error the connection is
 /// handed back, to be closed with the reason.
-async fn hand_over(
+async fn hand_over<S: Transport>(
     shard: &Rc<Shard>,
     id: crate::ids::ConnId,
     handle: &Rc<ConnHandle>,
-    stream: &mut TcpStream<Preallocated>,
+    stream: &mut S,
     mut conn: Conn,
     to: crate::ids::ShardId,
 ) -> Result<(), (String, Conn)> {
@@ -178,16 +255,10 @@ async fn hand_over(
         }
         conn.send_oct += out.len() as u64;
     }
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    // glommio reads by polling for readiness and then receiving at once,
-    // so nothing of the input is in flight: a duplicate descriptor carries
-    // the socket whole, and closing ours (not shutting it down) leaves it
-    // open.
-    // SAFETY: the descriptor stays open while `stream` lives (all of this call).
-    let raw = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let fd = match raw.try_clone_to_owned() {
-        Ok(fd) => fd,
-        Err(e) => return Err((format!("cannot hand the connection over: {e}"), conn)),
+    let fd = match stream.movable_socket() {
+        Some(Ok(fd)) => fd,
+        Some(Err(e)) => return Err((format!("cannot hand the connection over: {e}"), conn)),
+        None => return Err(("a TLS connection cannot move".into(), conn)),
     };
     shard.conns.borrow_mut().remove(&id);
     shard.stats.connections[shard.id as usize].fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -216,7 +287,7 @@ async fn hand_over(
     Ok(())
 }
 
-async fn write_all(stream: &mut TcpStream<Preallocated>, mut buf: &[u8]) -> std::io::Result<()> {
+async fn write_all<S: AsyncWrite + Unpin>(stream: &mut S, mut buf: &[u8]) -> std::io::Result<()> {
     while !buf.is_empty() {
         let n = poll_fn(|cx| Pin::new(&mut *stream).poll_write(cx, buf)).await?;
         if n == 0 {
@@ -224,7 +295,8 @@ async fn write_all(stream: &mut TcpStream<Preallocated>, mut buf: &[u8]) -> std:
         }
         buf = &buf[n..];
     }
-    Ok(())
+    // TLS holds records it could not write yet.
+    poll_fn(|cx| Pin::new(&mut *stream).poll_flush(cx)).await
 }
 
 /// Milliseconds on a monotonic clock shared by the whole process: the
@@ -235,10 +307,10 @@ pub fn mono_ms() -> u64 {
 }
 
 /// Runs the connection until it ends; returns why.
-async fn serve(
+async fn serve<S: Transport>(
     shard: &Rc<Shard>,
     handle: &Rc<ConnHandle>,
-    stream: &mut TcpStream<Preallocated>,
+    stream: &mut S,
     conn: &mut Conn,
 ) -> End {
     let Conn {
@@ -253,6 +325,8 @@ async fn serve(
     // Queues that asked this connection to stop publishing for now.
     let mut throttled_by: Vec<crate::ids::QueueId> = Vec::new();
     let mut eof = false;
+    // Output the session handed over that the transport still holds.
+    let mut unflushed = false;
     // The session's next deadline, and the timer armed for it.
     let mut armed: Option<u64> = None;
     let mut timer = Timer::new(Duration::from_secs(3600));
@@ -306,7 +380,7 @@ async fn serve(
         };
         if session.handoff_pending() {
             match state.handoff_to.take() {
-                Some(to) if !shard.stopping.get() => return End::Moves(to),
+                Some(to) if S::MOVABLE && !shard.stopping.get() => return End::Moves(to),
                 _ => session.stay(),
             }
         }
@@ -364,7 +438,7 @@ async fn serve(
                 shard.drain_waiters.borrow_mut().push(cx.waker().clone());
             }
             let out = session.output();
-            let had_output = !out.is_empty();
+            let had_output = !out.is_empty() || unflushed;
             while !out.is_empty() {
                 match Pin::new(&mut *stream).poll_write(cx, out) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
@@ -378,8 +452,16 @@ async fn serve(
                 }
             }
             if had_output && out.is_empty() {
-                wrote_all = true;
-                ready = true;
+                // TLS may hold records the socket did not take yet.
+                match Pin::new(&mut *stream).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        unflushed = false;
+                        wrote_all = true;
+                        ready = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => unflushed = true,
+                }
             }
             if want_read {
                 match Pin::new(&mut *stream).poll_fill_buf(cx) {
@@ -461,6 +543,7 @@ fn describe(meta: &RefCell<ConnMeta>, session: &Session, recv_oct: u64, send_oct
     };
     if m.user.is_empty() && !session.user().is_empty() {
         m.user = session.user().to_string();
+        m.auth_mechanism = session.auth_mechanism();
         m.client_properties = crate::admin::json::table_to_json(&session.client_properties);
     }
     if let Some((_, vhost)) = session.vhost()

@@ -39,6 +39,11 @@ impl ServerHandle {
         self.addr
     }
 
+    /// The AMQPS listening address, when TLS is on.
+    pub fn amqps_addr(&self) -> Option<SocketAddr> {
+        self.admin.amqps_addr
+    }
+
     /// Closes every connection with 320 CONNECTION_FORCED and stops.
     pub fn shutdown(mut self) {
         self.stop_and_join();
@@ -322,6 +327,16 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let initial = Arc::new(initial);
     let mut topolog = Some(topolog);
     let addr = probe_port(SocketAddr::new(cfg.bind, cfg.port))?;
+    // A broker that cannot load its certificates does not start: clients
+    // configured for AMQPS would find nothing, or worse, plain AMQP.
+    let tls = match &cfg.tls {
+        Some(t) => {
+            let server = crate::tls::server_config(&t.options, &[])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("TLS: {e}")))?;
+            Some((probe_port(SocketAddr::new(cfg.bind, t.port))?, server))
+        }
+        None => None,
+    };
     let cfg = Arc::new(cfg);
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(SharedStats {
@@ -347,7 +362,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         }));
         wakes.push(Some(theirs));
     }
-    let admin = crate::admin::Admin::new(
+    let mut admin = crate::admin::Admin::new(
         mailboxes,
         addr,
         stop.clone(),
@@ -355,6 +370,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         cfg.clone(),
         std::time::SystemTime::now(),
     );
+    admin.amqps_addr = tls.as_ref().map(|t| t.0);
     let base_seed = super::state::random_u64();
     let mut threads = Vec::new();
     for i in 0..nshards {
@@ -367,6 +383,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         let stats = stats.clone();
         let admin = admin.clone();
         let wake = wakes[i].take().expect("one per shard");
+        let tls = tls.clone();
         let log = if i == 0 { topolog.take() } else { None };
         let seed = base_seed ^ ((i as u64 + 1) << 32);
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -387,6 +404,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
                     stats,
                     admin,
                     wake,
+                    tls,
                 };
                 run_shard(boot, mesh, stop, ready).await;
             })
@@ -430,6 +448,8 @@ struct Boot {
     stats: Arc<SharedStats>,
     admin: crate::admin::Admin,
     wake: std::os::unix::net::UnixStream,
+    /// The AMQPS address and server configuration.
+    tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
 }
 
 async fn run_shard(
@@ -449,6 +469,7 @@ async fn run_shard(
         stats,
         admin,
         wake,
+        tls,
     } = boot;
     let hub = crate::hub::Hub::new(
         id,
@@ -463,6 +484,7 @@ async fn run_shard(
     );
     let shard = hub.map(|h| Shard::new(h, cfg, stats));
     let listener = shard_listener(addr);
+    let tls_listener = tls.as_ref().map(|(a, _)| shard_listener(*a));
     // Join the mesh even when this shard cannot start, so the others are
     // not left waiting for it; the failure is reported after.
     let (senders, receivers) = if nshards > 1 {
@@ -489,6 +511,15 @@ async fn run_shard(
             let _ = ready.send(Err(io::Error::other(format!("cannot listen on {addr}: {e}"))));
             return;
         }
+    };
+    let tls_listener = match tls_listener {
+        Some(Ok(l)) => tls.map(|(_, cfg)| (l, cfg)),
+        Some(Err(e)) => {
+            let a = tls.map(|t| t.0);
+            let _ = ready.send(Err(io::Error::other(format!("cannot listen on {a:?}: {e}"))));
+            return;
+        }
+        None => None,
     };
     let mut tasks = Vec::new();
     if let (Some(senders), Some(receivers)) = (senders, receivers) {
@@ -533,8 +564,31 @@ async fn run_shard(
         })
         .detach()
     };
+    let tls_acceptor = tls_listener.map(|(listener, server)| {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        if shard.stopping.get() {
+                            continue;
+                        }
+                        glommio::spawn_local(conn::run_tls(shard.clone(), stream, server.clone())).detach();
+                    }
+                    Err(e) => {
+                        log::warn!("accept failed: {e}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+        .detach()
+    });
     let _ = ready.send(Ok(()));
     if id == 0 {
+        if let Some(a) = admin.amqps_addr {
+            log::info!("accepting AMQPS (TLS) connections on {a}");
+        }
         log::info!(
             "warren {} ready: accepting AMQP connections on {addr} with {nshards} shard(s)",
             env!("CARGO_PKG_VERSION")
@@ -551,6 +605,9 @@ async fn run_shard(
     }
     shard.stopping.set(true);
     acceptor.cancel();
+    if let Some(a) = tls_acceptor {
+        a.cancel();
+    }
     let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
     for c in &conns {
         c.push(crate::session::Event::ForceClose {

@@ -43,6 +43,9 @@ pub struct ConnMeta {
     pub published: u64,
     pub delivered: u64,
     pub confirmed: u64,
+    pub auth_mechanism: &'static str,
+    /// A TLS connection's protocol, cipher and client certificate.
+    pub tls: Option<crate::tls::Peer>,
 }
 
 impl ConnHandle {

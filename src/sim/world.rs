@@ -167,7 +167,7 @@ struct Recorder<'a> {
 }
 
 impl Broker for Recorder<'_> {
-    fn check_login(&mut self, user: &str, password: &[u8]) -> Result<(), AmqpError> {
+    fn check_login(&mut self, user: &str, password: Option<&[u8]>) -> Result<(), AmqpError> {
         self.inner.check_login(user, password)
     }
     fn open_vhost(&mut self, user: &str, vhost: &str) -> Result<VhostId, AmqpError> {

@@ -16,6 +16,7 @@ mod permissions;
 mod pika;
 mod prereq;
 mod raw;
+mod tls;
 mod tutorials;
 mod ui;
 mod warrenctl;

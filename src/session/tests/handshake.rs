@@ -91,7 +91,7 @@ fn login_mechanisms_get_tune() {
         );
         assert_eq!(
             p.b.calls,
-            vec![Call::Login("guest".into(), b"guest".to_vec())],
+            vec![Call::Login("guest".into(), Some(b"guest".to_vec()))],
             "{mech}"
         );
         assert_eq!(
@@ -143,7 +143,10 @@ fn refused_login_with_and_without_authentication_failure_close() {
             &[]
         };
         let st = p.send(0, start_ok(caps, "PLAIN", plain("guest", "wrong")));
-        assert_eq!(p.b.calls, vec![Call::Login("guest".into(), b"wrong".to_vec())]);
+        assert_eq!(
+            p.b.calls,
+            vec![Call::Login("guest".into(), Some(b"wrong".to_vec()))]
+        );
         if notify {
             // RabbitMQ says why, then waits for close-ok.
             assert_eq!(st, Status::NeedInput);

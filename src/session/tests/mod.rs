@@ -68,7 +68,7 @@ impl Published {
 /// One call the session made on the broker, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Call {
-    Login(String, Vec<u8>),
+    Login(String, Option<Vec<u8>>),
     OpenVhost(String, String),
     Publish(Published),
     ExchangeExists(Vec<u8>),
@@ -141,8 +141,9 @@ impl FakeBroker {
 }
 
 impl Broker for FakeBroker {
-    fn check_login(&mut self, user: &str, password: &[u8]) -> Result<(), AmqpError> {
-        self.calls.push(Call::Login(user.into(), password.into()));
+    fn check_login(&mut self, user: &str, password: Option<&[u8]>) -> Result<(), AmqpError> {
+        self.calls
+            .push(Call::Login(user.into(), password.map(<[u8]>::to_vec)));
         self.login.clone()
     }
     fn open_vhost(&mut self, user: &str, vhost: &str) -> Result<VhostId, AmqpError> {
