@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[derive(Clone)]
 struct Args {
     uri: String,
+    /// PEM CA certificates for an amqps:// URI.
+    ca: Option<String>,
     producers: usize,
     consumers: usize,
     queues: usize,
@@ -50,6 +52,7 @@ struct Args {
 fn parse() -> Args {
     let mut a = Args {
         uri: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        ca: None,
         producers: 1,
         consumers: 1,
         queues: 1,
@@ -72,6 +75,7 @@ fn parse() -> Args {
         let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--uri" => a.uri = val(),
+            "--ca" => a.ca = Some(std::fs::read_to_string(val()).expect("read the CA file")),
             "--producers" => a.producers = val().parse().unwrap(),
             "--consumers" => a.consumers = val().parse().unwrap(),
             "--queues" => a.queues = val().parse().unwrap(),
@@ -126,10 +130,21 @@ impl Stats {
     }
 }
 
+static CA: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 async fn connect(uri: &str) -> Connection {
-    Connection::connect(uri, ConnectionProperties::default())
-        .await
-        .expect("connects")
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: CA.get().cloned().flatten(),
+    };
+    Connection::connect_with_config(
+        uri,
+        ConnectionProperties::default(),
+        tls,
+        lapin::runtime::default_runtime().expect("runtime"),
+    )
+    .await
+    .expect("connects")
 }
 
 fn queue_name(a: &Args, i: usize) -> String {
@@ -355,6 +370,7 @@ async fn rpc_client(a: Args, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
 
 fn main() {
     let a = parse();
+    CA.set(a.ca.clone()).expect("set once");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

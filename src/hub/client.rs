@@ -36,9 +36,6 @@ pub struct ConnState {
     exclusive: bool,
     /// The shard the connection is moving to (see [`Broker::hand_off`]).
     pub handoff_to: Option<crate::ids::ShardId>,
-    /// Its transport cannot move (TLS: the session keys live in this
-    /// shard's task).
-    pub pinned: bool,
 }
 
 impl ConnState {
@@ -418,7 +415,7 @@ impl Broker for Client<'_> {
 
     fn hand_off(&mut self, to: HandOffTarget<'_>) -> bool {
         let h = &mut *self.hub;
-        if !h.cfg.connection_handoff || h.nshards < 2 || self.conn.exclusive || self.conn.pinned {
+        if !h.cfg.connection_handoff || h.nshards < 2 || self.conn.exclusive {
             return false;
         }
         let target = match to {

@@ -19,35 +19,109 @@ use std::time::{Duration, Instant};
 
 const RECV_BUFFER: usize = 64 * 1024;
 
-/// A connection's byte stream: plain TCP, or TLS over it.
-trait Transport: AsyncBufRead + AsyncWrite + Unpin {
-    /// A duplicate of the socket, to hand the connection to another shard;
-    /// `None` when it cannot move (TLS keeps its keys in this task).
-    fn movable_socket(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>>;
-    const MOVABLE: bool;
+/// A connection's byte stream: plain TCP, or TLS over it. Either can
+/// move to another shard at a quiet point: glommio reads by polling for
+/// readiness and then receiving at once, so nothing of the input is in
+/// flight, and a duplicate descriptor carries the socket whole (closing
+/// ours, not shutting it down, leaves it open).
+trait Transport: AsyncBufRead + AsyncWrite + Unpin + Sized {
+    /// A duplicate of the socket, for the shard it moves to.
+    fn dup_socket(&self) -> std::io::Result<std::os::fd::OwnedFd>;
+    /// What travels besides the socket: a TLS session (keys, sequence
+    /// numbers, records received and not yet read).
+    fn park(self) -> Option<ParkedTls>;
+    /// Holds no input the session has not taken (always so between
+    /// steps: each step takes all of it).
+    fn quiet(&self) -> bool;
 }
 
 type Plain = TcpStream<Preallocated>;
-type Tls = futures_lite::io::BufReader<futures_rustls::server::TlsStream<TcpStream>>;
+type Tls = futures_lite::io::BufReader<futures_rustls::server::TlsStream<Socket>>;
+
+fn dup(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: the caller's stream keeps the descriptor open for the call.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+}
 
 impl Transport for Plain {
-    const MOVABLE: bool = true;
-    fn movable_socket(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
-        use std::os::fd::{AsRawFd, BorrowedFd};
-        // glommio reads by polling for readiness and then receiving at
-        // once, so nothing of the input is in flight: a duplicate
-        // descriptor carries the socket whole, and closing ours (not
-        // shutting it down) leaves it open.
-        // SAFETY: the descriptor stays open while `self` lives.
-        let raw = unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) };
-        Some(raw.try_clone_to_owned())
+    fn dup_socket(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsRawFd;
+        dup(self.as_raw_fd())
+    }
+    fn park(self) -> Option<ParkedTls> {
+        None
+    }
+    fn quiet(&self) -> bool {
+        true
     }
 }
 
 impl Transport for Tls {
-    const MOVABLE: bool = false;
-    fn movable_socket(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
-        None
+    fn dup_socket(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsRawFd;
+        match &self.get_ref().get_ref().0.0 {
+            Some(s) => dup(s.as_raw_fd()),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+    fn park(mut self) -> Option<ParkedTls> {
+        // The session travels; this shard's socket handle stays and closes.
+        self.get_mut().get_mut().0.0 = None;
+        Some(ParkedTls(self))
+    }
+    fn quiet(&self) -> bool {
+        self.buffer().is_empty()
+    }
+}
+
+/// The socket under a TLS session, so that the session can move to
+/// another shard without it (glommio's sockets belong to one executor)
+/// and get the socket back there.
+struct Socket(Option<TcpStream>);
+
+/// A TLS session on its way to another shard, its socket taken out.
+struct ParkedTls(Tls);
+
+// SAFETY: a `ParkedTls` holds no socket (`park` took it out; its
+// `Socket` is `None`), and everything else in it (the rustls session, the
+// read buffer) is `Send`; only the socket, an executor's own, is not.
+unsafe impl Send for ParkedTls {}
+
+impl futures_lite::io::AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.0 {
+            Some(s) => Pin::new(s).poll_read(cx, buf),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.0 {
+            Some(s) => Pin::new(s).poll_write(cx, buf),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.0 {
+            Some(s) => Pin::new(s).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.0 {
+            Some(s) => Pin::new(s).poll_close(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -98,7 +172,7 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
 /// timeout), then AMQP inside it. It stays on this shard.
 pub async fn run_tls(shard: Rc<Shard>, stream: TcpStream, tls: std::sync::Arc<rustls::ServerConfig>) {
     let (id, mut meta, mut conn) = accepted(&shard, &stream);
-    let accept = futures_rustls::TlsAcceptor::from(tls).accept(stream);
+    let accept = futures_rustls::TlsAcceptor::from(tls).accept(Socket(Some(stream)));
     let timeout = shard.cfg.limits.handshake_timeout;
     let handshake = futures_lite::future::or(async { Some(accept.await) }, async {
         Timer::new(timeout).await;
@@ -127,7 +201,6 @@ pub async fn run_tls(shard: Rc<Shard>, stream: TcpStream, tls: std::sync::Arc<ru
         Some(c) => c.login(tls_opts).ok_or("no name found"),
         None => Err("connection peer presented no TLS (x.509) certificate"),
     });
-    conn.state.pinned = true;
     meta.tls = Some(peer);
     let stream = futures_lite::io::BufReader::with_capacity(RECV_BUFFER, stream);
     live(shard, id, stream, meta, conn).await
@@ -147,6 +220,7 @@ struct Conn {
 /// A connection on its way to another shard (inside an `Item::Adopt`).
 struct Moving {
     fd: std::os::fd::OwnedFd,
+    tls: Option<ParkedTls>,
     meta: ConnMeta,
     conn: Conn,
 }
@@ -158,7 +232,12 @@ pub fn adopt(shard: &Rc<Shard>, a: crate::owner::Adoption) {
         log::error!("a shard handed over something that is not a connection");
         return;
     };
-    let Moving { fd, meta, mut conn } = *m;
+    let Moving {
+        fd,
+        tls,
+        meta,
+        mut conn,
+    } = *m;
     let id = shard.hub.borrow_mut().new_conn_id();
     conn.session.rebind(id);
     conn.state.handoff_to = None;
@@ -166,8 +245,16 @@ pub fn adopt(shard: &Rc<Shard>, a: crate::owner::Adoption) {
     // SAFETY: the fd is a connected TCP socket this process owns, handed
     // over whole (the old shard closed its own descriptor of it).
     let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-    let stream = stream.buffered_with(Preallocated::new(RECV_BUFFER));
-    glommio::spawn_local(live(shard.clone(), id, stream, meta, conn)).detach();
+    match tls {
+        Some(ParkedTls(mut tls)) => {
+            tls.get_mut().get_mut().0.0 = Some(stream);
+            glommio::spawn_local(live(shard.clone(), id, tls, meta, conn)).detach();
+        }
+        None => {
+            let stream = stream.buffered_with(Preallocated::new(RECV_BUFFER));
+            glommio::spawn_local(live(shard.clone(), id, stream, meta, conn)).detach();
+        }
+    }
 }
 
 /// How [`serve`] ended.
@@ -194,10 +281,11 @@ async fn live<S: Transport>(
     shard.stats.connections[shard.id as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let reason = match serve(&shard, &handle, &mut stream, &mut conn).await {
         End::Closed(reason) => reason,
-        End::Moves(to) => match hand_over(&shard, id, &handle, &mut stream, conn, to).await {
+        End::Moves(to) => match hand_over(&shard, id, &handle, stream, conn, to).await {
             Ok(()) => return,
-            Err((reason, back)) => {
+            Err((reason, back, s)) => {
                 conn = back;
+                stream = s;
                 reason
             }
         },
@@ -244,22 +332,22 @@ async fn hand_over<S: Transport>(
     shard: &Rc<Shard>,
     id: crate::ids::ConnId,
     handle: &Rc<ConnHandle>,
-    stream: &mut S,
+    mut stream: S,
     mut conn: Conn,
     to: crate::ids::ShardId,
-) -> Result<(), (String, Conn)> {
+) -> Result<(), (String, Conn, S)> {
     let out = std::mem::take(conn.session.output());
     if !out.is_empty() {
-        if let Err(e) = write_all(stream, &out).await {
-            return Err((format!("socket error: {e}"), conn));
+        if let Err(e) = write_all(&mut stream, &out).await {
+            return Err((format!("socket error: {e}"), conn, stream));
         }
         conn.send_oct += out.len() as u64;
     }
-    let fd = match stream.movable_socket() {
-        Some(Ok(fd)) => fd,
-        Some(Err(e)) => return Err((format!("cannot hand the connection over: {e}"), conn)),
-        None => return Err(("a TLS connection cannot move".into(), conn)),
+    let fd = match stream.dup_socket() {
+        Ok(fd) => fd,
+        Err(e) => return Err((format!("cannot hand the connection over: {e}"), conn, stream)),
     };
+    let tls = stream.park();
     shard.conns.borrow_mut().remove(&id);
     shard.stats.connections[shard.id as usize].fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     shard.handoffs.set(shard.handoffs.get() + 1);
@@ -277,7 +365,7 @@ async fn hand_over<S: Transport>(
                 ev => hub.orphan(ev),
             }
         }
-        let moving = Moving { fd, meta, conn };
+        let moving = Moving { fd, tls, meta, conn };
         hub.out.items[to as usize].push(crate::owner::Item::Adopt(crate::owner::Adoption(Box::new(
             moving,
         ))));
@@ -380,7 +468,7 @@ async fn serve<S: Transport>(
         };
         if session.handoff_pending() {
             match state.handoff_to.take() {
-                Some(to) if S::MOVABLE && !shard.stopping.get() => return End::Moves(to),
+                Some(to) if stream.quiet() && !shard.stopping.get() => return End::Moves(to),
                 _ => session.stay(),
             }
         }
