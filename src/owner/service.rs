@@ -202,6 +202,7 @@ impl Owner {
             dirty: false,
             store: None,
             store_failed: false,
+            write_errors: 0,
             throttled: Vec::new(),
             pending: Vec::new(),
             store_dirty: false,
@@ -477,7 +478,14 @@ impl Owner {
                 }
             }
             if let Err(e) = write {
-                log::error!("cannot write to the store of queue '{}': {e}", slot.name);
+                slot.write_errors += 1;
+                if slot.write_errors.is_power_of_two() {
+                    log::error!(
+                        "cannot write to the store of queue '{}': {e} ({} refused writes so far)",
+                        slot.name,
+                        slot.write_errors
+                    );
+                }
             }
             Self::with_sink(&mut self.store_dirty, slot, topo, fx, now, |q, sink| q.trim(sink));
             Self::mark_dirty(&mut self.dirty, slot);

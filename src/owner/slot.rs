@@ -25,6 +25,9 @@ pub struct QueueSlot {
     /// or a sync of it failed (the page cache may have dropped what it
     /// held). Persistent messages are refused (nacked) until a restart.
     pub store_failed: bool,
+    /// Writes the store refused (a full disk refuses every message: the
+    /// log says so at 1, 2, 4, 8, ... of them, not once per message).
+    pub(super) write_errors: u64,
     /// Connections this queue paused (flow control).
     pub(super) throttled: Vec<ConnId>,
     /// Dead-lettering and expiry settings.

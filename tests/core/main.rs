@@ -7,6 +7,7 @@ mod clients;
 mod common;
 mod compat;
 mod cross_shard;
+mod disk_full;
 mod durability;
 mod features;
 mod handoff;
