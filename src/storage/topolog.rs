@@ -6,6 +6,7 @@
 //! reactor) and only then answers the client's `declare-ok`.
 
 use super::disk::{AppendFile, Disk, Syncable};
+use crate::broker::limits::Limits;
 use crate::broker::topology::{Change, Dest, ExchangeDef, PolicyDef, QueueDef, Topology};
 use crate::broker::users::User;
 use crate::ids::{ExchangeId, QueueId, VhostId};
@@ -55,7 +56,7 @@ fn put_dest(out: &mut BytesMut, d: Dest) {
 /// Serializes one change.
 pub fn encode(c: &Change, out: &mut BytesMut) {
     match c {
-        Change::AddVhost { id, name } => {
+        Change::AddVhost { id, name, .. } => {
             out.put_u8(1);
             out.put_u32(id.0);
             put_longstr(out, name.as_bytes());
@@ -154,7 +155,43 @@ pub fn encode(c: &Change, out: &mut BytesMut) {
             out.put_u32(vhost.0);
             put_longstr(out, name.as_bytes());
         }
+        Change::SetVhostLimits { vhost, limits } => {
+            out.put_u8(15);
+            out.put_u32(vhost.0);
+            match limits {
+                None => out.put_u8(0),
+                Some(l) => {
+                    out.put_u8(1);
+                    put_limits(out, l);
+                }
+            }
+        }
+        Change::SetUserLimits { user, limits } => {
+            out.put_u8(16);
+            put_longstr(out, user.as_bytes());
+            put_limits(out, limits);
+        }
     }
+}
+
+fn put_limits(out: &mut BytesMut, l: &Limits) {
+    out.put_u32(l.0.len() as u32);
+    for (name, value) in l.iter() {
+        put_longstr(out, name.as_bytes());
+        out.put_i64(value);
+    }
+}
+
+fn limits(r: &mut Reader) -> io::Result<Limits> {
+    let n = r.u32().map_err(|_| bad())?;
+    let mut l = Limits::default();
+    // Two names are defined; a few more would be a newer format's.
+    for _ in 0..n.min(64) {
+        let name = text(r)?;
+        let value = r.u64().map_err(|_| bad())? as i64;
+        l.0.insert(name, value);
+    }
+    Ok(l)
 }
 
 fn bad() -> io::Error {
@@ -179,6 +216,7 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
         1 => Change::AddVhost {
             id: VhostId(r.u32().map_err(e)?),
             name: r.longstr().map_err(e)?.as_str().into_owned(),
+            connections: Default::default(),
         },
         2 => Change::DeleteVhost {
             id: VhostId(r.u32().map_err(e)?),
@@ -256,6 +294,7 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
                 name,
                 password_hash,
                 tags,
+                counters: Default::default(),
             })
         }
         10 => Change::DeleteUser { name: text(&mut r)? },
@@ -282,6 +321,18 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
             vhost: VhostId(r.u32().map_err(e)?),
             name: text(&mut r)?,
         },
+        15 => Change::SetVhostLimits {
+            vhost: VhostId(r.u32().map_err(e)?),
+            limits: match r.u8().map_err(e)? {
+                0 => None,
+                1 => Some(limits(&mut r)?),
+                _ => return Err(bad()),
+            },
+        },
+        16 => Change::SetUserLimits {
+            user: text(&mut r)?,
+            limits: limits(&mut r)?,
+        },
         _ => return Err(bad()),
     })
 }
@@ -305,7 +356,9 @@ pub fn is_durable(topo: &Topology, c: &Change) -> bool {
         | Change::SetPermissions { .. }
         | Change::ClearPermissions { .. }
         | Change::SetPolicy(_)
-        | Change::ClearPolicy { .. } => true,
+        | Change::ClearPolicy { .. }
+        | Change::SetVhostLimits { .. }
+        | Change::SetUserLimits { .. } => true,
         Change::DeclareExchange(d) => d.durable,
         Change::DeleteExchange { id } => topo.exchange(*id).is_some_and(|x| x.def.durable),
         Change::DeclareQueue(q) => q.durable && q.exclusive.is_none(),
@@ -325,12 +378,26 @@ pub fn snapshot(topo: &Topology) -> Vec<Change> {
         out.push(Change::AddVhost {
             id: v.id,
             name: v.name.clone(),
+            connections: v.connections.clone(),
         });
+        if v.limits.is_some() {
+            out.push(Change::SetVhostLimits {
+                vhost: v.id,
+                limits: v.limits.clone(),
+            });
+        }
     }
     let mut users: Vec<_> = topo.users().collect();
     users.sort_by(|a, b| a.name.cmp(&b.name));
     for u in users {
         out.push(Change::PutUser(u.clone()));
+        let limits = topo.user_limits(&u.name);
+        if !limits.is_empty() {
+            out.push(Change::SetUserLimits {
+                user: u.name.clone(),
+                limits: limits.clone(),
+            });
+        }
     }
     let mut perms: Vec<_> = topo.all_permissions().collect();
     perms.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));

@@ -118,6 +118,7 @@ impl World {
             name: name.to_string(),
             password_hash: hash_password(b"pw", [1, 2, 3, 4]),
             tags: vec![],
+            counters: Default::default(),
         }));
         self.topo.apply(&Change::SetPermissions {
             user: name.to_string(),
