@@ -7,6 +7,7 @@
 
 mod args;
 mod deadletter;
+mod limits;
 mod permissions;
 mod planner_exchange;
 mod planner_queue;
