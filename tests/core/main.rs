@@ -18,5 +18,6 @@ mod prereq;
 mod raw;
 mod tutorials;
 mod ui;
+mod vhost_limits;
 mod warrenctl;
 mod wire;
