@@ -299,23 +299,27 @@ pub(super) fn read(who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> Option<Res> 
             Some(x) => Ok(Reply::json(&json!([{ "user": x.name, "value": x.limits }]))),
         },
         ["parameters", rest @ ..] if rest.len() <= 3 => {
-            if !who.is_policymaker() {
-                return Some(Err(forbidden("Not policymaker user")));
+            if let Err(e) = policymaker(who, snap, None) {
+                return Some(Err(e));
             }
+            let vhost = |v: &str| -> Result<(), Reply> {
+                if !snap.vhosts.iter().any(|x| x.name == v) {
+                    return Err(not_found());
+                }
+                policymaker(who, snap, Some(v))
+            };
             match rest {
                 [] => Ok(Reply::json(&parameters(snap, |v| who.sees_vhost(v)))),
                 ["vhost-limits"] => Ok(Reply::json(&parameters(snap, |v| who.sees_vhost(v)))),
-                ["vhost-limits", v] => {
-                    visible_vhost(who, snap, v).map(|_| Reply::json(&parameters(snap, |x| x == *v)))
-                }
-                ["vhost-limits", v, "limits"] => visible_vhost(who, snap, v).and_then(|_| {
+                ["vhost-limits", v] => vhost(v).map(|_| Reply::json(&parameters(snap, |x| x == *v))),
+                ["vhost-limits", v, "limits"] => vhost(v).and_then(|_| {
                     vhost_limits_of(snap, v)
                         .map(|l| Reply::json(&parameter(v, l)))
                         .ok_or_else(not_found)
                 }),
                 // No other component exists here.
                 [_] => Ok(Reply::json(&json!([]))),
-                [_, v] => visible_vhost(who, snap, v).map(|_| Reply::json(&json!([]))),
+                [_, v] => vhost(v).map(|_| Reply::json(&json!([]))),
                 _ => Err(not_found()),
             }
         }
@@ -394,61 +398,67 @@ pub(super) fn write(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: 
             )?;
             Ok(Reply::empty(204))
         }),
-        (&Method::PUT, ["parameters", component, v, name]) => policymaker(who, snap, v).and_then(|_| {
-            if !snap.vhosts.iter().any(|x| x.name == *v) {
-                return Err(Reply::error(404, "not_found", "vhost_not_found"));
-            }
-            let val = body_value(call)?;
-            if *component != "vhost-limits" {
-                return Err(bad_request(&vhost_error(&[format!(
-                    "component {component} not found"
-                )])));
-            }
-            // RabbitMQ keeps one parameter per vhost, named `limits`.
-            if *name != "limits" {
-                return Err(bad_request(&vhost_error(&[format!(
-                    "vhost-limits parameters are named 'limits', not '{name}'"
-                )])));
-            }
-            let limits = validate(Kind::Vhost, &val).map_err(|e| bad_request(&vhost_error(&e)))?;
-            let existed = vhost_limits_of(snap, v).is_some();
-            control(
-                m,
-                who,
-                AdminOp::VhostLimits {
-                    vhost: v.to_string(),
-                    op: LimitsOp::Set(limits),
-                },
-            )?;
-            Ok(Reply::created_or_updated(!existed))
-        }),
-        (&Method::DELETE, ["parameters", component, v, name]) => policymaker(who, snap, v).and_then(|_| {
-            if *component != "vhost-limits" || *name != "limits" || vhost_limits_of(snap, v).is_none() {
-                return Err(not_found());
-            }
-            control(
-                m,
-                who,
-                AdminOp::VhostLimits {
-                    vhost: v.to_string(),
-                    op: LimitsOp::Clear,
-                },
-            )?;
-            Ok(Reply::empty(204))
-        }),
+        (&Method::PUT, ["parameters", component, v, name]) => {
+            policymaker(who, snap, Some(v)).and_then(|_| {
+                if !snap.vhosts.iter().any(|x| x.name == *v) {
+                    return Err(Reply::error(404, "not_found", "vhost_not_found"));
+                }
+                let val = body_value(call)?;
+                if *component != "vhost-limits" {
+                    return Err(bad_request(&vhost_error(&[format!(
+                        "component {component} not found"
+                    )])));
+                }
+                // RabbitMQ keeps one parameter per vhost, named `limits`.
+                if *name != "limits" {
+                    return Err(bad_request(&vhost_error(&[format!(
+                        "vhost-limits parameters are named 'limits', not '{name}'"
+                    )])));
+                }
+                let limits = validate(Kind::Vhost, &val).map_err(|e| bad_request(&vhost_error(&e)))?;
+                let existed = vhost_limits_of(snap, v).is_some();
+                control(
+                    m,
+                    who,
+                    AdminOp::VhostLimits {
+                        vhost: v.to_string(),
+                        op: LimitsOp::Set(limits),
+                    },
+                )?;
+                Ok(Reply::created_or_updated(!existed))
+            })
+        }
+        (&Method::DELETE, ["parameters", component, v, name]) => {
+            policymaker(who, snap, Some(v)).and_then(|_| {
+                if *component != "vhost-limits" || *name != "limits" || vhost_limits_of(snap, v).is_none() {
+                    return Err(not_found());
+                }
+                control(
+                    m,
+                    who,
+                    AdminOp::VhostLimits {
+                        vhost: v.to_string(),
+                        op: LimitsOp::Clear,
+                    },
+                )?;
+                Ok(Reply::empty(204))
+            })
+        }
         _ => return None,
     })
 }
 
-/// `rabbit_mgmt_util:is_authorized_policies` for a vhost.
-fn policymaker(who: &Who, snap: &BrokerSnapshot, v: &str) -> Result<(), Reply> {
+/// `rabbit_mgmt_util:is_authorized_policies` (for a vhost, when one is
+/// named): policymakers, in the vhosts they may use; RabbitMQ's text.
+fn policymaker(who: &Who, snap: &BrokerSnapshot, v: Option<&str>) -> Result<(), Reply> {
+    let denied = || forbidden("User not authorised to access object");
     if !who.is_policymaker() {
-        return Err(forbidden("Not policymaker user"));
+        return Err(denied());
     }
-    if snap.vhosts.iter().any(|x| x.name == v) && !who.sees_vhost(v) {
-        return Err(forbidden("Access refused."));
+    match v {
+        Some(v) if snap.vhosts.iter().any(|x| x.name == v) && !who.sees_vhost(v) => Err(denied()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The limits of a user definition (`PUT /api/users/U`, definitions

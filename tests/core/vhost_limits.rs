@@ -571,7 +571,13 @@ fn limits_api() {
         Some(json!({ "password": "mg", "tags": "management" })),
     );
     assert_eq!(s, 201);
-    assert_eq!(http("GET", &param, Some(("mg", "mg")), None).0, 401);
+    assert_eq!(
+        http("GET", &param, Some(("mg", "mg")), None),
+        (
+            401,
+            json!({ "error": "not_authorised", "reason": "User not authorised to access object" })
+        )
+    );
 }
 
 /// Limits are in the definitions as RabbitMQ's management API exports
