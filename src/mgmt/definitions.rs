@@ -112,6 +112,11 @@ pub fn import(
     };
     // Limits are checked before anything is imported.
     let vhost_limits = parameters_of(defs, only_vhost)?;
+    if only_vhost.is_none() {
+        for u in list(defs, "users")? {
+            super::limits::user_definition_limits(u)?;
+        }
+    }
     let mut known_vhosts: Vec<String> = snap.vhosts.iter().map(|v| v.name.clone()).collect();
     if only_vhost.is_none() {
         for v in list(defs, "vhosts")? {
