@@ -99,6 +99,31 @@ pub enum AdminOp {
         vhost: String,
         name: String,
     },
+    /// Changes a vhost's limits (names and values validated before).
+    VhostLimits {
+        vhost: String,
+        op: LimitsOp,
+    },
+    /// Changes a user's limits (names and values validated before).
+    UserLimits {
+        user: String,
+        op: LimitsOp,
+    },
+}
+
+/// What a change of limits does, as RabbitMQ's commands and API do it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimitsOp {
+    /// Replaces them all (`set_vhost_limits`, the `vhost-limits` parameter).
+    Set(crate::broker::limits::Limits),
+    /// Sets these over the others (`set_user_limits`, a PUT of one limit).
+    Merge(crate::broker::limits::Limits),
+    /// Removes one (a DELETE of one limit, `clear_user_limits U NAME`).
+    Remove(String),
+    /// Removes them all (`clear_vhost_limits`, `clear_user_limits U all`);
+    /// a vhost without limits refuses (RabbitMQ's "Parameter does not
+    /// exist").
+    Clear,
 }
 
 /// What `/api/queues/…/get` does with the messages it reads.

@@ -6,6 +6,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, Serialize)]
 pub struct VhostInfo {
     pub name: String,
+    /// The vhost's limits parameter, if set (possibly empty).
+    pub limits: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -15,6 +17,7 @@ pub struct UserInfo {
     pub password_hash: String,
     pub hashing_algorithm: &'static str,
     pub tags: Vec<String>,
+    pub limits: std::collections::BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -138,6 +138,7 @@ impl ControlPlane {
         let mut changes = vec![Change::AddVhost {
             id,
             name: name.to_string(),
+            connections: Default::default(),
         }];
         for (ename, kind, internal) in super::topology::STANDARD_EXCHANGES {
             changes.push(Change::DeclareExchange(ExchangeDef {
@@ -393,6 +394,16 @@ impl ControlPlane {
                         owner: q.owner,
                         name,
                     });
+                }
+                // Only a new queue counts against the vhost's limit, checked
+                // before its arguments (`rabbit_channel`). The control plane
+                // plans one request at a time against a topology that holds
+                // every queue committed before, so the count is exact.
+                if let Some(vh) = topo.vhost_by_id(v)
+                    && let Some(limit) = vh.limits.as_ref().and_then(|l| l.get(super::limits::MAX_QUEUES))
+                    && vh.queue_count() as u64 >= limit
+                {
+                    return Err(super::limits::queues_reached(&name.as_str(), &vname, limit));
                 }
                 // Naming a dead-letter exchange takes read on the new queue
                 // and write on the exchange, checked before the arguments.

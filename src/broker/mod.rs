@@ -5,6 +5,7 @@
 pub mod args;
 pub mod control;
 pub mod deadletter;
+pub mod limits;
 pub mod request;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //! every other shard, which apply them with [`Topology::apply`]. `apply` is
 //! deterministic and does no validation of its own, so all copies stay equal.
 
+use super::limits::{Counter, Limits};
 use super::users::{Permissions, User};
 use crate::ids::{ConnId, ExchangeId, IdMap, NameMap, QueueId, ShardId, VhostId};
 use crate::protocol::{FieldTable, ShortStr};
@@ -55,6 +56,9 @@ pub enum Change {
     AddVhost {
         id: VhostId,
         name: String,
+        /// The vhost's connection counter, shared by every replica (see
+        /// [`super::limits`]); runtime state, never written to the log.
+        connections: Counter,
     },
     DeleteVhost {
         id: VhostId,
@@ -101,6 +105,17 @@ pub enum Change {
         vhost: VhostId,
         name: String,
     },
+    /// Sets a vhost's limits whole (RabbitMQ's `vhost-limits` parameter);
+    /// `None` clears the parameter.
+    SetVhostLimits {
+        vhost: VhostId,
+        limits: Option<Limits>,
+    },
+    /// Sets a user's limits whole.
+    SetUserLimits {
+        user: String,
+        limits: Limits,
+    },
 }
 
 /// A policy, as RabbitMQ defines them: settings for the queues and/or
@@ -140,10 +155,14 @@ pub struct Exchange {
     pub bindings: Bindings<Dest>,
 }
 
-/// A virtual host's name index.
+/// A virtual host's name index, limits and connection counter.
 pub struct Vhost {
     pub id: VhostId,
     pub name: String,
+    /// RabbitMQ's `vhost-limits` parameter, if set (possibly empty).
+    pub limits: Option<Limits>,
+    /// Connections to this vhost, over every shard.
+    pub connections: Counter,
     exchanges: NameMap<Bytes, ExchangeId>,
     queues: NameMap<Bytes, QueueId>,
 }
@@ -154,6 +173,10 @@ impl Vhost {
     }
     pub fn queue_ids(&self) -> impl Iterator<Item = QueueId> + '_ {
         self.queues.values().copied()
+    }
+    /// How many queues the vhost has (what `max-queues` counts).
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
     }
 }
 
@@ -184,6 +207,8 @@ pub struct Topology {
     queues: IdMap<QueueId, QueueDef>,
     users: HashMap<String, User>,
     permissions: HashMap<(String, VhostId), Permissions>,
+    /// Users' limits; a user without an entry has none.
+    user_limits: HashMap<String, Limits>,
     policies: Vec<Policy>,
     /// Bumped on every change; lets shards cache lookups safely.
     version: u64,
@@ -216,6 +241,20 @@ impl Topology {
     /// A user's permissions in a vhost.
     pub fn permissions(&self, user: &str, vhost: VhostId) -> Option<&Permissions> {
         self.permissions.get(&(user.to_string(), vhost))
+    }
+    /// A user's limits (empty for a user without any, or no such user).
+    pub fn user_limits(&self, name: &str) -> &Limits {
+        static NONE: std::sync::OnceLock<Limits> = std::sync::OnceLock::new();
+        self.user_limits
+            .get(name)
+            .unwrap_or_else(|| NONE.get_or_init(Limits::default))
+    }
+    /// Every (user, limits) with limits set.
+    pub fn all_user_limits(&self) -> impl Iterator<Item = (&str, &Limits)> {
+        self.user_limits
+            .iter()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(u, l)| (u.as_str(), l))
     }
     /// Every (user, vhost, permissions).
     pub fn all_permissions(&self) -> impl Iterator<Item = (&str, VhostId, &Permissions)> {
@@ -288,13 +327,19 @@ impl Topology {
     pub fn apply(&mut self, change: &Change) {
         self.version += 1;
         match change {
-            Change::AddVhost { id, name } => {
+            Change::AddVhost {
+                id,
+                name,
+                connections,
+            } => {
                 self.vhost_ids.insert(name.clone(), *id);
                 self.vhosts.insert(
                     *id,
                     Vhost {
                         id: *id,
                         name: name.clone(),
+                        limits: None,
+                        connections: connections.clone(),
                         exchanges: NameMap::default(),
                         queues: NameMap::default(),
                     },
@@ -375,6 +420,7 @@ impl Topology {
             Change::DeleteUser { name } => {
                 self.users.remove(name);
                 self.permissions.retain(|(u, _), _| u != name);
+                self.user_limits.remove(name);
             }
             Change::SetPermissions {
                 user,
@@ -403,6 +449,21 @@ impl Topology {
             Change::ClearPolicy { vhost, name } => {
                 self.policies
                     .retain(|p| !(p.def.vhost == *vhost && p.def.name == *name));
+            }
+            Change::SetVhostLimits { vhost, limits } => {
+                if let Some(v) = self.vhosts.get_mut(vhost) {
+                    v.limits = limits.clone();
+                }
+            }
+            Change::SetUserLimits { user, limits } => {
+                if !self.users.contains_key(user) {
+                    return;
+                }
+                if limits.is_empty() {
+                    self.user_limits.remove(user);
+                } else {
+                    self.user_limits.insert(user.clone(), limits.clone());
+                }
             }
         }
     }

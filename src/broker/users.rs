@@ -19,6 +19,11 @@ pub struct User {
     /// Salt ‖ SHA-256(salt ‖ password); empty: no password login.
     pub password_hash: Vec<u8>,
     pub tags: Vec<String>,
+    /// The user's connections and channels over every shard, shared by
+    /// every replica (see [`super::limits`]). Runtime state, never
+    /// written to the log; a user replaced by another `PutUser` keeps its
+    /// counters (the control plane carries them over).
+    pub counters: super::limits::UserCounters,
 }
 
 impl User {

@@ -2,8 +2,9 @@
 //! committed like any other topology change.
 
 use super::Stage;
-use crate::admin::AdminOp;
+use crate::admin::{AdminOp, LimitsOp};
 use crate::broker::control::{ControlPlane, Plan, Requester};
+use crate::broker::limits::{Limits, USER_LIMITS, VHOST_LIMITS, unknown_name};
 use crate::broker::request::Reply;
 use crate::broker::topology::{Change, PolicyDef, Topology};
 use crate::ids::{ConnId, VhostId};
@@ -72,10 +73,14 @@ pub(super) fn stages(
             if name.is_empty() {
                 return Err(AmqpError::precondition("user names cannot be empty"));
             }
+            // A replaced user keeps its counters: its connections and
+            // channels still count.
+            let counters = topo.user(&name).map(|u| u.counters.clone()).unwrap_or_default();
             commit(vec![Change::PutUser(crate::broker::users::User {
                 name,
                 password_hash,
                 tags,
+                counters,
             })])
         }
         AdminOp::DeleteUser { name } => {
@@ -147,5 +152,43 @@ pub(super) fn stages(
             user: who,
             vhost: vhost_id(topo, &vhost)?,
         }]),
+        AdminOp::VhostLimits { vhost, op } => {
+            let v = topo
+                .vhost(&vhost)
+                .ok_or_else(|| AmqpError::not_found(format!("vhost '{vhost}' not found")))?;
+            let old = v.limits.clone();
+            let limits = match op {
+                LimitsOp::Clear if old.is_none() => {
+                    return Err(AmqpError::not_found("Parameter does not exist"));
+                }
+                LimitsOp::Clear => None,
+                // RabbitMQ's `clear_limit` writes what is left, so removing
+                // a limit from a vhost without any leaves an empty set.
+                other => Some(change_limits(old.unwrap_or_default(), other, &VHOST_LIMITS)?),
+            };
+            commit(vec![Change::SetVhostLimits { vhost: v.id, limits }])
+        }
+        AdminOp::UserLimits { user: who, op } => {
+            if topo.user(&who).is_none() {
+                return Err(AmqpError::not_found(format!("user '{who}' not found")));
+            }
+            let limits = change_limits(topo.user_limits(&who).clone(), op, &USER_LIMITS)?;
+            commit(vec![Change::SetUserLimits { user: who, limits }])
+        }
     })
+}
+
+/// The limits after `op`; names outside `known` are refused (the
+/// management plane validated them with RabbitMQ's texts already).
+fn change_limits(old: Limits, op: LimitsOp, known: &[&str]) -> Result<Limits, AmqpError> {
+    let new = match op {
+        LimitsOp::Set(l) => l,
+        LimitsOp::Merge(l) => old.merged(&l),
+        LimitsOp::Remove(name) => old.without(&name),
+        LimitsOp::Clear => Limits::default(),
+    };
+    match unknown_name(&new, known) {
+        Some(name) => Err(AmqpError::precondition(format!("unknown limit '{name}'"))),
+        None => Ok(new),
+    }
 }

@@ -29,6 +29,7 @@ pub fn recover_topology(
             name: cfg.default_user.clone(),
             password_hash: crate::broker::users::hash_password(cfg.default_pass.as_bytes(), salt),
             tags: vec!["administrator".into()],
+            counters: Default::default(),
         }));
         let vhost = match &changes[0] {
             Change::AddVhost { id, .. } => *id,

@@ -5,6 +5,7 @@
 
 use super::Hub;
 use crate::broker::control::{check_exclusive, no_exchange, no_queue};
+use crate::broker::limits::{self, Lease};
 use crate::broker::request::{Reply, Request, Settle};
 use crate::broker::topology::RouteError;
 use crate::broker::topology::Topology;
@@ -36,6 +37,10 @@ pub struct ConnState {
     exclusive: bool,
     /// The shard the connection is moving to (see [`Broker::hand_off`]).
     pub handoff_to: Option<crate::ids::ShardId>,
+    /// The places this connection takes in its vhost's and its user's
+    /// connection counts, from `connection.open` until it closes (they
+    /// move with it to another shard).
+    leases: Vec<Lease>,
 }
 
 impl ConnState {
@@ -267,17 +272,54 @@ impl Broker for Client<'_> {
         Ok(())
     }
 
+    /// RabbitMQ's checks of `connection.open`, in its order
+    /// (`rabbit_reader:handle_method0`): the vhost's connection limit, the
+    /// user's, then access to the vhost. The places taken in both counts
+    /// are held until the connection closes.
     fn open_vhost(&mut self, user: &str, vhost: &str) -> Result<VhostId, AmqpError> {
         let topo = &self.hub.topo;
         let v = topo
             .vhost(vhost)
             .ok_or_else(|| AmqpError::not_allowed(format!("vhost {vhost} not found")))?;
+        let limit = v.limits.as_ref().and_then(|l| l.get(limits::MAX_CONNECTIONS));
+        let in_vhost = v
+            .connections
+            .acquire(limit)
+            .ok_or_else(|| limits::vhost_connections_reached(vhost, user, limit.unwrap_or(0)))?;
+        let mut leases = vec![in_vhost];
+        // A user deleted since it logged in has no counter; its connections
+        // are being closed.
+        if let Some(u) = topo.user(user) {
+            let limit = topo.user_limits(user).get(limits::MAX_CONNECTIONS);
+            let of_user = u
+                .counters
+                .connections
+                .acquire(limit)
+                .ok_or_else(|| limits::user_connections_reached(user, limit.unwrap_or(0)))?;
+            leases.push(of_user);
+        }
         if topo.permissions(user, v.id).is_none() {
             return Err(AmqpError::not_allowed(format!(
                 "access to vhost '{vhost}' refused for user '{user}'"
             )));
         }
+        self.conn.leases = leases;
         Ok(v.id)
+    }
+
+    /// The user's channel limit (`rabbit_reader:create_channel`).
+    fn open_channel(&mut self) -> Result<Option<Lease>, AmqpError> {
+        let topo = &self.hub.topo;
+        let user = &self.conn.user;
+        let Some(u) = topo.user(user) else {
+            return Ok(None);
+        };
+        let limit = topo.user_limits(user).get(limits::MAX_CHANNELS);
+        u.counters
+            .channels
+            .acquire(limit)
+            .map(Some)
+            .ok_or_else(|| limits::user_channels_reached(user, limit.unwrap_or(0)))
     }
 
     fn publish(
@@ -448,6 +490,7 @@ impl Broker for Client<'_> {
     }
 
     fn connection_closed(&mut self, conn: ConnId) {
+        self.conn.leases.clear();
         self.hub
             .out
             .to_shard(0, Item::Control(ControlMsg::ConnectionClosed(conn)));

@@ -202,6 +202,9 @@ fn read(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> 
             .map(|c| shapes::consumer(m, c, conn_of(&c.connection)))
             .collect()
     };
+    if let Some(r) = super::limits::read(who, snap, p) {
+        return r;
+    }
     match p {
         ["overview"] => Ok(Reply::json(&overview(m, who, snap))),
         ["whoami"] => Ok(Reply::json(&json!({ "name": who.name, "tags": who.tags }))),

@@ -4,9 +4,11 @@
 use super::Mgmt;
 use super::auth::Who;
 use super::http::{Reply, bad_request, from_amqp};
+use super::limits::{Kind, validate, vhost_error};
 use super::write::{amqp, parse_tags, policy_op, short};
 use crate::admin::json::json_to_table;
-use crate::admin::{AdminOp, BrokerSnapshot};
+use crate::admin::{AdminOp, BrokerSnapshot, LimitsOp};
+use crate::broker::limits::{Limits, import_over_queue_limit, would_exceed_queues};
 use crate::broker::request::Request;
 use base64::Engine;
 use serde_json::{Value, json};
@@ -51,7 +53,7 @@ pub fn export(snap: &BrokerSnapshot, vhost: Option<&str>) -> Value {
         "rabbitmq_version": "3.10.8",
         "product_name": "warren",
         "product_version": env!("CARGO_PKG_VERSION"),
-        "parameters": [],
+        "parameters": super::limits::parameters(snap, keep),
         "policies": policies,
         "queues": queues,
         "exchanges": exchanges,
@@ -108,6 +110,13 @@ pub fn import(
             None => Ok(s(v, "vhost")?.to_string()),
         }
     };
+    // Limits are checked before anything is imported.
+    let vhost_limits = parameters_of(defs, only_vhost)?;
+    if only_vhost.is_none() {
+        for u in list(defs, "users")? {
+            super::limits::user_definition_limits(u)?;
+        }
+    }
     let mut known_vhosts: Vec<String> = snap.vhosts.iter().map(|v| v.name.clone()).collect();
     if only_vhost.is_none() {
         for v in list(defs, "vhosts")? {
@@ -137,11 +146,13 @@ pub fn import(
                     "user {name}: unsupported hashing algorithm {alg}"
                 )));
             }
+            let limits = super::limits::user_definition_limits(u)?;
             control(AdminOp::PutUser {
                 name: name.to_string(),
                 password_hash: hash,
                 tags: parse_tags(u.get("tags"))?,
             })?;
+            super::limits::put_user_limits(m, who, name, limits)?;
         }
         for p in list(defs, "permissions")? {
             control(AdminOp::SetPermissions {
@@ -153,6 +164,7 @@ pub fn import(
             })?;
         }
     }
+    check_queue_limits(snap, defs, only_vhost)?;
     for p in list(defs, "policies")? {
         control(policy_op(&vhost_of(p)?, s(p, "name")?, p)?)?;
     }
@@ -209,6 +221,66 @@ pub fn import(
             other => return Err(bad_request(&format!("invalid destination_type {other}"))),
         };
         amqp(m, who, &vhost, req)?;
+    }
+    // Vhost limits go last: RabbitMQ imports them before the queues, but
+    // does not hold an import's queues to them (only `queue.declare` is),
+    // which here is the same as setting them after.
+    for (vhost, limits) in vhost_limits {
+        control(AdminOp::VhostLimits {
+            vhost,
+            op: LimitsOp::Set(limits),
+        })?;
+    }
+    Ok(())
+}
+
+/// The `vhost-limits` parameters of a definitions file, validated as
+/// RabbitMQ's `add_parameter` does (its text, then ` (vhost/component/name)`).
+/// Parameters of other components (plugins warren does not have) are
+/// skipped.
+fn parameters_of(defs: &Value, only_vhost: Option<&str>) -> Result<Vec<(String, Limits)>, Reply> {
+    let mut out = Vec::new();
+    for p in list(defs, "parameters")? {
+        if p.get("component").and_then(|c| c.as_str()) != Some("vhost-limits") {
+            continue;
+        }
+        let vhost = match only_vhost {
+            Some(v) => v.to_string(),
+            None => s(p, "vhost")?.to_string(),
+        };
+        let name = p.get("name").and_then(|n| n.as_str()).unwrap_or("limits");
+        let value = p.get("value").cloned().unwrap_or(Value::Null);
+        let limits = validate(Kind::Vhost, &value)
+            .map_err(|e| bad_request(&format!("{} ({vhost}/vhost-limits/{name})", vhost_error(&e))))?;
+        out.push((vhost, limits));
+    }
+    Ok(out)
+}
+
+/// RabbitMQ's `validate_limits`: the queues a file adds to a vhost (those
+/// not there yet) may not take it past its queue limit; checked before
+/// anything else is imported, against the limits in force.
+fn check_queue_limits(snap: &BrokerSnapshot, defs: &Value, only_vhost: Option<&str>) -> Result<(), Reply> {
+    let mut adding: std::collections::BTreeMap<String, u64> = Default::default();
+    for q in list(defs, "queues")? {
+        let vhost = match only_vhost {
+            Some(v) => v.to_string(),
+            None => s(q, "vhost")?.to_string(),
+        };
+        let name = s(q, "name")?;
+        if snap.queue(&vhost, name).is_none() {
+            *adding.entry(vhost).or_default() += 1;
+        }
+    }
+    for (vhost, n) in adding {
+        let Some(v) = snap.vhosts.iter().find(|v| v.name == vhost) else {
+            continue;
+        };
+        let existing = snap.queues.iter().filter(|q| q.vhost == vhost).count() as u64;
+        let limits = v.limits.clone().map(Limits);
+        if let Some(limit) = would_exceed_queues(limits.as_ref(), existing, n) {
+            return Err(bad_request(&import_over_queue_limit(&vhost, n, limit, existing)));
+        }
     }
     Ok(())
 }

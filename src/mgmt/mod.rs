@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod definitions;
 mod http;
+pub mod limits;
 mod listener;
 mod metrics;
 mod rates;

@@ -263,7 +263,7 @@ pub fn user(u: &UserInfo) -> Value {
         "password_hash": u.password_hash,
         "hashing_algorithm": u.hashing_algorithm,
         "tags": u.tags,
-        "limits": {},
+        "limits": u.limits,
     })
 }
 

@@ -54,11 +54,14 @@ pub fn amqp(m: &Mgmt, who: &Who, vhost: &str, req: Request) -> Result<(), Reply>
         .map_err(|e| from_amqp(&e))
 }
 
-fn control(m: &Mgmt, who: &Who, op: AdminOp) -> Result<(), Reply> {
+pub(super) fn control(m: &Mgmt, who: &Who, op: AdminOp) -> Result<(), Reply> {
     m.admin.control(&who.name, op).map_err(|e| from_amqp(&e))
 }
 
 pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> Res {
+    if let Some(r) = super::limits::write(m, call, who, snap, p) {
+        return r;
+    }
     let method = &call.method;
     match (method, p) {
         (&Method::PUT, ["vhosts", v]) => {
@@ -414,6 +417,7 @@ pub fn put_user(m: &Mgmt, who: &Who, snap: &BrokerSnapshot, name: &str, body: &V
         return Err(bad_request("password or password_hash must be set"));
     };
     let tags = parse_tags(body.get("tags"))?;
+    let limits = super::limits::user_definition_limits(body)?;
     control(
         m,
         who,
@@ -423,6 +427,7 @@ pub fn put_user(m: &Mgmt, who: &Who, snap: &BrokerSnapshot, name: &str, body: &V
             tags,
         },
     )?;
+    super::limits::put_user_limits(m, who, name, limits)?;
     Ok(Reply::created_or_updated(existing.is_none()))
 }
 

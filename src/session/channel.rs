@@ -94,6 +94,9 @@ pub(crate) struct Channel {
     /// first, as RabbitMQ does (kombu relies on it).
     deferred_cancels: Vec<ShortStr>,
     scratch: Vec<Outstanding>,
+    /// The channel's place in its user's channel count (`max-channels`),
+    /// given back when the channel goes.
+    _lease: Option<crate::broker::limits::Lease>,
 }
 
 /// Without method ids: `channel_method` adds those of the ack, nack or
@@ -116,8 +119,9 @@ impl Channel {
             && self.deferred_cancels.is_empty()
     }
 
-    fn new(cref: ChannelRef) -> Self {
+    fn new(cref: ChannelRef, lease: Option<crate::broker::limits::Lease>) -> Self {
         Channel {
+            _lease: lease,
             cref,
             closing: false,
             assembly: Assembly::Idle,
@@ -430,8 +434,9 @@ impl Session {
 
     /// Opens channel `n`. Any number is valid, as in RabbitMQ; what
     /// `channel_max` limits is how many are open at once, and going past it
-    /// is a connection error (530), with RabbitMQ's text.
-    fn open_channel(&mut self, n: u16) -> Result<(), AmqpError> {
+    /// is a connection error (530), with RabbitMQ's text. So is going past
+    /// the user's channel limit, checked after it (`create_channel`).
+    fn open_channel(&mut self, n: u16, b: &mut impl Broker) -> Result<(), AmqpError> {
         let open = self.channels.len();
         if self.channel_max != 0 && open >= self.channel_max as usize {
             return Err(AmqpError::not_allowed(format!(
@@ -439,8 +444,9 @@ impl Session {
                 self.channel_max
             )));
         }
+        let lease = b.open_channel()?;
         let cref = self.new_channel_ref(n);
-        self.channels.insert(n, Box::new(Channel::new(cref)));
+        self.channels.insert(n, Box::new(Channel::new(cref, lease)));
         ok_frame(
             &mut self.out,
             n,
@@ -502,7 +508,7 @@ impl Session {
                 }
                 let m = Method::decode(&self.chunk.slice(start..end))?;
                 match m {
-                    Method::ChannelOpen(_) => self.open_channel(n),
+                    Method::ChannelOpen(_) => self.open_channel(n, b),
                     // A late close-ok for a channel we already dropped.
                     Method::ChannelCloseOk(_) => Ok(()),
                     other => Err(AmqpError::new(

@@ -77,8 +77,15 @@ pub trait Broker {
     fn grant_credit(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32);
     /// A fresh server-generated name: `prefix` + 22 url-safe base64 chars.
     fn unique_name(&mut self, prefix: &str) -> ShortStr;
-    /// The connection is gone: its exclusive queues go with it.
+    /// The connection is gone: its exclusive queues go with it, and the
+    /// places it took in connection counts are given back.
     fn connection_closed(&mut self, conn: ConnId);
+    /// A channel is opening: the place it takes in its user's channel
+    /// count, held while the channel lives, or 530 NOT_ALLOWED at the
+    /// user's `max-channels`.
+    fn open_channel(&mut self) -> Result<Option<crate::broker::limits::Lease>, AmqpError> {
+        Ok(None)
+    }
     /// A quiet connection (no consumers, unacked deliveries, unconfirmed
     /// publishes or requests in flight) is about to publish or consume:
     /// should it first move to the shard that owns what it will use? If

@@ -188,6 +188,7 @@ fn users_of(topo: &crate::broker::topology::Topology) -> (Vec<UserInfo>, Vec<Per
             password_hash: base64::engine::general_purpose::STANDARD.encode(&u.password_hash),
             hashing_algorithm: crate::broker::users::HASHING_ALGORITHM,
             tags: u.tags.clone(),
+            limits: topo.user_limits(&u.name).0.clone(),
         })
         .collect();
     let permissions = topo
@@ -337,7 +338,10 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
     };
     if shard.id == 0 {
         for v in topo.vhosts() {
-            s.vhosts.push(VhostInfo { name: v.name.clone() });
+            s.vhosts.push(VhostInfo {
+                name: v.name.clone(),
+                limits: v.limits.as_ref().map(|l| l.0.clone()),
+            });
         }
         (s.users, s.permissions) = users_of(topo);
         for p in topo.policies() {

@@ -209,6 +209,9 @@ impl Broker for Recorder<'_> {
     fn connection_closed(&mut self, conn: ConnId) {
         self.inner.connection_closed(conn)
     }
+    fn open_channel(&mut self) -> Result<Option<crate::broker::limits::Lease>, AmqpError> {
+        self.inner.open_channel()
+    }
     fn hand_off(&mut self, to: crate::session::HandOffTarget<'_>) -> bool {
         self.inner.hand_off(to)
     }

@@ -6,6 +6,7 @@
 //! reactor) and only then answers the client's `declare-ok`.
 
 use super::disk::{AppendFile, Disk, Syncable};
+use crate::broker::limits::Limits;
 use crate::broker::topology::{Change, Dest, ExchangeDef, PolicyDef, QueueDef, Topology};
 use crate::broker::users::User;
 use crate::ids::{ExchangeId, QueueId, VhostId};
@@ -55,7 +56,7 @@ fn put_dest(out: &mut BytesMut, d: Dest) {
 /// Serializes one change.
 pub fn encode(c: &Change, out: &mut BytesMut) {
     match c {
-        Change::AddVhost { id, name } => {
+        Change::AddVhost { id, name, .. } => {
             out.put_u8(1);
             out.put_u32(id.0);
             put_longstr(out, name.as_bytes());
@@ -154,7 +155,43 @@ pub fn encode(c: &Change, out: &mut BytesMut) {
             out.put_u32(vhost.0);
             put_longstr(out, name.as_bytes());
         }
+        Change::SetVhostLimits { vhost, limits } => {
+            out.put_u8(15);
+            out.put_u32(vhost.0);
+            match limits {
+                None => out.put_u8(0),
+                Some(l) => {
+                    out.put_u8(1);
+                    put_limits(out, l);
+                }
+            }
+        }
+        Change::SetUserLimits { user, limits } => {
+            out.put_u8(16);
+            put_longstr(out, user.as_bytes());
+            put_limits(out, limits);
+        }
     }
+}
+
+fn put_limits(out: &mut BytesMut, l: &Limits) {
+    out.put_u32(l.0.len() as u32);
+    for (name, value) in l.iter() {
+        put_longstr(out, name.as_bytes());
+        out.put_i64(value);
+    }
+}
+
+fn limits(r: &mut Reader) -> io::Result<Limits> {
+    let n = r.u32().map_err(|_| bad())?;
+    let mut l = Limits::default();
+    // Two names are defined; a few more would be a newer format's.
+    for _ in 0..n.min(64) {
+        let name = text(r)?;
+        let value = r.u64().map_err(|_| bad())? as i64;
+        l.0.insert(name, value);
+    }
+    Ok(l)
 }
 
 fn bad() -> io::Error {
@@ -179,6 +216,7 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
         1 => Change::AddVhost {
             id: VhostId(r.u32().map_err(e)?),
             name: r.longstr().map_err(e)?.as_str().into_owned(),
+            connections: Default::default(),
         },
         2 => Change::DeleteVhost {
             id: VhostId(r.u32().map_err(e)?),
@@ -256,6 +294,7 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
                 name,
                 password_hash,
                 tags,
+                counters: Default::default(),
             })
         }
         10 => Change::DeleteUser { name: text(&mut r)? },
@@ -282,6 +321,18 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
             vhost: VhostId(r.u32().map_err(e)?),
             name: text(&mut r)?,
         },
+        15 => Change::SetVhostLimits {
+            vhost: VhostId(r.u32().map_err(e)?),
+            limits: match r.u8().map_err(e)? {
+                0 => None,
+                1 => Some(limits(&mut r)?),
+                _ => return Err(bad()),
+            },
+        },
+        16 => Change::SetUserLimits {
+            user: text(&mut r)?,
+            limits: limits(&mut r)?,
+        },
         _ => return Err(bad()),
     })
 }
@@ -305,7 +356,9 @@ pub fn is_durable(topo: &Topology, c: &Change) -> bool {
         | Change::SetPermissions { .. }
         | Change::ClearPermissions { .. }
         | Change::SetPolicy(_)
-        | Change::ClearPolicy { .. } => true,
+        | Change::ClearPolicy { .. }
+        | Change::SetVhostLimits { .. }
+        | Change::SetUserLimits { .. } => true,
         Change::DeclareExchange(d) => d.durable,
         Change::DeleteExchange { id } => topo.exchange(*id).is_some_and(|x| x.def.durable),
         Change::DeclareQueue(q) => q.durable && q.exclusive.is_none(),
@@ -325,12 +378,26 @@ pub fn snapshot(topo: &Topology) -> Vec<Change> {
         out.push(Change::AddVhost {
             id: v.id,
             name: v.name.clone(),
+            connections: v.connections.clone(),
         });
+        if v.limits.is_some() {
+            out.push(Change::SetVhostLimits {
+                vhost: v.id,
+                limits: v.limits.clone(),
+            });
+        }
     }
     let mut users: Vec<_> = topo.users().collect();
     users.sort_by(|a, b| a.name.cmp(&b.name));
     for u in users {
         out.push(Change::PutUser(u.clone()));
+        let limits = topo.user_limits(&u.name);
+        if !limits.is_empty() {
+            out.push(Change::SetUserLimits {
+                user: u.name.clone(),
+                limits: limits.clone(),
+            });
+        }
     }
     let mut perms: Vec<_> = topo.all_permissions().collect();
     perms.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
@@ -491,6 +558,82 @@ mod tests {
     use crate::broker::control::ControlPlane;
     use crate::protocol::{FieldTable, FieldValue};
     use std::io::Write;
+
+    /// Limits are logged and come back whole (negative and empty sets
+    /// too), after the vhost or user they belong to; a vhost's cleared
+    /// limits and a deleted user's stay gone.
+    #[test]
+    fn limits_are_logged_and_recovered() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut log, _) = TopoLog::open(&crate::storage::RealDisk, d.path()).unwrap();
+        let mut topo = Topology::default();
+        let mut cp = ControlPlane::default();
+        let mut all = cp.add_vhost(&topo, "/").unwrap();
+        all.extend(cp.add_vhost(&topo, "v2").unwrap());
+        for name in ["u", "gone"] {
+            all.push(Change::PutUser(User {
+                name: name.into(),
+                password_hash: Vec::new(),
+                tags: Vec::new(),
+                counters: Default::default(),
+            }));
+        }
+        let lim = Limits::from([("max-connections", -1), ("max-queues", 1 << 40)]);
+        all.extend([
+            Change::SetVhostLimits {
+                vhost: VhostId(1),
+                limits: Some(lim.clone()),
+            },
+            Change::SetVhostLimits {
+                vhost: VhostId(2),
+                limits: Some(Limits::default()),
+            },
+            Change::SetUserLimits {
+                user: "u".into(),
+                limits: Limits::from([("max-channels", 0)]),
+            },
+            Change::SetUserLimits {
+                user: "gone".into(),
+                limits: Limits::from([("max-channels", 3)]),
+            },
+            Change::DeleteUser { name: "gone".into() },
+        ]);
+        for c in &all {
+            assert!(is_durable(&topo, c));
+            topo.apply(c);
+            log.append(&[c]).unwrap();
+        }
+        drop(log);
+        for _ in 0..2 {
+            // Read back twice: the second time from the snapshot the first
+            // reopen wrote.
+            let (_log, changes) = TopoLog::open(&crate::storage::RealDisk, d.path()).unwrap();
+            let mut back = Topology::default();
+            for c in &changes {
+                back.apply(c);
+            }
+            assert_eq!(back.vhost("/").unwrap().limits, Some(lim.clone()));
+            assert_eq!(back.vhost("v2").unwrap().limits, Some(Limits::default()));
+            assert_eq!(back.user_limits("u"), &Limits::from([("max-channels", 0)]));
+            assert!(back.user_limits("gone").is_empty());
+        }
+        // A cleared set is a record of its own.
+        let mut b = BytesMut::new();
+        encode(
+            &Change::SetVhostLimits {
+                vhost: VhostId(2),
+                limits: None,
+            },
+            &mut b,
+        );
+        assert!(matches!(
+            decode(b.freeze()).unwrap(),
+            Change::SetVhostLimits {
+                vhost: VhostId(2),
+                limits: None
+            }
+        ));
+    }
 
     #[test]
     fn replay_rebuilds_durable_topology_only() {

@@ -20,5 +20,6 @@ mod raw;
 mod tls;
 mod tutorials;
 mod ui;
+mod vhost_limits;
 mod warrenctl;
 mod wire;

@@ -413,3 +413,200 @@ fn status_cluster_status_stop_and_reset() {
     );
     handle.shutdown();
 }
+
+/// The limits commands, in rabbitmqctl 3.10.8's words and exit codes
+/// (each output below was captured from rabbitmqctl against RabbitMQ
+/// 3.10.8): `set_vhost_limits` replaces the set, `set_user_limits` adds to
+/// it; the limits are enforced once set.
+#[test]
+fn vhost_and_user_limits() {
+    let b = common::start_with_mgmt(1);
+    let port: u16 = b.base.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(
+        ok(port, &["list_vhost_limits"]),
+        "Listing limits for vhost \"/\" ...\n\n"
+    );
+    fails(
+        port,
+        &["clear_vhost_limits"],
+        69,
+        "Error:\nParameter does not exist",
+    );
+    assert_eq!(
+        ok(
+            port,
+            &["set_vhost_limits", r#"{"max-connections": 10, "max-queues": 5}"#]
+        ),
+        "Setting vhost limits to \"{\"max-connections\": 10, \"max-queues\": 5}\" for vhost \"/\" ...\n"
+    );
+    assert_eq!(
+        ok(port, &["list_vhost_limits"]),
+        "Listing limits for vhost \"/\" ...\n{\"max-connections\":10,\"max-queues\":5}\n"
+    );
+    assert_eq!(
+        ok(port, &["list_vhost_limits", "-p", "/", "-q"]),
+        "{\"max-connections\":10,\"max-queues\":5}\n"
+    );
+    assert_eq!(
+        ok(port, &["list_vhost_limits", "--global"]),
+        "Listing limits for all vhosts ...\nvhost\tlimits\n/\t{\"max-connections\":10,\"max-queues\":5}\n"
+    );
+    // Replaced whole.
+    ok(port, &["set_vhost_limits", r#"{"max-queues": 1}"#]);
+    assert_eq!(ok(port, &["-q", "list_vhost_limits"]), "{\"max-queues\":1}\n");
+    fails(
+        port,
+        &["set_vhost_limits", r#"{"max-queues":"x","max-connections":"y"}"#],
+        69,
+        "Error:\nValidation failed\n\nmax-queues should be a number, actually was <<\"x\">>\nmax-connections should be a number, actually was <<\"y\">>\n",
+    );
+    fails(
+        port,
+        &["set_vhost_limits", r#"{"max-foo":1}"#],
+        69,
+        "Validation failed\n\nUnrecognised terms [{<<\"max-foo\">>,1}] in limits\n",
+    );
+    fails(
+        port,
+        &["set_vhost_limits", "garbage"],
+        69,
+        "JSON decoding error. Reason: badarg",
+    );
+    fails(
+        port,
+        &["set_vhost_limits", "-p", "nope", r#"{"max-queues":1}"#],
+        65,
+        "Virtual host 'nope' does not exist",
+    );
+    fails(
+        port,
+        &["list_vhost_limits", "-p", "nope"],
+        65,
+        "Virtual host 'nope' does not exist",
+    );
+    fails(port, &["set_vhost_limits"], 64, "set_vhost_limits takes");
+    // Enforced: one queue.
+    let (s, _) = http(
+        "PUT",
+        &format!("{}/api/queues/%2F/one", b.base),
+        Some(("guest", "guest")),
+        Some(json!({})),
+    );
+    assert_eq!(s, 201);
+    let (s, body) = http(
+        "PUT",
+        &format!("{}/api/queues/%2F/two", b.base),
+        Some(("guest", "guest")),
+        Some(json!({})),
+    );
+    assert_eq!(s, 400);
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("cannot declare queue 'two': queue limit in vhost '/' (1) is reached"),
+        "{body}"
+    );
+    assert_eq!(
+        ok(port, &["clear_vhost_limits"]),
+        "Clearing vhost \"/\" limits ...\n"
+    );
+    assert_eq!(
+        ok(port, &["list_vhost_limits", "--global"]),
+        "Listing limits for all vhosts ...\n\n"
+    );
+
+    ok(port, &["add_user", "bob", "pw"]);
+    assert_eq!(
+        ok(port, &["list_user_limits"]),
+        "Listing limits for user \"guest\" ...\n{}\n"
+    );
+    assert_eq!(
+        ok(
+            port,
+            &[
+                "set_user_limits",
+                "bob",
+                r#"{"max-connections": 2, "max-channels": 3}"#
+            ]
+        ),
+        "Setting user limits to \"{\"max-connections\": 2, \"max-channels\": 3}\" for user \"bob\" ...\n"
+    );
+    // Added to, not replaced.
+    ok(port, &["set_user_limits", "bob", r#"{"max-connections": 5}"#]);
+    assert_eq!(
+        ok(port, &["list_user_limits", "--user", "bob"]),
+        "Listing limits for user \"bob\" ...\n{\"max-channels\":3,\"max-connections\":5}\n"
+    );
+    assert_eq!(
+        ok(port, &["list_user_limits", "--global"]),
+        "Listing limits for all users ...\nuser\tlimits\nbob\t{\"max-channels\":3,\"max-connections\":5}\n"
+    );
+    fails(
+        port,
+        &["set_user_limits", "bob", r#"{"max-channels":"x"}"#],
+        69,
+        "Error:\nmax-channels should be a number, actually was <<\"x\">>",
+    );
+    fails(
+        port,
+        &["set_user_limits", "bob", r#"{"max-foo":1}"#],
+        69,
+        "Unrecognised terms [{<<\"max-foo\">>,1}] in user-limits",
+    );
+    fails(
+        port,
+        &["set_user_limits", "nobody", r#"{"max-channels":1}"#],
+        69,
+        "{:no_such_user, \"nobody\"}",
+    );
+    fails(
+        port,
+        &["list_user_limits", "--user", "nobody"],
+        69,
+        "{:no_such_user, \"nobody\"}",
+    );
+    fails(
+        port,
+        &["clear_user_limits", "bob"],
+        64,
+        "clear_user_limits takes USER LIMIT|all",
+    );
+    assert_eq!(
+        ok(port, &["clear_user_limits", "bob", "max-channels"]),
+        "Clearing \"max-channels\" limit for user \"bob\" ...\n"
+    );
+    assert_eq!(
+        ok(port, &["-q", "list_user_limits", "--user", "bob"]),
+        "{\"max-connections\":5}\n"
+    );
+    ok(port, &["clear_user_limits", "bob", "max-bogus"]);
+    assert_eq!(
+        ok(port, &["clear_user_limits", "bob", "all"]),
+        "Clearing all limits for user \"bob\" ...\n"
+    );
+    assert_eq!(ok(port, &["-q", "list_user_limits", "--user", "bob"]), "{}\n");
+    fails(
+        port,
+        &["clear_user_limits", "nobody", "all"],
+        69,
+        "{:no_such_user, \"nobody\"}",
+    );
+    // Enforced: guest may open no channel at all.
+    ok(port, &["set_user_limits", "guest", r#"{"max-channels": 0}"#]);
+    let addr = b.broker.handle.amqp_addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = common::connect(&format!("amqp://guest:guest@{addr}/%2f")).await;
+        let err = c.create_channel().await.unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "NOT_ALLOWED - number of channels opened for user 'guest' has reached the maximum allowed user limit of (0)"
+            ),
+            "{err}"
+        );
+    });
+}

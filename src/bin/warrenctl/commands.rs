@@ -18,6 +18,10 @@ pub const HELP: &str = "Commands:
   list_bindings [-p VHOST] [COLUMN ...], list_connections [COLUMN ...],
   list_channels [COLUMN ...], list_consumers [-p VHOST] [COLUMN ...]
   purge_queue [-p VHOST] QUEUE, delete_queue [-p VHOST] [--if-empty] [--if-unused] QUEUE
+  set_vhost_limits [-p VHOST] DEFINITION, clear_vhost_limits [-p VHOST],
+  list_vhost_limits [-p VHOST] [--global]
+  set_user_limits USER DEFINITION, clear_user_limits USER LIMIT|all,
+  list_user_limits [--user USER] [--global]
   export_definitions PATH|-, import_definitions PATH|-";
 
 fn args<'a>(cli: &'a Cli, n: usize, shape: &str) -> Result<Vec<&'a str>, Failure> {
@@ -373,6 +377,8 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
             }
             Ok(())
         }
+        "set_vhost_limits" | "clear_vhost_limits" | "list_vhost_limits" | "set_user_limits"
+        | "clear_user_limits" | "list_user_limits" => limits(cli, c),
         "export_definitions" => {
             let a = args(cli, 1, "PATH (or - for standard output)")?;
             let defs = must(c.get("/definitions")?, "definitions")?;
@@ -491,4 +497,159 @@ fn reset(cli: &Cli, c: &Client) -> Result<(), Failure> {
     }
     drop(lock);
     Ok(())
+}
+
+/// A limits definition as rabbitmqctl prints it: compact JSON, keys in
+/// order (an empty set, which the API shows as `[]`, is `{}`).
+fn limits_json(v: &Value) -> String {
+    match v {
+        Value::Object(_) => v.to_string(),
+        _ => "{}".to_string(),
+    }
+}
+
+/// rabbitmqctl's "no such user" (an Erlang tuple, as it prints it).
+fn no_such_user(user: &str) -> Failure {
+    fail(EX_UNAVAILABLE, format!("{{:no_such_user, {user:?}}}"))
+}
+
+/// The vhost and user limits commands, with rabbitmqctl 3.10's messages
+/// and exit codes (its errors are 69, a missing vhost 65).
+fn limits(cli: &Cli, c: &Client) -> Result<(), Failure> {
+    use warren::mgmt::limits::{Kind, user_error, validate};
+    let vh = enc(&cli.vhost);
+    let vhost = cli.vhost.as_str();
+    // A refusal of the broker's (400) is rabbitmqctl's error, 69.
+    let refused = |f: Failure| {
+        if f.code == EX_DATAERR {
+            fail(EX_UNAVAILABLE, f.message)
+        } else {
+            f
+        }
+    };
+    let no_vhost = || fail(EX_DATAERR, format!("Virtual host '{vhost}' does not exist"));
+    let bad_json = || fail(EX_UNAVAILABLE, "JSON decoding error. Reason: badarg");
+    match cli.command.as_str() {
+        "set_vhost_limits" => {
+            let a = args(cli, 1, "[-p VHOST] DEFINITION")?;
+            cli.info(&format!(
+                "Setting vhost limits to \"{}\" for vhost \"{vhost}\" ...",
+                a[0]
+            ));
+            let def: Value = serde_json::from_str(a[0]).map_err(|_| bad_json())?;
+            let path = format!("/parameters/vhost-limits/{vh}/limits");
+            c.call("PUT", &path, Some(&json!({ "value": def })))
+                .map_err(refused)?
+                .ok_or_else(no_vhost)?;
+            Ok(())
+        }
+        "clear_vhost_limits" => {
+            args(cli, 0, "[-p VHOST]")?;
+            cli.info(&format!("Clearing vhost \"{vhost}\" limits ..."));
+            let path = format!("/parameters/vhost-limits/{vh}/limits");
+            c.call("DELETE", &path, None)
+                .map_err(refused)?
+                .ok_or_else(|| fail(EX_UNAVAILABLE, "Parameter does not exist"))?;
+            Ok(())
+        }
+        "list_vhost_limits" if cli.global => {
+            args(cli, 0, "[-p VHOST] [--global]")?;
+            cli.info("Listing limits for all vhosts ...");
+            let rows: Vec<Value> = c
+                .list("/vhost-limits")?
+                .into_iter()
+                .map(|r| json!({ "vhost": r["vhost"], "limits": limits_json(&r["value"]) }))
+                .collect();
+            if rows.is_empty() {
+                println!();
+            } else {
+                table(!cli.quiet, &columns(&[], &["vhost", "limits"], &[]), &rows);
+            }
+            Ok(())
+        }
+        "list_vhost_limits" => {
+            args(cli, 0, "[-p VHOST] [--global]")?;
+            cli.info(&format!("Listing limits for vhost \"{vhost}\" ..."));
+            let rows = c.get(&format!("/vhost-limits/{vh}"))?.ok_or_else(no_vhost)?;
+            match rows.as_array().and_then(|r| r.first()) {
+                Some(r) => println!("{}", limits_json(&r["value"])),
+                None => println!(),
+            }
+            Ok(())
+        }
+        "set_user_limits" => {
+            let a = args(cli, 2, "USER DEFINITION")?;
+            cli.info(&format!(
+                "Setting user limits to \"{}\" for user \"{}\" ...",
+                a[1], a[0]
+            ));
+            let def: Value = serde_json::from_str(a[1]).map_err(|_| bad_json())?;
+            let limits = validate(Kind::User, &def).map_err(|e| fail(EX_UNAVAILABLE, user_error(&e)))?;
+            let user = enc(a[0]);
+            c.get(&format!("/user-limits/{user}"))?
+                .ok_or_else(|| no_such_user(a[0]))?;
+            for (name, value) in limits.iter() {
+                c.call(
+                    "PUT",
+                    &format!("/user-limits/{user}/{}", enc(name)),
+                    Some(&json!({ "value": value })),
+                )
+                .map_err(refused)?;
+            }
+            Ok(())
+        }
+        "clear_user_limits" => {
+            let a = args(cli, 2, "USER LIMIT|all")?;
+            if a[1] == "all" {
+                cli.info(&format!("Clearing all limits for user \"{}\" ...", a[0]));
+            } else {
+                cli.info(&format!("Clearing \"{}\" limit for user \"{}\" ...", a[1], a[0]));
+            }
+            let user = enc(a[0]);
+            let rows = c
+                .get(&format!("/user-limits/{user}"))?
+                .ok_or_else(|| no_such_user(a[0]))?;
+            let names: Vec<String> = if a[1] == "all" {
+                rows.as_array()
+                    .and_then(|r| r.first())
+                    .and_then(|r| r["value"].as_object())
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default()
+            } else {
+                vec![a[1].to_string()]
+            };
+            for name in names {
+                c.call("DELETE", &format!("/user-limits/{user}/{}", enc(&name)), None)
+                    .map_err(refused)?;
+            }
+            Ok(())
+        }
+        "list_user_limits" if cli.global => {
+            args(cli, 0, "[--user USER] [--global]")?;
+            cli.info("Listing limits for all users ...");
+            let rows: Vec<Value> = c
+                .list("/user-limits")?
+                .into_iter()
+                .map(|r| json!({ "user": r["user"], "limits": limits_json(&r["value"]) }))
+                .collect();
+            if rows.is_empty() {
+                println!();
+            } else {
+                table(!cli.quiet, &columns(&[], &["user", "limits"], &[]), &rows);
+            }
+            Ok(())
+        }
+        "list_user_limits" => {
+            args(cli, 0, "[--user USER] [--global]")?;
+            let user = cli.user.as_deref().unwrap_or("guest");
+            cli.info(&format!("Listing limits for user \"{user}\" ..."));
+            let rows = c
+                .get(&format!("/user-limits/{}", enc(user)))?
+                .ok_or_else(|| no_such_user(user))?;
+            let value = rows.as_array().and_then(|r| r.first()).map(|r| &r["value"]);
+            println!("{}", value.map_or("{}".to_string(), limits_json));
+            Ok(())
+        }
+        other => Err(usage(format!("unknown command '{other}'"))),
+    }
 }

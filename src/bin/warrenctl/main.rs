@@ -48,6 +48,12 @@ pub struct Cli {
     /// reset: the data dir of the stopped broker.
     #[arg(long, global = true)]
     data_dir: Option<std::path::PathBuf>,
+    /// list_vhost_limits, list_user_limits: every vhost's or user's.
+    #[arg(long, global = true)]
+    global: bool,
+    /// list_user_limits: whose (guest by default, as rabbitmqctl).
+    #[arg(long, global = true)]
+    user: Option<String>,
     /// The command (see below) and its arguments.
     command: String,
     #[arg(allow_hyphen_values = false)]

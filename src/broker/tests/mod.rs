@@ -7,6 +7,7 @@
 
 mod args;
 mod deadletter;
+mod limits;
 mod permissions;
 mod planner_exchange;
 mod planner_queue;
@@ -118,6 +119,7 @@ impl World {
             name: name.to_string(),
             password_hash: hash_password(b"pw", [1, 2, 3, 4]),
             tags: vec![],
+            counters: Default::default(),
         }));
         self.topo.apply(&Change::SetPermissions {
             user: name.to_string(),

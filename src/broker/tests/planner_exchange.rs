@@ -46,7 +46,7 @@ fn add_vhost_twice_is_refused_and_a_second_vhost_gets_the_next_ids() {
     let changes = w.cp.add_vhost(&w.topo, "v2").expect("new");
     assert_eq!(changes.len(), 8);
     match &changes[0] {
-        Change::AddVhost { id, name } => assert_eq!((id.0, name.as_str()), (2, "v2")),
+        Change::AddVhost { id, name, .. } => assert_eq!((id.0, name.as_str()), (2, "v2")),
         other => panic!("{other:?}"),
     }
     let ids: Vec<_> = changes[1..]

@@ -433,6 +433,7 @@ fn users_and_permissions_apply_and_removal() {
         name: "u".into(),
         password_hash: hash_password(b"a", [0; 4]),
         tags: vec!["monitoring".into()],
+        counters: Default::default(),
     };
     w.topo.apply(&Change::PutUser(user.clone()));
     assert_eq!(w.topo.user("u"), Some(&user));

@@ -88,6 +88,7 @@ fn user_tags() {
         name: "u".into(),
         password_hash: vec![],
         tags: vec!["administrator".into(), "monitoring".into()],
+        counters: Default::default(),
     };
     assert!(u.has_tag("administrator") && u.has_tag("monitoring"));
     assert!(!u.has_tag("management") && !u.has_tag("Administrator"));

@@ -309,3 +309,131 @@ fn amqp_requests_from_the_management_plane() {
         .collect();
     assert_eq!(answers, [true, true, false, true]);
 }
+
+/// Runs a management operation on one shard: what it did, logged and
+/// applied, ending with its answer.
+fn run_admin(c: &mut C, op: AdminOp) -> Vec<String> {
+    c.admin(op);
+    let mut all = c.poll();
+    if all.last().map(String::as_str) == Some("sync-log") {
+        c.sync_log(false);
+        all.extend(c.poll());
+    }
+    all
+}
+
+fn limits(pairs: &[(&str, i64)]) -> crate::broker::limits::Limits {
+    crate::broker::limits::Limits(pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+}
+
+/// A vhost's limits as RabbitMQ's commands change them: set whole
+/// (`set_vhost_limits`), one set or removed (the API; removing from a
+/// vhost without limits leaves an empty set, as RabbitMQ's `clear_limit`
+/// does), cleared (refused when there are none: "Parameter does not
+/// exist"). Each is a logged change.
+#[test]
+fn vhost_limits_operations() {
+    use crate::admin::LimitsOp::*;
+    let mut c = C::new(1);
+    let op = |op| AdminOp::VhostLimits {
+        vhost: "/".into(),
+        op,
+    };
+    assert_eq!(
+        run_admin(&mut c, op(Clear)),
+        ["admin error 404 NOT_FOUND - Parameter does not exist"]
+    );
+    assert_eq!(
+        run_admin(&mut c, op(Remove("max-queues".into()))),
+        [
+            "sync-log",
+            "apply [set-vhost-limits v1 Some(Limits({}))]",
+            "admin ok"
+        ]
+    );
+    run_admin(
+        &mut c,
+        op(Set(limits(&[("max-queues", 5), ("max-connections", 7)]))),
+    );
+    run_admin(&mut c, op(Merge(limits(&[("max-queues", -1)]))));
+    let v = |c: &C| c.topo.vhost("/").unwrap().limits.clone();
+    assert_eq!(v(&c), Some(limits(&[("max-connections", 7), ("max-queues", -1)])));
+    run_admin(&mut c, op(Remove("max-connections".into())));
+    assert_eq!(v(&c), Some(limits(&[("max-queues", -1)])));
+    run_admin(&mut c, op(Set(limits(&[("max-connections", 1)]))));
+    assert_eq!(v(&c), Some(limits(&[("max-connections", 1)])), "set replaces");
+    assert_eq!(
+        run_admin(&mut c, op(Clear)),
+        ["sync-log", "apply [set-vhost-limits v1 None]", "admin ok"]
+    );
+    assert_eq!(v(&c), None);
+    // Names are checked again here; a vhost must exist.
+    assert_eq!(
+        run_admin(&mut c, op(Merge(limits(&[("max-channels", 1)])))),
+        ["admin error 406 PRECONDITION_FAILED - unknown limit 'max-channels'"]
+    );
+    assert_eq!(
+        run_admin(
+            &mut c,
+            AdminOp::VhostLimits {
+                vhost: "nope".into(),
+                op: Clear
+            }
+        ),
+        ["admin error 404 NOT_FOUND - vhost 'nope' not found"]
+    );
+    // The log has what the topology has.
+    let (_, changes) = TopoLog::open(&c.disk, &log_dir()).unwrap();
+    let mut back = Topology::default();
+    for ch in &changes {
+        back.apply(ch);
+    }
+    assert_eq!(back.vhost("/").unwrap().limits, None);
+}
+
+/// A user's limits: merged (`set_user_limits`), one removed, all cleared;
+/// a user must exist; replacing the user (new password or tags) keeps them.
+#[test]
+fn user_limits_operations() {
+    use crate::admin::LimitsOp::*;
+    let mut c = C::new(1);
+    let op = |op| AdminOp::UserLimits {
+        user: "guest".into(),
+        op,
+    };
+    run_admin(&mut c, op(Merge(limits(&[("max-connections", 2)]))));
+    run_admin(&mut c, op(Merge(limits(&[("max-channels", 3)]))));
+    assert_eq!(
+        c.topo.user_limits("guest"),
+        &limits(&[("max-channels", 3), ("max-connections", 2)])
+    );
+    run_admin(
+        &mut c,
+        AdminOp::PutUser {
+            name: "guest".into(),
+            password_hash: Vec::new(),
+            tags: vec!["monitoring".into()],
+        },
+    );
+    assert_eq!(c.topo.user_limits("guest").0.len(), 2, "kept by a new definition");
+    run_admin(&mut c, op(Remove("max-channels".into())));
+    assert_eq!(c.topo.user_limits("guest"), &limits(&[("max-connections", 2)]));
+    run_admin(&mut c, op(Remove("max-bogus".into())));
+    assert_eq!(c.topo.user_limits("guest"), &limits(&[("max-connections", 2)]));
+    run_admin(&mut c, op(Clear));
+    assert!(c.topo.user_limits("guest").is_empty());
+    assert_eq!(
+        run_admin(&mut c, op(Set(limits(&[("max-queues", 1)])))),
+        ["admin error 406 PRECONDITION_FAILED - unknown limit 'max-queues'"]
+    );
+    assert_eq!(
+        run_admin(
+            &mut c,
+            AdminOp::UserLimits {
+                user: "nobody".into(),
+                op: Clear
+            }
+        ),
+        ["admin error 404 NOT_FOUND - user 'nobody' not found"]
+    );
+}

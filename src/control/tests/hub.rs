@@ -390,3 +390,243 @@ fn delete_vhost_drops_queues_and_closes_connections_everywhere() {
         );
     }
 }
+
+impl Cluster {
+    /// A management operation, run to its answer.
+    fn admin(&mut self, op: crate::admin::AdminOp) -> Result<(), AmqpError> {
+        let (tx, rx) = sync_channel(1);
+        self.send(
+            0,
+            0,
+            Item::Control(ControlMsg::Admin {
+                user: "guest".into(),
+                op,
+                reply: tx,
+            }),
+        );
+        self.pump();
+        rx.try_recv().expect("answered")
+    }
+
+    /// `connection.open` of `user` (logged in) on `shard`: the
+    /// connection's state, or the refusal's text.
+    fn open(&mut self, shard: usize, user: &str, vhost: &str) -> Result<crate::hub::ConnState, String> {
+        use crate::session::Broker;
+        let mut st = crate::hub::ConnState::new(None);
+        st.user = user.into();
+        let r = self.hubs[shard].client(&mut st, 0).open_vhost(user, vhost);
+        r.map(|_| st).map_err(|e| e.reply_text())
+    }
+
+    /// `channel.open` on a connection of `shard`.
+    fn channel(
+        &mut self,
+        shard: usize,
+        st: &mut crate::hub::ConnState,
+    ) -> Result<Option<crate::broker::limits::Lease>, String> {
+        use crate::session::Broker;
+        self.hubs[shard]
+            .client(st, 0)
+            .open_channel()
+            .map_err(|e| e.reply_text())
+    }
+
+    /// The connection closes (its session tells the broker).
+    fn close(&mut self, shard: usize, mut st: crate::hub::ConnState, conn: ConnId) {
+        use crate::session::Broker;
+        self.hubs[shard].client(&mut st, 0).connection_closed(conn);
+        self.pump();
+    }
+}
+
+fn lim_user() -> [crate::admin::AdminOp; 2] {
+    [
+        crate::admin::AdminOp::PutUser {
+            name: "lim".into(),
+            password_hash: Vec::new(),
+            tags: Vec::new(),
+        },
+        crate::admin::AdminOp::SetPermissions {
+            user: "lim".into(),
+            vhost: "/".into(),
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        },
+    ]
+}
+
+fn set_limits(vhost: Option<&str>, user: Option<&str>, limits: &[(&str, i64)]) -> crate::admin::AdminOp {
+    let l = crate::broker::limits::Limits(limits.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+    let op = crate::admin::LimitsOp::Set(l);
+    match (vhost, user) {
+        (Some(v), None) => crate::admin::AdminOp::VhostLimits { vhost: v.into(), op },
+        (None, Some(u)) => crate::admin::AdminOp::UserLimits { user: u.into(), op },
+        _ => unreachable!(),
+    }
+}
+
+/// Connections count towards their vhost's and their user's limits, and
+/// channels towards their user's, over every shard: each shard alone is
+/// under the limit when the next one is refused. RabbitMQ's texts; a
+/// refused connection holds no place; closing (or dropping) one frees its
+/// places; replacing the user keeps its count.
+#[test]
+fn connection_and_channel_limits_hold_over_every_shard() {
+    let mut c = Cluster::new(2);
+    for op in lim_user() {
+        c.admin(op).unwrap();
+    }
+    c.admin(set_limits(Some("/"), None, &[("max-connections", 3)]))
+        .unwrap();
+    c.admin(set_limits(
+        None,
+        Some("lim"),
+        &[("max-connections", 2), ("max-channels", 2)],
+    ))
+    .unwrap();
+    let mut a = c.open(0, "lim", "/").unwrap();
+    let mut b = c.open(1, "lim", "/").unwrap();
+    let user_full = "NOT_ALLOWED - connection refused for user 'lim': user connection limit (2) is reached";
+    assert_eq!(c.open(1, "lim", "/").err().unwrap(), user_full);
+    assert_eq!(c.open(0, "lim", "/").err().unwrap(), user_full);
+    let g = c.open(0, "guest", "/").unwrap();
+    let vhost_full =
+        "NOT_ALLOWED - access to vhost '/' refused for user 'guest': connection limit (3) is reached";
+    assert_eq!(c.open(1, "guest", "/").err().unwrap(), vhost_full);
+    // The vhost's limit is checked before the user's (and before access).
+    assert_eq!(
+        c.open(1, "lim", "/").err().unwrap(),
+        "NOT_ALLOWED - access to vhost '/' refused for user 'lim': connection limit (3) is reached"
+    );
+    drop(g);
+    let g = c.open(1, "guest", "/").unwrap();
+
+    // Channels: the user's, on both shards.
+    let a1 = c.channel(0, &mut a).unwrap();
+    let _b1 = c.channel(1, &mut b).unwrap();
+    let channels_full = "NOT_ALLOWED - number of channels opened for user 'lim' has reached the maximum allowed user limit of (2)";
+    assert_eq!(c.channel(1, &mut b).err().unwrap(), channels_full);
+    assert_eq!(c.channel(0, &mut a).err().unwrap(), channels_full);
+    drop(a1);
+    let _a1 = c.channel(0, &mut a).unwrap();
+    // guest has no channel limit.
+    let mut g = g;
+    let _many: Vec<_> = (0..5).map(|_| c.channel(1, &mut g).unwrap()).collect();
+
+    drop(g);
+    // A replaced user (new tags) keeps counting its connections.
+    c.admin(crate::admin::AdminOp::PutUser {
+        name: "lim".into(),
+        password_hash: Vec::new(),
+        tags: vec!["management".into()],
+    })
+    .unwrap();
+    assert_eq!(c.open(0, "lim", "/").err().unwrap(), user_full);
+    // A connection that closes gives its places back.
+    c.close(0, a, ConnId::new(0, 1));
+    let _a = c.open(0, "lim", "/").unwrap();
+    // Limits lifted: negative means none.
+    c.admin(set_limits(None, Some("lim"), &[("max-connections", -1)]))
+        .unwrap();
+    c.admin(set_limits(Some("/"), None, &[("max-connections", -1)]))
+        .unwrap();
+    let _more = c.open(1, "lim", "/").unwrap();
+}
+
+/// `max-queues` holds exactly for declares sent from every shard at once:
+/// the control plane plans them one by one against the committed topology.
+#[test]
+fn the_queue_limit_is_exact_for_declares_from_every_shard_at_once() {
+    let mut c = Cluster::new(3);
+    c.admin(set_limits(Some("/"), None, &[("max-queues", 2)]))
+        .unwrap();
+    c.request(chan(0, 1), declare("a", false));
+    c.request(chan(1, 1), declare("b", true));
+    c.request(chan(1, 2), declare("a", false));
+    c.request(chan(2, 1), declare("c", false));
+    c.request(chan(2, 2), declare("d", true));
+    c.pump();
+    let mut events = c.take_events();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            "on 0: conn0.1/1: declare-ok a messages=0 consumers=0",
+            "on 1: conn1.1/1: declare-ok b messages=0 consumers=0",
+            "on 1: conn1.2/1: declare-ok a messages=0 consumers=0",
+            "on 2: conn2.1/1: error 406 PRECONDITION_FAILED - cannot declare queue 'c': queue limit in vhost '/' (2) is reached",
+            "on 2: conn2.2/1: error 406 PRECONDITION_FAILED - cannot declare queue 'd': queue limit in vhost '/' (2) is reached",
+        ]
+    );
+    c.request(chan(2, 1), delete("a", false, false));
+    c.request(chan(2, 1), declare("c", false));
+    c.pump();
+    assert_eq!(
+        c.take_events(),
+        [
+            "on 2: conn2.1/1: delete-ok 0",
+            "on 2: conn2.1/1: declare-ok c messages=0 consumers=0"
+        ]
+    );
+}
+
+/// Limits are durable: after a restart every shard has them and enforces
+/// them; a deleted vhost or user takes its limits along, also across a
+/// restart.
+#[test]
+fn limits_survive_a_restart_and_go_with_their_vhost_or_user() {
+    use crate::admin::AdminOp;
+    let mut c = Cluster::new(2);
+    for op in lim_user() {
+        c.admin(op).unwrap();
+    }
+    c.admin(AdminOp::AddVhost { name: "v2".into() }).unwrap();
+    c.admin(set_limits(
+        Some("/"),
+        None,
+        &[("max-connections", 1), ("max-queues", 5)],
+    ))
+    .unwrap();
+    c.admin(set_limits(Some("v2"), None, &[])).unwrap();
+    c.admin(set_limits(None, Some("lim"), &[("max-channels", 0)]))
+        .unwrap();
+    let mut c = c.restart();
+    let l = |pairs: &[(&str, i64)]| {
+        crate::broker::limits::Limits(pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+    };
+    for h in &c.hubs {
+        assert_eq!(
+            h.topo.vhost("/").unwrap().limits,
+            Some(l(&[("max-connections", 1), ("max-queues", 5)]))
+        );
+        assert_eq!(
+            h.topo.vhost("v2").unwrap().limits,
+            Some(l(&[])),
+            "an empty set is kept"
+        );
+        assert_eq!(h.topo.user_limits("lim"), &l(&[("max-channels", 0)]));
+    }
+    let mut a = c.open(1, "lim", "/").unwrap();
+    assert_eq!(
+        c.open(0, "guest", "/").err().unwrap(),
+        "NOT_ALLOWED - access to vhost '/' refused for user 'guest': connection limit (1) is reached"
+    );
+    assert_eq!(
+        c.channel(1, &mut a).err().unwrap(),
+        "NOT_ALLOWED - number of channels opened for user 'lim' has reached the maximum allowed user limit of (0)"
+    );
+    c.admin(AdminOp::DeleteVhost { name: "v2".into() }).unwrap();
+    c.admin(AdminOp::DeleteUser { name: "lim".into() }).unwrap();
+    let mut c = c.restart();
+    c.admin(AdminOp::AddVhost { name: "v2".into() }).unwrap();
+    for op in lim_user() {
+        c.admin(op).unwrap();
+    }
+    for h in &c.hubs {
+        assert_eq!(h.topo.vhost("v2").unwrap().limits, None);
+        assert!(h.topo.user_limits("lim").is_empty());
+    }
+    let mut a = c.open(1, "lim", "/").unwrap();
+    assert!(c.channel(1, &mut a).is_ok());
+}

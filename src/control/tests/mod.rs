@@ -114,6 +114,8 @@ pub(super) fn describe_change(topo: &Topology, c: &Change) -> String {
         Change::ClearPermissions { user, vhost } => format!("clear-permissions {user} v{}", vhost.0),
         Change::SetPolicy(p) => format!("set-policy {}", p.name),
         Change::ClearPolicy { name, .. } => format!("clear-policy {name}"),
+        Change::SetVhostLimits { vhost, limits } => format!("set-vhost-limits v{} {limits:?}", vhost.0),
+        Change::SetUserLimits { user, limits } => format!("set-user-limits {user} {limits:?}"),
     }
 }
 
@@ -191,6 +193,7 @@ pub(super) fn first_boot() -> Vec<Change> {
         name: "guest".into(),
         password_hash: hash_password(b"guest", [1, 2, 3, 4]),
         tags: vec!["administrator".into()],
+        counters: Default::default(),
     }));
     changes.push(Change::SetPermissions {
         user: "guest".into(),

@@ -337,6 +337,7 @@ impl W {
             name: "guest".into(),
             password_hash: hash_password(b"guest", [1, 2, 3, 4]),
             tags: vec![],
+            counters: Default::default(),
         }));
         topo.apply(&Change::SetPermissions {
             user: "guest".into(),

@@ -424,6 +424,38 @@ fn channel_max_limits_how_many_are_open() {
     assert_eq!(p.s.channel_count(), 0);
 }
 
+/// The user's channel limit (the broker's answer to `open_channel`) is
+/// checked after `channel_max`, closes the connection with 530 and no
+/// method (`rabbit_reader:create_channel`), and a channel holds its place
+/// until it is gone: after `close-ok`, or with its connection.
+#[test]
+fn user_channel_limit_closes_the_connection_and_channels_hold_their_place() {
+    let count = crate::broker::limits::Counter::default();
+    let mut p = Peer::open_with(cfg(), CLIENT_CAPS, 3, 131_072, 0);
+    p.b.channels = Some((count.clone(), 2));
+    p.open_channel(1);
+    p.open_channel(2);
+    assert_eq!(count.count(), 2);
+    // Closing: still open until close-ok.
+    p.send(2, Method::ChannelClose(Default::default()));
+    assert_eq!(p.frames(), vec![m(2, Method::ChannelCloseOk(ChannelCloseOk {}))]);
+    assert_eq!(count.count(), 1);
+    p.open_channel(3);
+    p.send(4, Method::ChannelOpen(Default::default()));
+    let text = "NOT_ALLOWED - number of channels opened for user 'guest' has reached the maximum allowed user limit of (2)";
+    assert_eq!(p.frames(), vec![m(0, connection_close(530, text, 0, 0))]);
+    assert_eq!(p.s.phase(), Phase::Closing);
+    assert_eq!(count.count(), 0, "the connection's channels are gone");
+    // channel_max first: at both limits, its text.
+    let count = crate::broker::limits::Counter::default();
+    let mut p = Peer::open_with(cfg(), CLIENT_CAPS, 1, 131_072, 0);
+    p.b.channels = Some((count.clone(), 1));
+    p.open_channel(1);
+    p.send(2, Method::ChannelOpen(Default::default()));
+    let text = "NOT_ALLOWED - number of channels opened (1) has reached the negotiated channel_max (1)";
+    assert_eq!(p.frames(), vec![m(0, connection_close(530, text, 0, 0))]);
+}
+
 /// The client's close gets close-ok and everything is given back at once;
 /// the session lingers until the client hangs up, answering each further
 /// close and ignoring everything else.

@@ -96,6 +96,8 @@ pub(super) struct FakeBroker {
     /// Answers to the next publishes; `routed` with nothing pending after.
     pub outcomes: VecDeque<Result<PublishOutcome, AmqpError>>,
     pub exchange: Result<(), AmqpError>,
+    /// The user's channel count and limit (none: no limit, nothing counted).
+    pub channels: Option<(crate::broker::limits::Counter, u64)>,
     names: u32,
 }
 
@@ -109,6 +111,7 @@ impl Default for FakeBroker {
             vhost: Ok(VHOST),
             outcomes: VecDeque::new(),
             exchange: Ok(()),
+            channels: None,
             names: 0,
         }
     }
@@ -200,6 +203,15 @@ impl Broker for FakeBroker {
     }
     fn connection_closed(&mut self, conn: ConnId) {
         self.calls.push(Call::ConnectionClosed(conn));
+    }
+    fn open_channel(&mut self) -> Result<Option<crate::broker::limits::Lease>, AmqpError> {
+        match &self.channels {
+            None => Ok(None),
+            Some((c, limit)) => c
+                .acquire(Some(*limit))
+                .map(Some)
+                .ok_or_else(|| crate::broker::limits::user_channels_reached("guest", *limit)),
+        }
     }
 }
 
