@@ -379,6 +379,21 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
             super::definitions::import(m, who, snap, &call.json()?, Some(v))?;
             Ok(Reply::empty(204))
         }
+        (&Method::PUT, ["warren", "disk-free-limit"]) => {
+            need_admin(who)?;
+            let body = call.json()?;
+            let bytes = match (
+                body.get("bytes").and_then(Value::as_u64),
+                body.get("mem_relative").and_then(Value::as_f64),
+            ) {
+                (Some(b), None) => b,
+                (None, Some(f)) if f >= 0.0 => (crate::config::physical_memory() as f64 * f) as u64,
+                _ => return Err(bad_request("expected {\"bytes\": N} or {\"mem_relative\": F}")),
+            };
+            log::info!("disk free limit set to {bytes} bytes by '{}'", who.name);
+            m.admin.set_disk_free_limit(bytes);
+            Ok(Reply::empty(204))
+        }
         (&Method::POST, ["warren", "stop"]) => {
             need_admin(who)?;
             log::info!("stop requested through the management API by '{}'", who.name);

@@ -610,3 +610,57 @@ fn vhost_and_user_limits() {
         );
     });
 }
+
+/// `set_disk_free_limit` as rabbitmqctl's: absolute (with its units) or
+/// relative to RAM; the alarm follows the new limit.
+#[test]
+fn set_disk_free_limit_moves_the_alarm() {
+    let (_tmp, dir) = common::temp_data_dir();
+    let handle = common::start_in(&dir, 1);
+    let mgmt = common::mgmt_for(
+        &handle,
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::time::Duration::from_secs(5),
+    );
+    let port = mgmt.addr().port();
+    let node = |field: &str| {
+        let (_, nodes) = http(
+            "GET",
+            &format!("http://127.0.0.1:{port}/api/nodes"),
+            Some(("guest", "guest")),
+            None,
+        );
+        nodes[0][field].clone()
+    };
+    let out = ok(port, &["set_disk_free_limit", "1000000GB"]);
+    assert!(
+        out.contains("Setting disk free limit on warren@") && out.contains(" to 1000000GB bytes ..."),
+        "{out}"
+    );
+    assert_eq!(node("disk_free_limit"), json!(1_000_000_000_000_000u64));
+    wait_for("the disk alarm", || {
+        (node("disk_free_alarm") == json!(true)).then_some(())
+    });
+    for cmd in ["status", "cluster_status"] {
+        let out = ok(port, &[cmd]);
+        assert!(
+            out.contains("Alarms\n\nFree disk space alarm on node warren@"),
+            "{out}"
+        );
+    }
+    let out = ok(port, &["set_disk_free_limit", "mem_relative", "0.0"]);
+    assert!(out.contains(" to 0.0 times the total RAM ..."), "{out}");
+    assert_eq!(node("disk_free_limit"), json!(0));
+    wait_for("the alarm to clear", || {
+        (node("disk_free_alarm") == json!(false)).then_some(())
+    });
+    ok(port, &["set_disk_free_limit", "50MB"]);
+    assert_eq!(node("disk_free_limit"), json!(50_000_000));
+    fails(port, &["set_disk_free_limit", "1TB"], 64, "bad argument");
+    fails(
+        port,
+        &["set_disk_free_limit", "mem_relative", "x"],
+        64,
+        "bad argument",
+    );
+}

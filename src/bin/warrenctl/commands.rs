@@ -22,7 +22,8 @@ pub const HELP: &str = "Commands:
   list_vhost_limits [-p VHOST] [--global]
   set_user_limits USER DEFINITION, clear_user_limits USER LIMIT|all,
   list_user_limits [--user USER] [--global]
-  export_definitions PATH|-, import_definitions PATH|-";
+  export_definitions PATH|-, import_definitions PATH|-,
+  set_disk_free_limit DISK_LIMIT|mem_relative FRACTION";
 
 fn args<'a>(cli: &'a Cli, n: usize, shape: &str) -> Result<Vec<&'a str>, Failure> {
     if cli.args.len() != n {
@@ -57,11 +58,9 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                 cell(&o["product_version"]),
                 cell(&o["rabbitmq_version"])
             );
-            let alarms = c.get("/health/checks/alarms");
-            let alarm = matches!(alarms, Ok(Some(ref a)) if a["status"] != "ok");
             println!(
                 "Alarms\n\n{}\n\nNetwork Partitions\n\n(none)\n\nListeners\n",
-                if alarm { "memory" } else { "(none)" }
+                alarm_lines(c)?
             );
             for l in o["listeners"].as_array().into_iter().flatten() {
                 println!(
@@ -77,6 +76,33 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
             let o = must(c.get("/overview")?, "overview")?;
             cli.info(&format!("Stopping and halting node {} ...", cell(&o["node"])));
             c.call("POST", "/warren/stop", None)?;
+            Ok(())
+        }
+        "set_disk_free_limit" => {
+            let (body, said) = match cli.args.as_slice() {
+                [m, f] if m == "mem_relative" => match f.parse::<f64>() {
+                    Ok(v) if v >= 0.0 => (
+                        serde_json::json!({ "mem_relative": v }),
+                        format!("{f} times the total RAM"),
+                    ),
+                    _ => return Err(usage(format!("bad argument: {f}"))),
+                },
+                [limit] => match disk_limit(limit) {
+                    Some(bytes) => (serde_json::json!({ "bytes": bytes }), format!("{limit} bytes")),
+                    None => return Err(usage(format!("bad argument: {limit}"))),
+                },
+                _ => {
+                    return Err(usage(
+                        "set_disk_free_limit takes DISK_LIMIT or mem_relative FRACTION",
+                    ));
+                }
+            };
+            let o = must(c.get("/overview")?, "overview")?;
+            cli.info(&format!(
+                "Setting disk free limit on {} to {said} ...",
+                cell(&o["node"])
+            ));
+            c.call("PUT", "/warren/disk-free-limit", Some(&body))?;
             Ok(())
         }
         "await_startup" => {
@@ -429,14 +455,7 @@ fn status(cli: &Cli, c: &Client) -> Result<(), Failure> {
         cell(&o["rabbitmq_version"])
     );
     println!("Shards: {}\n", cell(&n["processors"]));
-    println!(
-        "Alarms\n\n{}\n",
-        if n["mem_alarm"] == true {
-            "memory"
-        } else {
-            "(none)"
-        }
-    );
+    println!("Alarms\n\n{}\n", alarm_lines(c)?);
     println!(
         "Memory\n\nTotal memory used: {:.4} gb\nCalculation strategy: rss\nMemory high watermark setting: {:.4} gb\n",
         gb(&n["mem_used"]),
@@ -651,5 +670,57 @@ fn limits(cli: &Cli, c: &Client) -> Result<(), Failure> {
             Ok(())
         }
         other => Err(usage(format!("unknown command '{other}'"))),
+    }
+}
+
+/// The alarms in effect, as rabbitmqctl words them (its core/alarms.ex).
+fn alarm_lines(c: &Client) -> Result<String, Failure> {
+    let mut lines = Vec::new();
+    for n in c.list("/nodes")? {
+        let name = cell(&n["name"]);
+        if n["mem_alarm"] == true {
+            lines.push(format!("Memory alarm on node {name}"));
+        }
+        if n["disk_free_alarm"] == true {
+            lines.push(format!("Free disk space alarm on node {name}"));
+        }
+    }
+    Ok(if lines.is_empty() {
+        "(none)".into()
+    } else {
+        lines.join("\n")
+    })
+}
+
+/// rabbitmqctl's `<disk_limit>`: bytes, or a number with one of its units
+/// (k, kiB, M, MiB, G, GiB binary; kB, MB, GB decimal).
+fn disk_limit(s: &str) -> Option<u64> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().ok()?;
+    let scale: u64 = match &s[digits..] {
+        "" => 1,
+        "k" | "kiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn disk_limits_as_rabbitmqctl_reads_them() {
+        use super::disk_limit;
+        assert_eq!(disk_limit("50000000"), Some(50_000_000));
+        assert_eq!(disk_limit("50MB"), Some(50_000_000));
+        assert_eq!(disk_limit("2GiB"), Some(2 << 30));
+        assert_eq!(disk_limit("1k"), Some(1024));
+        assert_eq!(disk_limit("1TB"), None);
+        assert_eq!(disk_limit("-1"), None);
+        assert_eq!(disk_limit("MB"), None);
     }
 }
