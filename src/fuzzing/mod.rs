@@ -32,9 +32,12 @@ pub use segment::segment_recovery;
 pub use session::session;
 pub use wire::{field_table, frame};
 
+/// A harness: checks its property on one input, panics if it fails.
+pub type Harness = fn(&[u8]);
+
 /// The fuzz targets, by name (as in `fuzz/fuzz_targets/` and
 /// `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("frame", frame),
     ("field_table", field_table),
     ("session", session),

@@ -130,7 +130,7 @@ pub fn build(data: &[u8]) -> Files {
                 }
             }
             kind::NEXT_SEGMENT => {
-                let done = std::mem::replace(&mut seg, Vec::new());
+                let done = std::mem::take(&mut seg);
                 files.segments.insert(id, (done, acks.take()));
                 records.clear();
                 id += 1 + len as u64 % 3;
