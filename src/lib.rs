@@ -7,6 +7,8 @@ pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod ids;
 pub mod message;

@@ -17,7 +17,7 @@ use std::cell::UnsafeCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 const SECTOR: usize = 512;
 
@@ -39,7 +39,19 @@ struct FileData {
     /// The image a started sync will make durable.
     syncing: Mutex<Option<Vec<u8>>>,
     mapped: bool,
-    disk: Arc<Mutex<State>>,
+    /// The disk, weakly: the disk's namespace holds its files, so a strong
+    /// reference back would be a cycle and leak every simulated disk.
+    disk: Weak<Mutex<State>>,
+}
+
+impl FileData {
+    /// The disk this file is on. Handles outlive the disk only in a test
+    /// that drops the disk first: its I/O then fails.
+    fn disk(&self) -> io::Result<Arc<Mutex<State>>> {
+        self.disk
+            .upgrade()
+            .ok_or_else(|| eio("the simulated disk is gone"))
+    }
 }
 
 // SAFETY: the simulation is single-threaded; the runtime never uses a
@@ -198,7 +210,7 @@ impl SimDisk {
                         durable: Mutex::new(image),
                         syncing: Mutex::new(None),
                         mapped: f.mapped,
-                        disk: self.state.clone(),
+                        disk: Arc::downgrade(&self.state),
                     }))
                 }
             };
@@ -234,7 +246,7 @@ impl SimDisk {
             durable: Mutex::new(Vec::new()),
             syncing: Mutex::new(None),
             mapped,
-            disk: self.state.clone(),
+            disk: Arc::downgrade(&self.state),
         });
         s.names.insert(path.to_path_buf(), Node::File(f.clone()));
         Ok(f)
@@ -248,7 +260,8 @@ impl Syncable for SimHandle {
         *lock(&self.0.syncing) = Some(self.0.image());
     }
     fn sync(&self) -> io::Result<()> {
-        let mut s = lock(&self.0.disk);
+        let disk = self.0.disk()?;
+        let mut s = lock(&disk);
         s.syncs += 1;
         let fail = s.faults.sync_error;
         if s.chance(fail) {
@@ -275,7 +288,8 @@ impl Mapped for SimHandle {
 impl AppendFile for SimHandle {
     fn append(&self, data: &[u8]) -> io::Result<()> {
         {
-            let mut s = lock(&self.0.disk);
+            let disk = self.0.disk()?;
+            let mut s = lock(&disk);
             s.room_for(data.len() as u64)?;
             let fail = s.faults.append_error;
             if s.chance(fail) {
@@ -394,7 +408,7 @@ impl Disk for SimDisk {
                 durable: Mutex::new(lock(&f.durable).clone()),
                 syncing: Mutex::new(None),
                 mapped: true,
-                disk: self.state.clone(),
+                disk: Arc::downgrade(&self.state),
             });
             lock(&self.state)
                 .names
@@ -489,5 +503,24 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
         assert!(d.create_mapped(Path::new("/d/m"), 1).is_err());
         assert_eq!(d.read(Path::new("/d/a")).unwrap(), b"0123456789");
+    }
+
+    /// A disk is freed with its last clone, files and all (its files once
+    /// held it strongly: a cycle that leaked every simulated disk, found by
+    /// the fuzzers' leak checker); a handle that outlives it fails its I/O.
+    #[test]
+    fn a_dropped_disk_is_freed() {
+        let d = SimDisk::new(1);
+        d.create_dir_all(Path::new("/d")).unwrap();
+        d.write_synced(Path::new("/d/w"), b"x").unwrap();
+        let m = d.create_mapped(Path::new("/d/m"), 16).unwrap();
+        let a = d.open_append(Path::new("/d/a")).unwrap();
+        a.append(b"y").unwrap();
+        let state = Arc::downgrade(&d.state);
+        drop(d);
+        assert!(state.upgrade().is_none(), "the disk outlived its last clone");
+        assert!(m.sync().is_err());
+        assert!(a.append(b"z").is_err());
+        assert_eq!(m.len(), 16);
     }
 }
