@@ -491,6 +491,7 @@ fn segment_recovery() -> Vec<(String, Vec<u8>)> {
             name: "guest".into(),
             password_hash: vec![1, 2, 3],
             tags: vec!["administrator".into()],
+            counters: Default::default(),
         }));
         changes
     };

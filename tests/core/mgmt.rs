@@ -1256,25 +1256,26 @@ fn a_wrong_password_costs_no_snapshot() {
     assert_eq!(admin.snapshots_taken(), before + 1);
 }
 
-/// Every answer carries RabbitMQ's Content-Security-Policy and
-/// `nosniff`: the UI page, API answers and refusals alike.
+/// Every answer carries a strict Content-Security-Policy, `X-Frame-Options:
+/// DENY` and `nosniff`: the UI page, its script, API answers and refusals
+/// alike (the UI test in ui.rs runs the page under this policy).
 #[test]
 fn answers_carry_security_headers() {
     use std::io::{Read, Write};
     let b = common::start(1);
     let m = limited_mgmt(&b, 64, std::time::Duration::from_secs(10));
-    for path in ["/", "/api/overview"] {
+    for path in ["/", "/app.js", "/api/overview"] {
         let mut s = std::net::TcpStream::connect(m.addr()).unwrap();
         write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
         let mut answer = String::new();
         s.read_to_string(&mut answer).unwrap();
         let head = answer.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
         assert!(
-            head.contains(
-                "content-security-policy: script-src 'self' 'unsafe-eval' 'unsafe-inline'; object-src 'self'"
-            ),
+            head.contains("content-security-policy: default-src 'none'; script-src 'self';")
+                && head.contains("frame-ancestors 'none'"),
             "{path}: {head}"
         );
+        assert!(head.contains("x-frame-options: deny"), "{path}: {head}");
         assert!(head.contains("x-content-type-options: nosniff"), "{path}: {head}");
     }
 }
