@@ -180,6 +180,9 @@ pub struct Session {
     tls_login: Option<Result<String, &'static str>>,
     /// The SASL mechanism the client logged in with.
     mechanism: &'static str,
+    /// Why a login was refused, for the log (the client gets RabbitMQ's
+    /// generic text).
+    login_failure: Option<String>,
 }
 
 impl Session {
@@ -222,6 +225,7 @@ impl Session {
             closed_reported: false,
             tls_login: None,
             mechanism: "",
+            login_failure: None,
         }
     }
 
@@ -626,9 +630,10 @@ impl Session {
                         password: None,
                     },
                     (b"EXTERNAL", Some(Err(why))) => {
-                        return Err(AmqpError::access_refused(format!(
-                            "EXTERNAL login refused: {why}"
-                        )));
+                        // The client is told what RabbitMQ tells it; the
+                        // log gets the reason.
+                        self.login_failure = Some(format!("EXTERNAL login refused: {why}"));
+                        return Err(auth::refused("EXTERNAL"));
                     }
                     _ => auth::parse_response(mechanism, ok.response.as_bytes())?,
                 };
@@ -734,7 +739,7 @@ impl Session {
         if matches!(self.phase, Phase::Closing | Phase::Lingering | Phase::Closed) {
             return;
         }
-        self.close_reason = Some(e.reply_text());
+        self.close_reason = Some(self.login_failure.take().unwrap_or_else(|| e.reply_text()));
         if matches!(self.phase, Phase::Header) {
             self.phase = Phase::Closed;
             return;

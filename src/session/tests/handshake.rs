@@ -697,3 +697,55 @@ fn frame_and_channel_zero_errors_as_rabbitmq() {
     }
     wrong.assert_none();
 }
+
+/// On TLS, EXTERNAL is offered and logs in as the user the certificate
+/// names, with no password; without a usable certificate the client gets
+/// RabbitMQ's generic refusal and the log gets the reason. Elsewhere it is
+/// not offered, and asking for it is a hard error as in RabbitMQ.
+#[test]
+fn external_logs_in_as_the_certificate_names() {
+    let mut p = Peer::new(cfg());
+    p.s.set_tls_login(Ok("CN=alice,O=example".into()));
+    p.send_raw(&PROTOCOL_HEADER);
+    match &p.frames()[..] {
+        [f] => assert!(format!("{f:?}").contains("PLAIN AMQPLAIN EXTERNAL"), "{f:?}"),
+        other => panic!("{other:?}"),
+    }
+    p.send(0, start_ok(&[], "EXTERNAL", Bytes::new()));
+    assert_eq!(p.b.calls, vec![Call::Login("CN=alice,O=example".into(), None)]);
+    assert_eq!(p.s.user(), "CN=alice,O=example");
+    assert_eq!(p.s.auth_mechanism(), "EXTERNAL");
+
+    let mut p = Peer::new(cfg());
+    p.s.set_tls_login(Err("connection peer presented no TLS (x.509) certificate"));
+    p.send_raw(&PROTOCOL_HEADER);
+    p.frames();
+    p.send(
+        0,
+        start_ok(&["authentication_failure_close"], "EXTERNAL", Bytes::new()),
+    );
+    assert_eq!(p.b.calls, vec![]);
+    let text = "ACCESS_REFUSED - Login was refused using authentication mechanism EXTERNAL. \
+                For details see the broker logfile.";
+    assert_eq!(p.frames(), vec![m(0, connection_close(403, text, 0, 0))]);
+    assert_eq!(
+        p.s.close_reason.as_deref(),
+        Some("EXTERNAL login refused: connection peer presented no TLS (x.509) certificate")
+    );
+
+    let mut p = Peer::new(cfg());
+    p.send_raw(&PROTOCOL_HEADER);
+    match &p.frames()[..] {
+        [f] => assert!(!format!("{f:?}").contains("EXTERNAL"), "{f:?}"),
+        other => panic!("{other:?}"),
+    }
+    p.send(0, start_ok(&[], "EXTERNAL", Bytes::new()));
+    assert_eq!(p.b.calls, vec![]);
+    assert!(
+        p.s.close_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("unknown authentication mechanism")),
+        "{:?}",
+        p.s.close_reason
+    );
+}
