@@ -176,28 +176,11 @@ fn erl_float(f: f64) -> String {
     }
 }
 
-/// `io_lib:printable_latin1_list`, per byte.
-fn printable(c: u8) -> bool {
-    matches!(c, 32..=126 | 160..=255 | b'\n' | b'\r' | b'\t' | 11 | 8 | 12 | 27)
-}
+use crate::session::erl::printable;
 
 fn quoted(bytes: &[u8]) -> String {
-    let mut out = String::from("\"");
-    for &c in bytes {
-        match c {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            11 => out.push_str("\\v"),
-            8 => out.push_str("\\b"),
-            12 => out.push_str("\\f"),
-            27 => out.push_str("\\e"),
-            c => out.push(c as char),
-        }
-    }
-    out.push('"');
+    let mut out = String::new();
+    crate::session::erl::quoted(bytes, &mut out);
     out
 }
 

@@ -35,12 +35,12 @@ fn column_after(text: &[u8], mut col: usize) -> usize {
 }
 
 /// `io_lib:printable_latin1_list`, byte by byte.
-fn printable(c: u8) -> bool {
+pub(crate) fn printable(c: u8) -> bool {
     matches!(c, 32..=126 | 160..=255 | b'\n' | b'\r' | b'\t' | 11 | 8 | 12 | 27)
 }
 
 /// A printable byte string as an Erlang string literal, `"..."`.
-fn quoted(bytes: &[u8], out: &mut String) {
+pub(crate) fn quoted(bytes: &[u8], out: &mut String) {
     out.push('"');
     for &c in bytes {
         match c {

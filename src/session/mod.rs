@@ -9,7 +9,7 @@ mod auth;
 mod channel;
 mod confirms;
 mod connection;
-mod erl;
+pub(crate) mod erl;
 mod publish;
 mod table;
 mod timers;

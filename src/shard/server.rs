@@ -544,45 +544,11 @@ async fn run_shard(
     if id == 0 {
         tasks.push(glommio::spawn_local(memory_monitor(shard.clone())).detach());
     }
-    let acceptor = {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            loop {
-                match listener.accept().await {
-                    Ok(stream) => {
-                        if shard.stopping.get() {
-                            continue;
-                        }
-                        glommio::spawn_local(conn::run(shard.clone(), stream)).detach();
-                    }
-                    Err(e) => {
-                        log::warn!("accept failed: {e}");
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-        })
-        .detach()
-    };
+    let acceptor = accept(shard.clone(), listener, conn::run);
     let tls_acceptor = tls_listener.map(|(listener, server)| {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            loop {
-                match listener.accept().await {
-                    Ok(stream) => {
-                        if shard.stopping.get() {
-                            continue;
-                        }
-                        glommio::spawn_local(conn::run_tls(shard.clone(), stream, server.clone())).detach();
-                    }
-                    Err(e) => {
-                        log::warn!("accept failed: {e}");
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
+        accept(shard.clone(), listener, move |shard, stream| {
+            conn::run_tls(shard, stream, server.clone())
         })
-        .detach()
     });
     let _ = ready.send(Ok(()));
     if id == 0 {
@@ -631,6 +597,32 @@ async fn run_shard(
     for (_, f) in batch.files {
         let _ = f.sync();
     }
+}
+
+/// Accepts connections on `listener` and runs each in a task of its own
+/// (`serve`), until cancelled; none once the shard is stopping.
+fn accept<F, Fut>(shard: Rc<Shard>, listener: TcpListener, serve: F) -> glommio::task::JoinHandle<()>
+where
+    F: Fn(Rc<Shard>, glommio::net::TcpStream) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    glommio::spawn_local(async move {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    if shard.stopping.get() {
+                        continue;
+                    }
+                    glommio::spawn_local(serve(shard.clone(), stream)).detach();
+                }
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+    .detach()
 }
 
 /// Group commit: syncs every file written since the last sync in one go,
