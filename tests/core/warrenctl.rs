@@ -615,14 +615,8 @@ fn vhost_and_user_limits() {
 /// relative to RAM; the alarm follows the new limit.
 #[test]
 fn set_disk_free_limit_moves_the_alarm() {
-    let (_tmp, dir) = common::temp_data_dir();
-    let handle = common::start_in(&dir, 1);
-    let mgmt = common::mgmt_for(
-        &handle,
-        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        std::time::Duration::from_secs(5),
-    );
-    let port = mgmt.addr().port();
+    let m = common::start_with_mgmt(1);
+    let port = m._mgmt.addr().port();
     let node = |field: &str| {
         let (_, nodes) = http(
             "GET",

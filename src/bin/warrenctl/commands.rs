@@ -574,17 +574,7 @@ fn limits(cli: &Cli, c: &Client) -> Result<(), Failure> {
         "list_vhost_limits" if cli.global => {
             args(cli, 0, "[-p VHOST] [--global]")?;
             cli.info("Listing limits for all vhosts ...");
-            let rows: Vec<Value> = c
-                .list("/vhost-limits")?
-                .into_iter()
-                .map(|r| json!({ "vhost": r["vhost"], "limits": limits_json(&r["value"]) }))
-                .collect();
-            if rows.is_empty() {
-                println!();
-            } else {
-                table(!cli.quiet, &columns(&[], &["vhost", "limits"], &[]), &rows);
-            }
-            Ok(())
+            list_all_limits(cli, c, "/vhost-limits", "vhost")
         }
         "list_vhost_limits" => {
             args(cli, 0, "[-p VHOST] [--global]")?;
@@ -646,17 +636,7 @@ fn limits(cli: &Cli, c: &Client) -> Result<(), Failure> {
         "list_user_limits" if cli.global => {
             args(cli, 0, "[--user USER] [--global]")?;
             cli.info("Listing limits for all users ...");
-            let rows: Vec<Value> = c
-                .list("/user-limits")?
-                .into_iter()
-                .map(|r| json!({ "user": r["user"], "limits": limits_json(&r["value"]) }))
-                .collect();
-            if rows.is_empty() {
-                println!();
-            } else {
-                table(!cli.quiet, &columns(&[], &["user", "limits"], &[]), &rows);
-            }
-            Ok(())
+            list_all_limits(cli, c, "/user-limits", "user")
         }
         "list_user_limits" => {
             args(cli, 0, "[--user USER] [--global]")?;
@@ -671,6 +651,22 @@ fn limits(cli: &Cli, c: &Client) -> Result<(), Failure> {
         }
         other => Err(usage(format!("unknown command '{other}'"))),
     }
+}
+
+/// `list_vhost_limits --global` / `list_user_limits --global`: one row per
+/// `owner` (vhost or user) with its limits, as rabbitmqctl prints them.
+fn list_all_limits(cli: &Cli, c: &Client, path: &str, owner: &str) -> Result<(), Failure> {
+    let rows: Vec<Value> = c
+        .list(path)?
+        .into_iter()
+        .map(|r| json!({ owner: r[owner], "limits": limits_json(&r["value"]) }))
+        .collect();
+    if rows.is_empty() {
+        println!();
+    } else {
+        table(!cli.quiet, &columns(&[], &[owner, "limits"], &[]), &rows);
+    }
+    Ok(())
 }
 
 /// The alarms in effect, as rabbitmqctl words them (its core/alarms.ex).
