@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod control;
 #[doc(hidden)]

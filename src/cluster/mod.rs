@@ -1,0 +1,13 @@
+//! Clustering: several warren nodes sharing one broker. The Raft engine is
+//! openraft (pinned); this module holds warren's adapters around it: the
+//! runtime (glommio), the log storage (files in the data dir), the network
+//! (the cluster port, authenticated with the shared secret), and the
+//! metadata group's state machine, which hands committed topology changes
+//! to shard 0's control plane.
+//!
+//! Runs on shard 0 of every node: the metadata group is one Raft group.
+
+pub mod rt;
+pub mod types;
+
+pub use types::{Meta, MetaCmd, MetaReply, NodeId, NodeInfo, node_id};
