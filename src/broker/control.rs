@@ -128,6 +128,18 @@ impl ControlPlane {
         }
     }
 
+    /// The next queue, exchange and vhost ids.
+    pub fn next_ids(&self) -> [u64; 3] {
+        [self.next_queue, self.next_exchange, self.next_vhost as u64]
+    }
+
+    /// Never allocates below `ids` (another node's plan used them).
+    pub fn raise_ids(&mut self, ids: [u64; 3]) {
+        self.next_queue = self.next_queue.max(ids[0]);
+        self.next_exchange = self.next_exchange.max(ids[1]);
+        self.next_vhost = self.next_vhost.max(ids[2].min(u32::MAX as u64) as u32);
+    }
+
     /// The changes that create a vhost with its standard exchanges.
     pub fn add_vhost(&mut self, topo: &Topology, name: &str) -> Option<Vec<Change>> {
         if topo.vhost(name).is_some() {

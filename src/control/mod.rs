@@ -42,6 +42,25 @@ pub enum Action {
     /// Sync the topology log, off the reactor, then call
     /// [`ControlService::persisted`].
     SyncLog(Arc<dyn Syncable>),
+    /// Clustered: append these changes to the metadata log. Every node
+    /// (this one included) hands the committed entry back through
+    /// [`ControlService::replicated`]; a proposal that cannot be committed
+    /// comes back through [`ControlService::propose_failed`].
+    Propose(Proposal),
+}
+
+/// Changes planned on this node, for the cluster's metadata log.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    /// This node's operation, resumed when the entry comes back.
+    pub token: u64,
+    /// How many commands the cluster had accepted when this was planned:
+    /// the entry is rejected (everywhere alike) if another was accepted
+    /// in between, and the operation is planned again.
+    pub base: u64,
+    /// The planner's next ids after these changes.
+    pub next_ids: [u64; 3],
+    pub changes: Vec<Change>,
 }
 
 impl std::fmt::Debug for Action {
@@ -52,6 +71,7 @@ impl std::fmt::Debug for Action {
             Action::Reply(ch, r) => f.debug_tuple("Reply").field(ch).field(r).finish(),
             Action::AdminReply(_, r) => f.debug_tuple("AdminReply").field(r).finish(),
             Action::SyncLog(_) => f.write_str("SyncLog"),
+            Action::Propose(p) => f.debug_tuple("Propose").field(p).finish(),
         }
     }
 }
@@ -59,6 +79,8 @@ impl std::fmt::Debug for Action {
 /// One step of an operation.
 #[derive(Debug)]
 enum Stage {
+    /// Plan a request (again: its first plan lost a race in the cluster).
+    Plan(ControlMsg),
     /// Ask the owner to delete a queue (conditions checked there); waits
     /// for its answer.
     OwnerDelete {
@@ -79,8 +101,11 @@ enum Stage {
 enum Wait {
     Nothing,
     Persist,
-    Acks(usize),
+    /// Until every shard applied every broadcast so far.
+    Acks,
     OwnerDeleted(u64),
+    /// Clustered: until the metadata log hands back proposal `token`.
+    Replicated(u64),
 }
 
 enum Answer {
@@ -97,6 +122,17 @@ struct Op {
     reply: Option<Reply>,
     /// Changes persisted, waiting for the sync before they are applied.
     committing: Option<Vec<Change>>,
+    /// Clustered: the stage that planned the changes being proposed, run
+    /// again if the proposal is rejected (another node changed the
+    /// topology first).
+    replan: Option<Stage>,
+}
+
+/// Shard 0's state as a member of a cluster.
+#[derive(Debug, Default)]
+struct Clustered {
+    /// Commands accepted so far (the `base` of the next proposal).
+    accepted: u64,
 }
 
 /// Shard 0's control plane. See the module documentation.
@@ -111,6 +147,11 @@ pub struct ControlService {
     op: Option<Op>,
     actions: VecDeque<Action>,
     next_token: u64,
+    /// Broadcast items not yet answered by `TopologyApplied`.
+    unacked: usize,
+    /// Set once this node is a member of a cluster: changes go through
+    /// the metadata log instead of the topology log.
+    cluster: Option<Clustered>,
 }
 
 impl ControlService {
@@ -128,6 +169,89 @@ impl ControlService {
             op: None,
             actions: VecDeque::new(),
             next_token: 1,
+            unacked: 0,
+            cluster: None,
+        }
+    }
+
+    /// From now on, changes go through the cluster's metadata log
+    /// ([`Action::Propose`]); `accepted` commands were applied before.
+    pub fn enter_cluster(&mut self, accepted: u64) {
+        self.cluster = Some(Clustered { accepted });
+    }
+
+    /// Whether this node is a member of a cluster.
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Commands the cluster accepted so far (0 when not clustered).
+    pub fn accepted(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, |c| c.accepted)
+    }
+
+    /// The planner's next ids (carried in proposals and snapshots).
+    pub fn next_ids(&self) -> [u64; 3] {
+        self.plane.next_ids()
+    }
+
+    /// A committed entry of the metadata log, in log order, on every node.
+    /// `mine`: this node proposed it (its `token` is this node's).
+    /// Returns whether it was accepted (planned against the current
+    /// topology); every node decides alike.
+    pub fn replicated(
+        &mut self,
+        mine: bool,
+        token: u64,
+        base: u64,
+        next_ids: [u64; 3],
+        changes: Vec<Change>,
+    ) -> bool {
+        let Some(cl) = &mut self.cluster else {
+            debug_assert!(false, "replicated entry on a node outside a cluster");
+            return false;
+        };
+        let waiting = mine
+            && self
+                .op
+                .as_ref()
+                .is_some_and(|op| op.wait == Wait::Replicated(token));
+        if base != cl.accepted {
+            if waiting {
+                let op = self.op.as_mut().expect("waiting");
+                op.wait = Wait::Nothing;
+                op.committing = None;
+                if let Some(stage) = op.replan.take() {
+                    op.stages.push_front(stage);
+                }
+            }
+            return false;
+        }
+        cl.accepted += 1;
+        self.plane.raise_ids(next_ids);
+        if waiting {
+            let op = self.op.as_mut().expect("waiting");
+            op.wait = Wait::Nothing;
+            op.replan = None;
+            let planned = op.committing.take().unwrap_or(changes);
+            self.apply_and_broadcast(planned);
+        } else {
+            self.apply_and_broadcast(changes);
+        }
+        true
+    }
+
+    /// Proposal `token` could not be committed (no leader, no majority, a
+    /// timeout): its operation fails with `error`. (A timed-out proposal
+    /// may still be committed later; it is then applied as another
+    /// node's.)
+    pub fn propose_failed(&mut self, token: u64, error: AmqpError) {
+        if self
+            .op
+            .as_ref()
+            .is_some_and(|op| op.wait == Wait::Replicated(token))
+        {
+            self.finish(Err(error));
         }
     }
 
@@ -178,10 +302,12 @@ impl ControlService {
 
     /// A shard applied the last broadcast.
     pub fn topology_applied(&mut self) {
-        if let Some(op) = &mut self.op
-            && let Wait::Acks(n) = op.wait
+        self.unacked = self.unacked.saturating_sub(1);
+        if self.unacked == 0
+            && let Some(op) = &mut self.op
+            && op.wait == Wait::Acks
         {
-            op.wait = if n > 1 { Wait::Acks(n - 1) } else { Wait::Nothing };
+            op.wait = Wait::Nothing;
         }
     }
 
@@ -211,11 +337,20 @@ impl ControlService {
                     shard: ch.shard(),
                     user: &user,
                 };
+                let again = self.cluster.is_some().then(|| ControlMsg::Request {
+                    ch,
+                    vhost,
+                    user: user.clone(),
+                    req: req.clone(),
+                });
                 match self.plane.plan(topo, who, req) {
                     Err(e) => self.actions.push_back(Action::Reply(ch, Reply::Error(e))),
                     Ok(Plan::Reply(r)) => self.actions.push_back(Action::Reply(ch, r)),
                     Ok(Plan::Apply { changes, reply }) => {
                         self.begin(Answer::Channel(ch), Some(reply), [Stage::Commit(changes)]);
+                        if let Some(op) = &mut self.op {
+                            op.replan = again.map(Stage::Plan);
+                        }
                     }
                     Ok(Plan::DeclareExisting { queue, owner, name }) => {
                         let (to, item) = via(ch.shard(), owner, Item::DeclareCounts { queue, ch, name });
@@ -277,6 +412,7 @@ impl ControlService {
             wait: Wait::Nothing,
             reply,
             committing: None,
+            replan: None,
         });
     }
 
@@ -288,6 +424,7 @@ impl ControlService {
             return;
         };
         match stage {
+            Stage::Plan(msg) => self.replan(msg, topo),
             Stage::OwnerDelete {
                 queue,
                 owner,
@@ -311,14 +448,77 @@ impl ControlService {
                 if topo.queue(queue).is_some() {
                     let changes = self.plane.delete_queue_changes(topo, queue);
                     op.stages.push_front(Stage::Commit(changes));
+                    op.replan = Some(Stage::DeleteQueue(queue));
                 }
             }
             Stage::Commit(changes) => self.commit(topo, changes),
         }
     }
 
+    /// Plans a request again, for the operation in progress (its answer
+    /// stays; what it changes and replies is recomputed).
+    fn replan(&mut self, msg: ControlMsg, topo: &Topology) {
+        let ControlMsg::Request { ch, vhost, user, req } = msg else {
+            debug_assert!(false, "only channel requests are planned again");
+            return;
+        };
+        let who = Requester {
+            vhost,
+            conn: ch.conn,
+            shard: ch.shard(),
+            user: &user,
+        };
+        let again = ControlMsg::Request {
+            ch,
+            vhost,
+            user: user.clone(),
+            req: req.clone(),
+        };
+        match self.plane.plan(topo, who, req) {
+            Err(e) => self.finish(Err(e)),
+            Ok(Plan::Reply(r)) => {
+                // Another node made the same change first (the same
+                // declare): answer as the topology answers now.
+                let op = self.op.as_mut().expect("an operation");
+                op.reply = Some(r);
+                op.stages.clear();
+            }
+            Ok(Plan::Apply { changes, reply }) => {
+                let op = self.op.as_mut().expect("an operation");
+                op.reply = Some(reply);
+                op.stages.push_front(Stage::Commit(changes));
+                op.replan = Some(Stage::Plan(again));
+            }
+            Ok(Plan::DeclareExisting { queue, owner, name }) => {
+                // The queue now exists: its owner answers the declare.
+                self.op = None;
+                let (to, item) = via(ch.shard(), owner, Item::DeclareCounts { queue, ch, name });
+                self.actions.push_back(Action::Send(to, item));
+            }
+            Ok(Plan::DeleteQueue { .. }) => {
+                debug_assert!(false, "a delete is planned again from its DeleteQueue stage");
+                self.finish(Err(AmqpError::internal("queue.delete planned again")));
+            }
+        }
+    }
+
     fn commit(&mut self, topo: &Topology, changes: Vec<Change>) {
         if changes.is_empty() {
+            return;
+        }
+        if let Some(cl) = &self.cluster {
+            let token = self.next_token;
+            self.next_token += 1;
+            let proposal = Proposal {
+                token,
+                base: cl.accepted,
+                next_ids: self.plane.next_ids(),
+                changes: changes.clone(),
+            };
+            let op = self.op.as_mut().expect("an operation");
+            op.committing = Some(changes);
+            op.wait = Wait::Replicated(token);
+            self.actions.push_back(Action::Propose(proposal));
             return;
         }
         let durable: Vec<&Change> = changes.iter().filter(|c| is_durable(topo, c)).collect();
@@ -354,11 +554,13 @@ impl ControlService {
             self.actions
                 .push_back(Action::Send(d as ShardId, Item::Topology(changes.clone())));
         }
+        self.unacked += self.nshards - 1;
         self.actions.push_front(Action::Apply(changes));
         if let Some(op) = &mut self.op
-            && self.nshards > 1
+            && self.unacked > 0
+            && op.wait == Wait::Nothing
         {
-            op.wait = Wait::Acks(self.nshards - 1);
+            op.wait = Wait::Acks;
         }
     }
 

@@ -43,6 +43,10 @@ pub struct Outbox {
     pub log_syncs: Vec<Arc<dyn Syncable>>,
     /// Connections handed over to this shard, for the runtime to run.
     pub adopted: Vec<crate::owner::Adoption>,
+    /// Clustered (shard 0): changes for the metadata log; answer with
+    /// [`Hub::replicated`] (every committed entry) or
+    /// [`Hub::propose_failed`].
+    pub proposals: Vec<crate::control::Proposal>,
 }
 
 /// Which connections a deleted vhost or user closes.
@@ -61,6 +65,7 @@ impl Outbox {
             closes: Vec::new(),
             log_syncs: Vec::new(),
             adopted: Vec::new(),
+            proposals: Vec::new(),
         }
     }
 
@@ -304,8 +309,37 @@ impl Hub {
                     let _ = tx.try_send(r);
                 }
                 Action::SyncLog(file) => self.out.log_syncs.push(file),
+                Action::Propose(p) => self.out.proposals.push(p),
             }
         }
+    }
+
+    /// A committed entry of the cluster's metadata log (shard 0, in log
+    /// order); see [`ControlService::replicated`]. Returns whether it was
+    /// accepted.
+    pub fn replicated(
+        &mut self,
+        mine: bool,
+        token: u64,
+        base: u64,
+        next_ids: [u64; 3],
+        changes: Vec<Change>,
+        now: u64,
+    ) -> bool {
+        let accepted = match &mut self.control {
+            Some(c) => c.replicated(mine, token, base, next_ids, changes),
+            None => false,
+        };
+        self.step(now);
+        accepted
+    }
+
+    /// A proposal of this node could not be committed.
+    pub fn propose_failed(&mut self, token: u64, error: crate::protocol::AmqpError, now: u64) {
+        if let Some(c) = &mut self.control {
+            c.propose_failed(token, error);
+        }
+        self.step(now);
     }
 
     /// The topology log sync asked for in [`Outbox::log_syncs`] is done.

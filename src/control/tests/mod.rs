@@ -7,6 +7,7 @@
 //! behaving differently is `#[ignore = "bug: …"]`.
 
 mod admin;
+mod cluster;
 mod deletes;
 mod hub;
 mod log;
@@ -223,6 +224,8 @@ pub(super) struct C {
     pub admin_rx: Vec<Receiver<Result<(), AmqpError>>>,
     /// A setup planner, for queues declared behind the service's back.
     setup: ControlPlane,
+    /// Clustered: proposals made, for the test's metadata log.
+    pub proposals: Vec<super::Proposal>,
 }
 
 impl C {
@@ -260,6 +263,7 @@ impl C {
             sync_file: None,
             admin_rx: Vec::new(),
             setup,
+            proposals: Vec::new(),
         }
     }
 
@@ -292,6 +296,16 @@ impl C {
                 Action::SyncLog(f) => {
                     self.sync_file = Some(f);
                     "sync-log".into()
+                }
+                Action::Propose(p) => {
+                    let d = format!(
+                        "propose token={} base={} [{}]",
+                        p.token,
+                        p.base,
+                        changes(&self.topo, &p.changes)
+                    );
+                    self.proposals.push(p);
+                    d
                 }
             });
         }

@@ -1,0 +1,177 @@
+//! The control plane as a member of a cluster: planned changes go to the
+//! metadata log as proposals, every node applies committed entries in log
+//! order, and a proposal planned against an older topology is rejected
+//! everywhere alike and planned again.
+
+use super::*;
+use crate::control::Proposal;
+
+/// Two nodes' control planes over the same first-boot topology, clustered.
+fn two_nodes(nshards: usize) -> (C, C) {
+    let mut a = C::without_log(nshards);
+    let mut b = C::without_log(nshards);
+    a.svc.enter_cluster(0);
+    b.svc.enter_cluster(0);
+    (a, b)
+}
+
+/// Commits `p` (proposed by `from`) as the metadata log does: every node
+/// gets it in the same order. Returns whether it was accepted.
+fn commit(nodes: &mut [&mut C], from: usize, p: &Proposal) -> bool {
+    let mut verdicts = Vec::new();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        verdicts.push(
+            n.svc
+                .replicated(i == from, p.token, p.base, p.next_ids, p.changes.clone()),
+        );
+    }
+    assert!(
+        verdicts.windows(2).all(|w| w[0] == w[1]),
+        "every node decides alike"
+    );
+    verdicts[0]
+}
+
+#[test]
+fn a_declare_is_proposed_and_answered_once_committed() {
+    let (mut a, mut b) = two_nodes(1);
+    a.request(chan(0, 1), declare("q1", true));
+    let step = a.poll();
+    assert_eq!(
+        step,
+        vec!["propose token=1 base=0 [declare-queue q1 q1 owner=0 durable]"]
+    );
+    let p = a.proposals.pop().unwrap();
+    assert!(commit(&mut [&mut a, &mut b], 0, &p));
+    let step = a.poll();
+    assert_eq!(
+        step,
+        vec![
+            "apply [declare-queue q1 q1 owner=0 durable]",
+            "reply C0.1/1: declare-ok q1 messages=0 consumers=0"
+        ]
+        .into_iter()
+        .map(|s| s.replace("C0.1", &format!("{:?}", chan(0, 1).conn)))
+        .collect::<Vec<_>>()
+    );
+    // The other node applies it without answering anyone.
+    assert_eq!(b.poll(), vec!["apply [declare-queue q1 q1 owner=0 durable]"]);
+    assert_eq!(a.svc.accepted(), 1);
+    assert_eq!(b.svc.accepted(), 1);
+}
+
+#[test]
+fn concurrent_declares_of_different_queues_both_succeed_with_distinct_ids() {
+    let (mut a, mut b) = two_nodes(1);
+    a.request(chan(0, 1), declare("qa", true));
+    b.request(chan(0, 2), declare("qb", true));
+    a.poll();
+    b.poll();
+    let pa = a.proposals.pop().unwrap();
+    let pb = b.proposals.pop().unwrap();
+    // Both planned queue id 1 against the same topology; a's is first.
+    assert!(commit(&mut [&mut a, &mut b], 0, &pa));
+    assert!(
+        !commit(&mut [&mut a, &mut b], 1, &pb),
+        "b planned against an older topology"
+    );
+    a.poll();
+    let step = b.poll();
+    // b applied a's change, then planned its own again, with a fresh id.
+    assert_eq!(step[0], "apply [declare-queue q1 qa owner=0 durable]");
+    assert_eq!(
+        step[1],
+        "propose token=2 base=1 [declare-queue q2 qb owner=0 durable]"
+    );
+    let pb = b.proposals.pop().unwrap();
+    assert!(commit(&mut [&mut a, &mut b], 1, &pb));
+    let step = b.poll();
+    assert!(
+        step.last()
+            .unwrap()
+            .ends_with("declare-ok qb messages=0 consumers=0"),
+        "{step:?}"
+    );
+    a.poll();
+    assert_eq!(a.topo.queues().count(), 2);
+    assert_eq!(b.topo.queues().count(), 2);
+}
+
+#[test]
+fn the_same_declare_on_two_nodes_creates_one_queue() {
+    let (mut a, mut b) = two_nodes(1);
+    a.request(chan(0, 1), declare("shared", true));
+    b.request(chan(0, 2), declare("shared", true));
+    a.poll();
+    b.poll();
+    let pa = a.proposals.pop().unwrap();
+    let pb = b.proposals.pop().unwrap();
+    assert!(commit(&mut [&mut a, &mut b], 0, &pa));
+    assert!(!commit(&mut [&mut a, &mut b], 1, &pb));
+    a.poll();
+    let step = b.poll();
+    // Planned again, the declare finds the queue: its owner answers.
+    assert_eq!(step[0], "apply [declare-queue q1 shared owner=0 durable]");
+    assert!(step[1].contains("declare-counts q1 shared"), "{step:?}");
+    assert!(b.proposals.is_empty());
+    assert_eq!(b.topo.queues().count(), 1);
+}
+
+#[test]
+fn a_failed_proposal_fails_the_request_and_the_next_one_goes_on() {
+    let (mut a, _b) = two_nodes(1);
+    a.request(chan(0, 1), declare("q1", true));
+    a.poll();
+    let p = a.proposals.pop().unwrap();
+    a.svc.propose_failed(p.token, AmqpError::internal("no majority"));
+    let step = a.poll();
+    assert_eq!(step.len(), 1);
+    assert!(
+        step[0].ends_with("error 541 INTERNAL_ERROR - no majority"),
+        "{step:?}"
+    );
+    a.request(chan(0, 1), declare("q2", true));
+    let step = a.poll();
+    assert!(step[0].starts_with("propose token=2 base=0"), "{step:?}");
+}
+
+#[test]
+fn an_operation_waits_for_every_shard_to_apply_foreign_entries_too() {
+    let (mut a, mut b) = two_nodes(3);
+    b.request(chan(0, 2), declare("qb", false));
+    b.poll();
+    let pb = b.proposals.pop().unwrap();
+    a.request(chan(0, 1), declare("qa", false));
+    a.poll();
+    let pa = a.proposals.pop().unwrap();
+    assert!(commit(&mut [&mut a, &mut b], 1, &pb));
+    let step = a.poll();
+    // a applied b's entry and sent it to its two other shards; its own
+    // request is re-planned (base 0 is stale by then).
+    assert_eq!(
+        step.iter().filter(|s| s.starts_with("send ")).count(),
+        2,
+        "{step:?}"
+    );
+    assert!(!commit(&mut [&mut a, &mut b], 0, &pa));
+    let step = a.poll();
+    assert!(
+        step.iter().any(|s| s.starts_with("propose token=2 base=1")),
+        "{step:?}"
+    );
+    let pa = a.proposals.pop().unwrap();
+    assert!(commit(&mut [&mut a, &mut b], 0, &pa));
+    let step = a.poll();
+    assert!(
+        !step.iter().any(|s| s.starts_with("reply")),
+        "waits for the shards: {step:?}"
+    );
+    // Four broadcasts were sent (two entries × two shards): the reply
+    // comes after the fourth answer, not the second.
+    a.svc.topology_applied();
+    a.svc.topology_applied();
+    a.svc.topology_applied();
+    assert!(!a.poll().iter().any(|s| s.starts_with("reply")));
+    a.svc.topology_applied();
+    assert!(a.poll().iter().any(|s| s.starts_with("reply")));
+}
