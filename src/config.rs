@@ -28,6 +28,58 @@ pub struct Config {
     pub connection_handoff: bool,
     /// AMQPS: a second listener that speaks AMQP inside TLS.
     pub tls: Option<TlsListener>,
+    /// This node's name and cluster port (used once it is in a cluster).
+    pub cluster: ClusterConfig,
+}
+
+/// How this node is known to, and talks with, the other nodes of a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `warren@host` (RabbitMQ's `rabbit@host`); `--node-name`.
+    pub node_name: String,
+    /// Where the cluster port listens (RabbitMQ's distribution port is
+    /// 25672); port 0 picks an ephemeral port (tests).
+    pub bind: IpAddr,
+    pub port: u16,
+    /// The address other nodes reach this one at (`host:port`); by default
+    /// the node name's host and the cluster port.
+    pub advertise: Option<String>,
+    /// The shared secret (`--cluster-secret`); `None`: the cookie file
+    /// `cluster.cookie` in the data dir, created on first use.
+    pub secret: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_name: format!("warren@{}", hostname()),
+            bind: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            port: 25672,
+            advertise: None,
+            secret: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The host part of the node name.
+    pub fn host(&self) -> &str {
+        self.node_name.split_once('@').map_or("localhost", |(_, h)| h)
+    }
+}
+
+/// This machine's short host name, as Erlang's default node names use it.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_string()
+    };
+    name.split('.').next().unwrap_or("localhost").to_string()
 }
 
 /// Where AMQPS listens and with what.
@@ -80,6 +132,7 @@ impl Default for Config {
             loopback_users: vec!["guest".into()],
             connection_handoff: true,
             tls: None,
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct VhostId(pub u32);
 pub struct ConnId(pub u64);
 
 impl ConnId {
+    /// A connection no shard of this node has: the owner of an exclusive
+    /// queue declared on another node of the cluster.
+    pub const ELSEWHERE: ConnId = ConnId(u64::MAX);
+
     pub fn new(shard: ShardId, seq: u64) -> Self {
         debug_assert!(seq < 1 << 48);
         ConnId(((shard as u64) << 48) | (seq & ((1 << 48) - 1)))
@@ -125,3 +129,13 @@ pub type IdBuildHasher = BuildHasherDefault<IdHasher>;
 /// bucket.
 pub type NameMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub type IdMap<K, V> = std::collections::HashMap<K, V, IdBuildHasher>;
+
+/// The Raft id of a cluster node's name: the first 8 bytes of its SHA-256,
+/// never 0 (0 means "this node" in a queue's home). Every node computes the
+/// same id for a name without asking anyone.
+pub fn node_id(name: &str) -> u64 {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(name.as_bytes());
+    let id = u64::from_be_bytes(h[..8].try_into().expect("8 bytes"));
+    id.max(1)
+}

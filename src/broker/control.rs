@@ -431,6 +431,7 @@ impl ControlPlane {
                     vhost: v,
                     name: name.clone(),
                     owner: who.shard,
+                    node: 0,
                     durable,
                     exclusive: exclusive.then_some(who.conn),
                     auto_delete,

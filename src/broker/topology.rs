@@ -43,6 +43,9 @@ pub struct QueueDef {
     pub name: ShortStr,
     /// The shard that holds the queue's messages and consumers.
     pub owner: ShardId,
+    /// In a cluster, the Raft id of the queue's home node (whose `owner`
+    /// shard holds it); 0 outside a cluster (this node).
+    pub node: u64,
     pub durable: bool,
     /// The connection an exclusive queue belongs to.
     pub exclusive: Option<ConnId>,

@@ -73,13 +73,7 @@ openraft::declare_raft_types!(
         AsyncRuntime = super::rt::GlommioRuntime,
 );
 
-/// The Raft id of a node name: the first 8 bytes of its SHA-256, never 0.
-pub fn node_id(name: &str) -> NodeId {
-    use sha2::Digest;
-    let h = sha2::Sha256::digest(name.as_bytes());
-    let id = u64::from_be_bytes(h[..8].try_into().expect("8 bytes"));
-    id.max(1)
-}
+pub use crate::ids::node_id;
 
 #[cfg(test)]
 mod tests {

@@ -474,6 +474,7 @@ fn segment_recovery() -> Vec<(String, Vec<u8>)> {
             vhost,
             name: s("q"),
             owner: 0,
+            node: 0,
             durable: true,
             exclusive: None,
             auto_delete: false,

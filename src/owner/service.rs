@@ -29,6 +29,9 @@ pub struct OwnerConfig {
     pub flow_backlog: usize,
     pub segment_size: usize,
     pub data_dir: PathBuf,
+    /// This node's Raft id: in a cluster, the owner holds the queues whose
+    /// home is this node (or 0, "here").
+    pub node: u64,
 }
 
 impl OwnerConfig {
@@ -39,6 +42,7 @@ impl OwnerConfig {
             flow_backlog: cfg.limits.flow_backlog,
             segment_size: cfg.limits.segment_size,
             data_dir: cfg.data_dir.clone(),
+            node: crate::ids::node_id(&cfg.cluster.node_name),
         }
     }
 }
@@ -162,7 +166,11 @@ impl Owner {
         // Declares and policies can bring TTLs (rare: look at once).
         self.sweep_kick = true;
         match c {
-            Change::DeclareQueue(def) if def.owner == self.cfg.shard => self.create(topo, def, now),
+            Change::DeclareQueue(def)
+                if def.owner == self.cfg.shard && (def.node == 0 || def.node == self.cfg.node) =>
+            {
+                self.create(topo, def, now)
+            }
             Change::DeleteQueue { id } => {
                 self.remove_engine(*id, fx);
             }

@@ -84,8 +84,15 @@ pub fn encode(c: &Change, out: &mut BytesMut) {
             out.put_u32(q.vhost.0);
             put_shortstr(out, q.name.as_bytes());
             out.put_u16(q.owner);
-            out.put_u8(q.durable as u8 | (q.auto_delete as u8) << 1);
+            // Exclusive queues only travel in a cluster's metadata log (the
+            // topology log never holds one): there the flag says "owned by
+            // a connection somewhere", never which one.
+            out.put_u8(q.durable as u8 | (q.auto_delete as u8) << 1 | (q.exclusive.is_some() as u8) << 2);
             put_table(out, &q.args);
+            // The home node, in a cluster (absent: this node).
+            if q.node != 0 {
+                out.put_u64(q.node);
+            }
         }
         Change::DeleteQueue { id } => {
             out.put_u8(6);
@@ -247,15 +254,22 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
             let name = r.shortstr().map_err(e)?;
             let owner = r.u16().map_err(e)?;
             let f = r.u8().map_err(e)?;
+            let args = r.table().map_err(e)?;
+            let node = if r.remaining() >= 8 {
+                r.u64().map_err(e)?
+            } else {
+                0
+            };
             Change::DeclareQueue(QueueDef {
                 id,
                 vhost,
                 name,
                 owner,
+                node,
                 durable: f & 1 != 0,
-                exclusive: None,
+                exclusive: (f & 4 != 0).then_some(crate::ids::ConnId::ELSEWHERE),
                 auto_delete: f & 2 != 0,
-                args: r.table().map_err(e)?,
+                args,
             })
         }
         6 => Change::DeleteQueue {
@@ -650,6 +664,7 @@ mod tests {
             vhost: VhostId(1),
             name: "dq".into(),
             owner: 1,
+            node: 0,
             durable: true,
             exclusive: None,
             auto_delete: false,
@@ -660,6 +675,7 @@ mod tests {
             vhost: VhostId(1),
             name: "tq".into(),
             owner: 0,
+            node: 0,
             durable: false,
             exclusive: None,
             auto_delete: false,
@@ -705,5 +721,32 @@ mod tests {
         let ex = back.exchange(amq_direct).unwrap();
         assert_eq!(ex.bindings.len(), 1);
         assert!(back.exchange_by_name(VhostId(1), b"amq.topic").is_some());
+    }
+
+    #[test]
+    fn a_queue_home_node_and_exclusive_flag_round_trip() {
+        for node in [0u64, 99] {
+            let q = QueueDef {
+                id: QueueId(3),
+                vhost: VhostId(1),
+                name: "x".into(),
+                owner: 1,
+                node,
+                durable: false,
+                exclusive: Some(crate::ids::ConnId::new(0, 5)),
+                auto_delete: true,
+                args: FieldTable::new(),
+            };
+            let mut b = BytesMut::new();
+            encode(&Change::DeclareQueue(q), &mut b);
+            match decode(b.freeze()).unwrap() {
+                Change::DeclareQueue(d) => {
+                    assert_eq!(d.node, node);
+                    assert_eq!(d.exclusive, Some(crate::ids::ConnId::ELSEWHERE));
+                    assert!(d.auto_delete && !d.durable);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

@@ -306,6 +306,7 @@ pub(super) fn owner_config() -> OwnerConfig {
         flow_backlog: 1000,
         segment_size: 64 * 1024,
         data_dir: data_dir(),
+        node: 0,
     }
 }
 
