@@ -37,8 +37,9 @@ pub struct Config {
 pub struct ClusterConfig {
     /// `warren@host` (RabbitMQ's `rabbit@host`); `--node-name`.
     pub node_name: String,
-    /// Where the cluster port listens (RabbitMQ's distribution port is
-    /// 25672); port 0 picks an ephemeral port (tests).
+    /// Where the cluster port listens; port 0 (the library's default)
+    /// picks an ephemeral port. The `warren` binary's default is 25672,
+    /// RabbitMQ's distribution port.
     pub bind: IpAddr,
     pub port: u16,
     /// The address other nodes reach this one at (`host:port`); by default
@@ -54,7 +55,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             node_name: format!("warren@{}", hostname()),
             bind: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            port: 25672,
+            port: 0,
             advertise: None,
             secret: None,
         }

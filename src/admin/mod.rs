@@ -32,6 +32,9 @@ pub struct SharedStats {
     /// The disk free limit now (settable at run time, as RabbitMQ's
     /// `set_disk_free_limit`).
     pub disk_free_limit: std::sync::atomic::AtomicU64,
+    /// The broker application is stopped (`stop_app`, or a cluster member
+    /// still catching up at start): client connections are refused.
+    pub app_stopped: AtomicBool,
 }
 
 impl SharedStats {
@@ -199,6 +202,32 @@ pub enum AdminCmd {
         op: AdminOp,
         reply: SyncSender<Result<(), AmqpError>>,
     },
+    /// Close every client connection with 320 CONNECTION_FORCED and this
+    /// text (`stop_app`); answers how many were closed.
+    CloseAll {
+        text: String,
+        reply: SyncSender<usize>,
+    },
+    /// Shard 0 only: membership and the application's state.
+    Cluster {
+        cmd: ClusterCmd,
+        reply: SyncSender<Result<serde_json::Value, String>>,
+    },
+}
+
+/// What `warrenctl`'s clustering commands ask of a node (rabbitmqctl's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterCmd {
+    /// Members, their types, which run, the leader (JSON).
+    Status,
+    /// Join the cluster `node` belongs to (this node's app must be stopped;
+    /// its own data is reset). `addr`: where `node`'s cluster port is, when
+    /// not its host on the default port.
+    Join { node: String, addr: Option<String>, ram: bool },
+    /// Remove `node` (which must not be running) from the cluster.
+    Forget { node: String },
+    /// Record this node as a disc or RAM node.
+    ChangeType { ram: bool },
 }
 
 /// One shard's admin mailbox. The shard drains it when woken (the
@@ -309,6 +338,50 @@ impl Admin {
             parts.push(wait(rx).ok_or("a shard did not answer in time")?);
         }
         Ok(BrokerSnapshot::merge(parts, self.started))
+    }
+
+    /// Stops the broker application (`stop_app`): new connections are
+    /// refused and every client connection is closed; the node stays up
+    /// (management, the cluster port). Returns the connections closed.
+    pub fn stop_app(&self) -> Result<usize, String> {
+        self.stats
+            .app_stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut rxs = Vec::new();
+        for m in self.mailboxes.iter() {
+            let (tx, rx) = sync_channel(1);
+            m.post(AdminCmd::CloseAll {
+                text: "broker forced connection closure with reason 'shutdown'".into(),
+                reply: tx,
+            });
+            rxs.push(rx);
+        }
+        let mut closed = 0;
+        for rx in rxs {
+            closed += wait(rx).ok_or("a shard did not answer in time")?;
+        }
+        Ok(closed)
+    }
+
+    /// Starts the broker application again (`start_app`).
+    pub fn start_app(&self) {
+        self.stats
+            .app_stopped
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the broker application runs (accepts clients).
+    pub fn app_running(&self) -> bool {
+        !self.stats.app_stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A clustering command, run by shard 0 (a join can take a while: the
+    /// cluster copies its metadata to the new node first).
+    pub fn cluster(&self, cmd: ClusterCmd) -> Result<serde_json::Value, String> {
+        let (tx, rx) = sync_channel(1);
+        self.mailboxes[0].post(AdminCmd::Cluster { cmd, reply: tx });
+        rx.recv_timeout(Duration::from_secs(60))
+            .map_err(|_| "the node did not answer in time".to_string())?
     }
 
     /// Changes the disk free limit (RabbitMQ's `set_disk_free_limit`).

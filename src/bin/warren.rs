@@ -92,6 +92,23 @@ struct Args {
     /// (RabbitMQ uses 15671), with --tls-cert.
     #[arg(long, requires = "tls_cert")]
     mgmt_tls_port: Option<u16>,
+    /// This node's name in a cluster (RabbitMQ's `rabbit@host`); by default
+    /// warren@ and this machine's short host name.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The cluster port other nodes talk to (RabbitMQ's distribution port).
+    #[arg(long, default_value_t = 25672)]
+    cluster_port: u16,
+    #[arg(long, default_value = "::")]
+    cluster_bind: IpAddr,
+    /// The address other nodes reach this one at (HOST:PORT); by default
+    /// the node name's host and the cluster port.
+    #[arg(long)]
+    cluster_advertise: Option<String>,
+    /// The secret every node of the cluster shares; by default the cookie
+    /// file `cluster.cookie` in the data dir (created on first start).
+    #[arg(long, env = "WARREN_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -119,6 +136,13 @@ fn main() -> ExitCode {
         connection_handoff: !args.no_connection_handoff,
         ..Default::default()
     };
+    if let Some(n) = &args.node_name {
+        cfg.cluster.node_name = if n.contains('@') { n.clone() } else { format!("warren@{n}") };
+    }
+    cfg.cluster.port = args.cluster_port;
+    cfg.cluster.bind = args.cluster_bind;
+    cfg.cluster.advertise = args.cluster_advertise.clone();
+    cfg.cluster.secret = args.cluster_secret.clone();
     cfg.limits.frame_max = args.frame_max;
     cfg.limits.disk_free_limit = args.disk_free_limit;
     cfg.limits.heartbeat = std::time::Duration::from_secs(args.heartbeat);

@@ -490,10 +490,15 @@ impl Topology {
         };
         if exchange.is_empty() {
             // The default exchange: routing key = queue name.
+            let mut remote = false;
             if let Some(q) = v.queues.get(routing_key).and_then(|id| self.queues.get(id)) {
                 out.push((q.id, q.owner));
+                remote = q.node != 0;
             }
-            return Ok(Routed { by_key_only: true });
+            return Ok(Routed {
+                by_key_only: true,
+                remote,
+            });
         }
         let Some(&root) = v.exchanges.get(exchange) else {
             return Err(RouteError::NoExchange);
@@ -509,6 +514,7 @@ impl Topology {
         scratch.visited.push(root);
         // Headers are decoded only if a headers exchange is on the path.
         let mut headers: Option<Option<FieldTable>> = None;
+        let mut remote = false;
         while let Some(eid) = scratch.pending.pop() {
             let Some(ex) = self.exchanges.get(&eid) else {
                 continue;
@@ -536,6 +542,7 @@ impl Topology {
                     Dest::Queue(q) => {
                         if let Some(def) = self.queues.get(&q) {
                             out.push((q, def.owner));
+                            remote |= def.node != 0;
                         }
                     }
                     Dest::Exchange(e) => {
@@ -555,6 +562,7 @@ impl Topology {
         }
         Ok(Routed {
             by_key_only: headers.is_none(),
+            remote,
         })
     }
 }
@@ -566,6 +574,8 @@ pub struct Routed {
     /// on the path): the same pair routes the same way until the topology
     /// changes, so the result may be cached.
     pub by_key_only: bool,
+    /// A destination queue lives on another node of the cluster.
+    pub remote: bool,
 }
 
 /// Reusable buffers for [`Topology::route`].

@@ -69,6 +69,20 @@ pub fn encode_changes(changes: &[Change], me: u64) -> Vec<u8> {
     out.to_vec()
 }
 
+/// The inverse of [`encode_changes`], on node `me`: its own queues come
+/// back with their home as "here" (0).
+pub fn decode_changes_on(bytes: &[u8], me: u64) -> io::Result<Vec<Change>> {
+    let mut changes = decode_changes(bytes)?;
+    for c in &mut changes {
+        if let Change::DeclareQueue(q) = c
+            && q.node == me
+        {
+            q.node = 0;
+        }
+    }
+    Ok(changes)
+}
+
 /// The inverse of [`encode_changes`].
 pub fn decode_changes(bytes: &[u8]) -> io::Result<Vec<Change>> {
     let mut b = Bytes::copy_from_slice(bytes);

@@ -7,8 +7,14 @@
 //!
 //! Runs on shard 0 of every node: the metadata group is one Raft group.
 
+pub mod log_store;
 pub mod meta;
+pub mod net;
+pub mod node;
 pub mod rt;
+pub mod secret;
 pub mod types;
+pub mod wire;
 
+pub use log_store::LogStore;
 pub use types::{Meta, MetaCmd, MetaReply, NodeId, NodeInfo, node_id};

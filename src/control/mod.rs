@@ -21,7 +21,7 @@ use crate::broker::request::Reply;
 use crate::broker::topology::{Change, Topology};
 use crate::ids::{ChannelRef, ConnId, QueueId, ShardId};
 use crate::owner::{ControlMsg, Item};
-use crate::protocol::AmqpError;
+use crate::protocol::{AmqpError, ShortStr};
 use crate::storage::Syncable;
 use crate::storage::topolog::{TopoLog, is_durable};
 use std::collections::VecDeque;
@@ -241,6 +241,34 @@ impl ControlService {
         true
     }
 
+    /// The first entry of a cluster this node seeded came back: it holds
+    /// this node's own topology, already applied here.
+    pub fn seeded(&mut self, next_ids: [u64; 3]) {
+        if let Some(cl) = &mut self.cluster {
+            cl.accepted += 1;
+            self.plane.raise_ids(next_ids);
+        }
+    }
+
+    /// Applies a snapshot of the cluster's metadata (`accepted` commands),
+    /// on top of an empty topology (see [`ControlService::reset`]).
+    pub fn install(&mut self, accepted: u64, next_ids: [u64; 3], changes: Vec<Change>) {
+        if let Some(cl) = &mut self.cluster {
+            cl.accepted = accepted;
+        }
+        self.plane.raise_ids(next_ids);
+        self.apply_and_broadcast(changes);
+    }
+
+    /// Forgets the whole topology, on this node only (one about to join a
+    /// cluster: its own data is reset, as `rabbitmqctl join_cluster` does).
+    /// Queue owners drop their queues and stores.
+    pub fn reset(&mut self, topo: &Topology) {
+        let mut changes: Vec<Change> = topo.vhosts().map(|v| Change::DeleteVhost { id: v.id }).collect();
+        changes.extend(topo.users().map(|u| Change::DeleteUser { name: u.name.clone() }));
+        self.apply_and_broadcast(changes);
+    }
+
     /// Proposal `token` could not be committed (no leader, no majority, a
     /// timeout): its operation fails with `error`. (A timed-out proposal
     /// may still be committed later; it is then applied as another
@@ -263,6 +291,11 @@ impl ControlService {
     /// Nothing in progress and nothing queued.
     pub fn is_idle(&self) -> bool {
         self.op.is_none() && self.inbox.is_empty() && self.actions.is_empty()
+    }
+
+    /// Idle, and every shard applied every broadcast.
+    pub fn settled(&self) -> bool {
+        self.is_idle() && self.unacked == 0
     }
 
     /// The next thing to do, planning against `topo` (which must reflect
@@ -353,8 +386,7 @@ impl ControlService {
                         }
                     }
                     Ok(Plan::DeclareExisting { queue, owner, name }) => {
-                        let (to, item) = via(ch.shard(), owner, Item::DeclareCounts { queue, ch, name });
-                        self.actions.push_back(Action::Send(to, item));
+                        self.declare_existing(topo, ch, queue, owner, name);
                     }
                     Ok(Plan::DeleteQueue {
                         queue,
@@ -396,6 +428,17 @@ impl ControlService {
             }
             ControlMsg::AutoDeleted(queue) => {
                 self.begin(Answer::Nobody, None, [Stage::DeleteQueue(queue)]);
+            }
+            ControlMsg::NodeRestarted(me) => {
+                // What a restarted cluster node held only for its clients
+                // and connections (as RabbitMQ drops a node's transient
+                // and exclusive queues when it restarts).
+                let stages = topo
+                    .queues()
+                    .filter(|q| (q.node == 0 || q.node == me) && (!q.durable || q.exclusive.is_some()))
+                    .map(|q| Stage::DeleteQueue(q.id))
+                    .collect::<Vec<_>>();
+                self.begin(Answer::Nobody, None, stages);
             }
             ControlMsg::Admin { user, op, reply } => match admin::stages(&mut self.plane, topo, &user, op) {
                 Ok(stages) => self.begin(Answer::Admin(reply), None, stages),
@@ -492,14 +535,30 @@ impl ControlService {
             Ok(Plan::DeclareExisting { queue, owner, name }) => {
                 // The queue now exists: its owner answers the declare.
                 self.op = None;
-                let (to, item) = via(ch.shard(), owner, Item::DeclareCounts { queue, ch, name });
-                self.actions.push_back(Action::Send(to, item));
+                self.declare_existing(topo, ch, queue, owner, name);
             }
             Ok(Plan::DeleteQueue { .. }) => {
                 debug_assert!(false, "a delete is planned again from its DeleteQueue stage");
                 self.finish(Err(AmqpError::internal("queue.delete planned again")));
             }
         }
+    }
+
+    /// `declare-ok` for a queue that exists: its owner answers with its
+    /// counts. A queue on another node of the cluster is answered here,
+    /// without counts (they are kept on its node).
+    fn declare_existing(&mut self, topo: &Topology, ch: ChannelRef, queue: QueueId, owner: ShardId, name: ShortStr) {
+        if topo.queue(queue).is_some_and(|q| q.node != 0) {
+            let reply = Reply::QueueDeclareOk {
+                name,
+                messages: 0,
+                consumers: 0,
+            };
+            self.actions.push_back(Action::Reply(ch, reply));
+            return;
+        }
+        let (to, item) = via(ch.shard(), owner, Item::DeclareCounts { queue, ch, name });
+        self.actions.push_back(Action::Send(to, item));
     }
 
     fn commit(&mut self, topo: &Topology, changes: Vec<Change>) {

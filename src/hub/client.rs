@@ -120,6 +120,7 @@ impl Client<'_> {
             let (scratch, out) = &mut h.route;
             for key in std::iter::once(Bytes::copy_from_slice(msg.routing_key())).chain(keys) {
                 match topo.route(vhost, msg.exchange(), &key, msg.props(), scratch, out) {
+                    Ok(r) if r.remote => return Err(remote_queue()),
                     Ok(_) => dests.extend(out.iter().copied()),
                     Err(e) => return Err(route_error(e, topo, vhost, msg.exchange())),
                 }
@@ -359,6 +360,10 @@ impl Broker for Client<'_> {
                     dests,
                 )
                 .map_err(|e| route_error(e, topo, vhost, msg.exchange()))?;
+            if routed.remote {
+                c.valid = false;
+                return Err(remote_queue());
+            }
             c.valid = routed.by_key_only;
             c.vhost = Some(vhost);
             c.version = topo.version();
@@ -538,4 +543,12 @@ fn without_bcc(msg: &Message) -> Message {
 #[inline]
 fn short_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// A message routed to a queue whose home is another node of the cluster:
+/// refused rather than dropped, until publishes are forwarded between nodes.
+fn remote_queue() -> AmqpError {
+    AmqpError::not_implemented(
+        "a destination queue lives on another node of the cluster: publishing across nodes is not supported yet (connect to the queue's node)",
+    )
 }

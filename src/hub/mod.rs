@@ -334,6 +334,14 @@ impl Hub {
         accepted
     }
 
+    /// Queues a message for the control plane (shard 0; taken at the next
+    /// step).
+    pub fn submit_control(&mut self, msg: crate::owner::ControlMsg) {
+        if let Some(c) = &mut self.control {
+            c.submit(msg);
+        }
+    }
+
     /// A proposal of this node could not be committed.
     pub fn propose_failed(&mut self, token: u64, error: crate::protocol::AmqpError, now: u64) {
         if let Some(c) = &mut self.control {

@@ -210,14 +210,14 @@ fn read(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> 
         ["whoami"] => Ok(Reply::json(&json!({ "name": who.name, "tags": who.tags }))),
         ["nodes"] => {
             need_monitor(who)?;
-            Ok(Reply::json(&json!([node(m, snap)])))
+            Ok(Reply::json(&Value::Array(nodes(m, snap))))
         }
         ["nodes", name] => {
             need_monitor(who)?;
-            if *name != m.node {
-                return Err(not_found());
+            match nodes(m, snap).into_iter().find(|n| n["name"] == *name) {
+                Some(n) => Ok(Reply::json(&n)),
+                None => Err(not_found()),
             }
-            Ok(Reply::json(&node(m, snap)))
         }
         ["extensions"] => Ok(Reply::json(&json!([]))),
         ["cluster-name"] => Ok(Reply::json(&json!({ "name": m.node }))),
@@ -640,12 +640,45 @@ fn listeners(m: &Mgmt) -> Value {
     Value::Array(out)
 }
 
+/// Every node of the cluster: this one with its figures, the others as
+/// the cluster sees them (RabbitMQ shows each node's own figures; warren
+/// shows name, type and state for the others).
+fn nodes(m: &Mgmt, snap: &BrokerSnapshot) -> Vec<Value> {
+    let me = node(m, snap);
+    let Ok(status) = m.admin.cluster(crate::admin::ClusterCmd::Status) else {
+        return vec![me];
+    };
+    let mut out = Vec::new();
+    for n in status["nodes"].as_array().into_iter().flatten() {
+        if n["name"] == m.node.as_str() {
+            let mut me = me.clone();
+            me["type"] = n["type"].clone();
+            me["running"] = json!(true);
+            me["app_running"] = n["app_running"].clone();
+            out.push(me);
+        } else {
+            out.push(json!({
+                "name": n["name"],
+                "type": n["type"],
+                "running": n["running"],
+                "app_running": n["app_running"],
+                "partitions": [],
+            }));
+        }
+    }
+    if out.is_empty() {
+        out.push(me);
+    }
+    out
+}
+
 fn node(m: &Mgmt, snap: &BrokerSnapshot) -> Value {
     let uptime = m.admin.started.elapsed().map_or(0, |d| d.as_millis() as u64);
     json!({
         "name": m.node,
         "type": "disc",
         "running": true,
+        "app_running": m.admin.app_running(),
         "os_pid": std::process::id().to_string(),
         "mem_used": crate::shard::allocated(),
         "mem_limit": m.admin.config.limits.memory_high_watermark,

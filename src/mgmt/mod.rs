@@ -125,7 +125,7 @@ pub fn start(admin: Admin, cfg: MgmtConfig) -> io::Result<MgmtHandle> {
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let mgmt = Arc::new(Mgmt {
-        node: node_name(),
+        node: admin.config.cluster.node_name.clone(),
         rates: rates::Rates::default(),
         admin,
         listen: addr,
@@ -255,10 +255,3 @@ async fn handle(
     }
 }
 
-/// `warren@host`, as RabbitMQ's `rabbit@host`.
-fn node_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("warren@{host}")
-}

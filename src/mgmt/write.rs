@@ -5,7 +5,7 @@ use super::auth::Who;
 use super::http::*;
 use super::{Mgmt, shapes};
 use crate::admin::json::{json_to_props, json_to_table};
-use crate::admin::{AdminOp, BrokerSnapshot, GetMode};
+use crate::admin::{AdminOp, BrokerSnapshot, ClusterCmd, GetMode};
 use crate::broker::request::Request;
 use crate::protocol::{FieldTable, ShortStr};
 use axum::http::Method;
@@ -393,6 +393,62 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
             log::info!("disk free limit set to {bytes} bytes by '{}'", who.name);
             m.admin.set_disk_free_limit(bytes);
             Ok(Reply::empty(204))
+        }
+        (&Method::GET, ["warren", "cluster"]) => {
+            need_admin(who)?;
+            let v = m.admin.cluster(ClusterCmd::Status).map_err(|e| Reply::error(500, "internal_error", &e))?;
+            Ok(Reply::json(&v))
+        }
+        (&Method::POST, ["warren", "stop_app"]) => {
+            need_admin(who)?;
+            log::info!("stop_app requested through the management API by '{}'", who.name);
+            let closed = m.admin.stop_app().map_err(|e| Reply::error(500, "internal_error", &e))?;
+            Ok(Reply::json(&serde_json::json!({ "closed": closed })))
+        }
+        (&Method::POST, ["warren", "start_app"]) => {
+            need_admin(who)?;
+            log::info!("start_app requested through the management API by '{}'", who.name);
+            m.admin.start_app();
+            Ok(Reply::empty(204))
+        }
+        (&Method::POST, ["warren", "join_cluster"]) => {
+            need_admin(who)?;
+            let body = call.json()?;
+            let node = body
+                .get("node")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad_request("expected {\"node\": NAME}"))?
+                .to_string();
+            let addr = body.get("address").and_then(Value::as_str).map(str::to_string);
+            let ram = body.get("ram").and_then(Value::as_bool).unwrap_or(false);
+            log::info!("join_cluster {node} requested through the management API by '{}'", who.name);
+            let v = m
+                .admin
+                .cluster(ClusterCmd::Join { node, addr, ram })
+                .map_err(|e| bad_request(&e))?;
+            Ok(Reply::json(&v))
+        }
+        (&Method::POST, ["warren", "forget_cluster_node"]) => {
+            need_admin(who)?;
+            let body = call.json()?;
+            let node = body
+                .get("node")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad_request("expected {\"node\": NAME}"))?
+                .to_string();
+            let v = m.admin.cluster(ClusterCmd::Forget { node }).map_err(|e| bad_request(&e))?;
+            Ok(Reply::json(&v))
+        }
+        (&Method::POST, ["warren", "change_cluster_node_type"]) => {
+            need_admin(who)?;
+            let body = call.json()?;
+            let ram = match body.get("type").and_then(Value::as_str) {
+                Some("ram") => true,
+                Some("disc" | "disk") => false,
+                _ => return Err(bad_request("expected {\"type\": \"disc\"|\"ram\"}")),
+            };
+            let v = m.admin.cluster(ClusterCmd::ChangeType { ram }).map_err(|e| bad_request(&e))?;
+            Ok(Reply::json(&v))
         }
         (&Method::POST, ["warren", "stop"]) => {
             need_admin(who)?;

@@ -35,6 +35,9 @@ pub enum ControlMsg {
     /// An auto-delete queue lost its last consumer; its owner already
     /// dropped it.
     AutoDeleted(QueueId),
+    /// A cluster node restarted and caught up (its id): its transient and
+    /// exclusive queues, back from the metadata log, must go.
+    NodeRestarted(u64),
     /// A management operation (never crosses shards: posted on shard 0).
     Admin {
         user: String,

@@ -40,6 +40,24 @@ pub async fn run(shard: Rc<Shard>, mailboxes: Arc<Vec<Mailbox>>, mut wake: UnixS
                     }
                     let _ = reply.try_send(snapshot(&shard));
                 }
+                AdminCmd::CloseAll { text, reply: r } => {
+                    let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
+                    for c in &conns {
+                        c.push(Event::ForceClose {
+                            code: reply::CONNECTION_FORCED,
+                            text: text.clone(),
+                        });
+                    }
+                    let _ = r.try_send(conns.len());
+                }
+                AdminCmd::Cluster { cmd, reply: r } => {
+                    // Joining takes a while: run it beside the admin task.
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        let _ = r.try_send(super::cluster::handle(&shard, cmd).await);
+                    })
+                    .detach();
+                }
                 AdminCmd::Users(reply) => {
                     let _ = reply.try_send(users_of(&shard.hub.borrow().topo));
                 }
@@ -248,6 +266,29 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
                 get: q.stats.get,
             },
         });
+    }
+    // Queues whose home is another node of the cluster: listed by shard 0,
+    // without figures (those are kept on their node).
+    if shard.id == 0 {
+        for def in topo.queues().filter(|q| q.node != 0) {
+            s.queues.push(QueueInfo {
+                vhost: vname(def.vhost),
+                name: def.name.as_str().into_owned(),
+                durable: def.durable,
+                auto_delete: def.auto_delete,
+                exclusive: def.exclusive.is_some(),
+                owner: None,
+                arguments: table_to_json(&def.args),
+                shard: def.owner,
+                messages_ready: 0,
+                messages_unacknowledged: 0,
+                message_bytes_ready: 0,
+                message_bytes_unacknowledged: 0,
+                consumers: 0,
+                disk_bytes: 0,
+                counters: QueueCounters::default(),
+            });
+        }
     }
     for c in shard.conns.borrow().values() {
         let m = c.meta.borrow();

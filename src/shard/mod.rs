@@ -3,6 +3,7 @@
 //! a shard decides is in its [`crate::hub::Hub`].
 
 mod admin;
+mod cluster;
 mod alloc;
 mod conn;
 mod notify;

@@ -318,14 +318,22 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         ));
     }
     let data = DataDir::open(&cfg.data_dir)?;
-    let (topolog, initial) = crate::hub::recover_topology(
-        &crate::storage::RealDisk,
-        &cfg,
-        nshards,
-        super::state::random_salt(),
-    )?;
+    // A cluster member's topology comes from the cluster's metadata log,
+    // replayed by shard 0 once it runs; the topology log is not used.
+    let member = crate::cluster::node::is_member(&cfg.data_dir);
+    let (topolog, initial) = if member {
+        (None, Vec::new())
+    } else {
+        let (log, initial) = crate::hub::recover_topology(
+            &crate::storage::RealDisk,
+            &cfg,
+            nshards,
+            super::state::random_salt(),
+        )?;
+        (Some(log), initial)
+    };
     let initial = Arc::new(initial);
-    let mut topolog = Some(topolog);
+    let mut topolog = topolog;
     let addr = probe_port(SocketAddr::new(cfg.bind, cfg.port))?;
     // A broker that cannot load its certificates does not start: clients
     // configured for AMQPS would find nothing, or worse, plain AMQP.
@@ -343,6 +351,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         connections: (0..nshards).map(|_| Default::default()).collect(),
         memory_alarm: AtomicBool::new(false),
         disk_alarm: AtomicBool::new(false),
+        app_stopped: AtomicBool::new(member),
         disk_free: Default::default(),
         disk_free_limit: cfg.limits.disk_free_limit.into(),
     });
@@ -543,6 +552,13 @@ async fn run_shard(
     }
     if id == 0 {
         tasks.push(glommio::spawn_local(memory_monitor(shard.clone())).detach());
+        if let Err(e) = super::cluster::start(&shard).await {
+            let _ = ready.send(Err(io::Error::other(format!(
+                "cluster port {}: {e}",
+                shard.cfg.cluster.port
+            ))));
+            return;
+        }
     }
     let acceptor = accept(shard.clone(), listener, conn::run);
     let tls_acceptor = tls_listener.map(|(listener, server)| {
@@ -591,6 +607,10 @@ async fn run_shard(
     for t in tasks {
         t.cancel();
     }
+    let node = shard.cluster.borrow_mut().take();
+    if let Some(node) = node {
+        node.shutdown().await;
+    }
     // Whatever was written but not yet synced (acks, deliveries).
     shard.after_step(now_ms());
     let batch = shard.hub.borrow_mut().take_sync();
@@ -610,7 +630,9 @@ where
         loop {
             match listener.accept().await {
                 Ok(stream) => {
-                    if shard.stopping.get() {
+                    // Stopping, or the app is stopped (`stop_app`, or a
+                    // cluster member still catching up): refused.
+                    if shard.stopping.get() || shard.stats.app_stopped.load(Ordering::SeqCst) {
                         continue;
                     }
                     glommio::spawn_local(serve(shard.clone(), stream)).detach();

@@ -100,6 +100,9 @@ pub struct Shard {
     pub stop_notify: Notify,
     /// Rung when something may expire that could not before.
     pub sweep_notify: Notify,
+    /// Shard 0: this node's side of its cluster (the cluster port, the
+    /// metadata group).
+    pub cluster: RefCell<Option<Rc<crate::cluster::node::Node>>>,
 }
 
 impl Shard {
@@ -119,6 +122,7 @@ impl Shard {
             ring_items: Cell::new(0),
             ring_batches: Cell::new(0),
             handoffs: Cell::new(0),
+            cluster: RefCell::new(None),
             stop_notify: Notify::default(),
             sweep_notify: Notify::default(),
         }
@@ -134,7 +138,7 @@ impl Shard {
     /// step that follows its publish).
     pub fn after_step(self: &Rc<Self>, now: u64) {
         loop {
-            let (events, closes, log_syncs, adopted, wants_sync) = {
+            let (events, closes, log_syncs, adopted, wants_sync, proposals) = {
                 let mut hub = self.hub.borrow_mut();
                 hub.step(now);
                 let wants_sync = hub.owner.wants_sync();
@@ -148,8 +152,12 @@ impl Shard {
                     std::mem::take(&mut out.log_syncs),
                     std::mem::take(&mut out.adopted),
                     wants_sync,
+                    std::mem::take(&mut out.proposals),
                 )
             };
+            if !proposals.is_empty() {
+                super::cluster::propose(self, proposals);
+            }
             for a in adopted {
                 super::conn::adopt(self, a);
             }

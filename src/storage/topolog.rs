@@ -385,6 +385,12 @@ pub fn is_durable(topo: &Topology, c: &Change) -> bool {
 
 /// The changes that rebuild the durable part of `topo` from nothing.
 pub fn snapshot(topo: &Topology) -> Vec<Change> {
+    image(topo, false)
+}
+
+/// The changes that rebuild all of `topo` (durable or not: a cluster's
+/// metadata image), or only its durable part.
+pub fn image(topo: &Topology, all: bool) -> Vec<Change> {
     let mut out = Vec::new();
     let mut vhosts: Vec<_> = topo.vhosts().collect();
     vhosts.sort_by_key(|v| v.id);
@@ -427,14 +433,14 @@ pub fn snapshot(topo: &Topology) -> Vec<Change> {
     for p in topo.policies() {
         out.push(Change::SetPolicy(p.clone()));
     }
-    let mut exchanges: Vec<_> = topo.exchanges().filter(|x| x.def.durable).collect();
+    let mut exchanges: Vec<_> = topo.exchanges().filter(|x| all || x.def.durable).collect();
     exchanges.sort_by_key(|x| x.def.id);
     for x in &exchanges {
         out.push(Change::DeclareExchange(x.def.clone()));
     }
     let mut queues: Vec<_> = topo
         .queues()
-        .filter(|q| q.durable && q.exclusive.is_none())
+        .filter(|q| all || (q.durable && q.exclusive.is_none()))
         .collect();
     queues.sort_by_key(|q| q.id);
     for q in &queues {
@@ -448,7 +454,7 @@ pub fn snapshot(topo: &Topology) -> Vec<Change> {
                 key: k.clone(),
                 args: a.clone(),
             };
-            if is_durable(topo, &c) {
+            if all || is_durable(topo, &c) {
                 out.push(c);
             }
         }

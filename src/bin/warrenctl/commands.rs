@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 pub const HELP: &str = "Commands:
   status, cluster_status, stop, await_startup, reset (broker stopped; needs --data-dir)
+  stop_app, start_app, join_cluster [--ram] [--address HOST:PORT] NODE,
+  forget_cluster_node [--offline] NODE, change_cluster_node_type disc|ram
   add_user USER PASSWORD, delete_user USER, change_password USER PASSWORD,
   set_user_tags USER [TAG ...], list_users
   add_vhost VHOST, delete_vhost VHOST, list_vhosts
@@ -36,6 +38,11 @@ fn must(v: Option<Value>, what: &str) -> Result<Value, Failure> {
     v.ok_or_else(|| fail(EX_SOFTWARE, format!("{what} not found")))
 }
 
+fn node_of(c: &Client) -> Result<String, Failure> {
+    let o = must(c.get("/overview")?, "overview")?;
+    Ok(o["node"].as_str().unwrap_or_default().to_string())
+}
+
 fn user_exists(c: &Client, user: &str) -> Result<Option<Value>, Failure> {
     c.get(&format!("/users/{}", enc(user)))
 }
@@ -49,10 +56,36 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
             let o = must(c.get("/overview")?, "overview")?;
             let node = o["node"].as_str().unwrap_or_default().to_string();
             cli.info(&format!("Cluster status of node {node} ..."));
-            println!(
-                "Basics\n\nCluster name: {}\n\nDisk Nodes\n\n{node}\n\nRunning Nodes\n\n{node}\n",
+            let cl = must(c.get("/warren/cluster")?, "cluster")?;
+            let members = cl["nodes"].as_array().cloned().unwrap_or_default();
+            let names = |f: &dyn Fn(&Value) -> bool| {
+                let mut v: Vec<String> = members
+                    .iter()
+                    .filter(|n| f(n))
+                    .map(|n| n["name"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                v.sort();
+                v.join("\n")
+            };
+            let disc = names(&|n| n["type"] == "disc");
+            let ram = names(&|n| n["type"] == "ram");
+            let running = names(&|n| n["running"] == true);
+            print!(
+                "Basics\n\nCluster name: {}\n\nDisk Nodes\n\n{disc}\n\n",
                 o["cluster_name"].as_str().unwrap_or_default()
             );
+            if !ram.is_empty() {
+                print!("RAM Nodes\n\n{ram}\n\n");
+            }
+            println!("Running Nodes\n\n{running}\n");
+            let stopped: Vec<&str> = members
+                .iter()
+                .filter(|n| n["running"] == true && n["app_running"] == false)
+                .filter_map(|n| n["name"].as_str())
+                .collect();
+            if !stopped.is_empty() {
+                println!("Nodes with the app stopped\n\n{}\n", stopped.join("\n"));
+            }
             println!(
                 "Versions\n\n{node}: warren {} (RabbitMQ {} compatible)\n",
                 cell(&o["product_version"]),
@@ -70,6 +103,45 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                     cell(&l["protocol"])
                 );
             }
+            Ok(())
+        }
+        "stop_app" => {
+            args(cli, 0, "no arguments")?;
+            cli.info(&format!("Stopping rabbit application on node {} ...", node_of(c)?));
+            c.call("POST", "/warren/stop_app", None)?;
+            Ok(())
+        }
+        "start_app" => {
+            args(cli, 0, "no arguments")?;
+            cli.info(&format!("Starting node {} ...", node_of(c)?));
+            c.call("POST", "/warren/start_app", None)?;
+            Ok(())
+        }
+        "join_cluster" => {
+            let a = args(cli, 1, "NODE")?;
+            cli.info(&format!("Clustering node {} with {} ...", node_of(c)?, a[0]));
+            let mut body = json!({ "node": a[0], "ram": cli.ram });
+            if let Some(addr) = &cli.address {
+                body["address"] = json!(addr);
+            }
+            c.call("POST", "/warren/join_cluster", Some(&body))?;
+            Ok(())
+        }
+        "forget_cluster_node" => {
+            let a = args(cli, 1, "NODE")?;
+            cli.info(&format!("Removing node {} from the cluster", a[0]));
+            c.call("POST", "/warren/forget_cluster_node", Some(&json!({ "node": a[0] })))?;
+            Ok(())
+        }
+        "change_cluster_node_type" => {
+            let a = args(cli, 1, "disc|ram")?;
+            let t = match a[0] {
+                "disc" | "disk" => "disc",
+                "ram" => "ram",
+                other => return Err(usage(format!("unknown node type {other}: disc or ram"))),
+            };
+            cli.info(&format!("Turning {} into a {t} node", node_of(c)?));
+            c.call("POST", "/warren/change_cluster_node_type", Some(&json!({ "type": t })))?;
             Ok(())
         }
         "stop" => {

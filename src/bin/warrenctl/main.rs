@@ -54,6 +54,17 @@ pub struct Cli {
     /// list_user_limits: whose (guest by default, as rabbitmqctl).
     #[arg(long, global = true)]
     user: Option<String>,
+    /// join_cluster: join as a RAM node.
+    #[arg(long, global = true)]
+    ram: bool,
+    /// join_cluster: the cluster port of the node to join (HOST:PORT), when
+    /// it is not the node's host on port 25672.
+    #[arg(long, global = true)]
+    address: Option<String>,
+    /// forget_cluster_node: accepted for rabbitmqctl's sake (warren forgets
+    /// a stopped node the same way either way).
+    #[arg(long, global = true)]
+    offline: bool,
     /// The command (see below) and its arguments.
     command: String,
     #[arg(allow_hyphen_values = false)]

@@ -2864,6 +2864,45 @@ mod test {
         task::Waker,
     };
 
+    /// warren: P10. A blocking task still running when its executor is
+    /// dropped: the pool thread finds nobody to answer and must leave
+    /// quietly (upstream panicked with "failed to send response").
+    #[test]
+    fn warren_p10_blocking_thread_outliving_its_executor_does_not_panic() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static PANICS: AtomicUsize = AtomicUsize::new(0);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|info| {
+            if info.to_string().contains("failed to send response") {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+        let started = Arc::new(std::sync::Barrier::new(2));
+        let s2 = started.clone();
+        std::thread::spawn(move || {
+            let ex = LocalExecutorBuilder::new(Placement::Unbound).make().unwrap();
+            ex.run(async move {
+                crate::spawn_local(async move {
+                    executor()
+                        .spawn_blocking(move || {
+                            s2.wait();
+                            std::thread::sleep(Duration::from_millis(200));
+                        })
+                        .await;
+                })
+                .detach();
+                crate::timer::sleep(Duration::from_millis(20)).await;
+            });
+        })
+        .join()
+        .unwrap();
+        started.wait();
+        // The executor is gone; the blocking call finishes after it.
+        std::thread::sleep(Duration::from_millis(400));
+        std::panic::set_hook(previous);
+        assert_eq!(PANICS.load(Ordering::SeqCst), 0);
+    }
+
     use futures::{
         future::{join, join_all, poll_fn},
         join,

@@ -1,0 +1,626 @@
+//! One node's membership in a cluster (shard 0): the cluster port, the
+//! metadata group's `Raft`, and the requests nodes make of each other
+//! (propose, join, forget, status).
+//!
+//! A node that is not in a cluster still listens on the cluster port, so
+//! others can join it (as RabbitMQ's distribution port does). The first
+//! join makes it the seed: it starts a one-member metadata group holding
+//! its own topology, then adds the joining node. The marker file
+//! `cluster/member` says the data dir belongs to a cluster: at the next
+//! start the topology comes from the metadata log, not the topology log.
+
+use super::log_store::LogStore;
+use super::meta::{MetaImage, MetaSink, MetaSm};
+use super::net::raft::{ClusterNetwork, META_GROUP, RaftService};
+use super::net::{CallError, Transport, service_fn};
+use super::secret::Secret;
+use super::types::{Meta, MetaCmd, MetaReply, NodeId, NodeInfo, node_id};
+use crate::config::ClusterConfig;
+use openraft::async_runtime::WatchReceiver;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// The metadata group's Raft.
+pub type MetaRaft = openraft::Raft<Meta, MetaSm>;
+
+/// Request kinds of the cluster port served here (the Raft RPCs use 1–5).
+pub const KIND_PROPOSE: u8 = 32;
+pub const KIND_JOIN: u8 = 33;
+pub const KIND_FORGET: u8 = 34;
+pub const KIND_STATUS: u8 = 35;
+pub const KIND_SET_NODE: u8 = 36;
+
+/// How long a change waits for the cluster to commit it before the
+/// request that made it fails.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A leader whose last acknowledgement from a majority is older than this
+/// (four heartbeats) takes no new entries.
+const QUORUM_STALE_MS: u64 = 600;
+/// Joining copies the metadata to the new node first.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What shard 0 lends the node besides the state machine's sink.
+pub trait Host: MetaSink {
+    /// Makes the control plane a cluster member (changes now go through
+    /// the metadata log) and returns the topology to seed the log with.
+    fn enter_cluster(&self) -> MetaImage;
+    /// Whether the broker application runs (for status).
+    fn app_running(&self) -> bool;
+}
+
+/// A leader's answer to a proposal or a membership request.
+#[derive(Debug, Serialize, Deserialize)]
+enum Answer<T> {
+    Done(T),
+    /// Not the leader: ask it (its cluster address, when known).
+    NotLeader(Option<String>),
+}
+
+/// What a node says of itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub app_running: bool,
+    pub clustered: bool,
+    pub leader: Option<String>,
+}
+
+/// The marker file of a data dir that belongs to a cluster.
+pub fn marker(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster").join("member")
+}
+
+/// Whether the data dir belongs to a cluster.
+pub fn is_member(data_dir: &Path) -> bool {
+    marker(data_dir).exists()
+}
+
+/// Openraft settings for the metadata group: elections in about a second
+/// on a LAN, no snapshots (the log of metadata changes is small; replaying
+/// it is how a node rebuilds its topology).
+fn raft_config() -> Arc<openraft::Config> {
+    let c = openraft::Config {
+        cluster_name: "warren-meta".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 750,
+        election_timeout_max: 1500,
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        ..Default::default()
+    };
+    Arc::new(c.validate().expect("valid Raft settings"))
+}
+
+use std::sync::Arc;
+
+/// This node in its cluster.
+pub struct Node {
+    pub info: NodeInfo,
+    pub id: NodeId,
+    dir: PathBuf,
+    transport: Rc<Transport>,
+    rpc: Rc<RaftService>,
+    raft: RefCell<Option<MetaRaft>>,
+    host: Rc<dyn Host>,
+    /// The cluster port's address (the bound one: port 0 picks one).
+    pub listen_addr: SocketAddr,
+}
+
+impl Node {
+    /// Starts the cluster port; opens the metadata group if the data dir
+    /// belongs to a cluster.
+    pub async fn start(cfg: &ClusterConfig, data_dir: &Path, host: Rc<dyn Host>) -> io::Result<Rc<Node>> {
+        let secret = match &cfg.secret {
+            Some(s) => s
+                .parse::<Secret>()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--cluster-secret: {e}")))?,
+            None => Secret::load_or_create(data_dir)?,
+        };
+        let transport = Transport::new(&cfg.node_name, secret);
+        let listen_addr = transport.listen(SocketAddr::new(cfg.bind, cfg.port))?;
+        let addr = cfg
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", cfg.host(), listen_addr.port()));
+        let rpc = RaftService::new();
+        rpc.serve_on(&transport);
+        let node = Rc::new(Node {
+            info: NodeInfo {
+                name: cfg.node_name.clone(),
+                addr,
+                ram: false,
+            },
+            id: node_id(&cfg.node_name),
+            dir: data_dir.join("cluster"),
+            transport,
+            rpc,
+            raft: RefCell::new(None),
+            host,
+            listen_addr,
+        });
+        node.serve();
+        if is_member(data_dir) {
+            node.open_raft().await?;
+        }
+        log::info!(
+            "node {} (cluster port {}, reached at {})",
+            node.info.name,
+            node.listen_addr,
+            node.info.addr
+        );
+        Ok(node)
+    }
+
+    fn serve(self: &Rc<Self>) {
+        let me = Rc::downgrade(self);
+        let service = service_fn(move |from: &str, kind: u8, body: Vec<u8>| {
+            let me = me.clone();
+            let from = from.to_string();
+            async move {
+                let Some(me) = me.upgrade() else {
+                    return Err("the node is stopping".to_string());
+                };
+                me.handle(&from, kind, body).await
+            }
+        });
+        for kind in [KIND_PROPOSE, KIND_JOIN, KIND_FORGET, KIND_STATUS, KIND_SET_NODE] {
+            self.transport.register(kind, service.clone());
+        }
+    }
+
+    async fn handle(&self, from: &str, kind: u8, body: Vec<u8>) -> Result<Vec<u8>, String> {
+        let bad = |e: postcard::Error| format!("bad request: {e}");
+        match kind {
+            KIND_PROPOSE => {
+                let cmd: MetaCmd = postcard::from_bytes(&body).map_err(bad)?;
+                let a = self.propose_here(cmd).await?;
+                postcard::to_stdvec(&a).map_err(|e| e.to_string())
+            }
+            KIND_JOIN => {
+                let info: NodeInfo = postcard::from_bytes(&body).map_err(bad)?;
+                if info.name != from {
+                    return Err(format!("{from} asked to join as {}", info.name));
+                }
+                let a = self.add_member(info).await?;
+                postcard::to_stdvec(&a).map_err(|e| e.to_string())
+            }
+            KIND_FORGET => {
+                let name: String = postcard::from_bytes(&body).map_err(bad)?;
+                let a = self.remove_member(&name).await?;
+                postcard::to_stdvec(&a).map_err(|e| e.to_string())
+            }
+            KIND_STATUS => serde_json::to_vec(&self.status_here()).map_err(|e| e.to_string()),
+            KIND_SET_NODE => {
+                let info: NodeInfo = postcard::from_bytes(&body).map_err(bad)?;
+                if info.name != from {
+                    return Err(format!("{from} asked to change {}", info.name));
+                }
+                let a = self.set_node(info).await?;
+                postcard::to_stdvec(&a).map_err(|e| e.to_string())
+            }
+            _ => Err(format!("unknown request kind {kind}")),
+        }
+    }
+
+    async fn open_raft(&self) -> io::Result<MetaRaft> {
+        if let Some(r) = self.raft.borrow().clone() {
+            return Ok(r);
+        }
+        let meta_dir = self.dir.join("meta");
+        std::fs::create_dir_all(&meta_dir)?;
+        let log = LogStore::<Meta>::open(&meta_dir.join("log"))?;
+        let sm = MetaSm::open(meta_dir.clone(), self.host.clone())?;
+        let net = ClusterNetwork::<Meta>::new(self.transport.clone(), META_GROUP, self.id);
+        let raft = MetaRaft::new(self.id, raft_config(), net, log, sm)
+            .await
+            .map_err(|e| io::Error::other(format!("cannot start the metadata group: {e}")))?;
+        self.rpc.add_group(META_GROUP, raft.clone());
+        *self.raft.borrow_mut() = Some(raft.clone());
+        Ok(raft)
+    }
+
+    fn write_marker(&self) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join("member");
+        std::fs::write(&path, format!("{}\n", self.info.name))?;
+        std::fs::File::open(&path)?.sync_all()?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// The metadata group, if this node is in a cluster.
+    pub fn raft(&self) -> Option<MetaRaft> {
+        self.raft.borrow().clone()
+    }
+
+    pub fn is_member(&self) -> bool {
+        self.raft.borrow().is_some()
+    }
+
+    /// Waits (up to `timeout`) until this node's topology is at least what
+    /// it was before a restart and the cluster has a leader; false if it
+    /// could not tell in time (no majority reachable).
+    pub async fn wait_for_recovery(&self, timeout: Duration) -> bool {
+        let Some(raft) = self.raft() else { return true };
+        raft.wait_for_recovery(Some(timeout)).await.is_ok()
+    }
+
+    /// The leader's id and cluster address, as this node knows them.
+    fn leader(&self) -> Option<(NodeId, String)> {
+        let raft = self.raft()?;
+        let m = raft.metrics().borrow_watched().clone();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    /// Appends `cmd` to the metadata log through the leader, waiting for
+    /// the commit (at most [`COMMIT_TIMEOUT`]). The entry comes back to
+    /// this node's control plane through the state machine; this only
+    /// reports a failure to commit.
+    pub async fn propose(&self, cmd: MetaCmd) -> Result<MetaReply, String> {
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        let body = postcard::to_stdvec(&cmd).map_err(|e| e.to_string())?;
+        let mut target: Option<String> = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(no_majority());
+            }
+            let to = match target.take() {
+                Some(a) => Some(a),
+                None => self.leader().map(|(id, a)| if id == self.id { String::new() } else { a }),
+            };
+            let answer = match to {
+                None => {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Some(a) if a.is_empty() => self.propose_here(cmd.clone()).await?,
+                Some(a) => match self.transport.call(&a, KIND_PROPOSE, body.clone(), left).await {
+                    Ok(b) => postcard::from_bytes(&b).map_err(|e| e.to_string())?,
+                    Err(CallError::Remote(e)) => return Err(e),
+                    Err(e) => {
+                        log::debug!("proposal to {a}: {e}");
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            match answer {
+                Answer::Done(r) => return Ok(r),
+                Answer::NotLeader(addr) => {
+                    target = addr;
+                    if target.is_none() {
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Proposes on this node, if it leads.
+    async fn propose_here(&self, cmd: MetaCmd) -> Result<Answer<MetaReply>, String> {
+        let Some(raft) = self.raft() else {
+            return Err("this node is not in a cluster".into());
+        };
+        // A leader that has not heard from a majority lately (a partition
+        // isolated it) refuses before appending: an entry appended here
+        // could still be committed after the partition heals, long after
+        // its client was told it failed.
+        {
+            let m = raft.metrics().borrow_watched().clone();
+            if m.current_leader == Some(self.id)
+                && m.millis_since_quorum_ack.is_none_or(|ms| ms > QUORUM_STALE_MS)
+            {
+                return Err(no_majority());
+            }
+        }
+        match glommio::timer::timeout(COMMIT_TIMEOUT, async {
+            Ok(raft.client_write(cmd).await)
+        })
+        .await
+        {
+            Err(_) => Err(no_majority()),
+            Ok(Ok(resp)) => Ok(Answer::Done(*resp.response())),
+            Ok(Err(e)) => match e.forward_to_leader() {
+                Some(f) => Ok(Answer::NotLeader(f.leader_node.as_ref().map(|n| n.addr.clone()))),
+                None => Err(format!("the metadata store refused the change: {e}")),
+            },
+        }
+    }
+
+    /// The leader side of a join: seeds the cluster if this node is not in
+    /// one yet, then adds `info` as a learner (it catches up) and makes it
+    /// a voter.
+    async fn add_member(&self, info: NodeInfo) -> Result<Answer<()>, String> {
+        let id = node_id(&info.name);
+        if id == self.id {
+            return Err("a node cannot join itself".into());
+        }
+        if !self.is_member() {
+            self.seed().await?;
+        }
+        let raft = self.raft().expect("a member");
+        match self.leader() {
+            Some((l, _)) if l == self.id => {}
+            Some((_, a)) => return Ok(Answer::NotLeader(Some(a))),
+            None => return Ok(Answer::NotLeader(None)),
+        }
+        log::info!("node {} joins the cluster (at {})", info.name, info.addr);
+        let work = async {
+            raft.add_learner(id, info.clone(), true).await.map_err(|e| e.to_string())?;
+            raft.change_membership(openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        };
+        match glommio::timer::timeout(JOIN_TIMEOUT, async { Ok(work.await) }).await {
+            Ok(Ok(())) => Ok(Answer::Done(())),
+            Ok(Err(e)) => Err(format!("cannot add {}: {e}", info.name)),
+            Err(_) => Err(format!("cannot add {}: timed out", info.name)),
+        }
+    }
+
+    /// Makes this node a one-member cluster whose log starts with its
+    /// topology.
+    async fn seed(&self) -> Result<(), String> {
+        let image = self.host.enter_cluster();
+        self.write_marker().map_err(|e| e.to_string())?;
+        let raft = self.open_raft().await.map_err(|e| e.to_string())?;
+        raft.initialize(BTreeMap::from([(self.id, self.info.clone())]))
+            .await
+            .map_err(|e| format!("cannot start the cluster: {e}"))?;
+        let cmd = MetaCmd {
+            origin: self.id,
+            token: 0,
+            base: 0,
+            next_ids: image.next_ids,
+            changes: image.changes,
+        };
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        loop {
+            match self.propose_here(cmd.clone()).await? {
+                Answer::Done(_) => break,
+                Answer::NotLeader(_) if Instant::now() < deadline => {
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
+                Answer::NotLeader(_) => return Err("this node did not become the leader of its new cluster".into()),
+            }
+        }
+        log::info!("node {} started a cluster", self.info.name);
+        Ok(())
+    }
+
+    /// The joining side: asks `target` (a member's cluster address) to add
+    /// this node. This node's data must have been reset before.
+    pub async fn join(&self, target: &str, ram: bool) -> Result<(), String> {
+        if self.is_member() {
+            return Err(format!("{} is already a member of a cluster", self.info.name));
+        }
+        let mut info = self.info.clone();
+        info.ram = ram;
+        self.write_marker().map_err(|e| e.to_string())?;
+        if let Err(e) = self.open_raft().await {
+            let _ = std::fs::remove_file(self.dir.join("member"));
+            return Err(e.to_string());
+        }
+        let body = postcard::to_stdvec(&info).map_err(|e| e.to_string())?;
+        let mut to = target.to_string();
+        for _ in 0..10 {
+            let answer: Answer<()> = match self.transport.call(&to, KIND_JOIN, body.clone(), JOIN_TIMEOUT).await {
+                Ok(b) => postcard::from_bytes(&b).map_err(|e| e.to_string())?,
+                Err(e) => return Err(format!("cannot reach {to}: {e}")),
+            };
+            match answer {
+                Answer::Done(()) => return Ok(()),
+                Answer::NotLeader(Some(a)) => to = a,
+                Answer::NotLeader(None) => glommio::timer::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        Err("the cluster has no leader".into())
+    }
+
+    /// Removes `name` from the cluster (through the leader).
+    pub async fn forget(&self, name: &str) -> Result<(), String> {
+        let body = postcard::to_stdvec(&name.to_string()).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        let mut target: Option<String> = None;
+        while Instant::now() < deadline {
+            let to = target.take().or_else(|| self.leader().map(|(id, a)| if id == self.id { String::new() } else { a }));
+            let answer = match to {
+                None => {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Some(a) if a.is_empty() => self.remove_member(name).await?,
+                Some(a) => match self.transport.call(&a, KIND_FORGET, body.clone(), CALL_TIMEOUT).await {
+                    Ok(b) => postcard::from_bytes(&b).map_err(|e| e.to_string())?,
+                    Err(CallError::Remote(e)) => return Err(e),
+                    Err(_) => {
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            match answer {
+                Answer::Done(()) => return Ok(()),
+                Answer::NotLeader(a) => target = a,
+            }
+        }
+        Err(no_majority())
+    }
+
+    /// Records this node as a RAM (or disc) node in the membership.
+    pub async fn set_ram(&self, ram: bool) -> Result<(), String> {
+        let mut info = self.info.clone();
+        info.ram = ram;
+        let body = postcard::to_stdvec(&info).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        while Instant::now() < deadline {
+            let answer = match self.leader() {
+                None => {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Some((id, _)) if id == self.id => self.set_node(info.clone()).await?,
+                Some((_, a)) => match self.transport.call(&a, KIND_SET_NODE, body.clone(), CALL_TIMEOUT).await {
+                    Ok(b) => postcard::from_bytes(&b).map_err(|e| e.to_string())?,
+                    Err(CallError::Remote(e)) => return Err(e),
+                    Err(_) => {
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Answer::Done(()) = answer {
+                return Ok(());
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        Err(no_majority())
+    }
+
+    async fn set_node(&self, info: NodeInfo) -> Result<Answer<()>, String> {
+        let Some(raft) = self.raft() else {
+            return Err("this node is not in a cluster".into());
+        };
+        match self.leader() {
+            Some((l, _)) if l == self.id => {}
+            Some((_, a)) => return Ok(Answer::NotLeader(Some(a))),
+            None => return Ok(Answer::NotLeader(None)),
+        }
+        let id = node_id(&info.name);
+        match glommio::timer::timeout(COMMIT_TIMEOUT, async {
+            Ok(raft
+                .change_membership(openraft::ChangeMembers::SetNodes(BTreeMap::from([(id, info)])), false)
+                .await)
+        })
+        .await
+        {
+            Ok(Ok(_)) => Ok(Answer::Done(())),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(no_majority()),
+        }
+    }
+
+    async fn remove_member(&self, name: &str) -> Result<Answer<()>, String> {
+        let Some(raft) = self.raft() else {
+            return Err("this node is not in a cluster".into());
+        };
+        match self.leader() {
+            Some((l, _)) if l == self.id => {}
+            Some((_, a)) => return Ok(Answer::NotLeader(Some(a))),
+            None => return Ok(Answer::NotLeader(None)),
+        }
+        let id = node_id(name);
+        let m = raft.metrics().borrow_watched().membership_config.clone();
+        if m.membership().get_node(&id).is_none() {
+            return Err(format!("{name} is not a member of the cluster"));
+        }
+        if id == self.id {
+            return Err(format!("{name} leads the cluster and is running: stop it first"));
+        }
+        let work = async {
+            if m.membership().voter_ids().any(|v| v == id) {
+                raft.change_membership(openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            raft.change_membership(openraft::ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        };
+        match glommio::timer::timeout(COMMIT_TIMEOUT, async { Ok(work.await) }).await {
+            Ok(Ok(())) => Ok(Answer::Done(())),
+            Ok(Err(e)) => Err(format!("cannot remove {name}: {e}")),
+            Err(_) => Err(no_majority()),
+        }
+    }
+
+    fn status_here(&self) -> NodeStatus {
+        NodeStatus {
+            name: self.info.name.clone(),
+            app_running: self.host.app_running(),
+            clustered: self.is_member(),
+            leader: self.leader().and_then(|(id, _)| self.name_of(id)),
+        }
+    }
+
+    fn name_of(&self, id: NodeId) -> Option<String> {
+        let raft = self.raft()?;
+        let m = raft.metrics().borrow_watched().membership_config.clone();
+        m.membership().get_node(&id).map(|n| n.name.clone())
+    }
+
+    /// Asks a member how it is (None: unreachable).
+    pub async fn status_of(&self, addr: &str) -> Option<NodeStatus> {
+        let b = self
+            .transport
+            .call(addr, KIND_STATUS, Vec::new(), Duration::from_secs(1))
+            .await
+            .ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+
+    /// The cluster as this node sees it, for `cluster_status` and
+    /// `/api/nodes`: every member with its type and whether it runs.
+    pub async fn cluster_status(&self) -> serde_json::Value {
+        let mut nodes = Vec::new();
+        let leader = self.leader().and_then(|(id, _)| self.name_of(id));
+        match self.raft() {
+            None => nodes.push(serde_json::json!({
+                "name": self.info.name, "type": "disc", "running": true,
+                "app_running": self.host.app_running(), "voter": true,
+            })),
+            Some(raft) => {
+                let m = raft.metrics().borrow_watched().membership_config.clone();
+                let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
+                let members: Vec<(NodeId, NodeInfo)> =
+                    m.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
+                for (id, n) in members {
+                    let (running, app) = if id == self.id {
+                        (true, self.host.app_running())
+                    } else {
+                        match self.status_of(&n.addr).await {
+                            Some(s) => (true, s.app_running),
+                            None => (false, false),
+                        }
+                    };
+                    nodes.push(serde_json::json!({
+                        "name": n.name, "type": if n.ram { "ram" } else { "disc" },
+                        "running": running, "app_running": app, "voter": voters.contains(&id),
+                        "cluster_addr": n.addr,
+                    }));
+                }
+            }
+        }
+        serde_json::json!({
+            "node": self.info.name,
+            "cluster_port": self.listen_addr.port(),
+            "clustered": self.is_member(),
+            "leader": leader,
+            "nodes": nodes,
+        })
+    }
+
+    /// Stops the metadata group and the cluster port.
+    pub async fn shutdown(&self) {
+        let raft = self.raft.borrow_mut().take();
+        if let Some(r) = raft {
+            let _ = r.shutdown().await;
+        }
+        self.rpc.remove_group(META_GROUP);
+        self.transport.shutdown();
+    }
+}
+
+fn no_majority() -> String {
+    "timed out waiting for a majority of the cluster to accept the change (is a majority of the nodes reachable?)".into()
+}

@@ -1,0 +1,397 @@
+//! Clusters of in-process nodes on 127.0.0.1: joining with the admin plane
+//! (as `warrenctl stop_app; join_cluster; start_app` do), metadata made on
+//! any node visible on all, a minority that refuses changes, a restarted
+//! node that catches up, and forgetting a stopped node.
+
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use warren::admin::ClusterCmd;
+
+const SECRET: &str = "cluster-test-secret";
+
+/// A node of a test cluster: its name, data dir and cluster port stay the
+/// same across restarts.
+struct TestNode {
+    name: String,
+    dir: PathBuf,
+    cluster_port: u16,
+    handle: Option<warren::ServerHandle>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_node(name: &str, dir: &Path, cluster_port: u16) -> warren::ServerHandle {
+    let mut cfg = warren::Config {
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        shards: 2,
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    cfg.cluster.node_name = name.to_string();
+    cfg.cluster.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    cfg.cluster.port = cluster_port;
+    cfg.cluster.secret = Some(SECRET.into());
+    warren::start(cfg).expect("node starts")
+}
+
+impl TestNode {
+    fn new(root: &Path, i: usize) -> TestNode {
+        let name = format!("n{i}@127.0.0.1");
+        let dir = root.join(format!("n{i}"));
+        let cluster_port = free_port();
+        let handle = Some(start_node(&name, &dir, cluster_port));
+        TestNode {
+            name,
+            dir,
+            cluster_port,
+            handle,
+        }
+    }
+
+    fn h(&self) -> &warren::ServerHandle {
+        self.handle.as_ref().expect("running")
+    }
+
+    fn uri(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.h().amqp_addr())
+    }
+
+    fn status(&self) -> serde_json::Value {
+        self.h().admin().cluster(ClusterCmd::Status).expect("status")
+    }
+
+    fn join(&self, seed: &TestNode) {
+        let admin = self.h().admin();
+        admin.stop_app().unwrap();
+        admin
+            .cluster(ClusterCmd::Join {
+                node: seed.name.clone(),
+                addr: Some(format!("127.0.0.1:{}", seed.cluster_port)),
+                ram: false,
+            })
+            .expect("joins");
+        admin.start_app();
+    }
+
+    fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.handle = Some(start_node(&self.name, &self.dir, self.cluster_port));
+    }
+
+    /// Waits until the node serves clients (a restarted member first
+    /// catches up with its cluster).
+    fn wait_running(&self) {
+        wait_for("the node to serve clients", || self.h().admin().app_running());
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `n` nodes, the others joined to the first.
+fn cluster(root: &Path, n: usize) -> Vec<TestNode> {
+    let nodes: Vec<TestNode> = (1..=n).map(|i| TestNode::new(root, i)).collect();
+    for node in &nodes[1..] {
+        node.join(&nodes[0]);
+    }
+    nodes
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+async fn connect(uri: &str) -> Connection {
+    Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .expect("connects")
+}
+
+fn names(status: &serde_json::Value, f: impl Fn(&serde_json::Value) -> bool) -> Vec<String> {
+    let mut v: Vec<String> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| f(n))
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+async fn queue_exists(uri: &str, name: &str) -> bool {
+    let conn = connect(uri).await;
+    let ch = conn.create_channel().await.unwrap();
+    let ok = ch
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .is_ok();
+    let _ = conn.close(200, "bye".into()).await;
+    ok
+}
+
+#[test]
+fn three_nodes_form_a_cluster_and_share_metadata() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3);
+    let all: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    for n in &nodes {
+        let s = n.status();
+        assert_eq!(s["clustered"], true);
+        assert_eq!(names(&s, |_| true), all, "{s}");
+        assert_eq!(names(&s, |m| m["running"] == true), all, "{s}");
+        assert_eq!(names(&s, |m| m["type"] == "disc"), all, "{s}");
+    }
+    rt().block_on(async {
+        // Made on node 2 ...
+        let conn = connect(&nodes[1].uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.exchange_declare(
+            "orders".into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare(
+            "orders.eu".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            "orders.eu".into(),
+            "orders".into(),
+            "eu.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        // ... is seen on nodes 1 and 3.
+        for n in [&nodes[0], &nodes[2]] {
+            assert!(queue_exists(&n.uri(), "orders.eu").await, "queue on {}", n.name);
+            let snap = n.h().admin().snapshot().unwrap();
+            let b = snap
+                .bindings
+                .iter()
+                .find(|b| b.source == "orders" && b.destination == "orders.eu");
+            assert!(b.is_some(), "binding on {}", n.name);
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    });
+    // A user and a vhost made on node 3 through the admin plane.
+    let admin3 = nodes[2].h().admin();
+    admin3
+        .control(
+            "guest",
+            warren::admin::AdminOp::AddVhost {
+                name: "shop".into(),
+            },
+        )
+        .unwrap();
+    // Committed by a majority when the call returns; applied by every
+    // node soon after.
+    for n in &nodes {
+        wait_for("the vhost on every node", || {
+            let snap = n.h().admin().snapshot().unwrap();
+            snap.vhosts.iter().any(|v| v.name == "shop")
+        });
+    }
+}
+
+#[test]
+fn concurrent_declares_on_every_node_make_every_queue_once() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3);
+    let uris: Vec<String> = nodes.iter().map(|n| n.uri()).collect();
+    rt().block_on(async {
+        let mut tasks = Vec::new();
+        for (i, uri) in uris.iter().enumerate() {
+            let uri = uri.clone();
+            tasks.push(tokio::spawn(async move {
+                let conn = connect(&uri).await;
+                let ch = conn.create_channel().await.unwrap();
+                for q in 0..15 {
+                    // Every node also declares the same shared queues.
+                    for name in [format!("n{i}-q{q}"), format!("shared-{q}")] {
+                        ch.queue_declare(
+                            name.as_str().into(),
+                            QueueDeclareOptions {
+                                durable: true,
+                                ..Default::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await
+                        .unwrap();
+                    }
+                }
+                let _ = conn.close(200, "bye".into()).await;
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    for n in &nodes {
+        let snap = n.h().admin().snapshot().unwrap();
+        let mut qs: Vec<&str> = snap.queues.iter().map(|q| q.name.as_str()).collect();
+        qs.sort();
+        let total = qs.len();
+        qs.dedup();
+        assert_eq!(total, qs.len(), "no queue twice on {}", n.name);
+        assert_eq!(total, 3 * 15 + 15, "every queue on {}", n.name);
+    }
+}
+
+#[test]
+fn a_minority_refuses_changes_and_a_restarted_node_catches_up() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3);
+    // Node 3 goes down; the majority goes on.
+    nodes[2].stop();
+    rt().block_on(async {
+        let conn = connect(&nodes[0].uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare("made-while-n3-was-down".into(), QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .expect("two of three nodes make a majority");
+        let _ = conn.close(200, "bye".into()).await;
+    });
+    // Node 2 goes down too: node 1 alone refuses changes (once it has
+    // noticed: a change made in the first moments of a partition may still
+    // be committed later, as with any Raft store).
+    nodes[1].stop();
+    std::thread::sleep(Duration::from_secs(2));
+    rt().block_on(async {
+        let conn = connect(&nodes[0].uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        let r = ch
+            .queue_declare("made-by-a-minority".into(), QueueDeclareOptions::default(), FieldTable::default())
+            .await;
+        let e = r.expect_err("one node of three cannot change the metadata");
+        assert!(e.to_string().contains("majority"), "{e}");
+    });
+    // Both come back with their data: node 3 catches up on what it missed.
+    nodes[1].restart();
+    nodes[2].restart();
+    nodes[1].wait_running();
+    nodes[2].wait_running();
+    rt().block_on(async {
+        assert!(queue_exists(&nodes[2].uri(), "made-while-n3-was-down").await);
+        assert!(!queue_exists(&nodes[2].uri(), "made-by-a-minority").await);
+        // And the cluster takes changes again, from any node.
+        let conn = connect(&nodes[2].uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare("after-healing".into(), QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let _ = conn.close(200, "bye".into()).await;
+        assert!(queue_exists(&nodes[0].uri(), "after-healing").await);
+    });
+}
+
+#[test]
+fn forget_cluster_node_removes_a_stopped_node_and_refuses_a_running_one() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3);
+    let admin1 = nodes[0].h().admin();
+    let e = admin1
+        .cluster(ClusterCmd::Forget {
+            node: nodes[2].name.clone(),
+        })
+        .expect_err("a running node is not forgotten");
+    assert!(e.contains("running"), "{e}");
+    nodes[2].stop();
+    admin1
+        .cluster(ClusterCmd::Forget {
+            node: nodes[2].name.clone(),
+        })
+        .expect("a stopped node is forgotten");
+    let s = nodes[0].status();
+    assert_eq!(names(&s, |_| true), vec![nodes[0].name.clone(), nodes[1].name.clone()]);
+    // Two nodes left, both needed: changes still go through.
+    rt().block_on(async {
+        let conn = connect(&nodes[1].uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare("after-forget".into(), QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let _ = conn.close(200, "bye".into()).await;
+    });
+}
+
+#[test]
+fn joining_needs_a_stopped_app_and_resets_the_joining_node() {
+    let root = tempfile::tempdir().unwrap();
+    let a = TestNode::new(root.path(), 1);
+    let b = TestNode::new(root.path(), 2);
+    rt().block_on(async {
+        let conn = connect(&b.uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(
+            "only-on-b".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let _ = conn.close(200, "bye".into()).await;
+    });
+    let e = b
+        .h()
+        .admin()
+        .cluster(ClusterCmd::Join {
+            node: a.name.clone(),
+            addr: Some(format!("127.0.0.1:{}", a.cluster_port)),
+            ram: false,
+        })
+        .expect_err("the app must be stopped");
+    assert!(e.contains("stop_app"), "{e}");
+    b.join(&a);
+    b.wait_running();
+    rt().block_on(async {
+        assert!(!queue_exists(&b.uri(), "only-on-b").await, "b's own data was reset");
+        assert!(!queue_exists(&a.uri(), "only-on-b").await);
+    });
+    // The seed's default user still logs in on the joined node.
+    let s = b.status();
+    assert_eq!(names(&s, |_| true), vec![a.name.clone(), b.name.clone()]);
+}
