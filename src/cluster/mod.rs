@@ -7,7 +7,10 @@
 //!
 //! Runs on shard 0 of every node: the metadata group is one Raft group.
 
+pub mod net;
 pub mod rt;
+pub mod secret;
 pub mod types;
+pub mod wire;
 
 pub use types::{Meta, MetaCmd, MetaReply, NodeId, NodeInfo, node_id};
