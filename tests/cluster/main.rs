@@ -1,0 +1,3 @@
+//! Clustering tests: the cluster port and openraft on it.
+
+mod net;
