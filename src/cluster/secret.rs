@@ -90,15 +90,21 @@ impl Secret {
         if !meta.is_file() || meta.len() > MAX_COOKIE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("Cookie file {} is not a cookie (at most {MAX_COOKIE} bytes)", path.display()),
+                format!(
+                    "Cookie file {} is not a cookie (at most {MAX_COOKIE} bytes)",
+                    path.display()
+                ),
             ));
         }
         let mut text = String::new();
-        f.take(MAX_COOKIE).read_to_string(&mut text).map_err(|e| {
-            io::Error::new(e.kind(), format!("Cookie file {}: {e}", path.display()))
-        })?;
+        f.take(MAX_COOKIE)
+            .read_to_string(&mut text)
+            .map_err(|e| io::Error::new(e.kind(), format!("Cookie file {}: {e}", path.display())))?;
         text.parse().map_err(|e: SecretError| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("Cookie file {}: {e}", path.display()))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("Cookie file {}: {e}", path.display()),
+            )
         })
     }
 }

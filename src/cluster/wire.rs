@@ -85,7 +85,9 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Role => f.write_str("both ends claim the same role"),
             HandshakeError::BadName => f.write_str("bad node name in hello"),
             HandshakeError::Garbage => f.write_str("malformed proof"),
-            HandshakeError::BadProof => f.write_str("wrong cluster secret (the peer's proof does not verify)"),
+            HandshakeError::BadProof => {
+                f.write_str("wrong cluster secret (the peer's proof does not verify)")
+            }
             HandshakeError::RefusedByPeer => f.write_str("the peer refused our proof (wrong cluster secret)"),
             HandshakeError::TooLong => f.write_str("unexpected bytes during the handshake"),
         }
@@ -292,7 +294,14 @@ impl Handshake {
     }
 
     fn own_proof(&self, peer: &Hello) -> [u8; MAC_LEN] {
-        proof(&self.key, self.role, &peer.nonce, &self.nonce, &self.name, &peer.name)
+        proof(
+            &self.key,
+            self.role,
+            &peer.nonce,
+            &self.nonce,
+            &self.name,
+            &peer.name,
+        )
     }
 
     /// Takes the peer's next bytes.
@@ -362,7 +371,10 @@ impl Handshake {
                     self.buf = Vec::new();
                     return Step {
                         send,
-                        outcome: Outcome::Authenticated { peer: peer.name, rest },
+                        outcome: Outcome::Authenticated {
+                            peer: peer.name,
+                            rest,
+                        },
                     };
                 }
                 State::Finished => unreachable!("returned above"),
@@ -564,7 +576,14 @@ mod tests {
         };
         assert_eq!(s.push(&hello.encode()).outcome, Outcome::More);
         let mut p = vec![0];
-        p.extend_from_slice(&proof(KEY, Role::Server, &[2; 32], &[2; 32], "warren@b", "warren@b"));
+        p.extend_from_slice(&proof(
+            KEY,
+            Role::Server,
+            &[2; 32],
+            &[2; 32],
+            "warren@b",
+            "warren@b",
+        ));
         let step = s.push(&p);
         assert_eq!(step.outcome, Outcome::Failed(HandshakeError::BadProof));
         assert_eq!(step.send[0], 1, "a refusal");
@@ -584,7 +603,10 @@ mod tests {
             name: "a".into(),
         };
         let (mut s, _) = Handshake::new(Role::Server, KEY, "b", [0; 32]);
-        assert_eq!(s.push(&h.encode()).outcome, Outcome::Failed(HandshakeError::Version(2)));
+        assert_eq!(
+            s.push(&h.encode()).outcome,
+            Outcome::Failed(HandshakeError::Version(2))
+        );
         h.version = VERSION;
         h.role = Role::Server;
         let (mut s, _) = Handshake::new(Role::Server, KEY, "b", [0; 32]);
@@ -626,7 +648,11 @@ mod tests {
 
     fn frames() -> impl Strategy<Value = Vec<(u8, u64, Vec<u8>)>> {
         proptest::collection::vec(
-            (any::<u8>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64)),
+            (
+                any::<u8>(),
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..64),
+            ),
             0..8,
         )
     }

@@ -44,7 +44,10 @@ impl log::Log for Capture {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            LOGS.get_or_init(Default::default).lock().unwrap().push(r.args().to_string());
+            LOGS.get_or_init(Default::default)
+                .lock()
+                .unwrap()
+                .push(r.args().to_string());
         }
     }
     fn flush(&self) {}
@@ -159,7 +162,10 @@ fn calls_round_trip_and_multiplex_on_one_connection() {
 fn a_dead_address_is_unreachable_at_once() {
     run(10, async {
         // A port nobody listens on.
-        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let a = Transport::new("warren@a", secret("cookie"));
         let t0 = Instant::now();
         match a.call(&dead.to_string(), 7, vec![], 5 * SEC).await {
@@ -207,7 +213,10 @@ fn a_reconnect_follows_a_restart_of_the_peer() {
         assert!(a.call(&addr, 7, vec![0], SEC).await.is_ok());
         b.shutdown();
         sleep(Duration::from_millis(50)).await;
-        assert!(matches!(a.call(&addr, 7, vec![0], SEC).await, Err(CallError::Unreachable(_))));
+        assert!(matches!(
+            a.call(&addr, 7, vec![0], SEC).await,
+            Err(CallError::Unreachable(_))
+        ));
         // The same port again, after the backoff.
         let b2 = Transport::new("warren@b", secret("cookie"));
         b2.register(7, service_fn(|_: &str, _, _| async { Ok(b"again".to_vec()) }));
@@ -252,7 +261,11 @@ fn a_wrong_secret_is_refused_on_both_sides() {
         // Both ends said so, naming the peer's address, never the secret.
         assert!(!logged("refused a connection from 127.0.0.1:").is_empty());
         assert!(!logged(&b_addr).is_empty(), "the client names the server");
-        assert!(logged("secret").iter().all(|l| !l.contains("right secret") && !l.contains("wrong secret")));
+        assert!(
+            logged("secret")
+                .iter()
+                .all(|l| !l.contains("right secret") && !l.contains("wrong secret"))
+        );
         a.shutdown();
         b.shutdown();
     });
@@ -319,7 +332,10 @@ fn garbage_and_silent_clients_are_disconnected() {
         assert!(got.starts_with(b"WRNC"));
         read_to_end(&mut s2).await;
         let waited = t0.elapsed();
-        assert!(waited >= Duration::from_millis(200) && waited < 2 * SEC, "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(200) && waited < 2 * SEC,
+            "{waited:?}"
+        );
         assert!(!logged("no handshake in time").is_empty());
         assert!(!logged("connections already").is_empty());
 
@@ -354,7 +370,10 @@ fn the_cookie_file() {
     assert_ne!(Secret::load_or_create(other.path()).unwrap(), s);
     // An operator's own cookie (a copy of another node's), trailing newline ignored.
     std::fs::write(&path, "shared-cookie\n").unwrap();
-    assert_eq!(Secret::load_or_create(dir.path()).unwrap(), secret("shared-cookie"));
+    assert_eq!(
+        Secret::load_or_create(dir.path()).unwrap(),
+        secret("shared-cookie")
+    );
     // Readable by others: refused.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let e = Secret::load_or_create(dir.path()).unwrap_err();
@@ -489,7 +508,9 @@ mod store {
     impl RaftStateMachine<Meta> for Sm {
         type SnapshotData = Vec<u8>;
         type SnapshotBuilder = Sm;
-        async fn applied_state(&mut self) -> Result<(Option<LogIdOf<Meta>>, StoredMembershipOf<Meta>), io::Error> {
+        async fn applied_state(
+            &mut self,
+        ) -> Result<(Option<LogIdOf<Meta>>, StoredMembershipOf<Meta>), io::Error> {
             let i = self.0.borrow();
             Ok((i.applied, i.membership.clone()))
         }
@@ -517,7 +538,11 @@ mod store {
         async fn get_snapshot_builder(&mut self) -> Sm {
             self.clone()
         }
-        async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<Meta>, data: Vec<u8>) -> Result<(), io::Error> {
+        async fn install_snapshot(
+            &mut self,
+            meta: &SnapshotMetaOf<Meta>,
+            data: Vec<u8>,
+        ) -> Result<(), io::Error> {
             let mut i = self.0.borrow_mut();
             i.cmds = postcard::from_bytes(&data).map_err(io::Error::other)?;
             i.applied = meta.last_log_id;
@@ -569,9 +594,15 @@ async fn start_node(name: &str) -> Node {
     service.serve_on(&transport);
     let sm = store::Sm::default();
     let net = ClusterNetwork::new(transport.clone(), META_GROUP, id);
-    let raft = openraft::Raft::new(id, std::sync::Arc::new(cfg), net, store::LogStore::default(), sm.clone())
-        .await
-        .unwrap();
+    let raft = openraft::Raft::new(
+        id,
+        std::sync::Arc::new(cfg),
+        net,
+        store::LogStore::default(),
+        sm.clone(),
+    )
+    .await
+    .unwrap();
     service.add_group(META_GROUP, raft.clone());
     let info = warren::cluster::NodeInfo {
         name: name.to_string(),
@@ -614,7 +645,8 @@ fn a_three_node_cluster_over_the_cluster_port() {
         for name in ["warren@n1", "warren@n2", "warren@n3"] {
             nodes.push(start_node(name).await);
         }
-        let members: BTreeMap<u64, warren::cluster::NodeInfo> = nodes.iter().map(|n| (n.id, n.info.clone())).collect();
+        let members: BTreeMap<u64, warren::cluster::NodeInfo> =
+            nodes.iter().map(|n| (n.id, n.info.clone())).collect();
         nodes[0].raft.initialize(members).await.unwrap();
 
         // A leader.
@@ -659,7 +691,11 @@ fn a_three_node_cluster_over_the_cluster_port() {
         }
         wait_applied(&nodes[other], last, "writes with a follower cut off").await;
         assert_eq!(nodes[other].sm.0.borrow().cmds.len(), 60);
-        assert_eq!(nodes[fi].sm.0.borrow().cmds.len(), 50, "the cut-off follower got nothing");
+        assert_eq!(
+            nodes[fi].sm.0.borrow().cmds.len(),
+            50,
+            "the cut-off follower got nothing"
+        );
         eprintln!("10 writes on 2 of 3 after {:?}", t0.elapsed());
 
         // A snapshot, the log purged: a new learner can only get the state

@@ -178,7 +178,9 @@ pub struct Transport {
 
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Transport").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Transport")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -383,7 +385,13 @@ impl Transport {
 
     /// Calls `kind` on the node at `addr` (`host:port`) with `body`: its
     /// reply, or why not within `timeout`.
-    pub async fn call(&self, addr: &str, kind: u8, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, CallError> {
+    pub async fn call(
+        &self,
+        addr: &str,
+        kind: u8,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
         assert!(kind <= wire::MAX_SERVICE_KIND, "service kinds are 0..=0x7f");
         if self.stopped.get() {
             return Err(CallError::Shutdown);
@@ -395,7 +403,9 @@ impl Transport {
         let conn = match within(deadline, self.connection(addr)).await {
             Some(c) => c?,
             None => {
-                return Err(CallError::Unreachable(format!("{addr}: not connected within {timeout:?}")));
+                return Err(CallError::Unreachable(format!(
+                    "{addr}: not connected within {timeout:?}"
+                )));
             }
         };
         within(deadline, conn.request(kind, body))
@@ -485,7 +495,11 @@ impl Transport {
             .map_err(|e| unreachable(&e))?;
         let _ = stream.set_nodelay(true);
         let deadline = Instant::now() + self.limits.handshake_timeout;
-        let hs = within(deadline, handshake(&mut stream, Role::Client, self.secret.bytes(), &self.name)).await;
+        let hs = within(
+            deadline,
+            handshake(&mut stream, Role::Client, self.secret.bytes(), &self.name),
+        )
+        .await;
         let (peer, rest) = match hs {
             Some(Ok(v)) => v,
             Some(Err(HandshakeFailure::Protocol(e))) => {
@@ -496,7 +510,14 @@ impl Transport {
             None => return Err(unreachable(&"no handshake in time")),
         };
         log::debug!("cluster port: connected to {peer} at {addr}");
-        Ok(Conn::start(self, stream, Dir::Outbound, peer, addr.to_string(), rest))
+        Ok(Conn::start(
+            self,
+            stream,
+            Dir::Outbound,
+            peer,
+            addr.to_string(),
+            rest,
+        ))
     }
 
     /// Stops listening, closes every connection, fails calls waiting;
@@ -569,7 +590,14 @@ struct Conn {
 }
 
 impl Conn {
-    fn start(t: &Transport, stream: TcpStream, dir: Dir, peer: String, addr: String, rest: Vec<u8>) -> Rc<Conn> {
+    fn start(
+        t: &Transport,
+        stream: TcpStream,
+        dir: Dir,
+        peer: String,
+        addr: String,
+        rest: Vec<u8>,
+    ) -> Rc<Conn> {
         let (tx, rx) = flume::bounded(t.limits.write_queue);
         let id = t.next_conn.get();
         t.next_conn.set(id + 1);
@@ -607,7 +635,11 @@ impl Conn {
     }
 
     async fn request(&self, kind: u8, body: Vec<u8>) -> Result<Vec<u8>, CallError> {
-        let _place = self.slots.acquire_permit(1).await.map_err(|_| self.lost("closed"))?;
+        let _place = self
+            .slots
+            .acquire_permit(1)
+            .await
+            .map_err(|_| self.lost("closed"))?;
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (tx, rx) = futures::channel::oneshot::channel();
@@ -631,7 +663,11 @@ impl Conn {
         if self.closed.replace(true) {
             return;
         }
-        log::debug!("cluster port: connection to {} ({}) closed: {why}", self.peer, self.addr);
+        log::debug!(
+            "cluster port: connection to {} ({}) closed: {why}",
+            self.peer,
+            self.addr
+        );
         self.out.borrow_mut().take();
         if let Some(w) = self.writer.take() {
             w.cancel();
@@ -698,7 +734,11 @@ impl Conn {
                     };
                     let frame = match reply {
                         Ok(b) if b.len() <= conn.max_frame => wire::frame(wire::RESP_OK, f.id, &b),
-                        Ok(b) => wire::frame(wire::RESP_ERR, f.id, format!("reply of {} bytes is too large", b.len()).as_bytes()),
+                        Ok(b) => wire::frame(
+                            wire::RESP_ERR,
+                            f.id,
+                            format!("reply of {} bytes is too large", b.len()).as_bytes(),
+                        ),
                         Err(mut e) => {
                             let mut cut = e.len().min(4096);
                             while !e.is_char_boundary(cut) {

@@ -24,8 +24,8 @@ use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::{OptionalSend, Raft, RaftTypeConfig};
@@ -47,7 +47,13 @@ pub const KIND_VOTE: u8 = 2;
 pub const KIND_PRE_VOTE: u8 = 3;
 pub const KIND_SNAPSHOT: u8 = 4;
 pub const KIND_TRANSFER_LEADER: u8 = 5;
-pub const RAFT_KINDS: [u8; 5] = [KIND_APPEND, KIND_VOTE, KIND_PRE_VOTE, KIND_SNAPSHOT, KIND_TRANSFER_LEADER];
+pub const RAFT_KINDS: [u8; 5] = [
+    KIND_APPEND,
+    KIND_VOTE,
+    KIND_PRE_VOTE,
+    KIND_SNAPSHOT,
+    KIND_TRANSFER_LEADER,
+];
 
 /// The largest snapshot chunk.
 pub const MAX_CHUNK: usize = 4 << 20;
@@ -117,7 +123,12 @@ pub struct PeerClient<C: RaftTypeConfig> {
 }
 
 /// A request's body: see the module's doc.
-fn request_body<T: Serialize>(group: u32, target: &T, msg: &impl Serialize, tail: &[u8]) -> Result<Vec<u8>, String> {
+fn request_body<T: Serialize>(
+    group: u32,
+    target: &T,
+    msg: &impl Serialize,
+    tail: &[u8],
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(64 + tail.len());
     out.extend_from_slice(&group.to_le_bytes());
     let mut out = postcard::to_extend(&(target, msg), out).map_err(|e| e.to_string())?;
@@ -188,7 +199,11 @@ where
         self.call(KIND_VOTE, &rpc, &[], option.soft_ttl()).await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
         self.call(KIND_PRE_VOTE, &rpc, &[], option.soft_ttl()).await
     }
 
@@ -197,7 +212,8 @@ where
         req: TransferLeaderRequest<C>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
-        self.call(KIND_TRANSFER_LEADER, &req, &[], option.soft_ttl()).await
+        self.call(KIND_TRANSFER_LEADER, &req, &[], option.soft_ttl())
+            .await
     }
 
     async fn full_snapshot(
@@ -208,7 +224,10 @@ where
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
         let mut cancel = Box::pin(cancel);
-        let chunk = option.snapshot_chunk_size().unwrap_or(MAX_CHUNK).clamp(1024, MAX_CHUNK);
+        let chunk = option
+            .snapshot_chunk_size()
+            .unwrap_or(MAX_CHUNK)
+            .clamp(1024, MAX_CHUNK);
         let data = snapshot.snapshot;
         let mut last = Some((vote, snapshot.meta));
         let transfer: u64 = rand::random();
@@ -227,14 +246,21 @@ where
             } else {
                 option.soft_ttl()
             };
-            let call = self.call::<_, Option<SnapshotResponse<C>>>(KIND_SNAPSHOT, &header, &data[offset..end], timeout);
+            let call = self.call::<_, Option<SnapshotResponse<C>>>(
+                KIND_SNAPSHOT,
+                &header,
+                &data[offset..end],
+                timeout,
+            );
             let reply = match futures::future::select(std::pin::pin!(call), cancel.as_mut()).await {
                 Either::Left((r, _)) => r?,
                 Either::Right((closed, _)) => return Err(StreamingError::Closed(closed)),
             };
             if is_last {
                 return reply.ok_or_else(|| {
-                    StreamingError::Unreachable(Unreachable::from_string("no response to the last snapshot chunk"))
+                    StreamingError::Unreachable(Unreachable::from_string(
+                        "no response to the last snapshot chunk",
+                    ))
                 });
             }
             offset = end;
@@ -286,7 +312,8 @@ where
         let body = &body[4..];
         match kind {
             KIND_APPEND => {
-                let (t, rpc): (C::NodeId, AppendEntriesRequest<C>) = postcard::from_bytes(body).map_err(bad)?;
+                let (t, rpc): (C::NodeId, AppendEntriesRequest<C>) =
+                    postcard::from_bytes(body).map_err(bad)?;
                 target(t)?;
                 encode(&self.raft.append_entries(rpc).await.map_err(|e| e.to_string())?)
             }
@@ -301,9 +328,16 @@ where
                 encode(&r.map_err(|e| e.to_string())?)
             }
             KIND_TRANSFER_LEADER => {
-                let (t, req): (C::NodeId, TransferLeaderRequest<C>) = postcard::from_bytes(body).map_err(bad)?;
+                let (t, req): (C::NodeId, TransferLeaderRequest<C>) =
+                    postcard::from_bytes(body).map_err(bad)?;
                 target(t)?;
-                encode(&self.raft.handle_transfer_leader(req).await.map_err(|e| e.to_string())?)
+                encode(
+                    &self
+                        .raft
+                        .handle_transfer_leader(req)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
             }
             KIND_SNAPSHOT => {
                 let ((t, header), tail): ((C::NodeId, ChunkHeader<C>), &[u8]) =
@@ -335,7 +369,9 @@ where
     ) -> Result<Option<(VoteOf<C>, SnapshotOf<C, Vec<u8>>)>, String> {
         let total = usize::try_from(h.total).unwrap_or(usize::MAX);
         if total > MAX_SNAPSHOT {
-            return Err(format!("snapshot of {total} bytes is over the limit ({MAX_SNAPSHOT})"));
+            return Err(format!(
+                "snapshot of {total} bytes is over the limit ({MAX_SNAPSHOT})"
+            ));
         }
         let mut incoming = self.incoming.borrow_mut();
         if h.offset == 0 {
