@@ -142,7 +142,17 @@ fn calls_round_trip_and_multiplex_on_one_connection() {
         join_all(calls).await;
         assert_eq!(served.get(), 101);
         assert_eq!(a.connections(), (1, 0), "one pooled connection");
+        assert_eq!(a.connections(), (1, 0), "one pooled connection");
         assert_eq!(b.connections(), (0, 1));
+
+        // A large request and reply (read in pieces), and one over the limit.
+        let big: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let r = a.call(&addr, 7, big.clone(), 5 * SEC).await.unwrap();
+        assert_eq!(&r[9..], &big[..]);
+        assert_eq!(
+            a.call(&addr, 7, vec![0; (64 << 20) + 1], SEC).await,
+            Err(CallError::TooLarge((64 << 20) + 1))
+        );
 
         // A service's error, and a kind nobody serves.
         assert_eq!(
@@ -202,6 +212,36 @@ fn a_call_times_out_and_the_connection_stays_usable() {
         b.shutdown();
         a.shutdown();
         assert_eq!(a.call(&addr, 7, vec![0], SEC).await, Err(CallError::Shutdown));
+    });
+}
+
+#[test]
+fn a_connection_silent_for_too_long_is_dropped_on_a_timeout() {
+    run(10, async {
+        let (b, addr, _) = echo_node("warren@b", "cookie");
+        let limits = Limits {
+            dead_after: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let a = Transport::with_limits("warren@a", secret("cookie"), limits);
+        assert!(a.call(&addr, 7, vec![0], SEC).await.is_ok());
+        // A reply just received: a timeout keeps the connection.
+        assert_eq!(
+            a.call(&addr, 9, vec![], Duration::from_millis(100)).await,
+            Err(CallError::Timeout)
+        );
+        assert_eq!(a.connections(), (1, 0));
+        // Nothing for longer than `dead_after`: the timeout drops it, the
+        // next call opens another.
+        assert_eq!(
+            a.call(&addr, 9, vec![], Duration::from_millis(300)).await,
+            Err(CallError::Timeout)
+        );
+        assert_eq!(a.connections(), (0, 0));
+        assert!(a.call(&addr, 7, vec![0], SEC).await.is_ok());
+        assert_eq!(a.connections(), (1, 0));
+        a.shutdown();
+        b.shutdown();
     });
 }
 
