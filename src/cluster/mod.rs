@@ -7,7 +7,9 @@
 //!
 //! Runs on shard 0 of every node: the metadata group is one Raft group.
 
+pub mod log_store;
 pub mod rt;
 pub mod types;
 
+pub use log_store::LogStore;
 pub use types::{Meta, MetaCmd, MetaReply, NodeId, NodeInfo, node_id};
