@@ -8,6 +8,7 @@ pub mod acklog;
 pub mod datadir;
 pub mod disk;
 pub mod queue_store;
+pub mod raftlog;
 pub mod record;
 pub mod segment;
 pub mod sim_disk;
