@@ -223,7 +223,11 @@ pub enum ClusterCmd {
     /// Join the cluster `node` belongs to (this node's app must be stopped;
     /// its own data is reset). `addr`: where `node`'s cluster port is, when
     /// not its host on the default port.
-    Join { node: String, addr: Option<String>, ram: bool },
+    Join {
+        node: String,
+        addr: Option<String>,
+        ram: bool,
+    },
     /// Remove `node` (which must not be running) from the cluster.
     Forget { node: String },
     /// Record this node as a disc or RAM node.

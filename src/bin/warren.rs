@@ -137,7 +137,11 @@ fn main() -> ExitCode {
         ..Default::default()
     };
     if let Some(n) = &args.node_name {
-        cfg.cluster.node_name = if n.contains('@') { n.clone() } else { format!("warren@{n}") };
+        cfg.cluster.node_name = if n.contains('@') {
+            n.clone()
+        } else {
+            format!("warren@{n}")
+        };
     }
     cfg.cluster.port = args.cluster_port;
     cfg.cluster.bind = args.cluster_bind;

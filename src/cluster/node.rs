@@ -274,7 +274,9 @@ impl Node {
             }
             let to = match target.take() {
                 Some(a) => Some(a),
-                None => self.leader().map(|(id, a)| if id == self.id { String::new() } else { a }),
+                None => self
+                    .leader()
+                    .map(|(id, a)| if id == self.id { String::new() } else { a }),
             };
             let answer = match to {
                 None => {
@@ -316,16 +318,14 @@ impl Node {
         {
             let m = raft.metrics().borrow_watched().clone();
             if m.current_leader == Some(self.id)
-                && m.millis_since_quorum_ack.is_none_or(|ms| ms > QUORUM_STALE_MS)
+                && m.last_quorum_acked
+                    .as_ref()
+                    .is_none_or(|at| at.elapsed() > Duration::from_millis(QUORUM_STALE_MS))
             {
                 return Err(no_majority());
             }
         }
-        match glommio::timer::timeout(COMMIT_TIMEOUT, async {
-            Ok(raft.client_write(cmd).await)
-        })
-        .await
-        {
+        match glommio::timer::timeout(COMMIT_TIMEOUT, async { Ok(raft.client_write(cmd).await) }).await {
             Err(_) => Err(no_majority()),
             Ok(Ok(resp)) => Ok(Answer::Done(*resp.response())),
             Ok(Err(e)) => match e.forward_to_leader() {
@@ -354,7 +354,9 @@ impl Node {
         }
         log::info!("node {} joins the cluster (at {})", info.name, info.addr);
         let work = async {
-            raft.add_learner(id, info.clone(), true).await.map_err(|e| e.to_string())?;
+            raft.add_learner(id, info.clone(), true)
+                .await
+                .map_err(|e| e.to_string())?;
             raft.change_membership(openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -390,7 +392,9 @@ impl Node {
                 Answer::NotLeader(_) if Instant::now() < deadline => {
                     glommio::timer::sleep(Duration::from_millis(20)).await;
                 }
-                Answer::NotLeader(_) => return Err("this node did not become the leader of its new cluster".into()),
+                Answer::NotLeader(_) => {
+                    return Err("this node did not become the leader of its new cluster".into());
+                }
             }
         }
         log::info!("node {} started a cluster", self.info.name);
@@ -413,7 +417,11 @@ impl Node {
         let body = postcard::to_stdvec(&info).map_err(|e| e.to_string())?;
         let mut to = target.to_string();
         for _ in 0..10 {
-            let answer: Answer<()> = match self.transport.call(&to, KIND_JOIN, body.clone(), JOIN_TIMEOUT).await {
+            let answer: Answer<()> = match self
+                .transport
+                .call(&to, KIND_JOIN, body.clone(), JOIN_TIMEOUT)
+                .await
+            {
                 Ok(b) => postcard::from_bytes(&b).map_err(|e| e.to_string())?,
                 Err(e) => return Err(format!("cannot reach {to}: {e}")),
             };
@@ -432,14 +440,21 @@ impl Node {
         let deadline = Instant::now() + COMMIT_TIMEOUT;
         let mut target: Option<String> = None;
         while Instant::now() < deadline {
-            let to = target.take().or_else(|| self.leader().map(|(id, a)| if id == self.id { String::new() } else { a }));
+            let to = target.take().or_else(|| {
+                self.leader()
+                    .map(|(id, a)| if id == self.id { String::new() } else { a })
+            });
             let answer = match to {
                 None => {
                     glommio::timer::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
                 Some(a) if a.is_empty() => self.remove_member(name).await?,
-                Some(a) => match self.transport.call(&a, KIND_FORGET, body.clone(), CALL_TIMEOUT).await {
+                Some(a) => match self
+                    .transport
+                    .call(&a, KIND_FORGET, body.clone(), CALL_TIMEOUT)
+                    .await
+                {
                     Ok(b) => postcard::from_bytes(&b).map_err(|e| e.to_string())?,
                     Err(CallError::Remote(e)) => return Err(e),
                     Err(_) => {
@@ -469,7 +484,11 @@ impl Node {
                     continue;
                 }
                 Some((id, _)) if id == self.id => self.set_node(info.clone()).await?,
-                Some((_, a)) => match self.transport.call(&a, KIND_SET_NODE, body.clone(), CALL_TIMEOUT).await {
+                Some((_, a)) => match self
+                    .transport
+                    .call(&a, KIND_SET_NODE, body.clone(), CALL_TIMEOUT)
+                    .await
+                {
                     Ok(b) => postcard::from_bytes(&b).map_err(|e| e.to_string())?,
                     Err(CallError::Remote(e)) => return Err(e),
                     Err(_) => {
@@ -498,7 +517,10 @@ impl Node {
         let id = node_id(&info.name);
         match glommio::timer::timeout(COMMIT_TIMEOUT, async {
             Ok(raft
-                .change_membership(openraft::ChangeMembers::SetNodes(BTreeMap::from([(id, info)])), false)
+                .change_membership(
+                    openraft::ChangeMembers::SetNodes(BTreeMap::from([(id, info)])),
+                    false,
+                )
                 .await)
         })
         .await

@@ -547,7 +547,14 @@ impl ControlService {
     /// `declare-ok` for a queue that exists: its owner answers with its
     /// counts. A queue on another node of the cluster is answered here,
     /// without counts (they are kept on its node).
-    fn declare_existing(&mut self, topo: &Topology, ch: ChannelRef, queue: QueueId, owner: ShardId, name: ShortStr) {
+    fn declare_existing(
+        &mut self,
+        topo: &Topology,
+        ch: ChannelRef,
+        queue: QueueId,
+        owner: ShardId,
+        name: ShortStr,
+    ) {
         if topo.queue(queue).is_some_and(|q| q.node != 0) {
             let reply = Reply::QueueDeclareOk {
                 name,

@@ -254,4 +254,3 @@ async fn handle(
         Err(_) => http::Reply::error(500, "internal_error", "handler failed").into_response(),
     }
 }
-

@@ -396,13 +396,19 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
         }
         (&Method::GET, ["warren", "cluster"]) => {
             need_admin(who)?;
-            let v = m.admin.cluster(ClusterCmd::Status).map_err(|e| Reply::error(500, "internal_error", &e))?;
+            let v = m
+                .admin
+                .cluster(ClusterCmd::Status)
+                .map_err(|e| Reply::error(500, "internal_error", &e))?;
             Ok(Reply::json(&v))
         }
         (&Method::POST, ["warren", "stop_app"]) => {
             need_admin(who)?;
             log::info!("stop_app requested through the management API by '{}'", who.name);
-            let closed = m.admin.stop_app().map_err(|e| Reply::error(500, "internal_error", &e))?;
+            let closed = m
+                .admin
+                .stop_app()
+                .map_err(|e| Reply::error(500, "internal_error", &e))?;
             Ok(Reply::json(&serde_json::json!({ "closed": closed })))
         }
         (&Method::POST, ["warren", "start_app"]) => {
@@ -421,7 +427,10 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
                 .to_string();
             let addr = body.get("address").and_then(Value::as_str).map(str::to_string);
             let ram = body.get("ram").and_then(Value::as_bool).unwrap_or(false);
-            log::info!("join_cluster {node} requested through the management API by '{}'", who.name);
+            log::info!(
+                "join_cluster {node} requested through the management API by '{}'",
+                who.name
+            );
             let v = m
                 .admin
                 .cluster(ClusterCmd::Join { node, addr, ram })
@@ -436,7 +445,10 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad_request("expected {\"node\": NAME}"))?
                 .to_string();
-            let v = m.admin.cluster(ClusterCmd::Forget { node }).map_err(|e| bad_request(&e))?;
+            let v = m
+                .admin
+                .cluster(ClusterCmd::Forget { node })
+                .map_err(|e| bad_request(&e))?;
             Ok(Reply::json(&v))
         }
         (&Method::POST, ["warren", "change_cluster_node_type"]) => {
@@ -447,7 +459,10 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
                 Some("disc" | "disk") => false,
                 _ => return Err(bad_request("expected {\"type\": \"disc\"|\"ram\"}")),
             };
-            let v = m.admin.cluster(ClusterCmd::ChangeType { ram }).map_err(|e| bad_request(&e))?;
+            let v = m
+                .admin
+                .cluster(ClusterCmd::ChangeType { ram })
+                .map_err(|e| bad_request(&e))?;
             Ok(Reply::json(&v))
         }
         (&Method::POST, ["warren", "stop"]) => {

@@ -31,7 +31,9 @@ struct ShardHost {
 
 impl MetaSink for ShardHost {
     fn apply(&self, cmd: &MetaCmd) -> bool {
-        let Some(shard) = self.shard.upgrade() else { return false };
+        let Some(shard) = self.shard.upgrade() else {
+            return false;
+        };
         let now = now_ms();
         let mine = cmd.origin == self.me;
         if mine && cmd.token == 0 && self.seeding.replace(false) {
@@ -48,10 +50,11 @@ impl MetaSink for ShardHost {
                 return false;
             }
         };
-        let accepted = shard
-            .hub
-            .borrow_mut()
-            .replicated(mine, cmd.token, cmd.base, cmd.next_ids, changes, now);
+        let accepted =
+            shard
+                .hub
+                .borrow_mut()
+                .replicated(mine, cmd.token, cmd.base, cmd.next_ids, changes, now);
         shard.after_step(now);
         accepted
     }
@@ -163,7 +166,11 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<Proposal>) {
     let Some(node) = shard.cluster.borrow().clone() else {
         let mut hub = shard.hub.borrow_mut();
         for p in proposals {
-            hub.propose_failed(p.token, AmqpError::internal("this node is not in a cluster"), now_ms());
+            hub.propose_failed(
+                p.token,
+                AmqpError::internal("this node is not in a cluster"),
+                now_ms(),
+            );
         }
         return;
     };
@@ -199,7 +206,11 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
     };
     match cmd {
         ClusterCmd::Status => Ok(node.cluster_status().await),
-        ClusterCmd::Join { node: target, addr, ram } => {
+        ClusterCmd::Join {
+            node: target,
+            addr,
+            ram,
+        } => {
             if !shard.stats.app_stopped.load(Ordering::SeqCst) {
                 return Err("mnesia_unexpectedly_running: stop the app first (warrenctl stop_app)".into());
             }
@@ -221,16 +232,20 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
             if let Some(c) = &mut shard.hub.borrow_mut().control {
                 c.enter_cluster(0);
             }
-            node.join(&addr, ram).await.map_err(|e| {
-                format!("{e} (this node's data was reset; restart it to start afresh)")
-            })?;
+            node.join(&addr, ram)
+                .await
+                .map_err(|e| format!("{e} (this node's data was reset; restart it to start afresh)"))?;
             Ok(serde_json::json!({ "joined": target }))
         }
         ClusterCmd::Forget { node: name } => {
             if name == node.info.name {
-                return Err(format!("{name} is this node: forget it from another node of the cluster"));
+                return Err(format!(
+                    "{name} is this node: forget it from another node of the cluster"
+                ));
             }
-            let raft = node.raft().ok_or_else(|| "not_clustered: this node is not in a cluster".to_string())?;
+            let raft = node
+                .raft()
+                .ok_or_else(|| "not_clustered: this node is not in a cluster".to_string())?;
             let addr = {
                 use openraft::async_runtime::WatchReceiver;
                 let m = raft.metrics().borrow_watched().membership_config.clone();

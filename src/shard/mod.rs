@@ -3,8 +3,8 @@
 //! a shard decides is in its [`crate::hub::Hub`].
 
 mod admin;
-mod cluster;
 mod alloc;
+mod cluster;
 mod conn;
 mod notify;
 mod server;

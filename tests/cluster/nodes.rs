@@ -23,7 +23,11 @@ struct TestNode {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_node(name: &str, dir: &Path, cluster_port: u16) -> warren::ServerHandle {
@@ -116,7 +120,10 @@ fn cluster(root: &Path, n: usize) -> Vec<TestNode> {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn connect(uri: &str) -> Connection {
@@ -216,12 +223,7 @@ fn three_nodes_form_a_cluster_and_share_metadata() {
     // A user and a vhost made on node 3 through the admin plane.
     let admin3 = nodes[2].h().admin();
     admin3
-        .control(
-            "guest",
-            warren::admin::AdminOp::AddVhost {
-                name: "shop".into(),
-            },
-        )
+        .control("guest", warren::admin::AdminOp::AddVhost { name: "shop".into() })
         .unwrap();
     // Committed by a majority when the call returns; applied by every
     // node soon after.
@@ -287,9 +289,13 @@ fn a_minority_refuses_changes_and_a_restarted_node_catches_up() {
     rt().block_on(async {
         let conn = connect(&nodes[0].uri()).await;
         let ch = conn.create_channel().await.unwrap();
-        ch.queue_declare("made-while-n3-was-down".into(), QueueDeclareOptions::default(), FieldTable::default())
-            .await
-            .expect("two of three nodes make a majority");
+        ch.queue_declare(
+            "made-while-n3-was-down".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("two of three nodes make a majority");
         let _ = conn.close(200, "bye".into()).await;
     });
     // Node 2 goes down too: node 1 alone refuses changes (once it has
@@ -301,7 +307,11 @@ fn a_minority_refuses_changes_and_a_restarted_node_catches_up() {
         let conn = connect(&nodes[0].uri()).await;
         let ch = conn.create_channel().await.unwrap();
         let r = ch
-            .queue_declare("made-by-a-minority".into(), QueueDeclareOptions::default(), FieldTable::default())
+            .queue_declare(
+                "made-by-a-minority".into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
             .await;
         let e = r.expect_err("one node of three cannot change the metadata");
         assert!(e.to_string().contains("majority"), "{e}");
@@ -317,9 +327,13 @@ fn a_minority_refuses_changes_and_a_restarted_node_catches_up() {
         // And the cluster takes changes again, from any node.
         let conn = connect(&nodes[2].uri()).await;
         let ch = conn.create_channel().await.unwrap();
-        ch.queue_declare("after-healing".into(), QueueDeclareOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
+        ch.queue_declare(
+            "after-healing".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
         let _ = conn.close(200, "bye".into()).await;
         assert!(queue_exists(&nodes[0].uri(), "after-healing").await);
     });
@@ -343,14 +357,21 @@ fn forget_cluster_node_removes_a_stopped_node_and_refuses_a_running_one() {
         })
         .expect("a stopped node is forgotten");
     let s = nodes[0].status();
-    assert_eq!(names(&s, |_| true), vec![nodes[0].name.clone(), nodes[1].name.clone()]);
+    assert_eq!(
+        names(&s, |_| true),
+        vec![nodes[0].name.clone(), nodes[1].name.clone()]
+    );
     // Two nodes left, both needed: changes still go through.
     rt().block_on(async {
         let conn = connect(&nodes[1].uri()).await;
         let ch = conn.create_channel().await.unwrap();
-        ch.queue_declare("after-forget".into(), QueueDeclareOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
+        ch.queue_declare(
+            "after-forget".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
         let _ = conn.close(200, "bye".into()).await;
     });
 }
@@ -388,7 +409,10 @@ fn joining_needs_a_stopped_app_and_resets_the_joining_node() {
     b.join(&a);
     b.wait_running();
     rt().block_on(async {
-        assert!(!queue_exists(&b.uri(), "only-on-b").await, "b's own data was reset");
+        assert!(
+            !queue_exists(&b.uri(), "only-on-b").await,
+            "b's own data was reset"
+        );
         assert!(!queue_exists(&a.uri(), "only-on-b").await);
     });
     // The seed's default user still logs in on the joined node.

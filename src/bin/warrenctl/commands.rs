@@ -107,7 +107,10 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
         }
         "stop_app" => {
             args(cli, 0, "no arguments")?;
-            cli.info(&format!("Stopping rabbit application on node {} ...", node_of(c)?));
+            cli.info(&format!(
+                "Stopping rabbit application on node {} ...",
+                node_of(c)?
+            ));
             c.call("POST", "/warren/stop_app", None)?;
             Ok(())
         }
@@ -130,7 +133,11 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
         "forget_cluster_node" => {
             let a = args(cli, 1, "NODE")?;
             cli.info(&format!("Removing node {} from the cluster", a[0]));
-            c.call("POST", "/warren/forget_cluster_node", Some(&json!({ "node": a[0] })))?;
+            c.call(
+                "POST",
+                "/warren/forget_cluster_node",
+                Some(&json!({ "node": a[0] })),
+            )?;
             Ok(())
         }
         "change_cluster_node_type" => {
@@ -141,7 +148,11 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                 other => return Err(usage(format!("unknown node type {other}: disc or ram"))),
             };
             cli.info(&format!("Turning {} into a {t} node", node_of(c)?));
-            c.call("POST", "/warren/change_cluster_node_type", Some(&json!({ "type": t })))?;
+            c.call(
+                "POST",
+                "/warren/change_cluster_node_type",
+                Some(&json!({ "type": t })),
+            )?;
             Ok(())
         }
         "stop" => {
