@@ -96,9 +96,11 @@ struct Args {
     /// warren@ and this machine's short host name.
     #[arg(long)]
     node_name: Option<String>,
-    /// The cluster port other nodes talk to (RabbitMQ's distribution port).
-    #[arg(long, default_value_t = 25672)]
-    cluster_port: u16,
+    /// The cluster port other nodes talk to; by default the AMQP port +
+    /// 20000 (25672 beside 5672), as RabbitMQ's distribution port; an
+    /// ephemeral one when that is not a port.
+    #[arg(long)]
+    cluster_port: Option<u16>,
     #[arg(long, default_value = "::")]
     cluster_bind: IpAddr,
     /// The address other nodes reach this one at (HOST:PORT); by default
@@ -143,7 +145,10 @@ fn main() -> ExitCode {
             format!("warren@{n}")
         };
     }
-    cfg.cluster.port = args.cluster_port;
+    cfg.cluster.port = args.cluster_port.unwrap_or_else(|| match args.port {
+        0 => 0,
+        p => p.checked_add(20000).unwrap_or(0),
+    });
     cfg.cluster.bind = args.cluster_bind;
     cfg.cluster.advertise = args.cluster_advertise.clone();
     cfg.cluster.secret = args.cluster_secret.clone();

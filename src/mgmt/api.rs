@@ -208,6 +208,14 @@ fn read(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str]) -> 
     match p {
         ["overview"] => Ok(Reply::json(&overview(m, who, snap))),
         ["whoami"] => Ok(Reply::json(&json!({ "name": who.name, "tags": who.tags }))),
+        ["warren", "cluster"] => {
+            need_monitor(who)?;
+            let v = m
+                .admin
+                .cluster(crate::admin::ClusterCmd::Status)
+                .map_err(|e| Reply::error(500, "internal_error", &e))?;
+            Ok(Reply::json(&v))
+        }
         ["nodes"] => {
             need_monitor(who)?;
             Ok(Reply::json(&Value::Array(nodes(m, snap))))

@@ -394,14 +394,6 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
             m.admin.set_disk_free_limit(bytes);
             Ok(Reply::empty(204))
         }
-        (&Method::GET, ["warren", "cluster"]) => {
-            need_admin(who)?;
-            let v = m
-                .admin
-                .cluster(ClusterCmd::Status)
-                .map_err(|e| Reply::error(500, "internal_error", &e))?;
-            Ok(Reply::json(&v))
-        }
         (&Method::POST, ["warren", "stop_app"]) => {
             need_admin(who)?;
             log::info!("stop_app requested through the management API by '{}'", who.name);
