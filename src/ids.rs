@@ -29,6 +29,9 @@ impl ConnId {
     /// A connection no shard of this node has: the owner of an exclusive
     /// queue declared on another node of the cluster.
     pub const ELSEWHERE: ConnId = ConnId(u64::MAX);
+    /// On shard 0: the publisher of messages other nodes of the cluster
+    /// forward here (their confirms go to the cluster glue, not a socket).
+    pub const FORWARDED: ConnId = ConnId((1 << 48) - 2);
 
     pub fn new(shard: ShardId, seq: u64) -> Self {
         debug_assert!(seq < 1 << 48);

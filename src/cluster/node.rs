@@ -233,6 +233,29 @@ impl Node {
         std::fs::File::open(&self.dir)?.sync_all()
     }
 
+    /// Serves another request kind on the cluster port.
+    pub fn register(&self, kind: u8, service: Rc<dyn super::net::Service>) {
+        self.transport.register(kind, service);
+    }
+
+    /// A request to another node (by its cluster address).
+    pub async fn call(
+        &self,
+        addr: &str,
+        kind: u8,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        self.transport.call(addr, kind, body, timeout).await
+    }
+
+    /// The cluster address of member `id`.
+    pub fn addr_of(&self, id: NodeId) -> Option<String> {
+        let raft = self.raft()?;
+        let m = raft.metrics().borrow_watched().membership_config.clone();
+        m.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
     /// The metadata group, if this node is in a cluster.
     pub fn raft(&self) -> Option<MetaRaft> {
         self.raft.borrow().clone()

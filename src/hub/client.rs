@@ -61,6 +61,8 @@ struct RouteCache {
     exchange: Vec<u8>,
     routing_key: Vec<u8>,
     dests: Vec<(QueueId, crate::ids::ShardId)>,
+    /// A destination lives on another node of the cluster.
+    remote: bool,
 }
 
 /// A connection's view of its shard's hub, for one batch of its input.
@@ -107,6 +109,7 @@ impl Client<'_> {
         (keys, strip_bcc): (Vec<Bytes>, bool),
     ) -> Result<PublishOutcome, AmqpError> {
         let mut dests = Vec::new();
+        let mut remote = false;
         {
             let h = &mut *self.hub;
             let topo = &h.topo;
@@ -120,8 +123,10 @@ impl Client<'_> {
             let (scratch, out) = &mut h.route;
             for key in std::iter::once(Bytes::copy_from_slice(msg.routing_key())).chain(keys) {
                 match topo.route(vhost, msg.exchange(), &key, msg.props(), scratch, out) {
-                    Ok(r) if r.remote => return Err(remote_queue()),
-                    Ok(_) => dests.extend(out.iter().copied()),
+                    Ok(r) => {
+                        remote |= r.remote;
+                        dests.extend(out.iter().copied());
+                    }
                     Err(e) => return Err(route_error(e, topo, vhost, msg.exchange())),
                 }
             }
@@ -130,7 +135,7 @@ impl Client<'_> {
         dests.dedup();
         let msg = if strip_bcc { without_bcc(&msg) } else { msg };
         self.hub.routed += 1;
-        Ok(enqueue_all(self.hub, &dests, msg, ch, confirm, self.now))
+        Ok(enqueue_all(self.hub, &dests, remote, msg, ch, confirm, self.now))
     }
 
     fn queue_op(&mut self, ch: ChannelRef, vhost: VhostId, name: ShortStr, op: QueueOp) {
@@ -211,6 +216,7 @@ fn route_error(e: RouteError, topo: &Topology, vhost: VhostId, exchange: &[u8]) 
 fn enqueue_all(
     hub: &mut Hub,
     dests: &[(QueueId, crate::ids::ShardId)],
+    remote: bool,
     msg: Message,
     ch: ChannelRef,
     confirm: Option<u64>,
@@ -223,6 +229,21 @@ fn enqueue_all(
     let h = hub;
     for &(queue, owner) in dests.iter() {
         let c = confirm.map(|seq| (ch, seq));
+        // A queue on another node: forwarded there through shard 0; its
+        // node confirms it.
+        if remote && let Some(node) = h.topo.queue(queue).map(|q| q.node).filter(|&n| n != 0) {
+            outcome.pending_confirms += u32::from(c.is_some());
+            h.out.to_shard(
+                0,
+                Item::Forward(crate::owner::Forward {
+                    node,
+                    queue,
+                    msg: msg.clone(),
+                    confirm: c,
+                }),
+            );
+            continue;
+        }
         if owner == h.id {
             match h
                 .owner
@@ -360,11 +381,8 @@ impl Broker for Client<'_> {
                     dests,
                 )
                 .map_err(|e| route_error(e, topo, vhost, msg.exchange()))?;
-            if routed.remote {
-                c.valid = false;
-                return Err(remote_queue());
-            }
             c.valid = routed.by_key_only;
+            c.remote = routed.remote;
             c.vhost = Some(vhost);
             c.version = topo.version();
             c.exchange.clear();
@@ -375,7 +393,7 @@ impl Broker for Client<'_> {
             c.dests.extend_from_slice(dests);
         }
         h.routed += 1;
-        Ok(enqueue_all(h, &c.dests, msg, ch, confirm, self.now))
+        Ok(enqueue_all(h, &c.dests, c.remote, msg, ch, confirm, self.now))
     }
 
     fn exchange_exists(&mut self, vhost: VhostId, exchange: &[u8]) -> Result<(), AmqpError> {
@@ -543,12 +561,4 @@ fn without_bcc(msg: &Message) -> Message {
 #[inline]
 fn short_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
-}
-
-/// A message routed to a queue whose home is another node of the cluster:
-/// refused rather than dropped, until publishes are forwarded between nodes.
-fn remote_queue() -> AmqpError {
-    AmqpError::not_implemented(
-        "a destination queue lives on another node of the cluster: publishing across nodes is not supported yet (connect to the queue's node)",
-    )
 }

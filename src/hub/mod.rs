@@ -47,6 +47,8 @@ pub struct Outbox {
     /// [`Hub::replicated`] (every committed entry) or
     /// [`Hub::propose_failed`].
     pub proposals: Vec<crate::control::Proposal>,
+    /// Shard 0: messages for queues on other nodes of the cluster.
+    pub forwards: Vec<crate::owner::Forward>,
 }
 
 /// Which connections a deleted vhost or user closes.
@@ -66,6 +68,7 @@ impl Outbox {
             log_syncs: Vec::new(),
             adopted: Vec::new(),
             proposals: Vec::new(),
+            forwards: Vec::new(),
         }
     }
 
@@ -223,6 +226,7 @@ impl Hub {
                 confirm,
                 publisher,
             } => owner.publish_item(topo, out, queue, msg, confirm, publisher, now),
+            Item::Forward(f) => out.forwards.push(f),
             Item::Settle { queue, seq, how } => owner.settle(topo, out, queue, seq, how, now),
             Item::Written { queue, consumer, n } => owner.written(queue, consumer, n),
             Item::Credit { queue, consumer, n } => owner.credit(out, queue, consumer, n),
@@ -340,6 +344,36 @@ impl Hub {
         if let Some(c) = &mut self.control {
             c.submit(msg);
         }
+    }
+
+    /// An event for a connection of any shard (sent there if not this one).
+    pub fn send_event(&mut self, conn: ConnId, ev: Event) {
+        self.out.to_conn(conn, ev);
+    }
+
+    /// A message another node forwarded for local queue `queue` (shard 0):
+    /// enqueued by its owner as from [`ConnId::FORWARDED`], whose confirm
+    /// (sequence `seq`) comes back as an event for that connection. False
+    /// if the queue is not (or no longer) here.
+    pub fn forwarded(&mut self, queue: QueueId, msg: crate::message::Message, seq: u64) -> bool {
+        let Some(owner) = self.topo.queue(queue).filter(|q| q.node == 0).map(|q| q.owner) else {
+            return false;
+        };
+        let ch = ChannelRef {
+            conn: ConnId::FORWARDED,
+            channel: 0,
+            epoch: 0,
+        };
+        self.out.to_shard(
+            owner,
+            Item::Publish {
+                queue,
+                msg,
+                confirm: Some((ch, seq)),
+                publisher: ConnId::FORWARDED,
+            },
+        );
+        true
     }
 
     /// A proposal of this node could not be committed.

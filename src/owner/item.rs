@@ -69,6 +69,9 @@ pub enum Item {
         /// For flow control.
         publisher: ConnId,
     },
+    /// To shard 0: a message for a queue on another node of the cluster,
+    /// to forward there.
+    Forward(Forward),
     Settle {
         queue: QueueId,
         seq: u64,
@@ -160,4 +163,15 @@ pub enum SyncWaiter {
     },
     /// A transaction's barrier.
     Barrier { ch: ChannelRef, token: u64 },
+}
+
+/// A message routed to a queue whose home is another node of the cluster
+/// (`node`), on its way there through shard 0's cluster port. The
+/// confirm, if any, comes back from that node.
+#[derive(Debug)]
+pub struct Forward {
+    pub node: u64,
+    pub queue: QueueId,
+    pub msg: Message,
+    pub confirm: Option<(ChannelRef, u64)>,
 }

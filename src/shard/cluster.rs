@@ -5,14 +5,19 @@
 
 use super::state::{Shard, now_ms};
 use crate::admin::ClusterCmd;
+use crate::cluster::forward::{self, KIND_PUBLISH};
 use crate::cluster::meta::{MetaImage, MetaSink, decode_changes_on, encode_changes};
+use crate::cluster::net::service_fn;
 use crate::cluster::node::{Host, Node};
 use crate::cluster::{MetaCmd, node_id};
 use crate::control::Proposal;
 use crate::owner::ControlMsg;
+use crate::owner::Forward;
 use crate::protocol::AmqpError;
+use crate::session::Event;
 use crate::storage::topolog;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,6 +25,40 @@ use std::time::Duration;
 /// How long a restarted member waits to catch up with its cluster before
 /// it serves clients anyway (its changes fail until a majority is back).
 const RECOVERY_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a batch of forwarded messages may wait for its node.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Forwarded messages this node may hold for other nodes' publishers
+/// (waiting for their queues' confirms); beyond it, batches are refused.
+const MAX_FORWARDED_IN: usize = 100_000;
+
+/// Shard 0's cluster state: the node, and the messages other nodes
+/// forwarded here that wait for their confirms.
+pub struct Glue {
+    pub node: Rc<Node>,
+    next_seq: Cell<u64>,
+    /// Confirm sequence → (its batch, its place in the batch).
+    waiting: RefCell<HashMap<u64, (Rc<Batch>, usize)>>,
+}
+
+/// The answer to one forwarded batch, filled in as its confirms come.
+struct Batch {
+    oks: RefCell<Vec<u8>>,
+    left: Cell<usize>,
+    done: RefCell<Option<futures::channel::oneshot::Sender<Vec<u8>>>>,
+}
+
+impl Batch {
+    fn settle(&self, i: usize, ok: bool) {
+        self.oks.borrow_mut()[i] = ok as u8;
+        self.left.set(self.left.get() - 1);
+        if self.left.get() == 0
+            && let Some(tx) = self.done.borrow_mut().take()
+        {
+            let _ = tx.send(std::mem::take(&mut *self.oks.borrow_mut()));
+        }
+    }
+}
 
 /// What the cluster layer sees of shard 0.
 struct ShardHost {
@@ -139,7 +178,26 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
         }
     }
     let node = Node::start(&shard.cfg.cluster, &shard.cfg.data_dir, host).await?;
-    *shard.cluster.borrow_mut() = Some(node.clone());
+    let glue = Rc::new(Glue {
+        node: node.clone(),
+        next_seq: Cell::new(1),
+        waiting: RefCell::new(HashMap::new()),
+    });
+    *shard.cluster.borrow_mut() = Some(glue);
+    let weak = Rc::downgrade(shard);
+    node.register(
+        KIND_PUBLISH,
+        service_fn(move |from: &str, _kind: u8, body: Vec<u8>| {
+            let shard = weak.upgrade();
+            let from = from.to_string();
+            async move {
+                let Some(shard) = shard else {
+                    return Err("the node is stopping".to_string());
+                };
+                receive_forwarded(&shard, &from, body).await
+            }
+        }),
+    );
     if member {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -163,7 +221,7 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
 /// Sends the control plane's proposals to the cluster (called after each
 /// step of shard 0).
 pub fn propose(shard: &Rc<Shard>, proposals: Vec<Proposal>) {
-    let Some(node) = shard.cluster.borrow().clone() else {
+    let Some(node) = shard.cluster.borrow().as_ref().map(|g| g.node.clone()) else {
         let mut hub = shard.hub.borrow_mut();
         for p in proposals {
             hub.propose_failed(
@@ -201,7 +259,7 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<Proposal>) {
 
 /// A clustering command from the management plane.
 pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Value, String> {
-    let Some(node) = shard.cluster.borrow().clone() else {
+    let Some(node) = shard.cluster.borrow().as_ref().map(|g| g.node.clone()) else {
         return Err("the cluster port is not running on this node".into());
     };
     match cmd {
@@ -291,5 +349,125 @@ async fn reset_topology(shard: &Rc<Shard>) {
             break;
         }
         glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends messages for queues on other nodes there, one batch per node, and
+/// gives their publishers the confirms those nodes send back (a batch that
+/// cannot be delivered is nacked whole: its messages may or may not have
+/// been enqueued, as with any nack).
+pub fn forward(shard: &Rc<Shard>, forwards: Vec<Forward>) {
+    let node = shard.cluster.borrow().as_ref().map(|g| g.node.clone());
+    let mut by_node: Vec<(u64, Vec<u8>, Vec<Option<(crate::ids::ChannelRef, u64)>>)> = Vec::new();
+    for f in forwards {
+        let i = match by_node.iter().position(|b| b.0 == f.node) {
+            Some(i) => i,
+            None => {
+                by_node.push((f.node, Vec::new(), Vec::new()));
+                by_node.len() - 1
+            }
+        };
+        forward::encode(&mut by_node[i].1, f.queue, &f.msg);
+        by_node[i].2.push(f.confirm);
+    }
+    for (target, body, confirms) in by_node {
+        let shard = shard.clone();
+        let node = node.clone();
+        glommio::spawn_local(async move {
+            let addr = node.as_ref().and_then(|n| n.addr_of(target));
+            let oks = match (&node, addr) {
+                (Some(node), Some(addr)) => match node.call(&addr, KIND_PUBLISH, body, FORWARD_TIMEOUT).await
+                {
+                    Ok(oks) if oks.len() == confirms.len() => oks,
+                    Ok(_) => {
+                        log::warn!("node {addr} answered a forwarded batch with the wrong count");
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        log::warn!("cannot forward {} message(s) to {addr}: {e}", confirms.len());
+                        Vec::new()
+                    }
+                },
+                _ => {
+                    log::warn!(
+                        "no address for cluster node {target:x}: {} message(s) nacked",
+                        confirms.len()
+                    );
+                    Vec::new()
+                }
+            };
+            let now = now_ms();
+            {
+                let mut hub = shard.hub.borrow_mut();
+                for (i, c) in confirms.into_iter().enumerate() {
+                    if let Some((ch, seq)) = c {
+                        let ok = oks.get(i).is_some_and(|&b| b == 1);
+                        hub.send_event(ch.conn, Event::Confirm { ch, seq, ok });
+                    }
+                }
+            }
+            shard.after_step(now);
+        })
+        .detach();
+    }
+}
+
+/// A batch another node forwarded: each message goes to its queue's
+/// owner here; the answer waits for every confirm.
+async fn receive_forwarded(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
+    let msgs = forward::decode(bytes::Bytes::from(body)).map_err(|e| e.to_string())?;
+    let glue = shard
+        .cluster
+        .borrow()
+        .clone()
+        .ok_or_else(|| "the node is stopping".to_string())?;
+    if glue.waiting.borrow().len() + msgs.len() > MAX_FORWARDED_IN {
+        log::warn!(
+            "refusing {} message(s) forwarded by {from}: too many waiting",
+            msgs.len()
+        );
+        return Ok(vec![0; msgs.len()]);
+    }
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let batch = Rc::new(Batch {
+        oks: RefCell::new(vec![1; msgs.len()]),
+        left: Cell::new(msgs.len()),
+        done: RefCell::new(Some(tx)),
+    });
+    if msgs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    {
+        let mut hub = shard.hub.borrow_mut();
+        for (i, (queue, msg)) in msgs.into_iter().enumerate() {
+            let seq = glue.next_seq.get();
+            glue.next_seq.set(seq + 1);
+            if hub.forwarded(queue, msg, seq) {
+                glue.waiting.borrow_mut().insert(seq, (batch.clone(), i));
+            } else {
+                // Not here (deleted meanwhile): as RabbitMQ does for a
+                // queue deleted under a publisher, confirmed and dropped.
+                batch.settle(i, true);
+            }
+        }
+    }
+    shard.after_step(now);
+    rx.await
+        .map_err(|_| "the node stopped before confirming".to_string())
+}
+
+/// An event for [`crate::ids::ConnId::FORWARDED`]: a confirm of a message
+/// another node forwarded (anything else, such as flow control, does not
+/// apply to it).
+pub fn forwarded_event(shard: &Rc<Shard>, ev: Event) {
+    let Event::Confirm { seq, ok, .. } = ev else {
+        return;
+    };
+    let glue = shard.cluster.borrow().clone();
+    let Some(glue) = glue else { return };
+    let entry = glue.waiting.borrow_mut().remove(&seq);
+    if let Some((batch, i)) = entry {
+        batch.settle(i, ok);
     }
 }

@@ -609,7 +609,7 @@ async fn run_shard(
     }
     let node = shard.cluster.borrow_mut().take();
     if let Some(node) = node {
-        node.shutdown().await;
+        node.node.shutdown().await;
     }
     // Whatever was written but not yet synced (acks, deliveries).
     shard.after_step(now_ms());

@@ -102,7 +102,7 @@ pub struct Shard {
     pub sweep_notify: Notify,
     /// Shard 0: this node's side of its cluster (the cluster port, the
     /// metadata group).
-    pub cluster: RefCell<Option<Rc<crate::cluster::node::Node>>>,
+    pub cluster: RefCell<Option<Rc<super::cluster::Glue>>>,
 }
 
 impl Shard {
@@ -138,7 +138,7 @@ impl Shard {
     /// step that follows its publish).
     pub fn after_step(self: &Rc<Self>, now: u64) {
         loop {
-            let (events, closes, log_syncs, adopted, wants_sync, proposals) = {
+            let (events, closes, log_syncs, adopted, wants_sync, proposals, forwards) = {
                 let mut hub = self.hub.borrow_mut();
                 hub.step(now);
                 let wants_sync = hub.owner.wants_sync();
@@ -153,10 +153,14 @@ impl Shard {
                     std::mem::take(&mut out.adopted),
                     wants_sync,
                     std::mem::take(&mut out.proposals),
+                    std::mem::take(&mut out.forwards),
                 )
             };
             if !proposals.is_empty() {
                 super::cluster::propose(self, proposals);
+            }
+            if !forwards.is_empty() {
+                super::cluster::forward(self, forwards);
             }
             for a in adopted {
                 super::conn::adopt(self, a);
@@ -187,6 +191,10 @@ impl Shard {
             {
                 let conns = self.conns.borrow();
                 for (conn, ev) in events {
+                    if conn == ConnId::FORWARDED {
+                        super::cluster::forwarded_event(self, ev);
+                        continue;
+                    }
                     match conns.get(&conn) {
                         Some(h) => h.push(ev),
                         None => orphans.push(ev),

@@ -419,3 +419,171 @@ fn joining_needs_a_stopped_app_and_resets_the_joining_node() {
     let s = b.status();
     assert_eq!(names(&s, |_| true), vec![a.name.clone(), b.name.clone()]);
 }
+
+async fn declare_durable(ch: &lapin::Channel, name: &str) {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Publishes `n` persistent messages `{tag}-{i}` with confirms, waiting for
+/// every confirm; returns how many were acked.
+async fn publish_confirmed(uri: &str, exchange: &str, key: &str, tag: &str, n: usize) -> usize {
+    let conn = connect(uri).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let body = format!("{tag}-{i}");
+        pending.push(
+            ch.basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let mut acked = 0;
+    for p in pending {
+        if p.await.unwrap().is_ack() {
+            acked += 1;
+        }
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    acked
+}
+
+/// Takes every message of `queue` (on the queue's own node) with
+/// basic.get until it is empty.
+async fn drain(uri: &str, queue: &str) -> Vec<String> {
+    let conn = connect(uri).await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        out.push(String::from_utf8(m.delivery.data.clone()).unwrap());
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    out
+}
+
+#[test]
+fn publishes_on_any_node_reach_a_queue_on_another_and_are_confirmed() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3);
+    rt().block_on(async {
+        // The queue lives on node 1 (declared there).
+        let conn = connect(&nodes[0].uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        declare_durable(&ch, "on-n1").await;
+        let _ = conn.close(200, "bye".into()).await;
+        // Its declaration reaches the others before they publish.
+        for n in &nodes[1..] {
+            let uri = n.uri();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !queue_exists(&uri, "on-n1").await {
+                assert!(Instant::now() < deadline);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let (u2, u3) = (nodes[1].uri(), nodes[2].uri());
+        let (a, b) = tokio::join!(
+            publish_confirmed(&u2, "", "on-n1", "n2", 300),
+            publish_confirmed(&u3, "", "on-n1", "n3", 300),
+        );
+        assert_eq!((a, b), (300, 300), "every message confirmed");
+        let got = drain(&nodes[0].uri(), "on-n1").await;
+        assert_eq!(got.len(), 600);
+        for tag in ["n2", "n3"] {
+            let mine: Vec<&String> = got.iter().filter(|m| m.starts_with(tag)).collect();
+            let want: Vec<String> = (0..300).map(|i| format!("{tag}-{i}")).collect();
+            assert_eq!(mine.len(), 300);
+            assert!(
+                mine.iter().zip(&want).all(|(a, b)| *a == b),
+                "{tag}'s messages in order"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_fanout_reaches_queues_on_every_node() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3);
+    rt().block_on(async {
+        for (i, n) in nodes.iter().enumerate() {
+            let conn = connect(&n.uri()).await;
+            let ch = conn.create_channel().await.unwrap();
+            if i == 0 {
+                ch.exchange_declare(
+                    "everywhere".into(),
+                    lapin::ExchangeKind::Fanout,
+                    ExchangeDeclareOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            }
+            let q = format!("fan-{i}");
+            declare_durable(&ch, &q).await;
+            ch.queue_bind(
+                q.as_str().into(),
+                "everywhere".into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+            let _ = conn.close(200, "bye".into()).await;
+        }
+        // Published on node 2 once it has every binding.
+        wait_for_async(|| async {
+            nodes[1]
+                .h()
+                .admin()
+                .snapshot()
+                .unwrap()
+                .bindings
+                .iter()
+                .filter(|b| b.source == "everywhere")
+                .count()
+                == 3
+        })
+        .await;
+        assert_eq!(
+            publish_confirmed(&nodes[1].uri(), "everywhere", "", "f", 50).await,
+            50
+        );
+        for (i, n) in nodes.iter().enumerate() {
+            let got = drain(&n.uri(), &format!("fan-{i}")).await;
+            assert_eq!(got.len(), 50, "queue on {}", n.name);
+        }
+    });
+}
+
+async fn wait_for_async<F, Fut>(mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
