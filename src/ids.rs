@@ -32,6 +32,15 @@ impl ConnId {
     /// On shard 0: the publisher of messages other nodes of the cluster
     /// forward here (their confirms go to the cluster glue, not a socket).
     pub const FORWARDED: ConnId = ConnId((1 << 48) - 2);
+    /// On shard 0, ids from here on stand for connections of other nodes
+    /// that consume from this node's queues.
+    pub const STAND_IN_BASE: u64 = 1 << 47;
+
+    /// A stand-in for a connection of another node (see
+    /// [`ConnId::STAND_IN_BASE`]).
+    pub fn is_stand_in(self) -> bool {
+        self.shard() == 0 && self.0 >= Self::STAND_IN_BASE && self != Self::FORWARDED
+    }
 
     pub fn new(shard: ShardId, seq: u64) -> Self {
         debug_assert!(seq < 1 << 48);

@@ -12,7 +12,7 @@ use crate::broker::topology::Topology;
 use crate::broker::users::{Access, check_password, is_loopback, refused};
 use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
 use crate::message::Message;
-use crate::owner::{ControlMsg, Effects, Enqueued, Item, QueueOp};
+use crate::owner::{ControlMsg, Effects, Enqueued, Item, QueueOp, RemoteOp};
 use crate::protocol::{AmqpError, ShortStr};
 use crate::session::{Broker, HandOffTarget, PublishOutcome};
 use bytes::Bytes;
@@ -146,11 +146,21 @@ impl Client<'_> {
             self.permit(topo, vhost, Access::Read, "queue", name.as_bytes())
                 .and_then(|_| match topo.queue_by_name(vhost, name.as_bytes()) {
                     None => Err(no_queue(&name, &vname)),
-                    Some(q) => check_exclusive(q, ch.conn, &vname).map(|_| (q.id, q.owner)),
+                    Some(q) => check_exclusive(q, ch.conn, &vname).map(|_| (q.id, q.owner, q.node)),
                 })
         };
         let out = &mut self.hub.out;
         match found {
+            // A queue on another node: the operation goes there, and its
+            // replies and deliveries come back from there.
+            Ok((queue, _, node)) if node != 0 => out.to_shard(
+                0,
+                Item::Remote {
+                    node,
+                    queue,
+                    op: RemoteOp::Queue { name, ch, op },
+                },
+            ),
             Err(e) => out.to_conn(
                 ch.conn,
                 crate::session::Event::Reply {
@@ -158,13 +168,22 @@ impl Client<'_> {
                     reply: Reply::Error(e),
                 },
             ),
-            Ok((queue, owner)) => out.to_shard(owner, Item::QueueOp { queue, name, ch, op }),
+            Ok((queue, owner, _)) => out.to_shard(owner, Item::QueueOp { queue, name, ch, op }),
         }
     }
 
-    fn send_to_owner(&mut self, queue: QueueId, item: Item) {
-        if let Some(o) = self.owner(queue) {
-            self.hub.out.to_shard(o, item);
+    fn send_to_owner(&mut self, queue: QueueId, item: Item, remote: impl FnOnce() -> RemoteOp) {
+        match self.hub.topo.queue(queue).map(|q| (q.owner, q.node)) {
+            Some((_, node)) if node != 0 => self.hub.out.to_shard(
+                0,
+                Item::Remote {
+                    node,
+                    queue,
+                    op: remote(),
+                },
+            ),
+            Some((o, _)) => self.hub.out.to_shard(o, item),
+            None => {}
         }
     }
 }
@@ -411,9 +430,17 @@ impl Broker for Client<'_> {
 
     fn settle(&mut self, queue: QueueId, seq: u64, how: Settle) {
         let h = &mut *self.hub;
-        match h.topo.queue(queue).map(|q| q.owner) {
-            Some(o) if o == h.id => h.owner.settle(&h.topo, &mut h.out, queue, seq, how, self.now),
-            Some(o) => h.out.to_shard(o, Item::Settle { queue, seq, how }),
+        match h.topo.queue(queue).map(|q| (q.owner, q.node)) {
+            Some((_, node)) if node != 0 => h.out.to_shard(
+                0,
+                Item::Remote {
+                    node,
+                    queue,
+                    op: RemoteOp::Settle { seq, how },
+                },
+            ),
+            Some((o, _)) if o == h.id => h.owner.settle(&h.topo, &mut h.out, queue, seq, how, self.now),
+            Some((o, _)) => h.out.to_shard(o, Item::Settle { queue, seq, how }),
             None => {}
         }
     }
@@ -459,19 +486,32 @@ impl Broker for Client<'_> {
 
     fn drop_consumer(&mut self, queue: QueueId, consumer: ConsumerRef) {
         let h = &mut *self.hub;
-        match h.topo.queue(queue).map(|q| q.owner) {
-            Some(o) if o == h.id => h.owner.drop_consumer(&mut h.out, queue, consumer, self.now),
-            Some(o) => h.out.to_shard(o, Item::DropConsumer { queue, consumer }),
+        match h.topo.queue(queue).map(|q| (q.owner, q.node)) {
+            Some((_, node)) if node != 0 => h.out.to_shard(
+                0,
+                Item::Remote {
+                    node,
+                    queue,
+                    op: RemoteOp::Drop { consumer },
+                },
+            ),
+            Some((o, _)) if o == h.id => h.owner.drop_consumer(&mut h.out, queue, consumer, self.now),
+            Some((o, _)) => h.out.to_shard(o, Item::DropConsumer { queue, consumer }),
             None => {}
         }
     }
 
     fn written(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32) {
-        self.send_to_owner(queue, Item::Written { queue, consumer, n });
+        self.send_to_owner(queue, Item::Written { queue, consumer, n }, || {
+            RemoteOp::Written { consumer, n }
+        });
     }
 
     fn grant_credit(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32) {
-        self.send_to_owner(queue, Item::Credit { queue, consumer, n });
+        self.send_to_owner(queue, Item::Credit { queue, consumer, n }, || RemoteOp::Credit {
+            consumer,
+            n,
+        });
     }
 
     fn unique_name(&mut self, prefix: &str) -> ShortStr {
@@ -484,7 +524,11 @@ impl Broker for Client<'_> {
             return false;
         }
         let target = match to {
-            HandOffTarget::Consume { vhost, queue } => h.topo.queue_by_name(vhost, queue).map(|q| q.owner),
+            HandOffTarget::Consume { vhost, queue } => h
+                .topo
+                .queue_by_name(vhost, queue)
+                .filter(|q| q.node == 0)
+                .map(|q| q.owner),
             HandOffTarget::Publish {
                 vhost,
                 exchange,
@@ -495,6 +539,7 @@ impl Broker for Client<'_> {
                 // publisher to queues of several shards stays.
                 let (scratch, out) = &mut h.route;
                 match h.topo.route(vhost, exchange, routing_key, &[], scratch, out) {
+                    Ok(r) if r.remote => None,
                     Ok(_) => match out.first() {
                         Some(&(_, s)) if out.iter().all(|&(_, o)| o == s) => Some(s),
                         _ => None,

@@ -49,6 +49,8 @@ pub struct Outbox {
     pub proposals: Vec<crate::control::Proposal>,
     /// Shard 0: messages for queues on other nodes of the cluster.
     pub forwards: Vec<crate::owner::Forward>,
+    /// Shard 0: operations of local channels on queues of other nodes.
+    pub remote_ops: Vec<(u64, QueueId, crate::owner::RemoteOp)>,
 }
 
 /// Which connections a deleted vhost or user closes.
@@ -69,6 +71,7 @@ impl Outbox {
             adopted: Vec::new(),
             proposals: Vec::new(),
             forwards: Vec::new(),
+            remote_ops: Vec::new(),
         }
     }
 
@@ -227,6 +230,7 @@ impl Hub {
                 publisher,
             } => owner.publish_item(topo, out, queue, msg, confirm, publisher, now),
             Item::Forward(f) => out.forwards.push(f),
+            Item::Remote { node, queue, op } => out.remote_ops.push((node, queue, op)),
             Item::Settle { queue, seq, how } => owner.settle(topo, out, queue, seq, how, now),
             Item::Written { queue, consumer, n } => owner.written(queue, consumer, n),
             Item::Credit { queue, consumer, n } => owner.credit(out, queue, consumer, n),
@@ -344,6 +348,11 @@ impl Hub {
         if let Some(c) = &mut self.control {
             c.submit(msg);
         }
+    }
+
+    /// An item for a shard (this one's is handled at the next step).
+    pub fn out_to_shard(&mut self, shard: ShardId, item: Item) {
+        self.out.to_shard(shard, item);
     }
 
     /// An event for a connection of any shard (sent there if not this one).

@@ -72,6 +72,13 @@ pub enum Item {
     /// To shard 0: a message for a queue on another node of the cluster,
     /// to forward there.
     Forward(Forward),
+    /// To shard 0: what a local channel does to a queue on another node of
+    /// the cluster, to send there.
+    Remote {
+        node: u64,
+        queue: QueueId,
+        op: RemoteOp,
+    },
     Settle {
         queue: QueueId,
         seq: u64,
@@ -174,4 +181,29 @@ pub struct Forward {
     pub queue: QueueId,
     pub msg: Message,
     pub confirm: Option<(ChannelRef, u64)>,
+}
+
+/// What a channel does to a queue on another node of the cluster.
+#[derive(Debug)]
+pub enum RemoteOp {
+    Queue {
+        name: ShortStr,
+        ch: ChannelRef,
+        op: QueueOp,
+    },
+    Settle {
+        seq: u64,
+        how: crate::broker::request::Settle,
+    },
+    Written {
+        consumer: crate::ids::ConsumerRef,
+        n: u32,
+    },
+    Credit {
+        consumer: crate::ids::ConsumerRef,
+        n: u32,
+    },
+    Drop {
+        consumer: crate::ids::ConsumerRef,
+    },
 }

@@ -20,7 +20,7 @@ mod service;
 mod slot;
 
 pub use effects::Effects;
-pub use item::{Adoption, Batch, ControlMsg, Forward, Item, QueueOp, SyncWaiter};
+pub use item::{Adoption, Batch, ControlMsg, Forward, Item, QueueOp, RemoteOp, SyncWaiter};
 pub use service::{Enqueued, Owner, OwnerConfig, SyncBatch};
 pub use slot::QueueSlot;
 

@@ -820,6 +820,21 @@ fn dead_letter(
         if crate::broker::deadletter::is_cycle(&dl.msg, name.as_bytes()) {
             continue;
         }
+        // A dead-letter queue on another node of the cluster: forwarded
+        // there through shard 0 (dead-lettering is unconfirmed, as in
+        // RabbitMQ without at-least-once dead-lettering).
+        if let Some(node) = topo.queue(queue).map(|q| q.node).filter(|&n| n != 0) {
+            fx.to_shard(
+                0,
+                Item::Forward(crate::owner::Forward {
+                    node,
+                    queue,
+                    msg: dl.msg.clone(),
+                    confirm: None,
+                }),
+            );
+            continue;
+        }
         fx.to_shard(
             owner,
             Item::Publish {

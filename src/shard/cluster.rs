@@ -9,10 +9,13 @@ use crate::cluster::forward::{self, KIND_PUBLISH};
 use crate::cluster::meta::{MetaImage, MetaSink, decode_changes_on, encode_changes};
 use crate::cluster::net::service_fn;
 use crate::cluster::node::{Host, Node};
+use crate::cluster::remote;
 use crate::cluster::{MetaCmd, node_id};
 use crate::control::Proposal;
+use crate::ids::{ConnId, ConsumerRef, QueueId};
 use crate::owner::ControlMsg;
 use crate::owner::Forward;
+use crate::owner::{Item, RemoteOp};
 use crate::protocol::AmqpError;
 use crate::session::Event;
 use crate::storage::topolog;
@@ -31,6 +34,8 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Forwarded messages this node may hold for other nodes' publishers
 /// (waiting for their queues' confirms); beyond it, batches are refused.
 const MAX_FORWARDED_IN: usize = 100_000;
+/// How often a node checks the nodes that consume from its queues.
+const LIVENESS_PERIOD: Duration = Duration::from_secs(2);
 
 /// Shard 0's cluster state: the node, and the messages other nodes
 /// forwarded here that wait for their confirms.
@@ -39,6 +44,42 @@ pub struct Glue {
     next_seq: Cell<u64>,
     /// Confirm sequence → (its batch, its place in the batch).
     waiting: RefCell<HashMap<u64, (Rc<Batch>, usize)>>,
+    /// This process's boot id: another node that sees it change knows our
+    /// connections are new ones.
+    boot: u64,
+    /// Connections of other nodes that use this node's queues.
+    remote: RefCell<Remotes>,
+}
+
+/// The stand-ins for other nodes' connections (see
+/// [`ConnId::STAND_IN_BASE`]), and what their consumers hold here.
+#[derive(Default)]
+struct Remotes {
+    next: u64,
+    /// (node, its connection) → stand-in.
+    by_real: HashMap<(u64, ConnId), ConnId>,
+    /// Stand-in → (node, its connection).
+    by_stand_in: HashMap<ConnId, (u64, ConnId)>,
+    /// Each node's boot id as last seen.
+    boots: HashMap<u64, u64>,
+    /// Per node: deliveries waiting for an ack (queue, seq), and consumers.
+    unacked: HashMap<u64, std::collections::HashSet<(QueueId, u64)>>,
+    consumers: HashMap<u64, Vec<(QueueId, ConsumerRef)>>,
+    /// Events waiting to be sent, per node.
+    outbox: HashMap<u64, Vec<remote::WireEvent>>,
+}
+
+impl Remotes {
+    fn stand_in(&mut self, node: u64, real: ConnId) -> ConnId {
+        if let Some(c) = self.by_real.get(&(node, real)) {
+            return *c;
+        }
+        let c = ConnId::new(0, ConnId::STAND_IN_BASE + self.next);
+        self.next += 1;
+        self.by_real.insert((node, real), c);
+        self.by_stand_in.insert(c, (node, real));
+        c
+    }
 }
 
 /// The answer to one forwarded batch, filled in as its confirms come.
@@ -182,7 +223,30 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
         node: node.clone(),
         next_seq: Cell::new(1),
         waiting: RefCell::new(HashMap::new()),
+        boot: super::state::random_u64(),
+        remote: RefCell::new(Remotes::default()),
     });
+    glommio::spawn_local(watch_consuming_nodes(Rc::downgrade(shard))).detach();
+    for (kind, ops) in [(remote::KIND_OPS, true), (remote::KIND_EVENTS, false)] {
+        let weak = Rc::downgrade(shard);
+        node.register(
+            kind,
+            service_fn(move |from: &str, _kind: u8, body: Vec<u8>| {
+                let shard = weak.upgrade();
+                let from = from.to_string();
+                async move {
+                    let Some(shard) = shard else {
+                        return Err("the node is stopping".to_string());
+                    };
+                    if ops {
+                        receive_ops(&shard, &from, body)
+                    } else {
+                        receive_events(&shard, body)
+                    }
+                }
+            }),
+        );
+    }
     *shard.cluster.borrow_mut() = Some(glue);
     let weak = Rc::downgrade(shard);
     node.register(
@@ -470,4 +534,354 @@ pub fn forwarded_event(shard: &Rc<Shard>, ev: Event) {
     if let Some((batch, i)) = entry {
         batch.settle(i, ok);
     }
+}
+
+/// Sends what local channels do to queues on other nodes there, in order,
+/// one batch per node. An operation that cannot be delivered fails its
+/// channel's request; settles and flow control are lost with the node
+/// (which requeues what it delivered when it notices).
+pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
+    let Some(glue) = shard.cluster.borrow().clone() else {
+        return;
+    };
+    let mut by_node: Vec<(u64, Vec<remote::OpFor>, Vec<crate::ids::ChannelRef>)> = Vec::new();
+    for (node, queue, op) in ops {
+        let i = match by_node.iter().position(|b| b.0 == node) {
+            Some(i) => i,
+            None => {
+                by_node.push((node, Vec::new(), Vec::new()));
+                by_node.len() - 1
+            }
+        };
+        let op = match op {
+            RemoteOp::Queue { name, ch, op } => {
+                by_node[i].2.push(ch);
+                remote::Op::of_queue_op(&name, ch, &op)
+            }
+            RemoteOp::Settle { seq, how } => remote::Op::Settle {
+                seq,
+                how: remote::settle_code(how),
+            },
+            RemoteOp::Written { consumer, n } => remote::Op::Written {
+                consumer: consumer.into(),
+                n,
+            },
+            RemoteOp::Credit { consumer, n } => remote::Op::Credit {
+                consumer: consumer.into(),
+                n,
+            },
+            RemoteOp::Drop { consumer } => remote::Op::Drop {
+                consumer: consumer.into(),
+            },
+        };
+        by_node[i].1.push(remote::OpFor { queue: queue.0, op });
+    }
+    for (target, ops, asking) in by_node {
+        let shard = shard.clone();
+        let node = glue.node.clone();
+        let body = postcard::to_stdvec(&remote::OpsBatch { boot: glue.boot, ops });
+        glommio::spawn_local(async move {
+            let addr = node.addr_of(target);
+            let result = match (addr, body) {
+                (Some(addr), Ok(body)) => node
+                    .call(&addr, remote::KIND_OPS, body, FORWARD_TIMEOUT)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{addr}: {e}")),
+                (None, _) => Err(format!("no address for cluster node {target:x}")),
+                (_, Err(e)) => Err(e.to_string()),
+            };
+            if let Err(e) = result {
+                log::warn!("cannot send queue operations to another node: {e}");
+                let now = now_ms();
+                {
+                    let mut hub = shard.hub.borrow_mut();
+                    for ch in asking {
+                        let reply = crate::broker::request::Reply::Error(AmqpError::internal(format!(
+                            "the queue's node cannot be reached: {e}"
+                        )));
+                        hub.send_event(ch.conn, Event::Reply { ch, reply });
+                    }
+                }
+                shard.after_step(now);
+            }
+        })
+        .detach();
+    }
+}
+
+/// Another node's channels act on queues here: each operation goes to the
+/// queue's owner as from a local stand-in of the remote connection.
+fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
+    let batch: remote::OpsBatch = postcard::from_bytes(&body).map_err(|e| format!("bad ops batch: {e}"))?;
+    let glue = shard.cluster.borrow().clone().ok_or("the node is stopping")?;
+    let from_node = node_id(from);
+    let seen = glue.remote.borrow().boots.get(&from_node).copied();
+    if seen.is_some_and(|b| b != batch.boot) {
+        log::info!("node {from} restarted: dropping its consumers here");
+        forget_node(shard, &glue, from_node);
+    }
+    glue.remote.borrow_mut().boots.insert(from_node, batch.boot);
+    let now = now_ms();
+    {
+        let mut hub = shard.hub.borrow_mut();
+        let mut r = glue.remote.borrow_mut();
+        for remote::OpFor { queue, op } in batch.ops {
+            let queue = QueueId(queue);
+            let Some(owner) = hub.topo.queue(queue).filter(|q| q.node == 0).map(|q| q.owner) else {
+                // Not here (deleted meanwhile): a request gets RabbitMQ's
+                // answer for a missing queue from the owner path below.
+                if let Some((name, ch, _)) = op.queue_op(ConnId(0)) {
+                    let stand_in = r.stand_in(from_node, ch.conn);
+                    let ch = crate::ids::ChannelRef { conn: stand_in, ..ch };
+                    let vhost = String::new();
+                    let reply =
+                        crate::broker::request::Reply::Error(crate::broker::control::no_queue(&name, &vhost));
+                    hub.send_event(stand_in, Event::Reply { ch, reply });
+                }
+                continue;
+            };
+            let item = match &op {
+                remote::Op::Settle { seq, how } => {
+                    let Some(how) = remote::settle_of(*how) else {
+                        continue;
+                    };
+                    if let Some(set) = r.unacked.get_mut(&from_node) {
+                        set.remove(&(queue, *seq));
+                    }
+                    Item::Settle {
+                        queue,
+                        seq: *seq,
+                        how,
+                    }
+                }
+                remote::Op::Written { consumer, n } => {
+                    let c = r.stand_in(from_node, consumer.0.conn());
+                    Item::Written {
+                        queue,
+                        consumer: consumer.on(c),
+                        n: *n,
+                    }
+                }
+                remote::Op::Credit { consumer, n } => {
+                    let c = r.stand_in(from_node, consumer.0.conn());
+                    Item::Credit {
+                        queue,
+                        consumer: consumer.on(c),
+                        n: *n,
+                    }
+                }
+                remote::Op::Drop { consumer } => {
+                    let c = r.stand_in(from_node, consumer.0.conn());
+                    let cref = consumer.on(c);
+                    if let Some(list) = r.consumers.get_mut(&from_node) {
+                        list.retain(|&(q, cr)| !(q == queue && cr == cref));
+                    }
+                    Item::DropConsumer {
+                        queue,
+                        consumer: cref,
+                    }
+                }
+                other => {
+                    let real = match other {
+                        remote::Op::Consume { consumer, .. } | remote::Op::Cancel { consumer, .. } => {
+                            consumer.0.conn()
+                        }
+                        remote::Op::Get { ch, .. } | remote::Op::Purge { ch, .. } => ch.conn(),
+                        _ => unreachable!("handled above"),
+                    };
+                    let c = r.stand_in(from_node, real);
+                    let Some((name, ch, qop)) = other.queue_op(c) else {
+                        continue;
+                    };
+                    match &qop {
+                        crate::owner::QueueOp::Consume(spec) => {
+                            r.consumers.entry(from_node).or_default().push((queue, spec.cref));
+                        }
+                        crate::owner::QueueOp::Cancel(cref) => {
+                            if let Some(list) = r.consumers.get_mut(&from_node) {
+                                list.retain(|&(q, cr)| !(q == queue && cr == *cref));
+                            }
+                        }
+                        _ => {}
+                    }
+                    Item::QueueOp {
+                        queue,
+                        name,
+                        ch,
+                        op: qop,
+                    }
+                }
+            };
+            hub.out_to_shard(owner, item);
+        }
+    }
+    shard.after_step(now);
+    Ok(Vec::new())
+}
+
+/// An event for a stand-in: kept for its node (sent by [`flush_events`]).
+pub fn stand_in_event(shard: &Rc<Shard>, conn: ConnId, ev: Event) {
+    let Some(glue) = shard.cluster.borrow().clone() else {
+        return;
+    };
+    let mut r = glue.remote.borrow_mut();
+    let Some(&(node, real)) = r.by_stand_in.get(&conn) else {
+        return;
+    };
+    match &ev {
+        Event::Deliver(d) if d.needs_ack => {
+            r.unacked.entry(node).or_default().insert((d.queue, d.seq));
+        }
+        Event::Reply {
+            reply:
+                crate::broker::request::Reply::GetOk {
+                    queue,
+                    entry,
+                    needs_ack: true,
+                    ..
+                },
+            ..
+        } => {
+            r.unacked.entry(node).or_default().insert((*queue, entry.seq));
+        }
+        _ => {}
+    }
+    if let Some(w) = remote::wire_event(&ev, real) {
+        r.outbox.entry(node).or_default().push(w);
+    }
+}
+
+/// Sends the events kept for other nodes, one batch per node. A node that
+/// cannot be reached is taken as gone: what its consumers held here is
+/// requeued and its consumers dropped.
+pub fn flush_events(shard: &Rc<Shard>) {
+    let Some(glue) = shard.cluster.borrow().clone() else {
+        return;
+    };
+    let batches: Vec<(u64, Vec<remote::WireEvent>)> = glue.remote.borrow_mut().outbox.drain().collect();
+    for (target, events) in batches {
+        let shard = shard.clone();
+        let glue = glue.clone();
+        glommio::spawn_local(async move {
+            let addr = glue.node.addr_of(target);
+            let body = postcard::to_stdvec(&events);
+            let result = match (addr, body) {
+                (Some(addr), Ok(body)) => glue
+                    .node
+                    .call(&addr, remote::KIND_EVENTS, body, FORWARD_TIMEOUT)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{addr}: {e}")),
+                (None, _) => Err(format!("no address for cluster node {target:x}")),
+                (_, Err(e)) => Err(e.to_string()),
+            };
+            if let Err(e) = result {
+                log::warn!(
+                    "cannot send events to a consuming node ({e}): requeueing what its consumers held"
+                );
+                forget_node(&shard, &glue, target);
+                shard.after_step(now_ms());
+            }
+        })
+        .detach();
+    }
+}
+
+/// Every [`LIVENESS_PERIOD`], asks each node that consumes from this
+/// node's queues whether it is there; one that missed two checks in a row
+/// is taken as gone (what its consumers held is requeued).
+async fn watch_consuming_nodes(shard: Weak<Shard>) {
+    let mut missed: HashMap<u64, u32> = HashMap::new();
+    loop {
+        glommio::timer::sleep(LIVENESS_PERIOD).await;
+        let Some(shard) = shard.upgrade() else { return };
+        let Some(glue) = shard.cluster.borrow().clone() else {
+            return;
+        };
+        let nodes: Vec<u64> = {
+            let r = glue.remote.borrow();
+            r.consumers
+                .iter()
+                .filter(|(_, c)| !c.is_empty())
+                .map(|(n, _)| *n)
+                .chain(r.unacked.iter().filter(|(_, u)| !u.is_empty()).map(|(n, _)| *n))
+                .collect()
+        };
+        missed.retain(|n, _| nodes.contains(n));
+        for node in nodes {
+            let up = match glue.node.addr_of(node) {
+                Some(addr) => glue.node.status_of(&addr).await.is_some(),
+                None => false,
+            };
+            let m = missed.entry(node).or_default();
+            *m = if up { 0 } else { *m + 1 };
+            if *m >= 2 {
+                log::warn!("cluster node {node:x} is gone: requeueing what its consumers held here");
+                missed.remove(&node);
+                forget_node(&shard, &glue, node);
+                shard.after_step(now_ms());
+            }
+        }
+    }
+}
+
+/// Drops another node's consumers here and requeues what they held.
+fn forget_node(shard: &Rc<Shard>, glue: &Glue, node: u64) {
+    let (unacked, consumers, stand_ins) = {
+        let mut r = glue.remote.borrow_mut();
+        let stand_ins: Vec<ConnId> = r
+            .by_real
+            .iter()
+            .filter(|((n, _), _)| *n == node)
+            .map(|(_, c)| *c)
+            .collect();
+        for c in &stand_ins {
+            if let Some(real) = r.by_stand_in.remove(c) {
+                r.by_real.remove(&real);
+            }
+        }
+        r.outbox.remove(&node);
+        (
+            r.unacked.remove(&node).unwrap_or_default(),
+            r.consumers.remove(&node).unwrap_or_default(),
+            stand_ins,
+        )
+    };
+    let _ = stand_ins;
+    let mut hub = shard.hub.borrow_mut();
+    for (queue, consumer) in consumers {
+        if let Some(owner) = hub.topo.queue(queue).map(|q| q.owner) {
+            hub.out_to_shard(owner, Item::DropConsumer { queue, consumer });
+        }
+    }
+    for (queue, seq) in unacked {
+        if let Some(owner) = hub.topo.queue(queue).map(|q| q.owner) {
+            hub.out_to_shard(
+                owner,
+                Item::Settle {
+                    queue,
+                    seq,
+                    how: crate::broker::request::Settle::Requeue,
+                },
+            );
+        }
+    }
+}
+
+/// Events another node's queues sent for this node's channels.
+fn receive_events(shard: &Rc<Shard>, body: Vec<u8>) -> Result<Vec<u8>, String> {
+    let events: Vec<remote::WireEvent> =
+        postcard::from_bytes(&body).map_err(|e| format!("bad events batch: {e}"))?;
+    let now = now_ms();
+    {
+        let mut hub = shard.hub.borrow_mut();
+        for w in events {
+            if let Some((conn, ev)) = w.event() {
+                hub.send_event(conn, ev);
+            }
+        }
+    }
+    shard.after_step(now);
+    Ok(Vec::new())
 }

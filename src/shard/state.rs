@@ -138,7 +138,7 @@ impl Shard {
     /// step that follows its publish).
     pub fn after_step(self: &Rc<Self>, now: u64) {
         loop {
-            let (events, closes, log_syncs, adopted, wants_sync, proposals, forwards) = {
+            let (events, closes, log_syncs, adopted, wants_sync, proposals, forwards, remote_ops) = {
                 let mut hub = self.hub.borrow_mut();
                 hub.step(now);
                 let wants_sync = hub.owner.wants_sync();
@@ -154,8 +154,12 @@ impl Shard {
                     wants_sync,
                     std::mem::take(&mut out.proposals),
                     std::mem::take(&mut out.forwards),
+                    std::mem::take(&mut out.remote_ops),
                 )
             };
+            if !remote_ops.is_empty() {
+                super::cluster::send_ops(self, remote_ops);
+            }
             if !proposals.is_empty() {
                 super::cluster::propose(self, proposals);
             }
@@ -195,11 +199,18 @@ impl Shard {
                         super::cluster::forwarded_event(self, ev);
                         continue;
                     }
+                    if conn.is_stand_in() {
+                        super::cluster::stand_in_event(self, conn, ev);
+                        continue;
+                    }
                     match conns.get(&conn) {
                         Some(h) => h.push(ev),
                         None => orphans.push(ev),
                     }
                 }
+            }
+            if self.id == 0 {
+                super::cluster::flush_events(self);
             }
             if orphans.is_empty() {
                 break;

@@ -587,3 +587,121 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn a_consumer_on_one_node_takes_a_queue_of_another() {
+    use futures::StreamExt;
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3);
+    rt().block_on(async {
+        let conn1 = connect(&nodes[0].uri()).await;
+        let ch1 = conn1.create_channel().await.unwrap();
+        declare_durable(&ch1, "work").await;
+        let _ = conn1.close(200, "bye".into()).await;
+        let u1 = nodes[0].uri();
+        assert_eq!(publish_confirmed(&u1, "", "work", "m", 500).await, 500);
+        // Consumed on node 2, acked one by one, prefetch 50.
+        let u2 = nodes[1].uri();
+        wait_for_async(|| queue_exists(&u2, "work")).await;
+        let conn2 = connect(&u2).await;
+        let ch2 = conn2.create_channel().await.unwrap();
+        ch2.basic_qos(50, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = ch2
+            .basic_consume(
+                "work".into(),
+                "c2".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for i in 0..500 {
+            let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+                .await
+                .expect("a delivery in time")
+                .unwrap()
+                .unwrap();
+            assert_eq!(d.data, format!("m-{i}").into_bytes(), "in order");
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        // basic.get from node 3 sees it empty once the acks are in.
+        let u3 = nodes[2].uri();
+        wait_for_async(|| async { drain(&u3, "work").await.is_empty() }).await;
+        let _ = conn2.close(200, "bye".into()).await;
+        // Unacked deliveries of a remote consumer come back when its
+        // connection closes.
+        assert_eq!(publish_confirmed(&u1, "", "work", "r", 10).await, 10);
+        let conn3 = connect(&u3).await;
+        let ch3 = conn3.create_channel().await.unwrap();
+        let mut c3 = ch3
+            .basic_consume(
+                "work".into(),
+                "c3".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            tokio::time::timeout(Duration::from_secs(10), c3.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+        let _ = conn3.close(200, "bye".into()).await;
+        wait_for_async(|| async {
+            let snap = nodes[0].h().admin().snapshot().unwrap();
+            snap.queues
+                .iter()
+                .any(|q| q.name == "work" && q.messages_ready == 10)
+        })
+        .await;
+        let got = drain(&u1, "work").await;
+        assert_eq!(got.len(), 10, "requeued on the queue's node");
+    });
+}
+
+#[test]
+fn what_a_lost_node_consumed_unacked_comes_back() {
+    use futures::StreamExt;
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3);
+    let (u1, u2) = (nodes[0].uri(), nodes[1].uri());
+    rt().block_on(async {
+        let conn1 = connect(&u1).await;
+        let ch1 = conn1.create_channel().await.unwrap();
+        declare_durable(&ch1, "held").await;
+        let _ = conn1.close(200, "bye".into()).await;
+        assert_eq!(publish_confirmed(&u1, "", "held", "h", 10).await, 10);
+        wait_for_async(|| queue_exists(&u2, "held")).await;
+        let conn2 = connect(&u2).await;
+        let ch2 = conn2.create_channel().await.unwrap();
+        let mut c = ch2
+            .basic_consume(
+                "held".into(),
+                "c".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            tokio::time::timeout(Duration::from_secs(10), c.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+        std::mem::forget(conn2);
+    });
+    // Node 2 goes, its consumer's ten deliveries unacked.
+    nodes[1].stop();
+    let admin = nodes[0].h().admin();
+    wait_for("the deliveries to be requeued on node 1", || {
+        let snap = admin.snapshot().unwrap();
+        snap.queues
+            .iter()
+            .any(|q| q.name == "held" && q.messages_ready == 10 && q.consumers == 0)
+    });
+}
