@@ -799,7 +799,7 @@ async fn watch_consuming_nodes(shard: Weak<Shard>) {
         let Some(glue) = shard.cluster.borrow().clone() else {
             return;
         };
-        let nodes: Vec<u64> = {
+        let nodes: std::collections::BTreeSet<u64> = {
             let r = glue.remote.borrow();
             r.consumers
                 .iter()
@@ -816,6 +816,9 @@ async fn watch_consuming_nodes(shard: Weak<Shard>) {
             };
             let m = missed.entry(node).or_default();
             *m = if up { 0 } else { *m + 1 };
+            if !up {
+                log::info!("cluster node {node:x} missed a liveness check ({m} in a row)");
+            }
             if *m >= 2 {
                 log::warn!("cluster node {node:x} is gone: requeueing what its consumers held here");
                 missed.remove(&node);

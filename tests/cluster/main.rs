@@ -1,6 +1,7 @@
 //! Clustering: openraft conformance suites with warren's adapters, the
-//! cluster port, and clusters of nodes.
+//! cluster port, clusters of in-process nodes, and of processes.
 
 mod conformance;
 mod net;
 mod nodes;
+mod processes;
