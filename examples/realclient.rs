@@ -23,6 +23,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[derive(Clone)]
 struct Args {
     uri: String,
+    /// Where producers and consumers connect (default: `uri`, where the
+    /// queues are declared first): nodes of a cluster.
+    publish_uri: Option<String>,
+    consume_uri: Option<String>,
     /// PEM CA certificates for an amqps:// URI.
     ca: Option<String>,
     producers: usize,
@@ -52,6 +56,8 @@ struct Args {
 fn parse() -> Args {
     let mut a = Args {
         uri: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        publish_uri: None,
+        consume_uri: None,
         ca: None,
         producers: 1,
         consumers: 1,
@@ -75,6 +81,8 @@ fn parse() -> Args {
         let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--uri" => a.uri = val(),
+            "--publish-uri" => a.publish_uri = Some(val()),
+            "--consume-uri" => a.consume_uri = Some(val()),
             "--ca" => a.ca = Some(std::fs::read_to_string(val()).expect("read the CA file")),
             "--producers" => a.producers = val().parse().unwrap(),
             "--consumers" => a.consumers = val().parse().unwrap(),
@@ -184,7 +192,7 @@ async fn declare(ch: &Channel, a: &Args, i: usize) {
 }
 
 async fn consumer(a: Args, i: usize, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
-    let c = connect(&a.uri).await;
+    let c = connect(a.consume_uri.as_deref().unwrap_or(&a.uri)).await;
     let ch = c.create_channel().await.unwrap();
     declare(&ch, &a, i).await;
     ch.basic_qos(a.prefetch, BasicQosOptions::default())
@@ -223,7 +231,7 @@ async fn consumer(a: Args, i: usize, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
 }
 
 async fn producer(a: Args, i: usize, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
-    let c = connect(&a.uri).await;
+    let c = connect(a.publish_uri.as_deref().unwrap_or(&a.uri)).await;
     let ch = c.create_channel().await.unwrap();
     declare(&ch, &a, i).await;
     if a.confirm > 0 {
@@ -391,6 +399,17 @@ fn main() {
                 tasks.push(tokio::spawn(rpc_client(a.clone(), stats.clone(), stop.clone())));
             }
         } else {
+            if a.publish_uri.is_some() || a.consume_uri.is_some() {
+                // The queues live on `uri`'s node: declared there first,
+                // given a moment to reach the other nodes.
+                let c = connect(&a.uri).await;
+                let ch = c.create_channel().await.unwrap();
+                for i in 0..a.queues.max(a.consumers).max(a.producers) {
+                    declare(&ch, &a, i).await;
+                }
+                let _ = c.close(200, "declared".into()).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
             for i in 0..a.consumers {
                 tasks.push(tokio::spawn(consumer(a.clone(), i, stats.clone(), stop.clone())));
             }
