@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use openraft::async_runtime::{
     mpsc::{Mpsc, MpscReceiver, MpscSender, MpscWeakSender, SendError, TryRecvError},
     mutex::Mutex,
@@ -286,9 +285,4 @@ impl<T> Deref for SeeRef<'_, T> {
     fn deref(&self) -> &T {
         self.0.deref()
     }
-}
-
-#[allow(dead_code)]
-fn _unused() {
-    let _ = futures::future::ready(()).boxed_local();
 }

@@ -29,6 +29,9 @@ use std::time::Duration;
 /// it serves clients anyway (its changes fail until a majority is back).
 const RECOVERY_WAIT: Duration = Duration::from_secs(30);
 
+/// A forwarded message's confirm: its channel and sequence there.
+type Confirm = Option<(crate::ids::ChannelRef, u64)>;
+
 /// How long a batch of forwarded messages may wait for its node.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Forwarded messages this node may hold for other nodes' publishers
@@ -422,7 +425,7 @@ async fn reset_topology(shard: &Rc<Shard>) {
 /// been enqueued, as with any nack).
 pub fn forward(shard: &Rc<Shard>, forwards: Vec<Forward>) {
     let node = shard.cluster.borrow().as_ref().map(|g| g.node.clone());
-    let mut by_node: Vec<(u64, Vec<u8>, Vec<Option<(crate::ids::ChannelRef, u64)>>)> = Vec::new();
+    let mut by_node: Vec<(u64, Vec<u8>, Vec<Confirm>)> = Vec::new();
     for f in forwards {
         let i = match by_node.iter().position(|b| b.0 == f.node) {
             Some(i) => i,
