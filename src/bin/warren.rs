@@ -101,8 +101,9 @@ struct Args {
     /// ephemeral one when that is not a port.
     #[arg(long)]
     cluster_port: Option<u16>,
-    #[arg(long, default_value = "::")]
-    cluster_bind: IpAddr,
+    /// Where the cluster port listens; by default the AMQP bind address.
+    #[arg(long)]
+    cluster_bind: Option<IpAddr>,
     /// The address other nodes reach this one at (HOST:PORT); by default
     /// the node name's host and the cluster port.
     #[arg(long)]
@@ -149,7 +150,7 @@ fn main() -> ExitCode {
         0 => 0,
         p => p.checked_add(20000).unwrap_or(0),
     });
-    cfg.cluster.bind = args.cluster_bind;
+    cfg.cluster.bind = args.cluster_bind.unwrap_or(args.bind);
     cfg.cluster.advertise = args.cluster_advertise.clone();
     cfg.cluster.secret = args.cluster_secret.clone();
     cfg.limits.frame_max = args.frame_max;

@@ -69,15 +69,17 @@ pub fn encode_changes(changes: &[Change], me: u64) -> Vec<u8> {
     out.to_vec()
 }
 
-/// The inverse of [`encode_changes`], on node `me`: its own queues come
-/// back with their home as "here" (0).
-pub fn decode_changes_on(bytes: &[u8], me: u64) -> io::Result<Vec<Change>> {
+/// The inverse of [`encode_changes`], on node `me` with `nshards` shards:
+/// its own queues come back with their home as "here" (0), on one of its
+/// shards (it may have restarted with fewer).
+pub fn decode_changes_on(bytes: &[u8], me: u64, nshards: usize) -> io::Result<Vec<Change>> {
     let mut changes = decode_changes(bytes)?;
     for c in &mut changes {
         if let Change::DeclareQueue(q) = c
             && q.node == me
         {
             q.node = 0;
+            q.owner %= nshards.max(1) as crate::ids::ShardId;
         }
     }
     Ok(changes)

@@ -48,9 +48,16 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What shard 0 lends the node besides the state machine's sink.
 pub trait Host: MetaSink {
+    /// Stops the control plane from starting new operations; true once
+    /// none is in flight (the seed's image must be all of its topology).
+    fn quiesce(&self) -> bool;
     /// Makes the control plane a cluster member (changes now go through
     /// the metadata log) and returns the topology to seed the log with.
     fn enter_cluster(&self) -> MetaImage;
+    /// The seed's first entry is committed: the topology log can go.
+    fn seeded(&self);
+    /// Seeding or joining failed: back to a node outside any cluster.
+    fn leave_cluster(&self);
     /// Whether the broker application runs (for status).
     fn app_running(&self) -> bool;
 }
@@ -395,7 +402,27 @@ impl Node {
     /// Makes this node a one-member cluster whose log starts with its
     /// topology.
     async fn seed(&self) -> Result<(), String> {
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        while !self.host.quiesce() {
+            if Instant::now() >= deadline {
+                self.host.leave_cluster();
+                return Err("this node's control plane did not settle: try again".into());
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
         let image = self.host.enter_cluster();
+        let r = self.seed_with(image).await;
+        match &r {
+            Ok(()) => self.host.seeded(),
+            Err(_) => {
+                self.abandon().await;
+                self.host.leave_cluster();
+            }
+        }
+        r
+    }
+
+    async fn seed_with(&self, image: MetaImage) -> Result<(), String> {
         self.write_marker().map_err(|e| e.to_string())?;
         let raft = self.open_raft().await.map_err(|e| e.to_string())?;
         raft.initialize(BTreeMap::from([(self.id, self.info.clone())]))
@@ -653,6 +680,18 @@ impl Node {
             "leader": leader,
             "nodes": nodes,
         })
+    }
+
+    /// Leaves the cluster this node was entering (a failed seed or join):
+    /// the metadata group stops and its files and the marker go.
+    pub async fn abandon(&self) {
+        let raft = self.raft.borrow_mut().take();
+        if let Some(r) = raft {
+            let _ = r.shutdown().await;
+        }
+        self.rpc.remove_group(META_GROUP);
+        let _ = std::fs::remove_file(self.dir.join("member"));
+        let _ = std::fs::remove_dir_all(self.dir.join("meta"));
     }
 
     /// Stops the metadata group and the cluster port.

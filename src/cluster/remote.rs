@@ -203,6 +203,15 @@ impl Op {
         })
     }
 
+    /// The remote connection a queue operation comes from.
+    pub fn real_conn(&self) -> Option<ConnId> {
+        match self {
+            Op::Consume { consumer, .. } | Op::Cancel { consumer, .. } => Some(consumer.0.conn()),
+            Op::Get { ch, .. } | Op::Purge { ch, .. } => Some(ch.conn()),
+            _ => None,
+        }
+    }
+
     /// The operation of a local channel on a remote queue.
     pub fn of_queue_op(name: &ShortStr, ch: ChannelRef, op: &QueueOp) -> Op {
         let name = name.as_str().into_owned();

@@ -81,6 +81,8 @@ impl std::fmt::Debug for Action {
 enum Stage {
     /// Plan a request (again: its first plan lost a race in the cluster).
     Plan(ControlMsg),
+    /// Plan a management operation again (likewise).
+    PlanAdmin { user: String, op: crate::admin::AdminOp },
     /// Ask the owner to delete a queue (conditions checked there); waits
     /// for its answer.
     OwnerDelete {
@@ -152,6 +154,9 @@ pub struct ControlService {
     /// Set once this node is a member of a cluster: changes go through
     /// the metadata log instead of the topology log.
     cluster: Option<Clustered>,
+    /// No new operation starts (a node seeding a cluster: its topology is
+    /// being copied into the cluster's first entry).
+    paused: bool,
 }
 
 impl ControlService {
@@ -171,13 +176,35 @@ impl ControlService {
             next_token: 1,
             unacked: 0,
             cluster: None,
+            paused: false,
+        }
+    }
+
+    /// Stops starting new operations (or starts again); see
+    /// [`ControlService::settled`] for when those in flight are done.
+    pub fn pause(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    /// Back outside a cluster (seeding or joining one failed).
+    pub fn leave_cluster(&mut self) {
+        self.cluster = None;
+        self.paused = false;
+        if let Some(op) = &self.op
+            && matches!(op.wait, Wait::Replicated(_))
+        {
+            self.finish(Err(AmqpError::internal("this node left its cluster")));
         }
     }
 
     /// From now on, changes go through the cluster's metadata log
     /// ([`Action::Propose`]); `accepted` commands were applied before.
-    pub fn enter_cluster(&mut self, accepted: u64) {
+    /// `tokens`: where this boot's proposal tokens start (random: an entry
+    /// proposed before a restart must not match an operation after it;
+    /// token 0 is the seed's).
+    pub fn enter_cluster(&mut self, accepted: u64, tokens: u64) {
         self.cluster = Some(Clustered { accepted });
+        self.next_token = self.next_token.max(tokens.max(1));
     }
 
     /// Whether this node is a member of a cluster.
@@ -221,8 +248,11 @@ impl ControlService {
                 let op = self.op.as_mut().expect("waiting");
                 op.wait = Wait::Nothing;
                 op.committing = None;
-                if let Some(stage) = op.replan.take() {
-                    op.stages.push_front(stage);
+                match op.replan.take() {
+                    Some(stage) => op.stages.push_front(stage),
+                    None => self.finish(Err(AmqpError::internal(
+                        "another node changed the topology at the same time: try again",
+                    ))),
                 }
             }
             return false;
@@ -248,25 +278,36 @@ impl ControlService {
             cl.accepted += 1;
             self.plane.raise_ids(next_ids);
         }
+        self.paused = false;
     }
 
     /// Applies a snapshot of the cluster's metadata (`accepted` commands),
     /// on top of an empty topology (see [`ControlService::reset`]).
-    pub fn install(&mut self, accepted: u64, next_ids: [u64; 3], changes: Vec<Change>) {
+    pub fn install(&mut self, topo: &Topology, accepted: u64, next_ids: [u64; 3], changes: Vec<Change>) {
         if let Some(cl) = &mut self.cluster {
             cl.accepted = accepted;
         }
         self.plane.raise_ids(next_ids);
-        self.apply_and_broadcast(changes);
+        // Whatever this node had goes first, in the same broadcast.
+        let mut all = reset_changes(topo);
+        all.extend(changes);
+        self.apply_and_broadcast(all);
+        // An operation waiting for an entry the snapshot covers will not
+        // see it: it fails (its change may or may not be in the snapshot).
+        if let Some(op) = &self.op
+            && matches!(op.wait, Wait::Replicated(_))
+        {
+            self.finish(Err(AmqpError::internal(
+                "the cluster's snapshot replaced this node's metadata: try again",
+            )));
+        }
     }
 
     /// Forgets the whole topology, on this node only (one about to join a
     /// cluster: its own data is reset, as `rabbitmqctl join_cluster` does).
     /// Queue owners drop their queues and stores.
     pub fn reset(&mut self, topo: &Topology) {
-        let mut changes: Vec<Change> = topo.vhosts().map(|v| Change::DeleteVhost { id: v.id }).collect();
-        changes.extend(topo.users().map(|u| Change::DeleteUser { name: u.name.clone() }));
-        self.apply_and_broadcast(changes);
+        self.apply_and_broadcast(reset_changes(topo));
     }
 
     /// Proposal `token` could not be committed (no leader, no majority, a
@@ -298,6 +339,12 @@ impl ControlService {
         self.is_idle() && self.unacked == 0
     }
 
+    /// Nothing in progress (queued messages may wait: see
+    /// [`ControlService::pause`]), and every shard applied every broadcast.
+    pub fn quiet(&self) -> bool {
+        self.op.is_none() && self.actions.is_empty() && self.unacked == 0
+    }
+
     /// The next thing to do, planning against `topo` (which must reflect
     /// every [`Action::Apply`] returned before).
     pub fn poll(&mut self, topo: &Topology) -> Option<Action> {
@@ -308,6 +355,7 @@ impl ControlService {
             match &self.op {
                 Some(op) if op.wait != Wait::Nothing => return None,
                 Some(_) => self.advance(topo),
+                None if self.paused => return None,
                 None => {
                     let msg = self.inbox.pop_front()?;
                     self.start(msg, topo);
@@ -440,10 +488,21 @@ impl ControlService {
                     .collect::<Vec<_>>();
                 self.begin(Answer::Nobody, None, stages);
             }
-            ControlMsg::Admin { user, op, reply } => match admin::stages(&mut self.plane, topo, &user, op) {
-                Ok(stages) => self.begin(Answer::Admin(reply), None, stages),
-                Err(e) => self.actions.push_back(Action::AdminReply(reply, Err(e))),
-            },
+            ControlMsg::Admin { user, op, reply } => {
+                let again = self.cluster.is_some().then(|| Stage::PlanAdmin {
+                    user: user.clone(),
+                    op: op.clone(),
+                });
+                match admin::stages(&mut self.plane, topo, &user, op) {
+                    Ok(stages) => {
+                        self.begin(Answer::Admin(reply), None, stages);
+                        if let Some(op) = &mut self.op {
+                            op.replan = again;
+                        }
+                    }
+                    Err(e) => self.actions.push_back(Action::AdminReply(reply, Err(e))),
+                }
+            }
         }
     }
 
@@ -468,6 +527,22 @@ impl ControlService {
         };
         match stage {
             Stage::Plan(msg) => self.replan(msg, topo),
+            Stage::PlanAdmin { user, op: admin_op } => {
+                let again = Stage::PlanAdmin {
+                    user: user.clone(),
+                    op: admin_op.clone(),
+                };
+                match admin::stages(&mut self.plane, topo, &user, admin_op) {
+                    Ok(stages) => {
+                        let op = self.op.as_mut().expect("an operation");
+                        for s in stages.into_iter().rev() {
+                            op.stages.push_front(s);
+                        }
+                        op.replan = Some(again);
+                    }
+                    Err(e) => self.finish(Err(e)),
+                }
+            }
             Stage::OwnerDelete {
                 queue,
                 owner,
@@ -475,6 +550,17 @@ impl ControlService {
                 if_unused,
                 if_empty,
             } => {
+                // A queue on another node: its owner is not here. Deleted
+                // outright (its node drops it with the change); the
+                // conditions cannot be checked from here.
+                if topo.queue(queue).is_some_and(|q| q.node != 0) {
+                    if if_unused || if_empty {
+                        self.finish(Err(AmqpError::not_implemented(
+                            "queue.delete with if-unused or if-empty on a queue of another node of the cluster is not supported: delete it on its node",
+                        )));
+                    }
+                    return;
+                }
                 let token = self.next_token;
                 self.next_token += 1;
                 op.wait = Wait::OwnerDeleted(token);
@@ -643,6 +729,13 @@ impl ControlService {
             (Answer::Nobody, _) => {}
         }
     }
+}
+
+/// The changes that empty `topo`.
+fn reset_changes(topo: &Topology) -> Vec<Change> {
+    let mut changes: Vec<Change> = topo.vhosts().map(|v| Change::DeleteVhost { id: v.id }).collect();
+    changes.extend(topo.users().map(|u| Change::DeleteUser { name: u.name.clone() }));
+    changes
 }
 
 /// An item for `dest` sent behind what shard `through` sent there before:

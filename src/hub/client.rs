@@ -94,10 +94,6 @@ impl Client<'_> {
         }
     }
 
-    fn owner(&self, queue: QueueId) -> Option<crate::ids::ShardId> {
-        self.hub.topo.queue(queue).map(|q| q.owner)
-    }
-
     /// A publish with `CC`/`BCC` headers: routed with every key; `BCC`
     /// never reaches consumers (RabbitMQ's sender-selected distribution).
     fn publish_sender_selected(
@@ -453,24 +449,39 @@ impl Broker for Client<'_> {
             Request::Consume { queue, spec } => self.queue_op(ch, vhost, queue, QueueOp::Consume(spec)),
             Request::Get { queue, no_ack } => self.queue_op(ch, vhost, queue, QueueOp::Get { no_ack }),
             Request::QueuePurge { queue } => self.queue_op(ch, vhost, queue, QueueOp::Purge),
-            Request::Cancel { queue, consumer } => match self.owner(queue) {
-                None => self.hub.out.to_conn(
-                    ch.conn,
-                    crate::session::Event::Reply {
-                        ch,
-                        reply: Reply::CancelOk { consumer },
-                    },
-                ),
-                Some(owner) => self.hub.out.to_shard(
-                    owner,
-                    Item::QueueOp {
-                        queue,
-                        name: ShortStr::default(),
-                        ch,
-                        op: QueueOp::Cancel(consumer),
-                    },
-                ),
-            },
+            Request::Cancel { queue, consumer } => {
+                match self.hub.topo.queue(queue).map(|q| (q.owner, q.node)) {
+                    // A consumer of a queue on another node: cancelled there.
+                    Some((_, node)) if node != 0 => self.hub.out.to_shard(
+                        0,
+                        Item::Remote {
+                            node,
+                            queue,
+                            op: RemoteOp::Queue {
+                                name: ShortStr::default(),
+                                ch,
+                                op: QueueOp::Cancel(consumer),
+                            },
+                        },
+                    ),
+                    None => self.hub.out.to_conn(
+                        ch.conn,
+                        crate::session::Event::Reply {
+                            ch,
+                            reply: Reply::CancelOk { consumer },
+                        },
+                    ),
+                    Some((owner, _)) => self.hub.out.to_shard(
+                        owner,
+                        Item::QueueOp {
+                            queue,
+                            name: ShortStr::default(),
+                            ch,
+                            op: QueueOp::Cancel(consumer),
+                        },
+                    ),
+                }
+            }
             Request::Barrier => self.hub.start_barrier(ch),
             other => self.hub.out.to_shard(
                 0,

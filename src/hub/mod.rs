@@ -454,11 +454,17 @@ impl Hub {
     /// unacked delivery is requeued, a consumer dropped, window credit
     /// returned).
     pub fn orphan(&mut self, ev: Event) {
-        let mut give_back = |queue: QueueId, item: Item| {
-            if let Some(owner) = self.topo.queue(queue).map(|q| q.owner) {
-                self.out.to_shard(owner, item);
-            }
-        };
+        let mut give_back =
+            |queue: QueueId, item: Item| match self.topo.queue(queue).map(|q| (q.owner, q.node)) {
+                // A queue on another node: given back there.
+                Some((_, node)) if node != 0 => {
+                    if let Some(op) = remote_op_of(item) {
+                        self.out.to_shard(0, Item::Remote { node, queue, op });
+                    }
+                }
+                Some((owner, _)) => self.out.to_shard(owner, item),
+                None => {}
+            };
         match ev {
             Event::Deliver(d) => {
                 if d.needs_ack {
@@ -503,5 +509,17 @@ impl Hub {
             },
             _ => {}
         }
+    }
+}
+
+/// The give-back items of [`Hub::orphan`] as operations on a queue of
+/// another node.
+fn remote_op_of(item: Item) -> Option<crate::owner::RemoteOp> {
+    use crate::owner::RemoteOp;
+    match item {
+        Item::Settle { seq, how, .. } => Some(RemoteOp::Settle { seq, how }),
+        Item::Written { consumer, n, .. } => Some(RemoteOp::Written { consumer, n }),
+        Item::DropConsumer { consumer, .. } => Some(RemoteOp::Drop { consumer }),
+        _ => None,
     }
 }

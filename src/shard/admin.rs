@@ -156,6 +156,11 @@ fn resolve_queue(
     let q = topo.queue_by_name(v.id, queue.as_bytes()).ok_or_else(|| {
         crate::broker::control::no_queue(&crate::protocol::ShortStr::from_string_lossy(queue), vhost)
     })?;
+    if q.node != 0 {
+        return Err(AmqpError::not_implemented(format!(
+            "queue '{queue}' lives on another node of the cluster: use that node's management API"
+        )));
+    }
     Ok((q.id, q.owner))
 }
 

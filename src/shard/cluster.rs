@@ -37,6 +37,8 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Forwarded messages this node may hold for other nodes' publishers
 /// (waiting for their queues' confirms); beyond it, batches are refused.
 const MAX_FORWARDED_IN: usize = 100_000;
+/// Tries of a batch of events before its node is taken as gone.
+const EVENT_TRIES: u32 = 3;
 /// How often a node checks the nodes that consume from its queues.
 const LIVENESS_PERIOD: Duration = Duration::from_secs(2);
 
@@ -125,11 +127,20 @@ impl MetaSink for ShardHost {
             }
             return true;
         }
-        let changes = match decode_changes_on(&cmd.changes, self.me) {
+        let changes = match decode_changes_on(&cmd.changes, self.me, shard.hub.borrow().nshards) {
             Ok(c) => c,
             Err(e) => {
-                // Every node decodes alike: the entry is rejected everywhere.
+                // Every node decodes alike: the entry is rejected everywhere
+                // (its own node fails the request that made it).
                 log::error!("a metadata entry cannot be read ({e}); skipped");
+                if mine {
+                    shard.hub.borrow_mut().propose_failed(
+                        cmd.token,
+                        AmqpError::internal("the change could not be read back"),
+                        now,
+                    );
+                    shard.after_step(now);
+                }
                 return false;
             }
         };
@@ -161,7 +172,7 @@ impl MetaSink for ShardHost {
 
     fn install(&self, image: MetaImage) {
         let Some(shard) = self.shard.upgrade() else { return };
-        let changes = match decode_changes_on(&image.changes, self.me) {
+        let changes = match decode_changes_on(&image.changes, self.me, shard.hub.borrow().nshards) {
             Ok(c) => c,
             Err(e) => {
                 log::error!("a metadata snapshot cannot be read: {e}");
@@ -175,9 +186,8 @@ impl MetaSink for ShardHost {
             if let Some(c) = &mut hub.control {
                 if hub.topo.vhosts().next().is_some() {
                     log::warn!("replacing this node's topology by the cluster's snapshot");
-                    c.reset(&hub.topo);
                 }
-                c.install(image.accepted, image.next_ids, changes);
+                c.install(&hub.topo, image.accepted, image.next_ids, changes);
             }
         }
         shard.after_step(now);
@@ -185,18 +195,47 @@ impl MetaSink for ShardHost {
 }
 
 impl Host for ShardHost {
+    fn quiesce(&self) -> bool {
+        let Some(shard) = self.shard.upgrade() else {
+            return false;
+        };
+        let mut hub = shard.hub.borrow_mut();
+        match &mut hub.control {
+            Some(c) => {
+                c.pause(true);
+                c.quiet()
+            }
+            None => false,
+        }
+    }
+
     fn enter_cluster(&self) -> MetaImage {
         let Some(shard) = self.shard.upgrade() else {
             return MetaImage::default();
         };
         self.seeding.set(true);
         if let Some(c) = &mut shard.hub.borrow_mut().control {
-            c.enter_cluster(0);
+            c.enter_cluster(0, super::state::random_u64() >> 16);
         }
-        let image = self.image();
-        // The topology now lives in the metadata log.
-        let _ = std::fs::remove_file(shard.cfg.data_dir.join("topology.log"));
-        image
+        self.image()
+    }
+
+    fn seeded(&self) {
+        // The topology now lives in the metadata log (and its first entry
+        // is committed).
+        if let Some(shard) = self.shard.upgrade() {
+            let _ = std::fs::remove_file(shard.cfg.data_dir.join("topology.log"));
+        }
+    }
+
+    fn leave_cluster(&self) {
+        self.seeding.set(false);
+        if let Some(shard) = self.shard.upgrade() {
+            if let Some(c) = &mut shard.hub.borrow_mut().control {
+                c.leave_cluster();
+            }
+            shard.after_step(now_ms());
+        }
     }
 
     fn app_running(&self) -> bool {
@@ -218,10 +257,22 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
     if member {
         shard.stats.app_stopped.store(true, Ordering::SeqCst);
         if let Some(c) = &mut shard.hub.borrow_mut().control {
-            c.enter_cluster(0);
+            c.enter_cluster(0, super::state::random_u64() >> 16);
         }
     }
-    let node = Node::start(&shard.cfg.cluster, &shard.cfg.data_dir, host).await?;
+    let node = match Node::start(&shard.cfg.cluster, &shard.cfg.data_dir, host).await {
+        Ok(n) => n,
+        Err(e) if !member => {
+            // A node outside a cluster works without its cluster port; it
+            // just cannot be joined until it has one.
+            log::warn!(
+                "cluster port {}: {e}; this node cannot be joined (see --cluster-port)",
+                shard.cfg.cluster.port
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let glue = Rc::new(Glue {
         node: node.clone(),
         next_seq: Cell::new(1),
@@ -355,11 +406,17 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
             reset_topology(shard).await;
             let _ = std::fs::remove_file(shard.cfg.data_dir.join("topology.log"));
             if let Some(c) = &mut shard.hub.borrow_mut().control {
-                c.enter_cluster(0);
+                c.enter_cluster(0, super::state::random_u64() >> 16);
             }
-            node.join(&addr, ram)
-                .await
-                .map_err(|e| format!("{e} (this node's data was reset; restart it to start afresh)"))?;
+            if let Err(e) = node.join(&addr, ram).await {
+                node.abandon().await;
+                if let Some(c) = &mut shard.hub.borrow_mut().control {
+                    c.leave_cluster();
+                }
+                return Err(format!(
+                    "{e} (this node's data was reset; restart it to start afresh)"
+                ));
+            }
             Ok(serde_json::json!({ "joined": target }))
         }
         ClusterCmd::Forget { node: name } => {
@@ -632,15 +689,21 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
         for remote::OpFor { queue, op } in batch.ops {
             let queue = QueueId(queue);
             let Some(owner) = hub.topo.queue(queue).filter(|q| q.node == 0).map(|q| q.owner) else {
-                // Not here (deleted meanwhile): a request gets RabbitMQ's
-                // answer for a missing queue from the owner path below.
-                if let Some((name, ch, _)) = op.queue_op(ConnId(0)) {
-                    let stand_in = r.stand_in(from_node, ch.conn);
-                    let ch = crate::ids::ChannelRef { conn: stand_in, ..ch };
-                    let vhost = String::new();
-                    let reply =
-                        crate::broker::request::Reply::Error(crate::broker::control::no_queue(&name, &vhost));
-                    hub.send_event(stand_in, Event::Reply { ch, reply });
+                // Not here (deleted meanwhile): a request is answered as
+                // for a missing queue (a cancel, as done).
+                if let Some(real) = op.real_conn() {
+                    let stand_in = r.stand_in(from_node, real);
+                    if let Some((name, ch, qop)) = op.queue_op(stand_in) {
+                        let reply = match qop {
+                            crate::owner::QueueOp::Cancel(consumer) => {
+                                crate::broker::request::Reply::CancelOk { consumer }
+                            }
+                            _ => crate::broker::request::Reply::Error(crate::broker::control::no_queue(
+                                &name, "?",
+                            )),
+                        };
+                        hub.send_event(stand_in, Event::Reply { ch, reply });
+                    }
                 }
                 continue;
             };
@@ -730,6 +793,10 @@ pub fn stand_in_event(shard: &Rc<Shard>, conn: ConnId, ev: Event) {
     };
     let mut r = glue.remote.borrow_mut();
     let Some(&(node, real)) = r.by_stand_in.get(&conn) else {
+        // Its node was forgotten (gone or restarted): what the owner sent
+        // since goes back to the queue.
+        drop(r);
+        shard.hub.borrow_mut().orphan(ev);
         return;
     };
     match &ev {
@@ -769,16 +836,27 @@ pub fn flush_events(shard: &Rc<Shard>) {
         glommio::spawn_local(async move {
             let addr = glue.node.addr_of(target);
             let body = postcard::to_stdvec(&events);
-            let result = match (addr, body) {
-                (Some(addr), Ok(body)) => glue
-                    .node
-                    .call(&addr, remote::KIND_EVENTS, body, FORWARD_TIMEOUT)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("{addr}: {e}")),
-                (None, _) => Err(format!("no address for cluster node {target:x}")),
-                (_, Err(e)) => Err(e.to_string()),
-            };
+            let mut result = Err(String::new());
+            // A few tries before the node is taken as gone: a lost batch
+            // would leave its deliveries with nobody.
+            for attempt in 0..EVENT_TRIES {
+                if attempt > 0 {
+                    glommio::timer::sleep(Duration::from_millis(500)).await;
+                }
+                result = match (&addr, &body) {
+                    (Some(addr), Ok(body)) => glue
+                        .node
+                        .call(addr, remote::KIND_EVENTS, body.clone(), FORWARD_TIMEOUT)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("{addr}: {e}")),
+                    (None, _) => Err(format!("no address for cluster node {target:x}")),
+                    (_, Err(e)) => Err(e.to_string()),
+                };
+                if result.is_ok() {
+                    break;
+                }
+            }
             if let Err(e) = result {
                 log::warn!(
                     "cannot send events to a consuming node ({e}): requeueing what its consumers held"
@@ -882,8 +960,11 @@ fn receive_events(shard: &Rc<Shard>, body: Vec<u8>) -> Result<Vec<u8>, String> {
     let now = now_ms();
     {
         let mut hub = shard.hub.borrow_mut();
+        let nshards = hub.nshards;
         for w in events {
-            if let Some((conn, ev)) = w.event() {
+            if let Some((conn, ev)) = w.event()
+                && (conn.shard() as usize) < nshards
+            {
                 hub.send_event(conn, ev);
             }
         }

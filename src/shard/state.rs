@@ -157,14 +157,16 @@ impl Shard {
                     std::mem::take(&mut out.remote_ops),
                 )
             };
-            if !remote_ops.is_empty() {
-                super::cluster::send_ops(self, remote_ops);
-            }
             if !proposals.is_empty() {
                 super::cluster::propose(self, proposals);
             }
+            // Publishes before queue operations: a channel's get or purge
+            // behind its publish reaches the other node after it.
             if !forwards.is_empty() {
                 super::cluster::forward(self, forwards);
+            }
+            if !remote_ops.is_empty() {
+                super::cluster::send_ops(self, remote_ops);
             }
             for a in adopted {
                 super::conn::adopt(self, a);

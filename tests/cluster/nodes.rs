@@ -627,6 +627,20 @@ fn a_consumer_on_one_node_takes_a_queue_of_another() {
         // basic.get from node 3 sees it empty once the acks are in.
         let u3 = nodes[2].uri();
         wait_for_async(|| async { drain(&u3, "work").await.is_empty() }).await;
+        // A cancelled remote consumer gets nothing more: what is published
+        // after stays in the queue on node 1.
+        ch2.basic_cancel("c2".into(), BasicCancelOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(publish_confirmed(&u1, "", "work", "after-cancel", 5).await, 5);
+        wait_for_async(|| async {
+            let snap = nodes[0].h().admin().snapshot().unwrap();
+            snap.queues
+                .iter()
+                .any(|q| q.name == "work" && q.messages_ready == 5 && q.consumers == 0)
+        })
+        .await;
+        assert_eq!(drain(&u1, "work").await.len(), 5);
         let _ = conn2.close(200, "bye".into()).await;
         // Unacked deliveries of a remote consumer come back when its
         // connection closes.

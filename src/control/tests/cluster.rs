@@ -10,8 +10,8 @@ use crate::control::Proposal;
 fn two_nodes(nshards: usize) -> (C, C) {
     let mut a = C::without_log(nshards);
     let mut b = C::without_log(nshards);
-    a.svc.enter_cluster(0);
-    b.svc.enter_cluster(0);
+    a.svc.enter_cluster(0, 1);
+    b.svc.enter_cluster(0, 1);
     (a, b)
 }
 
@@ -174,4 +174,43 @@ fn an_operation_waits_for_every_shard_to_apply_foreign_entries_too() {
     assert!(!a.poll().iter().any(|s| s.starts_with("reply")));
     a.svc.topology_applied();
     assert!(a.poll().iter().any(|s| s.starts_with("reply")));
+}
+
+#[test]
+fn a_management_change_that_loses_a_race_is_planned_again() {
+    let (mut a, mut b) = two_nodes(1);
+    b.request(chan(0, 2), declare("qb", true));
+    b.poll();
+    let pb = b.proposals.pop().unwrap();
+    a.admin(crate::admin::AdminOp::AddVhost { name: "shop".into() });
+    a.poll();
+    let pa = a.proposals.pop().unwrap();
+    assert!(commit(&mut [&mut a, &mut b], 1, &pb));
+    assert!(!commit(&mut [&mut a, &mut b], 0, &pa));
+    let step = a.poll();
+    assert!(
+        step.iter()
+            .any(|s| s.starts_with("propose") && s.contains("add-vhost shop")),
+        "{step:?}"
+    );
+    let pa = a.proposals.pop().unwrap();
+    assert!(commit(&mut [&mut a, &mut b], 0, &pa));
+    let step = a.poll();
+    assert!(step.iter().any(|s| s == "admin ok"), "{step:?}");
+    assert!(a.topo.vhost("shop").is_some());
+    b.poll();
+    assert!(b.topo.vhost("shop").is_some());
+}
+
+#[test]
+fn while_paused_no_operation_starts_and_seeding_resumes_it() {
+    let mut a = C::without_log(1);
+    a.svc.pause(true);
+    a.request(chan(0, 1), declare("q1", true));
+    assert!(a.poll().is_empty(), "nothing starts while paused");
+    assert!(a.svc.quiet() && !a.svc.settled());
+    a.svc.enter_cluster(0, 1);
+    a.svc.seeded([1, 1, 2]);
+    let step = a.poll();
+    assert!(step[0].starts_with("propose token=1 base=1"), "{step:?}");
 }
