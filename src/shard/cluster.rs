@@ -67,9 +67,13 @@ struct Remotes {
     by_stand_in: HashMap<ConnId, (u64, ConnId)>,
     /// Each node's boot id as last seen.
     boots: HashMap<u64, u64>,
-    /// Per node: deliveries waiting for an ack (queue, seq), and consumers.
-    unacked: HashMap<u64, std::collections::HashSet<(QueueId, u64)>>,
+    /// Per node: deliveries waiting for an ack (queue, seq → stand-in),
+    /// and consumers.
+    unacked: HashMap<u64, HashMap<(QueueId, u64), ConnId>>,
     consumers: HashMap<u64, Vec<(QueueId, ConsumerRef)>>,
+    /// What keeps each stand-in: replies it waits for, its consumers, its
+    /// unacked deliveries. At 0 it goes (its connection may be closed).
+    holds: HashMap<ConnId, u32>,
     /// Events waiting to be sent, per node.
     outbox: HashMap<u64, Vec<remote::WireEvent>>,
 }
@@ -84,6 +88,38 @@ impl Remotes {
         self.by_real.insert((node, real), c);
         self.by_stand_in.insert(c, (node, real));
         c
+    }
+
+    /// The stand-in of a remote connection that still has one.
+    fn existing(&self, node: u64, real: ConnId) -> Option<ConnId> {
+        self.by_real.get(&(node, real)).copied()
+    }
+
+    fn hold(&mut self, c: ConnId) {
+        *self.holds.entry(c).or_default() += 1;
+    }
+
+    /// One thing that kept `c` is done; the last one lets it go.
+    fn release(&mut self, c: ConnId) {
+        let Some(n) = self.holds.get_mut(&c) else { return };
+        *n -= 1;
+        if *n == 0 {
+            self.holds.remove(&c);
+            if let Some(real) = self.by_stand_in.remove(&c) {
+                self.by_real.remove(&real);
+            }
+        }
+    }
+
+    fn remove_consumer(&mut self, node: u64, queue: QueueId, cref: ConsumerRef) {
+        let Some(list) = self.consumers.get_mut(&node) else {
+            return;
+        };
+        let before = list.len();
+        list.retain(|&(q, cr)| !(q == queue && cr == cref));
+        if list.len() < before {
+            self.release(cref.ch.conn);
+        }
     }
 }
 
@@ -381,7 +417,14 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
         return Err("the cluster port is not running on this node".into());
     };
     match cmd {
-        ClusterCmd::Status => Ok(node.cluster_status().await),
+        ClusterCmd::Status => {
+            let mut v = node.cluster_status().await;
+            // Connections of other nodes using this node's queues now.
+            if let Some(g) = shard.cluster.borrow().as_ref() {
+                v["remote_connections"] = serde_json::json!(g.remote.borrow().by_stand_in.len());
+            }
+            Ok(v)
+        }
         ClusterCmd::Join {
             node: target,
             addr,
@@ -693,6 +736,7 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
                 // for a missing queue (a cancel, as done).
                 if let Some(real) = op.real_conn() {
                     let stand_in = r.stand_in(from_node, real);
+                    r.hold(stand_in);
                     if let Some((name, ch, qop)) = op.queue_op(stand_in) {
                         let reply = match qop {
                             crate::owner::QueueOp::Cancel(consumer) => {
@@ -712,8 +756,12 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
                     let Some(how) = remote::settle_of(*how) else {
                         continue;
                     };
-                    if let Some(set) = r.unacked.get_mut(&from_node) {
-                        set.remove(&(queue, *seq));
+                    if let Some(c) = r
+                        .unacked
+                        .get_mut(&from_node)
+                        .and_then(|u| u.remove(&(queue, *seq)))
+                    {
+                        r.release(c);
                     }
                     Item::Settle {
                         queue,
@@ -721,8 +769,12 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
                         how,
                     }
                 }
+                // Flow control and drops for a consumer that no longer has
+                // a stand-in here (dropped, or its node forgotten): moot.
                 remote::Op::Written { consumer, n } => {
-                    let c = r.stand_in(from_node, consumer.0.conn());
+                    let Some(c) = r.existing(from_node, consumer.0.conn()) else {
+                        continue;
+                    };
                     Item::Written {
                         queue,
                         consumer: consumer.on(c),
@@ -730,7 +782,9 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
                     }
                 }
                 remote::Op::Credit { consumer, n } => {
-                    let c = r.stand_in(from_node, consumer.0.conn());
+                    let Some(c) = r.existing(from_node, consumer.0.conn()) else {
+                        continue;
+                    };
                     Item::Credit {
                         queue,
                         consumer: consumer.on(c),
@@ -738,11 +792,11 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
                     }
                 }
                 remote::Op::Drop { consumer } => {
-                    let c = r.stand_in(from_node, consumer.0.conn());
+                    let Some(c) = r.existing(from_node, consumer.0.conn()) else {
+                        continue;
+                    };
                     let cref = consumer.on(c);
-                    if let Some(list) = r.consumers.get_mut(&from_node) {
-                        list.retain(|&(q, cr)| !(q == queue && cr == cref));
-                    }
+                    r.remove_consumer(from_node, queue, cref);
                     Item::DropConsumer {
                         queue,
                         consumer: cref,
@@ -760,17 +814,8 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
                     let Some((name, ch, qop)) = other.queue_op(c) else {
                         continue;
                     };
-                    match &qop {
-                        crate::owner::QueueOp::Consume(spec) => {
-                            r.consumers.entry(from_node).or_default().push((queue, spec.cref));
-                        }
-                        crate::owner::QueueOp::Cancel(cref) => {
-                            if let Some(list) = r.consumers.get_mut(&from_node) {
-                                list.retain(|&(q, cr)| !(q == queue && cr == *cref));
-                            }
-                        }
-                        _ => {}
-                    }
+                    // Held until its reply passes (stand_in_event).
+                    r.hold(c);
                     Item::QueueOp {
                         queue,
                         name,
@@ -799,25 +844,57 @@ pub fn stand_in_event(shard: &Rc<Shard>, conn: ConnId, ev: Event) {
         shard.hub.borrow_mut().orphan(ev);
         return;
     };
+    use crate::broker::request::Reply;
     match &ev {
         Event::Deliver(d) if d.needs_ack => {
-            r.unacked.entry(node).or_default().insert((d.queue, d.seq));
+            r.unacked.entry(node).or_default().insert((d.queue, d.seq), conn);
+            r.hold(conn);
         }
-        Event::Reply {
-            reply:
-                crate::broker::request::Reply::GetOk {
-                    queue,
-                    entry,
-                    needs_ack: true,
-                    ..
-                },
-            ..
-        } => {
-            r.unacked.entry(node).or_default().insert((*queue, entry.seq));
+        Event::ConsumerCancelled { consumer } => {
+            let queue = r
+                .consumers
+                .get(&node)
+                .and_then(|l| l.iter().find(|(_, c)| c == consumer).map(|(q, _)| *q));
+            if let Some(q) = queue {
+                r.remove_consumer(node, q, *consumer);
+            }
         }
         _ => {}
     }
-    if let Some(w) = remote::wire_event(&ev, real) {
+    let w = remote::wire_event(&ev, real);
+    if let Event::Reply { reply, .. } = &ev {
+        // The reply a queue operation waited for.
+        match reply {
+            Reply::ConsumeOk { queue, consumer } => {
+                r.consumers.entry(node).or_default().push((*queue, *consumer));
+                r.hold(conn);
+            }
+            Reply::CancelOk { consumer } => {
+                let queue = r
+                    .consumers
+                    .get(&node)
+                    .and_then(|l| l.iter().find(|(_, c)| c == consumer).map(|(q, _)| *q));
+                if let Some(q) = queue {
+                    r.remove_consumer(node, q, *consumer);
+                }
+            }
+            Reply::GetOk {
+                queue,
+                entry,
+                needs_ack: true,
+                ..
+            } => {
+                r.unacked
+                    .entry(node)
+                    .or_default()
+                    .insert((*queue, entry.seq), conn);
+                r.hold(conn);
+            }
+            _ => {}
+        }
+        r.release(conn);
+    }
+    if let Some(w) = w {
         r.outbox.entry(node).or_default().push(w);
     }
 }
@@ -912,7 +989,7 @@ async fn watch_consuming_nodes(shard: Weak<Shard>) {
 
 /// Drops another node's consumers here and requeues what they held.
 fn forget_node(shard: &Rc<Shard>, glue: &Glue, node: u64) {
-    let (unacked, consumers, stand_ins) = {
+    let (unacked, consumers) = {
         let mut r = glue.remote.borrow_mut();
         let stand_ins: Vec<ConnId> = r
             .by_real
@@ -921,6 +998,7 @@ fn forget_node(shard: &Rc<Shard>, glue: &Glue, node: u64) {
             .map(|(_, c)| *c)
             .collect();
         for c in &stand_ins {
+            r.holds.remove(c);
             if let Some(real) = r.by_stand_in.remove(c) {
                 r.by_real.remove(&real);
             }
@@ -929,17 +1007,15 @@ fn forget_node(shard: &Rc<Shard>, glue: &Glue, node: u64) {
         (
             r.unacked.remove(&node).unwrap_or_default(),
             r.consumers.remove(&node).unwrap_or_default(),
-            stand_ins,
         )
     };
-    let _ = stand_ins;
     let mut hub = shard.hub.borrow_mut();
     for (queue, consumer) in consumers {
         if let Some(owner) = hub.topo.queue(queue).map(|q| q.owner) {
             hub.out_to_shard(owner, Item::DropConsumer { queue, consumer });
         }
     }
-    for (queue, seq) in unacked {
+    for ((queue, seq), _) in unacked {
         if let Some(owner) = hub.topo.queue(queue).map(|q| q.owner) {
             hub.out_to_shard(
                 owner,

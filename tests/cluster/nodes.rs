@@ -673,6 +673,8 @@ fn a_consumer_on_one_node_takes_a_queue_of_another() {
         .await;
         let got = drain(&u1, "work").await;
         assert_eq!(got.len(), 10, "requeued on the queue's node");
+        // Nothing of the closed remote connections stays on node 1.
+        wait_for_async(|| async { nodes[0].status()["remote_connections"] == 0 }).await;
     });
 }
 
