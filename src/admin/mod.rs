@@ -35,6 +35,9 @@ pub struct SharedStats {
     /// The broker application is stopped (`stop_app`, or a cluster member
     /// still catching up at start): client connections are refused.
     pub app_stopped: AtomicBool,
+    /// `stop_app` asked for it (a member that catches up at start leaves
+    /// the app stopped then).
+    pub app_stopped_by_user: AtomicBool,
 }
 
 impl SharedStats {
@@ -349,6 +352,9 @@ impl Admin {
     /// (management, the cluster port). Returns the connections closed.
     pub fn stop_app(&self) -> Result<usize, String> {
         self.stats
+            .app_stopped_by_user
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stats
             .app_stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut rxs = Vec::new();
@@ -369,6 +375,9 @@ impl Admin {
 
     /// Starts the broker application again (`start_app`).
     pub fn start_app(&self) {
+        self.stats
+            .app_stopped_by_user
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         self.stats
             .app_stopped
             .store(false, std::sync::atomic::Ordering::SeqCst);

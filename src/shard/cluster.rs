@@ -364,7 +364,9 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
             let me = node.id;
             shard.hub.borrow_mut().submit_control(ControlMsg::NodeRestarted(me));
             shard.after_step(now_ms());
-            shard.stats.app_stopped.store(false, Ordering::SeqCst);
+            if !shard.stats.app_stopped_by_user.load(Ordering::SeqCst) {
+                shard.stats.app_stopped.store(false, Ordering::SeqCst);
+            }
             log::info!("node {} caught up with its cluster", node.info.name);
         })
         .detach();

@@ -352,6 +352,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         memory_alarm: AtomicBool::new(false),
         disk_alarm: AtomicBool::new(false),
         app_stopped: AtomicBool::new(member),
+        app_stopped_by_user: AtomicBool::new(false),
         disk_free: Default::default(),
         disk_free_limit: cfg.limits.disk_free_limit.into(),
     });
