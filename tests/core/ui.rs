@@ -206,4 +206,7 @@ fn a_person_uses_the_management_ui() {
     // the overview counts what exists
     d.goto(&format!("{}/#/overview", b.base));
     d.wait_text("#total-queues", "1");
+    // and lists the nodes (here one, running)
+    d.wait_text("#nodes-table", "warren@");
+    d.wait_text("#nodes-table", "running");
 }

@@ -44,6 +44,7 @@ const qlink = (q) => `<a href="#/queue/${enc(q.vhost)}/${enc(q.name)}">${esc(q.n
 const pages = {
   async overview() {
     const o = await api("GET", "/overview");
+    const nodes = await api("GET", "/nodes");
     const t = o.object_totals, q = o.queue_totals, m = o.message_stats || {};
     state.chart.push({ publish: rate(m.publish_details), deliver: rate(m.deliver_get_details), ack: rate(m.ack_details) });
     if (state.chart.length > 120) state.chart.shift();
@@ -66,7 +67,12 @@ const pages = {
         <span>Confirm<b>${rate(m.confirm_details)}</b></span></div>
       <canvas id="rates-chart" width="720" height="200"></canvas>
       <p>Node <code>${esc(o.node)}</code>, ${esc(o.product_name)} ${esc(o.product_version)}.
-      Listeners: ${o.listeners.map((l) => `${esc(l.protocol)} ${esc(l.ip_address)}:${l.port}`).join(", ")}</p>`;
+      Listeners: ${o.listeners.map((l) => `${esc(l.protocol)} ${esc(l.ip_address)}:${l.port}`).join(", ")}</p>
+      <h2>Nodes</h2>` + table("nodes-table", [
+      ["Name", (n) => esc(n.name)], ["Type", (n) => esc(n.type)],
+      ["Running", (n) => (n.running ? "yes" : "no")],
+      ["App", (n) => (n.app_running === false ? "stopped" : n.running ? "running" : "–")],
+    ], nodes);
     drawChart();
   },
 
