@@ -39,7 +39,6 @@ pub const KIND_SET_NODE: u8 = 36;
 /// How long a change waits for the cluster to commit it before the
 /// request that made it fails.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A leader whose last acknowledgement from a majority is older than this
 /// (four heartbeats) takes no new entries.
 const QUORUM_STALE_MS: u64 = 600;
@@ -294,31 +293,42 @@ impl Node {
     /// this node's control plane through the state machine; this only
     /// reports a failure to commit.
     pub async fn propose(&self, cmd: MetaCmd) -> Result<MetaReply, String> {
-        let deadline = Instant::now() + COMMIT_TIMEOUT;
         let body = postcard::to_stdvec(&cmd).map_err(|e| e.to_string())?;
+        self.at_leader(KIND_PROPOSE, body, || self.propose_here(cmd.clone()))
+            .await
+    }
+
+    /// Runs a request on the leader: here (`here`) if this node leads,
+    /// else sent there as `kind` with `body`, following redirects and
+    /// waiting out elections, for at most [`COMMIT_TIMEOUT`].
+    async fn at_leader<T, F, Fut>(&self, kind: u8, body: Vec<u8>, here: F) -> Result<T, String>
+    where
+        T: serde::de::DeserializeOwned,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Answer<T>, String>>,
+    {
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
         let mut target: Option<String> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(no_majority());
             }
-            let to = match target.take() {
-                Some(a) => Some(a),
-                None => self
-                    .leader()
-                    .map(|(id, a)| if id == self.id { String::new() } else { a }),
-            };
+            let to = target.take().or_else(|| {
+                self.leader()
+                    .map(|(id, a)| if id == self.id { String::new() } else { a })
+            });
             let answer = match to {
                 None => {
                     glommio::timer::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
-                Some(a) if a.is_empty() => self.propose_here(cmd.clone()).await?,
-                Some(a) => match self.transport.call(&a, KIND_PROPOSE, body.clone(), left).await {
+                Some(a) if a.is_empty() => here().await?,
+                Some(a) => match self.transport.call(&a, kind, body.clone(), left).await {
                     Ok(b) => postcard::from_bytes(&b).map_err(|e| e.to_string())?,
                     Err(CallError::Remote(e)) => return Err(e),
                     Err(e) => {
-                        log::debug!("proposal to {a}: {e}");
+                        log::debug!("request {kind} to {a}: {e}");
                         glommio::timer::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -333,6 +343,15 @@ impl Node {
                     }
                 }
             }
+        }
+    }
+
+    /// `Some(NotLeader)` unless this node leads the metadata group.
+    fn redirect<T>(&self) -> Option<Answer<T>> {
+        match self.leader() {
+            Some((l, _)) if l == self.id => None,
+            Some((_, a)) => Some(Answer::NotLeader(Some(a))),
+            None => Some(Answer::NotLeader(None)),
         }
     }
 
@@ -377,10 +396,8 @@ impl Node {
             self.seed().await?;
         }
         let raft = self.raft().expect("a member");
-        match self.leader() {
-            Some((l, _)) if l == self.id => {}
-            Some((_, a)) => return Ok(Answer::NotLeader(Some(a))),
-            None => return Ok(Answer::NotLeader(None)),
+        if let Some(r) = self.redirect() {
+            return Ok(r);
         }
         log::info!("node {} joins the cluster (at {})", info.name, info.addr);
         let work = async {
@@ -487,38 +504,8 @@ impl Node {
     /// Removes `name` from the cluster (through the leader).
     pub async fn forget(&self, name: &str) -> Result<(), String> {
         let body = postcard::to_stdvec(&name.to_string()).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + COMMIT_TIMEOUT;
-        let mut target: Option<String> = None;
-        while Instant::now() < deadline {
-            let to = target.take().or_else(|| {
-                self.leader()
-                    .map(|(id, a)| if id == self.id { String::new() } else { a })
-            });
-            let answer = match to {
-                None => {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                Some(a) if a.is_empty() => self.remove_member(name).await?,
-                Some(a) => match self
-                    .transport
-                    .call(&a, KIND_FORGET, body.clone(), CALL_TIMEOUT)
-                    .await
-                {
-                    Ok(b) => postcard::from_bytes(&b).map_err(|e| e.to_string())?,
-                    Err(CallError::Remote(e)) => return Err(e),
-                    Err(_) => {
-                        glommio::timer::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            match answer {
-                Answer::Done(()) => return Ok(()),
-                Answer::NotLeader(a) => target = a,
-            }
-        }
-        Err(no_majority())
+        self.at_leader(KIND_FORGET, body, || self.remove_member(name))
+            .await
     }
 
     /// Records this node as a RAM (or disc) node in the membership.
@@ -526,43 +513,16 @@ impl Node {
         let mut info = self.info.clone();
         info.ram = ram;
         let body = postcard::to_stdvec(&info).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + COMMIT_TIMEOUT;
-        while Instant::now() < deadline {
-            let answer = match self.leader() {
-                None => {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                Some((id, _)) if id == self.id => self.set_node(info.clone()).await?,
-                Some((_, a)) => match self
-                    .transport
-                    .call(&a, KIND_SET_NODE, body.clone(), CALL_TIMEOUT)
-                    .await
-                {
-                    Ok(b) => postcard::from_bytes(&b).map_err(|e| e.to_string())?,
-                    Err(CallError::Remote(e)) => return Err(e),
-                    Err(_) => {
-                        glommio::timer::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            if let Answer::Done(()) = answer {
-                return Ok(());
-            }
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-        }
-        Err(no_majority())
+        self.at_leader(KIND_SET_NODE, body, || self.set_node(info.clone()))
+            .await
     }
 
     async fn set_node(&self, info: NodeInfo) -> Result<Answer<()>, String> {
         let Some(raft) = self.raft() else {
             return Err("this node is not in a cluster".into());
         };
-        match self.leader() {
-            Some((l, _)) if l == self.id => {}
-            Some((_, a)) => return Ok(Answer::NotLeader(Some(a))),
-            None => return Ok(Answer::NotLeader(None)),
+        if let Some(r) = self.redirect() {
+            return Ok(r);
         }
         let id = node_id(&info.name);
         match glommio::timer::timeout(COMMIT_TIMEOUT, async {
@@ -585,10 +545,8 @@ impl Node {
         let Some(raft) = self.raft() else {
             return Err("this node is not in a cluster".into());
         };
-        match self.leader() {
-            Some((l, _)) if l == self.id => {}
-            Some((_, a)) => return Ok(Answer::NotLeader(Some(a))),
-            None => return Ok(Answer::NotLeader(None)),
+        if let Some(r) = self.redirect() {
+            return Ok(r);
         }
         let id = node_id(name);
         let m = raft.metrics().borrow_watched().membership_config.clone();

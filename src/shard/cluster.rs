@@ -317,40 +317,18 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
         remote: RefCell::new(Remotes::default()),
     });
     glommio::spawn_local(watch_consuming_nodes(Rc::downgrade(shard))).detach();
-    for (kind, ops) in [(remote::KIND_OPS, true), (remote::KIND_EVENTS, false)] {
-        let weak = Rc::downgrade(shard);
-        node.register(
-            kind,
-            service_fn(move |from: &str, _kind: u8, body: Vec<u8>| {
-                let shard = weak.upgrade();
-                let from = from.to_string();
-                async move {
-                    let Some(shard) = shard else {
-                        return Err("the node is stopping".to_string());
-                    };
-                    if ops {
-                        receive_ops(&shard, &from, body)
-                    } else {
-                        receive_events(&shard, body)
-                    }
-                }
-            }),
-        );
-    }
     *shard.cluster.borrow_mut() = Some(glue);
-    let weak = Rc::downgrade(shard);
-    node.register(
-        KIND_PUBLISH,
-        service_fn(move |from: &str, _kind: u8, body: Vec<u8>| {
-            let shard = weak.upgrade();
-            let from = from.to_string();
-            async move {
-                let Some(shard) = shard else {
-                    return Err("the node is stopping".to_string());
-                };
-                receive_forwarded(&shard, &from, body).await
-            }
-        }),
+    serve(shard, &node, KIND_PUBLISH, |shard, from, body| async move {
+        receive_forwarded(&shard, &from, body).await
+    });
+    serve(shard, &node, remote::KIND_OPS, |shard, from, body| async move {
+        receive_ops(&shard, &from, body)
+    });
+    serve(
+        shard,
+        &node,
+        remote::KIND_EVENTS,
+        |shard, _from, body| async move { receive_events(&shard, body) },
     );
     if member {
         let shard = shard.clone();
@@ -372,6 +350,31 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
         .detach();
     }
     Ok(())
+}
+
+/// Serves a request kind of the cluster port on shard 0 with `handle`
+/// (given the shard, the calling node's name and the body).
+fn serve<F, Fut>(shard: &Rc<Shard>, node: &Node, kind: u8, handle: F)
+where
+    F: Fn(Rc<Shard>, String, Vec<u8>) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<Vec<u8>, String>> + 'static,
+{
+    let weak = Rc::downgrade(shard);
+    let handle = Rc::new(handle);
+    node.register(
+        kind,
+        service_fn(move |from: &str, _kind: u8, body: Vec<u8>| {
+            let shard = weak.upgrade();
+            let from = from.to_string();
+            let handle = handle.clone();
+            async move {
+                let Some(shard) = shard else {
+                    return Err("the node is stopping".to_string());
+                };
+                handle(shard, from, body).await
+            }
+        }),
+    );
 }
 
 /// Sends the control plane's proposals to the cluster (called after each
