@@ -4,4 +4,5 @@
 mod conformance;
 mod net;
 mod nodes;
+mod partition;
 mod processes;

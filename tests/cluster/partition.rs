@@ -1,0 +1,230 @@
+//! A network partition between live nodes: every node is reached through a
+//! proxy of the test's, which reads the name in each connection's hello (the
+//! cluster port's handshake starts with it) and can cut one node off both
+//! ways while it keeps running. The majority goes on, the cut node refuses
+//! changes, and after healing it has what the majority did and nothing of
+//! what it refused.
+
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warren::admin::ClusterCmd;
+
+/// Connections through the proxies, and who is cut off.
+#[derive(Default)]
+struct Net {
+    /// Node names cut off from every other node.
+    cut: HashSet<String>,
+    /// (client node, server node, its two sockets).
+    conns: Vec<(String, String, TcpStream, TcpStream)>,
+}
+
+impl Net {
+    fn isolate(&mut self, node: &str) {
+        self.cut.insert(node.to_string());
+        self.conns.retain(|(from, to, a, b)| {
+            let keep = from != node && to != node;
+            if !keep {
+                let _ = a.shutdown(Shutdown::Both);
+                let _ = b.shutdown(Shutdown::Both);
+            }
+            keep
+        });
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+}
+
+/// A proxy in front of `target` (a node's cluster port), named `server`.
+fn proxy(net: Arc<Mutex<Net>>, server: String, target: u16) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let Ok(mut client) = client else { continue };
+            let net = net.clone();
+            let server = server.clone();
+            std::thread::spawn(move || {
+                // The hello: magic, version, role, nonce, then the name.
+                let mut head = [0u8; 40];
+                if client.read_exact(&mut head).is_err() {
+                    return;
+                }
+                let mut name = vec![0u8; head[39] as usize];
+                if client.read_exact(&mut name).is_err() {
+                    return;
+                }
+                let from = String::from_utf8_lossy(&name).into_owned();
+                {
+                    let n = net.lock().unwrap();
+                    if n.cut.contains(&from) || n.cut.contains(&server) {
+                        return;
+                    }
+                }
+                let Ok(mut up) = TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                if up.write_all(&head).and_then(|_| up.write_all(&name)).is_err() {
+                    return;
+                }
+                net.lock().unwrap().conns.push((
+                    from,
+                    server,
+                    client.try_clone().unwrap(),
+                    up.try_clone().unwrap(),
+                ));
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut c2);
+                    let _ = c2.shutdown(Shutdown::Both);
+                });
+                let _ = std::io::copy(&mut client, &mut up);
+                let _ = up.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+fn start(name: &str, dir: &Path, cluster_port: u16, advertise: u16) -> warren::ServerHandle {
+    let mut cfg = warren::Config {
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        shards: 1,
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    cfg.cluster.node_name = name.to_string();
+    cfg.cluster.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    cfg.cluster.port = cluster_port;
+    cfg.cluster.advertise = Some(format!("127.0.0.1:{advertise}"));
+    cfg.cluster.secret = Some("partition-test".into());
+    warren::start(cfg).expect("node starts")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn declare(uri: &str, queue: &str) -> Result<(), String> {
+    let c = Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let ch = c.create_channel().await.map_err(|e| e.to_string())?;
+    let r = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let _ = c.close(200, "bye".into()).await;
+    r
+}
+
+fn has_queue(h: &warren::ServerHandle, name: &str) -> bool {
+    h.admin()
+        .snapshot()
+        .unwrap()
+        .queues
+        .iter()
+        .any(|q| q.name == name)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_cut_off_node_refuses_changes_and_catches_up_after_healing() {
+    let root = tempfile::tempdir().unwrap();
+    let net = Arc::new(Mutex::new(Net::default()));
+    let names: Vec<String> = (1..=3).map(|i| format!("x{i}@127.0.0.1")).collect();
+    let mut nodes = Vec::new();
+    let mut proxies = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let cport = free_port();
+        let pport = proxy(net.clone(), name.clone(), cport);
+        nodes.push(start(
+            name,
+            &root.path().join(format!("x{}", i + 1)),
+            cport,
+            pport,
+        ));
+        proxies.push(pport);
+    }
+    for n in &nodes[1..] {
+        let a = n.admin();
+        a.stop_app().unwrap();
+        a.cluster(ClusterCmd::Join {
+            node: names[0].clone(),
+            addr: Some(format!("127.0.0.1:{}", proxies[0])),
+            ram: false,
+        })
+        .expect("joins through the proxy");
+        a.start_app();
+    }
+    let uris: Vec<String> = nodes
+        .iter()
+        .map(|h| format!("amqp://guest:guest@{}/%2f", h.amqp_addr()))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(declare(&uris[0], "before")).unwrap();
+    wait_for("the queue on x3", || has_queue(&nodes[2], "before"));
+
+    // x3 is cut off, alive.
+    net.lock().unwrap().isolate(&names[2]);
+    std::thread::sleep(Duration::from_secs(3));
+    let e = rt
+        .block_on(declare(&uris[2], "by-the-minority"))
+        .expect_err("a node cut off from the others refuses changes");
+    assert!(e.contains("majority"), "{e}");
+    // The majority goes on (x1 or x2 leads, whichever won the election).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rt.block_on(declare(&uris[1], "during")) {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("the majority refuses changes: {e}"),
+        }
+    }
+    assert!(has_queue(&nodes[0], "during"));
+    assert!(!has_queue(&nodes[2], "during"), "x3 is cut off");
+
+    // Healed: x3 catches up, and what it refused does not exist anywhere.
+    net.lock().unwrap().heal();
+    wait_for("x3 to catch up", || has_queue(&nodes[2], "during"));
+    for h in &nodes {
+        assert!(!has_queue(h, "by-the-minority"));
+    }
+    rt.block_on(declare(&uris[2], "after"))
+        .expect("x3 takes changes again");
+    wait_for("the queue on x1", || has_queue(&nodes[0], "after"));
+}
