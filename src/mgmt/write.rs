@@ -412,11 +412,7 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
         (&Method::POST, ["warren", "join_cluster"]) => {
             need_admin(who)?;
             let body = call.json()?;
-            let node = body
-                .get("node")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad_request("expected {\"node\": NAME}"))?
-                .to_string();
+            let node = node_arg(&body)?;
             let addr = body.get("address").and_then(Value::as_str).map(str::to_string);
             let ram = body.get("ram").and_then(Value::as_bool).unwrap_or(false);
             log::info!(
@@ -431,12 +427,7 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
         }
         (&Method::POST, ["warren", "forget_cluster_node"]) => {
             need_admin(who)?;
-            let body = call.json()?;
-            let node = body
-                .get("node")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad_request("expected {\"node\": NAME}"))?
-                .to_string();
+            let node = node_arg(&call.json()?)?;
             let v = m
                 .admin
                 .cluster(ClusterCmd::Forget { node })
@@ -653,4 +644,12 @@ pub fn aliveness(m: &Mgmt, who: &Who, vhost: &str) -> Res {
         r.status = 503;
         Ok(r)
     }
+}
+
+/// The `{"node": NAME}` of a clustering request.
+fn node_arg(body: &Value) -> Result<String, Reply> {
+    body.get("node")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| bad_request("expected {\"node\": NAME}"))
 }

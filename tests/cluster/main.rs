@@ -1,6 +1,7 @@
 //! Clustering: openraft conformance suites with warren's adapters, the
 //! cluster port, clusters of in-process nodes, and of processes.
 
+mod common;
 mod conformance;
 mod net;
 mod nodes;

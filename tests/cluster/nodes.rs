@@ -6,7 +6,6 @@
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use warren::admin::ClusterCmd;
@@ -22,27 +21,10 @@ struct TestNode {
     handle: Option<warren::ServerHandle>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::common::free_port;
 
 fn start_node(name: &str, dir: &Path, cluster_port: u16) -> warren::ServerHandle {
-    let mut cfg = warren::Config {
-        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-        shards: 2,
-        data_dir: dir.to_path_buf(),
-        ..Default::default()
-    };
-    cfg.cluster.node_name = name.to_string();
-    cfg.cluster.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    cfg.cluster.port = cluster_port;
-    cfg.cluster.secret = Some(SECRET.into());
-    warren::start(cfg).expect("node starts")
+    warren::start(super::common::node_config(name, dir, 2, cluster_port, SECRET)).expect("node starts")
 }
 
 impl TestNode {

@@ -10,7 +10,7 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,28 +95,12 @@ fn proxy(net: Arc<Mutex<Net>>, server: String, target: u16) -> u16 {
 }
 
 fn start(name: &str, dir: &Path, cluster_port: u16, advertise: u16) -> warren::ServerHandle {
-    let mut cfg = warren::Config {
-        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-        shards: 1,
-        data_dir: dir.to_path_buf(),
-        ..Default::default()
-    };
-    cfg.cluster.node_name = name.to_string();
-    cfg.cluster.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    cfg.cluster.port = cluster_port;
+    let mut cfg = super::common::node_config(name, dir, 1, cluster_port, "partition-test");
     cfg.cluster.advertise = Some(format!("127.0.0.1:{advertise}"));
-    cfg.cluster.secret = Some("partition-test".into());
     warren::start(cfg).expect("node starts")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::common::free_port;
 
 async fn declare(uri: &str, queue: &str) -> Result<(), String> {
     let c = Connection::connect(uri, ConnectionProperties::default())
