@@ -93,6 +93,17 @@ pub struct QueueInfo {
     /// Segment files on disk (durable queues).
     pub disk_bytes: u64,
     pub counters: QueueCounters,
+    /// A quorum queue's replication: its leader and members (node names).
+    pub quorum: Option<QuorumInfo>,
+}
+
+/// What the management plane shows of a quorum queue.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QuorumInfo {
+    pub leader: Option<String>,
+    pub members: Vec<String>,
+    /// Members this node can reach now.
+    pub online: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

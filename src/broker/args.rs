@@ -289,6 +289,11 @@ fn queue_arg_error(key: &str, v: &FieldValue, args: &FieldTable) -> Option<Strin
             FieldValue::Bool(_) => Ok(()),
             _ => Err(unacceptable()),
         },
+        "x-quorum-initial-group-size" => int().and_then(|i| match i {
+            0 => Err("{value_zero,0}".to_string()),
+            i if i < 0 => Err(format!("{{value_negative,{i}}}")),
+            _ => Ok(()),
+        }),
         "x-queue-type" => match v {
             FieldValue::LongStr(s) if matches!(s.as_bytes(), b"classic" | b"quorum" | b"stream") => Ok(()),
             FieldValue::LongStr(s) => Err(format!("\"unsupported queue type '{}'\"", text(s.as_bytes()))),
@@ -299,27 +304,62 @@ fn queue_arg_error(key: &str, v: &FieldValue, args: &FieldTable) -> Option<Strin
     r.err()
 }
 
+/// Arguments of the other queue types that a quorum queue refuses (as
+/// RabbitMQ 3.10 does; anything else, even unknown, is taken).
+const NOT_FOR_QUORUM: &[&str] = &[
+    "x-max-priority",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-queue-master-locator",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+];
+
+/// Whether a queue's arguments ask for a quorum queue.
+pub fn is_quorum(args: &FieldTable) -> bool {
+    args.get("x-queue-type").and_then(|v| v.as_bytes()) == Some(b"quorum")
+}
+
+/// A quorum queue's `x-delivery-limit` (or the policy's `delivery-limit`):
+/// a message returned more times than this is dead-lettered. RabbitMQ does
+/// not check the value: any integer counts (0 or less: at the first
+/// return), anything else means no limit.
+pub fn delivery_limit(args: &FieldTable, policy: Option<&FieldTable>) -> Option<i64> {
+    args.get("x-delivery-limit").and_then(|v| v.as_i64()).or_else(|| {
+        policy
+            .and_then(|p| p.get("delivery-limit"))
+            .and_then(|v| v.as_i64())
+    })
+}
+
+/// A quorum queue's `x-quorum-initial-group-size` (None: the default).
+pub fn initial_group_size(args: &FieldTable) -> Option<u64> {
+    int_arg(args, "x-quorum-initial-group-size").filter(|&n| n > 0)
+}
+
 /// The checks RabbitMQ applies to a new queue's arguments, in its order:
 /// the dead-letter exchange's type (`rabbit_channel`), then `x-queue-type`,
 /// then every other argument in `declare_args/0` order (not the table's),
-/// then arguments only other queue types take. Warren has classic queues
-/// only: `quorum` and `stream` are refused in warren's own words.
+/// then arguments only other queue types take. Classic and quorum queues
+/// are supported; `stream` is refused in warren's own words.
 pub fn validate_queue_args(args: &FieldTable, name: &ShortStr, vhost: &str) -> Result<(), AmqpError> {
     dead_letter_exchange_arg(args, name, vhost)?;
+    let quorum = is_quorum(args);
     if let Some(v) = args.get("x-queue-type") {
         if let Some(why) = queue_arg_error("x-queue-type", v, args) {
             return Err(invalid("x-queue-type", name, vhost, why));
         }
-        if v.as_bytes() != Some(b"classic") {
+        if !matches!(v.as_bytes(), Some(b"classic" | b"quorum")) {
             return Err(AmqpError::precondition(format!(
-                "invalid arg 'x-queue-type' for queue '{name}' in vhost '{vhost}': only 'classic' queues are supported by warren"
+                "invalid arg 'x-queue-type' for queue '{name}' in vhost '{vhost}': only 'classic' and 'quorum' queues are supported by warren"
             )));
         }
     }
     // `declare_args/0` order, restricted to a classic queue's arguments:
     // the equivalence list up to `x-queue-type`.
     const CHECKED: &[&str] = QUEUE_EQUIVALENT.split_at(11).0;
-    for key in CHECKED {
+    for key in CHECKED.iter().chain(["x-quorum-initial-group-size"].iter()) {
         if let Some(v) = args.get(key)
             && let Some(why) = queue_arg_error(key, v, args)
         {
@@ -328,9 +368,19 @@ pub fn validate_queue_args(args: &FieldTable, name: &ShortStr, vhost: &str) -> R
     }
     for (k, _) in args.iter() {
         let key = k.as_str();
-        if NOT_FOR_CLASSIC.contains(&&*key) {
+        let refused = if quorum {
+            NOT_FOR_QUORUM.contains(&&*key)
+        } else {
+            NOT_FOR_CLASSIC.contains(&&*key)
+        };
+        if refused {
+            let kind = if quorum {
+                "rabbit_quorum_queue"
+            } else {
+                "rabbit_classic_queue"
+            };
             return Err(AmqpError::precondition(format!(
-                "invalid arg '{key}' for queue '{name}' in vhost '{vhost}' of queue type rabbit_classic_queue"
+                "invalid arg '{key}' for queue '{name}' in vhost '{vhost}' of queue type {kind}"
             )));
         }
     }

@@ -67,6 +67,10 @@ pub struct ControlPlane {
     next_queue: u64,
     next_exchange: u64,
     next_vhost: u32,
+    /// Where quorum queues' replicas may go: this node's Raft id and every
+    /// node of its cluster (itself alone outside a cluster). None: this
+    /// node has no cluster port, and declares no quorum queue.
+    pub quorum_nodes: Option<(u64, Vec<u64>)>,
 }
 
 impl Default for ControlPlane {
@@ -75,8 +79,28 @@ impl Default for ControlPlane {
             next_queue: 1,
             next_exchange: 1,
             next_vhost: 1,
+            quorum_nodes: None,
         }
     }
+}
+
+/// RabbitMQ's default quorum queue size.
+pub const QUORUM_DEFAULT_SIZE: usize = 3;
+
+/// A quorum queue's replicas: this node first (it leads at first, as
+/// RabbitMQ's `client-local` leader locator does), then `size - 1` others,
+/// chosen from the queue's id so that queues spread over the cluster.
+pub fn place_replicas(me: u64, nodes: &[u64], size: usize, queue: QueueId) -> Vec<u64> {
+    let mut others: Vec<u64> = nodes.iter().copied().filter(|&n| n != me).collect();
+    others.sort_unstable();
+    others.dedup();
+    let mut out = vec![me];
+    if !others.is_empty() {
+        let start = (queue.0 as usize) % others.len();
+        others.rotate_left(start);
+        out.extend(others.into_iter().take(size.saturating_sub(1)));
+    }
+    out
 }
 
 pub fn no_queue(name: &ShortStr, vhost: &str) -> AmqpError {
@@ -359,6 +383,11 @@ impl ControlPlane {
                 args,
             } => {
                 let existing = topo.queue_by_name(v, name.as_bytes());
+                if generated && !passive && args::is_quorum(&args) {
+                    return Err(AmqpError::precondition(
+                        "Cannot declare a server-named queue for type rabbit_quorum_queue",
+                    ));
+                }
                 if passive {
                     let q = existing.ok_or_else(|| no_queue(&name, &vname))?;
                     check_exclusive(q, who.conn, &vname)?;
@@ -380,6 +409,7 @@ impl ControlPlane {
                 // An exclusive queue is never durable: it dies with its
                 // connection (`Durable = durable andalso not exclusive`).
                 let durable = durable && !exclusive;
+                let quorum = args::is_quorum(&args);
                 if let Some(q) = existing {
                     check_exclusive(q, who.conn, &vname)?;
                     if q.exclusive.is_some() != exclusive {
@@ -424,18 +454,51 @@ impl ControlPlane {
                     permit(topo, who, Access::Write, "exchange", exchange_resource(dlx))?;
                 }
                 args::validate_queue_args(&args, &name, &vname)?;
+                if quorum {
+                    // `rabbit_queue_type_util` checks, in its order.
+                    let bad = |p: &str| {
+                        AmqpError::precondition(format!(
+                            "invalid property '{p}' for queue '{name}' in vhost '{vname}'"
+                        ))
+                    };
+                    if auto_delete {
+                        return Err(bad("auto-delete"));
+                    }
+                    if exclusive {
+                        return Err(bad("exclusive-owner"));
+                    }
+                    if !durable {
+                        return Err(bad("non-durable"));
+                    }
+                }
+                let replicas = match (&self.quorum_nodes, quorum) {
+                    (_, false) => Vec::new(),
+                    (Some((me, nodes)), true) => {
+                        let size = args::initial_group_size(&args)
+                            .map_or(QUORUM_DEFAULT_SIZE, |n| n.min(255) as usize);
+                        place_replicas(*me, nodes, size, QueueId(self.next_queue))
+                    }
+                    (None, true) => {
+                        return Err(AmqpError::precondition(format!(
+                            "cannot declare quorum queue '{name}' in vhost '{vname}': this node has no cluster port (see --cluster-port)"
+                        )));
+                    }
+                };
                 let id = QueueId(self.next_queue);
                 self.next_queue += 1;
                 let def = QueueDef {
                     id,
                     vhost: v,
                     name: name.clone(),
-                    owner: who.shard,
+                    // Quorum queues live where the cluster port and their Raft
+                    // groups run.
+                    owner: if quorum { 0 } else { who.shard },
                     node: 0,
                     durable,
                     exclusive: exclusive.then_some(who.conn),
                     auto_delete,
                     args,
+                    replicas,
                 };
                 Ok(Plan::Apply {
                     changes: vec![Change::DeclareQueue(def)],
@@ -516,6 +579,12 @@ impl ControlPlane {
                     return Ok(Plan::Reply(Reply::QueueDeleteOk { messages: 0 }));
                 };
                 check_exclusive(q, who.conn, &vname)?;
+                if q.is_quorum() && (if_unused || if_empty) {
+                    let flag = if if_unused { "if-unused" } else { "if-empty" };
+                    return Err(AmqpError::not_implemented(format!(
+                        "cannot delete queue '{queue}' in vhost '{vname}'. queue.delete operations with {flag} flag set are not supported by quorum queues"
+                    )));
+                }
                 Ok(Plan::DeleteQueue {
                     queue: q.id,
                     owner: q.owner,

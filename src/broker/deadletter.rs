@@ -110,6 +110,20 @@ fn group_by_queue_and_reason(mut deaths: Vec<FieldValue>) -> Vec<FieldValue> {
         .collect()
 }
 
+/// `msg` with its `x-delivery-count` header set to `count` (a quorum
+/// queue's redelivery), appended after its other headers as RabbitMQ does.
+pub fn with_delivery_count(msg: &Message, count: u32) -> Message {
+    let mut props = BasicProperties::decode(&msg.props_bytes()).unwrap_or_default();
+    let mut headers = props.headers.take().unwrap_or_default();
+    headers.remove("x-delivery-count");
+    headers.insert(key("x-delivery-count"), FieldValue::I64(count as i64));
+    props.headers = Some(headers);
+    let mut out = Message::assemble(msg.exchange(), msg.routing_key(), &props.to_bytes(), msg.body())
+        .with_properties_from_raw();
+    out.persistent = msg.persistent;
+    out
+}
+
 /// Builds the dead-lettered copy of `msg` leaving `queue` for `reason`.
 pub fn dead_letter(
     msg: &Message,

@@ -51,6 +51,17 @@ pub struct QueueDef {
     pub exclusive: Option<ConnId>,
     pub auto_delete: bool,
     pub args: FieldTable,
+    /// A quorum queue's replicas (Raft ids, the first one the node that
+    /// declared it); empty for a classic queue. Its `node` is then its
+    /// current leader, as the metadata log last heard.
+    pub replicas: Vec<u64>,
+}
+
+impl QueueDef {
+    /// A replicated (quorum) queue.
+    pub fn is_quorum(&self) -> bool {
+        !self.replicas.is_empty()
+    }
 }
 
 /// One replicated topology mutation.
@@ -73,6 +84,11 @@ pub enum Change {
     DeclareQueue(QueueDef),
     DeleteQueue {
         id: QueueId,
+    },
+    /// A quorum queue's leader moved to `node` (0: this node).
+    QueueLeader {
+        id: QueueId,
+        node: u64,
     },
     Bind {
         source: ExchangeId,
@@ -384,6 +400,11 @@ impl Topology {
                     v.queues.insert(def.name.bytes().clone(), def.id);
                 }
                 self.queues.insert(def.id, def.clone());
+            }
+            Change::QueueLeader { id, node } => {
+                if let Some(q) = self.queues.get_mut(id) {
+                    q.node = *node;
+                }
             }
             Change::DeleteQueue { id } => {
                 if let Some(q) = self.queues.remove(id) {

@@ -35,6 +35,8 @@ pub trait MetaSink {
     /// Makes the node's topology the image's (a snapshot installed from
     /// the leader, or read back at start).
     fn install(&self, image: MetaImage);
+    /// The cluster's membership changed (a node joined or left).
+    fn membership_changed(&self) {}
 }
 
 /// A snapshot of the metadata.
@@ -61,6 +63,9 @@ pub fn encode_changes(changes: &[Change], me: u64) -> Vec<u8> {
                 q.node = me;
                 topolog::encode(&Change::DeclareQueue(q), &mut one);
             }
+            Change::QueueLeader { id, node: 0 } => {
+                topolog::encode(&Change::QueueLeader { id: *id, node: me }, &mut one);
+            }
             c => topolog::encode(c, &mut one),
         }
         out.put_u32_le(one.len() as u32);
@@ -75,11 +80,13 @@ pub fn encode_changes(changes: &[Change], me: u64) -> Vec<u8> {
 pub fn decode_changes_on(bytes: &[u8], me: u64, nshards: usize) -> io::Result<Vec<Change>> {
     let mut changes = decode_changes(bytes)?;
     for c in &mut changes {
-        if let Change::DeclareQueue(q) = c
-            && q.node == me
-        {
-            q.node = 0;
-            q.owner %= nshards.max(1) as crate::ids::ShardId;
+        match c {
+            Change::DeclareQueue(q) if q.node == me => {
+                q.node = 0;
+                q.owner %= nshards.max(1) as crate::ids::ShardId;
+            }
+            Change::QueueLeader { node, .. } if *node == me => *node = 0,
+            _ => {}
         }
     }
     Ok(changes)
@@ -234,6 +241,7 @@ impl RaftStateMachine<Meta> for MetaSm {
                 EntryPayload::Membership(m) => {
                     self.inner.borrow_mut().membership =
                         openraft::StoredMembership::new(Some(log_id), m.clone());
+                    self.sink.membership_changed();
                     MetaReply { accepted: true }
                 }
             };

@@ -12,6 +12,7 @@ pub mod log_store;
 pub mod meta;
 pub mod net;
 pub mod node;
+pub mod quorum;
 pub mod remote;
 pub mod rt;
 pub mod secret;

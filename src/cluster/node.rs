@@ -262,6 +262,38 @@ impl Node {
         m.membership().get_node(&id).map(|n| n.addr.clone())
     }
 
+    /// The cluster port.
+    pub fn transport(&self) -> Rc<Transport> {
+        self.transport.clone()
+    }
+
+    /// The Raft RPC service of every group of this node.
+    pub fn rpc(&self) -> Rc<RaftService> {
+        self.rpc.clone()
+    }
+
+    /// What the metadata membership knows of node `id` (this node's own
+    /// info outside a cluster).
+    pub fn info_of(&self, id: NodeId) -> Option<NodeInfo> {
+        if id == self.id {
+            return Some(self.info.clone());
+        }
+        let raft = self.raft()?;
+        let m = raft.metrics().borrow_watched().membership_config.clone();
+        m.membership().get_node(&id).cloned()
+    }
+
+    /// The Raft ids of the cluster's nodes (this node alone outside one).
+    pub fn member_ids(&self) -> Vec<NodeId> {
+        match self.raft() {
+            Some(raft) => {
+                let m = raft.metrics().borrow_watched().membership_config.clone();
+                m.membership().nodes().map(|(id, _)| *id).collect()
+            }
+            None => vec![self.id],
+        }
+    }
+
     /// The metadata group, if this node is in a cluster.
     pub fn raft(&self) -> Option<MetaRaft> {
         self.raft.borrow().clone()

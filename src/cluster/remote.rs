@@ -366,7 +366,11 @@ pub fn wire_event(ev: &Event, conn: ConnId) -> Option<WireEvent> {
             consumer: cons(*consumer),
             n: *n,
         },
-        Event::Confirm { .. } | Event::ForceClose { .. } | Event::Describe | Event::Throttle { .. } => {
+        Event::Confirm { .. }
+        | Event::ForceClose { .. }
+        | Event::Describe
+        | Event::Throttle { .. }
+        | Event::QueueMoved { .. } => {
             return None;
         }
     })

@@ -95,6 +95,9 @@ enum Stage {
     /// Commit the deletion of a queue and what goes with it (bindings,
     /// auto-delete exchanges), computed when this stage runs.
     DeleteQueue(QueueId),
+    /// Record that quorum queues' leader is now this node (its Raft id),
+    /// for those the topology still places elsewhere.
+    SetLeader(Vec<QueueId>, u64),
     /// Persist (if durable), apply, broadcast, wait for every shard.
     Commit(Vec<Change>),
 }
@@ -218,6 +221,12 @@ impl ControlService {
     }
 
     /// The planner's next ids (carried in proposals and snapshots).
+    /// Where quorum queues' replicas may go (see
+    /// [`ControlPlane::quorum_nodes`]).
+    pub fn set_quorum_nodes(&mut self, me: u64, nodes: Vec<u64>) {
+        self.plane.quorum_nodes = Some((me, nodes));
+    }
+
     pub fn next_ids(&self) -> [u64; 3] {
         self.plane.next_ids()
     }
@@ -477,6 +486,9 @@ impl ControlService {
             ControlMsg::AutoDeleted(queue) => {
                 self.begin(Answer::Nobody, None, [Stage::DeleteQueue(queue)]);
             }
+            ControlMsg::QueueLeader { queues, node } => {
+                self.begin(Answer::Nobody, None, [Stage::SetLeader(queues, node)]);
+            }
             ControlMsg::NodeRestarted(me) => {
                 // What a restarted cluster node held only for its clients
                 // and connections (as RabbitMQ drops a node's transient
@@ -578,6 +590,18 @@ impl ControlService {
                     let changes = self.plane.delete_queue_changes(topo, queue);
                     op.stages.push_front(Stage::Commit(changes));
                     op.replan = Some(Stage::DeleteQueue(queue));
+                }
+            }
+            Stage::SetLeader(queues, me) => {
+                let changes: Vec<Change> = queues
+                    .iter()
+                    .filter(|q| topo.queue(**q).is_some_and(|d| d.node != 0 && d.node != me))
+                    // "Here": the metadata log names this node instead.
+                    .map(|&id| Change::QueueLeader { id, node: 0 })
+                    .collect();
+                if !changes.is_empty() {
+                    op.stages.push_front(Stage::Commit(changes));
+                    op.replan = Some(Stage::SetLeader(queues, me));
                 }
             }
             Stage::Commit(changes) => self.commit(topo, changes),

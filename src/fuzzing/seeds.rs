@@ -479,6 +479,7 @@ fn segment_recovery() -> Vec<(String, Vec<u8>)> {
             exclusive: None,
             auto_delete: false,
             args: FieldTable::new(),
+            replicas: Vec::new(),
         }));
         if let Some(source) = direct {
             changes.push(Change::Bind {

@@ -51,6 +51,15 @@ pub struct Outbox {
     pub forwards: Vec<crate::owner::Forward>,
     /// Shard 0: operations of local channels on queues of other nodes.
     pub remote_ops: Vec<(u64, QueueId, crate::owner::RemoteOp)>,
+    /// Shard 0: changes to quorum queues for their Raft groups.
+    pub quorum: Vec<crate::owner::QuorumProposal>,
+    /// Shard 0: quorum groups this node must run (group, replicas).
+    pub quorum_open: Vec<(u32, Vec<u64>)>,
+    /// Shard 0: deleted quorum queues (group, queue).
+    pub quorum_forget: Vec<(u32, QueueId)>,
+    /// Quorum queues whose leader moved: their consumers on this shard's
+    /// connections are cancelled.
+    pub moved: Vec<QueueId>,
 }
 
 /// Which connections a deleted vhost or user closes.
@@ -72,6 +81,10 @@ impl Outbox {
             proposals: Vec::new(),
             forwards: Vec::new(),
             remote_ops: Vec::new(),
+            quorum: Vec::new(),
+            quorum_open: Vec::new(),
+            quorum_forget: Vec::new(),
+            moved: Vec::new(),
         }
     }
 
@@ -91,6 +104,9 @@ impl Effects for Outbox {
     }
     fn to_shard(&mut self, shard: ShardId, item: Item) {
         self.items[shard as usize].push(item);
+    }
+    fn propose_quorum(&mut self, p: crate::owner::QuorumProposal) {
+        self.quorum.push(p);
     }
 }
 
@@ -211,6 +227,20 @@ impl Hub {
                 Change::DeleteUser { name } => {
                     let text = format!("user '{name}' is deleted");
                     self.out.closes.push((CloseMatch::User(name.clone()), text));
+                }
+                _ => {}
+            }
+            match c {
+                Change::QueueLeader { id, .. } => self.out.moved.push(*id),
+                Change::DeclareQueue(def) if self.id == 0 && def.replicas.contains(&self.owner.node()) => {
+                    let group = crate::cluster::quorum::group_of(&def.replicas);
+                    self.out.quorum_open.push((group, def.replicas.clone()));
+                }
+                Change::DeleteQueue { id } if self.id == 0 => {
+                    if let Some(d) = self.topo.queue(*id).filter(|d| d.is_quorum()) {
+                        let group = crate::cluster::quorum::group_of(&d.replicas);
+                        self.out.quorum_forget.push((group, *id));
+                    }
                 }
                 _ => {}
             }

@@ -59,7 +59,7 @@ pub fn queue(
         "arguments": q.arguments,
         "node": m.node,
         "state": "running",
-        "type": "classic",
+        "type": if q.quorum.is_some() { "quorum" } else { "classic" },
         "policy": policy.map(|p| p.name.clone()),
         "operator_policy": Value::Null,
         "effective_policy_definition": policy.map_or(json!({}), |p| p.definition.clone()),
@@ -83,6 +83,15 @@ pub fn queue(
     });
     if let Some(c) = consumers {
         v["consumer_details"] = Value::Array(c);
+    }
+    if let Some(qi) = &q.quorum {
+        v["leader"] = json!(qi.leader);
+        v["members"] = json!(qi.members);
+        v["online"] = json!(qi.online);
+        if let Some(l) = &qi.leader {
+            v["node"] = json!(l);
+        }
+        v["messages_persistent"] = json!(messages);
     }
     v
 }

@@ -14,6 +14,25 @@ pub trait Effects {
     /// An item for a shard; for this very shard it is handled after the
     /// current step, never re-entrantly.
     fn to_shard(&mut self, shard: ShardId, item: Item);
+    /// Changes to a quorum queue, for its Raft group. Without a cluster
+    /// side (the simulation) nothing is replicated: confirms are nacks.
+    fn propose_quorum(&mut self, p: QuorumProposal) {
+        for (ch, seq) in p.confirms {
+            self.to_conn(ch.conn, Event::Confirm { ch, seq, ok: false });
+        }
+    }
+}
+
+/// One queue's changes of one step, for its Raft group: the publishes are
+/// confirmed once committed; settles and returns come back applied.
+#[derive(Debug)]
+pub struct QuorumProposal {
+    pub group: u32,
+    pub queue: QueueId,
+    pub enqueue: Vec<crate::message::Message>,
+    pub confirms: Vec<(crate::ids::ChannelRef, u64)>,
+    pub settles: Vec<u64>,
+    pub returns: Vec<u64>,
 }
 
 /// A queue engine's effects, routed through [`Effects`]: deliveries and
@@ -26,12 +45,17 @@ pub(super) struct Sink<'a, E: Effects> {
     pub stored: &'a mut Vec<(crate::ids::Loc, bool, bool)>,
     /// Messages that left the queue undelivered.
     pub removed: &'a mut Vec<(Entry, DeadReason)>,
+    /// Sequences delivered without an ack (a quorum queue settles them).
+    pub unacked_off: &'a mut Vec<u64>,
 }
 
 impl<E: Effects> QueueSink for Sink<'_, E> {
     fn deliver(&mut self, d: Delivery) {
         if let Some(loc) = d.loc {
             self.stored.push((loc, d.needs_ack, d.redelivered));
+        }
+        if !d.needs_ack {
+            self.unacked_off.push(d.seq);
         }
         self.fx.to_conn(d.consumer.ch.conn, Event::Deliver(d));
     }

@@ -35,6 +35,9 @@ pub enum ControlMsg {
     /// An auto-delete queue lost its last consumer; its owner already
     /// dropped it.
     AutoDeleted(QueueId),
+    /// This node (its Raft id) now leads these quorum queues: the metadata
+    /// must say so, for other nodes to route to it.
+    QueueLeader { queues: Vec<QueueId>, node: u64 },
     /// A cluster node restarted and caught up (its id): its transient and
     /// exclusive queues, back from the metadata log, must go.
     NodeRestarted(u64),

@@ -16,13 +16,14 @@
 mod effects;
 mod item;
 mod ops;
+mod quorum;
 mod service;
 mod slot;
 
-pub use effects::Effects;
+pub use effects::{Effects, QuorumProposal};
 pub use item::{Adoption, Batch, ControlMsg, Forward, Item, QueueOp, RemoteOp, SyncWaiter};
 pub use service::{Enqueued, Owner, OwnerConfig, SyncBatch};
-pub use slot::QueueSlot;
+pub use slot::{QueueSlot, QuorumSlot};
 
 #[cfg(test)]
 mod tests;

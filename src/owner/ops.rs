@@ -70,6 +70,17 @@ impl Owner {
                 if let (Some((e, _)), Some(store)) = (&got, &mut slot.store) {
                     record_delivery(store, e.loc, !no_ack, e.redelivered);
                 }
+                // A quorum queue's `basic.get` shows the delivery count,
+                // even 0 (as RabbitMQ does); without ack it settles.
+                let got = got.map(|(mut e, left)| {
+                    if let Some(count) = Self::quorum_count(slot, e.seq) {
+                        e.msg = crate::broker::deadletter::with_delivery_count(&e.msg, count);
+                        if no_ack && let Some(qs) = &mut slot.quorum {
+                            qs.settles.push(e.seq);
+                        }
+                    }
+                    (e, left)
+                });
                 Self::mark_store_dirty(store_dirty, slot);
                 Self::mark_dirty(dirty, slot);
                 let r = match got {
@@ -154,6 +165,9 @@ impl Owner {
                     };
                     if let Some(store) = &mut slot.store {
                         record_delivery(store, e.loc, !remove, e.redelivered);
+                    }
+                    if remove && let Some(qs) = &mut slot.quorum {
+                        qs.settles.push(e.seq);
                     }
                     let props =
                         crate::protocol::BasicProperties::decode(&e.msg.props_bytes()).unwrap_or_default();

@@ -91,7 +91,7 @@ pub struct Owner {
     /// Something may now expire that could not before (a queue with a TTL
     /// or expiry, a message with one): the runtime's sweeper, idling on a
     /// slow tick, should start sweeping often now.
-    sweep_kick: bool,
+    pub(super) sweep_kick: bool,
 }
 
 impl Owner {
@@ -111,6 +111,11 @@ impl Owner {
 
     pub fn shard(&self) -> ShardId {
         self.cfg.shard
+    }
+
+    /// This node's Raft id.
+    pub fn node(&self) -> u64 {
+        self.cfg.node
     }
 
     /// The first store that could not be opened while applying changes.
@@ -154,7 +159,7 @@ impl Owner {
     }
 
     pub(super) fn mark_store_dirty(store_dirty: &mut Vec<QueueId>, slot: &mut QueueSlot) {
-        if !slot.store_dirty && slot.store.is_some() {
+        if !slot.store_dirty && (slot.store.is_some() || slot.quorum.is_some()) {
             slot.store_dirty = true;
             store_dirty.push(slot.q.id);
         }
@@ -167,7 +172,10 @@ impl Owner {
         self.sweep_kick = true;
         match c {
             Change::DeclareQueue(def)
-                if def.owner == self.cfg.shard && (def.node == 0 || def.node == self.cfg.node) =>
+                if def.owner == self.cfg.shard
+                    && (def.node == 0
+                        || def.node == self.cfg.node
+                        || def.replicas.contains(&self.cfg.node)) =>
             {
                 self.create(topo, def, now)
             }
@@ -214,9 +222,18 @@ impl Owner {
             throttled: Vec::new(),
             pending: Vec::new(),
             store_dirty: false,
+            quorum: def.is_quorum().then(|| super::QuorumSlot {
+                group: crate::cluster::quorum::group_of(&def.replicas),
+                delivery_limit: crate::broker::args::delivery_limit(
+                    &def.args,
+                    topo.policy_for(def.vhost, def.name.as_bytes(), true),
+                ),
+                ..Default::default()
+            }),
         };
         if def.durable
             && def.exclusive.is_none()
+            && !def.is_quorum()
             && let Err(e) = self.open_store(&mut slot)
         {
             log::error!("{e}");
@@ -268,6 +285,7 @@ impl Owner {
     ) -> R {
         let mut stored = Vec::new();
         let mut removed = Vec::new();
+        let mut unacked_off = Vec::new();
         let queue = slot.q.id;
         let r = f(
             &mut slot.q,
@@ -276,8 +294,13 @@ impl Owner {
                 queue,
                 stored: &mut stored,
                 removed: &mut removed,
+                unacked_off: &mut unacked_off,
             },
         );
+        if let Some(qs) = &mut slot.quorum {
+            qs.settles.extend(unacked_off);
+            qs.settles.extend(removed.iter().map(|(e, _)| e.seq));
+        }
         if let Some(store) = &mut slot.store {
             for (loc, needs_ack, redelivered) in stored {
                 record_delivery(store, Some(loc), needs_ack, redelivered);
@@ -342,7 +365,7 @@ impl Owner {
             slot.may_expire = true;
             self.sweep_kick = true;
         }
-        if slot.store.is_some() && (msg.persistent || !slot.pending.is_empty()) {
+        if slot.quorum.is_some() || (slot.store.is_some() && (msg.persistent || !slot.pending.is_empty())) {
             slot.pending_bytes += msg.body_len() as u64;
             slot.pending.push((msg, confirm));
             Self::mark_store_dirty(&mut self.store_dirty, slot);
@@ -447,6 +470,10 @@ impl Owner {
             return;
         };
         slot.store_dirty = false;
+        if slot.quorum.is_some() {
+            Self::propose_quorum(slot, fx);
+            return;
+        }
         let Some(store) = &mut slot.store else { return };
         if !slot.pending.is_empty() {
             let pending = std::mem::take(&mut slot.pending);
@@ -577,6 +604,10 @@ impl Owner {
         let Some(slot) = self.queues.get_mut(&queue) else {
             return;
         };
+        if slot.quorum.is_some() {
+            self.settle_quorum(topo, fx, queue, seq, how, now);
+            return;
+        }
         let gone = match how {
             Settle::Ack => slot.q.ack(seq),
             Settle::Reject { requeue } => slot.q.reject(seq, requeue),
@@ -776,7 +807,7 @@ pub(super) fn record_delivery(store: &mut QueueStore, loc: Option<Loc>, needs_ac
 /// Republishes a message that left `slot` for `reason` to the queue's
 /// dead-letter exchange (if it has one), as RabbitMQ does: routed without
 /// confirms, dropped when nothing matches or it would cycle.
-fn dead_letter(
+pub(super) fn dead_letter(
     slot: &QueueSlot,
     msg: &Message,
     reason: DeadReason,
@@ -882,7 +913,9 @@ fn maybe_release(slot: &mut QueueSlot, flow_backlog: usize, fx: &mut impl Effect
 
 /// Drops what purged or removed entries held on disk.
 pub(super) fn forget_stored(slot: &mut QueueSlot, entries: impl IntoIterator<Item = Entry>) {
-    if let Some(store) = &mut slot.store {
+    if let Some(qs) = &mut slot.quorum {
+        qs.settles.extend(entries.into_iter().map(|e| e.seq));
+    } else if let Some(store) = &mut slot.store {
         for loc in entries.into_iter().filter_map(|e| e.loc) {
             store.remove(loc);
         }

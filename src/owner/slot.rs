@@ -42,6 +42,28 @@ pub struct QueueSlot {
     /// the transient ones queued behind them, to keep FIFO).
     pub(super) pending: Vec<(Message, Option<(ChannelRef, u64)>)>,
     pub(super) store_dirty: bool,
+    /// A quorum queue's replication state (its messages live in its Raft
+    /// group's log instead of a store).
+    pub quorum: Option<QuorumSlot>,
+}
+
+/// What the owner tracks of a quorum queue on this node.
+#[derive(Default)]
+pub struct QuorumSlot {
+    /// Its Raft group.
+    pub group: u32,
+    /// This node leads the group and its engine holds the queue's
+    /// messages: it serves consumers. Otherwise the engine is empty.
+    pub active: bool,
+    /// Sequences (log indices) settled since the last proposal.
+    pub(super) settles: Vec<u64>,
+    /// Sequences returned since the last proposal, and their entries,
+    /// kept out of the engine until the return is committed.
+    pub(super) returns: Vec<u64>,
+    pub(super) returning: std::collections::HashMap<u64, crate::queue::Entry>,
+    /// Delivery counts above 0, by sequence.
+    pub(super) counts: std::collections::HashMap<u64, u32>,
+    pub(super) delivery_limit: Option<i64>,
 }
 
 impl QueueSlot {

@@ -19,6 +19,8 @@ pub enum DeadReason {
     Rejected,
     Expired,
     MaxLen,
+    /// A quorum queue's message returned more than `x-delivery-limit` times.
+    DeliveryLimit,
 }
 
 impl DeadReason {
@@ -28,6 +30,7 @@ impl DeadReason {
             DeadReason::Rejected => "rejected",
             DeadReason::Expired => "expired",
             DeadReason::MaxLen => "maxlen",
+            DeadReason::DeliveryLimit => "delivery_limit",
         }
     }
 }

@@ -238,6 +238,34 @@ impl Queue {
         seq
     }
 
+    /// Enqueues a message at sequence `seq`, which must be above every
+    /// sequence given so far (a replicated queue's own numbering: its log
+    /// index, so a delivery's sequence names the same message on every
+    /// replica).
+    pub fn publish_seq(&mut self, seq: u64, msg: Message, redelivered: bool, expires_at: u64) {
+        debug_assert!(seq >= self.next_seq, "sequences only grow");
+        self.next_seq = seq + 1;
+        self.stats.published += 1;
+        self.ready.push_new(Entry {
+            seq,
+            msg,
+            expires_at,
+            loc: None,
+            redelivered,
+        });
+    }
+
+    /// Takes a delivery out of the unacked ones without settling it (a
+    /// replicated queue returns it once the return is committed).
+    pub fn take_delivery(&mut self, seq: u64) -> Option<Entry> {
+        self.take_unacked(seq)
+    }
+
+    /// Puts a message taken with [`Queue::take_delivery`] back in its place.
+    pub fn put_back(&mut self, e: Entry) {
+        self.ready.requeue(vec![e]);
+    }
+
     /// Applies `x-max-length(-bytes)` with drop-head after publishing.
     pub fn trim(&mut self, sink: &mut impl QueueSink) {
         self.enforce_limits(sink);

@@ -1224,7 +1224,10 @@ impl Session {
                 }
                 Ok(())
             }
-            Event::ForceClose { .. } | Event::Describe | Event::Throttle { .. } => Ok(()),
+            Event::ForceClose { .. }
+            | Event::Describe
+            | Event::Throttle { .. }
+            | Event::QueueMoved { .. } => Ok(()),
         }
     }
 }

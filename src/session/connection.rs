@@ -806,6 +806,23 @@ impl Session {
             self.close_connection(AmqpError::new(code, text), b);
             return;
         }
+        if let Event::QueueMoved { queue } = ev {
+            let gone: Vec<ConsumerRef> = self
+                .channels
+                .iter()
+                .filter(|c| !c.closing)
+                .flat_map(|c| {
+                    c.consumers
+                        .iter()
+                        .filter(|k| k.queue == queue)
+                        .map(|k| ConsumerRef { ch: c.cref, id: k.id })
+                })
+                .collect();
+            for consumer in gone {
+                self.on_event(Event::ConsumerCancelled { consumer }, b);
+            }
+            return;
+        }
         let Some(cref) = ev.channel() else { return };
         let live = self.phase == Phase::Running
             && self

@@ -152,6 +152,11 @@ pub enum Event {
         queue: QueueId,
         on: bool,
     },
+    /// A quorum queue's leader moved to another node: its consumers here
+    /// are cancelled (`basic.cancel`), to consume again from the new one.
+    QueueMoved {
+        queue: QueueId,
+    },
 }
 
 impl Event {
@@ -163,7 +168,10 @@ impl Event {
             Event::ConsumerCancelled { consumer }
             | Event::CreditRequest { consumer, .. }
             | Event::CreditReturn { consumer, .. } => Some(consumer.ch),
-            Event::ForceClose { .. } | Event::Describe | Event::Throttle { .. } => None,
+            Event::ForceClose { .. }
+            | Event::Describe
+            | Event::Throttle { .. }
+            | Event::QueueMoved { .. } => None,
         }
     }
 }

@@ -248,6 +248,16 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
             continue;
         };
         let q = &slot.q;
+        let quorum = slot
+            .quorum
+            .as_ref()
+            .map(|qs| super::quorum::describe(shard, qs.group, &def.replicas));
+        // A follower's engine is empty: its figures are the replicated
+        // state's (a leader's engine holds the same).
+        let (ready, ready_bytes) = match &slot.quorum {
+            Some(qs) if !qs.active => super::quorum::held(shard, qs.group, def.id),
+            _ => (q.ready_count() as u64, q.ready_bytes()),
+        };
         s.queues.push(QueueInfo {
             vhost: vname(def.vhost),
             name: def.name.as_str().into_owned(),
@@ -257,9 +267,9 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
             owner: def.exclusive.map(|c| format!("{c:?}")),
             arguments: table_to_json(&def.args),
             shard: shard.id,
-            messages_ready: q.ready_count() as u64,
+            messages_ready: ready,
             messages_unacknowledged: q.unacked_count() as u64,
-            message_bytes_ready: q.ready_bytes(),
+            message_bytes_ready: ready_bytes,
             message_bytes_unacknowledged: q.unacked_bytes(),
             consumers: q.consumer_count() as u64,
             disk_bytes: slot.store.as_ref().map_or(0, |st| st.disk_bytes()),
@@ -270,12 +280,16 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
                 redelivered: q.stats.redelivered,
                 get: q.stats.get,
             },
+            quorum,
         });
     }
     // Queues whose home is another node of the cluster: listed by shard 0,
     // without figures (those are kept on their node).
     if shard.id == 0 {
-        for def in topo.queues().filter(|q| q.node != 0) {
+        for def in topo
+            .queues()
+            .filter(|q| q.node != 0 && hub.owner.queue(q.id).is_none())
+        {
             s.queues.push(QueueInfo {
                 vhost: vname(def.vhost),
                 name: def.name.as_str().into_owned(),
@@ -292,6 +306,13 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
                 consumers: 0,
                 disk_bytes: 0,
                 counters: QueueCounters::default(),
+                quorum: def.is_quorum().then(|| {
+                    super::quorum::describe(
+                        shard,
+                        crate::cluster::quorum::group_of(&def.replicas),
+                        &def.replicas,
+                    )
+                }),
             });
         }
     }

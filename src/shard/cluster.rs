@@ -54,6 +54,8 @@ pub struct Glue {
     boot: u64,
     /// Connections of other nodes that use this node's queues.
     remote: RefCell<Remotes>,
+    /// This node's quorum queue groups.
+    pub quorum: Rc<super::quorum::Groups>,
 }
 
 /// The stand-ins for other nodes' connections (see
@@ -180,6 +182,7 @@ impl MetaSink for ShardHost {
                 return false;
             }
         };
+        refresh_quorum_nodes(&shard);
         let accepted =
             shard
                 .hub
@@ -203,6 +206,12 @@ impl MetaSink for ShardHost {
             accepted,
             next_ids,
             changes: encode_changes(&changes, self.me),
+        }
+    }
+
+    fn membership_changed(&self) {
+        if let Some(shard) = self.shard.upgrade() {
+            refresh_quorum_nodes(&shard);
         }
     }
 
@@ -315,9 +324,25 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
         waiting: RefCell::new(HashMap::new()),
         boot: super::state::random_u64(),
         remote: RefCell::new(Remotes::default()),
+        quorum: Rc::new(super::quorum::Groups::default()),
     });
     glommio::spawn_local(watch_consuming_nodes(Rc::downgrade(shard))).detach();
     *shard.cluster.borrow_mut() = Some(glue);
+    super::quorum::serve(shard, &node);
+    refresh_quorum_nodes(shard);
+    // The groups of the quorum queues the metadata already holds (replayed
+    // before the cluster side was up).
+    let groups: Vec<(u32, Vec<u64>)> = shard
+        .hub
+        .borrow()
+        .topo
+        .queues()
+        .filter(|q| q.replicas.contains(&node.id))
+        .map(|q| (crate::cluster::quorum::group_of(&q.replicas), q.replicas.clone()))
+        .collect();
+    if !groups.is_empty() {
+        super::quorum::open(shard, groups);
+    }
     serve(shard, &node, KIND_PUBLISH, |shard, from, body| async move {
         receive_forwarded(&shard, &from, body).await
     });
@@ -350,6 +375,17 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
         .detach();
     }
     Ok(())
+}
+
+/// Tells the control plane which nodes quorum queues' replicas may use.
+pub fn refresh_quorum_nodes(shard: &Shard) {
+    let Some(node) = shard.cluster.borrow().as_ref().map(|g| g.node.clone()) else {
+        return;
+    };
+    let ids = node.member_ids();
+    if let Some(c) = &mut shard.hub.borrow_mut().control {
+        c.set_quorum_nodes(node.id, ids);
+    }
 }
 
 /// Serves a request kind of the cluster port on shard 0 with `handle`
@@ -962,6 +998,7 @@ async fn watch_consuming_nodes(shard: Weak<Shard>) {
         let Some(glue) = shard.cluster.borrow().clone() else {
             return;
         };
+        refresh_quorum_nodes(&shard);
         let nodes: std::collections::BTreeSet<u64> = {
             let r = glue.remote.borrow();
             r.consumers

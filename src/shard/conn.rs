@@ -361,7 +361,9 @@ async fn hand_over<S: Transport>(
         // (flow control, management): give anything else back.
         for ev in handle.inbox.borrow_mut().drain(..) {
             match ev {
-                crate::session::Event::Describe | crate::session::Event::Throttle { .. } => {}
+                crate::session::Event::Describe
+                | crate::session::Event::Throttle { .. }
+                | crate::session::Event::QueueMoved { .. } => {}
                 ev => hub.orphan(ev),
             }
         }

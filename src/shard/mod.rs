@@ -7,6 +7,7 @@ mod alloc;
 mod cluster;
 mod conn;
 mod notify;
+mod quorum;
 mod server;
 mod state;
 

@@ -610,6 +610,7 @@ async fn run_shard(
     }
     let node = shard.cluster.borrow_mut().take();
     if let Some(node) = node {
+        node.quorum.shutdown(&node.node.rpc()).await;
         node.node.shutdown().await;
     }
     // Whatever was written but not yet synced (acks, deliveries).

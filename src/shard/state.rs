@@ -138,7 +138,7 @@ impl Shard {
     /// step that follows its publish).
     pub fn after_step(self: &Rc<Self>, now: u64) {
         loop {
-            let (events, closes, log_syncs, adopted, wants_sync, proposals, forwards, remote_ops) = {
+            let (events, closes, log_syncs, adopted, wants_sync, proposals, forwards, remote_ops, quorum) = {
                 let mut hub = self.hub.borrow_mut();
                 hub.step(now);
                 let wants_sync = hub.owner.wants_sync();
@@ -155,8 +155,32 @@ impl Shard {
                     std::mem::take(&mut out.proposals),
                     std::mem::take(&mut out.forwards),
                     std::mem::take(&mut out.remote_ops),
+                    (
+                        std::mem::take(&mut out.quorum),
+                        std::mem::take(&mut out.quorum_open),
+                        std::mem::take(&mut out.quorum_forget),
+                        std::mem::take(&mut out.moved),
+                    ),
                 )
             };
+            let (quorum, quorum_open, quorum_forget, moved) = quorum;
+            if !quorum_open.is_empty() {
+                super::quorum::open(self, quorum_open);
+            }
+            if !quorum_forget.is_empty() {
+                super::quorum::forget(self, quorum_forget);
+            }
+            if !quorum.is_empty() {
+                super::quorum::propose(self, quorum);
+            }
+            if !moved.is_empty() {
+                let conns: Vec<_> = self.conns.borrow().values().cloned().collect();
+                for q in moved {
+                    for c in &conns {
+                        c.push(crate::session::Event::QueueMoved { queue: q });
+                    }
+                }
+            }
             if !proposals.is_empty() {
                 super::cluster::propose(self, proposals);
             }

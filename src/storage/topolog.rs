@@ -89,10 +89,22 @@ pub fn encode(c: &Change, out: &mut BytesMut) {
             // a connection somewhere", never which one.
             out.put_u8(q.durable as u8 | (q.auto_delete as u8) << 1 | (q.exclusive.is_some() as u8) << 2);
             put_table(out, &q.args);
-            // The home node, in a cluster (absent: this node).
-            if q.node != 0 {
+            // The home node, in a cluster (absent: this node), then a
+            // quorum queue's replicas.
+            if q.node != 0 || !q.replicas.is_empty() {
                 out.put_u64(q.node);
             }
+            if !q.replicas.is_empty() {
+                out.put_u8(q.replicas.len().min(255) as u8);
+                for r in q.replicas.iter().take(255) {
+                    out.put_u64(*r);
+                }
+            }
+        }
+        Change::QueueLeader { id, node } => {
+            out.put_u8(17);
+            out.put_u64(id.0);
+            out.put_u64(*node);
         }
         Change::DeleteQueue { id } => {
             out.put_u8(6);
@@ -260,6 +272,13 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
             } else {
                 0
             };
+            let mut replicas = Vec::new();
+            if r.remaining() >= 1 {
+                let n = r.u8().map_err(e)?;
+                for _ in 0..n {
+                    replicas.push(r.u64().map_err(e)?);
+                }
+            }
             Change::DeclareQueue(QueueDef {
                 id,
                 vhost,
@@ -270,6 +289,7 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
                 exclusive: (f & 4 != 0).then_some(crate::ids::ConnId::ELSEWHERE),
                 auto_delete: f & 2 != 0,
                 args,
+                replicas,
             })
         }
         6 => Change::DeleteQueue {
@@ -347,6 +367,10 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
             user: text(&mut r)?,
             limits: limits(&mut r)?,
         },
+        17 => Change::QueueLeader {
+            id: QueueId(r.u64().map_err(e)?),
+            node: r.u64().map_err(e)?,
+        },
         _ => return Err(bad()),
     })
 }
@@ -376,7 +400,7 @@ pub fn is_durable(topo: &Topology, c: &Change) -> bool {
         Change::DeclareExchange(d) => d.durable,
         Change::DeleteExchange { id } => topo.exchange(*id).is_some_and(|x| x.def.durable),
         Change::DeclareQueue(q) => q.durable && q.exclusive.is_none(),
-        Change::DeleteQueue { id } => dest_durable(&Dest::Queue(*id)),
+        Change::DeleteQueue { id } | Change::QueueLeader { id, .. } => dest_durable(&Dest::Queue(*id)),
         Change::Bind { source, dest, .. } | Change::Unbind { source, dest, .. } => {
             topo.exchange(*source).is_some_and(|x| x.def.durable) && dest_durable(dest)
         }
@@ -675,6 +699,7 @@ mod tests {
             exclusive: None,
             auto_delete: false,
             args,
+            replicas: Vec::new(),
         }));
         all.push(Change::DeclareQueue(QueueDef {
             id: QueueId(8),
@@ -686,6 +711,7 @@ mod tests {
             exclusive: None,
             auto_delete: false,
             args: FieldTable::new(),
+            replicas: Vec::new(),
         }));
         for c in &all {
             let durable = is_durable(&topo, c);
@@ -730,6 +756,46 @@ mod tests {
     }
 
     #[test]
+    fn a_quorum_queue_replicas_and_leader_changes_round_trip() {
+        for node in [0u64, 42] {
+            let q = QueueDef {
+                id: QueueId(4),
+                vhost: VhostId(1),
+                name: "qq".into(),
+                owner: 0,
+                node,
+                durable: true,
+                exclusive: None,
+                auto_delete: false,
+                args: FieldTable::new(),
+                replicas: vec![42, 7, 9],
+            };
+            let mut b = BytesMut::new();
+            encode(&Change::DeclareQueue(q), &mut b);
+            match decode(b.freeze()).unwrap() {
+                Change::DeclareQueue(d) => {
+                    assert_eq!(d.node, node);
+                    assert_eq!(d.replicas, vec![42, 7, 9]);
+                    assert!(d.is_quorum());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut b = BytesMut::new();
+        encode(
+            &Change::QueueLeader {
+                id: QueueId(4),
+                node: 7,
+            },
+            &mut b,
+        );
+        match decode(b.freeze()).unwrap() {
+            Change::QueueLeader { id, node } => assert_eq!((id, node), (QueueId(4), 7)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_queue_home_node_and_exclusive_flag_round_trip() {
         for node in [0u64, 99] {
             let q = QueueDef {
@@ -742,6 +808,7 @@ mod tests {
                 exclusive: Some(crate::ids::ConnId::new(0, 5)),
                 auto_delete: true,
                 args: FieldTable::new(),
+                replicas: Vec::new(),
             };
             let mut b = BytesMut::new();
             encode(&Change::DeclareQueue(q), &mut b);

@@ -7,3 +7,4 @@ mod net;
 mod nodes;
 mod partition;
 mod processes;
+mod quorum;

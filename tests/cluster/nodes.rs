@@ -14,21 +14,21 @@ const SECRET: &str = "cluster-test-secret";
 
 /// A node of a test cluster: its name, data dir and cluster port stay the
 /// same across restarts.
-struct TestNode {
-    name: String,
-    dir: PathBuf,
-    cluster_port: u16,
-    handle: Option<warren::ServerHandle>,
+pub(super) struct TestNode {
+    pub(super) name: String,
+    pub(super) dir: PathBuf,
+    pub(super) cluster_port: u16,
+    pub(super) handle: Option<warren::ServerHandle>,
 }
 
 use super::common::free_port;
 
-fn start_node(name: &str, dir: &Path, cluster_port: u16) -> warren::ServerHandle {
+pub(super) fn start_node(name: &str, dir: &Path, cluster_port: u16) -> warren::ServerHandle {
     warren::start(super::common::node_config(name, dir, 2, cluster_port, SECRET)).expect("node starts")
 }
 
 impl TestNode {
-    fn new(root: &Path, i: usize) -> TestNode {
+    pub(super) fn new(root: &Path, i: usize) -> TestNode {
         let name = format!("n{i}@127.0.0.1");
         let dir = root.join(format!("n{i}"));
         let cluster_port = free_port();
@@ -41,19 +41,19 @@ impl TestNode {
         }
     }
 
-    fn h(&self) -> &warren::ServerHandle {
+    pub(super) fn h(&self) -> &warren::ServerHandle {
         self.handle.as_ref().expect("running")
     }
 
-    fn uri(&self) -> String {
+    pub(super) fn uri(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.h().amqp_addr())
     }
 
-    fn status(&self) -> serde_json::Value {
+    pub(super) fn status(&self) -> serde_json::Value {
         self.h().admin().cluster(ClusterCmd::Status).expect("status")
     }
 
-    fn join(&self, seed: &TestNode) {
+    pub(super) fn join(&self, seed: &TestNode) {
         let admin = self.h().admin();
         admin.stop_app().unwrap();
         admin
@@ -66,25 +66,25 @@ impl TestNode {
         admin.start_app();
     }
 
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         if let Some(h) = self.handle.take() {
             h.shutdown();
         }
     }
 
-    fn restart(&mut self) {
+    pub(super) fn restart(&mut self) {
         self.stop();
         self.handle = Some(start_node(&self.name, &self.dir, self.cluster_port));
     }
 
     /// Waits until the node serves clients (a restarted member first
     /// catches up with its cluster).
-    fn wait_running(&self) {
+    pub(super) fn wait_running(&self) {
         wait_for("the node to serve clients", || self.h().admin().app_running());
     }
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(super) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -93,7 +93,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// `n` nodes, the others joined to the first.
-fn cluster(root: &Path, n: usize) -> Vec<TestNode> {
+pub(super) fn cluster(root: &Path, n: usize) -> Vec<TestNode> {
     let nodes: Vec<TestNode> = (1..=n).map(|i| TestNode::new(root, i)).collect();
     for node in &nodes[1..] {
         node.join(&nodes[0]);
@@ -101,14 +101,14 @@ fn cluster(root: &Path, n: usize) -> Vec<TestNode> {
     nodes
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(super) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
 }
 
-async fn connect(uri: &str) -> Connection {
+pub(super) async fn connect(uri: &str) -> Connection {
     Connection::connect(uri, ConnectionProperties::default())
         .await
         .expect("connects")
@@ -402,7 +402,7 @@ fn joining_needs_a_stopped_app_and_resets_the_joining_node() {
     assert_eq!(names(&s, |_| true), vec![a.name.clone(), b.name.clone()]);
 }
 
-async fn declare_durable(ch: &lapin::Channel, name: &str) {
+pub(super) async fn declare_durable(ch: &lapin::Channel, name: &str) {
     ch.queue_declare(
         name.into(),
         QueueDeclareOptions {
@@ -417,7 +417,7 @@ async fn declare_durable(ch: &lapin::Channel, name: &str) {
 
 /// Publishes `n` persistent messages `{tag}-{i}` with confirms, waiting for
 /// every confirm; returns how many were acked.
-async fn publish_confirmed(uri: &str, exchange: &str, key: &str, tag: &str, n: usize) -> usize {
+pub(super) async fn publish_confirmed(uri: &str, exchange: &str, key: &str, tag: &str, n: usize) -> usize {
     let conn = connect(uri).await;
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
@@ -448,7 +448,7 @@ async fn publish_confirmed(uri: &str, exchange: &str, key: &str, tag: &str, n: u
 
 /// Takes every message of `queue` (on the queue's own node) with
 /// basic.get until it is empty.
-async fn drain(uri: &str, queue: &str) -> Vec<String> {
+pub(super) async fn drain(uri: &str, queue: &str) -> Vec<String> {
     let conn = connect(uri).await;
     let ch = conn.create_channel().await.unwrap();
     let mut out = Vec::new();
@@ -558,7 +558,7 @@ fn a_fanout_reaches_queues_on_every_node() {
     });
 }
 
-async fn wait_for_async<F, Fut>(mut f: F)
+pub(super) async fn wait_for_async<F, Fut>(mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -101,6 +101,7 @@ pub(super) fn describe_change(topo: &Topology, c: &Change) -> String {
             if d.exclusive.is_some() { " exclusive" } else { "" }
         ),
         Change::DeleteQueue { id } => format!("delete-queue q{}", id.0),
+        Change::QueueLeader { id, node } => format!("queue-leader q{} {node:x}", id.0),
         Change::Bind {
             source, dest, key, ..
         } => format!("bind {} -> {} '{key}'", xname(*source), dest_name(dest)),

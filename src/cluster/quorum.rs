@@ -1,0 +1,521 @@
+//! Quorum queues' replication: the Raft groups that hold their messages.
+//!
+//! A group is one replica set with one preferred leader (the node that
+//! declared its first queue): every quorum queue with the same replicas
+//! shares it, so many queues cost one log, one fsync per batch and one set
+//! of heartbeats, and leaders spread over the nodes as queues are declared
+//! on different nodes. Groups run on shard 0, beside the cluster port.
+//!
+//! The log carries what changes a queue's contents: messages enqueued,
+//! settled (acked, dropped, expired) and returned (requeued: their
+//! delivery count grows). Every replica applies them to the same state, a
+//! queue's unsettled messages by index; the leader also runs a queue
+//! engine over that state that delivers to consumers. Deliveries are not
+//! replicated: a new leader redelivers whatever was unsettled.
+
+use super::forward;
+use super::types::{NodeId, NodeInfo};
+use crate::ids::QueueId;
+use crate::message::Message;
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::vote::RaftLeaderId;
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+/// The cluster port's kind for a proposal sent to a group's leader.
+pub const KIND_QUORUM_PROPOSE: u8 = 43;
+
+/// A group's id on the cluster port (the metadata group is 0): from its
+/// replicas, in order, so every node computes the same.
+pub fn group_of(replicas: &[u64]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for r in replicas {
+        for b in r.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    ((h >> 32) as u32 ^ h as u32) | 0x8000_0000
+}
+
+/// One change to one queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QOp {
+    /// Messages, in order (the forwarding codec of [`forward`]: each
+    /// message with its queue id).
+    Enqueue { msgs: Vec<u8> },
+    /// Messages gone for good (acked, dropped, expired, dead-lettered).
+    Settle { queue: u64, idx: Vec<u64> },
+    /// Messages back to the queue: their delivery count grows.
+    Return { queue: u64, idx: Vec<u64> },
+}
+
+/// One entry of a group's log: a batch of changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QCmd {
+    pub ops: Vec<QOp>,
+}
+
+impl fmt::Display for QCmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "quorum({} ops)", self.ops.len())
+    }
+}
+
+/// What applying a [`QCmd`] answers (nothing: the proposer only waits).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QReply;
+
+openraft::declare_raft_types!(
+    /// A quorum group's types.
+    pub Quorum:
+        D = QCmd,
+        R = QReply,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        AsyncRuntime = super::rt::GlommioRuntime,
+);
+
+/// A quorum group's Raft.
+pub type QuorumRaft = openraft::Raft<Quorum, QuorumSm>;
+
+/// A message a queue holds until it is settled.
+#[derive(Clone)]
+pub struct Held {
+    pub msg: Message,
+    /// Times it came back (`x-delivery-count`).
+    pub count: u32,
+}
+
+/// One queue's replicated state.
+#[derive(Clone, Default)]
+pub struct QueueState {
+    /// The next message's index.
+    pub next: u64,
+    pub msgs: BTreeMap<u64, Held>,
+}
+
+/// A group's replicated state: its queues.
+#[derive(Default)]
+pub struct GroupState {
+    pub queues: HashMap<QueueId, QueueState>,
+}
+
+/// What applying an entry did, for the node to mirror in its engines.
+pub enum Applied {
+    /// Messages added at indices `first..`.
+    Enqueued {
+        queue: QueueId,
+        first: u64,
+        msgs: Vec<Message>,
+    },
+    Settled {
+        queue: QueueId,
+        idx: Vec<u64>,
+    },
+    /// (index, delivery count now).
+    Returned {
+        queue: QueueId,
+        idx: Vec<(u64, u32)>,
+    },
+}
+
+/// What the state machine needs from its node (shard 0).
+pub trait QuorumSink {
+    /// An entry was applied; the state already shows it.
+    fn applied(&self, group: u32, what: Applied);
+    /// This node's own first entry of its term as leader was applied: its
+    /// state is complete, its engines may serve.
+    fn lead(&self, group: u32, term: u64);
+    /// Whether a queue was deleted (its entries are dropped).
+    fn is_deleted(&self, queue: QueueId) -> bool;
+}
+
+struct Meta {
+    applied: Option<LogIdOf<Quorum>>,
+    membership: StoredMembershipOf<Quorum>,
+    snapshot: Option<(SnapshotMetaOf<Quorum>, Vec<u8>)>,
+}
+
+/// The state machine of one group on this node. Shard 0 only (`!Send`).
+#[derive(Clone)]
+pub struct QuorumSm {
+    group: u32,
+    me: NodeId,
+    pub state: Rc<RefCell<GroupState>>,
+    meta: Rc<RefCell<Meta>>,
+    sink: Rc<dyn QuorumSink>,
+    path: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMetaOf<Quorum>,
+    data: Vec<u8>,
+}
+
+/// A snapshot's data: per queue, its next index and its messages.
+#[derive(Serialize, Deserialize, Default)]
+struct Image {
+    queues: Vec<ImageQueue>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ImageQueue {
+    queue: u64,
+    next: u64,
+    /// (index, delivery count) per message, in order.
+    held: Vec<(u64, u32)>,
+    /// The messages, in the same order ([`forward`]'s codec).
+    msgs: Vec<u8>,
+}
+
+const SNAPSHOT_VERSION: u8 = 1;
+
+fn bad_data(e: impl fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl QuorumSm {
+    /// The state machine of `group`, its snapshot kept in `dir` (read back
+    /// now: the log before it may be purged).
+    pub fn open(group: u32, me: NodeId, dir: PathBuf, sink: Rc<dyn QuorumSink>) -> io::Result<QuorumSm> {
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("snapshot");
+        let sm = QuorumSm {
+            group,
+            me,
+            state: Rc::new(RefCell::new(GroupState::default())),
+            meta: Rc::new(RefCell::new(Meta {
+                applied: None,
+                membership: Default::default(),
+                snapshot: None,
+            })),
+            sink,
+            path,
+        };
+        match std::fs::read(&sm.path) {
+            Ok(b) if b.first() == Some(&SNAPSHOT_VERSION) => {
+                let s: StoredSnapshot = postcard::from_bytes(&b[1..]).map_err(bad_data)?;
+                sm.load(&s.data)?;
+                let mut m = sm.meta.borrow_mut();
+                m.applied = s.meta.last_log_id;
+                m.membership = s.meta.last_membership.clone();
+                m.snapshot = Some((s.meta, s.data));
+            }
+            Ok(_) => {
+                return Err(bad_data(format!(
+                    "{}: unknown snapshot format",
+                    sm.path.display()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(sm)
+    }
+
+    fn image(&self) -> Vec<u8> {
+        let st = self.state.borrow();
+        let mut img = Image::default();
+        for (q, qs) in &st.queues {
+            if self.sink.is_deleted(*q) {
+                continue;
+            }
+            let mut msgs = Vec::new();
+            let mut held = Vec::with_capacity(qs.msgs.len());
+            for (i, h) in &qs.msgs {
+                held.push((*i, h.count));
+                forward::encode(&mut msgs, *q, &h.msg);
+            }
+            img.queues.push(ImageQueue {
+                queue: q.0,
+                next: qs.next,
+                held,
+                msgs,
+            });
+        }
+        postcard::to_stdvec(&img).expect("an image encodes")
+    }
+
+    fn load(&self, data: &[u8]) -> io::Result<()> {
+        let img: Image = postcard::from_bytes(data).map_err(bad_data)?;
+        let mut st = GroupState::default();
+        for q in img.queues {
+            let msgs = forward::decode(Bytes::from(q.msgs))?;
+            if msgs.len() != q.held.len() {
+                return Err(bad_data("snapshot: messages and indices differ"));
+            }
+            let mut qs = QueueState {
+                next: q.next,
+                msgs: BTreeMap::new(),
+            };
+            for ((i, count), (_, msg)) in q.held.into_iter().zip(msgs) {
+                qs.msgs.insert(i, Held { msg, count });
+            }
+            st.queues.insert(QueueId(q.queue), qs);
+        }
+        *self.state.borrow_mut() = st;
+        Ok(())
+    }
+
+    fn save(&self, meta: &SnapshotMetaOf<Quorum>, data: &[u8]) -> io::Result<()> {
+        let mut b = vec![SNAPSHOT_VERSION];
+        b.extend(
+            postcard::to_stdvec(&StoredSnapshot {
+                meta: meta.clone(),
+                data: data.to_vec(),
+            })
+            .map_err(io::Error::other)?,
+        );
+        let tmp = self.path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&b)?;
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Applies one command to the state; returns what changed.
+    fn apply_cmd(&self, cmd: &QCmd) -> Vec<Applied> {
+        let mut out = Vec::new();
+        let mut st = self.state.borrow_mut();
+        for op in &cmd.ops {
+            match op {
+                QOp::Enqueue { msgs } => {
+                    let Ok(msgs) = forward::decode(Bytes::copy_from_slice(msgs)) else {
+                        // Every replica reads the same bytes alike.
+                        log::error!("quorum group {:x}: an unreadable batch; skipped", self.group);
+                        continue;
+                    };
+                    // One run per queue, in order.
+                    let mut run: Option<(QueueId, u64, Vec<Message>)> = None;
+                    for (queue, msg) in msgs {
+                        if self.sink.is_deleted(queue) {
+                            continue;
+                        }
+                        // Indices start at 1, as queue sequences do.
+                        let qs = st.queues.entry(queue).or_insert_with(|| QueueState {
+                            next: 1,
+                            msgs: BTreeMap::new(),
+                        });
+                        let i = qs.next;
+                        qs.next += 1;
+                        qs.msgs.insert(
+                            i,
+                            Held {
+                                msg: msg.clone(),
+                                count: 0,
+                            },
+                        );
+                        match &mut run {
+                            Some((q, _, v)) if *q == queue => v.push(msg),
+                            _ => {
+                                if let Some((queue, first, msgs)) = run.take() {
+                                    out.push(Applied::Enqueued { queue, first, msgs });
+                                }
+                                run = Some((queue, i, vec![msg]));
+                            }
+                        }
+                    }
+                    if let Some((queue, first, msgs)) = run {
+                        out.push(Applied::Enqueued { queue, first, msgs });
+                    }
+                }
+                QOp::Settle { queue, idx } => {
+                    let queue = QueueId(*queue);
+                    if let Some(qs) = st.queues.get_mut(&queue) {
+                        for i in idx {
+                            qs.msgs.remove(i);
+                        }
+                    }
+                    out.push(Applied::Settled {
+                        queue,
+                        idx: idx.clone(),
+                    });
+                }
+                QOp::Return { queue, idx } => {
+                    let queue = QueueId(*queue);
+                    let mut back = Vec::new();
+                    if let Some(qs) = st.queues.get_mut(&queue) {
+                        for i in idx {
+                            if let Some(h) = qs.msgs.get_mut(i) {
+                                h.count = h.count.saturating_add(1);
+                                back.push((*i, h.count));
+                            }
+                        }
+                    }
+                    out.push(Applied::Returned { queue, idx: back });
+                }
+            }
+        }
+        out
+    }
+
+    /// Drops a deleted queue's state.
+    pub fn forget(&self, queue: QueueId) {
+        self.state.borrow_mut().queues.remove(&queue);
+    }
+}
+
+impl RaftSnapshotBuilder<Quorum> for QuorumSm {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<Quorum, Vec<u8>>, io::Error> {
+        let data = self.image();
+        let meta = {
+            let m = self.meta.borrow();
+            SnapshotMetaOf::<Quorum> {
+                last_log_id: m.applied,
+                last_membership: m.membership.clone(),
+            }
+        };
+        self.save(&meta, &data)?;
+        self.meta.borrow_mut().snapshot = Some((meta.clone(), data.clone()));
+        Ok(openraft::Snapshot { meta, snapshot: data })
+    }
+}
+
+impl RaftStateMachine<Quorum> for QuorumSm {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = QuorumSm;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<Quorum>>, StoredMembershipOf<Quorum>), io::Error> {
+        let m = self.meta.borrow();
+        Ok((m.applied, m.membership.clone()))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
+    where
+        S: Stream<Item = Result<EntryResponder<Quorum>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id();
+            match &entry.payload {
+                EntryPayload::Blank => {
+                    self.meta.borrow_mut().applied = Some(log_id);
+                    let leader = log_id.committed_leader_id();
+                    if *leader.node_id() == self.me {
+                        self.sink.lead(self.group, leader.term());
+                    }
+                }
+                EntryPayload::Normal(cmd) => {
+                    let what = self.apply_cmd(cmd);
+                    self.meta.borrow_mut().applied = Some(log_id);
+                    for w in what {
+                        self.sink.applied(self.group, w);
+                    }
+                }
+                EntryPayload::Membership(m) => {
+                    let mut meta = self.meta.borrow_mut();
+                    meta.membership = openraft::StoredMembership::new(Some(log_id), m.clone());
+                    meta.applied = Some(log_id);
+                }
+            }
+            if let Some(r) = responder {
+                r.send(QReply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> QuorumSm {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<Quorum>,
+        data: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        self.load(&data)?;
+        self.save(meta, &data)?;
+        let mut m = self.meta.borrow_mut();
+        m.applied = meta.last_log_id;
+        m.membership = meta.last_membership.clone();
+        m.snapshot = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<Quorum, Vec<u8>>>, io::Error> {
+        Ok(self
+            .meta
+            .borrow()
+            .snapshot
+            .clone()
+            .map(|(meta, snapshot)| openraft::Snapshot { meta, snapshot }))
+    }
+}
+
+/// Openraft settings for quorum groups: elections in about a second, a
+/// snapshot (the queues' unsettled messages) every 20,000 entries, after
+/// which the log before it goes.
+pub fn raft_config() -> std::sync::Arc<openraft::Config> {
+    let c = openraft::Config {
+        cluster_name: "warren-quorum".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 750,
+        election_timeout_max: 1500,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    };
+    std::sync::Arc::new(c.validate().expect("valid Raft settings"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_depend_on_replicas_and_order_and_never_collide_with_metadata() {
+        let a = group_of(&[1, 2, 3]);
+        assert_eq!(a, group_of(&[1, 2, 3]));
+        assert_ne!(a, group_of(&[2, 1, 3]));
+        assert_ne!(a, 0);
+        assert_ne!(group_of(&[]), 0);
+    }
+
+    #[test]
+    fn commands_round_trip() {
+        let mut msgs = Vec::new();
+        forward::encode(
+            &mut msgs,
+            QueueId(3),
+            &Message::assemble(b"", b"q", &[0, 0], b"hi"),
+        );
+        let c = QCmd {
+            ops: vec![
+                QOp::Enqueue { msgs },
+                QOp::Settle {
+                    queue: 3,
+                    idx: vec![0, 1],
+                },
+                QOp::Return {
+                    queue: 3,
+                    idx: vec![2],
+                },
+            ],
+        };
+        let b = postcard::to_stdvec(&c).unwrap();
+        assert_eq!(postcard::from_bytes::<QCmd>(&b).unwrap(), c);
+    }
+}

@@ -1,0 +1,234 @@
+//! The owner's side of quorum queues. A quorum queue's contents change
+//! only when its Raft group applies an entry: a publish waits in `pending`
+//! until the end of the step, then goes to the group as a proposal (and is
+//! confirmed once committed); acks, drops and returns likewise. On the
+//! node that leads the group, the engine mirrors the replicated state and
+//! delivers; elsewhere it stays empty. Sequences are the group's message
+//! indices, so a delivery names the same message on every replica.
+
+use super::effects::{Effects, QuorumProposal};
+use super::service::{Owner, dead_letter};
+use super::slot::QueueSlot;
+use crate::broker::deadletter::with_delivery_count;
+use crate::broker::request::Settle;
+use crate::broker::topology::Topology;
+use crate::ids::QueueId;
+use crate::message::Message;
+use crate::queue::{DeadReason, Queue};
+use crate::session::Event;
+
+impl Owner {
+    /// The end-of-step proposal of one quorum queue: its pending
+    /// publishes, settles and returns.
+    pub(super) fn propose_quorum(slot: &mut QueueSlot, fx: &mut impl Effects) {
+        let Some(qs) = &mut slot.quorum else { return };
+        if slot.pending.is_empty() && qs.settles.is_empty() && qs.returns.is_empty() {
+            return;
+        }
+        let mut p = QuorumProposal {
+            group: qs.group,
+            queue: slot.q.id,
+            settles: std::mem::take(&mut qs.settles),
+            returns: std::mem::take(&mut qs.returns),
+            enqueue: Vec::with_capacity(slot.pending.len()),
+            confirms: Vec::new(),
+        };
+        slot.pending_bytes = 0;
+        for (msg, confirm) in slot.pending.drain(..) {
+            p.enqueue.push(msg);
+            p.confirms.extend(confirm);
+        }
+        fx.propose_quorum(p);
+    }
+
+    /// A settlement of a quorum queue's delivery: an ack or a drop is
+    /// proposed as a settle; a requeue as a return (the message stays out
+    /// of the engine until the return is committed and its delivery count
+    /// grown), unless it reaches `x-delivery-limit`: then it is
+    /// dead-lettered (reason `delivery_limit`) and settled.
+    pub(super) fn settle_quorum(
+        &mut self,
+        topo: &Topology,
+        fx: &mut impl Effects,
+        queue: QueueId,
+        seq: u64,
+        how: Settle,
+        now: u64,
+    ) {
+        let (dirty, store_dirty, slot) = self.parts(queue);
+        let Some(mut e) = slot.q.take_delivery(seq) else {
+            return;
+        };
+        let qs = slot.quorum.as_mut().expect("a quorum queue");
+        match how {
+            Settle::Ack => qs.settles.push(seq),
+            Settle::Reject { requeue: false } => {
+                qs.settles.push(seq);
+                dead_letter(slot, &e.msg, DeadReason::Rejected, topo, fx, now);
+            }
+            Settle::Reject { requeue: true } | Settle::Requeue => {
+                let count = qs.counts.get(&seq).copied().unwrap_or(0) as i64 + 1;
+                if qs.delivery_limit.is_some_and(|l| count > l) {
+                    qs.settles.push(seq);
+                    qs.counts.remove(&seq);
+                    dead_letter(slot, &e.msg, DeadReason::DeliveryLimit, topo, fx, now);
+                } else {
+                    e.redelivered = true;
+                    qs.returns.push(seq);
+                    qs.returning.insert(seq, e);
+                }
+            }
+        }
+        Self::mark_store_dirty(store_dirty, slot);
+        Self::mark_dirty(dirty, slot);
+    }
+
+    /// Messages a quorum queue's group committed, at sequences `first..`.
+    pub fn quorum_enqueued(
+        &mut self,
+        topo: &Topology,
+        fx: &mut impl Effects,
+        queue: QueueId,
+        first: u64,
+        msgs: Vec<Message>,
+        now: u64,
+    ) {
+        let Some(slot) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        if !slot.quorum.as_ref().is_some_and(|q| q.active) {
+            return;
+        }
+        for (i, msg) in msgs.into_iter().enumerate() {
+            if !slot.may_expire && msg.ttl().is_some() {
+                slot.may_expire = true;
+                self.sweep_kick = true;
+            }
+            let expires_at = slot.q.expiry_for(msg.ttl(), now);
+            slot.q.publish_seq(first + i as u64, msg, false, expires_at);
+        }
+        if slot.q.config().overflow_drops_head() && slot.q.is_over_limit() {
+            let (_, store_dirty, slot) = self.parts(queue);
+            Self::with_sink(store_dirty, slot, topo, fx, now, |q, sink| {
+                q.dispatch(now, sink);
+                q.trim(sink)
+            });
+        }
+        let (dirty, _, slot) = self.parts(queue);
+        Self::mark_dirty(dirty, slot);
+    }
+
+    /// Returns a quorum queue's group committed: (sequence, delivery
+    /// count now). The leader puts the messages back, with their count.
+    pub fn quorum_returned(&mut self, queue: QueueId, idx: Vec<(u64, u32)>) {
+        let Some(slot) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        let Some(qs) = slot.quorum.as_mut() else { return };
+        for (seq, count) in idx {
+            qs.counts.insert(seq, count);
+            if let Some(mut e) = qs.returning.remove(&seq) {
+                e.msg = with_delivery_count(&e.msg, count);
+                slot.q.put_back(e);
+            }
+        }
+        Self::mark_dirty(&mut self.dirty, slot);
+    }
+
+    /// Settles a quorum queue's group committed.
+    pub fn quorum_settled(&mut self, queue: QueueId, idx: &[u64]) {
+        if let Some(qs) = self.queues.get_mut(&queue).and_then(|s| s.quorum.as_mut()) {
+            for i in idx {
+                qs.counts.remove(i);
+            }
+        }
+    }
+
+    /// This node now leads the queue's group: its engine is rebuilt from
+    /// the replicated state (every message may have been delivered by the
+    /// previous leader: all are marked redelivered).
+    pub fn quorum_activate(
+        &mut self,
+        topo: &Topology,
+        queue: QueueId,
+        msgs: impl Iterator<Item = (u64, Message, u32)>,
+        now: u64,
+    ) {
+        let window = self.cfg.consumer_window;
+        let Some(slot) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        let Some(def) = topo.queue(queue) else { return };
+        let (cfg, extras) = crate::broker::args::queue_settings(
+            &def.args,
+            topo.policy_for(def.vhost, def.name.as_bytes(), true),
+        );
+        slot.q = Queue::with_config(queue, window, cfg);
+        slot.extras = extras;
+        let mut counts = std::collections::HashMap::new();
+        for (seq, msg, count) in msgs {
+            let msg = if count > 0 {
+                counts.insert(seq, count);
+                with_delivery_count(&msg, count)
+            } else {
+                msg
+            };
+            slot.may_expire |= msg.ttl().is_some();
+            let expires_at = slot.q.expiry_for(msg.ttl(), now);
+            slot.q.publish_seq(seq, msg, true, expires_at);
+        }
+        let qs = slot.quorum.as_mut().expect("a quorum queue");
+        qs.counts = counts;
+        qs.returning.clear();
+        qs.settles.clear();
+        qs.returns.clear();
+        qs.active = true;
+        log::info!("quorum queue '{}': this node leads it now", slot.name);
+        Self::mark_dirty(&mut self.dirty, slot);
+    }
+
+    /// This node no longer leads the queue's group: its consumers are
+    /// cancelled (they consume again from the new leader) and the engine
+    /// emptied. What was delivered and not settled is redelivered by the
+    /// new leader.
+    pub fn quorum_deactivate(&mut self, fx: &mut impl Effects, queue: QueueId) {
+        let window = self.cfg.consumer_window;
+        let Some(slot) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        if !slot.quorum.as_ref().is_some_and(|q| q.active) {
+            return;
+        }
+        for c in slot.q.consumer_refs() {
+            fx.to_conn(c.ch.conn, Event::ConsumerCancelled { consumer: c });
+        }
+        for conn in std::mem::take(&mut slot.throttled) {
+            fx.to_conn(conn, Event::Throttle { queue, on: false });
+        }
+        let cfg = slot.q.config().clone();
+        slot.q = Queue::with_config(queue, window, cfg);
+        let qs = slot.quorum.as_mut().expect("a quorum queue");
+        qs.active = false;
+        qs.returning.clear();
+        qs.settles.clear();
+        qs.returns.clear();
+        log::info!("quorum queue '{}': this node no longer leads it", slot.name);
+    }
+
+    /// A quorum queue's delivery count, for `basic.get` (which shows it
+    /// even at 0, as RabbitMQ does).
+    pub(super) fn quorum_count(slot: &QueueSlot, seq: u64) -> Option<u32> {
+        slot.quorum
+            .as_ref()
+            .map(|q| q.counts.get(&seq).copied().unwrap_or(0))
+    }
+
+    /// The quorum queues of a group held here.
+    pub fn quorum_queues(&self, group: u32) -> Vec<QueueId> {
+        self.queues
+            .values()
+            .filter(|s| s.quorum.as_ref().is_some_and(|q| q.group == group))
+            .map(|s| s.q.id)
+            .collect()
+    }
+}

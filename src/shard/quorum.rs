@@ -1,0 +1,448 @@
+//! Shard 0's side of quorum queues: the node's quorum groups (opened as
+//! their queues are declared), the proposals of the owner's quorum queues
+//! (one log entry per group per step; publishes confirmed once committed),
+//! committed entries handed back to the owner, and leadership: the node
+//! whose own first entry of a term is applied takes over its queues'
+//! engines and records itself as their leader in the metadata; a node
+//! that stops leading empties them.
+
+use super::state::{Shard, now_ms};
+use crate::cluster::forward;
+use crate::cluster::log_store::LogStore;
+use crate::cluster::net::raft::ClusterNetwork;
+use crate::cluster::net::{CallError, service_fn};
+use crate::cluster::quorum::{
+    Applied, KIND_QUORUM_PROPOSE, QCmd, QOp, Quorum, QuorumRaft, QuorumSink, QuorumSm, raft_config,
+};
+use crate::ids::{ChannelRef, QueueId};
+use crate::owner::{ControlMsg, Effects, QuorumProposal};
+use crate::session::Event;
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+/// How long a proposal may wait for its group to commit it.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A leader that has not heard from a majority for this long takes no
+/// new entries (as the metadata group).
+const QUORUM_STALE_MS: u64 = 600;
+
+/// One group on this node.
+struct Group {
+    raft: QuorumRaft,
+    sm: QuorumSm,
+    /// This node leads it and its queues' engines serve.
+    leading: Cell<bool>,
+}
+
+/// This node's quorum groups.
+#[derive(Default)]
+pub struct Groups {
+    groups: RefCell<HashMap<u32, Rc<Group>>>,
+    opening: RefCell<HashSet<u32>>,
+}
+
+impl Groups {
+    /// Stops every group (the node is stopping).
+    pub async fn shutdown(&self, rpc: &crate::cluster::net::raft::RaftService) {
+        let all: Vec<(u32, Rc<Group>)> = self.groups.borrow_mut().drain().collect();
+        for (id, g) in all {
+            rpc.remove_group(id);
+            let _ = g.raft.shutdown().await;
+        }
+    }
+}
+
+struct Sink {
+    shard: Weak<Shard>,
+}
+
+impl QuorumSink for Sink {
+    fn applied(&self, _group: u32, what: Applied) {
+        let Some(shard) = self.shard.upgrade() else { return };
+        let now = now_ms();
+        {
+            let mut hub = shard.hub.borrow_mut();
+            let hub = &mut *hub;
+            match what {
+                Applied::Enqueued { queue, first, msgs } => {
+                    hub.owner
+                        .quorum_enqueued(&hub.topo, &mut hub.out, queue, first, msgs, now)
+                }
+                Applied::Settled { queue, idx } => hub.owner.quorum_settled(queue, &idx),
+                Applied::Returned { queue, idx } => hub.owner.quorum_returned(queue, idx),
+            }
+        }
+        shard.after_step(now);
+    }
+
+    fn lead(&self, group: u32, term: u64) {
+        let Some(shard) = self.shard.upgrade() else { return };
+        let Some(g) = groups(&shard).and_then(|gs| gs.groups.borrow().get(&group).cloned()) else {
+            return;
+        };
+        let m = g.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader || m.current_term != term {
+            return;
+        }
+        g.leading.set(true);
+        activate(&shard, &g, group, None);
+    }
+
+    fn is_deleted(&self, queue: QueueId) -> bool {
+        let Some(shard) = self.shard.upgrade() else {
+            return false;
+        };
+        let hub = shard.hub.borrow();
+        let next = hub.control.as_ref().map_or(u64::MAX, |c| c.next_ids()[0]);
+        hub.topo.queue(queue).is_none() && queue.0 < next
+    }
+}
+
+fn groups(shard: &Shard) -> Option<Rc<Groups>> {
+    shard.cluster.borrow().as_ref().map(|g| g.quorum.clone())
+}
+
+/// Makes this node's engines serve the group's queues (all of them, or
+/// `only`), and records it as their leader in the metadata.
+fn activate(shard: &Rc<Shard>, g: &Group, group: u32, only: Option<QueueId>) {
+    let now = now_ms();
+    let me = shard.hub.borrow().owner.node();
+    let mut led = Vec::new();
+    {
+        let mut hub = shard.hub.borrow_mut();
+        let hub = &mut *hub;
+        let state = g.sm.state.borrow();
+        for q in hub.owner.quorum_queues(group) {
+            if only.is_some_and(|o| o != q) {
+                continue;
+            }
+            // Consumers that reached the engine while it did not serve
+            // consume again (they were routed by stale metadata).
+            if let Some(slot) = hub.owner.queue(q) {
+                for c in slot.q.consumer_refs() {
+                    hub.out
+                        .to_conn(c.ch.conn, Event::ConsumerCancelled { consumer: c });
+                }
+            }
+            let msgs = state
+                .queues
+                .get(&q)
+                .map(|qs| {
+                    qs.msgs
+                        .iter()
+                        .map(|(i, h)| (*i, h.msg.clone(), h.count))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            hub.owner.quorum_activate(&hub.topo, q, msgs.into_iter(), now);
+            led.push(q);
+        }
+        if !led.is_empty() {
+            hub.submit_control(ControlMsg::QueueLeader {
+                queues: led,
+                node: me,
+            });
+        }
+    }
+    shard.after_step(now);
+}
+
+/// Opens the groups this node must run (their queues were declared).
+pub fn open(shard: &Rc<Shard>, reqs: Vec<(u32, Vec<u64>)>) {
+    // Before the cluster side is up (the metadata log replays at start),
+    // the groups are opened once it is.
+    let Some(gs) = groups(shard) else { return };
+    for (group, replicas) in reqs {
+        if let Some(g) = gs.groups.borrow().get(&group).cloned() {
+            // A new queue of a group this node already leads.
+            if g.leading.get() {
+                let shard = shard.clone();
+                glommio::spawn_local(async move { activate(&shard, &g, group, None) }).detach();
+            }
+            continue;
+        }
+        if !gs.opening.borrow_mut().insert(group) {
+            continue;
+        }
+        let shard = shard.clone();
+        let gs = gs.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = open_group(&shard, &gs, group, replicas).await {
+                log::error!("cannot open quorum group {group:x}: {e}");
+            }
+            gs.opening.borrow_mut().remove(&group);
+        })
+        .detach();
+    }
+}
+
+async fn open_group(
+    shard: &Rc<Shard>,
+    gs: &Rc<Groups>,
+    group: u32,
+    replicas: Vec<u64>,
+) -> Result<(), String> {
+    let Some(node) = shard.cluster.borrow().as_ref().map(|g| g.node.clone()) else {
+        return Err("no cluster port".into());
+    };
+    let dir = shard.cfg.data_dir.join("quorum").join(format!("{group:08x}"));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let log = LogStore::<Quorum>::open(&dir.join("log")).map_err(|e| e.to_string())?;
+    let sink = Rc::new(Sink {
+        shard: Rc::downgrade(shard),
+    });
+    let sm = QuorumSm::open(group, node.id, dir, sink).map_err(|e| e.to_string())?;
+    let net = ClusterNetwork::<Quorum>::new(node.transport(), group, node.id);
+    let raft = QuorumRaft::new(node.id, raft_config(), net, log, sm.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    node.rpc().add_group(group, raft.clone());
+    let g = Rc::new(Group {
+        raft: raft.clone(),
+        sm,
+        leading: Cell::new(false),
+    });
+    gs.groups.borrow_mut().insert(group, g.clone());
+    glommio::spawn_local(watch_leadership(Rc::downgrade(shard), group, g.clone())).detach();
+    if replicas.first() == Some(&node.id) && !raft.is_initialized().await.map_err(|e| e.to_string())? {
+        let mut members = BTreeMap::new();
+        for r in &replicas {
+            match node.info_of(*r) {
+                Some(info) => {
+                    members.insert(*r, info);
+                }
+                None => log::warn!("quorum group {group:x}: replica {r:x} is not a cluster member"),
+            }
+        }
+        raft.initialize(members).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Empties the group's engines here when this node stops leading it.
+async fn watch_leadership(shard: Weak<Shard>, group: u32, g: Rc<Group>) {
+    let mut rx = g.raft.metrics();
+    while rx.changed().await.is_ok() {
+        let leader = rx.borrow_watched().state == ServerState::Leader;
+        if leader || !g.leading.get() {
+            continue;
+        }
+        g.leading.set(false);
+        let Some(shard) = shard.upgrade() else { return };
+        let now = now_ms();
+        {
+            let mut hub = shard.hub.borrow_mut();
+            let hub = &mut *hub;
+            for q in hub.owner.quorum_queues(group) {
+                hub.owner.quorum_deactivate(&mut hub.out, q);
+            }
+        }
+        shard.after_step(now);
+    }
+}
+
+/// Drops deleted queues' replicated state.
+pub fn forget(shard: &Rc<Shard>, gone: Vec<(u32, QueueId)>) {
+    let Some(gs) = groups(shard) else { return };
+    for (group, q) in gone {
+        if let Some(g) = gs.groups.borrow().get(&group) {
+            g.sm.forget(q);
+        }
+    }
+}
+
+/// Sends the owner's quorum proposals: one entry per group.
+pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
+    let mut by_group: HashMap<u32, (QCmd, Vec<(ChannelRef, u64)>)> = HashMap::new();
+    for p in proposals {
+        let (cmd, confirms) = by_group.entry(p.group).or_default();
+        if !p.enqueue.is_empty() {
+            let mut msgs = Vec::new();
+            for m in &p.enqueue {
+                forward::encode(&mut msgs, p.queue, m);
+            }
+            cmd.ops.push(QOp::Enqueue { msgs });
+        }
+        if !p.settles.is_empty() {
+            cmd.ops.push(QOp::Settle {
+                queue: p.queue.0,
+                idx: p.settles,
+            });
+        }
+        if !p.returns.is_empty() {
+            cmd.ops.push(QOp::Return {
+                queue: p.queue.0,
+                idx: p.returns,
+            });
+        }
+        confirms.extend(p.confirms);
+    }
+    for (group, (cmd, confirms)) in by_group {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let r = write(&shard, group, cmd).await;
+            if let Err(e) = &r {
+                log::warn!("quorum group {group:x}: {e}");
+            }
+            let ok = r.is_ok();
+            let now = now_ms();
+            {
+                let mut hub = shard.hub.borrow_mut();
+                for (ch, seq) in confirms {
+                    hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
+                }
+            }
+            shard.after_step(now);
+        })
+        .detach();
+    }
+}
+
+/// Appends `cmd` to the group's log through its leader and waits until it
+/// is committed.
+async fn write(shard: &Rc<Shard>, group: u32, cmd: QCmd) -> Result<(), String> {
+    let deadline = Instant::now() + COMMIT_TIMEOUT;
+    let Some(node) = shard.cluster.borrow().as_ref().map(|g| g.node.clone()) else {
+        return Err("no cluster port".into());
+    };
+    let mut body = group.to_le_bytes().to_vec();
+    body = postcard::to_extend(&cmd, body).map_err(|e| e.to_string())?;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("timed out waiting for a majority of the queue's replicas".into());
+        }
+        let g = groups(shard).and_then(|gs| gs.groups.borrow().get(&group).cloned());
+        let Some(g) = g else {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (leader, addr) = {
+            let m = g.raft.metrics().borrow_watched().clone();
+            let addr = m.current_leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            });
+            (m.current_leader, addr)
+        };
+        match (leader, addr) {
+            (Some(l), _) if l == node.id => return write_here(&g, cmd, left).await,
+            (Some(_), Some(addr)) => match node.call(&addr, KIND_QUORUM_PROPOSE, body.clone(), left).await {
+                Ok(_) => return Ok(()),
+                Err(CallError::Remote(e)) if e.starts_with("not leader") => {}
+                Err(CallError::Remote(e)) => return Err(e),
+                Err(e) => log::debug!("quorum proposal to {addr}: {e}"),
+            },
+            _ => {}
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Appends on this node, its leader.
+async fn write_here(g: &Group, cmd: QCmd, left: Duration) -> Result<(), String> {
+    {
+        let m = g.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return Err("not leader".into());
+        }
+        if m.last_quorum_acked
+            .as_ref()
+            .is_none_or(|at| at.elapsed() > Duration::from_millis(QUORUM_STALE_MS))
+            && m.membership_config.membership().voter_ids().count() > 1
+        {
+            return Err("not leader: no majority of the queue's replicas answers".into());
+        }
+    }
+    match glommio::timer::timeout(left, async { Ok(g.raft.client_write(cmd).await) }).await {
+        Err(_) => Err("timed out waiting for a majority of the queue's replicas".into()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.forward_to_leader().is_some() => Err("not leader".into()),
+        Ok(Err(e)) => Err(format!("the queue's log refused the change: {e}")),
+    }
+}
+
+/// Serves proposals other nodes send to this node's groups.
+pub fn serve(shard: &Rc<Shard>, node: &crate::cluster::node::Node) {
+    let weak = Rc::downgrade(shard);
+    node.register(
+        KIND_QUORUM_PROPOSE,
+        service_fn(move |_from: &str, _kind: u8, body: Vec<u8>| {
+            let shard = weak.upgrade();
+            async move {
+                let Some(shard) = shard else {
+                    return Err("the node is stopping".to_string());
+                };
+                if body.len() < 4 {
+                    return Err("short proposal".to_string());
+                }
+                let group = u32::from_le_bytes(body[..4].try_into().expect("4 bytes"));
+                let cmd: QCmd = postcard::from_bytes(&body[4..]).map_err(|e| format!("bad proposal: {e}"))?;
+                let g = groups(&shard).and_then(|gs| gs.groups.borrow().get(&group).cloned());
+                let Some(g) = g else {
+                    return Err("not leader: no such group here".to_string());
+                };
+                write_here(&g, cmd, COMMIT_TIMEOUT).await.map(|()| Vec::new())
+            }
+        }),
+    );
+}
+
+/// A quorum queue's leader and members by name, as this node sees them.
+pub fn describe(shard: &Shard, group: u32, replicas: &[u64]) -> crate::admin::QuorumInfo {
+    let node = shard.cluster.borrow().as_ref().map(|g| g.node.clone());
+    let name = |id: u64| {
+        node.as_ref()
+            .and_then(|n| n.info_of(id))
+            .map_or_else(|| format!("{id:x}"), |i| i.name)
+    };
+    let g = groups(shard).and_then(|gs| gs.groups.borrow().get(&group).cloned());
+    let (leader, online) = match &g {
+        Some(g) => {
+            let m = g.raft.metrics().borrow_watched().clone();
+            let me = m.id;
+            // Members whose replication the leader tracks as recent, or
+            // just this one when it does not lead.
+            let online: Vec<u64> = match &m.heartbeat {
+                Some(hb) => replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| {
+                        *r == me
+                            || hb.get(r).is_some_and(|t| {
+                                t.as_ref().is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+                            })
+                    })
+                    .collect(),
+                None => vec![me],
+            };
+            (m.current_leader, online)
+        }
+        None => (None, Vec::new()),
+    };
+    crate::admin::QuorumInfo {
+        leader: leader.map(name),
+        members: replicas.iter().map(|r| name(*r)).collect(),
+        online: online.into_iter().map(name).collect(),
+    }
+}
+
+/// The messages a queue's replicated state holds here, and their bytes.
+pub fn held(shard: &Shard, group: u32, queue: QueueId) -> (u64, u64) {
+    let Some(g) = groups(shard).and_then(|gs| gs.groups.borrow().get(&group).cloned()) else {
+        return (0, 0);
+    };
+    let st = g.sm.state.borrow();
+    st.queues.get(&queue).map_or((0, 0), |q| {
+        (
+            q.msgs.len() as u64,
+            q.msgs.values().map(|h| h.msg.body_len() as u64).sum(),
+        )
+    })
+}

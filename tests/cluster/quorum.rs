@@ -1,0 +1,221 @@
+//! Quorum queues on in-process clusters: replicated on three nodes, any
+//! node publishes and consumes, a stopped leader's queue goes on from a
+//! follower with every confirmed message, delivery counts and limits.
+
+use super::nodes::{TestNode, cluster, connect, rt};
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+
+pub(super) fn quorum_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    for (k, v) in extra {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+async fn declare_quorum(uri: &str, name: &str, extra: &[(&str, AMQPValue)]) {
+    let conn = connect(uri).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        quorum_args(extra),
+    )
+    .await
+    .expect("declares a quorum queue");
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// Publishes `{tag}-{i}` for `i` in `range` to the default exchange with
+/// confirms, each retried until confirmed (a leader change nacks some or
+/// breaks the connection); returns the bodies confirmed.
+async fn publish_until_confirmed(
+    uri: &str,
+    queue: &str,
+    tag: &str,
+    range: std::ops::Range<usize>,
+) -> Vec<String> {
+    let mut confirmed = Vec::new();
+    let mut i = range.start;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    'outer: while i < range.end {
+        assert!(std::time::Instant::now() < deadline, "publishing took too long");
+        let Ok(conn) = lapin::Connection::connect(uri, lapin::ConnectionProperties::default()).await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        while i < range.end {
+            let end = (i + 50).min(range.end);
+            let mut pending = Vec::new();
+            for k in i..end {
+                let body = format!("{tag}-{k}");
+                match ch
+                    .basic_publish(
+                        "".into(),
+                        queue.into(),
+                        BasicPublishOptions::default(),
+                        body.as_bytes(),
+                        lapin::BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await
+                {
+                    Ok(p) => pending.push((body, p)),
+                    Err(_) => continue 'outer,
+                }
+            }
+            let mut all = true;
+            for (body, p) in pending {
+                match p.await {
+                    Ok(c) if c.is_ack() => confirmed.push(body),
+                    _ => all = false,
+                }
+            }
+            if !all {
+                // Publish the batch again (duplicates are allowed; losses
+                // are not).
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            i = end;
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    }
+    confirmed
+}
+
+/// Takes messages with basic.get (acked) until `want` distinct bodies
+/// were seen or the deadline; returns every body got, duplicates too.
+async fn get_until(uri: &str, queue: &str, want: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seen.len() < want && std::time::Instant::now() < deadline {
+        let Ok(conn) = lapin::Connection::connect(uri, lapin::ConnectionProperties::default()).await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let ch = conn.create_channel().await.unwrap();
+        loop {
+            match ch
+                .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+                .await
+            {
+                Ok(Some(m)) => {
+                    let body = String::from_utf8(m.delivery.data.clone()).unwrap();
+                    let _ = m.delivery.ack(BasicAckOptions::default()).await;
+                    seen.insert(body.clone());
+                    got.push(body);
+                }
+                Ok(None) => {
+                    if std::env::var_os("WARREN_TEST_LOG").is_some() {
+                        eprintln!("get_until: {} of {want}", seen.len());
+                    }
+                    if seen.len() >= want {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    if std::time::Instant::now() > deadline {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("get_until: {e}");
+                    break;
+                }
+            }
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    }
+    got
+}
+
+pub(super) fn leader_of(n: &TestNode, queue: &str) -> Option<String> {
+    let snap = n.h().admin().snapshot().ok()?;
+    let q = snap.queues.into_iter().find(|q| q.name == queue)?;
+    q.quorum?.leader
+}
+
+#[test]
+fn a_quorum_queue_survives_its_leader_and_keeps_every_confirmed_message() {
+    debug_logs();
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3);
+    rt().block_on(async {
+        declare_quorum(&nodes[0].uri(), "qq", &[]).await;
+        // Published on node 2, taken on node 3.
+        let first = publish_until_confirmed(&nodes[1].uri(), "qq", "a", 0..200).await;
+        assert_eq!(first.len(), 200);
+        let got = get_until(&nodes[2].uri(), "qq", 200).await;
+        let expect: Vec<String> = (0..200).map(|i| format!("a-{i}")).collect();
+        assert_eq!(got, expect, "in order, each once");
+        // 100 more, then the leader (node 1, which declared it) stops.
+        let second = publish_until_confirmed(&nodes[1].uri(), "qq", "b", 0..100).await;
+        assert_eq!(second.len(), 100);
+    });
+    let snap = nodes[0].h().admin().snapshot().unwrap();
+    let q = snap.queues.iter().find(|q| q.name == "qq").unwrap();
+    assert_eq!(q.quorum.as_ref().unwrap().members.len(), 3, "{:?}", q.quorum);
+    nodes[0].stop();
+    rt().block_on(async {
+        // A follower takes over: what was confirmed is there, and more
+        // can be published.
+        let third = publish_until_confirmed(&nodes[1].uri(), "qq", "c", 0..100).await;
+        assert_eq!(third.len(), 100);
+        let got = get_until(&nodes[2].uri(), "qq", 200).await;
+        let seen: std::collections::HashSet<&String> = got.iter().collect();
+        for i in 0..100 {
+            assert!(
+                seen.contains(&format!("b-{i}")),
+                "b-{i} was confirmed and is lost"
+            );
+            assert!(
+                seen.contains(&format!("c-{i}")),
+                "c-{i} was confirmed and is lost"
+            );
+        }
+        for b in &got {
+            assert!(
+                b.starts_with("b-") || b.starts_with("c-"),
+                "{b} was never published or taken twice"
+            );
+        }
+    });
+    let leader = leader_of(&nodes[1], "qq").expect("a leader");
+    assert_ne!(leader, nodes[0].name);
+    // The old leader comes back as a follower and catches up.
+    nodes[0].restart();
+    nodes[0].wait_running();
+    rt().block_on(async {
+        let n = publish_until_confirmed(&nodes[0].uri(), "qq", "d", 0..50).await;
+        assert_eq!(n.len(), 50);
+        let got = get_until(&nodes[0].uri(), "qq", 50).await;
+        assert!(got.iter().filter(|b| b.starts_with("d-")).count() >= 50);
+    });
+}
+
+struct Stderr;
+impl log::Log for Stderr {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Info && m.target().starts_with("warren")
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!("[{}] {}", r.level(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// `WARREN_TEST_LOG=1`: the nodes' logs on stderr (with `--nocapture`).
+pub(super) fn debug_logs() {
+    if std::env::var_os("WARREN_TEST_LOG").is_some() && log::set_logger(&Stderr).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
