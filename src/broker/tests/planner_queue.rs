@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::protocol::reply::{
-    ACCESS_REFUSED, INTERNAL_ERROR, NOT_FOUND, PRECONDITION_FAILED, RESOURCE_LOCKED,
+    ACCESS_REFUSED, INTERNAL_ERROR, NOT_FOUND, NOT_IMPLEMENTED, PRECONDITION_FAILED, RESOURCE_LOCKED,
 };
 use ExchangeKind::{Direct, Fanout, Headers, Topic};
 
@@ -389,9 +389,7 @@ fn valid_arguments_of_a_new_queue_are_accepted() {
 }
 
 #[test]
-fn quorum_queues_are_refused_with_warrens_text() {
-    // RabbitMQ would declare a durable quorum queue; warren has none and
-    // says so (a deliberate difference).
+fn a_quorum_queue_needs_a_cluster_port() {
     let mut w = World::new();
     assert_amqp_err(
         w.plan(
@@ -400,8 +398,139 @@ fn quorum_queues_are_refused_with_warrens_text() {
                 .args(table(&[("x-queue-type", ls("quorum"))])),
         ),
         PRECONDITION_FAILED,
-        "PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue 'q' in vhost '/': only 'classic' queues are supported by warren",
+        "PRECONDITION_FAILED - cannot declare quorum queue 'q' in vhost '/': this node has no cluster port (see --cluster-port)",
     );
+}
+
+fn quorum_world() -> World {
+    let mut w = World::new();
+    w.cp.quorum_nodes = Some((7, vec![7, 3, 5, 9]));
+    w
+}
+
+#[test]
+fn a_quorum_queue_gets_three_replicas_this_node_first_on_shard_0() {
+    let mut w = quorum_world();
+    let args = table(&[
+        ("x-queue-type", ls("quorum")),
+        ("x-delivery-limit", FieldValue::I32(3)),
+    ]);
+    let plan = w.plan(QDecl::new("q").durable().args(args.clone())).unwrap();
+    let d = declared(&plan);
+    assert_eq!(d.args, args);
+    assert_eq!(d.owner, 0);
+    assert_eq!(d.replicas.len(), 3);
+    assert_eq!(d.replicas[0], 7);
+    let mut others = d.replicas[1..].to_vec();
+    others.sort_unstable();
+    others.dedup();
+    assert_eq!(others.len(), 2);
+    assert!(others.iter().all(|r| [3, 5, 9].contains(r)));
+    // An initial group size caps the replicas (beyond the cluster: all).
+    let args = table(&[
+        ("x-queue-type", ls("quorum")),
+        ("x-quorum-initial-group-size", FieldValue::I32(9)),
+    ]);
+    let plan = w.plan(QDecl::new("q2").durable().args(args)).unwrap();
+    assert_eq!(declared(&plan).replicas.len(), 4);
+}
+
+/// RabbitMQ 3.10.8's answers (observed with pika).
+#[test]
+fn quorum_queue_declares_refused_as_rabbitmq_does() {
+    let mut w = quorum_world();
+    let qq = |extra: &[(&str, FieldValue)]| {
+        let mut v = vec![("x-queue-type", ls("quorum"))];
+        v.extend(extra.iter().cloned());
+        table(&v)
+    };
+    let cases: Vec<(QDecl, u16, &str)> = vec![
+        (
+            QDecl::new("q").args(qq(&[])),
+            PRECONDITION_FAILED,
+            "PRECONDITION_FAILED - invalid property 'non-durable' for queue 'q' in vhost '/'",
+        ),
+        (
+            QDecl::new("q").durable().exclusive().args(qq(&[])),
+            PRECONDITION_FAILED,
+            "PRECONDITION_FAILED - invalid property 'exclusive-owner' for queue 'q' in vhost '/'",
+        ),
+        (
+            QDecl::new("q").durable().exclusive().auto_delete().args(qq(&[])),
+            PRECONDITION_FAILED,
+            "PRECONDITION_FAILED - invalid property 'auto-delete' for queue 'q' in vhost '/'",
+        ),
+        (
+            QDecl::new("q").args(qq(&[("x-max-priority", FieldValue::I32(5))])),
+            PRECONDITION_FAILED,
+            "PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue 'q' in vhost '/' of queue type rabbit_quorum_queue",
+        ),
+        (
+            QDecl::new("q")
+                .durable()
+                .args(qq(&[("x-queue-mode", ls("lazy"))])),
+            PRECONDITION_FAILED,
+            "PRECONDITION_FAILED - invalid arg 'x-queue-mode' for queue 'q' in vhost '/' of queue type rabbit_quorum_queue",
+        ),
+        (
+            QDecl::new("q")
+                .durable()
+                .args(qq(&[("x-quorum-initial-group-size", FieldValue::I32(0))])),
+            PRECONDITION_FAILED,
+            "PRECONDITION_FAILED - invalid arg 'x-quorum-initial-group-size' for queue 'q' in vhost '/': {value_zero,0}",
+        ),
+        (
+            QDecl::new("q")
+                .durable()
+                .args(qq(&[("x-quorum-initial-group-size", ls("abc"))])),
+            PRECONDITION_FAILED,
+            "PRECONDITION_FAILED - invalid arg 'x-quorum-initial-group-size' for queue 'q' in vhost '/': \"expected integer, got longstr\"",
+        ),
+        (
+            QDecl::generated("").durable().args(qq(&[])),
+            PRECONDITION_FAILED,
+            "PRECONDITION_FAILED - Cannot declare a server-named queue for type rabbit_quorum_queue",
+        ),
+    ];
+    for (decl, code, text) in cases {
+        assert_amqp_err(w.plan(decl), code, text);
+    }
+    // Not checked by RabbitMQ: any x-delivery-limit, unknown arguments,
+    // reject-publish-dlx.
+    for extra in [
+        ("x-delivery-limit", ls("abc")),
+        ("x-delivery-limit", FieldValue::I32(-1)),
+        ("x-foo", FieldValue::I32(1)),
+        ("x-overflow", ls("reject-publish-dlx")),
+    ] {
+        assert!(
+            w.plan(QDecl::new("ok").durable().args(qq(&[extra.clone()])))
+                .is_ok(),
+            "{extra:?}"
+        );
+    }
+}
+
+#[test]
+fn a_conditional_delete_of_a_quorum_queue_closes_the_connection_as_rabbitmq_does() {
+    let mut w = quorum_world();
+    w.run(
+        QDecl::new("q")
+            .durable()
+            .args(table(&[("x-queue-type", ls("quorum"))])),
+    )
+    .unwrap();
+    assert_amqp_err(
+        w.plan(queue_delete("q", true, false)),
+        NOT_IMPLEMENTED,
+        "NOT_IMPLEMENTED - cannot delete queue 'q' in vhost '/'. queue.delete operations with if-unused flag set are not supported by quorum queues",
+    );
+    assert_amqp_err(
+        w.plan(queue_delete("q", false, true)),
+        NOT_IMPLEMENTED,
+        "NOT_IMPLEMENTED - cannot delete queue 'q' in vhost '/'. queue.delete operations with if-empty flag set are not supported by quorum queues",
+    );
+    assert!(w.plan(queue_delete("q", false, false)).is_ok());
 }
 
 /// RabbitMQ 3.10.8's answers for arguments warren words differently or
