@@ -688,7 +688,8 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
     let Some(glue) = shard.cluster.borrow().clone() else {
         return;
     };
-    let mut by_node: Vec<(u64, Vec<remote::OpFor>, Vec<crate::ids::ChannelRef>)> = Vec::new();
+    type Asking = Vec<(crate::ids::ChannelRef, QueueId, crate::protocol::ShortStr)>;
+    let mut by_node: Vec<(u64, Vec<remote::OpFor>, Asking)> = Vec::new();
     for (node, queue, op) in ops {
         let i = match by_node.iter().position(|b| b.0 == node) {
             Some(i) => i,
@@ -699,7 +700,7 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
         };
         let op = match op {
             RemoteOp::Queue { name, ch, op } => {
-                by_node[i].2.push(ch);
+                by_node[i].2.push((ch, queue, name.clone()));
                 remote::Op::of_queue_op(&name, ch, &op)
             }
             RemoteOp::Settle { seq, how } => remote::Op::Settle {
@@ -740,9 +741,16 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
                 let now = now_ms();
                 {
                     let mut hub = shard.hub.borrow_mut();
-                    for ch in asking {
-                        let reply = crate::broker::request::Reply::Error(AmqpError::internal(format!(
-                            "the queue's node cannot be reached: {e}"
+                    // RabbitMQ's answer for a queue whose node is down: a
+                    // channel error, the connection goes on.
+                    let node_name = node.info_of(target).map_or_else(|| format!("{target:x}"), |i| i.name);
+                    for (ch, queue, name) in asking {
+                        let vhost = hub
+                            .topo
+                            .queue(queue)
+                            .map_or_else(|| "/".to_string(), |q| hub.topo.vhost_name(q.vhost).to_string());
+                        let reply = crate::broker::request::Reply::Error(AmqpError::not_found(format!(
+                            "home node '{node_name}' of durable queue '{name}' in vhost '{vhost}' is down or inaccessible"
                         )));
                         hub.send_event(ch.conn, Event::Reply { ch, reply });
                     }

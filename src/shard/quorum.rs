@@ -208,6 +208,7 @@ async fn open_group(
     });
     gs.groups.borrow_mut().insert(group, g.clone());
     glommio::spawn_local(watch_leadership(Rc::downgrade(shard), group, g.clone())).detach();
+    glommio::spawn_local(keep_leader_record(Rc::downgrade(shard), group, Rc::downgrade(&g))).detach();
     if replicas.first() == Some(&node.id) && !raft.is_initialized().await.map_err(|e| e.to_string())? {
         let mut members = BTreeMap::new();
         for r in &replicas {
@@ -242,6 +243,38 @@ async fn watch_leadership(shard: Weak<Shard>, group: u32, g: Rc<Group>) {
             }
         }
         shard.after_step(now);
+    }
+}
+
+/// While this node leads the group, makes sure the metadata says so for
+/// each of its queues (recording it fails while the metadata group has no
+/// majority, or loses a race: it is tried again).
+async fn keep_leader_record(shard: Weak<Shard>, group: u32, g: Weak<Group>) {
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let (Some(shard), Some(g)) = (shard.upgrade(), g.upgrade()) else {
+            return;
+        };
+        if !g.leading.get() {
+            continue;
+        }
+        let me = shard.hub.borrow().owner.node();
+        let stale: Vec<QueueId> = {
+            let hub = shard.hub.borrow();
+            hub.owner
+                .quorum_queues(group)
+                .into_iter()
+                .filter(|q| hub.topo.queue(*q).is_some_and(|d| d.node != 0))
+                .collect()
+        };
+        if !stale.is_empty() {
+            let now = now_ms();
+            shard.hub.borrow_mut().submit_control(ControlMsg::QueueLeader {
+                queues: stale,
+                node: me,
+            });
+            shard.after_step(now);
+        }
     }
 }
 

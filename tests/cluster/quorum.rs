@@ -219,3 +219,225 @@ pub(super) fn debug_logs() {
         log::set_max_level(log::LevelFilter::Info);
     }
 }
+
+fn delivery_count(d: &lapin::message::Delivery) -> Option<i64> {
+    let h = d.properties.headers().as_ref()?;
+    match h.inner().get("x-delivery-count")? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(*n as i64),
+        other => panic!("x-delivery-count as {other:?}"),
+    }
+}
+
+#[test]
+fn returns_count_deliveries_and_the_limit_dead_letters() {
+    use futures::StreamExt;
+    debug_logs();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3);
+    rt().block_on(async {
+        let conn = connect(&nodes[0].uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.exchange_declare(
+            "dlx".into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare(
+            "dlq".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            "dlq".into(),
+            "dlx".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let _ = conn.close(200, "bye".into()).await;
+        declare_quorum(
+            &nodes[0].uri(),
+            "poison",
+            &[
+                ("x-delivery-limit", AMQPValue::LongInt(2)),
+                ("x-dead-letter-exchange", AMQPValue::LongString("dlx".into())),
+            ],
+        )
+        .await;
+        let sent = publish_until_confirmed(&nodes[0].uri(), "poison", "p", 0..1).await;
+        assert_eq!(sent, vec!["p-0".to_string()]);
+
+        // basic.get shows the count even at 0 (as RabbitMQ does).
+        let conn = connect(&nodes[1].uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        let m = ch
+            .basic_get("poison".into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+            .expect("a message");
+        assert_eq!(delivery_count(&m.delivery), Some(0));
+        m.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+
+        // Consumed on node 2 (the queue leads on node 1): each return
+        // counts; the third is over the limit.
+        let mut consumer = ch
+            .basic_consume(
+                "poison".into(),
+                "c".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut counts = Vec::new();
+        for _ in 0..2 {
+            let d = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
+                .await
+                .expect("redelivered")
+                .unwrap()
+                .unwrap();
+            assert!(d.redelivered);
+            counts.push(delivery_count(&d));
+            d.nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(counts, vec![Some(1), Some(2)]);
+        let more = tokio::time::timeout(std::time::Duration::from_secs(1), consumer.next()).await;
+        assert!(more.is_err(), "delivered past its limit");
+        let _ = conn.close(200, "bye".into()).await;
+
+        // Dead-lettered with reason delivery_limit.
+        let conn = connect(&nodes[0].uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        let mut dead = None;
+        for _ in 0..100 {
+            dead = ch
+                .basic_get("dlq".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap();
+            if dead.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let dead = dead.expect("dead-lettered");
+        assert_eq!(dead.delivery.data, b"p-0");
+        let h = dead.delivery.properties.headers().as_ref().unwrap();
+        assert_eq!(
+            h.inner().get("x-first-death-reason"),
+            Some(&AMQPValue::LongString("delivery_limit".into()))
+        );
+        let q = ch
+            .queue_declare(
+                "poison".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(q.message_count(), 0);
+        let _ = conn.close(200, "bye".into()).await;
+    });
+}
+
+#[test]
+fn consumers_continue_on_the_new_leader_after_the_old_one_stops() {
+    use futures::StreamExt;
+    debug_logs();
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3);
+    let uri3 = nodes[2].uri();
+    let uri2 = nodes[1].uri();
+    rt().block_on(async {
+        declare_quorum(&nodes[0].uri(), "work", &[]).await;
+        let sent = publish_until_confirmed(&uri2, "work", "w", 0..300).await;
+        assert_eq!(sent.len(), 300);
+    });
+    // A consumer on node 3 takes a third, acking each; then node 1 (the
+    // leader) stops; the consumer is cancelled (basic.cancel) and consumes
+    // again (on a new channel if its channel failed), from the new leader,
+    // until it has seen every message.
+    let rt = rt();
+    rt.block_on(async {
+        let conn = connect(&uri3).await;
+        let mut ch = conn.create_channel().await.unwrap();
+        ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                "work".into(),
+                "c1".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < 100 {
+            let d = consumer.next().await.unwrap().unwrap();
+            seen.insert(String::from_utf8(d.data.clone()).unwrap());
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        // Stop the leader from a blocking thread, while this consumer runs.
+        let n1 = nodes[0].handle.take().unwrap();
+        let stopper = std::thread::spawn(move || n1.shutdown());
+        let mut tag = 1;
+        let mut cancelled = false;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while seen.len() < 300 {
+            assert!(std::time::Instant::now() < deadline, "only {} of 300", seen.len());
+            match tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next()).await {
+                Ok(Some(Ok(d))) => {
+                    seen.insert(String::from_utf8(d.data.clone()).unwrap());
+                    let _ = d.ack(BasicAckOptions::default()).await;
+                    continue;
+                }
+                // The broker cancelled the consumer: the stream ends.
+                Ok(None) => cancelled = true,
+                _ => {}
+            }
+            tag += 1;
+            if !ch.status().connected() {
+                ch = conn.create_channel().await.unwrap();
+                ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+            }
+            if let Ok(c) = ch
+                .basic_consume(
+                    "work".into(),
+                    format!("c{tag}").as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+            {
+                consumer = c;
+            }
+        }
+        assert!(cancelled, "the consumer was told it was cancelled");
+        stopper.join().unwrap();
+        for i in 0..300 {
+            assert!(seen.contains(&format!("w-{i}")), "w-{i} lost");
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    });
+}
