@@ -132,8 +132,9 @@ pub enum Applied {
 
 /// What the state machine needs from its node (shard 0).
 pub trait QuorumSink {
-    /// An entry was applied; the state already shows it.
-    fn applied(&self, group: u32, what: Applied);
+    /// Entries were applied (a batch of them, in order); the state already
+    /// shows them.
+    fn applied(&self, group: u32, what: Vec<Applied>);
     /// This node's own first entry of its term as leader was applied: its
     /// state is complete, its engines may serve.
     fn lead(&self, group: u32, term: u64);
@@ -407,6 +408,9 @@ impl RaftStateMachine<Quorum> for QuorumSm {
     where
         S: Stream<Item = Result<EntryResponder<Quorum>, io::Error>> + Unpin + OptionalSend,
     {
+        // What changed is handed to the node once per batch of entries (and
+        // before a leadership change, which reads the state).
+        let mut changed = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
             match &entry.payload {
@@ -414,15 +418,15 @@ impl RaftStateMachine<Quorum> for QuorumSm {
                     self.meta.borrow_mut().applied = Some(log_id);
                     let leader = log_id.committed_leader_id();
                     if *leader.node_id() == self.me {
+                        if !changed.is_empty() {
+                            self.sink.applied(self.group, std::mem::take(&mut changed));
+                        }
                         self.sink.lead(self.group, leader.term());
                     }
                 }
                 EntryPayload::Normal(cmd) => {
-                    let what = self.apply_cmd(cmd);
+                    changed.extend(self.apply_cmd(cmd));
                     self.meta.borrow_mut().applied = Some(log_id);
-                    for w in what {
-                        self.sink.applied(self.group, w);
-                    }
                 }
                 EntryPayload::Membership(m) => {
                     let mut meta = self.meta.borrow_mut();
@@ -433,6 +437,9 @@ impl RaftStateMachine<Quorum> for QuorumSm {
             if let Some(r) = responder {
                 r.send(QReply);
             }
+        }
+        if !changed.is_empty() {
+            self.sink.applied(self.group, changed);
         }
         Ok(())
     }

@@ -246,7 +246,17 @@ fn enqueue_all(
         let c = confirm.map(|seq| (ch, seq));
         // A queue on another node: forwarded there through shard 0; its
         // node confirms it.
-        if remote && let Some(node) = h.topo.queue(queue).map(|q| q.node).filter(|&n| n != 0) {
+        // A quorum queue this node replicates is proposed from here (its
+        // group carries it to the leader), as a local one.
+        let me = h.owner.node();
+        if remote
+            && let Some(node) = h
+                .topo
+                .queue(queue)
+                .filter(|q| !q.replicas.contains(&me))
+                .map(|q| q.node)
+                .filter(|&n| n != 0)
+        {
             outcome.pending_confirms += u32::from(c.is_some());
             h.out.to_shard(
                 0,

@@ -61,19 +61,21 @@ struct Sink {
 }
 
 impl QuorumSink for Sink {
-    fn applied(&self, _group: u32, what: Applied) {
+    fn applied(&self, _group: u32, what: Vec<Applied>) {
         let Some(shard) = self.shard.upgrade() else { return };
         let now = now_ms();
         {
             let mut hub = shard.hub.borrow_mut();
             let hub = &mut *hub;
-            match what {
-                Applied::Enqueued { queue, first, msgs } => {
-                    hub.owner
-                        .quorum_enqueued(&hub.topo, &mut hub.out, queue, first, msgs, now)
+            for w in what {
+                match w {
+                    Applied::Enqueued { queue, first, msgs } => {
+                        hub.owner
+                            .quorum_enqueued(&hub.topo, &mut hub.out, queue, first, msgs, now)
+                    }
+                    Applied::Settled { queue, idx } => hub.owner.quorum_settled(queue, &idx),
+                    Applied::Returned { queue, idx } => hub.owner.quorum_returned(queue, idx),
                 }
-                Applied::Settled { queue, idx } => hub.owner.quorum_settled(queue, &idx),
-                Applied::Returned { queue, idx } => hub.owner.quorum_returned(queue, idx),
             }
         }
         shard.after_step(now);

@@ -8,3 +8,4 @@ mod nodes;
 mod partition;
 mod processes;
 mod quorum;
+mod quorum_kill;

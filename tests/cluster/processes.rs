@@ -13,17 +13,17 @@ const SECRET: &str = "process-cluster-secret";
 
 use super::common::free_port;
 
-struct Proc {
-    name: String,
-    dir: PathBuf,
-    amqp: u16,
-    mgmt: u16,
-    cluster: u16,
-    child: Option<Child>,
+pub(super) struct Proc {
+    pub(super) name: String,
+    pub(super) dir: PathBuf,
+    pub(super) amqp: u16,
+    pub(super) mgmt: u16,
+    pub(super) cluster: u16,
+    pub(super) child: Option<Child>,
 }
 
 impl Proc {
-    fn new(root: &Path, i: usize) -> Proc {
+    pub(super) fn new(root: &Path, i: usize) -> Proc {
         let mut p = Proc {
             name: format!("p{i}@127.0.0.1"),
             dir: root.join(format!("p{i}")),
@@ -36,7 +36,7 @@ impl Proc {
         p
     }
 
-    fn start(&mut self) {
+    pub(super) fn start(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .args([
                 "--bind",
@@ -69,7 +69,7 @@ impl Proc {
         assert!(out.0, "{} did not start: {}", self.name, out.1);
     }
 
-    fn kill9(&mut self) {
+    pub(super) fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -77,7 +77,7 @@ impl Proc {
     }
 
     /// Runs warrenctl against this node: (success, output).
-    fn ctl(&self, args: &[&str]) -> (bool, String) {
+    pub(super) fn ctl(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_warrenctl"))
             .args(["--port", &self.mgmt.to_string()])
             .args(args)
@@ -91,13 +91,13 @@ impl Proc {
         (out.status.success(), text)
     }
 
-    fn must(&self, args: &[&str]) -> String {
+    pub(super) fn must(&self, args: &[&str]) -> String {
         let (ok, text) = self.ctl(args);
         assert!(ok, "warrenctl {args:?} on {}: {text}", self.name);
         text
     }
 
-    fn uri(&self) -> String {
+    pub(super) fn uri(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp)
     }
 }
@@ -110,7 +110,7 @@ impl Drop for Proc {
 
 /// Connects, retrying while the node is not serving yet (a restarted
 /// member catches up with its cluster first).
-async fn connect(uri: &str) -> Connection {
+pub(super) async fn connect(uri: &str) -> Connection {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match Connection::connect(uri, ConnectionProperties::default()).await {
@@ -132,7 +132,7 @@ fn ready_count(p: &Proc, queue: &str) -> Option<u64> {
     })
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(super) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
