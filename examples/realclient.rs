@@ -37,6 +37,8 @@ struct Args {
     /// Ack every N deliveries with `multiple` (1: each; 0: auto-ack).
     ack_every: u64,
     persistent: bool,
+    /// Quorum queues (`x-queue-type: quorum`, durable).
+    quorum: bool,
     /// Confirms in flight per producer (0: no confirms; 1: one at a time).
     confirm: usize,
     /// Messages per second per producer (0: as fast as it can).
@@ -66,6 +68,7 @@ fn parse() -> Args {
         prefetch: 1000,
         ack_every: 1,
         persistent: false,
+        quorum: false,
         confirm: 0,
         rate: 0,
         fanout: false,
@@ -91,6 +94,7 @@ fn parse() -> Args {
             "--prefetch" => a.prefetch = val().parse().unwrap(),
             "--ack-every" => a.ack_every = val().parse().unwrap(),
             "--persistent" => a.persistent = true,
+            "--quorum" => a.quorum = true,
             "--confirm" => a.confirm = val().parse().unwrap(),
             "--rate" => a.rate = val().parse().unwrap(),
             "--fanout" => a.fanout = true,
@@ -163,10 +167,19 @@ async fn declare(ch: &Channel, a: &Args, i: usize) {
     ch.queue_declare(
         queue_name(a, i).as_str().into(),
         QueueDeclareOptions {
-            durable: a.persistent,
+            durable: a.persistent || a.quorum,
             ..Default::default()
         },
-        FieldTable::default(),
+        {
+            let mut t = FieldTable::default();
+            if a.quorum {
+                t.insert(
+                    "x-queue-type".into(),
+                    lapin::types::AMQPValue::LongString("quorum".into()),
+                );
+            }
+            t
+        },
     )
     .await
     .expect("queue declared");

@@ -76,6 +76,9 @@ pub struct NodeStatus {
     pub app_running: bool,
     pub clustered: bool,
     pub leader: Option<String>,
+    /// The node process's boot id (see [`Node::boot`]).
+    #[serde(default)]
+    pub boot: u64,
 }
 
 /// The marker file of a data dir that belongs to a cluster.
@@ -116,6 +119,9 @@ pub struct Node {
     host: Rc<dyn Host>,
     /// The cluster port's address (the bound one: port 0 picks one).
     pub listen_addr: SocketAddr,
+    /// Random per process: a node that sees another's change knows that
+    /// node restarted (its connections and consumers are new ones).
+    pub boot: u64,
 }
 
 impl Node {
@@ -149,6 +155,7 @@ impl Node {
             raft: RefCell::new(None),
             host,
             listen_addr,
+            boot: rand::random::<u64>() | 1,
         });
         node.serve();
         if is_member(data_dir) {
@@ -612,6 +619,7 @@ impl Node {
             app_running: self.host.app_running(),
             clustered: self.is_member(),
             leader: self.leader().and_then(|(id, _)| self.name_of(id)),
+            boot: self.boot,
         }
     }
 

@@ -322,7 +322,7 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
         node: node.clone(),
         next_seq: Cell::new(1),
         waiting: RefCell::new(HashMap::new()),
-        boot: super::state::random_u64(),
+        boot: node.boot,
         remote: RefCell::new(Remotes::default()),
         quorum: Rc::new(super::quorum::Groups::default()),
     });
@@ -1018,10 +1018,26 @@ async fn watch_consuming_nodes(shard: Weak<Shard>) {
         };
         missed.retain(|n, _| nodes.contains(n));
         for node in nodes {
-            let up = match glue.node.addr_of(node) {
-                Some(addr) => glue.node.status_of(&addr).await.is_some(),
-                None => false,
+            let status = match glue.node.addr_of(node) {
+                Some(addr) => glue.node.status_of(&addr).await,
+                None => None,
             };
+            // A node that restarted (a new boot id) dropped its
+            // connections: what its consumers held here is requeued at
+            // once, even if it never sends anything here again.
+            let seen = glue.remote.borrow().boots.get(&node).copied();
+            if let Some(st) = &status
+                && st.boot != 0
+                && seen.is_some_and(|b| b != st.boot)
+            {
+                log::info!("cluster node {node:x} restarted: requeueing what its consumers held here");
+                missed.remove(&node);
+                forget_node(&shard, &glue, node);
+                glue.remote.borrow_mut().boots.insert(node, st.boot);
+                shard.after_step(now_ms());
+                continue;
+            }
+            let up = status.is_some();
             let m = missed.entry(node).or_default();
             *m = if up { 0 } else { *m + 1 };
             if !up {

@@ -34,8 +34,32 @@ const QUORUM_STALE_MS: u64 = 600;
 struct Group {
     raft: QuorumRaft,
     sm: QuorumSm,
-    /// This node leads it and its queues' engines serve.
-    leading: Cell<bool>,
+    /// The term in which this node leads it and its queues' engines serve.
+    led: Cell<Option<u64>>,
+    /// The term for which a blank entry was written to take the lead.
+    nudged: Cell<Option<u64>>,
+}
+
+impl Group {
+    fn leading(&self) -> bool {
+        self.led.get().is_some()
+    }
+
+    /// Takes the lead in `term` if this node still leads in it (once per
+    /// term): the engines are rebuilt from the state, which is complete
+    /// (the term's own entry was applied).
+    fn take_lead(&self, shard: &Rc<Shard>, group: u32, term: u64) -> bool {
+        if self.led.get() == Some(term) {
+            return true;
+        }
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader || m.current_term != term {
+            return false;
+        }
+        self.led.set(Some(term));
+        activate(shard, self, group, None);
+        true
+    }
 }
 
 /// This node's quorum groups.
@@ -86,12 +110,25 @@ impl QuorumSink for Sink {
         let Some(g) = groups(&shard).and_then(|gs| gs.groups.borrow().get(&group).cloned()) else {
             return;
         };
-        let m = g.raft.metrics().borrow_watched().clone();
-        if m.state != ServerState::Leader || m.current_term != term {
+        if g.take_lead(&shard, group, term) || g.raft.metrics().borrow_watched().current_term > term {
             return;
         }
-        g.leading.set(true);
-        activate(&shard, &g, group, None);
+        // The metrics may not show the election yet: wait for them.
+        glommio::spawn_local(async move {
+            let mut rx = g.raft.metrics();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                if g.take_lead(&shard, group, term) || rx.borrow_watched().current_term > term {
+                    return;
+                }
+                let _ = glommio::timer::timeout(Duration::from_millis(100), async {
+                    let _ = rx.changed().await;
+                    Ok(())
+                })
+                .await;
+            }
+        })
+        .detach();
     }
 
     fn is_deleted(&self, queue: QueueId) -> bool {
@@ -161,7 +198,7 @@ pub fn open(shard: &Rc<Shard>, reqs: Vec<(u32, Vec<u64>)>) {
     for (group, replicas) in reqs {
         if let Some(g) = gs.groups.borrow().get(&group).cloned() {
             // A new queue of a group this node already leads.
-            if g.leading.get() {
+            if g.leading() {
                 let shard = shard.clone();
                 glommio::spawn_local(async move { activate(&shard, &g, group, None) }).detach();
             }
@@ -206,7 +243,8 @@ async fn open_group(
     let g = Rc::new(Group {
         raft: raft.clone(),
         sm,
-        leading: Cell::new(false),
+        led: Cell::new(None),
+        nudged: Cell::new(None),
     });
     gs.groups.borrow_mut().insert(group, g.clone());
     glommio::spawn_local(watch_leadership(Rc::downgrade(shard), group, g.clone())).detach();
@@ -226,25 +264,46 @@ async fn open_group(
     Ok(())
 }
 
-/// Empties the group's engines here when this node stops leading it.
+/// Follows the group's leadership here: empties its engines when this
+/// node stops leading; when it leads without having taken the lead (a
+/// restarted node that finds itself leader of its old term writes no new
+/// entry of its own), writes a blank entry, whose application takes it.
 async fn watch_leadership(shard: Weak<Shard>, group: u32, g: Rc<Group>) {
     let mut rx = g.raft.metrics();
-    while rx.changed().await.is_ok() {
-        let leader = rx.borrow_watched().state == ServerState::Leader;
-        if leader || !g.leading.get() {
-            continue;
+    loop {
+        let (leader, term) = {
+            let m = rx.borrow_watched();
+            (m.state == ServerState::Leader, m.current_term)
+        };
+        if leader && g.led.get() != Some(term) && g.nudged.get() != Some(term) {
+            g.nudged.set(Some(term));
+            let g = g.clone();
+            glommio::spawn_local(async move {
+                // The election's own entry usually comes first.
+                glommio::timer::sleep(Duration::from_millis(300)).await;
+                let m = g.raft.metrics().borrow_watched().clone();
+                if m.state == ServerState::Leader && m.current_term == term && g.led.get() != Some(term) {
+                    let _ = g.raft.write_blank().await;
+                }
+            })
+            .detach();
         }
-        g.leading.set(false);
-        let Some(shard) = shard.upgrade() else { return };
-        let now = now_ms();
-        {
-            let mut hub = shard.hub.borrow_mut();
-            let hub = &mut *hub;
-            for q in hub.owner.quorum_queues(group) {
-                hub.owner.quorum_deactivate(&mut hub.out, q);
+        if !leader && g.leading() {
+            g.led.set(None);
+            let Some(shard) = shard.upgrade() else { return };
+            let now = now_ms();
+            {
+                let mut hub = shard.hub.borrow_mut();
+                let hub = &mut *hub;
+                for q in hub.owner.quorum_queues(group) {
+                    hub.owner.quorum_deactivate(&mut hub.out, q);
+                }
             }
+            shard.after_step(now);
         }
-        shard.after_step(now);
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -257,7 +316,7 @@ async fn keep_leader_record(shard: Weak<Shard>, group: u32, g: Weak<Group>) {
         let (Some(shard), Some(g)) = (shard.upgrade(), g.upgrade()) else {
             return;
         };
-        if !g.leading.get() {
+        if !g.leading() {
             continue;
         }
         let me = shard.hub.borrow().owner.node();
@@ -290,11 +349,14 @@ pub fn forget(shard: &Rc<Shard>, gone: Vec<(u32, QueueId)>) {
     }
 }
 
+/// What one entry carries for each queue, to undo if it fails.
+type Undo = Vec<(QueueId, Vec<u64>, Vec<u64>)>;
+
 /// Sends the owner's quorum proposals: one entry per group.
 pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
-    let mut by_group: HashMap<u32, (QCmd, Vec<(ChannelRef, u64)>)> = HashMap::new();
+    let mut by_group: HashMap<u32, (QCmd, Vec<(ChannelRef, u64)>, Undo)> = HashMap::new();
     for p in proposals {
-        let (cmd, confirms) = by_group.entry(p.group).or_default();
+        let (cmd, confirms, undo) = by_group.entry(p.group).or_default();
         if !p.enqueue.is_empty() {
             let mut msgs = Vec::new();
             for m in &p.enqueue {
@@ -305,18 +367,21 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
         if !p.settles.is_empty() {
             cmd.ops.push(QOp::Settle {
                 queue: p.queue.0,
-                idx: p.settles,
+                idx: p.settles.clone(),
             });
         }
         if !p.returns.is_empty() {
             cmd.ops.push(QOp::Return {
                 queue: p.queue.0,
-                idx: p.returns,
+                idx: p.returns.clone(),
             });
+        }
+        if !p.settles.is_empty() || !p.returns.is_empty() {
+            undo.push((p.queue, p.settles, p.returns));
         }
         confirms.extend(p.confirms);
     }
-    for (group, (cmd, confirms)) in by_group {
+    for (group, (cmd, confirms, undo)) in by_group {
         let shard = shard.clone();
         glommio::spawn_local(async move {
             let r = write(&shard, group, cmd).await;
@@ -329,6 +394,11 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
                 let mut hub = shard.hub.borrow_mut();
                 for (ch, seq) in confirms {
                     hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
+                }
+                if !ok {
+                    for (queue, settles, returns) in undo {
+                        hub.owner.quorum_failed(queue, settles, returns);
+                    }
                 }
             }
             shard.after_step(now);

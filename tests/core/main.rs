@@ -16,6 +16,7 @@ mod mgmt;
 mod permissions;
 mod pika;
 mod prereq;
+mod quorum;
 mod raw;
 mod tls;
 mod tutorials;
