@@ -135,24 +135,26 @@ impl Owner {
         Self::mark_dirty(&mut self.dirty, slot);
     }
 
-    /// A proposal of a quorum queue's settles and returns failed (this node
-    /// may have lost the lead, or a majority): the returned messages go
-    /// back to the engine at once (their count unchanged), and the settles
-    /// go again with the queue's next proposal. Failed publishes were
-    /// nacked.
-    pub fn quorum_failed(&mut self, queue: QueueId, settles: Vec<u64>, returns: Vec<u64>) {
+    /// A proposal of a quorum queue's returns failed (this node may have
+    /// lost the lead, or a majority): the returned messages go back to the
+    /// engine at once, their count unchanged. (Failed settles are not
+    /// retried: the messages stay out of this engine, and a later leader
+    /// redelivers them. Failed publishes were nacked.)
+    pub fn quorum_failed(&mut self, queue: QueueId, returns: Vec<u64>) {
         let Some(slot) = self.queues.get_mut(&queue) else {
             return;
         };
         let Some(qs) = slot.quorum.as_mut().filter(|q| q.active) else {
             return;
         };
-        qs.settles.extend(settles);
         let mut back = Vec::new();
         for seq in returns {
             if let Some(e) = qs.returning.remove(&seq) {
                 back.push(e);
             }
+        }
+        if back.is_empty() {
+            return;
         }
         for e in back {
             slot.q.put_back(e);

@@ -349,8 +349,8 @@ pub fn forget(shard: &Rc<Shard>, gone: Vec<(u32, QueueId)>) {
     }
 }
 
-/// What one entry carries for each queue, to undo if it fails.
-type Undo = Vec<(QueueId, Vec<u64>, Vec<u64>)>;
+/// The returns one entry carries for each queue, to undo if it fails.
+type Undo = Vec<(QueueId, Vec<u64>)>;
 
 /// Sends the owner's quorum proposals: one entry per group.
 pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
@@ -367,7 +367,7 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
         if !p.settles.is_empty() {
             cmd.ops.push(QOp::Settle {
                 queue: p.queue.0,
-                idx: p.settles.clone(),
+                idx: p.settles,
             });
         }
         if !p.returns.is_empty() {
@@ -376,8 +376,8 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
                 idx: p.returns.clone(),
             });
         }
-        if !p.settles.is_empty() || !p.returns.is_empty() {
-            undo.push((p.queue, p.settles, p.returns));
+        if !p.returns.is_empty() {
+            undo.push((p.queue, p.returns));
         }
         confirms.extend(p.confirms);
     }
@@ -396,8 +396,8 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
                     hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
                 }
                 if !ok {
-                    for (queue, settles, returns) in undo {
-                        hub.owner.quorum_failed(queue, settles, returns);
+                    for (queue, returns) in undo {
+                        hub.owner.quorum_failed(queue, returns);
                     }
                 }
             }
