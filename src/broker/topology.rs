@@ -62,6 +62,25 @@ impl QueueDef {
     pub fn is_quorum(&self) -> bool {
         !self.replicas.is_empty()
     }
+
+    /// A quorum queue's Raft group (see [`quorum_group`]).
+    pub fn quorum_group(&self) -> u32 {
+        quorum_group(&self.replicas)
+    }
+}
+
+/// The Raft group of the quorum queues with these replicas, in this order
+/// (the first is the preferred leader): every node computes the same id,
+/// never the metadata group's (0).
+pub fn quorum_group(replicas: &[u64]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for r in replicas {
+        for b in r.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    ((h >> 32) as u32 ^ h as u32) | 0x8000_0000
 }
 
 /// One replicated topology mutation.

@@ -35,18 +35,7 @@ use std::rc::Rc;
 /// The cluster port's kind for a proposal sent to a group's leader.
 pub const KIND_QUORUM_PROPOSE: u8 = 43;
 
-/// A group's id on the cluster port (the metadata group is 0): from its
-/// replicas, in order, so every node computes the same.
-pub fn group_of(replicas: &[u64]) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for r in replicas {
-        for b in r.to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    ((h >> 32) as u32 ^ h as u32) | 0x8000_0000
-}
+pub use crate::broker::topology::quorum_group as group_of;
 
 /// One change to one queue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -233,12 +233,12 @@ impl Hub {
             match c {
                 Change::QueueLeader { id, .. } => self.out.moved.push(*id),
                 Change::DeclareQueue(def) if self.id == 0 && def.replicas.contains(&self.owner.node()) => {
-                    let group = crate::cluster::quorum::group_of(&def.replicas);
+                    let group = def.quorum_group();
                     self.out.quorum_open.push((group, def.replicas.clone()));
                 }
                 Change::DeleteQueue { id } if self.id == 0 => {
                     if let Some(d) = self.topo.queue(*id).filter(|d| d.is_quorum()) {
-                        let group = crate::cluster::quorum::group_of(&d.replicas);
+                        let group = d.quorum_group();
                         self.out.quorum_forget.push((group, *id));
                     }
                 }

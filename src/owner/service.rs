@@ -223,7 +223,7 @@ impl Owner {
             pending: Vec::new(),
             store_dirty: false,
             quorum: def.is_quorum().then(|| super::QuorumSlot {
-                group: crate::cluster::quorum::group_of(&def.replicas),
+                group: def.quorum_group(),
                 delivery_limit: crate::broker::args::delivery_limit(
                     &def.args,
                     topo.policy_for(def.vhost, def.name.as_bytes(), true),

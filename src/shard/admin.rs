@@ -306,13 +306,9 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
                 consumers: 0,
                 disk_bytes: 0,
                 counters: QueueCounters::default(),
-                quorum: def.is_quorum().then(|| {
-                    super::quorum::describe(
-                        shard,
-                        crate::cluster::quorum::group_of(&def.replicas),
-                        &def.replicas,
-                    )
-                }),
+                quorum: def
+                    .is_quorum()
+                    .then(|| super::quorum::describe(shard, def.quorum_group(), &def.replicas)),
             });
         }
     }

@@ -338,7 +338,7 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
         .topo
         .queues()
         .filter(|q| q.replicas.contains(&node.id))
-        .map(|q| (crate::cluster::quorum::group_of(&q.replicas), q.replicas.clone()))
+        .map(|q| (q.quorum_group(), q.replicas.clone()))
         .collect();
     if !groups.is_empty() {
         super::quorum::open(shard, groups);
