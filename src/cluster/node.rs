@@ -426,7 +426,9 @@ impl Node {
     /// The leader side of a join: seeds the cluster if this node is not in
     /// one yet, then adds `info` as a learner (it catches up) and makes it
     /// a voter.
-    async fn add_member(&self, info: NodeInfo) -> Result<Answer<()>, String> {
+    /// Answers the leader's last log index once the node is a voter: the
+    /// joining node serves nothing before it has applied that far.
+    async fn add_member(&self, info: NodeInfo) -> Result<Answer<u64>, String> {
         let id = node_id(&info.name);
         if id == self.id {
             return Err("a node cannot join itself".into());
@@ -443,13 +445,14 @@ impl Node {
             raft.add_learner(id, info.clone(), true)
                 .await
                 .map_err(|e| e.to_string())?;
-            raft.change_membership(openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            let r = raft
+                .change_membership(openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>(())
+            Ok::<_, String>(r.log_id().index())
         };
         match glommio::timer::timeout(JOIN_TIMEOUT, async { Ok(work.await) }).await {
-            Ok(Ok(())) => Ok(Answer::Done(())),
+            Ok(Ok(index)) => Ok(Answer::Done(index)),
             Ok(Err(e)) => Err(format!("cannot add {}: {e}", info.name)),
             Err(_) => Err(format!("cannot add {}: timed out", info.name)),
         }
@@ -523,7 +526,7 @@ impl Node {
         let body = postcard::to_stdvec(&info).map_err(|e| e.to_string())?;
         let mut to = target.to_string();
         for _ in 0..10 {
-            let answer: Answer<()> = match self
+            let answer: Answer<u64> = match self
                 .transport
                 .call(&to, KIND_JOIN, body.clone(), JOIN_TIMEOUT)
                 .await
@@ -532,7 +535,17 @@ impl Node {
                 Err(e) => return Err(format!("cannot reach {to}: {e}")),
             };
             match answer {
-                Answer::Done(()) => return Ok(()),
+                Answer::Done(index) => {
+                    // Joined: the cluster's metadata (users among it) is
+                    // applied here before the app may start again.
+                    if let Some(raft) = self.raft() {
+                        let _ = raft
+                            .wait(Some(JOIN_TIMEOUT))
+                            .applied_index_at_least(Some(index), "joined")
+                            .await;
+                    }
+                    return Ok(());
+                }
                 Answer::NotLeader(Some(a)) => to = a,
                 Answer::NotLeader(None) => glommio::timer::sleep(Duration::from_millis(200)).await,
             }

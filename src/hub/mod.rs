@@ -231,7 +231,10 @@ impl Hub {
                 _ => {}
             }
             match c {
-                Change::QueueLeader { id, .. } => self.out.moved.push(*id),
+                Change::QueueLeader { id, .. } => {
+                    self.out.moved.push(*id);
+                    self.owner.quorum_moved(*id);
+                }
                 Change::DeclareQueue(def) if self.id == 0 && def.replicas.contains(&self.owner.node()) => {
                     let group = def.quorum_group();
                     self.out.quorum_open.push((group, def.replicas.clone()));

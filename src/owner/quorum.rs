@@ -190,7 +190,13 @@ impl Owner {
             &def.args,
             topo.policy_for(def.vhost, def.name.as_bytes(), true),
         );
+        // Consumers that attached while this node did not lead yet (a new
+        // queue's first election) received nothing: they carry over.
+        let waiting: Vec<crate::queue::ConsumerSpec> = slot.q.consumers().map(|c| c.spec.clone()).collect();
         slot.q = Queue::with_config(queue, window, cfg);
+        for spec in waiting {
+            let _ = slot.q.add_consumer(spec);
+        }
         slot.extras = extras;
         let mut counts = std::collections::HashMap::new();
         for (seq, msg, count) in msgs {
@@ -240,6 +246,20 @@ impl Owner {
         qs.settles.clear();
         qs.returns.clear();
         log::info!("quorum queue '{}': this node no longer leads it", slot.name);
+    }
+
+    /// The metadata recorded a new leader for the queue: its consumers on
+    /// every node are cancelled (and consume again from the new leader).
+    /// Those this node's idle engine held go quietly.
+    pub fn quorum_moved(&mut self, queue: QueueId) {
+        let Some(slot) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        if slot.quorum.as_ref().is_some_and(|q| !q.active) {
+            for c in slot.q.consumer_refs() {
+                slot.q.cancel_consumer(c);
+            }
+        }
     }
 
     /// A quorum queue's delivery count, for `basic.get` (which shows it

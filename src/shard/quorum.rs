@@ -159,14 +159,6 @@ fn activate(shard: &Rc<Shard>, g: &Group, group: u32, only: Option<QueueId>) {
             if only.is_some_and(|o| o != q) {
                 continue;
             }
-            // Consumers that reached the engine while it did not serve
-            // consume again (they were routed by stale metadata).
-            if let Some(slot) = hub.owner.queue(q) {
-                for c in slot.q.consumer_refs() {
-                    hub.out
-                        .to_conn(c.ch.conn, Event::ConsumerCancelled { consumer: c });
-                }
-            }
             let msgs = state
                 .queues
                 .get(&q)

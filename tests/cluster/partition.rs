@@ -212,3 +212,176 @@ fn a_cut_off_node_refuses_changes_and_catches_up_after_healing() {
         .expect("x3 takes changes again");
     wait_for("the queue on x1", || has_queue(&nodes[0], "after"));
 }
+
+/// Publishes `ids` one batch at a time with confirms on `uri`; returns the
+/// ids confirmed (nacks and failures are not: they may or may not be in).
+async fn publish_ids(uri: &str, queue: &str, ids: std::ops::Range<u64>) -> Vec<u64> {
+    let mut ok = Vec::new();
+    let Ok(Ok(c)) = tokio::time::timeout(
+        Duration::from_secs(3),
+        Connection::connect(uri, ConnectionProperties::default()),
+    )
+    .await
+    else {
+        return ok;
+    };
+    let ch = c.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let mut pending = Vec::new();
+    for id in ids {
+        if let Ok(p) = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                id.to_string().as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+        {
+            pending.push((id, p));
+        }
+    }
+    for (id, p) in pending {
+        if let Ok(Ok(conf)) = tokio::time::timeout(Duration::from_secs(10), p).await
+            && conf.is_ack()
+        {
+            ok.push(id);
+        }
+    }
+    let _ = c.close(200, "bye".into()).await;
+    ok
+}
+
+#[test]
+fn a_quorum_queue_leader_cut_off_refuses_and_the_majority_goes_on() {
+    let root = tempfile::tempdir().unwrap();
+    let net = Arc::new(Mutex::new(Net::default()));
+    let names: Vec<String> = (1..=3).map(|i| format!("y{i}@127.0.0.1")).collect();
+    let mut nodes = Vec::new();
+    let mut proxies = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let cport = free_port();
+        let pport = proxy(net.clone(), name.clone(), cport);
+        nodes.push(start(
+            name,
+            &root.path().join(format!("y{}", i + 1)),
+            cport,
+            pport,
+        ));
+        proxies.push(pport);
+    }
+    for n in &nodes[1..] {
+        let a = n.admin();
+        a.stop_app().unwrap();
+        a.cluster(ClusterCmd::Join {
+            node: names[0].clone(),
+            addr: Some(format!("127.0.0.1:{}", proxies[0])),
+            ram: false,
+        })
+        .expect("joins through the proxy");
+        a.start_app();
+    }
+    let uris: Vec<String> = nodes
+        .iter()
+        .map(|h| format!("amqp://guest:guest@{}/%2f", h.amqp_addr()))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let leader_of = |h: &warren::ServerHandle| {
+        h.admin()
+            .snapshot()
+            .ok()
+            .and_then(|s| s.queues.into_iter().find(|q| q.name == "qp"))
+            .and_then(|q| q.quorum)
+            .and_then(|q| q.leader)
+    };
+    let mut confirmed: HashSet<u64> = HashSet::new();
+    rt.block_on(async {
+        let c = Connection::connect(&uris[0], ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = c.create_channel().await.unwrap();
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        ch.queue_declare(
+            "qp".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+        let _ = c.close(200, "bye".into()).await;
+        confirmed.extend(publish_ids(&uris[0], "qp", 0..200).await);
+    });
+    assert_eq!(confirmed.len(), 200);
+    assert_eq!(leader_of(&nodes[0]).as_deref(), Some(names[0].as_str()));
+
+    // The leader, y1, is cut off, alive: what it is sent is not confirmed;
+    // the other two elect a leader and confirm what they are sent.
+    net.lock().unwrap().isolate(&names[0]);
+    std::thread::sleep(Duration::from_secs(2));
+    let minority = rt.block_on(publish_ids(&uris[0], "qp", 1000..1050));
+    assert!(minority.is_empty(), "a cut-off leader confirmed {minority:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut next = 2000;
+    while confirmed.len() < 400 {
+        assert!(Instant::now() < deadline, "the majority confirms nothing");
+        let got = rt.block_on(publish_ids(&uris[1], "qp", next..next + 50));
+        next += 50;
+        confirmed.extend(got);
+    }
+    let new_leader = leader_of(&nodes[1]).expect("a leader");
+    assert_ne!(new_leader, names[0]);
+
+    // Healed: y1 follows; every confirmed message is there, consumed from
+    // y1, and nothing that was never published.
+    net.lock().unwrap().heal();
+    rt.block_on(async {
+        use futures::StreamExt;
+        let mut seen: HashSet<u64> = HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !confirmed.is_subset(&seen) {
+            assert!(
+                Instant::now() < deadline,
+                "{} confirmed messages never came back",
+                confirmed.difference(&seen).count()
+            );
+            let Ok(c) = Connection::connect(&uris[0], ConnectionProperties::default()).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let ch = c.create_channel().await.unwrap();
+            let Ok(mut consumer) = ch
+                .basic_consume(
+                    "qp".into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+            else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
+                let id: u64 = std::str::from_utf8(&d.data).unwrap().parse().unwrap();
+                assert!(
+                    id < 200 || (1000..1050).contains(&id) || (2000..next).contains(&id),
+                    "{id} was never published"
+                );
+                seen.insert(id);
+                let _ = d.ack(BasicAckOptions::default()).await;
+            }
+            let _ = c.close(200, "bye".into()).await;
+        }
+    });
+}
