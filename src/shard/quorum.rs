@@ -343,10 +343,13 @@ pub fn forget(shard: &Rc<Shard>, gone: Vec<(u32, QueueId)>) {
 
 /// The returns one entry carries for each queue, to undo if it fails.
 type Undo = Vec<(QueueId, Vec<u64>)>;
+/// One group's entry of a turn: its changes, the confirms that wait for
+/// it, and what to undo if it fails.
+type Entry = (QCmd, Vec<(ChannelRef, u64)>, Undo);
 
 /// Sends the owner's quorum proposals: one entry per group.
 pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
-    let mut by_group: HashMap<u32, (QCmd, Vec<(ChannelRef, u64)>, Undo)> = HashMap::new();
+    let mut by_group: HashMap<u32, Entry> = HashMap::new();
     for p in proposals {
         let (cmd, confirms, undo) = by_group.entry(p.group).or_default();
         if !p.enqueue.is_empty() {

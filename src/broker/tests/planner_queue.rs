@@ -504,7 +504,7 @@ fn quorum_queue_declares_refused_as_rabbitmq_does() {
         ("x-overflow", ls("reject-publish-dlx")),
     ] {
         assert!(
-            w.plan(QDecl::new("ok").durable().args(qq(&[extra.clone()])))
+            w.plan(QDecl::new("ok").durable().args(qq(std::slice::from_ref(&extra))))
                 .is_ok(),
             "{extra:?}"
         );
