@@ -45,8 +45,9 @@ pub(super) struct Sink<'a, E: Effects> {
     pub stored: &'a mut Vec<(crate::ids::Loc, bool, bool)>,
     /// Messages that left the queue undelivered.
     pub removed: &'a mut Vec<(Entry, DeadReason)>,
-    /// Sequences delivered without an ack (a quorum queue settles them).
-    pub unacked_off: &'a mut Vec<u64>,
+    /// A quorum queue's: sequences delivered without an ack (it settles
+    /// them). None for other queues (nothing to collect).
+    pub unacked_off: Option<&'a mut Vec<u64>>,
 }
 
 impl<E: Effects> QueueSink for Sink<'_, E> {
@@ -54,8 +55,10 @@ impl<E: Effects> QueueSink for Sink<'_, E> {
         if let Some(loc) = d.loc {
             self.stored.push((loc, d.needs_ack, d.redelivered));
         }
-        if !d.needs_ack {
-            self.unacked_off.push(d.seq);
+        if !d.needs_ack
+            && let Some(off) = self.unacked_off.as_deref_mut()
+        {
+            off.push(d.seq);
         }
         self.fx.to_conn(d.consumer.ch.conn, Event::Deliver(d));
     }

@@ -287,6 +287,7 @@ impl Owner {
         let mut removed = Vec::new();
         let mut unacked_off = Vec::new();
         let queue = slot.q.id;
+        let quorum = slot.quorum.is_some();
         let r = f(
             &mut slot.q,
             &mut Sink {
@@ -294,7 +295,7 @@ impl Owner {
                 queue,
                 stored: &mut stored,
                 removed: &mut removed,
-                unacked_off: &mut unacked_off,
+                unacked_off: quorum.then_some(&mut unacked_off),
             },
         );
         if let Some(qs) = &mut slot.quorum {
