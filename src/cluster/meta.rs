@@ -127,36 +127,12 @@ pub struct MetaSm {
     path: PathBuf,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMetaOf<Meta>,
-    data: Vec<u8>,
-}
-
-/// On-disk format of the snapshot file (ours, not openraft's).
-const SNAPSHOT_VERSION: u8 = 1;
-
 impl MetaSm {
     /// A state machine over `sink`, with the snapshot kept in `dir`.
     pub fn open(dir: PathBuf, sink: Rc<dyn MetaSink>) -> io::Result<MetaSm> {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("snapshot");
-        let snapshot = match std::fs::read(&path) {
-            Ok(b) if b.first() == Some(&SNAPSHOT_VERSION) => {
-                let s: StoredSnapshot = postcard::from_bytes(&b[1..]).map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
-                })?;
-                Some((s.meta, s.data))
-            }
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: unknown snapshot format", path.display()),
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
+        let snapshot = super::snapshot_file::load::<Meta>(&path)?;
         Ok(MetaSm {
             inner: Rc::new(RefCell::new(Inner {
                 applied: None,
@@ -174,26 +150,7 @@ impl MetaSm {
     }
 
     fn save(&self, meta: &SnapshotMetaOf<Meta>, data: &[u8]) -> io::Result<()> {
-        let mut b = vec![SNAPSHOT_VERSION];
-        b.extend(
-            postcard::to_stdvec(&StoredSnapshot {
-                meta: meta.clone(),
-                data: data.to_vec(),
-            })
-            .map_err(io::Error::other)?,
-        );
-        let tmp = self.path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&b)?;
-            f.sync_data()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        super::snapshot_file::save::<Meta>(&self.path, meta, data)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod quorum;
 pub mod remote;
 pub mod rt;
 pub mod secret;
+pub mod snapshot_file;
 pub mod types;
 pub mod wire;
 

@@ -148,12 +148,6 @@ pub struct QuorumSm {
     path: PathBuf,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMetaOf<Quorum>,
-    data: Vec<u8>,
-}
-
 /// A snapshot's data: per queue, its next index and its messages.
 #[derive(Serialize, Deserialize, Default)]
 struct Image {
@@ -169,8 +163,6 @@ struct ImageQueue {
     /// The messages, in the same order ([`forward`]'s codec).
     msgs: Vec<u8>,
 }
-
-const SNAPSHOT_VERSION: u8 = 1;
 
 fn bad_data(e: impl fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
@@ -194,23 +186,12 @@ impl QuorumSm {
             sink,
             path,
         };
-        match std::fs::read(&sm.path) {
-            Ok(b) if b.first() == Some(&SNAPSHOT_VERSION) => {
-                let s: StoredSnapshot = postcard::from_bytes(&b[1..]).map_err(bad_data)?;
-                sm.load(&s.data)?;
-                let mut m = sm.meta.borrow_mut();
-                m.applied = s.meta.last_log_id;
-                m.membership = s.meta.last_membership.clone();
-                m.snapshot = Some((s.meta, s.data));
-            }
-            Ok(_) => {
-                return Err(bad_data(format!(
-                    "{}: unknown snapshot format",
-                    sm.path.display()
-                )));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        if let Some((meta, data)) = super::snapshot_file::load::<Quorum>(&sm.path)? {
+            sm.load(&data)?;
+            let mut m = sm.meta.borrow_mut();
+            m.applied = meta.last_log_id;
+            m.membership = meta.last_membership.clone();
+            m.snapshot = Some((meta, data));
         }
         Ok(sm)
     }
@@ -260,26 +241,7 @@ impl QuorumSm {
     }
 
     fn save(&self, meta: &SnapshotMetaOf<Quorum>, data: &[u8]) -> io::Result<()> {
-        let mut b = vec![SNAPSHOT_VERSION];
-        b.extend(
-            postcard::to_stdvec(&StoredSnapshot {
-                meta: meta.clone(),
-                data: data.to_vec(),
-            })
-            .map_err(io::Error::other)?,
-        );
-        let tmp = self.path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&b)?;
-            f.sync_data()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        super::snapshot_file::save::<Quorum>(&self.path, meta, data)
     }
 
     /// Applies one command to the state; returns what changed.

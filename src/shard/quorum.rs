@@ -252,6 +252,9 @@ async fn open_group(
             }
         }
         raft.initialize(members).await.map_err(|e| e.to_string())?;
+        // The declaring node leads at first (as RabbitMQ's client-local
+        // leader locator): it stands before the others' timers run out.
+        let _ = raft.trigger().elect(false).await;
     }
     Ok(())
 }
@@ -452,9 +455,11 @@ async fn write_here(g: &Group, cmd: QCmd, left: Duration) -> Result<(), String> 
         if m.state != ServerState::Leader {
             return Err("not leader".into());
         }
+        // (A leader elected a moment ago has no acknowledgement yet: its
+        // first entries wait for the commit.)
         if m.last_quorum_acked
             .as_ref()
-            .is_none_or(|at| at.elapsed() > Duration::from_millis(QUORUM_STALE_MS))
+            .is_some_and(|at| at.elapsed() > Duration::from_millis(QUORUM_STALE_MS))
             && m.membership_config.membership().voter_ids().count() > 1
         {
             return Err("not leader: no majority of the queue's replicas answers".into());

@@ -140,11 +140,20 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_cut_off_node_refuses_changes_and_catches_up_after_healing() {
+/// Three nodes, each behind a proxy of `net`, joined through the proxies;
+/// named `{prefix}1..3@127.0.0.1`.
+struct Proxied {
+    _root: tempfile::TempDir,
+    net: Arc<Mutex<Net>>,
+    names: Vec<String>,
+    nodes: Vec<warren::ServerHandle>,
+    uris: Vec<String>,
+}
+
+fn proxied_cluster(prefix: &str) -> Proxied {
     let root = tempfile::tempdir().unwrap();
     let net = Arc::new(Mutex::new(Net::default()));
-    let names: Vec<String> = (1..=3).map(|i| format!("x{i}@127.0.0.1")).collect();
+    let names: Vec<String> = (1..=3).map(|i| format!("{prefix}{i}@127.0.0.1")).collect();
     let mut nodes = Vec::new();
     let mut proxies = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -152,7 +161,7 @@ fn a_cut_off_node_refuses_changes_and_catches_up_after_healing() {
         let pport = proxy(net.clone(), name.clone(), cport);
         nodes.push(start(
             name,
-            &root.path().join(format!("x{}", i + 1)),
+            &root.path().join(format!("{prefix}{}", i + 1)),
             cport,
             pport,
         ));
@@ -169,10 +178,28 @@ fn a_cut_off_node_refuses_changes_and_catches_up_after_healing() {
         .expect("joins through the proxy");
         a.start_app();
     }
-    let uris: Vec<String> = nodes
+    let uris = nodes
         .iter()
         .map(|h| format!("amqp://guest:guest@{}/%2f", h.amqp_addr()))
         .collect();
+    Proxied {
+        _root: root,
+        net,
+        names,
+        nodes,
+        uris,
+    }
+}
+
+#[test]
+fn a_cut_off_node_refuses_changes_and_catches_up_after_healing() {
+    let Proxied {
+        _root,
+        net,
+        names,
+        nodes,
+        uris,
+    } = proxied_cluster("x");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -255,37 +282,13 @@ async fn publish_ids(uri: &str, queue: &str, ids: std::ops::Range<u64>) -> Vec<u
 
 #[test]
 fn a_quorum_queue_leader_cut_off_refuses_and_the_majority_goes_on() {
-    let root = tempfile::tempdir().unwrap();
-    let net = Arc::new(Mutex::new(Net::default()));
-    let names: Vec<String> = (1..=3).map(|i| format!("y{i}@127.0.0.1")).collect();
-    let mut nodes = Vec::new();
-    let mut proxies = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let cport = free_port();
-        let pport = proxy(net.clone(), name.clone(), cport);
-        nodes.push(start(
-            name,
-            &root.path().join(format!("y{}", i + 1)),
-            cport,
-            pport,
-        ));
-        proxies.push(pport);
-    }
-    for n in &nodes[1..] {
-        let a = n.admin();
-        a.stop_app().unwrap();
-        a.cluster(ClusterCmd::Join {
-            node: names[0].clone(),
-            addr: Some(format!("127.0.0.1:{}", proxies[0])),
-            ram: false,
-        })
-        .expect("joins through the proxy");
-        a.start_app();
-    }
-    let uris: Vec<String> = nodes
-        .iter()
-        .map(|h| format!("amqp://guest:guest@{}/%2f", h.amqp_addr()))
-        .collect();
+    let Proxied {
+        _root,
+        net,
+        names,
+        nodes,
+        uris,
+    } = proxied_cluster("y");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -323,27 +326,29 @@ fn a_quorum_queue_leader_cut_off_refuses_and_the_majority_goes_on() {
         confirmed.extend(publish_ids(&uris[0], "qp", 0..200).await);
     });
     assert_eq!(confirmed.len(), 200);
-    assert_eq!(leader_of(&nodes[0]).as_deref(), Some(names[0].as_str()));
+    let first = leader_of(&nodes[0]).expect("a leader");
+    let l = names.iter().position(|n| *n == first).unwrap();
+    let other = (l + 1) % 3;
 
-    // The leader, y1, is cut off, alive: what it is sent is not confirmed;
-    // the other two elect a leader and confirm what they are sent.
-    net.lock().unwrap().isolate(&names[0]);
+    // The leader is cut off, alive: what it is sent is not confirmed; the
+    // other two elect a leader and confirm what they are sent.
+    net.lock().unwrap().isolate(&names[l]);
     std::thread::sleep(Duration::from_secs(2));
-    let minority = rt.block_on(publish_ids(&uris[0], "qp", 1000..1050));
+    let minority = rt.block_on(publish_ids(&uris[l], "qp", 1000..1050));
     assert!(minority.is_empty(), "a cut-off leader confirmed {minority:?}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut next = 2000;
     while confirmed.len() < 400 {
         assert!(Instant::now() < deadline, "the majority confirms nothing");
-        let got = rt.block_on(publish_ids(&uris[1], "qp", next..next + 50));
+        let got = rt.block_on(publish_ids(&uris[other], "qp", next..next + 50));
         next += 50;
         confirmed.extend(got);
     }
-    let new_leader = leader_of(&nodes[1]).expect("a leader");
-    assert_ne!(new_leader, names[0]);
+    let new_leader = leader_of(&nodes[other]).expect("a leader");
+    assert_ne!(new_leader, first);
 
-    // Healed: y1 follows; every confirmed message is there, consumed from
-    // y1, and nothing that was never published.
+    // Healed: the old leader follows; every confirmed message is there,
+    // consumed from it, and nothing that was never published.
     net.lock().unwrap().heal();
     rt.block_on(async {
         use futures::StreamExt;
@@ -355,7 +360,7 @@ fn a_quorum_queue_leader_cut_off_refuses_and_the_majority_goes_on() {
                 "{} confirmed messages never came back",
                 confirmed.difference(&seen).count()
             );
-            let Ok(c) = Connection::connect(&uris[0], ConnectionProperties::default()).await else {
+            let Ok(c) = Connection::connect(&uris[l], ConnectionProperties::default()).await else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };

@@ -127,7 +127,8 @@ const pages = {
   async queues() {
     const [qs, vs] = await Promise.all([api("GET", "/queues"), api("GET", "/vhosts")]);
     $("#page").innerHTML = `<h1>Queues</h1>` + table("queues-table", [
-      ["Vhost", (q) => esc(q.vhost)], ["Name", qlink], ["Features", (q) => (q.durable ? "D " : "") + (q.auto_delete ? "AD " : "") + (q.exclusive ? "Excl" : "")],
+      ["Vhost", (q) => esc(q.vhost)], ["Name", qlink], ["Type", (q) => esc(q.type)],
+      ["Features", (q) => (q.durable ? "D " : "") + (q.auto_delete ? "AD " : "") + (q.exclusive ? "Excl" : "")],
       ["Ready", (q) => q.messages_ready], ["Unacked", (q) => q.messages_unacknowledged], ["Total", (q) => q.messages],
       ["Consumers", (q) => q.consumers], ["Incoming/s", (q) => rate((q.message_stats || {}).publish_details)],
       ["Deliver/s", (q) => rate((q.message_stats || {}).deliver_get_details)],
@@ -144,7 +145,8 @@ const pages = {
   async queue(vhost, name) {
     const q = await api("GET", `/queues/${enc(vhost)}/${enc(name)}`);
     $("#page").innerHTML = `<h1>Queue <span id="queue-name">${esc(q.name)}</span></h1>
-      <p>Vhost <code>${esc(q.vhost)}</code>${q.durable ? ", durable" : ""}. Arguments: <code>${esc(JSON.stringify(q.arguments))}</code></p>
+      <p>Vhost <code>${esc(q.vhost)}</code>, type ${esc(q.type)}${q.durable ? ", durable" : ""}. Arguments: <code>${esc(JSON.stringify(q.arguments))}</code></p>
+      ${q.type === "quorum" ? `<p id="queue-replicas">Leader <code>${esc(q.leader || "none")}</code>; members ${(q.members || []).map((m) => `<code>${esc(m)}</code>`).join(", ")}; online ${(q.online || []).map((m) => `<code>${esc(m)}</code>`).join(", ")}</p>` : ""}
       <div class="totals"><span>Ready<b id="queue-ready">${q.messages_ready}</b></span><span>Unacked<b id="queue-unacked">${q.messages_unacknowledged}</b></span>
       <span>Consumers<b>${q.consumers}</b></span></div>` +
       table("queue-consumers", [["Consumer tag", (c) => esc(c.consumer_tag)], ["Channel", (c) => esc(c.channel_details.name)],
