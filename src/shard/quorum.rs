@@ -67,6 +67,11 @@ impl Group {
 pub struct Groups {
     groups: RefCell<HashMap<u32, Rc<Group>>>,
     opening: RefCell<HashSet<u32>>,
+    /// Per group: entries waiting to be written, in order, and whether its
+    /// writer runs. One write per group at a time from this node, so a
+    /// channel's publishes reach the log in order even when a write waits
+    /// for a leader; what queues meanwhile goes in the next write, whole.
+    outbox: RefCell<HashMap<u32, (std::collections::VecDeque<Entry>, bool)>>,
 }
 
 impl Groups {
@@ -379,29 +384,61 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
         }
         confirms.extend(p.confirms);
     }
-    for (group, (cmd, confirms, undo)) in by_group {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            let r = write(&shard, group, cmd).await;
-            if let Err(e) = &r {
-                log::warn!("quorum group {group:x}: {e}");
+    let Some(gs) = groups(shard) else { return };
+    for (group, entry) in by_group {
+        let start = {
+            let mut out = gs.outbox.borrow_mut();
+            let (queued, running) = out.entry(group).or_default();
+            queued.push_back(entry);
+            !std::mem::replace(running, true)
+        };
+        if start {
+            glommio::spawn_local(writer(shard.clone(), gs.clone(), group)).detach();
+        }
+    }
+}
+
+/// Writes a group's queued entries, one write at a time, each holding all
+/// that queued while the previous one was on its way.
+async fn writer(shard: Rc<Shard>, gs: Rc<Groups>, group: u32) {
+    loop {
+        let batch: Vec<Entry> = {
+            let mut out = gs.outbox.borrow_mut();
+            let Some((queued, running)) = out.get_mut(&group) else {
+                return;
+            };
+            if queued.is_empty() {
+                *running = false;
+                return;
             }
-            let ok = r.is_ok();
-            let now = now_ms();
-            {
-                let mut hub = shard.hub.borrow_mut();
-                for (ch, seq) in confirms {
-                    hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
-                }
-                if !ok {
-                    for (queue, returns) in undo {
-                        hub.owner.quorum_failed(queue, returns);
-                    }
+            queued.drain(..).collect()
+        };
+        let mut cmd = QCmd::default();
+        let mut confirms = Vec::new();
+        let mut undo = Vec::new();
+        for (c, k, u) in batch {
+            cmd.ops.extend(c.ops);
+            confirms.extend(k);
+            undo.extend(u);
+        }
+        let r = write(&shard, group, cmd).await;
+        if let Err(e) = &r {
+            log::warn!("quorum group {group:x}: {e}");
+        }
+        let ok = r.is_ok();
+        let now = now_ms();
+        {
+            let mut hub = shard.hub.borrow_mut();
+            for (ch, seq) in confirms {
+                hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
+            }
+            if !ok {
+                for (queue, returns) in undo {
+                    hub.owner.quorum_failed(queue, returns);
                 }
             }
-            shard.after_step(now);
-        })
-        .detach();
+        }
+        shard.after_step(now);
     }
 }
 
