@@ -140,6 +140,23 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
             )?;
             Ok(())
         }
+        "rename_cluster_node" => {
+            // A node's Raft id is derived from its name and recorded in every
+            // log, membership and quorum queue's replicas: renaming in place
+            // would make it another node. Say so instead of "unknown command".
+            if cli.args.len() < 2 || cli.args.len() % 2 != 0 {
+                return Err(usage(format!(
+                    "{} takes OLDNODE NEWNODE [OLDNODE NEWNODE ...]",
+                    cli.command
+                )));
+            }
+            Err(fail(
+                EX_SOFTWARE,
+                "rename_cluster_node is not supported by warren: a node's identity is derived from its name. \
+                 To rename a node, stop it, `forget_cluster_node` it, and join it again under the new \
+                 --node-name (its data is reset; quorum queues keep their other replicas)",
+            ))
+        }
         "change_cluster_node_type" => {
             let a = args(cli, 1, "disc|ram")?;
             let t = match a[0] {
