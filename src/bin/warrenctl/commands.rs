@@ -144,7 +144,7 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
             // A node's Raft id is derived from its name and recorded in every
             // log, membership and quorum queue's replicas: renaming in place
             // would make it another node. Say so instead of "unknown command".
-            if cli.args.len() < 2 || cli.args.len() % 2 != 0 {
+            if cli.args.len() < 2 || !cli.args.len().is_multiple_of(2) {
                 return Err(usage(format!(
                     "{} takes OLDNODE NEWNODE [OLDNODE NEWNODE ...]",
                     cli.command
