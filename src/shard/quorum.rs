@@ -24,6 +24,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+/// Messages a group's outbox holds while its writes wait (no leader, no
+/// majority); past it, new publishes are refused (nacked) and dropped.
+const MAX_QUEUED_MESSAGES: usize = 100_000;
 /// How long a proposal may wait for its group to commit it.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A leader that has not heard from a majority for this long takes no
@@ -71,7 +74,16 @@ pub struct Groups {
     /// writer runs. One write per group at a time from this node, so a
     /// channel's publishes reach the log in order even when a write waits
     /// for a leader; what queues meanwhile goes in the next write, whole.
-    outbox: RefCell<HashMap<u32, (std::collections::VecDeque<Entry>, bool)>>,
+    outbox: RefCell<HashMap<u32, Outbox>>,
+}
+
+/// One group's entries waiting to be written from this node.
+#[derive(Default)]
+struct Outbox {
+    queued: std::collections::VecDeque<Entry>,
+    /// Messages in `queued` (bounded by [`MAX_QUEUED_MESSAGES`]).
+    messages: usize,
+    running: bool,
 }
 
 impl Groups {
@@ -357,10 +369,11 @@ type Entry = (QCmd, Vec<(ChannelRef, u64)>, Undo);
 
 /// Sends the owner's quorum proposals: one entry per group.
 pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
-    let mut by_group: HashMap<u32, Entry> = HashMap::new();
+    let mut by_group: HashMap<u32, (Entry, usize)> = HashMap::new();
     for p in proposals {
-        let (cmd, confirms, undo) = by_group.entry(p.group).or_default();
+        let ((cmd, confirms, undo), n) = by_group.entry(p.group).or_default();
         if !p.enqueue.is_empty() {
+            *n += p.enqueue.len();
             let mut msgs = Vec::new();
             for m in &p.enqueue {
                 forward::encode(&mut msgs, p.queue, m);
@@ -378,19 +391,45 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
                 queue: p.queue.0,
                 idx: p.returns.clone(),
             });
-        }
-        if !p.returns.is_empty() {
             undo.push((p.queue, p.returns));
         }
         confirms.extend(p.confirms);
     }
     let Some(gs) = groups(shard) else { return };
-    for (group, entry) in by_group {
+    for (group, (mut entry, n)) in by_group {
         let start = {
             let mut out = gs.outbox.borrow_mut();
-            let (queued, running) = out.entry(group).or_default();
-            queued.push_back(entry);
-            !std::mem::replace(running, true)
+            let o = out.entry(group).or_default();
+            let refused = if n > 0 && o.messages + n > MAX_QUEUED_MESSAGES {
+                // The group has not taken a write for a while: refuse the
+                // publishes (settles and returns still go).
+                log::warn!(
+                    "quorum group {group:x}: {} messages wait for the group: refusing {n} more",
+                    o.messages
+                );
+                entry.0.ops.retain(|op| !matches!(op, QOp::Enqueue { .. }));
+                std::mem::take(&mut entry.1)
+            } else {
+                o.messages += n;
+                Vec::new()
+            };
+            o.queued.push_back(entry);
+            let start = !std::mem::replace(&mut o.running, true);
+            drop(out);
+            if !refused.is_empty() {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    {
+                        let mut hub = shard.hub.borrow_mut();
+                        for (ch, seq) in refused {
+                            hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok: false });
+                        }
+                    }
+                    shard.after_step(now_ms());
+                })
+                .detach();
+            }
+            start
         };
         if start {
             glommio::spawn_local(writer(shard.clone(), gs.clone(), group)).detach();
@@ -404,14 +443,15 @@ async fn writer(shard: Rc<Shard>, gs: Rc<Groups>, group: u32) {
     loop {
         let batch: Vec<Entry> = {
             let mut out = gs.outbox.borrow_mut();
-            let Some((queued, running)) = out.get_mut(&group) else {
+            let Some(o) = out.get_mut(&group) else {
                 return;
             };
-            if queued.is_empty() {
-                *running = false;
+            if o.queued.is_empty() {
+                o.running = false;
                 return;
             }
-            queued.drain(..).collect()
+            o.messages = 0;
+            o.queued.drain(..).collect()
         };
         let mut cmd = QCmd::default();
         let mut confirms = Vec::new();
