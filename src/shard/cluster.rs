@@ -113,6 +113,17 @@ impl Remotes {
         }
     }
 
+    /// Forgets a consumer of `node`, whichever queue it consumed from.
+    fn remove_consumer_anywhere(&mut self, node: u64, cref: ConsumerRef) {
+        let queue = self
+            .consumers
+            .get(&node)
+            .and_then(|l| l.iter().find(|(_, c)| *c == cref).map(|(q, _)| *q));
+        if let Some(q) = queue {
+            self.remove_consumer(node, q, cref);
+        }
+    }
+
     fn remove_consumer(&mut self, node: u64, queue: QueueId, cref: ConsumerRef) {
         let Some(list) = self.consumers.get_mut(&node) else {
             return;
@@ -900,13 +911,7 @@ pub fn stand_in_event(shard: &Rc<Shard>, conn: ConnId, ev: Event) {
             r.hold(conn);
         }
         Event::ConsumerCancelled { consumer } => {
-            let queue = r
-                .consumers
-                .get(&node)
-                .and_then(|l| l.iter().find(|(_, c)| c == consumer).map(|(q, _)| *q));
-            if let Some(q) = queue {
-                r.remove_consumer(node, q, *consumer);
-            }
+            r.remove_consumer_anywhere(node, *consumer);
         }
         _ => {}
     }
@@ -919,13 +924,7 @@ pub fn stand_in_event(shard: &Rc<Shard>, conn: ConnId, ev: Event) {
                 r.hold(conn);
             }
             Reply::CancelOk { consumer } => {
-                let queue = r
-                    .consumers
-                    .get(&node)
-                    .and_then(|l| l.iter().find(|(_, c)| c == consumer).map(|(q, _)| *q));
-                if let Some(q) = queue {
-                    r.remove_consumer(node, q, *consumer);
-                }
+                r.remove_consumer_anywhere(node, *consumer);
             }
             Reply::GetOk {
                 queue,
