@@ -128,6 +128,17 @@ pub enum Op {
     Drop {
         consumer: WireConsumer,
     },
+    /// A consumer carried over to a quorum queue's new leader, with the
+    /// sequences its channel holds.
+    Resume {
+        consumer: WireConsumer,
+        no_ack: bool,
+        exclusive: bool,
+        prefetch: u32,
+        channel_limited: bool,
+        priority: i32,
+        held: Vec<u64>,
+    },
 }
 
 /// One entry of an ops batch.
@@ -197,6 +208,33 @@ impl Op {
                 let cref = consumer.on(conn);
                 (name(n), cref.ch, QueueOp::Cancel(cref))
             }
+            Op::Resume {
+                consumer,
+                no_ack,
+                exclusive,
+                prefetch,
+                channel_limited,
+                priority,
+                held,
+            } => {
+                let cref = consumer.on(conn);
+                let spec = ConsumerSpec {
+                    cref,
+                    no_ack: *no_ack,
+                    exclusive: *exclusive,
+                    prefetch: *prefetch,
+                    channel_limited: *channel_limited,
+                    priority: *priority,
+                };
+                (
+                    ShortStr::default(),
+                    cref.ch,
+                    QueueOp::Resume {
+                        spec,
+                        held: held.clone(),
+                    },
+                )
+            }
             Op::Get { name: n, ch, no_ack } => (name(n), ch.on(conn), QueueOp::Get { no_ack: *no_ack }),
             Op::Purge { name: n, ch } => (name(n), ch.on(conn), QueueOp::Purge),
             _ => return None,
@@ -206,7 +244,9 @@ impl Op {
     /// The remote connection a queue operation comes from.
     pub fn real_conn(&self) -> Option<ConnId> {
         match self {
-            Op::Consume { consumer, .. } | Op::Cancel { consumer, .. } => Some(consumer.0.conn()),
+            Op::Consume { consumer, .. } | Op::Cancel { consumer, .. } | Op::Resume { consumer, .. } => {
+                Some(consumer.0.conn())
+            }
             Op::Get { ch, .. } | Op::Purge { ch, .. } => Some(ch.conn()),
             _ => None,
         }
@@ -228,6 +268,15 @@ impl Op {
             QueueOp::Cancel(c) => Op::Cancel {
                 name,
                 consumer: (*c).into(),
+            },
+            QueueOp::Resume { spec: s, held } => Op::Resume {
+                consumer: s.cref.into(),
+                no_ack: s.no_ack,
+                exclusive: s.exclusive,
+                prefetch: s.prefetch,
+                channel_limited: s.channel_limited,
+                priority: s.priority,
+                held: held.clone(),
             },
             QueueOp::Get { no_ack } => Op::Get {
                 name,
@@ -354,9 +403,16 @@ pub fn wire_event(ev: &Event, conn: ConnId) -> Option<WireEvent> {
             needs_ack: d.needs_ack,
             tracked: d.tracked,
         },
-        Event::ConsumerCancelled { consumer } => WireEvent::Cancelled {
+        Event::ConsumerCancelled { consumer }
+        | Event::Resumed {
+            consumer,
+            claimed: None,
+            ..
+        } => WireEvent::Cancelled {
             consumer: cons(*consumer),
         },
+        // Taken over: nothing to tell the consumer's node.
+        Event::Resumed { .. } => return None,
         Event::CreditRequest { queue, consumer } => WireEvent::CreditRequest {
             queue: queue.0,
             consumer: cons(*consumer),

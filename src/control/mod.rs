@@ -97,7 +97,9 @@ enum Stage {
     DeleteQueue(QueueId),
     /// Record that quorum queues' leader is now this node (its Raft id),
     /// for those the topology still places elsewhere.
-    SetLeader(Vec<QueueId>, u64),
+    /// Queues, this node's id, and whether to record it even where the
+    /// metadata names it already (a new term: consumers must carry on).
+    SetLeader(Vec<QueueId>, u64, bool),
     /// Persist (if durable), apply, broadcast, wait for every shard.
     Commit(Vec<Change>),
 }
@@ -486,8 +488,8 @@ impl ControlService {
             ControlMsg::AutoDeleted(queue) => {
                 self.begin(Answer::Nobody, None, [Stage::DeleteQueue(queue)]);
             }
-            ControlMsg::QueueLeader { queues, node } => {
-                self.begin(Answer::Nobody, None, [Stage::SetLeader(queues, node)]);
+            ControlMsg::QueueLeader { queues, node, force } => {
+                self.begin(Answer::Nobody, None, [Stage::SetLeader(queues, node, force)]);
             }
             ControlMsg::NodeRestarted(me) => {
                 // What a restarted cluster node held only for its clients
@@ -592,16 +594,16 @@ impl ControlService {
                     op.replan = Some(Stage::DeleteQueue(queue));
                 }
             }
-            Stage::SetLeader(queues, me) => {
+            Stage::SetLeader(queues, me, force) => {
                 let changes: Vec<Change> = queues
                     .iter()
-                    .filter(|q| topo.queue(**q).is_some_and(|d| d.node != 0 && d.node != me))
+                    .filter(|q| topo.queue(**q).is_some_and(|d| force || (d.node != 0 && d.node != me)))
                     // "Here": the metadata log names this node instead.
                     .map(|&id| Change::QueueLeader { id, node: 0 })
                     .collect();
                 if !changes.is_empty() {
                     op.stages.push_front(Stage::Commit(changes));
-                    op.replan = Some(Stage::SetLeader(queues, me));
+                    op.replan = Some(Stage::SetLeader(queues, me, false));
                 }
             }
             Stage::Commit(changes) => self.commit(topo, changes),

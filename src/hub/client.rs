@@ -522,6 +522,36 @@ impl Broker for Client<'_> {
         }
     }
 
+    fn resume_consumer(&mut self, queue: QueueId, spec: crate::queue::ConsumerSpec, held: Vec<u64>) {
+        let h = &mut *self.hub;
+        let ch = spec.cref.ch;
+        let consumer = spec.cref;
+        let op = QueueOp::Resume { spec, held };
+        let name = ShortStr::default();
+        match h.topo.queue(queue).map(|q| (q.owner, q.node)) {
+            Some((_, node)) if node != 0 => h.out.to_shard(
+                0,
+                Item::Remote {
+                    node,
+                    queue,
+                    op: RemoteOp::Queue { name, ch, op },
+                },
+            ),
+            // At once when here: the channel's acks that follow are
+            // settled after it.
+            Some((o, _)) if o == h.id => h.owner.queue_op(&h.topo, &mut h.out, queue, name, ch, op, self.now),
+            Some((o, _)) => h.out.to_shard(o, Item::QueueOp { queue, name, ch, op }),
+            None => h.out.to_conn(
+                ch.conn,
+                crate::session::Event::Resumed {
+                    consumer,
+                    queue,
+                    claimed: None,
+                },
+            ),
+        }
+    }
+
     fn written(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32) {
         self.send_to_owner(queue, Item::Written { queue, consumer, n }, || {
             RemoteOp::Written { consumer, n }

@@ -16,6 +16,13 @@ use crate::session::Event;
 #[derive(Debug)]
 pub enum QueueOp {
     Consume(ConsumerSpec),
+    /// A consumer carried over to a quorum queue's new leader, with the
+    /// deliveries its channel holds (sequences); answered with
+    /// `Event::Resumed`, not a reply.
+    Resume {
+        spec: ConsumerSpec,
+        held: Vec<u64>,
+    },
     Cancel(ConsumerRef),
     Get { no_ack: bool },
     Purge,
@@ -37,7 +44,9 @@ pub enum ControlMsg {
     AutoDeleted(QueueId),
     /// This node (its Raft id) now leads these quorum queues: the metadata
     /// must say so, for other nodes to route to it.
-    QueueLeader { queues: Vec<QueueId>, node: u64 },
+    /// `force`: record it even where the metadata names this node already
+    /// (it leads in a new term: the queue's consumers must carry on).
+    QueueLeader { queues: Vec<QueueId>, node: u64, force: bool },
     /// A cluster node restarted and caught up (its id): its transient and
     /// exclusive queues, back from the metadata log, must go.
     NodeRestarted(u64),

@@ -28,6 +28,10 @@ impl Owner {
     ) {
         let reply = |fx: &mut _, r| Self::reply(fx, ch, r);
         if !self.queues.contains_key(&queue) {
+            if let QueueOp::Resume { spec, .. } = op {
+                let consumer = spec.cref;
+                return fx.to_conn(ch.conn, Event::Resumed { consumer, queue, claimed: None });
+            }
             let r = match op {
                 QueueOp::Cancel(consumer) => Reply::CancelOk { consumer },
                 _ => gone(topo, queue, &name),
@@ -55,6 +59,17 @@ impl Owner {
                         reply(fx, Reply::Error(AmqpError::access_refused(text)));
                     }
                 }
+            }
+            QueueOp::Resume { spec, held } => {
+                let consumer = spec.cref;
+                let (dirty, _, slot) = self.parts(queue);
+                slot.last_used_ms = now;
+                let claimed = slot.q.resume_consumer(spec, &held).ok();
+                if claimed.is_some() {
+                    slot.had_consumers = true;
+                    Self::mark_dirty(dirty, slot);
+                }
+                fx.to_conn(ch.conn, Event::Resumed { consumer, queue, claimed });
             }
             QueueOp::Cancel(consumer) => {
                 reply(fx, Reply::CancelOk { consumer });

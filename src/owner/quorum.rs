@@ -56,7 +56,14 @@ impl Owner {
         now: u64,
     ) {
         let (dirty, store_dirty, slot) = self.parts(queue);
-        let Some(mut e) = slot.q.take_delivery(seq) else {
+        // A sequence names the same message on every replica: an ack or a
+        // drop of a delivery the previous leader made settles it here too
+        // (it may come before its consumer carried over).
+        let taken = slot.q.take_delivery(seq).or_else(|| match how {
+            Settle::Ack | Settle::Reject { requeue: false } => slot.q.take_ready(seq),
+            _ => None,
+        });
+        let Some(mut e) = taken else {
             return;
         };
         let qs = slot.quorum.as_mut().expect("a quorum queue");
@@ -173,19 +180,23 @@ impl Owner {
 
     /// This node now leads the queue's group: its engine is rebuilt from
     /// the replicated state (every message may have been delivered by the
-    /// previous leader: all are marked redelivered).
+    /// previous leader: all are marked redelivered). False if it already
+    /// served (or the queue is gone).
     pub fn quorum_activate(
         &mut self,
         topo: &Topology,
         queue: QueueId,
         msgs: impl Iterator<Item = (u64, Message, u32)>,
         now: u64,
-    ) {
+    ) -> bool {
         let window = self.cfg.consumer_window;
         let Some(slot) = self.queues.get_mut(&queue) else {
-            return;
+            return false;
         };
-        let Some(def) = topo.queue(queue) else { return };
+        if slot.quorum.as_ref().is_some_and(|q| q.active) {
+            return false;
+        }
+        let Some(def) = topo.queue(queue) else { return false };
         let (cfg, extras) = crate::broker::args::queue_settings(
             &def.args,
             topo.policy_for(def.vhost, def.name.as_bytes(), true),
@@ -218,12 +229,14 @@ impl Owner {
         qs.active = true;
         log::info!("quorum queue '{}': this node leads it now", slot.name);
         Self::mark_dirty(&mut self.dirty, slot);
+        true
     }
 
-    /// This node no longer leads the queue's group: its consumers are
-    /// cancelled (they consume again from the new leader) and the engine
-    /// emptied. What was delivered and not settled is redelivered by the
-    /// new leader.
+    /// This node no longer leads the queue's group: the engine is emptied,
+    /// its consumers with it. They are not cancelled: once the metadata
+    /// names the new leader (`Event::QueueMoved`), each carries on there
+    /// with the deliveries its channel holds; what was delivered and is
+    /// not held any more is redelivered by the new leader.
     pub fn quorum_deactivate(&mut self, fx: &mut impl Effects, queue: QueueId) {
         let window = self.cfg.consumer_window;
         let Some(slot) = self.queues.get_mut(&queue) else {
@@ -231,9 +244,6 @@ impl Owner {
         };
         if !slot.quorum.as_ref().is_some_and(|q| q.active) {
             return;
-        }
-        for c in slot.q.consumer_refs() {
-            fx.to_conn(c.ch.conn, Event::ConsumerCancelled { consumer: c });
         }
         for conn in std::mem::take(&mut slot.throttled) {
             fx.to_conn(conn, Event::Throttle { queue, on: false });
@@ -249,8 +259,8 @@ impl Owner {
     }
 
     /// The metadata recorded a new leader for the queue: its consumers on
-    /// every node are cancelled (and consume again from the new leader).
-    /// Those this node's idle engine held go quietly.
+    /// every node carry on there (`Event::QueueMoved`). Those this node's
+    /// idle engine held go quietly.
     pub fn quorum_moved(&mut self, queue: QueueId) {
         let Some(slot) = self.queues.get_mut(&queue) else {
             return;

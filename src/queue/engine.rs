@@ -261,6 +261,12 @@ impl Queue {
         self.take_unacked(seq)
     }
 
+    /// Takes a ready message out (a replicated queue's message that a
+    /// previous leader delivered, settled by its consumer here).
+    pub fn take_ready(&mut self, seq: u64) -> Option<Entry> {
+        self.ready.take_seq(seq)
+    }
+
     /// Puts a message taken with [`Queue::take_delivery`] back in its place.
     pub fn put_back(&mut self, e: Entry) {
         self.ready.requeue(vec![e]);
@@ -280,6 +286,43 @@ impl Queue {
         }
         self.consumers.push(Consumer::new(spec));
         Ok(())
+    }
+
+    /// A consumer that was served by another copy of this queue (a
+    /// replicated queue's previous leader) carries on here: added unless it
+    /// is here already, and the deliveries its channel still holds
+    /// (`held`, by sequence) that are ready here become its unacked ones
+    /// rather than being delivered again. Returns the sequences taken.
+    /// Call [`Queue::dispatch`] afterwards.
+    pub fn resume_consumer(&mut self, spec: ConsumerSpec, held: &[u64]) -> Result<Vec<u64>, ConsumeError> {
+        let cref = spec.cref;
+        let needs_ack = !spec.no_ack;
+        if self.consumer_mut(cref).is_none() {
+            self.add_consumer(spec)?;
+        }
+        if !needs_ack {
+            return Ok(Vec::new());
+        }
+        let mut held = held.to_vec();
+        held.sort_unstable();
+        held.dedup();
+        let taken = self.ready.take_seqs(&held);
+        let mut seqs = Vec::with_capacity(taken.len());
+        if let Some(c) = self.consumer_mut(cref) {
+            c.unacked += taken.len() as u32;
+        }
+        for entry in taken {
+            seqs.push(entry.seq);
+            self.unacked_bytes += entry.msg.body_len() as u64;
+            self.unacked.insert(
+                entry.seq,
+                Unacked {
+                    entry,
+                    consumer: Some(cref),
+                },
+            );
+        }
+        Ok(seqs)
     }
 
     /// Removes a consumer; its unacked messages stay with its channel.
@@ -578,6 +621,30 @@ mod tests {
 
     fn body(d: &Delivery) -> u32 {
         u32::from_be_bytes(d.msg.body().try_into().unwrap())
+    }
+
+    #[test]
+    fn a_resumed_consumer_keeps_what_its_channel_holds() {
+        let mut q = Queue::new(QueueId(1), 100);
+        for i in 1..=5 {
+            q.publish_seq(10 + i as u64, msg(i), true, 0);
+        }
+        // The channel holds 11 and 13 from the previous leader; 99 is not
+        // here (settled meanwhile).
+        let got = q.resume_consumer(spec(1, 3, false), &[13, 11, 99]).unwrap();
+        assert_eq!(got, vec![11, 13]);
+        assert_eq!((q.ready_count(), q.unacked_count()), (3, 2));
+        let mut sink = Sink::default();
+        q.dispatch(0, &mut sink);
+        // Prefetch 3: the two held count against it.
+        assert_eq!(sink.out.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![12]);
+        // Resuming again (the leader record was written twice) changes nothing.
+        assert_eq!(q.resume_consumer(spec(1, 3, false), &[11, 13]).unwrap(), Vec::<u64>::new());
+        assert_eq!(q.consumer_count(), 1);
+        // Acks of the held ones settle them here.
+        assert!(q.ack(11).is_some() && q.ack(13).is_some());
+        q.dispatch(0, &mut sink);
+        assert_eq!(sink.out.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![12, 14, 15]);
     }
 
     #[test]

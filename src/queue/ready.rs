@@ -167,6 +167,42 @@ impl ReadyList {
         *entries = merged;
     }
 
+    /// Takes out the message with this sequence, if ready.
+    pub fn take_seq(&mut self, seq: u64) -> Option<Entry> {
+        let level = self.levels.iter().position(|l| l.binary_search_by_key(&seq, |e| e.seq).is_ok())?;
+        let at = self.levels[level].binary_search_by_key(&seq, |e| e.seq).ok()?;
+        let e = self.levels[level].remove(at)?;
+        self.bytes -= e.msg.body_len() as u64;
+        self.len -= 1;
+        Some(e)
+    }
+
+    /// Takes out the messages whose sequences are in `seqs` (sorted), in
+    /// sequence order per level. A scan of the whole list: for rare events
+    /// (a consumer resuming on a replicated queue's new leader).
+    pub fn take_seqs(&mut self, seqs: &[u64]) -> Vec<Entry> {
+        let mut out = Vec::new();
+        if seqs.is_empty() {
+            return out;
+        }
+        for level in &mut self.levels {
+            let mut kept = VecDeque::with_capacity(level.len());
+            for e in level.drain(..) {
+                if seqs.binary_search(&e.seq).is_ok() {
+                    out.push(e);
+                } else {
+                    kept.push_back(e);
+                }
+            }
+            *level = kept;
+        }
+        for e in &out {
+            self.bytes -= e.msg.body_len() as u64;
+        }
+        self.len -= out.len();
+        out
+    }
+
     /// Removes every ready message, in delivery order.
     pub fn drain_all(&mut self) -> VecDeque<Entry> {
         self.bytes = 0;

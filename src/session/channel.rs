@@ -31,6 +31,8 @@ pub(crate) struct ChanConsumer {
     pub no_ack: bool,
     pub exclusive: bool,
     pub prefetch: u32,
+    /// `x-priority`.
+    pub priority: i32,
 }
 
 /// The request a channel is waiting on, and how to answer the client.
@@ -46,6 +48,7 @@ pub(crate) enum Pending {
         no_ack: bool,
         exclusive: bool,
         prefetch: u32,
+        priority: i32,
     },
     Cancel {
         tag: ShortStr,
@@ -196,6 +199,18 @@ impl Channel {
                 Reply::ConsumeOk { queue, consumer } => b.drop_consumer(queue, consumer),
                 _ => {}
             },
+            // A consumer carried over after its channel went: what it took
+            // over goes back (a second settle of one is ignored).
+            Event::Resumed {
+                consumer,
+                queue,
+                claimed: Some(claimed),
+            } => {
+                for seq in claimed {
+                    b.settle(queue, seq, Settle::Requeue);
+                }
+                b.drop_consumer(queue, consumer);
+            }
             _ => {}
         }
     }
@@ -247,6 +262,37 @@ impl Channel {
             }
             self.global_used += 1;
             b.grant_credit(q, c, 1);
+        }
+    }
+
+    /// The queue's leader moved: each of the channel's consumers of it
+    /// carries on there. The deliveries the channel holds from the queue
+    /// go with the first consumer that acks, so the new leader does not
+    /// deliver them again. Credit the old leader held for a channel-wide
+    /// limit is lost with it: when the queue's consumers are the channel's
+    /// only limited ones, what is used is recounted from the deliveries held.
+    pub(super) fn resume_consumers(&mut self, queue: QueueId, b: &mut impl Broker) {
+        if self.closing || !self.consumers.iter().any(|c| c.queue == queue) {
+            return;
+        }
+        let mut held: Vec<u64> = self.unacked.iter().filter(|o| o.queue == queue).map(|o| o.seq).collect();
+        for c in self.consumers.iter().filter(|c| c.queue == queue) {
+            let spec = ConsumerSpec {
+                cref: ConsumerRef { ch: self.cref, id: c.id },
+                no_ack: c.no_ack,
+                exclusive: c.exclusive,
+                prefetch: c.prefetch,
+                channel_limited: c.limited,
+                priority: c.priority,
+            };
+            let held = if c.no_ack { Vec::new() } else { std::mem::take(&mut held) };
+            b.resume_consumer(queue, spec, held);
+        }
+        let limited_here = self.consumers.iter().any(|c| c.queue == queue && c.limited);
+        let limited_elsewhere = self.consumers.iter().any(|c| c.queue != queue && c.limited);
+        if self.global_prefetch > 0 && limited_here && !limited_elsewhere {
+            self.global_used = self.unacked.iter().filter(|o| o.limited).count() as u32;
+            self.serve_credit(b);
         }
     }
 
@@ -1012,6 +1058,7 @@ impl Session {
                     no_ack: c.no_ack,
                     exclusive: c.exclusive,
                     prefetch: ch.prefetch,
+                    priority,
                 };
                 self.request(n, Request::Consume { queue, spec }, pending, b);
                 Ok(())
@@ -1192,7 +1239,8 @@ impl Session {
                 ch.mark_confirm(&mut self.confirm_dirty);
                 Ok(())
             }
-            Event::ConsumerCancelled { consumer } => {
+            Event::Resumed { claimed: Some(_), .. } => Ok(()),
+            Event::ConsumerCancelled { consumer } | Event::Resumed { consumer, .. } => {
                 if let Some(i) = ch.consumers.iter().position(|c| c.id == consumer.id) {
                     let c = ch.consumers.remove(i);
                     match (notify_cancel, ch.pending.is_some()) {
@@ -1305,6 +1353,7 @@ fn reply_frames(
                 no_ack,
                 exclusive,
                 prefetch,
+                priority,
                 ..
             }) = pending
             else {
@@ -1319,6 +1368,7 @@ fn reply_frames(
                 no_ack,
                 exclusive,
                 prefetch,
+                priority,
             });
             Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag })
         }

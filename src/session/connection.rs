@@ -807,19 +807,10 @@ impl Session {
             return;
         }
         if let Event::QueueMoved { queue } = ev {
-            let gone: Vec<ConsumerRef> = self
-                .channels
-                .iter()
-                .filter(|c| !c.closing)
-                .flat_map(|c| {
-                    c.consumers
-                        .iter()
-                        .filter(|k| k.queue == queue)
-                        .map(|k| ConsumerRef { ch: c.cref, id: k.id })
-                })
-                .collect();
-            for consumer in gone {
-                self.on_event(Event::ConsumerCancelled { consumer }, b);
+            if self.phase == Phase::Running {
+                for ch in self.channels.iter_mut() {
+                    ch.resume_consumers(queue, b);
+                }
             }
             return;
         }

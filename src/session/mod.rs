@@ -71,6 +71,10 @@ pub trait Broker {
     fn request(&mut self, ch: ChannelRef, vhost: VhostId, user: &str, req: Request);
     /// Removes a consumer without a reply (its channel is closing).
     fn drop_consumer(&mut self, queue: QueueId, consumer: ConsumerRef);
+    /// Carries a consumer over to its queue's new leader (see
+    /// [`Event::QueueMoved`]), with the deliveries (sequences) its channel
+    /// holds from that queue; answered with [`Event::Resumed`].
+    fn resume_consumer(&mut self, queue: QueueId, spec: crate::queue::ConsumerSpec, held: Vec<u64>);
     /// Reports tracked deliveries written to the socket (transport window).
     fn written(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32);
     /// Grants channel-wide prefetch credit to a consumer.
@@ -152,10 +156,19 @@ pub enum Event {
         queue: QueueId,
         on: bool,
     },
-    /// A quorum queue's leader moved to another node: its consumers here
-    /// are cancelled (`basic.cancel`), to consume again from the new one.
+    /// A quorum queue's leader moved (to another node, or back to the
+    /// same one in a new term): its consumers here carry on with the new
+    /// leader, taking along the deliveries their channels still hold.
     QueueMoved {
         queue: QueueId,
+    },
+    /// The answer to a consumer's resumption on a queue's new leader: the
+    /// deliveries it took over (`None`: the queue refused it or is gone;
+    /// the consumer is cancelled).
+    Resumed {
+        consumer: ConsumerRef,
+        queue: QueueId,
+        claimed: Option<Vec<u64>>,
     },
 }
 
@@ -166,6 +179,7 @@ impl Event {
             Event::Reply { ch, .. } | Event::Confirm { ch, .. } => Some(*ch),
             Event::Deliver(d) => Some(d.consumer.ch),
             Event::ConsumerCancelled { consumer }
+            | Event::Resumed { consumer, .. }
             | Event::CreditRequest { consumer, .. }
             | Event::CreditReturn { consumer, .. } => Some(consumer.ch),
             Event::ForceClose { .. }

@@ -124,6 +124,33 @@ impl Remotes {
         }
     }
 
+    /// Forgets what other nodes' consumers held of a queue here (its
+    /// engine here stopped serving: they carry on with its new leader).
+    fn forget_queue(&mut self, queue: QueueId) {
+        let mut released = Vec::new();
+        for u in self.unacked.values_mut() {
+            u.retain(|(q, _), c| {
+                let keep = *q != queue;
+                if !keep {
+                    released.push(*c);
+                }
+                keep
+            });
+        }
+        for l in self.consumers.values_mut() {
+            l.retain(|(q, c)| {
+                let keep = *q != queue;
+                if !keep {
+                    released.push(c.ch.conn);
+                }
+                keep
+            });
+        }
+        for c in released {
+            self.release(c);
+        }
+    }
+
     fn remove_consumer(&mut self, node: u64, queue: QueueId, cref: ConsumerRef) {
         let Some(list) = self.consumers.get_mut(&node) else {
             return;
@@ -700,16 +727,29 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
         return;
     };
     type Asking = Vec<(crate::ids::ChannelRef, QueueId, crate::protocol::ShortStr)>;
-    let mut by_node: Vec<(u64, Vec<remote::OpFor>, Asking)> = Vec::new();
+    type Resuming = Vec<(crate::ids::ConsumerRef, QueueId)>;
+    let mut by_node: Vec<(u64, Vec<remote::OpFor>, Asking, Resuming)> = Vec::new();
     for (node, queue, op) in ops {
         let i = match by_node.iter().position(|b| b.0 == node) {
             Some(i) => i,
             None => {
-                by_node.push((node, Vec::new(), Vec::new()));
+                by_node.push((node, Vec::new(), Vec::new(), Vec::new()));
                 by_node.len() - 1
             }
         };
         let op = match op {
+            // A resumption waits for no reply: if it cannot be sent, its
+            // consumer is cancelled.
+            RemoteOp::Queue {
+                name,
+                ch,
+                op: op @ crate::owner::QueueOp::Resume { .. },
+            } => {
+                if let crate::owner::QueueOp::Resume { spec, .. } = &op {
+                    by_node[i].3.push((spec.cref, queue));
+                }
+                remote::Op::of_queue_op(&name, ch, &op)
+            }
             RemoteOp::Queue { name, ch, op } => {
                 by_node[i].2.push((ch, queue, name.clone()));
                 remote::Op::of_queue_op(&name, ch, &op)
@@ -732,7 +772,7 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
         };
         by_node[i].1.push(remote::OpFor { queue: queue.0, op });
     }
-    for (target, ops, asking) in by_node {
+    for (target, ops, asking, resuming) in by_node {
         let shard = shard.clone();
         let node = glue.node.clone();
         let body = postcard::to_stdvec(&remote::OpsBatch { boot: glue.boot, ops });
@@ -765,6 +805,10 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
                         )));
                         hub.send_event(ch.conn, Event::Reply { ch, reply });
                     }
+                    for (consumer, queue) in resuming {
+                        let claimed = None;
+                        hub.send_event(consumer.ch.conn, Event::Resumed { consumer, queue, claimed });
+                    }
                 }
                 shard.after_step(now);
             }
@@ -789,15 +833,27 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
     {
         let mut hub = shard.hub.borrow_mut();
         let mut r = glue.remote.borrow_mut();
+        let me = hub.owner.node();
         for remote::OpFor { queue, op } in batch.ops {
             let queue = QueueId(queue);
-            let Some(owner) = hub.topo.queue(queue).filter(|q| q.node == 0).map(|q| q.owner) else {
+            // A quorum queue's operations are taken wherever it has a
+            // replica: the sender may know of a new leader (this node)
+            // before this node has applied the record.
+            let here = |q: &&crate::broker::topology::QueueDef| {
+                q.node == 0 || (q.is_quorum() && q.replicas.contains(&me))
+            };
+            let Some(owner) = hub.topo.queue(queue).filter(here).map(|q| q.owner) else {
                 // Not here (deleted meanwhile): a request is answered as
                 // for a missing queue (a cancel, as done).
                 if let Some(real) = op.real_conn() {
                     let stand_in = r.stand_in(from_node, real);
                     r.hold(stand_in);
                     if let Some((name, ch, qop)) = op.queue_op(stand_in) {
+                        if let crate::owner::QueueOp::Resume { spec, .. } = qop {
+                            let (consumer, claimed) = (spec.cref, None);
+                            hub.send_event(stand_in, Event::Resumed { consumer, queue, claimed });
+                            continue;
+                        }
                         let reply = match qop {
                             crate::owner::QueueOp::Cancel(consumer) => {
                                 crate::broker::request::Reply::CancelOk { consumer }
@@ -864,9 +920,9 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
                 }
                 other => {
                     let real = match other {
-                        remote::Op::Consume { consumer, .. } | remote::Op::Cancel { consumer, .. } => {
-                            consumer.0.conn()
-                        }
+                        remote::Op::Consume { consumer, .. }
+                        | remote::Op::Cancel { consumer, .. }
+                        | remote::Op::Resume { consumer, .. } => consumer.0.conn(),
                         remote::Op::Get { ch, .. } | remote::Op::Purge { ch, .. } => ch.conn(),
                         _ => unreachable!("handled above"),
                     };
@@ -891,6 +947,17 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
     Ok(Vec::new())
 }
 
+/// These queues' engines here stopped serving (see `Remotes::forget_queue`).
+pub fn forget_queues(shard: &Rc<Shard>, queues: &[QueueId]) {
+    let Some(glue) = shard.cluster.borrow().clone() else {
+        return;
+    };
+    let mut r = glue.remote.borrow_mut();
+    for q in queues {
+        r.forget_queue(*q);
+    }
+}
+
 /// An event for a stand-in: kept for its node (sent by [`flush_events`]).
 pub fn stand_in_event(shard: &Rc<Shard>, conn: ConnId, ev: Event) {
     let Some(glue) = shard.cluster.borrow().clone() else {
@@ -912,6 +979,27 @@ pub fn stand_in_event(shard: &Rc<Shard>, conn: ConnId, ev: Event) {
         }
         Event::ConsumerCancelled { consumer } => {
             r.remove_consumer_anywhere(node, *consumer);
+        }
+        // The answer to a resumption (held since the operation came): a
+        // consumer taken over holds its stand-in, as do the deliveries
+        // it took along.
+        Event::Resumed { consumer, queue, claimed } => {
+            if let Some(claimed) = claimed {
+                let known = r
+                    .consumers
+                    .get(&node)
+                    .is_some_and(|l| l.contains(&(*queue, *consumer)));
+                if !known {
+                    r.consumers.entry(node).or_default().push((*queue, *consumer));
+                    r.hold(conn);
+                }
+                for seq in claimed {
+                    if r.unacked.entry(node).or_default().insert((*queue, *seq), conn).is_none() {
+                        r.hold(conn);
+                    }
+                }
+            }
+            r.release(conn);
         }
         _ => {}
     }

@@ -41,6 +41,9 @@ struct Group {
     led: Cell<Option<u64>>,
     /// The term for which a blank entry was written to take the lead.
     nudged: Cell<Option<u64>>,
+    /// The term in which the metadata was seen naming this node leader
+    /// (applied here), so every node's consumers carried on with it.
+    announced: Cell<Option<u64>>,
 }
 
 impl Group {
@@ -60,7 +63,7 @@ impl Group {
             return false;
         }
         self.led.set(Some(term));
-        activate(shard, self, group, None);
+        activate(shard, self, group, true);
         true
     }
 }
@@ -162,9 +165,10 @@ fn groups(shard: &Shard) -> Option<Rc<Groups>> {
     shard.cluster.borrow().as_ref().map(|g| g.quorum.clone())
 }
 
-/// Makes this node's engines serve the group's queues (all of them, or
-/// `only`), and records it as their leader in the metadata.
-fn activate(shard: &Rc<Shard>, g: &Group, group: u32, only: Option<QueueId>) {
+/// Makes this node's engines serve the group's queues that do not serve
+/// yet, and records it as their leader in the metadata (`new_term`: even
+/// where it names this node already, for their consumers to carry on).
+fn activate(shard: &Rc<Shard>, g: &Group, group: u32, new_term: bool) {
     let now = now_ms();
     let me = shard.hub.borrow().owner.node();
     let mut led = Vec::new();
@@ -173,9 +177,6 @@ fn activate(shard: &Rc<Shard>, g: &Group, group: u32, only: Option<QueueId>) {
         let hub = &mut *hub;
         let state = g.sm.state.borrow();
         for q in hub.owner.quorum_queues(group) {
-            if only.is_some_and(|o| o != q) {
-                continue;
-            }
             let msgs = state
                 .queues
                 .get(&q)
@@ -186,13 +187,15 @@ fn activate(shard: &Rc<Shard>, g: &Group, group: u32, only: Option<QueueId>) {
                         .collect::<Vec<_>>()
                 })
                 .unwrap_or_default();
-            hub.owner.quorum_activate(&hub.topo, q, msgs.into_iter(), now);
-            led.push(q);
+            if hub.owner.quorum_activate(&hub.topo, q, msgs.into_iter(), now) {
+                led.push(q);
+            }
         }
         if !led.is_empty() {
             hub.submit_control(ControlMsg::QueueLeader {
                 queues: led,
                 node: me,
+                force: new_term,
             });
         }
     }
@@ -209,7 +212,7 @@ pub fn open(shard: &Rc<Shard>, reqs: Vec<(u32, Vec<u64>)>) {
             // A new queue of a group this node already leads.
             if g.leading() {
                 let shard = shard.clone();
-                glommio::spawn_local(async move { activate(&shard, &g, group, None) }).detach();
+                glommio::spawn_local(async move { activate(&shard, &g, group, false) }).detach();
             }
             continue;
         }
@@ -254,6 +257,7 @@ async fn open_group(
         sm,
         led: Cell::new(None),
         nudged: Cell::new(None),
+        announced: Cell::new(None),
     });
     gs.groups.borrow_mut().insert(group, g.clone());
     glommio::spawn_local(watch_leadership(Rc::downgrade(shard), group, g.clone())).detach();
@@ -304,13 +308,16 @@ async fn watch_leadership(shard: Weak<Shard>, group: u32, g: Rc<Group>) {
             g.led.set(None);
             let Some(shard) = shard.upgrade() else { return };
             let now = now_ms();
-            {
+            let queues = {
                 let mut hub = shard.hub.borrow_mut();
                 let hub = &mut *hub;
-                for q in hub.owner.quorum_queues(group) {
-                    hub.owner.quorum_deactivate(&mut hub.out, q);
+                let queues = hub.owner.quorum_queues(group);
+                for q in &queues {
+                    hub.owner.quorum_deactivate(&mut hub.out, *q);
                 }
-            }
+                queues
+            };
+            super::cluster::forget_queues(&shard, &queues);
             shard.after_step(now);
         }
         if rx.changed().await.is_err() {
@@ -332,12 +339,16 @@ async fn keep_leader_record(shard: Weak<Shard>, group: u32, g: Weak<Group>) {
             continue;
         }
         let me = shard.hub.borrow().owner.node();
+        // Not announced in this term yet (the record named this node
+        // already, and the write that says so again has not been applied):
+        // every queue is recorded again, for consumers to carry on.
+        let force = g.announced.get() != g.led.get();
         let stale: Vec<QueueId> = {
             let hub = shard.hub.borrow();
             hub.owner
                 .quorum_queues(group)
                 .into_iter()
-                .filter(|q| hub.topo.queue(*q).is_some_and(|d| d.node != 0))
+                .filter(|q| hub.topo.queue(*q).is_some_and(|d| force || d.node != 0))
                 .collect()
         };
         if !stale.is_empty() {
@@ -345,8 +356,24 @@ async fn keep_leader_record(shard: Weak<Shard>, group: u32, g: Weak<Group>) {
             shard.hub.borrow_mut().submit_control(ControlMsg::QueueLeader {
                 queues: stale,
                 node: me,
+                force,
             });
             shard.after_step(now);
+        }
+    }
+}
+
+/// The metadata now names a leader for these queues: where it names this
+/// node, its groups' current terms are announced.
+pub fn recorded(shard: &Rc<Shard>, queues: &[QueueId]) {
+    let Some(gs) = groups(shard) else { return };
+    let hub = shard.hub.borrow();
+    for q in queues {
+        let Some(d) = hub.topo.queue(*q).filter(|d| d.node == 0 && d.is_quorum()) else {
+            continue;
+        };
+        if let Some(g) = gs.groups.borrow().get(&d.quorum_group()) {
+            g.announced.set(g.led.get());
         }
     }
 }

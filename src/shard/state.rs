@@ -174,6 +174,18 @@ impl Shard {
                 super::quorum::propose(self, quorum);
             }
             if !moved.is_empty() {
+                if self.cluster.borrow().is_some() {
+                    super::quorum::recorded(self, &moved);
+                    let elsewhere: Vec<_> = {
+                        let hub = self.hub.borrow();
+                        moved
+                            .iter()
+                            .copied()
+                            .filter(|q| hub.topo.queue(*q).is_none_or(|d| d.node != 0))
+                            .collect()
+                    };
+                    super::cluster::forget_queues(self, &elsewhere);
+                }
                 let conns: Vec<_> = self.conns.borrow().values().cloned().collect();
                 for q in moved {
                     for c in &conns {

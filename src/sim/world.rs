@@ -197,6 +197,9 @@ impl Broker for Recorder<'_> {
     fn drop_consumer(&mut self, queue: QueueId, consumer: ConsumerRef) {
         self.inner.drop_consumer(queue, consumer)
     }
+    fn resume_consumer(&mut self, queue: QueueId, spec: crate::queue::ConsumerSpec, held: Vec<u64>) {
+        self.inner.resume_consumer(queue, spec, held)
+    }
     fn written(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32) {
         self.inner.written(queue, consumer, n)
     }

@@ -374,14 +374,15 @@ fn consumers_continue_on_the_new_leader_after_the_old_one_stops() {
         let sent = publish_until_confirmed(&uri2, "work", "w", 0..300).await;
         assert_eq!(sent.len(), 300);
     });
-    // A consumer on node 3 takes a third, acking each; then node 1 (the
-    // leader) stops; the consumer is cancelled (basic.cancel) and consumes
-    // again (on a new channel if its channel failed), from the new leader,
-    // until it has seen every message.
+    // A consumer on node 3 (prefetch 10) acks 100, then holds 10 unacked
+    // while node 1 (the leader) stops. As in RabbitMQ, it is not
+    // cancelled: the same consumer, on the same channel, goes on receiving
+    // from the new leader; the 10 it held are acked after the failover and
+    // are not delivered again; in the end the queue is empty.
     let rt = rt();
     rt.block_on(async {
         let conn = connect(&uri3).await;
-        let mut ch = conn.create_channel().await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
         ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
         let mut consumer = ch
             .basic_consume(
@@ -392,51 +393,82 @@ fn consumers_continue_on_the_new_leader_after_the_old_one_stops() {
             )
             .await
             .unwrap();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashMap::<String, u32>::new();
         while seen.len() < 100 {
             let d = consumer.next().await.unwrap().unwrap();
-            seen.insert(String::from_utf8(d.data.clone()).unwrap());
+            *seen.entry(String::from_utf8(d.data.clone()).unwrap()).or_default() += 1;
             d.ack(BasicAckOptions::default()).await.unwrap();
         }
+        let mut held = Vec::new();
+        while held.len() < 10 {
+            let d = consumer.next().await.unwrap().unwrap();
+            *seen.entry(String::from_utf8(d.data.clone()).unwrap()).or_default() += 1;
+            held.push(d);
+        }
+        let held_bodies: Vec<String> = held.iter().map(|d| String::from_utf8(d.data.clone()).unwrap()).collect();
         // Stop the leader from a blocking thread, while this consumer runs.
         let n1 = nodes[0].handle.take().unwrap();
         let stopper = std::thread::spawn(move || n1.shutdown());
-        let mut tag = 1;
-        let mut cancelled = false;
+        // Nothing more comes until the held ones are acked (prefetch 10).
+        let quiet = tokio::time::timeout(std::time::Duration::from_secs(1), consumer.next()).await;
+        assert!(quiet.is_err(), "a delivery beyond the prefetch: {quiet:?}");
+        let stopper = tokio::task::spawn_blocking(move || stopper.join().unwrap());
+        stopper.await.unwrap();
+        // The new leader takes over (elected, then recorded in the
+        // metadata): once node 3 knows it, the held deliveries are acked
+        // there (acks sent to the stopped leader would be lost, and the
+        // consumer would stay at its prefetch).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "no new leader recorded");
+            let l2 = leader_of(&nodes[2], "work");
+            if l2.is_some() && l2 != Some(nodes[0].name.clone()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        for d in held {
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
         while seen.len() < 300 {
             assert!(std::time::Instant::now() < deadline, "only {} of 300", seen.len());
-            match tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next()).await {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), consumer.next()).await {
                 Ok(Some(Ok(d))) => {
-                    seen.insert(String::from_utf8(d.data.clone()).unwrap());
-                    let _ = d.ack(BasicAckOptions::default()).await;
-                    continue;
+                    *seen.entry(String::from_utf8(d.data.clone()).unwrap()).or_default() += 1;
+                    d.ack(BasicAckOptions::default()).await.unwrap();
                 }
-                // The broker cancelled the consumer: the stream ends.
-                Ok(None) => cancelled = true,
-                _ => {}
+                Ok(None) => panic!("the consumer was cancelled"),
+                Ok(Some(Err(e))) => panic!("the consumer failed: {e}"),
+                Err(_) => panic!("the consumer stalled at {} of 300", seen.len()),
             }
-            tag += 1;
-            if !ch.status().connected() {
-                ch = conn.create_channel().await.unwrap();
-                ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
-            }
-            if let Ok(c) = ch
-                .basic_consume(
+        }
+        assert!(ch.status().connected(), "the channel stayed open");
+        for i in 0..300 {
+            assert!(seen.contains_key(&format!("w-{i}")), "w-{i} lost");
+        }
+        for b in &held_bodies {
+            assert_eq!(seen[b], 1, "{b}, held across the failover, came again");
+        }
+        // Every ack reached the new leader: nothing is left.
+        let probe = conn.create_channel().await.unwrap();
+        loop {
+            assert!(std::time::Instant::now() < deadline, "messages left in the queue");
+            let q = probe
+                .queue_declare(
                     "work".into(),
-                    format!("c{tag}").as_str().into(),
-                    BasicConsumeOptions::default(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
                     FieldTable::default(),
                 )
                 .await
-            {
-                consumer = c;
+                .unwrap();
+            if q.message_count() == 0 {
+                assert_eq!(q.consumer_count(), 1);
+                break;
             }
-        }
-        assert!(cancelled, "the consumer was told it was cancelled");
-        stopper.join().unwrap();
-        for i in 0..300 {
-            assert!(seen.contains(&format!("w-{i}")), "w-{i} lost");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         let _ = conn.close(200, "bye".into()).await;
     });

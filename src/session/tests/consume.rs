@@ -515,3 +515,69 @@ fn acks_after_a_cancel_free_global_credit() {
         vec![Call::Settle(Q, 1, Settle::Ack), Call::GrantCredit(Q, b, 1)]
     );
 }
+
+#[test]
+fn a_moved_queue_s_consumers_carry_on_with_what_they_hold() {
+    let mut p = one_channel();
+    p.send(1, qos(10, false));
+    let _ = p.frames();
+    let c = p.consume(1, "c1", false);
+    for seq in 11..=14 {
+        p.deliver(c, seq);
+    }
+    p.send(1, ack(2, false));
+    let _ = (p.frames(), p.calls());
+    // The leader moved: the consumer resumes there with what the channel
+    // holds (11, 13, 14), and the client sees nothing.
+    p.event(Event::QueueMoved { queue: Q });
+    assert_eq!(p.calls(), vec![Call::Resume(Q, c, 10, vec![11, 13, 14])]);
+    assert_eq!(p.frames(), vec![]);
+    p.event(Event::Resumed {
+        consumer: c,
+        queue: Q,
+        claimed: Some(vec![11, 13, 14]),
+    });
+    assert_eq!(p.frames(), vec![]);
+    // Tags go on; the old ones settle as before.
+    p.deliver(c, 15);
+    assert_eq!(p.frames()[..3], deliver_frames(1, "c1", 5, b"m15")[..]);
+    p.send(1, ack(4, true));
+    assert_eq!(
+        p.calls(),
+        vec![
+            Call::Settle(Q, 11, Settle::Ack),
+            Call::Settle(Q, 13, Settle::Ack),
+            Call::Settle(Q, 14, Settle::Ack),
+        ]
+    );
+    // Another queue's move leaves it alone.
+    p.event(Event::QueueMoved { queue: QueueId(99) });
+    assert_eq!(p.calls(), vec![]);
+    // Refused by the new leader (the queue went): a server cancel.
+    p.event(Event::QueueMoved { queue: Q });
+    assert_eq!(p.calls(), vec![Call::Resume(Q, c, 10, vec![15])]);
+    p.event(Event::Resumed {
+        consumer: c,
+        queue: Q,
+        claimed: None,
+    });
+    assert_eq!(p.frames(), vec![m(1, cancel("c1"))]);
+}
+
+#[test]
+fn a_resumption_for_a_closed_channel_gives_back_what_it_took() {
+    let mut p = one_channel();
+    let c = p.consume(1, "c1", false);
+    let _ = (p.frames(), p.calls());
+    p.send(1, Method::ChannelClose(ChannelClose::default()));
+    let _ = (p.frames(), p.calls());
+    p.event(Event::Resumed {
+        consumer: c,
+        queue: Q,
+        claimed: Some(vec![7]),
+    });
+    assert_eq!(
+        p.calls(),
+        vec![Call::Settle(Q, 7, Settle::Requeue), Call::DropConsumer(Q, c)]
+    );
+}

@@ -77,6 +77,8 @@ pub(super) enum Call {
     /// request itself is in [`FakeBroker::requests`].
     Request(u16, (u16, u16)),
     DropConsumer(QueueId, ConsumerRef),
+    /// Queue, consumer, its prefetch, the sequences it takes along.
+    Resume(QueueId, ConsumerRef, u32, Vec<u64>),
     Written(QueueId, ConsumerRef, u32),
     GrantCredit(QueueId, ConsumerRef, u32),
     ConnectionClosed(ConnId),
@@ -190,6 +192,9 @@ impl Broker for FakeBroker {
     }
     fn drop_consumer(&mut self, queue: QueueId, consumer: ConsumerRef) {
         self.calls.push(Call::DropConsumer(queue, consumer));
+    }
+    fn resume_consumer(&mut self, queue: QueueId, spec: crate::queue::ConsumerSpec, held: Vec<u64>) {
+        self.calls.push(Call::Resume(queue, spec.cref, spec.prefetch, held));
     }
     fn written(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32) {
         self.calls.push(Call::Written(queue, consumer, n));
