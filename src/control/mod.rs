@@ -597,7 +597,10 @@ impl ControlService {
             Stage::SetLeader(queues, me, force) => {
                 let changes: Vec<Change> = queues
                     .iter()
-                    .filter(|q| topo.queue(**q).is_some_and(|d| force || (d.node != 0 && d.node != me)))
+                    .filter(|q| {
+                        topo.queue(**q)
+                            .is_some_and(|d| force || (d.node != 0 && d.node != me))
+                    })
                     // "Here": the metadata log names this node instead.
                     .map(|&id| Change::QueueLeader { id, node: 0 })
                     .collect();

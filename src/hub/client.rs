@@ -539,7 +539,9 @@ impl Broker for Client<'_> {
             ),
             // At once when here: the channel's acks that follow are
             // settled after it.
-            Some((o, _)) if o == h.id => h.owner.queue_op(&h.topo, &mut h.out, queue, name, ch, op, self.now),
+            Some((o, _)) if o == h.id => h
+                .owner
+                .queue_op(&h.topo, &mut h.out, queue, name, ch, op, self.now),
             Some((o, _)) => h.out.to_shard(o, Item::QueueOp { queue, name, ch, op }),
             None => h.out.to_conn(
                 ch.conn,

@@ -486,18 +486,22 @@ impl Hub {
     /// An event whose connection is gone: give back what it holds (an
     /// unacked delivery is requeued, a consumer dropped, window credit
     /// returned).
-    pub fn orphan(&mut self, ev: Event) {
-        let mut give_back =
-            |queue: QueueId, item: Item| match self.topo.queue(queue).map(|q| (q.owner, q.node)) {
-                // A queue on another node: given back there.
-                Some((_, node)) if node != 0 => {
-                    if let Some(op) = remote_op_of(item) {
-                        self.out.to_shard(0, Item::Remote { node, queue, op });
-                    }
+    /// Sends an item for a queue to where the queue is served now: its
+    /// owner shard here, or its node.
+    pub fn to_queue(&mut self, queue: QueueId, item: Item) {
+        match self.topo.queue(queue).map(|q| (q.owner, q.node)) {
+            Some((_, node)) if node != 0 => {
+                if let Some(op) = remote_op_of(item) {
+                    self.out.to_shard(0, Item::Remote { node, queue, op });
                 }
-                Some((owner, _)) => self.out.to_shard(owner, item),
-                None => {}
-            };
+            }
+            Some((owner, _)) => self.out.to_shard(owner, item),
+            None => {}
+        }
+    }
+
+    pub fn orphan(&mut self, ev: Event) {
+        let mut give_back = |queue: QueueId, item: Item| self.to_queue(queue, item);
         match ev {
             Event::Deliver(d) => {
                 if d.needs_ack {

@@ -24,7 +24,9 @@ pub enum QueueOp {
         held: Vec<u64>,
     },
     Cancel(ConsumerRef),
-    Get { no_ack: bool },
+    Get {
+        no_ack: bool,
+    },
     Purge,
 }
 
@@ -46,7 +48,11 @@ pub enum ControlMsg {
     /// must say so, for other nodes to route to it.
     /// `force`: record it even where the metadata names this node already
     /// (it leads in a new term: the queue's consumers must carry on).
-    QueueLeader { queues: Vec<QueueId>, node: u64, force: bool },
+    QueueLeader {
+        queues: Vec<QueueId>,
+        node: u64,
+        force: bool,
+    },
     /// A cluster node restarted and caught up (its id): its transient and
     /// exclusive queues, back from the metadata log, must go.
     NodeRestarted(u64),

@@ -30,7 +30,14 @@ impl Owner {
         if !self.queues.contains_key(&queue) {
             if let QueueOp::Resume { spec, .. } = op {
                 let consumer = spec.cref;
-                return fx.to_conn(ch.conn, Event::Resumed { consumer, queue, claimed: None });
+                return fx.to_conn(
+                    ch.conn,
+                    Event::Resumed {
+                        consumer,
+                        queue,
+                        claimed: None,
+                    },
+                );
             }
             let r = match op {
                 QueueOp::Cancel(consumer) => Reply::CancelOk { consumer },
@@ -69,7 +76,14 @@ impl Owner {
                     slot.had_consumers = true;
                     Self::mark_dirty(dirty, slot);
                 }
-                fx.to_conn(ch.conn, Event::Resumed { consumer, queue, claimed });
+                fx.to_conn(
+                    ch.conn,
+                    Event::Resumed {
+                        consumer,
+                        queue,
+                        claimed,
+                    },
+                );
             }
             QueueOp::Cancel(consumer) => {
                 reply(fx, Reply::CancelOk { consumer });

@@ -196,7 +196,9 @@ impl Owner {
         if slot.quorum.as_ref().is_some_and(|q| q.active) {
             return false;
         }
-        let Some(def) = topo.queue(queue) else { return false };
+        let Some(def) = topo.queue(queue) else {
+            return false;
+        };
         let (cfg, extras) = crate::broker::args::queue_settings(
             &def.args,
             topo.policy_for(def.vhost, def.name.as_bytes(), true),

@@ -639,12 +639,18 @@ mod tests {
         // Prefetch 3: the two held count against it.
         assert_eq!(sink.out.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![12]);
         // Resuming again (the leader record was written twice) changes nothing.
-        assert_eq!(q.resume_consumer(spec(1, 3, false), &[11, 13]).unwrap(), Vec::<u64>::new());
+        assert_eq!(
+            q.resume_consumer(spec(1, 3, false), &[11, 13]).unwrap(),
+            Vec::<u64>::new()
+        );
         assert_eq!(q.consumer_count(), 1);
         // Acks of the held ones settle them here.
         assert!(q.ack(11).is_some() && q.ack(13).is_some());
         q.dispatch(0, &mut sink);
-        assert_eq!(sink.out.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![12, 14, 15]);
+        assert_eq!(
+            sink.out.iter().map(|d| d.seq).collect::<Vec<_>>(),
+            vec![12, 14, 15]
+        );
     }
 
     #[test]

@@ -169,7 +169,10 @@ impl ReadyList {
 
     /// Takes out the message with this sequence, if ready.
     pub fn take_seq(&mut self, seq: u64) -> Option<Entry> {
-        let level = self.levels.iter().position(|l| l.binary_search_by_key(&seq, |e| e.seq).is_ok())?;
+        let level = self
+            .levels
+            .iter()
+            .position(|l| l.binary_search_by_key(&seq, |e| e.seq).is_ok())?;
         let at = self.levels[level].binary_search_by_key(&seq, |e| e.seq).ok()?;
         let e = self.levels[level].remove(at)?;
         self.bytes -= e.msg.body_len() as u64;

@@ -275,17 +275,29 @@ impl Channel {
         if self.closing || !self.consumers.iter().any(|c| c.queue == queue) {
             return;
         }
-        let mut held: Vec<u64> = self.unacked.iter().filter(|o| o.queue == queue).map(|o| o.seq).collect();
+        let mut held: Vec<u64> = self
+            .unacked
+            .iter()
+            .filter(|o| o.queue == queue)
+            .map(|o| o.seq)
+            .collect();
         for c in self.consumers.iter().filter(|c| c.queue == queue) {
             let spec = ConsumerSpec {
-                cref: ConsumerRef { ch: self.cref, id: c.id },
+                cref: ConsumerRef {
+                    ch: self.cref,
+                    id: c.id,
+                },
                 no_ack: c.no_ack,
                 exclusive: c.exclusive,
                 prefetch: c.prefetch,
                 channel_limited: c.limited,
                 priority: c.priority,
             };
-            let held = if c.no_ack { Vec::new() } else { std::mem::take(&mut held) };
+            let held = if c.no_ack {
+                Vec::new()
+            } else {
+                std::mem::take(&mut held)
+            };
             b.resume_consumer(queue, spec, held);
         }
         let limited_here = self.consumers.iter().any(|c| c.queue == queue && c.limited);

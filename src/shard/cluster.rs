@@ -20,7 +20,7 @@ use crate::protocol::AmqpError;
 use crate::session::Event;
 use crate::storage::topolog;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -78,7 +78,14 @@ struct Remotes {
     holds: HashMap<ConnId, u32>,
     /// Events waiting to be sent, per node.
     outbox: HashMap<u64, Vec<remote::WireEvent>>,
+    /// Settles of quorum queues whose leader could not be reached: sent
+    /// to the next leader once the metadata names it (bounded per queue by
+    /// [`MAX_UNSENT_SETTLES`]; past it they are dropped, and the messages
+    /// delivered again).
+    unsent: HashMap<QueueId, (u64, Vec<(u64, crate::broker::request::Settle)>)>,
 }
+
+const MAX_UNSENT_SETTLES: usize = 100_000;
 
 impl Remotes {
     fn stand_in(&mut self, node: u64, real: ConnId) -> ConnId {
@@ -728,12 +735,22 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
     };
     type Asking = Vec<(crate::ids::ChannelRef, QueueId, crate::protocol::ShortStr)>;
     type Resuming = Vec<(crate::ids::ConsumerRef, QueueId)>;
-    let mut by_node: Vec<(u64, Vec<remote::OpFor>, Asking, Resuming)> = Vec::new();
+    type Settles = Vec<(QueueId, u64, crate::broker::request::Settle)>;
+    let mut by_node: Vec<(u64, Vec<remote::OpFor>, Asking, Resuming, Settles)> = Vec::new();
+    let quorum: HashSet<QueueId> = {
+        let hub = shard.hub.borrow();
+        ops.iter()
+            .filter(|(_, q, op)| {
+                matches!(op, RemoteOp::Settle { .. }) && hub.topo.queue(*q).is_some_and(|d| d.is_quorum())
+            })
+            .map(|(_, q, _)| *q)
+            .collect()
+    };
     for (node, queue, op) in ops {
         let i = match by_node.iter().position(|b| b.0 == node) {
             Some(i) => i,
             None => {
-                by_node.push((node, Vec::new(), Vec::new(), Vec::new()));
+                by_node.push((node, Vec::new(), Vec::new(), Vec::new(), Vec::new()));
                 by_node.len() - 1
             }
         };
@@ -754,10 +771,15 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
                 by_node[i].2.push((ch, queue, name.clone()));
                 remote::Op::of_queue_op(&name, ch, &op)
             }
-            RemoteOp::Settle { seq, how } => remote::Op::Settle {
-                seq,
-                how: remote::settle_code(how),
-            },
+            RemoteOp::Settle { seq, how } => {
+                if quorum.contains(&queue) {
+                    by_node[i].4.push((queue, seq, how));
+                }
+                remote::Op::Settle {
+                    seq,
+                    how: remote::settle_code(how),
+                }
+            }
             RemoteOp::Written { consumer, n } => remote::Op::Written {
                 consumer: consumer.into(),
                 n,
@@ -772,10 +794,11 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
         };
         by_node[i].1.push(remote::OpFor { queue: queue.0, op });
     }
-    for (target, ops, asking, resuming) in by_node {
+    for (target, ops, asking, resuming, settles) in by_node {
         let shard = shard.clone();
         let node = glue.node.clone();
         let body = postcard::to_stdvec(&remote::OpsBatch { boot: glue.boot, ops });
+        let glue = glue.clone();
         glommio::spawn_local(async move {
             let addr = node.addr_of(target);
             let result = match (addr, body) {
@@ -809,12 +832,79 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
                         let claimed = None;
                         hub.send_event(consumer.ch.conn, Event::Resumed { consumer, queue, claimed });
                     }
+                    keep_settles(&mut hub, &glue, target, settles);
                 }
                 shard.after_step(now);
             }
         })
         .detach();
     }
+}
+
+/// Settles of quorum queues that could not reach `dead` (their leader, as
+/// the sender knew it): where the metadata names another leader already,
+/// they go there; the others wait for it (see [`resend_settles`]). A
+/// replicated queue's sequences name the same message on every replica.
+fn keep_settles(
+    hub: &mut crate::hub::Hub,
+    glue: &Glue,
+    dead: u64,
+    settles: Vec<(QueueId, u64, crate::broker::request::Settle)>,
+) {
+    let mut r = glue.remote.borrow_mut();
+    for (queue, seq, how) in settles {
+        match hub.topo.queue(queue).map(|d| d.node) {
+            None => {}
+            Some(n) if n != dead => hub.to_queue(queue, Item::Settle { queue, seq, how }),
+            Some(_) => {
+                let (_, kept) = r.unsent.entry(queue).or_insert((dead, Vec::new()));
+                if kept.len() < MAX_UNSENT_SETTLES {
+                    kept.push((seq, how));
+                }
+            }
+        }
+    }
+}
+
+/// The metadata names new leaders for these queues: the settles kept for
+/// them go there.
+pub fn resend_settles(shard: &Rc<Shard>, queues: &[QueueId]) {
+    let Some(glue) = shard.cluster.borrow().clone() else {
+        return;
+    };
+    let mut kept = Vec::new();
+    {
+        let mut r = glue.remote.borrow_mut();
+        if r.unsent.is_empty() {
+            return;
+        }
+        let hub = shard.hub.borrow();
+        for q in queues {
+            let moved = |(dead, _): &(u64, _)| hub.topo.queue(*q).is_none_or(|d| d.node != *dead);
+            if r.unsent.get(q).is_some_and(moved) {
+                let (_, v) = r.unsent.remove(q).expect("present");
+                kept.push((*q, v));
+            }
+        }
+    }
+    if kept.is_empty() {
+        return;
+    }
+    // After this step: the step that applied the record is still running.
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let now = now_ms();
+        {
+            let mut hub = shard.hub.borrow_mut();
+            for (queue, v) in kept {
+                for (seq, how) in v {
+                    hub.to_queue(queue, Item::Settle { queue, seq, how });
+                }
+            }
+        }
+        shard.after_step(now);
+    })
+    .detach();
 }
 
 /// Another node's channels act on queues here: each operation goes to the
@@ -851,7 +941,14 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
                     if let Some((name, ch, qop)) = op.queue_op(stand_in) {
                         if let crate::owner::QueueOp::Resume { spec, .. } = qop {
                             let (consumer, claimed) = (spec.cref, None);
-                            hub.send_event(stand_in, Event::Resumed { consumer, queue, claimed });
+                            hub.send_event(
+                                stand_in,
+                                Event::Resumed {
+                                    consumer,
+                                    queue,
+                                    claimed,
+                                },
+                            );
                             continue;
                         }
                         let reply = match qop {
@@ -983,7 +1080,11 @@ pub fn stand_in_event(shard: &Rc<Shard>, conn: ConnId, ev: Event) {
         // The answer to a resumption (held since the operation came): a
         // consumer taken over holds its stand-in, as do the deliveries
         // it took along.
-        Event::Resumed { consumer, queue, claimed } => {
+        Event::Resumed {
+            consumer,
+            queue,
+            claimed,
+        } => {
             if let Some(claimed) = claimed {
                 let known = r
                     .consumers
@@ -994,7 +1095,12 @@ pub fn stand_in_event(shard: &Rc<Shard>, conn: ConnId, ev: Event) {
                     r.hold(conn);
                 }
                 for seq in claimed {
-                    if r.unacked.entry(node).or_default().insert((*queue, *seq), conn).is_none() {
+                    if r.unacked
+                        .entry(node)
+                        .or_default()
+                        .insert((*queue, *seq), conn)
+                        .is_none()
+                    {
                         r.hold(conn);
                     }
                 }

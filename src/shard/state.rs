@@ -176,6 +176,7 @@ impl Shard {
             if !moved.is_empty() {
                 if self.cluster.borrow().is_some() {
                     super::quorum::recorded(self, &moved);
+                    super::cluster::resend_settles(self, &moved);
                     let elsewhere: Vec<_> = {
                         let hub = self.hub.borrow();
                         moved

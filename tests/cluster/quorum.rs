@@ -396,16 +396,23 @@ fn consumers_continue_on_the_new_leader_after_the_old_one_stops() {
         let mut seen = std::collections::HashMap::<String, u32>::new();
         while seen.len() < 100 {
             let d = consumer.next().await.unwrap().unwrap();
-            *seen.entry(String::from_utf8(d.data.clone()).unwrap()).or_default() += 1;
+            *seen
+                .entry(String::from_utf8(d.data.clone()).unwrap())
+                .or_default() += 1;
             d.ack(BasicAckOptions::default()).await.unwrap();
         }
         let mut held = Vec::new();
         while held.len() < 10 {
             let d = consumer.next().await.unwrap().unwrap();
-            *seen.entry(String::from_utf8(d.data.clone()).unwrap()).or_default() += 1;
+            *seen
+                .entry(String::from_utf8(d.data.clone()).unwrap())
+                .or_default() += 1;
             held.push(d);
         }
-        let held_bodies: Vec<String> = held.iter().map(|d| String::from_utf8(d.data.clone()).unwrap()).collect();
+        let held_bodies: Vec<String> = held
+            .iter()
+            .map(|d| String::from_utf8(d.data.clone()).unwrap())
+            .collect();
         // Stop the leader from a blocking thread, while this consumer runs.
         let n1 = nodes[0].handle.take().unwrap();
         let stopper = std::thread::spawn(move || n1.shutdown());
@@ -434,7 +441,9 @@ fn consumers_continue_on_the_new_leader_after_the_old_one_stops() {
             assert!(std::time::Instant::now() < deadline, "only {} of 300", seen.len());
             match tokio::time::timeout(std::time::Duration::from_secs(5), consumer.next()).await {
                 Ok(Some(Ok(d))) => {
-                    *seen.entry(String::from_utf8(d.data.clone()).unwrap()).or_default() += 1;
+                    *seen
+                        .entry(String::from_utf8(d.data.clone()).unwrap())
+                        .or_default() += 1;
                     d.ack(BasicAckOptions::default()).await.unwrap();
                 }
                 Ok(None) => panic!("the consumer was cancelled"),
@@ -449,8 +458,12 @@ fn consumers_continue_on_the_new_leader_after_the_old_one_stops() {
         for b in &held_bodies {
             assert_eq!(seen[b], 1, "{b}, held across the failover, came again");
         }
-        // Every ack reached the new leader: nothing is left.
-        let probe = conn.create_channel().await.unwrap();
+        // Every ack reached the new leader: nothing is left there (a
+        // passive declare counts on the queue's leader only).
+        let leader = leader_of(&nodes[2], "work").expect("a leader");
+        let at = nodes.iter().find(|n| n.name == leader).expect("a node").uri();
+        let probe_conn = connect(&at).await;
+        let probe = probe_conn.create_channel().await.unwrap();
         loop {
             assert!(std::time::Instant::now() < deadline, "messages left in the queue");
             let q = probe
@@ -470,6 +483,7 @@ fn consumers_continue_on_the_new_leader_after_the_old_one_stops() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
+        let _ = probe_conn.close(200, "bye".into()).await;
         let _ = conn.close(200, "bye".into()).await;
     });
 }

@@ -21,6 +21,10 @@ struct Record {
     confirmed: HashSet<u64>,
     consumed: HashSet<u64>,
     deliveries: u64,
+    /// Times the consumer was cancelled by the broker (its stream ended),
+    /// and times it consumed again for any reason.
+    cancels: u64,
+    resubscribes: u64,
 }
 
 /// The nodes' AMQP URIs and which of them are up.
@@ -147,9 +151,14 @@ async fn consumer(nodes: Arc<Nodes>, rec: Arc<Mutex<Record>>, stop: Arc<AtomicBo
                         break;
                     }
                 }
+                Ok(None) => {
+                    rec.lock().unwrap().cancels += 1;
+                    break;
+                }
                 _ => break,
             }
         }
+        rec.lock().unwrap().resubscribes += 1;
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into())).await;
     }
 }
@@ -318,10 +327,13 @@ fn kill_9_of_the_leader_round_after_round_loses_no_confirmed_message() {
     assert!(invented.is_empty(), "consumed but never published: {invented:?}");
     assert_eq!(killed.load(Ordering::SeqCst), rounds);
     eprintln!(
-        "{rounds} leader kills: {} sent, {} confirmed, {} consumed ({} deliveries)",
+        "{rounds} leader kills: {} sent, {} confirmed, {} consumed ({} deliveries); the consumer \
+         subscribed {} times, cancelled by the broker {} times",
         r.sent.len(),
         r.confirmed.len(),
         r.consumed.len(),
-        r.deliveries
+        r.deliveries,
+        r.resubscribes,
+        r.cancels
     );
 }

@@ -194,7 +194,8 @@ impl Broker for FakeBroker {
         self.calls.push(Call::DropConsumer(queue, consumer));
     }
     fn resume_consumer(&mut self, queue: QueueId, spec: crate::queue::ConsumerSpec, held: Vec<u64>) {
-        self.calls.push(Call::Resume(queue, spec.cref, spec.prefetch, held));
+        self.calls
+            .push(Call::Resume(queue, spec.cref, spec.prefetch, held));
     }
     fn written(&mut self, queue: QueueId, consumer: ConsumerRef, n: u32) {
         self.calls.push(Call::Written(queue, consumer, n));
