@@ -48,6 +48,10 @@ pub struct ClusterConfig {
     /// The shared secret (`--cluster-secret`); `None`: the cookie file
     /// `cluster.cookie` in the data dir, created on first use.
     pub secret: Option<String>,
+    /// The node's Raft id: set at start from the data dir (`node-id`,
+    /// written on first start from the name then), so it survives a
+    /// rename. 0: derived from `node_name`.
+    pub id: u64,
 }
 
 impl Default for ClusterConfig {
@@ -58,11 +62,21 @@ impl Default for ClusterConfig {
             port: 0,
             advertise: None,
             secret: None,
+            id: 0,
         }
     }
 }
 
 impl ClusterConfig {
+    /// The node's Raft id (see [`ClusterConfig::id`]).
+    pub fn node_id(&self) -> u64 {
+        if self.id != 0 {
+            self.id
+        } else {
+            crate::ids::node_id(&self.node_name)
+        }
+    }
+
     /// The host part of the node name.
     pub fn host(&self) -> &str {
         self.node_name.split_once('@').map_or("localhost", |(_, h)| h)

@@ -235,6 +235,8 @@ pub enum ClusterCmd {
     Forget { node: String },
     /// Record this node as a disc or RAM node.
     ChangeType { ram: bool },
+    /// Rename members (old name, new name) that are not running.
+    Rename { pairs: Vec<(String, String)> },
 }
 
 /// One shard's admin mailbox. The shard drains it when woken (the

@@ -35,6 +35,8 @@ pub const KIND_JOIN: u8 = 33;
 pub const KIND_FORGET: u8 = 34;
 pub const KIND_STATUS: u8 = 35;
 pub const KIND_SET_NODE: u8 = 36;
+/// Rename a stopped member: (old name, new name).
+pub const KIND_RENAME: u8 = 37;
 
 /// How long a change waits for the cluster to commit it before the
 /// request that made it fails.
@@ -84,6 +86,33 @@ pub struct NodeStatus {
 /// The marker file of a data dir that belongs to a cluster.
 pub fn marker(data_dir: &Path) -> PathBuf {
     data_dir.join("cluster").join("member")
+}
+
+/// The node's Raft id, kept in the data dir (`node-id`, hex) from its
+/// first start, when it is derived from the name: a node renamed later
+/// keeps it, and with it its place in every group and queue record.
+pub fn load_or_create_id(data_dir: &Path, name: &str) -> io::Result<u64> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => u64::from_str_radix(s.trim(), 16)
+            .ok()
+            .filter(|id| *id != 0)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a node id", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let id = node_id(name);
+            let tmp = path.with_extension("tmp");
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(format!("{id:016x}\n").as_bytes())?;
+                f.sync_data()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(data_dir)?.sync_all()?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether the data dir belongs to a cluster.
@@ -148,7 +177,7 @@ impl Node {
                 addr,
                 ram: false,
             },
-            id: node_id(&cfg.node_name),
+            id: cfg.node_id(),
             dir: data_dir.join("cluster"),
             transport,
             rpc,
@@ -182,7 +211,7 @@ impl Node {
                 me.handle(&from, kind, body).await
             }
         });
-        for kind in [KIND_PROPOSE, KIND_JOIN, KIND_FORGET, KIND_STATUS, KIND_SET_NODE] {
+        for kind in [KIND_PROPOSE, KIND_JOIN, KIND_FORGET, KIND_STATUS, KIND_SET_NODE, KIND_RENAME] {
             self.transport.register(kind, service.clone());
         }
     }
@@ -196,11 +225,11 @@ impl Node {
                 postcard::to_stdvec(&a).map_err(|e| e.to_string())
             }
             KIND_JOIN => {
-                let info: NodeInfo = postcard::from_bytes(&body).map_err(bad)?;
+                let (id, info): (NodeId, NodeInfo) = postcard::from_bytes(&body).map_err(bad)?;
                 if info.name != from {
                     return Err(format!("{from} asked to join as {}", info.name));
                 }
-                let a = self.add_member(info).await?;
+                let a = self.add_member(id, info).await?;
                 postcard::to_stdvec(&a).map_err(|e| e.to_string())
             }
             KIND_FORGET => {
@@ -210,11 +239,16 @@ impl Node {
             }
             KIND_STATUS => serde_json::to_vec(&self.status_here()).map_err(|e| e.to_string()),
             KIND_SET_NODE => {
-                let info: NodeInfo = postcard::from_bytes(&body).map_err(bad)?;
+                let (id, info): (NodeId, NodeInfo) = postcard::from_bytes(&body).map_err(bad)?;
                 if info.name != from {
                     return Err(format!("{from} asked to change {}", info.name));
                 }
-                let a = self.set_node(info).await?;
+                let a = self.set_node(id, info).await?;
+                postcard::to_stdvec(&a).map_err(|e| e.to_string())
+            }
+            KIND_RENAME => {
+                let (old, new): (String, String) = postcard::from_bytes(&body).map_err(bad)?;
+                let a = self.rename_member(&old, &new).await?;
                 postcard::to_stdvec(&a).map_err(|e| e.to_string())
             }
             _ => Err(format!("unknown request kind {kind}")),
@@ -288,6 +322,16 @@ impl Node {
         let raft = self.raft()?;
         let m = raft.metrics().borrow_watched().membership_config.clone();
         m.membership().get_node(&id).cloned()
+    }
+
+    /// The Raft id of the member named `name`, if there is one.
+    pub fn id_of(&self, name: &str) -> Option<NodeId> {
+        if name == self.info.name {
+            return Some(self.id);
+        }
+        let raft = self.raft()?;
+        let m = raft.metrics().borrow_watched().membership_config.clone();
+        m.membership().nodes().find(|(_, n)| n.name == name).map(|(id, _)| *id)
     }
 
     /// The Raft ids of the cluster's nodes (this node alone outside one).
@@ -428,10 +472,12 @@ impl Node {
     /// a voter.
     /// Answers the leader's last log index once the node is a voter: the
     /// joining node serves nothing before it has applied that far.
-    async fn add_member(&self, info: NodeInfo) -> Result<Answer<u64>, String> {
-        let id = node_id(&info.name);
-        if id == self.id {
+    async fn add_member(&self, id: NodeId, info: NodeInfo) -> Result<Answer<u64>, String> {
+        if id == self.id || info.name == self.info.name {
             return Err("a node cannot join itself".into());
+        }
+        if self.id_of(&info.name).is_some_and(|other| other != id) {
+            return Err(format!("another member is named {}", info.name));
         }
         if !self.is_member() {
             self.seed().await?;
@@ -523,7 +569,7 @@ impl Node {
             let _ = std::fs::remove_file(self.dir.join("member"));
             return Err(e.to_string());
         }
-        let body = postcard::to_stdvec(&info).map_err(|e| e.to_string())?;
+        let body = postcard::to_stdvec(&(self.id, &info)).map_err(|e| e.to_string())?;
         let mut to = target.to_string();
         for _ in 0..10 {
             let answer: Answer<u64> = match self
@@ -564,19 +610,84 @@ impl Node {
     pub async fn set_ram(&self, ram: bool) -> Result<(), String> {
         let mut info = self.info.clone();
         info.ram = ram;
-        let body = postcard::to_stdvec(&info).map_err(|e| e.to_string())?;
-        self.at_leader(KIND_SET_NODE, body, || self.set_node(info.clone()))
+        let body = postcard::to_stdvec(&(self.id, &info)).map_err(|e| e.to_string())?;
+        self.at_leader(KIND_SET_NODE, body, || self.set_node(self.id, info.clone()))
             .await
     }
 
-    async fn set_node(&self, info: NodeInfo) -> Result<Answer<()>, String> {
+    /// Renames a member that is not running (`rename_cluster_node`): its
+    /// id stays, so its place in every group and queue record does; the
+    /// node must then be started under the new name, with its data.
+    pub async fn rename(&self, old: &str, new: &str) -> Result<(), String> {
+        let body = postcard::to_stdvec(&(old.to_string(), new.to_string())).map_err(|e| e.to_string())?;
+        self.at_leader(KIND_RENAME, body, || self.rename_member(old, new))
+            .await
+    }
+
+    async fn rename_member(&self, old: &str, new: &str) -> Result<Answer<()>, String> {
+        if self.raft().is_none() {
+            return Err("not_clustered: this node is not in a cluster".into());
+        }
+        if let Some(r) = self.redirect() {
+            return Ok(r);
+        }
+        let Some(id) = self.id_of(old) else {
+            return Err(format!("not_a_cluster_node: {old} is not a member of the cluster"));
+        };
+        if self.id_of(new).is_some() {
+            return Err(format!("{new} is already a member of the cluster"));
+        }
+        let mut info = self.info_of(id).expect("a member");
+        info.name = new.to_string();
+        self.set_node(id, info).await
+    }
+
+    /// A member started under a new name, or reached at a new address,
+    /// records it (through the leader), retrying until it holds: other
+    /// nodes know members by the membership's names and addresses.
+    pub async fn announce(&self) {
+        loop {
+            let Some(known) = self.raft().and_then(|raft| {
+                let m = raft.metrics().borrow_watched().membership_config.clone();
+                m.membership().get_node(&self.id).cloned()
+            }) else {
+                return;
+            };
+            if known.name == self.info.name && known.addr == self.info.addr {
+                return;
+            }
+            let mut info = self.info.clone();
+            info.ram = known.ram;
+            log::info!(
+                "this node was {} at {}: recording it as {} at {}",
+                known.name,
+                known.addr,
+                info.name,
+                info.addr
+            );
+            let body = postcard::to_stdvec(&(self.id, &info)).map_err(|e| e.to_string());
+            let r = match body {
+                Ok(body) => self.at_leader(KIND_SET_NODE, body, || self.set_node(self.id, info.clone())).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                // Applied here a moment later.
+                Ok(()) => glommio::timer::sleep(Duration::from_millis(200)).await,
+                Err(e) => {
+                    log::warn!("cannot record this node's new name or address yet: {e}");
+                    glommio::timer::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn set_node(&self, id: NodeId, info: NodeInfo) -> Result<Answer<()>, String> {
         let Some(raft) = self.raft() else {
             return Err("this node is not in a cluster".into());
         };
         if let Some(r) = self.redirect() {
             return Ok(r);
         }
-        let id = node_id(&info.name);
         match glommio::timer::timeout(COMMIT_TIMEOUT, async {
             Ok(raft
                 .change_membership(
@@ -600,11 +711,10 @@ impl Node {
         if let Some(r) = self.redirect() {
             return Ok(r);
         }
-        let id = node_id(name);
-        let m = raft.metrics().borrow_watched().membership_config.clone();
-        if m.membership().get_node(&id).is_none() {
+        let Some(id) = self.id_of(name) else {
             return Err(format!("{name} is not a member of the cluster"));
-        }
+        };
+        let m = raft.metrics().borrow_watched().membership_config.clone();
         if id == self.id {
             return Err(format!("{name} leads the cluster and is running: stop it first"));
         }

@@ -42,7 +42,7 @@ impl OwnerConfig {
             flow_backlog: cfg.limits.flow_backlog,
             segment_size: cfg.limits.segment_size,
             data_dir: cfg.data_dir.clone(),
-            node: crate::ids::node_id(&cfg.cluster.node_name),
+            node: cfg.cluster.node_id(),
         }
     }
 }

@@ -340,7 +340,7 @@ impl Host for ShardHost {
 pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
     let host = Rc::new(ShardHost {
         shard: Rc::downgrade(shard),
-        me: node_id(&shard.cfg.cluster.node_name),
+        me: shard.cfg.cluster.node_id(),
         seeding: Cell::new(false),
     });
     let member = crate::cluster::node::is_member(&shard.cfg.data_dir);
@@ -416,6 +416,8 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
                 shard.stats.app_stopped.store(false, Ordering::SeqCst);
             }
             log::info!("node {} caught up with its cluster", node.info.name);
+            // Started under a new name or address: the others learn it.
+            node.announce().await;
         })
         .detach();
     }
@@ -560,8 +562,8 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
             let addr = {
                 use openraft::async_runtime::WatchReceiver;
                 let m = raft.metrics().borrow_watched().membership_config.clone();
-                m.membership()
-                    .get_node(&node_id(&name))
+                node.id_of(&name)
+                    .and_then(|id| m.membership().get_node(&id))
                     .map(|n| n.addr.clone())
                     .ok_or_else(|| format!("not_a_cluster_node: {name} is not a member of the cluster"))?
             };
@@ -572,6 +574,35 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
             }
             node.forget(&name).await?;
             Ok(serde_json::json!({ "forgotten": name }))
+        }
+        ClusterCmd::Rename { pairs } => {
+            // As rabbitmqctl: the renamed nodes must not run. Unlike
+            // rabbitmqctl, it is run on a running member of the cluster;
+            // the renamed node is then started under its new name, with
+            // its data dir.
+            let raft = node
+                .raft()
+                .ok_or_else(|| "not_clustered: this node is not in a cluster".to_string())?;
+            let mut done = Vec::new();
+            for (old, new) in pairs {
+                if old == node.info.name {
+                    return Err(format!("{old} is this node and running: stop it first, rename it from another node"));
+                }
+                let addr = {
+                    use openraft::async_runtime::WatchReceiver;
+                    let m = raft.metrics().borrow_watched().membership_config.clone();
+                    node.id_of(&old)
+                        .and_then(|id| m.membership().get_node(&id))
+                        .map(|n| n.addr.clone())
+                        .ok_or_else(|| format!("not_a_cluster_node: {old} is not a member of the cluster"))?
+                };
+                if node.status_of(&addr).await.is_some() {
+                    return Err(format!("{old} is running; stop it first"));
+                }
+                node.rename(&old, &new).await?;
+                done.push(serde_json::json!({ "from": old, "to": new }));
+            }
+            Ok(serde_json::json!({ "renamed": done }))
         }
         ClusterCmd::ChangeType { ram } => {
             if !shard.stats.app_stopped.load(Ordering::SeqCst) {
@@ -912,7 +943,7 @@ pub fn resend_settles(shard: &Rc<Shard>, queues: &[QueueId]) {
 fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
     let batch: remote::OpsBatch = postcard::from_bytes(&body).map_err(|e| format!("bad ops batch: {e}"))?;
     let glue = shard.cluster.borrow().clone().ok_or("the node is stopping")?;
-    let from_node = node_id(from);
+    let from_node = glue.node.id_of(from).unwrap_or_else(|| node_id(from));
     let seen = glue.remote.borrow().boots.get(&from_node).copied();
     if seen.is_some_and(|b| b != batch.boot) {
         log::info!("node {from} restarted: dropping its consumers here");

@@ -247,7 +247,11 @@ async fn open_group(
         shard: Rc::downgrade(shard),
     });
     let sm = QuorumSm::open(group, node.id, dir, sink).map_err(|e| e.to_string())?;
-    let net = ClusterNetwork::<Quorum>::new(node.transport(), group, node.id);
+    let directory = {
+        let node = Rc::downgrade(&node);
+        Rc::new(move |id: &u64| node.upgrade()?.addr_of(*id))
+    };
+    let net = ClusterNetwork::<Quorum>::new(node.transport(), group, node.id).with_directory(directory);
     let raft = QuorumRaft::new(node.id, raft_config(), net, log, sm.clone())
         .await
         .map_err(|e| e.to_string())?;

@@ -306,7 +306,7 @@ fn overlaps(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
 }
 
 /// Starts the broker and returns once every shard accepts connections.
-pub fn start(cfg: Config) -> io::Result<ServerHandle> {
+pub fn start(mut cfg: Config) -> io::Result<ServerHandle> {
     raise_memlock_limit();
     raise_nofile_limit();
     let cpus = allowed_cpus();
@@ -318,6 +318,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         ));
     }
     let data = DataDir::open(&cfg.data_dir)?;
+    cfg.cluster.id = crate::cluster::node::load_or_create_id(&cfg.data_dir, &cfg.cluster.node_name)?;
     // A cluster member's topology comes from the cluster's metadata log,
     // replayed by shard 0 once it runs; the topology log is not used.
     let member = crate::cluster::node::is_member(&cfg.data_dir);

@@ -9,3 +9,4 @@ mod partition;
 mod processes;
 mod quorum;
 mod quorum_kill;
+mod rename;

@@ -114,7 +114,7 @@ pub(super) async fn connect(uri: &str) -> Connection {
         .expect("connects")
 }
 
-fn names(status: &serde_json::Value, f: impl Fn(&serde_json::Value) -> bool) -> Vec<String> {
+pub(super) fn names(status: &serde_json::Value, f: impl Fn(&serde_json::Value) -> bool) -> Vec<String> {
     let mut v: Vec<String> = status["nodes"]
         .as_array()
         .unwrap()

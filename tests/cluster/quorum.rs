@@ -15,7 +15,7 @@ pub(super) fn quorum_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
     t
 }
 
-async fn declare_quorum(uri: &str, name: &str, extra: &[(&str, AMQPValue)]) {
+pub(super) async fn declare_quorum(uri: &str, name: &str, extra: &[(&str, AMQPValue)]) {
     let conn = connect(uri).await;
     let ch = conn.create_channel().await.unwrap();
     ch.queue_declare(

@@ -141,21 +141,24 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
             Ok(())
         }
         "rename_cluster_node" => {
-            // A node's Raft id is derived from its name and recorded in every
-            // log, membership and quorum queue's replicas: renaming in place
-            // would make it another node. Say so instead of "unknown command".
             if cli.args.len() < 2 || !cli.args.len().is_multiple_of(2) {
                 return Err(usage(format!(
                     "{} takes OLDNODE NEWNODE [OLDNODE NEWNODE ...]",
                     cli.command
                 )));
             }
-            Err(fail(
-                EX_SOFTWARE,
-                "rename_cluster_node is not supported by warren: a node's identity is derived from its name. \
-                 To rename a node, stop it, `forget_cluster_node` it, and join it again under the new \
-                 --node-name (its data is reset; quorum queues keep their other replicas)",
-            ))
+            let lines: Vec<String> = cli
+                .args
+                .chunks(2)
+                .map(|p| format!("{} -> {}", p[0], p[1]))
+                .collect();
+            cli.info(&format!("Renaming cluster nodes:\n{}", lines.join("\n")));
+            c.call(
+                "POST",
+                "/warren/rename_cluster_node",
+                Some(&json!({ "nodes": cli.args })),
+            )?;
+            Ok(())
         }
         "change_cluster_node_type" => {
             let a = args(cli, 1, "disc|ram")?;

@@ -86,12 +86,29 @@ pub struct ClusterNetwork<C: RaftTypeConfig> {
     transport: Rc<Transport>,
     group: u32,
     me: C::NodeId,
+    directory: Option<Directory<C>>,
 }
+
+/// Where a node's cluster port is now, by its id (a group whose membership
+/// does not follow renames and moves asks the cluster's membership).
+pub type Directory<C> = Rc<dyn Fn(&<C as RaftTypeConfig>::NodeId) -> Option<String>>;
 
 impl<C: RaftTypeConfig> ClusterNetwork<C> {
     /// `me`: this node's id in the group (named in timeouts).
     pub fn new(transport: Rc<Transport>, group: u32, me: C::NodeId) -> ClusterNetwork<C> {
-        ClusterNetwork { transport, group, me }
+        ClusterNetwork {
+            transport,
+            group,
+            me,
+            directory: None,
+        }
+    }
+
+    /// Peers are reached where `directory` says, at each call (the
+    /// group's own record of their address is the fallback).
+    pub fn with_directory(mut self, directory: Directory<C>) -> ClusterNetwork<C> {
+        self.directory = Some(directory);
+        self
     }
 }
 
@@ -109,6 +126,7 @@ where
             me: self.me.clone(),
             target,
             addr: node.peer_addr().to_string(),
+            directory: self.directory.clone(),
         }
     }
 }
@@ -120,6 +138,7 @@ pub struct PeerClient<C: RaftTypeConfig> {
     me: C::NodeId,
     target: C::NodeId,
     addr: String,
+    directory: Option<Directory<C>>,
 }
 
 /// A request's body: see the module's doc.
@@ -164,9 +183,11 @@ impl<C: RaftTypeConfig> PeerClient<C> {
             KIND_TRANSFER_LEADER => RPCTypes::TransferLeader,
             _ => RPCTypes::Vote,
         };
-        match self.transport.call(&self.addr, kind, body, timeout).await {
+        let found = self.directory.as_ref().and_then(|d| d(&self.target));
+        let addr = found.as_deref().unwrap_or(&self.addr);
+        match self.transport.call(addr, kind, body, timeout).await {
             Ok(reply) => postcard::from_bytes(&reply).map_err(|e| {
-                RPCError::Unreachable(Unreachable::from_string(format!("{}: bad reply: {e}", self.addr)))
+                RPCError::Unreachable(Unreachable::from_string(format!("{addr}: bad reply: {e}")))
             }),
             Err(CallError::Timeout) => Err(RPCError::Timeout(Timeout {
                 action,
