@@ -97,7 +97,12 @@ pub fn load_or_create_id(data_dir: &Path, name: &str) -> io::Result<u64> {
         Ok(s) => u64::from_str_radix(s.trim(), 16)
             .ok()
             .filter(|id| *id != 0)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a node id", path.display()))),
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not a node id", path.display()),
+                )
+            }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let id = node_id(name);
             let tmp = path.with_extension("tmp");
@@ -211,7 +216,14 @@ impl Node {
                 me.handle(&from, kind, body).await
             }
         });
-        for kind in [KIND_PROPOSE, KIND_JOIN, KIND_FORGET, KIND_STATUS, KIND_SET_NODE, KIND_RENAME] {
+        for kind in [
+            KIND_PROPOSE,
+            KIND_JOIN,
+            KIND_FORGET,
+            KIND_STATUS,
+            KIND_SET_NODE,
+            KIND_RENAME,
+        ] {
             self.transport.register(kind, service.clone());
         }
     }
@@ -331,7 +343,10 @@ impl Node {
         }
         let raft = self.raft()?;
         let m = raft.metrics().borrow_watched().membership_config.clone();
-        m.membership().nodes().find(|(_, n)| n.name == name).map(|(id, _)| *id)
+        m.membership()
+            .nodes()
+            .find(|(_, n)| n.name == name)
+            .map(|(id, _)| *id)
     }
 
     /// The Raft ids of the cluster's nodes (this node alone outside one).
@@ -632,7 +647,9 @@ impl Node {
             return Ok(r);
         }
         let Some(id) = self.id_of(old) else {
-            return Err(format!("not_a_cluster_node: {old} is not a member of the cluster"));
+            return Err(format!(
+                "not_a_cluster_node: {old} is not a member of the cluster"
+            ));
         };
         if self.id_of(new).is_some() {
             return Err(format!("{new} is already a member of the cluster"));
@@ -667,7 +684,10 @@ impl Node {
             );
             let body = postcard::to_stdvec(&(self.id, &info)).map_err(|e| e.to_string());
             let r = match body {
-                Ok(body) => self.at_leader(KIND_SET_NODE, body, || self.set_node(self.id, info.clone())).await,
+                Ok(body) => {
+                    self.at_leader(KIND_SET_NODE, body, || self.set_node(self.id, info.clone()))
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match r {

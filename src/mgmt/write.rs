@@ -442,10 +442,11 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
                 .unwrap_or_default();
-            if names.is_empty() || names.len() % 2 != 0 {
+            if names.is_empty() || !names.len().is_multiple_of(2) {
                 return Err(bad_request("expected {\"nodes\": [old1, new1, old2, new2, ...]}"));
             }
-            let pairs: Vec<(String, String)> = names.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+            let pairs: Vec<(String, String)> =
+                names.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
             log::info!(
                 "rename_cluster_node {pairs:?} requested through the management API by '{}'",
                 who.name

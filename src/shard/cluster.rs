@@ -586,7 +586,9 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
             let mut done = Vec::new();
             for (old, new) in pairs {
                 if old == node.info.name {
-                    return Err(format!("{old} is this node and running: stop it first, rename it from another node"));
+                    return Err(format!(
+                        "{old} is this node and running: stop it first, rename it from another node"
+                    ));
                 }
                 let addr = {
                     use openraft::async_runtime::WatchReceiver;

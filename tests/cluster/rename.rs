@@ -2,7 +2,9 @@
 //! new name): it keeps its Raft id, so its classic queues, its place in
 //! the metadata group and its quorum queue replicas stay its own.
 
-use super::nodes::{TestNode, cluster, connect, declare_durable, drain, names, publish_confirmed, rt, start_node, wait_for};
+use super::nodes::{
+    TestNode, cluster, connect, declare_durable, drain, names, publish_confirmed, rt, start_node, wait_for,
+};
 use super::quorum::{debug_logs, declare_quorum, leader_of};
 use warren::admin::ClusterCmd;
 
@@ -28,7 +30,11 @@ fn a_renamed_node_keeps_its_queues_and_its_replicas() {
     debug_logs();
     let root = tempfile::tempdir().unwrap();
     let mut nodes = cluster(root.path(), 3);
-    let (n1, n2, n3) = (nodes[0].name.clone(), nodes[1].name.clone(), nodes[2].name.clone());
+    let (n1, n2, n3) = (
+        nodes[0].name.clone(),
+        nodes[1].name.clone(),
+        nodes[2].name.clone(),
+    );
     rt().block_on(async {
         // A classic queue on node 3, and a quorum queue with a replica there.
         let conn = connect(&nodes[2].uri()).await;
@@ -77,10 +83,19 @@ fn a_renamed_node_keeps_its_queues_and_its_replicas() {
     // itself once it has caught up.
     start_as(&mut nodes[1], "n2b@127.0.0.1");
     wait_for("the node's new name to be recorded", || {
-        running(&nodes[0]) == vec![n1.clone(), "n2b@127.0.0.1".to_string(), "n3b@127.0.0.1".to_string()]
+        running(&nodes[0])
+            == vec![
+                n1.clone(),
+                "n2b@127.0.0.1".to_string(),
+                "n3b@127.0.0.1".to_string(),
+            ]
     });
     let leader = leader_of(&nodes[0], "qq").expect("a leader");
-    let at = nodes.iter().find(|n| n.name == leader).expect("the leader is a node").uri();
+    let at = nodes
+        .iter()
+        .find(|n| n.name == leader)
+        .expect("the leader is a node")
+        .uri();
     rt().block_on(async {
         let got = drain(&at, "qq").await;
         assert_eq!(got.len(), 70, "every confirmed message of the quorum queue");

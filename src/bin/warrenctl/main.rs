@@ -93,6 +93,13 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` and closed early ends the process quietly,
+    // as other command-line tools do, instead of a panic on EPIPE.
+    // SAFETY: restoring a signal's default disposition at start, before
+    // any thread runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let client = Client::new(
         cli.host(),
