@@ -128,6 +128,11 @@ pub enum Op {
     Drop {
         consumer: WireConsumer,
     },
+    /// `queue.declare` of an existing queue: its counts.
+    Counts {
+        name: String,
+        ch: WireCh,
+    },
     /// A consumer carried over to a quorum queue's new leader, with the
     /// sequences its channel holds.
     Resume {
@@ -237,6 +242,7 @@ impl Op {
             }
             Op::Get { name: n, ch, no_ack } => (name(n), ch.on(conn), QueueOp::Get { no_ack: *no_ack }),
             Op::Purge { name: n, ch } => (name(n), ch.on(conn), QueueOp::Purge),
+            Op::Counts { name: n, ch } => (name(n), ch.on(conn), QueueOp::Counts),
             _ => return None,
         })
     }
@@ -247,7 +253,7 @@ impl Op {
             Op::Consume { consumer, .. } | Op::Cancel { consumer, .. } | Op::Resume { consumer, .. } => {
                 Some(consumer.0.conn())
             }
-            Op::Get { ch, .. } | Op::Purge { ch, .. } => Some(ch.conn()),
+            Op::Get { ch, .. } | Op::Purge { ch, .. } | Op::Counts { ch, .. } => Some(ch.conn()),
             _ => None,
         }
     }
@@ -284,6 +290,7 @@ impl Op {
                 no_ack: *no_ack,
             },
             QueueOp::Purge => Op::Purge { name, ch: ch.into() },
+            QueueOp::Counts => Op::Counts { name, ch: ch.into() },
         }
     }
 }
@@ -332,6 +339,12 @@ pub enum WireEvent {
         needs_ack: bool,
         tracked: bool,
     },
+    DeclareOk {
+        ch: WireCh,
+        name: String,
+        messages: u32,
+        consumers: u32,
+    },
     Cancelled {
         consumer: WireConsumer,
     },
@@ -378,6 +391,16 @@ pub fn wire_event(ev: &Event, conn: ConnId) -> Option<WireEvent> {
                 needs_ack: *needs_ack,
             },
             Reply::GetEmpty => WireEvent::GetEmpty { ch: ch_of(*ch) },
+            Reply::QueueDeclareOk {
+                name,
+                messages,
+                consumers,
+            } => WireEvent::DeclareOk {
+                ch: ch_of(*ch),
+                name: name.as_str().into_owned(),
+                messages: *messages,
+                consumers: *consumers,
+            },
             Reply::QueuePurgeOk { messages } => WireEvent::PurgeOk {
                 ch: ch_of(*ch),
                 messages: *messages,
@@ -482,6 +505,19 @@ impl WireEvent {
                 },
             ),
             WireEvent::GetEmpty { ch } => reply(ch, Reply::GetEmpty),
+            WireEvent::DeclareOk {
+                ch,
+                name,
+                messages,
+                consumers,
+            } => reply(
+                ch,
+                Reply::QueueDeclareOk {
+                    name: ShortStr::from_string_lossy(&name),
+                    messages,
+                    consumers,
+                },
+            ),
             WireEvent::PurgeOk { ch, messages } => reply(ch, Reply::QueuePurgeOk { messages }),
             WireEvent::Error {
                 ch,

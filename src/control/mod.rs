@@ -660,8 +660,8 @@ impl ControlService {
     }
 
     /// `declare-ok` for a queue that exists: its owner answers with its
-    /// counts. A queue on another node of the cluster is answered here,
-    /// without counts (they are kept on its node).
+    /// counts, on whichever node it is (a node that is down: 404, as
+    /// RabbitMQ answers for a durable queue whose home node is down).
     fn declare_existing(
         &mut self,
         topo: &Topology,
@@ -670,13 +670,14 @@ impl ControlService {
         owner: ShardId,
         name: ShortStr,
     ) {
-        if topo.queue(queue).is_some_and(|q| q.node != 0) {
-            let reply = Reply::QueueDeclareOk {
+        if let Some(node) = topo.queue(queue).map(|q| q.node).filter(|n| *n != 0) {
+            let op = crate::owner::RemoteOp::Queue {
                 name,
-                messages: 0,
-                consumers: 0,
+                ch,
+                op: crate::owner::QueueOp::Counts,
             };
-            self.actions.push_back(Action::Reply(ch, reply));
+            self.actions
+                .push_back(Action::Send(0, Item::Remote { node, queue, op }));
             return;
         }
         let (to, item) = via(ch.shard(), owner, Item::DeclareCounts { queue, ch, name });

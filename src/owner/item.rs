@@ -28,6 +28,9 @@ pub enum QueueOp {
         no_ack: bool,
     },
     Purge,
+    /// `queue.declare-ok` with the queue's counts (a channel of another
+    /// node declared it).
+    Counts,
 }
 
 /// Messages for the control plane (shard 0).

@@ -85,6 +85,7 @@ impl Owner {
                     },
                 );
             }
+            QueueOp::Counts => self.declare_counts(topo, fx, queue, ch, name, now),
             QueueOp::Cancel(consumer) => {
                 reply(fx, Reply::CancelOk { consumer });
                 self.drop_consumer(fx, queue, consumer, now);

@@ -1053,7 +1053,9 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
                         remote::Op::Consume { consumer, .. }
                         | remote::Op::Cancel { consumer, .. }
                         | remote::Op::Resume { consumer, .. } => consumer.0.conn(),
-                        remote::Op::Get { ch, .. } | remote::Op::Purge { ch, .. } => ch.conn(),
+                        remote::Op::Get { ch, .. }
+                        | remote::Op::Purge { ch, .. }
+                        | remote::Op::Counts { ch, .. } => ch.conn(),
                         _ => unreachable!("handled above"),
                     };
                     let c = r.stand_in(from_node, real);

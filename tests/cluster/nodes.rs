@@ -488,6 +488,22 @@ fn publishes_on_any_node_reach_a_queue_on_another_and_are_confirmed() {
             publish_confirmed(&u3, "", "on-n1", "n3", 300),
         );
         assert_eq!((a, b), (300, 300), "every message confirmed");
+        // A passive declare on another node counts on the queue's node.
+        let conn = connect(&u3).await;
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                "on-n1".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!((q.message_count(), q.consumer_count()), (600, 0));
+        let _ = conn.close(200, "bye".into()).await;
         let got = drain(&nodes[0].uri(), "on-n1").await;
         assert_eq!(got.len(), 600);
         for tag in ["n2", "n3"] {

@@ -49,6 +49,23 @@ fn a_renamed_node_keeps_its_queues_and_its_replicas() {
     let e = rename(&nodes[0], &n3, "n3b@127.0.0.1").expect_err("running");
     assert!(e.contains("running"), "{e}");
     nodes[2].stop();
+    // Its queue is unavailable meanwhile: RabbitMQ's 404 for a durable
+    // queue whose home node is down.
+    rt().block_on(async {
+        let conn = connect(&nodes[0].uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let e = ch
+            .queue_declare("on-n3".into(), passive, lapin::types::FieldTable::default())
+            .await
+            .expect_err("its node is down");
+        let text = format!("home node '{n3}' of durable queue 'on-n3' in vhost '/' is down or inaccessible");
+        assert!(e.to_string().contains(&text), "{e}");
+        let _ = conn.close(200, "bye".into()).await;
+    });
     let e = rename(&nodes[0], &n3, &n2).expect_err("taken");
     assert!(e.contains("already a member"), "{e}");
     let e = rename(&nodes[0], "nobody@127.0.0.1", "x@127.0.0.1").expect_err("unknown");
