@@ -142,31 +142,50 @@ impl Owner {
         Self::mark_dirty(&mut self.dirty, slot);
     }
 
-    /// A proposal of a quorum queue's returns failed (this node may have
-    /// lost the lead, or a majority): the returned messages go back to the
-    /// engine at once, their count unchanged. (Failed settles are not
-    /// retried: the messages stay out of this engine, and a later leader
-    /// redelivers them. Failed publishes were nacked.)
-    pub fn quorum_failed(&mut self, queue: QueueId, returns: Vec<u64>) {
+    /// A proposal of a quorum queue's returns and settles failed (this
+    /// node may have lost the lead, or a majority): the returned messages
+    /// go back to the engine at once, their count unchanged; the settles
+    /// go in the next proposal while this engine serves (`retry`: the
+    /// group did not answer in time). Returns the settles it does not
+    /// keep: they are for the next leader. (Failed publishes were nacked.)
+    pub fn quorum_failed(
+        &mut self,
+        queue: QueueId,
+        returns: Vec<u64>,
+        settles: Vec<u64>,
+        retry: bool,
+    ) -> Vec<u64> {
         let Some(slot) = self.queues.get_mut(&queue) else {
-            return;
+            return Vec::new();
         };
         let Some(qs) = slot.quorum.as_mut().filter(|q| q.active) else {
-            return;
+            return settles;
         };
+        let (settles, left) = if retry {
+            (settles, Vec::new())
+        } else {
+            (Vec::new(), settles)
+        };
+        let retry = !settles.is_empty();
+        qs.settles.extend(settles);
+
         let mut back = Vec::new();
         for seq in returns {
             if let Some(e) = qs.returning.remove(&seq) {
                 back.push(e);
             }
         }
+        if retry {
+            Self::mark_store_dirty(&mut self.store_dirty, slot);
+        }
         if back.is_empty() {
-            return;
+            return left;
         }
         for e in back {
             slot.q.put_back(e);
         }
         Self::mark_dirty(&mut self.dirty, slot);
+        left
     }
 
     /// Settles a quorum queue's group committed.
@@ -239,13 +258,15 @@ impl Owner {
     /// names the new leader (`Event::QueueMoved`), each carries on there
     /// with the deliveries its channel holds; what was delivered and is
     /// not held any more is redelivered by the new leader.
-    pub fn quorum_deactivate(&mut self, fx: &mut impl Effects, queue: QueueId) {
+    /// Returns the settles it had not proposed yet: they are for the next
+    /// leader.
+    pub fn quorum_deactivate(&mut self, fx: &mut impl Effects, queue: QueueId) -> Vec<u64> {
         let window = self.cfg.consumer_window;
         let Some(slot) = self.queues.get_mut(&queue) else {
-            return;
+            return Vec::new();
         };
         if !slot.quorum.as_ref().is_some_and(|q| q.active) {
-            return;
+            return Vec::new();
         }
         for conn in std::mem::take(&mut slot.throttled) {
             fx.to_conn(conn, Event::Throttle { queue, on: false });
@@ -255,9 +276,9 @@ impl Owner {
         let qs = slot.quorum.as_mut().expect("a quorum queue");
         qs.active = false;
         qs.returning.clear();
-        qs.settles.clear();
         qs.returns.clear();
         log::info!("quorum queue '{}': this node no longer leads it", slot.name);
+        std::mem::take(&mut qs.settles)
     }
 
     /// The metadata recorded a new leader for the queue: its consumers on

@@ -899,6 +899,16 @@ fn keep_settles(
     }
 }
 
+/// Settles of a quorum queue this node stopped serving before its group
+/// took them: they go to the leader the metadata names next.
+pub fn keep_failed_settles(hub: &mut crate::hub::Hub, shard: &Rc<Shard>, queue: QueueId, seqs: Vec<u64>) {
+    let Some(glue) = shard.cluster.borrow().clone() else {
+        return;
+    };
+    let ack = crate::broker::request::Settle::Ack;
+    keep_settles(hub, &glue, 0, seqs.into_iter().map(|s| (queue, s, ack)).collect());
+}
+
 /// The metadata names new leaders for these queues: the settles kept for
 /// them go there.
 pub fn resend_settles(shard: &Rc<Shard>, queues: &[QueueId]) {
@@ -911,11 +921,8 @@ pub fn resend_settles(shard: &Rc<Shard>, queues: &[QueueId]) {
         if r.unsent.is_empty() {
             return;
         }
-        let hub = shard.hub.borrow();
         for q in queues {
-            let moved = |(dead, _): &(u64, _)| hub.topo.queue(*q).is_none_or(|d| d.node != *dead);
-            if r.unsent.get(q).is_some_and(moved) {
-                let (_, v) = r.unsent.remove(q).expect("present");
+            if let Some((_, v)) = r.unsent.remove(q) {
                 kept.push((*q, v));
             }
         }

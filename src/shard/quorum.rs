@@ -317,7 +317,10 @@ async fn watch_leadership(shard: Weak<Shard>, group: u32, g: Rc<Group>) {
                 let hub = &mut *hub;
                 let queues = hub.owner.quorum_queues(group);
                 for q in &queues {
-                    hub.owner.quorum_deactivate(&mut hub.out, *q);
+                    let left = hub.owner.quorum_deactivate(&mut hub.out, *q);
+                    if !left.is_empty() {
+                        super::cluster::keep_failed_settles(hub, &shard, *q, left);
+                    }
                 }
                 queues
             };
@@ -392,8 +395,9 @@ pub fn forget(shard: &Rc<Shard>, gone: Vec<(u32, QueueId)>) {
     }
 }
 
-/// The returns one entry carries for each queue, to undo if it fails.
-type Undo = Vec<(QueueId, Vec<u64>)>;
+/// The returns and settles one entry carries for each queue, to undo or
+/// retry if it fails.
+type Undo = Vec<(QueueId, Vec<u64>, Vec<u64>)>;
 /// One group's entry of a turn: its changes, the confirms that wait for
 /// it, and what to undo if it fails.
 type Entry = (QCmd, Vec<(ChannelRef, u64)>, Undo);
@@ -414,7 +418,7 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
         if !p.settles.is_empty() {
             cmd.ops.push(QOp::Settle {
                 queue: p.queue.0,
-                idx: p.settles,
+                idx: p.settles.clone(),
             });
         }
         if !p.returns.is_empty() {
@@ -422,7 +426,9 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
                 queue: p.queue.0,
                 idx: p.returns.clone(),
             });
-            undo.push((p.queue, p.returns));
+        }
+        if !p.settles.is_empty() || !p.returns.is_empty() {
+            undo.push((p.queue, p.returns, p.settles));
         }
         confirms.extend(p.confirms);
     }
@@ -497,6 +503,9 @@ async fn writer(shard: Rc<Shard>, gs: Rc<Groups>, group: u32) {
             log::warn!("quorum group {group:x}: {e}");
         }
         let ok = r.is_ok();
+        // Settles are tried again while this node serves only when the
+        // group did not answer in time (not when it refused them).
+        let retry = r.as_ref().err().is_some_and(|e| e.starts_with("timed out"));
         let now = now_ms();
         {
             let mut hub = shard.hub.borrow_mut();
@@ -504,8 +513,11 @@ async fn writer(shard: Rc<Shard>, gs: Rc<Groups>, group: u32) {
                 hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
             }
             if !ok {
-                for (queue, returns) in undo {
-                    hub.owner.quorum_failed(queue, returns);
+                for (queue, returns, settles) in undo {
+                    let left = hub.owner.quorum_failed(queue, returns, settles, retry);
+                    if !left.is_empty() {
+                        super::cluster::keep_failed_settles(&mut hub, &shard, queue, left);
+                    }
                 }
             }
         }
@@ -543,7 +555,13 @@ async fn write(shard: &Rc<Shard>, group: u32, cmd: QCmd) -> Result<(), String> {
             (m.current_leader, addr)
         };
         match (leader, addr) {
-            (Some(l), _) if l == node.id => return write_here(&g, cmd, left).await,
+            // Not leader (yet, or any more): wait for one, as when the
+            // leader is another node.
+            (Some(l), _) if l == node.id => {
+                if may_write_here(&g).is_ok() {
+                    return write_here(&g, cmd, left).await;
+                }
+            }
             (Some(_), Some(addr)) => match node.call(&addr, KIND_QUORUM_PROPOSE, body.clone(), left).await {
                 Ok(_) => return Ok(()),
                 Err(CallError::Remote(e)) if e.starts_with("not leader") => {}
@@ -556,23 +574,27 @@ async fn write(shard: &Rc<Shard>, group: u32, cmd: QCmd) -> Result<(), String> {
     }
 }
 
+/// Whether this node leads the group and has heard from a majority lately.
+fn may_write_here(g: &Group) -> Result<(), String> {
+    let m = g.raft.metrics().borrow_watched().clone();
+    if m.state != ServerState::Leader {
+        return Err("not leader".into());
+    }
+    // (A leader elected a moment ago has no acknowledgement yet: its
+    // first entries wait for the commit.)
+    if m.last_quorum_acked
+        .as_ref()
+        .is_some_and(|at| at.elapsed() > Duration::from_millis(QUORUM_STALE_MS))
+        && m.membership_config.membership().voter_ids().count() > 1
+    {
+        return Err("not leader: no majority of the queue's replicas answers".into());
+    }
+    Ok(())
+}
+
 /// Appends on this node, its leader.
 async fn write_here(g: &Group, cmd: QCmd, left: Duration) -> Result<(), String> {
-    {
-        let m = g.raft.metrics().borrow_watched().clone();
-        if m.state != ServerState::Leader {
-            return Err("not leader".into());
-        }
-        // (A leader elected a moment ago has no acknowledgement yet: its
-        // first entries wait for the commit.)
-        if m.last_quorum_acked
-            .as_ref()
-            .is_some_and(|at| at.elapsed() > Duration::from_millis(QUORUM_STALE_MS))
-            && m.membership_config.membership().voter_ids().count() > 1
-        {
-            return Err("not leader: no majority of the queue's replicas answers".into());
-        }
-    }
+    may_write_here(g)?;
     match glommio::timer::timeout(left, async { Ok(g.raft.client_write(cmd).await) }).await {
         Err(_) => Err("timed out waiting for a majority of the queue's replicas".into()),
         Ok(Ok(_)) => Ok(()),
