@@ -557,11 +557,10 @@ async fn write(shard: &Rc<Shard>, group: u32, cmd: QCmd) -> Result<(), String> {
         match (leader, addr) {
             // Not leader (yet, or any more): wait for one, as when the
             // leader is another node.
-            (Some(l), _) if l == node.id => {
-                if may_write_here(&g).is_ok() {
-                    return write_here(&g, cmd, left).await;
-                }
+            (Some(l), _) if l == node.id && may_write_here(&g).is_ok() => {
+                return write_here(&g, cmd, left).await;
             }
+            (Some(l), _) if l == node.id => {}
             (Some(_), Some(addr)) => match node.call(&addr, KIND_QUORUM_PROPOSE, body.clone(), left).await {
                 Ok(_) => return Ok(()),
                 Err(CallError::Remote(e)) if e.starts_with("not leader") => {}
