@@ -995,6 +995,13 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
                             crate::owner::QueueOp::Cancel(consumer) => {
                                 crate::broker::request::Reply::CancelOk { consumer }
                             }
+                            // The sender's metadata has it: this node has not
+                            // applied its declaration yet (it is new, empty).
+                            crate::owner::QueueOp::Counts => crate::broker::request::Reply::QueueDeclareOk {
+                                name,
+                                messages: 0,
+                                consumers: 0,
+                            },
                             _ => crate::broker::request::Reply::Error(crate::broker::control::no_queue(
                                 &name, "?",
                             )),
