@@ -556,17 +556,7 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
                     "{name} is this node: forget it from another node of the cluster"
                 ));
             }
-            let raft = node
-                .raft()
-                .ok_or_else(|| "not_clustered: this node is not in a cluster".to_string())?;
-            let addr = {
-                use openraft::async_runtime::WatchReceiver;
-                let m = raft.metrics().borrow_watched().membership_config.clone();
-                node.id_of(&name)
-                    .and_then(|id| m.membership().get_node(&id))
-                    .map(|n| n.addr.clone())
-                    .ok_or_else(|| format!("not_a_cluster_node: {name} is not a member of the cluster"))?
-            };
+            let addr = member_addr(&node, &name)?;
             if node.status_of(&addr).await.is_some() {
                 return Err(format!(
                     "failed_to_remove_node: {name} is running; stop it first (or use stop_app and reset on it)"
@@ -580,9 +570,6 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
             // rabbitmqctl, it is run on a running member of the cluster;
             // the renamed node is then started under its new name, with
             // its data dir.
-            let raft = node
-                .raft()
-                .ok_or_else(|| "not_clustered: this node is not in a cluster".to_string())?;
             let mut done = Vec::new();
             for (old, new) in pairs {
                 if old == node.info.name {
@@ -590,14 +577,7 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
                         "{old} is this node and running: stop it first, rename it from another node"
                     ));
                 }
-                let addr = {
-                    use openraft::async_runtime::WatchReceiver;
-                    let m = raft.metrics().borrow_watched().membership_config.clone();
-                    node.id_of(&old)
-                        .and_then(|id| m.membership().get_node(&id))
-                        .map(|n| n.addr.clone())
-                        .ok_or_else(|| format!("not_a_cluster_node: {old} is not a member of the cluster"))?
-                };
+                let addr = member_addr(&node, &old)?;
                 if node.status_of(&addr).await.is_some() {
                     return Err(format!("{old} is running; stop it first"));
                 }
@@ -617,6 +597,16 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
             Ok(serde_json::json!({ "type": if ram { "ram" } else { "disc" } }))
         }
     }
+}
+
+/// The cluster address of the member named `name`.
+fn member_addr(node: &Node, name: &str) -> Result<String, String> {
+    if node.raft().is_none() {
+        return Err("not_clustered: this node is not in a cluster".into());
+    }
+    node.id_of(name)
+        .and_then(|id| node.addr_of(id))
+        .ok_or_else(|| format!("not_a_cluster_node: {name} is not a member of the cluster"))
 }
 
 /// Deletes this node's whole topology (and so its queues' data), waiting
