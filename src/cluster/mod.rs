@@ -7,6 +7,7 @@
 //!
 //! Runs on shard 0 of every node: the metadata group is one Raft group.
 
+pub mod asks;
 pub mod forward;
 pub mod log_store;
 pub mod meta;

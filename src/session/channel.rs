@@ -49,6 +49,11 @@ pub(crate) enum Pending {
         exclusive: bool,
         prefetch: u32,
         priority: i32,
+        /// Queues whose leader changed while the consume was on its way
+        /// (`Event::QueueMoved`): if the consume's is one, the node that
+        /// answers may be the old leader, so the consumer is resumed at the
+        /// new one once added. Empty (no allocation) but in a failover.
+        moved: Vec<QueueId>,
     },
     Cancel {
         tag: ShortStr,
@@ -272,6 +277,11 @@ impl Channel {
     /// limit is lost with it: when the queue's consumers are the channel's
     /// only limited ones, what is used is recounted from the deliveries held.
     pub(super) fn resume_consumers(&mut self, queue: QueueId, b: &mut impl Broker) {
+        if let Some(Pending::Consume { moved, .. }) = &mut self.pending
+            && !moved.contains(&queue)
+        {
+            moved.push(queue);
+        }
         if self.closing || !self.consumers.iter().any(|c| c.queue == queue) {
             return;
         }
@@ -1071,6 +1081,7 @@ impl Session {
                     exclusive: c.exclusive,
                     prefetch: ch.prefetch,
                     priority,
+                    moved: Vec::new(),
                 };
                 self.request(n, Request::Consume { queue, spec }, pending, b);
                 Ok(())
@@ -1366,6 +1377,7 @@ fn reply_frames(
                 exclusive,
                 prefetch,
                 priority,
+                moved,
                 ..
             }) = pending
             else {
@@ -1382,6 +1394,9 @@ fn reply_frames(
                 prefetch,
                 priority,
             });
+            if moved.contains(&queue) {
+                ch.resume_consumers(queue, b);
+            }
             Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag })
         }
         Reply::CancelOk { consumer } => {

@@ -56,6 +56,8 @@ pub struct Glue {
     remote: RefCell<Remotes>,
     /// This node's quorum queue groups.
     pub quorum: Rc<super::quorum::Groups>,
+    /// Local channels' requests to other nodes' queues, until answered.
+    asks: RefCell<crate::cluster::asks::Asks>,
 }
 
 /// The stand-ins for other nodes' connections (see
@@ -370,6 +372,7 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
         boot: node.boot,
         remote: RefCell::new(Remotes::default()),
         quorum: Rc::new(super::quorum::Groups::default()),
+        asks: RefCell::new(crate::cluster::asks::Asks::default()),
     });
     glommio::spawn_local(watch_consuming_nodes(Rc::downgrade(shard))).detach();
     *shard.cluster.borrow_mut() = Some(glue);
@@ -817,7 +820,14 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
         };
         by_node[i].1.push(remote::OpFor { queue: queue.0, op });
     }
+    let now = now_ms();
     for (target, ops, asking, resuming, settles) in by_node {
+        {
+            let mut asks = glue.asks.borrow_mut();
+            for (ch, queue, name) in &asking {
+                asks.asked(*ch, target, *queue, name.clone(), now);
+            }
+        }
         let shard = shard.clone();
         let node = glue.node.clone();
         let body = postcard::to_stdvec(&remote::OpsBatch { boot: glue.boot, ops });
@@ -828,39 +838,107 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
                 (Some(addr), Ok(body)) => node
                     .call(&addr, remote::KIND_OPS, body, FORWARD_TIMEOUT)
                     .await
-                    .map(|_| ())
                     .map_err(|e| format!("{addr}: {e}")),
                 (None, _) => Err(format!("no address for cluster node {target:x}")),
                 (_, Err(e)) => Err(e.to_string()),
             };
-            if let Err(e) = result {
-                log::warn!("cannot send queue operations to another node: {e}");
-                let now = now_ms();
-                {
-                    let mut hub = shard.hub.borrow_mut();
-                    // RabbitMQ's answer for a queue whose node is down: a
-                    // channel error, the connection goes on.
-                    let node_name = node.info_of(target).map_or_else(|| format!("{target:x}"), |i| i.name);
-                    for (ch, queue, name) in asking {
-                        let vhost = hub
-                            .topo
-                            .queue(queue)
-                            .map_or_else(|| "/".to_string(), |q| hub.topo.vhost_name(q.vhost).to_string());
-                        let reply = crate::broker::request::Reply::Error(AmqpError::not_found(format!(
-                            "home node '{node_name}' of durable queue '{name}' in vhost '{vhost}' is down or inaccessible"
-                        )));
-                        hub.send_event(ch.conn, Event::Reply { ch, reply });
-                    }
-                    for (consumer, queue) in resuming {
-                        let claimed = None;
-                        hub.send_event(consumer.ch.conn, Event::Resumed { consumer, queue, claimed });
-                    }
-                    keep_settles(&mut hub, &glue, target, settles);
+            match result {
+                // The node's boot id: its requests die with this run.
+                Ok(boot) => {
+                    let boot = boot.try_into().map_or(0, u64::from_le_bytes);
+                    glue.asks
+                        .borrow_mut()
+                        .taken(target, boot, asking.iter().map(|(ch, _, _)| *ch));
                 }
-                shard.after_step(now);
+                Err(e) => {
+                    log::warn!("cannot send queue operations to another node: {e}");
+                    let now = now_ms();
+                    {
+                        let mut hub = shard.hub.borrow_mut();
+                        let node_name = node
+                            .info_of(target)
+                            .map_or_else(|| format!("{target:x}"), |i| i.name);
+                        let mut asks = glue.asks.borrow_mut();
+                        for (ch, queue, name) in asking {
+                            // Unless given up already (see `check_asks`).
+                            if asks.answered(ch).is_some() {
+                                let reply = node_down(&hub, &node_name, queue, &name);
+                                hub.send_event(ch.conn, Event::Reply { ch, reply });
+                            }
+                        }
+                        drop(asks);
+                        for (consumer, queue) in resuming {
+                            let claimed = None;
+                            hub.send_event(
+                                consumer.ch.conn,
+                                Event::Resumed {
+                                    consumer,
+                                    queue,
+                                    claimed,
+                                },
+                            );
+                        }
+                        keep_settles(&mut hub, &glue, target, settles);
+                    }
+                    shard.after_step(now);
+                }
             }
         })
         .detach();
+    }
+}
+
+/// RabbitMQ's answer for a queue whose node is down: a channel error, the
+/// connection goes on.
+fn node_down(
+    hub: &crate::hub::Hub,
+    node_name: &str,
+    queue: QueueId,
+    name: &crate::protocol::ShortStr,
+) -> crate::broker::request::Reply {
+    let vhost = hub
+        .topo
+        .queue(queue)
+        .map_or_else(|| "/".to_string(), |q| hub.topo.vhost_name(q.vhost).to_string());
+    crate::broker::request::Reply::Error(AmqpError::not_found(format!(
+        "home node '{node_name}' of durable queue '{name}' in vhost '{vhost}' is down or inaccessible"
+    )))
+}
+
+/// Gives up the requests owed by nodes that restarted since they took
+/// them, or that missed checks in a row (see [`crate::cluster::asks`]).
+async fn check_asks(shard: &Rc<Shard>, glue: &Glue) {
+    let before = now_ms().saturating_sub(LIVENESS_PERIOD.as_millis() as u64);
+    let owing = glue.asks.borrow().owing(before);
+    for node in owing {
+        use crate::cluster::asks::Check;
+        let check = match glue.node.addr_of(node) {
+            Some(addr) => match glue.node.status_of(&addr).await {
+                Some(st) => Check::Up { boot: st.boot },
+                None => Check::Unreachable,
+            },
+            None => Check::Unreachable,
+        };
+        let lost = glue.asks.borrow_mut().checked(node, check, before);
+        if lost.is_empty() {
+            continue;
+        }
+        let node_name = glue
+            .node
+            .info_of(node)
+            .map_or_else(|| format!("{node:x}"), |i| i.name);
+        log::warn!(
+            "cluster node {node_name} will not answer {} request(s) of channels here (it restarted or is gone)",
+            lost.len()
+        );
+        {
+            let mut hub = shard.hub.borrow_mut();
+            for (ch, ask) in lost {
+                let reply = node_down(&hub, &node_name, ask.queue, &ask.name);
+                hub.send_event(ch.conn, Event::Reply { ch, reply });
+            }
+        }
+        shard.after_step(now_ms());
     }
 }
 
@@ -1080,7 +1158,8 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
         }
     }
     shard.after_step(now);
-    Ok(Vec::new())
+    // The sender learns which run of this node took its requests.
+    Ok(glue.boot.to_le_bytes().to_vec())
 }
 
 /// These queues' engines here stopped serving (see `Remotes::forget_queue`).
@@ -1239,6 +1318,7 @@ async fn watch_consuming_nodes(shard: Weak<Shard>) {
             return;
         };
         refresh_quorum_nodes(&shard);
+        check_asks(&shard, &glue).await;
         let nodes: std::collections::BTreeSet<u64> = {
             let r = glue.remote.borrow();
             r.consumers
@@ -1331,6 +1411,7 @@ fn forget_node(shard: &Rc<Shard>, glue: &Glue, node: u64) {
 fn receive_events(shard: &Rc<Shard>, body: Vec<u8>) -> Result<Vec<u8>, String> {
     let events: Vec<remote::WireEvent> =
         postcard::from_bytes(&body).map_err(|e| format!("bad events batch: {e}"))?;
+    let glue = shard.cluster.borrow().clone();
     let now = now_ms();
     {
         let mut hub = shard.hub.borrow_mut();
@@ -1339,6 +1420,9 @@ fn receive_events(shard: &Rc<Shard>, body: Vec<u8>) -> Result<Vec<u8>, String> {
             if let Some((conn, ev)) = w.event()
                 && (conn.shard() as usize) < nshards
             {
+                if let (Event::Reply { ch, .. }, Some(glue)) = (&ev, &glue) {
+                    glue.asks.borrow_mut().answered(*ch);
+                }
                 hub.send_event(conn, ev);
             }
         }

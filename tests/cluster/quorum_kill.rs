@@ -25,7 +25,14 @@ struct Record {
     /// and times it consumed again for any reason.
     cancels: u64,
     resubscribes: u64,
+    /// Setup methods (channel.open, basic.qos, basic.consume) the broker
+    /// never answered (within [`UNANSWERED`]), by node index and method.
+    unanswered: Vec<(usize, &'static str)>,
 }
+
+/// Far beyond any answer a live broker owes: a method not answered by then
+/// never will be (the client would wait forever).
+const UNANSWERED: Duration = Duration::from_secs(20);
 
 /// The nodes' AMQP URIs and which of them are up.
 struct Nodes {
@@ -121,22 +128,42 @@ async fn consumer(nodes: Arc<Nodes>, rec: Arc<Mutex<Record>>, stop: Arc<AtomicBo
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let Ok(ch) = conn.create_channel().await else {
-            continue;
+        let unanswered = |what: &'static str| {
+            rec.lock().unwrap().unanswered.push((i, what));
         };
-        let _ = ch.basic_qos(50, BasicQosOptions::default()).await;
-        let Ok(mut c) = ch
-            .basic_consume(
-                QUEUE.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+        let ch = match tokio::time::timeout(UNANSWERED, conn.create_channel()).await {
+            Ok(Ok(ch)) => ch,
+            Ok(Err(_)) => continue,
+            Err(_) => {
+                unanswered("channel.open");
+                continue;
+            }
+        };
+        if tokio::time::timeout(UNANSWERED, ch.basic_qos(50, BasicQosOptions::default()))
             .await
-        else {
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into())).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            .is_err()
+        {
+            unanswered("basic.qos");
             continue;
+        }
+        let consume = ch.basic_consume(
+            QUEUE.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        );
+        let mut c = match tokio::time::timeout(UNANSWERED, consume).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(_)) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into())).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(_) => {
+                unanswered("basic.consume");
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into())).await;
+                continue;
+            }
         };
         while !stop.load(Ordering::SeqCst) {
             match tokio::time::timeout(Duration::from_secs(3), c.next()).await {
@@ -184,7 +211,12 @@ fn kill_9_of_the_leader_round_after_round_loses_no_confirmed_message() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let root = tempfile::tempdir().unwrap();
+    let mut root = tempfile::tempdir().unwrap();
+    if std::env::var_os("WARREN_TEST_LOG").is_some() {
+        // The nodes' logs stay for a look after a failure.
+        root.disable_cleanup(true);
+        eprintln!("nodes' data dirs and logs: {}", root.path().display());
+    }
     let mut p: Vec<Proc> = (1..=3).map(|i| Proc::new(root.path(), i)).collect();
     let seed = format!("127.0.0.1:{}", p[0].cluster);
     let seed_name = p[0].name.clone();
@@ -313,9 +345,11 @@ fn kill_9_of_the_leader_round_after_round_loses_no_confirmed_message() {
                 .collect();
             let r = rec.lock().unwrap();
             panic!(
-                "confirmed and never consumed (first 10): {missing:?}; {} of {} confirmed consumed; queues as the nodes see them: {views:?}",
+                "confirmed and never consumed (first 10): {missing:?}; {} of {} confirmed consumed; queues as the nodes see them: {views:?}; \
+                 methods the broker never answered (node, method): {:?}",
                 r.confirmed.intersection(&r.consumed).count(),
-                r.confirmed.len()
+                r.confirmed.len(),
+                r.unanswered
             );
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -326,6 +360,11 @@ fn kill_9_of_the_leader_round_after_round_loses_no_confirmed_message() {
     let invented: Vec<&u64> = r.consumed.difference(&r.sent).take(10).collect();
     assert!(invented.is_empty(), "consumed but never published: {invented:?}");
     assert_eq!(killed.load(Ordering::SeqCst), rounds);
+    assert!(
+        r.unanswered.is_empty(),
+        "methods the broker never answered (node, method): {:?}",
+        r.unanswered
+    );
     eprintln!(
         "{rounds} leader kills: {} sent, {} confirmed, {} consumed ({} deliveries); the consumer \
          subscribed {} times, cancelled by the broker {} times",

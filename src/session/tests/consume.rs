@@ -581,3 +581,69 @@ fn a_resumption_for_a_closed_channel_gives_back_what_it_took() {
         vec![Call::Settle(Q, 7, Settle::Requeue), Call::DropConsumer(Q, c)]
     );
 }
+
+#[test]
+fn a_consume_answered_after_its_queue_moved_resumes_at_the_new_leader() {
+    let mut p = one_channel();
+    p.send(
+        1,
+        Method::BasicConsume(BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "c1".into(),
+            ..Default::default()
+        }),
+    );
+    let Request::Consume { spec, .. } = p.last_request() else {
+        panic!("expected a consume request, got {:?}", p.last_request())
+    };
+    let c = spec.cref;
+    let _ = p.calls();
+    // Another queue moving changes nothing for it.
+    p.event(Event::QueueMoved { queue: QueueId(99) });
+    p.reply(
+        1,
+        Reply::ConsumeOk {
+            queue: Q,
+            consumer: c,
+        },
+    );
+    let _ = p.frames();
+    assert_eq!(p.calls(), vec![]);
+    // Its queue moved while it was on its way: the answer may come from
+    // the old leader, whose idle engine feeds nobody; once added, the
+    // consumer carries on at the new one.
+    p.send(
+        1,
+        Method::BasicConsume(BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "c2".into(),
+            ..Default::default()
+        }),
+    );
+    let Request::Consume { spec, .. } = p.last_request() else {
+        panic!("expected a consume request, got {:?}", p.last_request())
+    };
+    let c2 = spec.cref;
+    let _ = p.calls();
+    p.event(Event::QueueMoved { queue: Q });
+    // c1 resumes at once; c2 is not added yet.
+    assert_eq!(p.calls(), vec![Call::Resume(Q, c, 0, vec![])]);
+    p.reply(
+        1,
+        Reply::ConsumeOk {
+            queue: Q,
+            consumer: c2,
+        },
+    );
+    assert_eq!(
+        p.frames(),
+        vec![m(
+            1,
+            Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: "c2".into()
+            })
+        )]
+    );
+    let calls = p.calls();
+    assert!(calls.contains(&Call::Resume(Q, c2, 0, vec![])), "{calls:?}");
+}
