@@ -237,6 +237,9 @@ pub enum ClusterCmd {
     ChangeType { ram: bool },
     /// Rename members (old name, new name) that are not running.
     Rename { pairs: Vec<(String, String)> },
+    /// The figures of the queues other nodes serve, asked of them (a JSON
+    /// array of [`QueueFigures`]).
+    QueueFigures,
 }
 
 /// One shard's admin mailbox. The shard drains it when woken (the
@@ -282,6 +285,21 @@ pub struct Admin {
     pub config: Arc<crate::config::Config>,
     /// Snapshots taken (each asks every shard).
     snapshots: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Every shard's snapshot of this node (no other node is asked).
+pub fn gather(mailboxes: &[Mailbox]) -> Result<Vec<ShardSnapshot>, String> {
+    let mut rxs = Vec::new();
+    for m in mailboxes {
+        let (tx, rx) = sync_channel(1);
+        m.post(AdminCmd::Snapshot(tx));
+        rxs.push(rx);
+    }
+    let mut parts = Vec::new();
+    for rx in rxs {
+        parts.push(wait(rx).ok_or("a shard did not answer in time")?);
+    }
+    Ok(parts)
 }
 
 fn wait<T>(rx: Receiver<T>) -> Option<T> {
@@ -334,19 +352,19 @@ impl Admin {
 
     /// The whole broker's state, gathered from every shard. Counts are as
     /// of when each shard answered (shards answer independently).
+    /// Queues served by other nodes of a cluster show the figures those
+    /// nodes give (asked at once; a node that does not answer leaves its
+    /// queues' figures at 0).
     pub fn snapshot(&self) -> Result<BrokerSnapshot, String> {
         self.snapshots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut rxs = Vec::new();
-        for m in self.mailboxes.iter() {
-            let (tx, rx) = sync_channel(1);
-            m.post(AdminCmd::Snapshot(tx));
-            rxs.push(rx);
+        let mut b = BrokerSnapshot::merge(gather(&self.mailboxes)?, self.started);
+        if b.queues.iter().any(|q| q.home.is_some())
+            && let Ok(v) = self.cluster(ClusterCmd::QueueFigures)
+            && let Ok(figures) = serde_json::from_value::<Vec<QueueFigures>>(v)
+        {
+            b.fill_remote(&figures);
         }
-        let mut parts = Vec::new();
-        for rx in rxs {
-            parts.push(wait(rx).ok_or("a shard did not answer in time")?);
-        }
-        Ok(BrokerSnapshot::merge(parts, self.started))
+        Ok(b)
     }
 
     /// Stops the broker application (`stop_app`): new connections are

@@ -95,6 +95,59 @@ pub struct QueueInfo {
     pub counters: QueueCounters,
     /// A quorum queue's replication: its leader and members (node names).
     pub quorum: Option<QuorumInfo>,
+    /// The node that serves the queue (its home, or a quorum queue's
+    /// leader) when it is another one; its figures are asked of it
+    /// ([`QueueFigures`]).
+    pub home: Option<String>,
+}
+
+/// A queue's figures as its own node reports them to the others.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct QueueFigures {
+    pub vhost: String,
+    pub name: String,
+    pub messages_ready: u64,
+    pub messages_unacknowledged: u64,
+    pub message_bytes_ready: u64,
+    pub message_bytes_unacknowledged: u64,
+    pub consumers: u64,
+    pub disk_bytes: u64,
+    pub counters: [u64; 5],
+}
+
+impl QueueFigures {
+    pub fn of(q: &QueueInfo) -> QueueFigures {
+        let c = &q.counters;
+        QueueFigures {
+            vhost: q.vhost.clone(),
+            name: q.name.clone(),
+            messages_ready: q.messages_ready,
+            messages_unacknowledged: q.messages_unacknowledged,
+            message_bytes_ready: q.message_bytes_ready,
+            message_bytes_unacknowledged: q.message_bytes_unacknowledged,
+            consumers: q.consumers,
+            disk_bytes: q.disk_bytes,
+            counters: [c.published, c.delivered, c.acked, c.redelivered, c.get],
+        }
+    }
+
+    /// Shows these figures in the queue's row.
+    pub fn fill(&self, q: &mut QueueInfo) {
+        q.messages_ready = self.messages_ready;
+        q.messages_unacknowledged = self.messages_unacknowledged;
+        q.message_bytes_ready = self.message_bytes_ready;
+        q.message_bytes_unacknowledged = self.message_bytes_unacknowledged;
+        q.consumers = self.consumers;
+        q.disk_bytes = self.disk_bytes;
+        let [published, delivered, acked, redelivered, get] = self.counters;
+        q.counters = QueueCounters {
+            published,
+            delivered,
+            acked,
+            redelivered,
+            get,
+        };
+    }
 }
 
 /// What the management plane shows of a quorum queue.
@@ -291,5 +344,18 @@ impl BrokerSnapshot {
 
     pub fn queue(&self, vhost: &str, name: &str) -> Option<&QueueInfo> {
         self.queues.iter().find(|q| q.vhost == vhost && q.name == name)
+    }
+
+    /// Shows the figures other nodes gave for the queues they serve.
+    pub fn fill_remote(&mut self, figures: &[QueueFigures]) {
+        let by_name: std::collections::HashMap<(&str, &str), &QueueFigures> = figures
+            .iter()
+            .map(|f| ((f.vhost.as_str(), f.name.as_str()), f))
+            .collect();
+        for q in self.queues.iter_mut().filter(|q| q.home.is_some()) {
+            if let Some(f) = by_name.get(&(q.vhost.as_str(), q.name.as_str())) {
+                f.fill(q);
+            }
+        }
     }
 }

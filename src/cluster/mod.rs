@@ -23,3 +23,36 @@ pub mod wire;
 
 pub use log_store::LogStore;
 pub use types::{Meta, MetaCmd, MetaReply, NodeId, NodeInfo, node_id};
+
+#[cfg(test)]
+mod tests {
+    /// Each request kind of the cluster port names one service: a kind
+    /// registered twice would silently replace the first.
+    #[test]
+    fn request_kinds_are_distinct() {
+        use super::net::raft::*;
+        use super::node::*;
+        let mut kinds = vec![
+            KIND_APPEND,
+            KIND_VOTE,
+            KIND_PRE_VOTE,
+            KIND_SNAPSHOT,
+            KIND_TRANSFER_LEADER,
+            KIND_PROPOSE,
+            KIND_JOIN,
+            KIND_FORGET,
+            KIND_STATUS,
+            KIND_SET_NODE,
+            KIND_RENAME,
+            super::forward::KIND_PUBLISH,
+            super::remote::KIND_OPS,
+            super::remote::KIND_EVENTS,
+            super::remote::KIND_QUEUE_FIGURES,
+            super::quorum::KIND_QUORUM_PROPOSE,
+        ];
+        let n = kinds.len();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), n, "a request kind is used twice");
+    }
+}

@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 pub const KIND_OPS: u8 = 41;
 /// Request kind of a batch of events for the consumers' node.
 pub const KIND_EVENTS: u8 = 42;
+/// Request kind of the figures of the queues a node serves (JSON, for the
+/// management plane of another node).
+pub const KIND_QUEUE_FIGURES: u8 = 44;
 
 /// A channel: connection id (on the consumer's node), channel, epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

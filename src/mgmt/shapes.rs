@@ -84,6 +84,9 @@ pub fn queue(
     if let Some(c) = consumers {
         v["consumer_details"] = Value::Array(c);
     }
+    if let Some(h) = &q.home {
+        v["node"] = json!(h);
+    }
     if let Some(qi) = &q.quorum {
         v["leader"] = json!(qi.leader);
         v["members"] = json!(qi.members);

@@ -243,6 +243,16 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
         .iter()
         .map(|(id, c)| (*id, c.meta.borrow().name.clone()))
         .collect();
+    let cluster_node = shard.cluster.borrow().as_ref().map(|g| g.node.clone());
+    // The node serving a queue when it is another one (see QueueInfo::home).
+    let home = |node: u64| {
+        (node != 0).then(|| {
+            cluster_node
+                .as_ref()
+                .and_then(|n| n.info_of(node))
+                .map_or_else(|| format!("{node:x}"), |i| i.name)
+        })
+    };
     for slot in hub.owner.queues() {
         let Some(def) = topo.queue(slot.q.id) else {
             continue;
@@ -281,10 +291,16 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
                 get: q.stats.get,
             },
             quorum,
+            // A quorum queue this node follows: its leader has the figures.
+            home: slot
+                .quorum
+                .as_ref()
+                .filter(|qs| !qs.active)
+                .and_then(|_| home(def.node)),
         });
     }
     // Queues whose home is another node of the cluster: listed by shard 0,
-    // without figures (those are kept on their node).
+    // with figures asked of their node (`Admin::snapshot`).
     if shard.id == 0 {
         for def in topo
             .queues()
@@ -309,6 +325,7 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
                 quorum: def
                     .is_quorum()
                     .then(|| super::quorum::describe(shard, def.quorum_group(), &def.replicas)),
+                home: home(def.node),
             });
         }
     }

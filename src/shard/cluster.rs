@@ -22,6 +22,7 @@ use crate::storage::topolog;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -339,7 +340,7 @@ impl Host for ShardHost {
 
 /// Starts this node's cluster side on shard 0. A member of a cluster
 /// serves clients once it has caught up.
-pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
+pub async fn start(shard: &Rc<Shard>, mailboxes: Arc<Vec<crate::admin::Mailbox>>) -> std::io::Result<()> {
     let host = Rc::new(ShardHost {
         shard: Rc::downgrade(shard),
         me: shard.cfg.cluster.node_id(),
@@ -396,6 +397,9 @@ pub async fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
     });
     serve(shard, &node, remote::KIND_OPS, |shard, from, body| async move {
         receive_ops(&shard, &from, body)
+    });
+    serve(shard, &node, remote::KIND_QUEUE_FIGURES, move |_, _, _| {
+        serve_queue_figures(mailboxes.clone())
     });
     serve(
         shard,
@@ -589,6 +593,7 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
             }
             Ok(serde_json::json!({ "renamed": done }))
         }
+        ClusterCmd::QueueFigures => Ok(queue_figures(shard, &node).await),
         ClusterCmd::ChangeType { ram } => {
             if !shard.stats.app_stopped.load(Ordering::SeqCst) {
                 return Err("mnesia_unexpectedly_running: stop the app first (warrenctl stop_app)".into());
@@ -600,6 +605,65 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
             Ok(serde_json::json!({ "type": if ram { "ram" } else { "disc" } }))
         }
     }
+}
+
+/// Asks each node serving queues of this node's topology for their
+/// figures, all at once; a node that does not answer within
+/// [`FIGURES_TIMEOUT`] is left out.
+async fn queue_figures(shard: &Rc<Shard>, node: &Rc<Node>) -> serde_json::Value {
+    let nodes: std::collections::BTreeSet<u64> = shard
+        .hub
+        .borrow()
+        .topo
+        .queues()
+        .filter(|q| q.node != 0 && q.node != node.id)
+        .map(|q| q.node)
+        .collect();
+    let asks = nodes.into_iter().filter_map(|id| node.addr_of(id)).map(|addr| {
+        let node = node.clone();
+        async move {
+            let r = node
+                .call(&addr, remote::KIND_QUEUE_FIGURES, Vec::new(), FIGURES_TIMEOUT)
+                .await;
+            match r.map(|b| serde_json::from_slice::<Vec<crate::admin::QueueFigures>>(&b)) {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => {
+                    log::warn!("queue figures from {addr} cannot be read: {e}");
+                    Vec::new()
+                }
+                Err(e) => {
+                    log::info!("no queue figures from {addr}: {e}");
+                    Vec::new()
+                }
+            }
+        }
+    });
+    let all: Vec<crate::admin::QueueFigures> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    serde_json::to_value(all).unwrap_or_default()
+}
+
+/// How long a node's queue figures are waited for (a management request
+/// waits for them).
+const FIGURES_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// This node's figures for the queues it serves, for another node's
+/// management plane: gathered from every shard off the reactor (the
+/// shards answer through their admin tasks).
+async fn serve_queue_figures(mailboxes: Arc<Vec<crate::admin::Mailbox>>) -> Result<Vec<u8>, String> {
+    let parts = glommio::executor()
+        .spawn_blocking(move || crate::admin::gather(&mailboxes))
+        .await?;
+    let figures: Vec<crate::admin::QueueFigures> = parts
+        .iter()
+        .flat_map(|p| &p.queues)
+        .filter(|q| q.home.is_none())
+        .map(crate::admin::QueueFigures::of)
+        .collect();
+    serde_json::to_vec(&figures).map_err(|e| e.to_string())
 }
 
 /// The cluster address of the member named `name`.

@@ -554,7 +554,7 @@ async fn run_shard(
     }
     if id == 0 {
         tasks.push(glommio::spawn_local(memory_monitor(shard.clone())).detach());
-        if let Err(e) = super::cluster::start(&shard).await {
+        if let Err(e) = super::cluster::start(&shard, admin.mailboxes()).await {
             let _ = ready.send(Err(io::Error::other(format!(
                 "cluster port {}: {e}",
                 shard.cfg.cluster.port

@@ -503,7 +503,46 @@ fn publishes_on_any_node_reach_a_queue_on_another_and_are_confirmed() {
             .await
             .unwrap();
         assert_eq!((q.message_count(), q.consumer_count()), (600, 0));
+        // So do the management plane's figures (asked of the queue's node),
+        // with a consumer on node 2 counted there.
+        let conn2 = connect(&u2).await;
+        let ch2 = conn2.create_channel().await.unwrap();
+        ch2.basic_qos(5, BasicQosOptions::default()).await.unwrap();
+        let _consumer = ch2
+            .basic_consume(
+                "on-n1".into(),
+                "c".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let figures = |n: &TestNode| {
+            let s = n.h().admin().snapshot().unwrap();
+            let q = s.queue("/", "on-n1").expect("listed").clone();
+            (q.messages_ready, q.messages_unacknowledged, q.consumers, q.home)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = (figures(&nodes[2]), figures(&nodes[0]));
+            let want = ((595, 5, 1, Some(nodes[0].name.clone())), (595, 5, 1, None));
+            if got == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "figures on node 3 and node 1: {got:?}, want {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = conn2.close(200, "bye".into()).await;
         let _ = conn.close(200, "bye".into()).await;
+        // What the consumer held goes back before the queue is drained.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while figures(&nodes[0]) != (600, 0, 0, None) {
+            assert!(Instant::now() < deadline, "node 1: {:?}", figures(&nodes[0]));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let got = drain(&nodes[0].uri(), "on-n1").await;
         assert_eq!(got.len(), 600);
         for tag in ["n2", "n3"] {
