@@ -52,7 +52,15 @@ pub struct ClusterConfig {
     /// written on first start from the name then), so it survives a
     /// rename. 0: derived from `node_name`.
     pub id: u64,
+    /// Metadata entries applied since the last snapshot that make the next
+    /// one; the log a snapshot covers is then dropped, but for the last
+    /// [`METADATA_LOG_KEPT`] entries.
+    pub metadata_snapshot_every: u64,
 }
+
+/// Metadata log entries kept behind a snapshot: a follower that lags less
+/// catches up from the log, not from a whole snapshot.
+pub const METADATA_LOG_KEPT: u64 = 1_000;
 
 impl Default for ClusterConfig {
     fn default() -> Self {
@@ -63,6 +71,7 @@ impl Default for ClusterConfig {
             advertise: None,
             secret: None,
             id: 0,
+            metadata_snapshot_every: 10_000,
         }
     }
 }

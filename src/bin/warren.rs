@@ -112,6 +112,10 @@ struct Args {
     /// file `cluster.cookie` in the data dir (created on first start).
     #[arg(long, env = "WARREN_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
+    /// Metadata changes after which the cluster's metadata log takes a
+    /// snapshot and drops the entries it covers (all but the last 1,000).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
+    metadata_snapshot_every: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
     cfg.cluster.bind = args.cluster_bind.unwrap_or(args.bind);
     cfg.cluster.advertise = args.cluster_advertise.clone();
     cfg.cluster.secret = args.cluster_secret.clone();
+    cfg.cluster.metadata_snapshot_every = args.metadata_snapshot_every;
     cfg.limits.frame_max = args.frame_max;
     cfg.limits.disk_free_limit = args.disk_free_limit;
     cfg.limits.heartbeat = std::time::Duration::from_secs(args.heartbeat);

@@ -15,7 +15,7 @@ use super::net::raft::{ClusterNetwork, META_GROUP, RaftService};
 use super::net::{CallError, Transport, service_fn};
 use super::secret::Secret;
 use super::types::{Meta, MetaCmd, MetaReply, NodeId, NodeInfo, node_id};
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, METADATA_LOG_KEPT};
 use openraft::async_runtime::WatchReceiver;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -126,15 +126,20 @@ pub fn is_member(data_dir: &Path) -> bool {
 }
 
 /// Openraft settings for the metadata group: elections in about a second
-/// on a LAN, no snapshots (the log of metadata changes is small; replaying
-/// it is how a node rebuilds its topology).
-fn raft_config() -> Arc<openraft::Config> {
+/// on a LAN; a snapshot (the topology's image) every `snapshot_every`
+/// entries, after which the log it covers is dropped but for the last
+/// [`METADATA_LOG_KEPT`] entries. A node that restarts installs its own
+/// snapshot and replays the rest; one too far behind is sent the leader's
+/// (installed as a difference: see `control::install`).
+fn raft_config(snapshot_every: u64) -> Arc<openraft::Config> {
     let c = openraft::Config {
         cluster_name: "warren-meta".into(),
         heartbeat_interval: 150,
         election_timeout_min: 750,
         election_timeout_max: 1500,
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: METADATA_LOG_KEPT.min(snapshot_every),
+        purge_batch_size: 64,
         ..Default::default()
     };
     Arc::new(c.validate().expect("valid Raft settings"))
@@ -149,6 +154,8 @@ pub struct Node {
     dir: PathBuf,
     transport: Rc<Transport>,
     rpc: Rc<RaftService>,
+    /// See [`raft_config`].
+    snapshot_every: u64,
     raft: RefCell<Option<MetaRaft>>,
     host: Rc<dyn Host>,
     /// The cluster port's address (the bound one: port 0 picks one).
@@ -190,6 +197,7 @@ impl Node {
             host,
             listen_addr,
             boot: rand::random::<u64>() | 1,
+            snapshot_every: cfg.metadata_snapshot_every.max(1),
         });
         node.serve();
         if is_member(data_dir) {
@@ -276,7 +284,7 @@ impl Node {
         let log = LogStore::<Meta>::open(&meta_dir.join("log"))?;
         let sm = MetaSm::open(meta_dir.clone(), self.host.clone())?;
         let net = ClusterNetwork::<Meta>::new(self.transport.clone(), META_GROUP, self.id);
-        let raft = MetaRaft::new(self.id, raft_config(), net, log, sm)
+        let raft = MetaRaft::new(self.id, raft_config(self.snapshot_every), net, log, sm)
             .await
             .map_err(|e| io::Error::other(format!("cannot start the metadata group: {e}")))?;
         self.rpc.add_group(META_GROUP, raft.clone());
@@ -820,6 +828,22 @@ impl Node {
             "clustered": self.is_member(),
             "leader": leader,
             "nodes": nodes,
+            "metadata_log": self.metadata_log(),
+        })
+    }
+
+    /// This node's metadata log: the last entry applied, the last one a
+    /// snapshot covers, and the last one dropped (indexes; null: none).
+    pub fn metadata_log(&self) -> serde_json::Value {
+        let Some(raft) = self.raft() else {
+            return serde_json::Value::Null;
+        };
+        let m = raft.metrics().borrow_watched().clone();
+        let index = |l: Option<&openraft::alias::LogIdOf<Meta>>| l.map(|l| l.index());
+        serde_json::json!({
+            "applied": index(m.last_applied.as_ref()),
+            "snapshot": index(m.snapshot.as_ref()),
+            "purged": index(m.purged.as_ref()),
         })
     }
 

@@ -15,6 +15,7 @@
 //! them out.
 
 mod admin;
+mod install;
 
 use crate::broker::control::{ControlPlane, Plan, Requester};
 use crate::broker::request::Reply;
@@ -292,17 +293,16 @@ impl ControlService {
         self.paused = false;
     }
 
-    /// Applies a snapshot of the cluster's metadata (`accepted` commands),
-    /// on top of an empty topology (see [`ControlService::reset`]).
+    /// Applies a snapshot of the cluster's metadata (`accepted` commands):
+    /// the node's topology becomes the snapshot's (see [`install`]).
     pub fn install(&mut self, topo: &Topology, accepted: u64, next_ids: [u64; 3], changes: Vec<Change>) {
         if let Some(cl) = &mut self.cluster {
             cl.accepted = accepted;
         }
         self.plane.raise_ids(next_ids);
-        // Whatever this node had goes first, in the same broadcast.
-        let mut all = reset_changes(topo);
-        all.extend(changes);
-        self.apply_and_broadcast(all);
+        // Only what differs: what this node serves and the snapshot holds
+        // too keeps its messages.
+        self.apply_and_broadcast(install::changes_to(topo, changes));
         // An operation waiting for an entry the snapshot covers will not
         // see it: it fails (its change may or may not be in the snapshot).
         if let Some(op) = &self.op

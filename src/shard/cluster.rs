@@ -278,7 +278,7 @@ impl MetaSink for ShardHost {
             let hub = &mut *hub;
             if let Some(c) = &mut hub.control {
                 if hub.topo.vhosts().next().is_some() {
-                    log::warn!("replacing this node's topology by the cluster's snapshot");
+                    log::info!("bringing this node's topology up to the cluster's snapshot");
                 }
                 c.install(&hub.topo, image.accepted, image.next_ids, changes);
             }

@@ -2,6 +2,7 @@
 //! cluster port, clusters of in-process nodes, and of processes.
 
 mod common;
+mod compaction;
 mod conformance;
 mod net;
 mod nodes;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use warren::admin::ClusterCmd;
 
-const SECRET: &str = "cluster-test-secret";
+pub(super) const SECRET: &str = "cluster-test-secret";
 
 /// A node of a test cluster: its name, data dir and cluster port stay the
 /// same across restarts.
