@@ -9,8 +9,14 @@
 //! (a new boot id) or missed [`MISSES`] checks in a row are answered as
 //! for a queue whose node is down. An answer that comes after all is
 //! dropped by the channel (it is closed by then), as any late one is.
+//!
+//! Consumers of classic queues on other nodes are watched the same way:
+//! a queue's node that restarted or is gone will deliver nothing more, and
+//! RabbitMQ tells such consumers with a `basic.cancel` (its "consumer
+//! cancel notification" names a failed queue node as a cause). Quorum
+//! queues' consumers are not: they move to the new leader.
 
-use crate::ids::{ChannelRef, QueueId};
+use crate::ids::{ChannelRef, ConsumerRef, QueueId};
 use crate::protocol::ShortStr;
 use std::collections::HashMap;
 
@@ -32,7 +38,18 @@ pub struct Ask {
 pub struct Asks {
     /// A channel has at most one request waiting.
     by_ch: HashMap<ChannelRef, Ask>,
+    /// Consumers of classic queues on other nodes: (node, its boot id when
+    /// it took the consumer, the queue).
+    consumers: HashMap<ConsumerRef, (u64, u64, QueueId)>,
     missed: HashMap<u64, u32>,
+}
+
+/// What a check found lost: requests that will not be answered, and
+/// consumers whose queue's node restarted or is gone.
+#[derive(Default, Debug)]
+pub struct Lost {
+    pub asks: Vec<(ChannelRef, Ask)>,
+    pub consumers: Vec<(ConsumerRef, u64, QueueId)>,
 }
 
 /// What a node's check found.
@@ -64,6 +81,17 @@ impl Asks {
                 a.boot = boot;
             }
         }
+        self.adopt(node, boot);
+    }
+
+    /// Consumers whose node's run was not known yet (their answer came
+    /// before the call that carried their consume returned) take `boot`.
+    fn adopt(&mut self, node: u64, boot: u64) {
+        for c in self.consumers.values_mut() {
+            if c.0 == node && c.1 == 0 {
+                c.1 = boot;
+            }
+        }
     }
 
     /// The channel's answer came (or was given); None if nothing waited.
@@ -72,55 +100,81 @@ impl Asks {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_ch.is_empty()
+        self.by_ch.is_empty() && self.consumers.is_empty()
     }
 
-    /// The nodes owing an answer asked before `before_ms`: they are
-    /// checked (a fresh request is given time to be answered).
+    /// A consumer of a classic queue `node` serves (its run `boot`) began.
+    pub fn consuming(&mut self, consumer: ConsumerRef, node: u64, boot: u64, queue: QueueId) {
+        self.consumers.insert(consumer, (node, boot, queue));
+    }
+
+    /// The consumer was cancelled or dropped.
+    pub fn stopped(&mut self, consumer: ConsumerRef) {
+        self.consumers.remove(&consumer);
+    }
+
+    /// The nodes to check: those owing an answer asked before `before_ms`
+    /// (a fresh request is given time to be answered), and those serving
+    /// consumers here.
     pub fn owing(&self, before_ms: u64) -> Vec<u64> {
         let mut nodes: Vec<u64> = self
             .by_ch
             .values()
             .filter(|a| a.since_ms < before_ms)
             .map(|a| a.node)
+            .chain(self.consumers.values().map(|c| c.0))
             .collect();
         nodes.sort_unstable();
         nodes.dedup();
         nodes
     }
 
-    /// Applies a check of `node`; returns the requests given up (their
-    /// channels get the answer for a queue whose node is down). Only the
-    /// requests asked before `before_ms` are judged.
-    pub fn checked(&mut self, node: u64, check: Check, before_ms: u64) -> Vec<(ChannelRef, Ask)> {
-        let give_up = |a: &Ask, restarted: bool| a.node == node && a.since_ms < before_ms && restarted;
-        let lost: Vec<ChannelRef> = match check {
+    /// Applies a check of `node`; returns what is given up: requests (their
+    /// channels get the answer for a queue whose node is down; only those
+    /// asked before `before_ms` are judged) and consumers (cancelled).
+    pub fn checked(&mut self, node: u64, check: Check, before_ms: u64) -> Lost {
+        // Whether something the node took while running as `boot` is lost.
+        let lost = |boot: u64| match check {
+            // What an earlier run of the node took died with it.
+            Check::Up { boot: now } => boot != 0 && boot != now,
+            Check::Unreachable => true,
+        };
+        match check {
             Check::Up { boot } => {
                 self.missed.remove(&node);
-                // A request taken by an earlier run of the node died with it.
-                self.by_ch
-                    .iter()
-                    .filter(|(_, a)| give_up(a, a.boot != 0 && a.boot != boot))
-                    .map(|(c, _)| *c)
-                    .collect()
+                self.adopt(node, boot);
             }
             Check::Unreachable => {
                 let m = self.missed.entry(node).or_default();
                 *m += 1;
                 if *m < MISSES {
-                    return Vec::new();
+                    return Lost::default();
                 }
                 self.missed.remove(&node);
-                self.by_ch
-                    .iter()
-                    .filter(|(_, a)| give_up(a, true))
-                    .map(|(c, _)| *c)
-                    .collect()
             }
-        };
-        lost.into_iter()
-            .filter_map(|c| self.by_ch.remove(&c).map(|a| (c, a)))
-            .collect()
+        }
+        let asks: Vec<ChannelRef> = self
+            .by_ch
+            .iter()
+            .filter(|(_, a)| a.node == node && a.since_ms < before_ms && lost(a.boot))
+            .map(|(c, _)| *c)
+            .collect();
+        let consumers: Vec<ConsumerRef> = self
+            .consumers
+            .iter()
+            .filter(|(_, (n, boot, _))| *n == node && lost(*boot))
+            .map(|(c, _)| *c)
+            .collect();
+        Lost {
+            asks: asks
+                .into_iter()
+                .filter_map(|c| self.by_ch.remove(&c).map(|a| (c, a)))
+                .collect(),
+            consumers: consumers
+                .into_iter()
+                .filter_map(|c| self.consumers.remove(&c).map(|(n, _, q)| (c, n, q)))
+                .collect(),
+        }
     }
 }
 
@@ -154,7 +208,7 @@ mod tests {
         a.asked(ch(1), 7, QueueId(1), "q".into(), 100);
         assert!(a.owing(100).is_empty());
         a.checked(7, Check::Unreachable, 100);
-        assert!(a.checked(7, Check::Unreachable, 100).is_empty());
+        assert!(a.checked(7, Check::Unreachable, 100).asks.is_empty());
         assert!(!a.is_empty());
     }
 
@@ -168,10 +222,10 @@ mod tests {
         // Taken by another node's run: not this one's to mark.
         a.taken(8, 66, [ch(2)]);
         // Same run: still waiting.
-        assert!(a.checked(7, Check::Up { boot: 55 }, 200).is_empty());
+        assert!(a.checked(7, Check::Up { boot: 55 }, 200).asks.is_empty());
         // A new run: what the old one took is lost; ch(2)'s run is unknown
         // (the send's answer has not come), it waits on.
-        let lost = a.checked(7, Check::Up { boot: 56 }, 200);
+        let lost = a.checked(7, Check::Up { boot: 56 }, 200).asks;
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].0, ch(1));
         assert_eq!(lost[0].1.name.as_bytes(), b"q");
@@ -183,12 +237,34 @@ mod tests {
     fn an_unreachable_node_is_given_up_after_missing_checks_in_a_row() {
         let mut a = Asks::default();
         a.asked(ch(1), 7, QueueId(1), "q".into(), 100);
-        assert!(a.checked(7, Check::Unreachable, 200).is_empty());
+        assert!(a.checked(7, Check::Unreachable, 200).asks.is_empty());
         // Back in between: the count starts again.
-        assert!(a.checked(7, Check::Up { boot: 1 }, 200).is_empty());
-        assert!(a.checked(7, Check::Unreachable, 200).is_empty());
+        assert!(a.checked(7, Check::Up { boot: 1 }, 200).asks.is_empty());
+        assert!(a.checked(7, Check::Unreachable, 200).asks.is_empty());
         let lost = a.checked(7, Check::Unreachable, 200);
-        assert_eq!(lost.len(), 1);
+        assert_eq!(lost.asks.len(), 1);
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn consumers_of_a_node_that_restarted_or_is_gone_are_lost() {
+        let mut a = Asks::default();
+        let c = |id| ConsumerRef { ch: ch(1), id };
+        a.consuming(c(1), 7, 55, QueueId(1));
+        a.consuming(c(2), 8, 66, QueueId(2));
+        a.consuming(c(3), 8, 66, QueueId(2));
+        a.stopped(c(3));
+        assert_eq!(a.owing(0), vec![7, 8]);
+        // The same run: nothing lost.
+        let l = a.checked(7, Check::Up { boot: 55 }, 0);
+        assert!(l.consumers.is_empty() && l.asks.is_empty());
+        // Restarted: its consumer is lost at once.
+        let l = a.checked(7, Check::Up { boot: 56 }, 0);
+        assert_eq!(l.consumers, vec![(c(1), 7, QueueId(1))]);
+        // Gone: after two missed checks.
+        assert!(a.checked(8, Check::Unreachable, 0).consumers.is_empty());
+        let l = a.checked(8, Check::Unreachable, 0);
+        assert_eq!(l.consumers, vec![(c(2), 8, QueueId(2))]);
         assert!(a.is_empty());
     }
 }

@@ -38,6 +38,27 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Forwarded messages this node may hold for other nodes' publishers
 /// (waiting for their queues' confirms); beyond it, batches are refused.
 const MAX_FORWARDED_IN: usize = 100_000;
+/// An event from node `from` for a local channel: an answer it waited
+/// for, a consumer of a classic queue there that began (watched from now
+/// on: see `cluster::asks`) or was cancelled.
+fn track_answer(hub: &crate::hub::Hub, glue: &Glue, from: &str, ev: &Event) {
+    let mut asks = glue.asks.borrow_mut();
+    match ev {
+        Event::Reply { ch, reply } => {
+            let ask = asks.answered(*ch);
+            if let crate::broker::request::Reply::ConsumeOk { queue, consumer } = reply
+                && hub.topo.queue(*queue).is_some_and(|q| !q.is_quorum())
+            {
+                let node = glue.node.id_of(from).unwrap_or_else(|| node_id(from));
+                let boot = ask.filter(|a| a.node == node).map_or(0, |a| a.boot);
+                asks.consuming(*consumer, node, boot, *queue);
+            }
+        }
+        Event::ConsumerCancelled { consumer } => asks.stopped(*consumer),
+        _ => {}
+    }
+}
+
 /// Tries of a batch of events before its node is taken as gone.
 const EVENT_TRIES: u32 = 3;
 /// How often a node checks the nodes that consume from its queues.
@@ -405,7 +426,7 @@ pub async fn start(shard: &Rc<Shard>, mailboxes: Arc<Vec<crate::admin::Mailbox>>
         shard,
         &node,
         remote::KIND_EVENTS,
-        |shard, _from, body| async move { receive_events(&shard, body) },
+        |shard, from, body| async move { receive_events(&shard, &from, body) },
     );
     if member {
         let shard = shard.clone();
@@ -858,6 +879,9 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
                 remote::Op::of_queue_op(&name, ch, &op)
             }
             RemoteOp::Queue { name, ch, op } => {
+                if let crate::owner::QueueOp::Cancel(consumer) = &op {
+                    glue.asks.borrow_mut().stopped(*consumer);
+                }
                 by_node[i].2.push((ch, queue, name.clone()));
                 remote::Op::of_queue_op(&name, ch, &op)
             }
@@ -878,9 +902,12 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
                 consumer: consumer.into(),
                 n,
             },
-            RemoteOp::Drop { consumer } => remote::Op::Drop {
-                consumer: consumer.into(),
-            },
+            RemoteOp::Drop { consumer } => {
+                glue.asks.borrow_mut().stopped(consumer);
+                remote::Op::Drop {
+                    consumer: consumer.into(),
+                }
+            }
         };
         by_node[i].1.push(remote::OpFor { queue: queue.0, op });
     }
@@ -984,7 +1011,7 @@ async fn check_asks(shard: &Rc<Shard>, glue: &Glue) {
             None => Check::Unreachable,
         };
         let lost = glue.asks.borrow_mut().checked(node, check, before);
-        if lost.is_empty() {
+        if lost.asks.is_empty() && lost.consumers.is_empty() {
             continue;
         }
         let node_name = glue
@@ -992,15 +1019,26 @@ async fn check_asks(shard: &Rc<Shard>, glue: &Glue) {
             .info_of(node)
             .map_or_else(|| format!("{node:x}"), |i| i.name);
         log::warn!(
-            "cluster node {node_name} will not answer {} request(s) of channels here (it restarted or is gone)",
-            lost.len()
+            "cluster node {node_name} restarted or is gone: {} request(s) of channels here go unanswered, \
+             {} consumer(s) here of its queues are cancelled",
+            lost.asks.len(),
+            lost.consumers.len()
         );
+        let mut drops = Vec::new();
         {
             let mut hub = shard.hub.borrow_mut();
-            for (ch, ask) in lost {
+            for (ch, ask) in lost.asks {
                 let reply = node_down(&hub, &node_name, ask.queue, &ask.name);
                 hub.send_event(ch.conn, Event::Reply { ch, reply });
             }
+            for (consumer, node, queue) in lost.consumers {
+                hub.send_event(consumer.ch.conn, Event::ConsumerCancelled { consumer });
+                // A node that was only unreachable may still hold it.
+                drops.push((node, queue, RemoteOp::Drop { consumer }));
+            }
+        }
+        if !drops.is_empty() {
+            send_ops(shard, drops);
         }
         shard.after_step(now_ms());
     }
@@ -1472,7 +1510,7 @@ fn forget_node(shard: &Rc<Shard>, glue: &Glue, node: u64) {
 }
 
 /// Events another node's queues sent for this node's channels.
-fn receive_events(shard: &Rc<Shard>, body: Vec<u8>) -> Result<Vec<u8>, String> {
+fn receive_events(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
     let events: Vec<remote::WireEvent> =
         postcard::from_bytes(&body).map_err(|e| format!("bad events batch: {e}"))?;
     let glue = shard.cluster.borrow().clone();
@@ -1484,8 +1522,8 @@ fn receive_events(shard: &Rc<Shard>, body: Vec<u8>) -> Result<Vec<u8>, String> {
             if let Some((conn, ev)) = w.event()
                 && (conn.shard() as usize) < nshards
             {
-                if let (Event::Reply { ch, .. }, Some(glue)) = (&ev, &glue) {
-                    glue.asks.borrow_mut().answered(*ch);
+                if let Some(glue) = &glue {
+                    track_answer(&hub, glue, from, &ev);
                 }
                 hub.send_event(conn, ev);
             }

@@ -758,3 +758,75 @@ fn what_a_lost_node_consumed_unacked_comes_back() {
             .any(|q| q.name == "held" && q.messages_ready == 10 && q.consumers == 0)
     });
 }
+
+/// Waits (at most 20 s) for the broker to cancel `c`: its stream ends.
+/// Deliveries before that are acked and counted.
+async fn cancelled(c: &mut lapin::Consumer) -> usize {
+    use futures::StreamExt;
+    let mut got = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), c.next()).await {
+            Ok(None) => return got,
+            Ok(Some(Ok(d))) => {
+                got += 1;
+                d.ack(BasicAckOptions::default()).await.unwrap();
+            }
+            Ok(Some(Err(e))) => panic!("the consumer failed instead of being cancelled: {e}"),
+            Err(_) => panic!("no basic.cancel in 20 s"),
+        }
+    }
+}
+
+async fn consume(uri: &str, queue: &str) -> (Connection, lapin::Consumer) {
+    let conn = connect(uri).await;
+    let ch = conn.create_channel().await.unwrap();
+    let c = ch
+        .basic_consume(
+            queue.into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (conn, c)
+}
+
+#[test]
+fn a_consumer_of_a_classic_queue_whose_node_restarts_or_goes_is_cancelled() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3);
+    let u2 = nodes[1].uri();
+    let rt = rt();
+    rt.block_on(async {
+        let conn = connect(&nodes[0].uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        declare_durable(&ch, "cq").await;
+        let _ = conn.close(200, "bye".into()).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !queue_exists(&u2, "cq").await {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // Its node restarts: the consumer on node 2 is told (RabbitMQ's
+    // consumer cancel notification), and may consume again.
+    let (conn, mut c) = rt.block_on(consume(&u2, "cq"));
+    nodes[0].restart();
+    nodes[0].wait_running();
+    rt.block_on(async {
+        assert_eq!(cancelled(&mut c).await, 0);
+        assert!(conn.status().connected(), "the connection goes on");
+        let _ = conn.close(200, "bye".into()).await;
+    });
+    // Its node goes: the same.
+    let (conn, mut c) = rt.block_on(consume(&u2, "cq"));
+    rt.block_on(async {
+        assert_eq!(publish_confirmed(&nodes[0].uri(), "", "cq", "m", 3).await, 3);
+    });
+    nodes[0].stop();
+    rt.block_on(async {
+        assert_eq!(cancelled(&mut c).await, 3);
+        let _ = conn.close(200, "bye".into()).await;
+    });
+}
