@@ -28,6 +28,18 @@ struct Record {
     /// Setup methods (channel.open, basic.qos, basic.consume) the broker
     /// never answered (within [`UNANSWERED`]), by node index and method.
     unanswered: Vec<(usize, &'static str)>,
+    /// What the consumer did, for a failure's message (the last 60).
+    timeline: std::collections::VecDeque<String>,
+}
+
+impl Record {
+    fn note(&mut self, t0: Instant, what: String) {
+        if self.timeline.len() == 60 {
+            self.timeline.pop_front();
+        }
+        self.timeline
+            .push_back(format!("{:.1}s {what}", t0.elapsed().as_secs_f64()));
+    }
 }
 
 /// Far beyond any answer a live broker owes: a method not answered by then
@@ -120,6 +132,8 @@ async fn publisher(nodes: Arc<Nodes>, rec: Arc<Mutex<Record>>, stop: Arc<AtomicB
 /// whenever the consumer is cancelled, fails or goes quiet.
 async fn consumer(nodes: Arc<Nodes>, rec: Arc<Mutex<Record>>, stop: Arc<AtomicBool>) {
     use futures::StreamExt;
+    let t0 = Instant::now();
+    let note = |what: String| rec.lock().unwrap().note(t0, what);
     let mut at = 2;
     while !stop.load(Ordering::SeqCst) {
         let (i, uri) = nodes.pick(at);
@@ -153,8 +167,12 @@ async fn consumer(nodes: Arc<Nodes>, rec: Arc<Mutex<Record>>, stop: Arc<AtomicBo
             FieldTable::default(),
         );
         let mut c = match tokio::time::timeout(UNANSWERED, consume).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(_)) => {
+            Ok(Ok(c)) => {
+                note(format!("consuming on node {}", i + 1));
+                c
+            }
+            Ok(Err(e)) => {
+                note(format!("consume on node {} refused: {e}", i + 1));
                 let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into())).await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
@@ -165,6 +183,7 @@ async fn consumer(nodes: Arc<Nodes>, rec: Arc<Mutex<Record>>, stop: Arc<AtomicBo
                 continue;
             }
         };
+        let mut n = 0u64;
         while !stop.load(Ordering::SeqCst) {
             match tokio::time::timeout(Duration::from_secs(3), c.next()).await {
                 Ok(Some(Ok(d))) => {
@@ -174,15 +193,25 @@ async fn consumer(nodes: Arc<Nodes>, rec: Arc<Mutex<Record>>, stop: Arc<AtomicBo
                         r.consumed.insert(id);
                         r.deliveries += 1;
                     }
+                    n += 1;
                     if d.ack(BasicAckOptions::default()).await.is_err() {
+                        note(format!("ack failed after {n} deliveries"));
                         break;
                     }
                 }
                 Ok(None) => {
                     rec.lock().unwrap().cancels += 1;
+                    note(format!("cancelled after {n} deliveries"));
                     break;
                 }
-                _ => break,
+                Ok(Some(Err(e))) => {
+                    note(format!("failed after {n} deliveries: {e}"));
+                    break;
+                }
+                Err(_) => {
+                    note(format!("3 s quiet after {n} deliveries"));
+                    break;
+                }
             }
         }
         rec.lock().unwrap().resubscribes += 1;
@@ -343,13 +372,29 @@ fn kill_9_of_the_leader_round_after_round_loses_no_confirmed_message() {
                     .1
                 })
                 .collect();
+            // What the nodes said about the queue's leadership, last.
+            for n in &p {
+                let log = std::fs::read_to_string(n.dir.with_extension("log")).unwrap_or_default();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| {
+                        l.contains("quorum queue") || l.contains("leader") || l.contains("cluster node")
+                    })
+                    .collect();
+                eprintln!(
+                    "---- {} (last leadership lines)\n{}",
+                    n.name,
+                    lines[lines.len().saturating_sub(30)..].join("\n")
+                );
+            }
             let r = rec.lock().unwrap();
             panic!(
                 "confirmed and never consumed (first 10): {missing:?}; {} of {} confirmed consumed; queues as the nodes see them: {views:?}; \
-                 methods the broker never answered (node, method): {:?}",
+                 methods the broker never answered (node, method): {:?}; the consumer's last steps: {:#?}",
                 r.confirmed.intersection(&r.consumed).count(),
                 r.confirmed.len(),
-                r.unanswered
+                r.unanswered,
+                r.timeline
             );
         }
         std::thread::sleep(Duration::from_millis(100));
