@@ -4,7 +4,9 @@
 //! the messages of the queues it serves; a node restarted with its own
 //! snapshot comes back with the whole topology.
 
-use super::nodes::{SECRET, TestNode, connect, declare_durable, publish_confirmed, rt, wait_for};
+use super::nodes::{
+    SECRET, TestNode, connect, declare_durable, passive_declare, publish_confirmed, rt, wait_for,
+};
 use super::quorum::declare_quorum;
 use lapin::options::*;
 use lapin::types::FieldTable;
@@ -54,21 +56,24 @@ async fn exchange_exists(uri: &str, name: &str) -> bool {
 }
 
 async fn ready(uri: &str, queue: &str) -> u32 {
-    let conn = connect(uri).await;
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    passive_declare(uri, queue)
         .await
-        .expect("the queue exists");
-    let _ = conn.close(200, "bye".into()).await;
-    q.message_count()
+        .expect("the queue exists")
+        .message_count()
+}
+
+async fn declare_exchange(ch: &lapin::Channel, name: &str) {
+    ch.exchange_declare(
+        name.into(),
+        lapin::ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
 }
 
 #[test]
@@ -86,17 +91,7 @@ fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot_and_keeps_its_mess
         let conn = connect(&u3).await;
         let ch = conn.create_channel().await.unwrap();
         declare_durable(&ch, "keep").await;
-        ch.exchange_declare(
-            "x-keep".into(),
-            lapin::ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        declare_exchange(&ch, "x-keep").await;
         ch.queue_bind(
             "keep".into(),
             "x-keep".into(),
@@ -119,17 +114,7 @@ fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot_and_keeps_its_mess
         // Many more changes than a snapshot's worth: exchanges made, half
         // of them deleted again, bindings added.
         for i in 0..(3 * EVERY) {
-            ch.exchange_declare(
-                format!("e{i}").as_str().into(),
-                lapin::ExchangeKind::Direct,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+            declare_exchange(&ch, &format!("e{i}")).await;
         }
         for i in 0..(3 * EVERY / 2) {
             ch.exchange_delete(format!("e{i}").as_str().into(), ExchangeDeleteOptions::default())

@@ -127,9 +127,15 @@ pub(super) fn names(status: &serde_json::Value, f: impl Fn(&serde_json::Value) -
 }
 
 async fn queue_exists(uri: &str, name: &str) -> bool {
+    passive_declare(uri, name).await.is_some()
+}
+
+/// A passive `queue.declare` on its own connection: the queue's counts,
+/// or None if it does not exist.
+pub(super) async fn passive_declare(uri: &str, name: &str) -> Option<lapin::Queue> {
     let conn = connect(uri).await;
     let ch = conn.create_channel().await.unwrap();
-    let ok = ch
+    let q = ch
         .queue_declare(
             name.into(),
             QueueDeclareOptions {
@@ -139,9 +145,9 @@ async fn queue_exists(uri: &str, name: &str) -> bool {
             FieldTable::default(),
         )
         .await
-        .is_ok();
+        .ok();
     let _ = conn.close(200, "bye".into()).await;
-    ok
+    q
 }
 
 #[test]
