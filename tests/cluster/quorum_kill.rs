@@ -28,6 +28,8 @@ struct Record {
     /// Setup methods (channel.open, basic.qos, basic.consume) the broker
     /// never answered (within [`UNANSWERED`]), by node index and method.
     unanswered: Vec<(usize, &'static str)>,
+    /// Delivered bodies that are no published id (their first bytes).
+    bad_bodies: Vec<String>,
     /// What the consumer did, for a failure's message (the last 60).
     timeline: std::collections::VecDeque<String>,
 }
@@ -187,16 +189,35 @@ async fn consumer(nodes: Arc<Nodes>, rec: Arc<Mutex<Record>>, stop: Arc<AtomicBo
         while !stop.load(Ordering::SeqCst) {
             match tokio::time::timeout(Duration::from_secs(3), c.next()).await {
                 Ok(Some(Ok(d))) => {
-                    let id: u64 = std::str::from_utf8(&d.data).unwrap().parse().unwrap();
+                    // A body that is no id would be a broker bug: kept
+                    // (and failed at the end), not a panic that would end
+                    // this task and stall consumption silently.
+                    match std::str::from_utf8(&d.data)
+                        .ok()
+                        .and_then(|t| t.parse::<u64>().ok())
                     {
-                        let mut r = rec.lock().unwrap();
-                        r.consumed.insert(id);
-                        r.deliveries += 1;
+                        Some(id) => {
+                            let mut r = rec.lock().unwrap();
+                            r.consumed.insert(id);
+                            r.deliveries += 1;
+                        }
+                        None => {
+                            let bad = format!("{:?}", &d.data[..d.data.len().min(40)]);
+                            note(format!("a body that is no id: {bad} ({} bytes)", d.data.len()));
+                            rec.lock().unwrap().bad_bodies.push(bad);
+                        }
                     }
                     n += 1;
-                    if d.ack(BasicAckOptions::default()).await.is_err() {
-                        note(format!("ack failed after {n} deliveries"));
-                        break;
+                    match tokio::time::timeout(UNANSWERED, d.ack(BasicAckOptions::default())).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            note(format!("ack failed after {n} deliveries: {e}"));
+                            break;
+                        }
+                        Err(_) => {
+                            unanswered("basic.ack (never sent)");
+                            break;
+                        }
                     }
                 }
                 Ok(None) => {
@@ -390,10 +411,13 @@ fn kill_9_of_the_leader_round_after_round_loses_no_confirmed_message() {
             let r = rec.lock().unwrap();
             panic!(
                 "confirmed and never consumed (first 10): {missing:?}; {} of {} confirmed consumed; queues as the nodes see them: {views:?}; \
-                 methods the broker never answered (node, method): {:?}; the consumer's last steps: {:#?}",
+                 methods the broker never answered (node, method): {:?}; bodies that are no id: {:?}; \
+                 consumer task ended: {}; the consumer's last steps: {:#?}",
                 r.confirmed.intersection(&r.consumed).count(),
                 r.confirmed.len(),
                 r.unanswered,
+                r.bad_bodies,
+                consuming.is_finished(),
                 r.timeline
             );
         }
@@ -405,6 +429,11 @@ fn kill_9_of_the_leader_round_after_round_loses_no_confirmed_message() {
     let invented: Vec<&u64> = r.consumed.difference(&r.sent).take(10).collect();
     assert!(invented.is_empty(), "consumed but never published: {invented:?}");
     assert_eq!(killed.load(Ordering::SeqCst), rounds);
+    assert!(
+        r.bad_bodies.is_empty(),
+        "delivered bodies that are no id: {:?}",
+        r.bad_bodies
+    );
     assert!(
         r.unanswered.is_empty(),
         "methods the broker never answered (node, method): {:?}",
