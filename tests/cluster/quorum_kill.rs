@@ -209,7 +209,7 @@ async fn consumer(nodes: Arc<Nodes>, rec: Arc<Mutex<Record>>, stop: Arc<AtomicBo
                     }
                     n += 1;
                     match tokio::time::timeout(UNANSWERED, d.ack(BasicAckOptions::default())).await {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(_)) => {}
                         Ok(Err(e)) => {
                             note(format!("ack failed after {n} deliveries: {e}"));
                             break;
