@@ -64,7 +64,7 @@ pub struct BindingInfo {
 }
 
 /// Counters of a queue since it was declared (or the broker started).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub struct QueueCounters {
     pub published: u64,
     pub delivered: u64,
@@ -112,12 +112,11 @@ pub struct QueueFigures {
     pub message_bytes_unacknowledged: u64,
     pub consumers: u64,
     pub disk_bytes: u64,
-    pub counters: [u64; 5],
+    pub counters: QueueCounters,
 }
 
 impl QueueFigures {
     pub fn of(q: &QueueInfo) -> QueueFigures {
-        let c = &q.counters;
         QueueFigures {
             vhost: q.vhost.clone(),
             name: q.name.clone(),
@@ -127,7 +126,7 @@ impl QueueFigures {
             message_bytes_unacknowledged: q.message_bytes_unacknowledged,
             consumers: q.consumers,
             disk_bytes: q.disk_bytes,
-            counters: [c.published, c.delivered, c.acked, c.redelivered, c.get],
+            counters: q.counters,
         }
     }
 
@@ -139,14 +138,7 @@ impl QueueFigures {
         q.message_bytes_unacknowledged = self.message_bytes_unacknowledged;
         q.consumers = self.consumers;
         q.disk_bytes = self.disk_bytes;
-        let [published, delivered, acked, redelivered, get] = self.counters;
-        q.counters = QueueCounters {
-            published,
-            delivered,
-            acked,
-            redelivered,
-            get,
-        };
+        q.counters = self.counters;
     }
 }
 
