@@ -72,9 +72,25 @@ impl TestNode {
         }
     }
 
+    /// Stops and starts the node on the same ports. The old run's cluster
+    /// listener may take a moment to go after shutdown: its port is tried
+    /// again for up to 10 s.
     pub(super) fn restart(&mut self) {
         self.stop();
-        self.handle = Some(start_node(&self.name, &self.dir, self.cluster_port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let cfg = super::common::node_config(&self.name, &self.dir, 2, self.cluster_port, SECRET);
+            match warren::start(cfg) {
+                Ok(h) => {
+                    self.handle = Some(h);
+                    return;
+                }
+                Err(e) if e.to_string().contains("Address already in use") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("node starts: {e}"),
+            }
+        }
     }
 
     /// Waits until the node serves clients (a restarted member first
