@@ -27,9 +27,9 @@ use crate::storage::topolog;
 
 /// What the state machine needs from the node (shard 0's hub).
 pub trait MetaSink {
-    /// Applies a committed command; returns whether it was accepted (see
-    /// [`MetaCmd`]). Every node answers alike.
-    fn apply(&self, cmd: &MetaCmd) -> bool;
+    /// Applies a committed command, the log's entry `index`; returns
+    /// whether it was accepted (see [`MetaCmd`]). Every node answers alike.
+    fn apply(&self, index: u64, cmd: &MetaCmd) -> bool;
     /// The topology now, as an image.
     fn image(&self) -> MetaImage;
     /// Makes the node's topology the image's (a snapshot installed from
@@ -193,7 +193,7 @@ impl RaftStateMachine<Meta> for MetaSm {
             let reply = match &entry.payload {
                 EntryPayload::Blank => MetaReply { accepted: true },
                 EntryPayload::Normal(cmd) => MetaReply {
-                    accepted: self.sink.apply(cmd),
+                    accepted: self.sink.apply(log_id.index(), cmd),
                 },
                 EntryPayload::Membership(m) => {
                     self.inner.borrow_mut().membership =

@@ -44,6 +44,7 @@ mod tests {
             KIND_STATUS,
             KIND_SET_NODE,
             KIND_RENAME,
+            KIND_META_APPLIED,
             super::forward::KIND_PUBLISH,
             super::remote::KIND_OPS,
             super::remote::KIND_EVENTS,

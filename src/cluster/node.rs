@@ -37,6 +37,9 @@ pub const KIND_STATUS: u8 = 35;
 pub const KIND_SET_NODE: u8 = 36;
 /// Rename a stopped member: (old name, new name).
 pub const KIND_RENAME: u8 = 37;
+/// Answer once the metadata log's entry (an index) is applied here, and
+/// every shard routes by it.
+pub const KIND_META_APPLIED: u8 = 38;
 
 /// How long a change waits for the cluster to commit it before the
 /// request that made it fails.
@@ -366,6 +369,29 @@ impl Node {
             }
             None => vec![self.id],
         }
+    }
+
+    /// The other members, with their cluster addresses.
+    pub fn peers(&self) -> Vec<(NodeId, String)> {
+        let Some(raft) = self.raft() else {
+            return Vec::new();
+        };
+        let m = raft.metrics().borrow_watched().membership_config.clone();
+        m.membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    }
+
+    /// Waits (up to `timeout`) until this node applied the metadata log up
+    /// to `index`; false if it did not in time.
+    pub async fn applied_at_least(&self, index: u64, timeout: Duration) -> bool {
+        let Some(raft) = self.raft() else { return false };
+        raft.wait(Some(timeout))
+            .applied_index_at_least(Some(index), "a change another node made")
+            .await
+            .is_ok()
     }
 
     /// The metadata group, if this node is in a cluster.

@@ -43,6 +43,14 @@ pub enum Action {
     /// Sync the topology log, off the reactor, then call
     /// [`ControlService::persisted`].
     SyncLog(Arc<dyn Syncable>),
+    /// Clustered: the answer ([`Action::Reply`] or [`Action::AdminReply`])
+    /// of an operation whose change the cluster committed, to give once
+    /// every running member of the cluster applied it too. As in
+    /// RabbitMQ, whose metadata transactions commit on every running
+    /// node, a queue declared on one node then takes publishes on any
+    /// other: a publish there that found no queue yet would be dropped
+    /// as unroutable and confirmed.
+    Hold(Box<Action>),
     /// Clustered: append these changes to the metadata log. Every node
     /// (this one included) hands the committed entry back through
     /// [`ControlService::replicated`]; a proposal that cannot be committed
@@ -73,6 +81,7 @@ impl std::fmt::Debug for Action {
             Action::AdminReply(_, r) => f.debug_tuple("AdminReply").field(r).finish(),
             Action::SyncLog(_) => f.write_str("SyncLog"),
             Action::Propose(p) => f.debug_tuple("Propose").field(p).finish(),
+            Action::Hold(a) => f.debug_tuple("Hold").field(a).finish(),
         }
     }
 }
@@ -134,6 +143,9 @@ struct Op {
     /// again if the proposal is rejected (another node changed the
     /// topology first).
     replan: Option<Stage>,
+    /// Clustered: a change of this operation was committed (its answer
+    /// is held: [`Action::Hold`]).
+    committed: bool,
 }
 
 /// Shard 0's state as a member of a cluster.
@@ -157,6 +169,10 @@ pub struct ControlService {
     next_token: u64,
     /// Broadcast items not yet answered by `TopologyApplied`.
     unacked: usize,
+    /// Broadcasts sent so far, and how many of them each shard applied
+    /// (shard 0's entry unused: it applies its own at once).
+    broadcasts: u64,
+    applied_by: Vec<u64>,
     /// Set once this node is a member of a cluster: changes go through
     /// the metadata log instead of the topology log.
     cluster: Option<Clustered>,
@@ -181,6 +197,8 @@ impl ControlService {
             actions: VecDeque::new(),
             next_token: 1,
             unacked: 0,
+            broadcasts: 0,
+            applied_by: vec![0; nshards],
             cluster: None,
             paused: false,
         }
@@ -275,6 +293,7 @@ impl ControlService {
             let op = self.op.as_mut().expect("waiting");
             op.wait = Wait::Nothing;
             op.replan = None;
+            op.committed = true;
             let planned = op.committing.take().unwrap_or(changes);
             self.apply_and_broadcast(planned);
         } else {
@@ -345,6 +364,20 @@ impl ControlService {
         self.op.is_none() && self.inbox.is_empty() && self.actions.is_empty()
     }
 
+    /// Broadcasts sent so far (each one change set, in order).
+    pub fn broadcasts(&self) -> u64 {
+        self.broadcasts
+    }
+
+    /// How many of the first broadcasts every shard applied.
+    pub fn applied_everywhere(&self) -> u64 {
+        self.applied_by[1..]
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(self.broadcasts)
+    }
+
     /// Idle, and every shard applied every broadcast.
     pub fn settled(&self) -> bool {
         self.is_idle() && self.unacked == 0
@@ -392,8 +425,11 @@ impl ControlService {
         }
     }
 
-    /// A shard applied the last broadcast.
-    pub fn topology_applied(&mut self) {
+    /// Shard `shard` applied the oldest broadcast it had not applied.
+    pub fn topology_applied(&mut self, shard: ShardId) {
+        if let Some(n) = self.applied_by.get_mut(shard as usize) {
+            *n = (*n + 1).min(self.broadcasts);
+        }
         self.unacked = self.unacked.saturating_sub(1);
         if self.unacked == 0
             && let Some(op) = &mut self.op
@@ -529,6 +565,7 @@ impl ControlService {
             reply,
             committing: None,
             replan: None,
+            committed: false,
         });
     }
 
@@ -737,6 +774,7 @@ impl ControlService {
                 .push_back(Action::Send(d as ShardId, Item::Topology(changes.clone())));
         }
         self.unacked += self.nshards - 1;
+        self.broadcasts += 1;
         self.actions.push_front(Action::Apply(changes));
         if let Some(op) = &mut self.op
             && self.unacked > 0
@@ -748,15 +786,18 @@ impl ControlService {
 
     fn finish(&mut self, result: Result<(), AmqpError>) {
         let Some(op) = self.op.take() else { return };
-        match (op.answer, result) {
-            (Answer::Channel(ch), Ok(())) => {
-                if let Some(r) = op.reply {
-                    self.actions.push_back(Action::Reply(ch, r));
-                }
-            }
-            (Answer::Channel(ch), Err(e)) => self.actions.push_back(Action::Reply(ch, Reply::Error(e))),
-            (Answer::Admin(tx), r) => self.actions.push_back(Action::AdminReply(tx, r)),
-            (Answer::Nobody, _) => {}
+        let answer = match (op.answer, result) {
+            (Answer::Channel(ch), Ok(())) => op.reply.map(|r| Action::Reply(ch, r)),
+            (Answer::Channel(ch), Err(e)) => Some(Action::Reply(ch, Reply::Error(e))),
+            (Answer::Admin(tx), r) => Some(Action::AdminReply(tx, r)),
+            (Answer::Nobody, _) => None,
+        };
+        if let Some(a) = answer {
+            self.actions.push_back(if op.committed {
+                Action::Hold(Box::new(a))
+            } else {
+                a
+            });
         }
     }
 }

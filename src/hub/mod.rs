@@ -47,6 +47,10 @@ pub struct Outbox {
     /// [`Hub::replicated`] (every committed entry) or
     /// [`Hub::propose_failed`].
     pub proposals: Vec<crate::control::Proposal>,
+    /// Clustered (shard 0): answers of committed changes, to give with
+    /// [`Hub::release`] once every running member applied them (see
+    /// [`crate::control::Action::Hold`]).
+    pub held: Vec<crate::control::Action>,
     /// Shard 0: messages for queues on other nodes of the cluster.
     pub forwards: Vec<crate::owner::Forward>,
     /// Shard 0: operations of local channels on queues of other nodes.
@@ -79,6 +83,7 @@ impl Outbox {
             log_syncs: Vec::new(),
             adopted: Vec::new(),
             proposals: Vec::new(),
+            held: Vec::new(),
             forwards: Vec::new(),
             remote_ops: Vec::new(),
             quorum: Vec::new(),
@@ -289,16 +294,16 @@ impl Hub {
             Item::Via { dest, item } => out.to_shard(dest, *item),
             Item::Topology(changes) => {
                 self.apply_changes(&changes, now);
-                self.out.to_shard(0, Item::TopologyApplied);
+                self.out.to_shard(0, Item::TopologyApplied(self.id));
             }
             Item::Control(msg) => {
                 if let Some(c) = &mut self.control {
                     c.submit(msg);
                 }
             }
-            Item::TopologyApplied => {
+            Item::TopologyApplied(shard) => {
                 if let Some(c) = &mut self.control {
-                    c.topology_applied();
+                    c.topology_applied(shard);
                 }
             }
             Item::OwnerDeleted { op, result } => {
@@ -345,13 +350,23 @@ impl Hub {
             match action {
                 Action::Apply(changes) => self.apply_changes(&changes, now),
                 Action::Send(shard, item) => self.out.to_shard(shard, item),
-                Action::Reply(ch, reply) => self.out.to_conn(ch.conn, Event::Reply { ch, reply }),
-                Action::AdminReply(tx, r) => {
-                    let _ = tx.try_send(r);
-                }
+                a @ (Action::Reply(..) | Action::AdminReply(..)) => self.release(a),
+                Action::Hold(a) => self.out.held.push(*a),
                 Action::SyncLog(file) => self.out.log_syncs.push(file),
                 Action::Propose(p) => self.out.proposals.push(p),
             }
+        }
+    }
+
+    /// Gives an answer of the control plane ([`Action::Reply`] or
+    /// [`Action::AdminReply`]; one it held too, see [`Outbox::held`]).
+    pub fn release(&mut self, answer: Action) {
+        match answer {
+            Action::Reply(ch, reply) => self.out.to_conn(ch.conn, Event::Reply { ch, reply }),
+            Action::AdminReply(tx, r) => {
+                let _ = tx.try_send(r);
+            }
+            other => debug_assert!(false, "not an answer: {}", std::any::type_name_of_val(&other)),
         }
     }
 

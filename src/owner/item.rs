@@ -133,7 +133,8 @@ pub enum Item {
     Control(ControlMsg),
     /// Shard 0 → every shard: apply, then answer `TopologyApplied`.
     Topology(Vec<Change>),
-    TopologyApplied,
+    /// Shard → 0: it applied the oldest broadcast it had not.
+    TopologyApplied(ShardId),
     /// Shard 0 → owner: delete the queue if the conditions hold.
     OwnerDelete {
         op: u64,

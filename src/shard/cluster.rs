@@ -80,6 +80,8 @@ pub struct Glue {
     pub quorum: Rc<super::quorum::Groups>,
     /// Local channels' requests to other nodes' queues, until answered.
     asks: RefCell<crate::cluster::asks::Asks>,
+    /// Answers to metadata changes, until every member applied them.
+    pub visible: Rc<super::visible::Visible>,
 }
 
 /// The stand-ins for other nodes' connections (see
@@ -222,10 +224,11 @@ struct ShardHost {
 }
 
 impl MetaSink for ShardHost {
-    fn apply(&self, cmd: &MetaCmd) -> bool {
+    fn apply(&self, index: u64, cmd: &MetaCmd) -> bool {
         let Some(shard) = self.shard.upgrade() else {
             return false;
         };
+        shard.meta_index.set(index);
         let now = now_ms();
         let mine = cmd.origin == self.me;
         if mine && cmd.token == 0 && self.seeding.replace(false) {
@@ -395,8 +398,10 @@ pub async fn start(shard: &Rc<Shard>, mailboxes: Arc<Vec<crate::admin::Mailbox>>
         remote: RefCell::new(Remotes::default()),
         quorum: Rc::new(super::quorum::Groups::default()),
         asks: RefCell::new(crate::cluster::asks::Asks::default()),
+        visible: Rc::default(),
     });
     glommio::spawn_local(watch_consuming_nodes(Rc::downgrade(shard))).detach();
+    super::visible::start(shard, &node, &glue.visible);
     *shard.cluster.borrow_mut() = Some(glue);
     super::quorum::serve(shard, &node);
     refresh_quorum_nodes(shard);
@@ -465,7 +470,7 @@ pub fn refresh_quorum_nodes(shard: &Shard) {
 
 /// Serves a request kind of the cluster port on shard 0 with `handle`
 /// (given the shard, the calling node's name and the body).
-fn serve<F, Fut>(shard: &Rc<Shard>, node: &Node, kind: u8, handle: F)
+pub(super) fn serve<F, Fut>(shard: &Rc<Shard>, node: &Node, kind: u8, handle: F)
 where
     F: Fn(Rc<Shard>, String, Vec<u8>) -> Fut + 'static,
     Fut: std::future::Future<Output = Result<Vec<u8>, String>> + 'static,

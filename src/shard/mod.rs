@@ -10,6 +10,7 @@ mod notify;
 mod quorum;
 mod server;
 mod state;
+mod visible;
 
 pub use alloc::allocated;
 pub use server::{ServerHandle, resident_memory, start};

@@ -103,6 +103,10 @@ pub struct Shard {
     /// Shard 0: this node's side of its cluster (the cluster port, the
     /// metadata group).
     pub cluster: RefCell<Option<Rc<super::cluster::Glue>>>,
+    /// Shard 0, clustered: the metadata log's last entry handed to the
+    /// control plane (what a held answer waits for: see
+    /// [`super::visible`]).
+    pub meta_index: Cell<u64>,
 }
 
 impl Shard {
@@ -123,6 +127,7 @@ impl Shard {
             ring_batches: Cell::new(0),
             handoffs: Cell::new(0),
             cluster: RefCell::new(None),
+            meta_index: Cell::new(0),
             stop_notify: Notify::default(),
             sweep_notify: Notify::default(),
         }
@@ -152,7 +157,7 @@ impl Shard {
                     std::mem::take(&mut out.log_syncs),
                     std::mem::take(&mut out.adopted),
                     wants_sync,
-                    std::mem::take(&mut out.proposals),
+                    (std::mem::take(&mut out.proposals), std::mem::take(&mut out.held)),
                     std::mem::take(&mut out.forwards),
                     std::mem::take(&mut out.remote_ops),
                     (
@@ -194,8 +199,12 @@ impl Shard {
                     }
                 }
             }
+            let (proposals, held) = proposals;
             if !proposals.is_empty() {
                 super::cluster::propose(self, proposals);
+            }
+            if !held.is_empty() {
+                super::visible::hold(self, held);
             }
             // Publishes before queue operations: a channel's get or purge
             // behind its publish reaches the other node after it.
@@ -250,6 +259,7 @@ impl Shard {
             }
             if self.id == 0 {
                 super::cluster::flush_events(self);
+                super::visible::wake(self);
             }
             if orphans.is_empty() {
                 break;

@@ -62,7 +62,7 @@ async fn ready(uri: &str, queue: &str) -> u32 {
         .message_count()
 }
 
-async fn declare_exchange(ch: &lapin::Channel, name: &str) {
+pub(super) async fn declare_exchange(ch: &lapin::Channel, name: &str) {
     ch.exchange_declare(
         name.into(),
         lapin::ExchangeKind::Direct,

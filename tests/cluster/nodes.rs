@@ -852,3 +852,74 @@ fn a_consumer_of_a_classic_queue_whose_node_restarts_or_goes_is_cancelled() {
         let _ = conn.close(200, "bye".into()).await;
     });
 }
+
+/// As with RabbitMQ, whose metadata transactions commit on every running
+/// node: once a declare or bind is answered, every running node routes by
+/// it. A publish on another node right after the answer is not dropped as
+/// unroutable (and then confirmed, which would lose it).
+#[test]
+fn a_change_answered_on_one_node_already_routes_on_every_other() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3);
+    rt().block_on(async {
+        let c1 = connect(&nodes[0].uri()).await;
+        let ch1 = c1.create_channel().await.unwrap();
+        let mut publishers = Vec::new();
+        for n in &nodes[1..] {
+            let c = connect(&n.uri()).await;
+            let ch = c.create_channel().await.unwrap();
+            ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+            publishers.push((c, ch));
+        }
+        let publish = |ch: &lapin::Channel, exchange: &str, key: &str| {
+            let (ch, exchange, key) = (ch.clone(), exchange.to_string(), key.to_string());
+            async move {
+                ch.basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    b"m",
+                    lapin::BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .is_ack()
+            }
+        };
+        super::compaction::declare_exchange(&ch1, "fresh-x").await;
+        for i in 0..15 {
+            let q = format!("fresh-{i}");
+            declare_durable(&ch1, &q).await;
+            for (_, ch) in &publishers {
+                assert!(publish(ch, "", &q).await);
+            }
+            ch1.queue_bind(
+                q.as_str().into(),
+                "fresh-x".into(),
+                q.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+            for (_, ch) in &publishers {
+                assert!(publish(ch, "fresh-x", &q).await);
+            }
+        }
+        for i in 0..15 {
+            let q = format!("fresh-{i}");
+            let got = passive_declare(&nodes[0].uri(), &q).await.expect("exists");
+            assert_eq!(
+                got.message_count(),
+                4,
+                "{q}: confirmed publishes on nodes 2 and 3 right after its declare and bind"
+            );
+        }
+        for (c, _) in publishers {
+            let _ = c.close(200, "bye".into()).await;
+        }
+        let _ = c1.close(200, "bye".into()).await;
+    });
+}

@@ -30,17 +30,23 @@ struct Record {
     unanswered: Vec<(usize, &'static str)>,
     /// Delivered bodies that are no published id (their first bytes).
     bad_bodies: Vec<String>,
-    /// What the consumer did, for a failure's message (the last 60).
+    /// What the consumer did, for a failure's message: its first 20
+    /// steps and its last 60.
+    first_steps: Vec<String>,
     timeline: std::collections::VecDeque<String>,
 }
 
 impl Record {
     fn note(&mut self, t0: Instant, what: String) {
+        let step = format!("{:.1}s {what}", t0.elapsed().as_secs_f64());
+        if self.first_steps.len() < 20 {
+            self.first_steps.push(step);
+            return;
+        }
         if self.timeline.len() == 60 {
             self.timeline.pop_front();
         }
-        self.timeline
-            .push_back(format!("{:.1}s {what}", t0.elapsed().as_secs_f64()));
+        self.timeline.push_back(step);
     }
 }
 
@@ -412,12 +418,13 @@ fn kill_9_of_the_leader_round_after_round_loses_no_confirmed_message() {
             panic!(
                 "confirmed and never consumed (first 10): {missing:?}; {} of {} confirmed consumed; queues as the nodes see them: {views:?}; \
                  methods the broker never answered (node, method): {:?}; bodies that are no id: {:?}; \
-                 consumer task ended: {}; the consumer's last steps: {:#?}",
+                 consumer task ended: {}; the consumer's first steps: {:#?}; its last steps: {:#?}",
                 r.confirmed.intersection(&r.consumed).count(),
                 r.confirmed.len(),
                 r.unanswered,
                 r.bad_bodies,
                 consuming.is_finished(),
+                r.first_steps,
                 r.timeline
             );
         }

@@ -48,7 +48,8 @@ fn a_declare_is_proposed_and_answered_once_committed() {
         step,
         vec![
             "apply [declare-queue q1 q1 owner=0 durable]",
-            "reply C0.1/1: declare-ok q1 messages=0 consumers=0"
+            // Held until every member applied it too (the runtime asks).
+            "held reply C0.1/1: declare-ok q1 messages=0 consumers=0"
         ]
         .into_iter()
         .map(|s| s.replace("C0.1", &format!("{:?}", chan(0, 1).conn)))
@@ -127,7 +128,7 @@ fn a_failed_proposal_fails_the_request_and_the_next_one_goes_on() {
     let step = a.poll();
     assert_eq!(step.len(), 1);
     assert!(
-        step[0].ends_with("error 541 INTERNAL_ERROR - no majority"),
+        step[0].starts_with("reply ") && step[0].ends_with("error 541 INTERNAL_ERROR - no majority"),
         "{step:?}"
     );
     a.request(chan(0, 1), declare("q2", true));
@@ -163,17 +164,17 @@ fn an_operation_waits_for_every_shard_to_apply_foreign_entries_too() {
     assert!(commit(&mut [&mut a, &mut b], 0, &pa));
     let step = a.poll();
     assert!(
-        !step.iter().any(|s| s.starts_with("reply")),
+        !step.iter().any(|s| s.starts_with("held reply")),
         "waits for the shards: {step:?}"
     );
     // Four broadcasts were sent (two entries × two shards): the reply
     // comes after the fourth answer, not the second.
-    a.svc.topology_applied();
-    a.svc.topology_applied();
-    a.svc.topology_applied();
-    assert!(!a.poll().iter().any(|s| s.starts_with("reply")));
-    a.svc.topology_applied();
-    assert!(a.poll().iter().any(|s| s.starts_with("reply")));
+    a.svc.topology_applied(1);
+    a.svc.topology_applied(2);
+    a.svc.topology_applied(1);
+    assert!(!a.poll().iter().any(|s| s.starts_with("held reply")));
+    a.svc.topology_applied(2);
+    assert!(a.poll().iter().any(|s| s.starts_with("held reply")));
 }
 
 #[test]
@@ -196,7 +197,7 @@ fn a_management_change_that_loses_a_race_is_planned_again() {
     let pa = a.proposals.pop().unwrap();
     assert!(commit(&mut [&mut a, &mut b], 0, &pa));
     let step = a.poll();
-    assert!(step.iter().any(|s| s == "admin ok"), "{step:?}");
+    assert!(step.iter().any(|s| s == "held admin ok"), "{step:?}");
     assert!(a.topo.vhost("shop").is_some());
     b.poll();
     assert!(b.topo.vhost("shop").is_some());
@@ -213,4 +214,34 @@ fn while_paused_no_operation_starts_and_seeding_resumes_it() {
     a.svc.seeded([1, 1, 2]);
     let step = a.poll();
     assert!(step[0].starts_with("propose token=1 base=1"), "{step:?}");
+}
+
+/// What another node's "applied it?" waits for: every shard applied the
+/// broadcasts so far, counted per shard (one fast shard's answers do not
+/// stand in for a slow one's).
+#[test]
+fn broadcasts_count_as_applied_only_once_every_shard_applied_them() {
+    let (mut a, mut b) = two_nodes(3);
+    for q in ["q1", "q2"] {
+        a.request(chan(0, 1), declare(q, true));
+        a.poll();
+        let p = a.proposals.pop().unwrap();
+        assert!(commit(&mut [&mut a, &mut b], 0, &p));
+        a.poll();
+        b.poll();
+        if q == "q1" {
+            a.all_applied(3);
+            a.poll();
+        }
+    }
+    assert_eq!((a.svc.broadcasts(), a.svc.applied_everywhere()), (2, 1));
+    // Shard 1 answers the second broadcast, and a stray answer more: shard
+    // 2 has still not applied it.
+    a.svc.topology_applied(1);
+    a.svc.topology_applied(1);
+    assert_eq!(a.svc.applied_everywhere(), 1);
+    a.svc.topology_applied(2);
+    assert_eq!(a.svc.applied_everywhere(), 2);
+    // The other node applied both entries; its shards have not yet.
+    assert_eq!((b.svc.broadcasts(), b.svc.applied_everywhere()), (2, 0));
 }

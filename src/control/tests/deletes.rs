@@ -19,7 +19,7 @@ fn delete_asks_the_owner_through_the_requesters_shard() {
     );
     c.svc.owner_deleted(2, Ok(9));
     c.svc.persisted(true);
-    c.svc.topology_applied();
+    c.svc.topology_applied(1);
     assert_eq!(c.poll(), Vec::<String>::new(), "waits for the owner's answer");
     c.svc.owner_deleted(1, Ok(5));
     assert_eq!(c.poll(), ["sync-log"]);

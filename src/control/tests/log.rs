@@ -91,7 +91,7 @@ fn stray_completions_are_ignored() {
     let mut c = C::new(2);
     c.svc.persisted(false);
     c.svc.persisted(true);
-    c.svc.topology_applied();
+    c.svc.topology_applied(1);
     c.svc.owner_deleted(1, Ok(1));
     assert_eq!(c.poll(), Vec::<String>::new());
     assert!(c.svc.is_idle());

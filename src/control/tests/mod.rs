@@ -289,6 +289,17 @@ impl C {
                 Action::Reply(ch, r) => {
                     format!("reply {:?}/{}: {}", ch.conn, ch.channel, describe_reply(&r))
                 }
+                Action::Hold(a) => match *a {
+                    Action::Reply(ch, r) => {
+                        format!("held reply {:?}/{}: {}", ch.conn, ch.channel, describe_reply(&r))
+                    }
+                    Action::AdminReply(tx, r) => {
+                        let d = format!("held {}", admin_result(&r));
+                        tx.try_send(r).expect("one answer per operation");
+                        d
+                    }
+                    _ => panic!("only answers are held"),
+                },
                 Action::AdminReply(tx, r) => {
                     let d = admin_result(&r);
                     tx.try_send(r).expect("one answer per operation");
@@ -349,8 +360,8 @@ impl C {
 
     /// Every other shard applied the last broadcast.
     pub fn all_applied(&mut self, nshards: usize) {
-        for _ in 1..nshards {
-            self.svc.topology_applied();
+        for d in 1..nshards {
+            self.svc.topology_applied(d as crate::ids::ShardId);
         }
     }
 

@@ -15,7 +15,7 @@ fn durable_declare_goes_through_log_sync_apply_broadcast_and_acks() {
     assert_eq!(c.poll(), ["sync-log"]);
     assert!(!c.has_queue("q"), "not applied before the sync");
     assert_eq!(c.poll(), Vec::<String>::new(), "waits for the sync");
-    c.svc.topology_applied();
+    c.svc.topology_applied(1);
     c.svc.owner_deleted(1, Ok(3));
     assert_eq!(c.poll(), Vec::<String>::new(), "other completions are ignored");
     assert!(c.sync_log(false));
@@ -28,10 +28,10 @@ fn durable_declare_goes_through_log_sync_apply_broadcast_and_acks() {
         ]
     );
     assert!(c.has_queue("q"));
-    c.svc.topology_applied();
+    c.svc.topology_applied(1);
     assert_eq!(c.poll(), Vec::<String>::new(), "one shard of two");
     assert!(!c.svc.is_idle());
-    c.svc.topology_applied();
+    c.svc.topology_applied(2);
     assert_eq!(c.poll(), ["reply conn1.4/1: declare-ok q messages=0 consumers=0"]);
     assert!(c.svc.is_idle());
     assert_eq!(c.logged_queues_after_power_loss(), ["q"]);
