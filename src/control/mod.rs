@@ -153,6 +153,9 @@ struct Op {
 struct Clustered {
     /// Commands accepted so far (the `base` of the next proposal).
     accepted: u64,
+    /// The ids committed entries used so far. The planner's own may run
+    /// ahead (a proposal that lost a race keeps its ids used here).
+    committed_ids: [u64; 3],
 }
 
 /// Shard 0's control plane. See the module documentation.
@@ -179,6 +182,14 @@ pub struct ControlService {
     /// No new operation starts (a node seeding a cluster: its topology is
     /// being copied into the cluster's first entry).
     paused: bool,
+}
+
+impl Clustered {
+    fn raise(&mut self, ids: [u64; 3]) {
+        for (c, n) in self.committed_ids.iter_mut().zip(ids) {
+            *c = (*c).max(n);
+        }
+    }
 }
 
 impl ControlService {
@@ -227,7 +238,12 @@ impl ControlService {
     /// proposed before a restart must not match an operation after it;
     /// token 0 is the seed's).
     pub fn enter_cluster(&mut self, accepted: u64, tokens: u64) {
-        self.cluster = Some(Clustered { accepted });
+        self.cluster = Some(Clustered {
+            accepted,
+            // What this node's topology used: its own, before the cluster
+            // (seeding), or the cluster's, replayed.
+            committed_ids: self.plane.next_ids(),
+        });
         self.next_token = self.next_token.max(tokens.max(1));
     }
 
@@ -239,6 +255,16 @@ impl ControlService {
     /// Commands the cluster accepted so far (0 when not clustered).
     pub fn accepted(&self) -> u64 {
         self.cluster.as_ref().map_or(0, |c| c.accepted)
+    }
+
+    /// Clustered: the next ids as of the committed entries applied here;
+    /// an id below them was used by a committed change (outside a
+    /// cluster: the planner's).
+    pub fn committed_ids(&self) -> [u64; 3] {
+        match &self.cluster {
+            Some(cl) => cl.committed_ids,
+            None => self.plane.next_ids(),
+        }
     }
 
     /// The planner's next ids (carried in proposals and snapshots).
@@ -288,6 +314,7 @@ impl ControlService {
             return false;
         }
         cl.accepted += 1;
+        cl.raise(next_ids);
         self.plane.raise_ids(next_ids);
         if waiting {
             let op = self.op.as_mut().expect("waiting");
@@ -307,6 +334,7 @@ impl ControlService {
     pub fn seeded(&mut self, next_ids: [u64; 3]) {
         if let Some(cl) = &mut self.cluster {
             cl.accepted += 1;
+            cl.raise(next_ids);
             self.plane.raise_ids(next_ids);
         }
         self.paused = false;
@@ -317,6 +345,7 @@ impl ControlService {
     pub fn install(&mut self, topo: &Topology, accepted: u64, next_ids: [u64; 3], changes: Vec<Change>) {
         if let Some(cl) = &mut self.cluster {
             cl.accepted = accepted;
+            cl.raise(next_ids);
         }
         self.plane.raise_ids(next_ids);
         // Only what differs: what this node serves and the snapshot holds

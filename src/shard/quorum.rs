@@ -156,7 +156,11 @@ impl QuorumSink for Sink {
             return false;
         };
         let hub = shard.hub.borrow();
-        let next = hub.control.as_ref().map_or(u64::MAX, |c| c.next_ids()[0]);
+        // Committed ids only: the planner's own may be ahead of entries
+        // not applied here yet (a queue declared elsewhere whose group
+        // entries arrive first would be taken as deleted, and its
+        // messages skipped on this replica alone).
+        let next = hub.control.as_ref().map_or(u64::MAX, |c| c.committed_ids()[0]);
         hub.topo.queue(queue).is_none() && queue.0 < next
     }
 }

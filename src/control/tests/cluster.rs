@@ -245,3 +245,30 @@ fn broadcasts_count_as_applied_only_once_every_shard_applied_them() {
     // The other node applied both entries; its shards have not yet.
     assert_eq!((b.svc.broadcasts(), b.svc.applied_everywhere()), (2, 0));
 }
+
+/// The ids a quorum group's replica uses to tell a deleted queue from one
+/// declared elsewhere and not yet applied here: a plan that lost a race
+/// used ids on its own node only.
+#[test]
+fn committed_ids_follow_committed_entries_not_the_planner() {
+    let (mut a, mut b) = two_nodes(1);
+    a.request(chan(0, 1), declare("qa", true));
+    a.poll();
+    let pa = a.proposals.pop().unwrap();
+    b.request(chan(0, 2), declare("qb", true));
+    b.poll();
+    let pb = b.proposals.pop().unwrap();
+    // Both planned queue id 1; b's entry wins.
+    assert_eq!((pa.next_ids[0], pb.next_ids[0]), (2, 2));
+    assert!(commit(&mut [&mut a, &mut b], 1, &pb));
+    assert!(!commit(&mut [&mut a, &mut b], 0, &pa));
+    assert_eq!(a.svc.committed_ids()[0], 2);
+    // a plans again (queue id 2); until that entry is committed, id 2 is
+    // not taken as used.
+    a.poll();
+    let pa = a.proposals.pop().expect("planned again");
+    assert_eq!(pa.next_ids[0], 3);
+    assert_eq!((a.svc.committed_ids()[0], b.svc.committed_ids()[0]), (2, 2));
+    assert!(commit(&mut [&mut a, &mut b], 0, &pa));
+    assert_eq!((a.svc.committed_ids()[0], b.svc.committed_ids()[0]), (3, 3));
+}
