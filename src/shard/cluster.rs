@@ -1006,7 +1006,9 @@ fn node_down(
 async fn check_asks(shard: &Rc<Shard>, glue: &Glue) {
     let before = now_ms().saturating_sub(LIVENESS_PERIOD.as_millis() as u64);
     let owing = glue.asks.borrow().owing(before);
-    for node in owing {
+    // Every node owing answers is asked at once: a round takes one
+    // status call's time however many nodes are gone.
+    let checks = futures::future::join_all(owing.into_iter().map(|node| async move {
         use crate::cluster::asks::Check;
         let check = match glue.node.addr_of(node) {
             Some(addr) => match glue.node.status_of(&addr).await {
@@ -1015,6 +1017,10 @@ async fn check_asks(shard: &Rc<Shard>, glue: &Glue) {
             },
             None => Check::Unreachable,
         };
+        (node, check)
+    }))
+    .await;
+    for (node, check) in checks {
         let lost = glue.asks.borrow_mut().checked(node, check, before);
         if lost.asks.is_empty() && lost.consumers.is_empty() {
             continue;
@@ -1436,11 +1442,18 @@ async fn watch_consuming_nodes(shard: Weak<Shard>) {
                 .collect()
         };
         missed.retain(|n, _| nodes.contains(n));
-        for node in nodes {
-            let status = match glue.node.addr_of(node) {
-                Some(addr) => glue.node.status_of(&addr).await,
-                None => None,
-            };
+        let statuses = futures::future::join_all(nodes.into_iter().map(|node| {
+            let glue = glue.clone();
+            async move {
+                let status = match glue.node.addr_of(node) {
+                    Some(addr) => glue.node.status_of(&addr).await,
+                    None => None,
+                };
+                (node, status)
+            }
+        }))
+        .await;
+        for (node, status) in statuses {
             // A node that restarted (a new boot id) dropped its
             // connections: what its consumers held here is requeued at
             // once, even if it never sends anything here again.
