@@ -279,6 +279,27 @@ fn a_reconnect_follows_a_restart_of_the_peer() {
     });
 }
 
+/// A node stopped and started again in the same process binds its
+/// cluster port at once: shutting the transport down frees the port
+/// before it returns (a pending accept in the ring kept it bound).
+#[test]
+fn a_shut_down_transport_frees_its_port_at_once() {
+    run(10, async {
+        for round in 0..20 {
+            let (b, addr, _) = echo_node("warren@b", "cookie");
+            let a = Transport::new("warren@a", secret("cookie"));
+            assert!(a.call(&addr, 7, vec![0], SEC).await.is_ok());
+            b.shutdown();
+            let b2 = Transport::new("warren@b", secret("cookie"));
+            if let Err(e) = b2.listen(addr.parse().unwrap()) {
+                panic!("round {round}: the port is still bound after shutdown: {e}");
+            }
+            a.shutdown();
+            b2.shutdown();
+        }
+    });
+}
+
 // ------------------------------------------------------------- refusals
 
 #[test]

@@ -176,7 +176,8 @@ pub struct Transport {
     inbound: RefCell<HashMap<u64, Rc<Conn>>>,
     /// Inbound connections still in their handshake.
     handshaking: Cell<usize>,
-    listeners: RefCell<Vec<glommio::task::JoinHandle<()>>>,
+    /// Listening sockets (their fds) and the tasks that own them.
+    listeners: RefCell<Vec<(std::os::fd::RawFd, glommio::task::JoinHandle<()>)>>,
     next_conn: Cell<u64>,
     stopped: Cell<bool>,
 }
@@ -264,8 +265,9 @@ impl Transport {
         sock.set_reuse_address(true)?;
         sock.bind(&addr.into())?;
         sock.listen(128)?;
+        let fd = sock.into_raw_fd();
         // SAFETY: a listening socket we own, handed over whole.
-        let listener = unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) };
+        let listener = unsafe { TcpListener::from_raw_fd(fd) };
         let local = listener.local_addr()?;
         let this = self.this.clone();
         let task = glommio::spawn_local(async move {
@@ -275,6 +277,9 @@ impl Transport {
                         Some(t) => t.accepted(stream),
                         None => return,
                     },
+                    // Shut down (see `shutdown`): the listener goes with
+                    // this task.
+                    Err(_) if this.upgrade().is_none_or(|t| t.stopped.get()) => return,
                     Err(e) => {
                         log::warn!("cluster port {local}: accept failed: {e}");
                         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -283,7 +288,7 @@ impl Transport {
             }
         })
         .detach();
-        self.listeners.borrow_mut().push(task);
+        self.listeners.borrow_mut().push((fd, task));
         log::info!("cluster port listening on {local} as {}", self.name);
         Ok(local)
     }
@@ -483,8 +488,17 @@ impl Transport {
         if self.stopped.replace(true) {
             return;
         }
-        for l in self.listeners.borrow_mut().drain(..) {
-            l.cancel();
+        for (fd, task) in self.listeners.borrow_mut().drain(..) {
+            // The port is free when this returns (a node restarted in the
+            // same process binds it again at once). Dropping the listener
+            // is not enough: the pending accept in the ring holds the
+            // socket until the reactor gets to cancel it. Shutting a
+            // listening socket down takes it out of listening now, and
+            // fails that accept, which ends the task.
+            // SAFETY: `fd` is the listener the task still owns: the task
+            // ends only after `stopped` is set, which happens once, above.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            task.cancel();
         }
         let peers = std::mem::take(&mut *self.peers.borrow_mut());
         for (_, p) in peers {
