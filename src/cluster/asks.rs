@@ -13,8 +13,11 @@
 //! Consumers of classic queues on other nodes are watched the same way:
 //! a queue's node that restarted or is gone will deliver nothing more, and
 //! RabbitMQ tells such consumers with a `basic.cancel` (its "consumer
-//! cancel notification" names a failed queue node as a cause). Quorum
-//! queues' consumers are not: they move to the new leader.
+//! cancel notification" names a failed queue node as a cause). So are
+//! those the queue's node dropped while it could not reach this one (it
+//! says so in its status: [`Check::Up`]'s `forgot`): it delivers nothing
+//! more to them. Quorum queues' consumers are not: they move to the new
+//! leader.
 
 use crate::ids::{ChannelRef, ConsumerRef, QueueId};
 use crate::protocol::ShortStr;
@@ -22,6 +25,11 @@ use std::collections::HashMap;
 
 /// Checks in a row a node may miss before what it owes is given up.
 pub const MISSES: u32 = 2;
+
+/// A node's `forgot` count not seen yet: the first check's is taken as
+/// where its consumers began (a count that grew before includes none of
+/// them, as far as this node can tell).
+const UNSEEN: u64 = u64::MAX;
 
 /// One request waiting for its answer.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,9 +47,13 @@ pub struct Asks {
     /// A channel has at most one request waiting.
     by_ch: HashMap<ChannelRef, Ask>,
     /// Consumers of classic queues on other nodes: (node, its boot id when
-    /// it took the consumer, the queue).
-    consumers: HashMap<ConsumerRef, (u64, u64, QueueId)>,
+    /// it took the consumer, the queue, the node's `forgot` count as last
+    /// seen when it began: [`UNSEEN`] until a check of the node tells).
+    consumers: HashMap<ConsumerRef, (u64, u64, QueueId, u64)>,
     missed: HashMap<u64, u32>,
+    /// Per node: its count of this node's consumers it dropped, as last
+    /// seen.
+    forgot: HashMap<u64, u64>,
 }
 
 /// What a check found lost: requests that will not be answered, and
@@ -54,7 +66,12 @@ pub struct Lost {
 
 /// What a node's check found.
 pub enum Check {
-    Up { boot: u64 },
+    /// Its run (boot id), and how many times it dropped this node's
+    /// consumers of its queues while it could not reach this node.
+    Up {
+        boot: u64,
+        forgot: u64,
+    },
     Unreachable,
 }
 
@@ -105,7 +122,8 @@ impl Asks {
 
     /// A consumer of a classic queue `node` serves (its run `boot`) began.
     pub fn consuming(&mut self, consumer: ConsumerRef, node: u64, boot: u64, queue: QueueId) {
-        self.consumers.insert(consumer, (node, boot, queue));
+        let forgot = self.forgot.get(&node).copied().unwrap_or(UNSEEN);
+        self.consumers.insert(consumer, (node, boot, queue, forgot));
     }
 
     /// The consumer was cancelled or dropped.
@@ -136,13 +154,23 @@ impl Asks {
         // Whether something the node took while running as `boot` is lost.
         let lost = |boot: u64| match check {
             // What an earlier run of the node took died with it.
-            Check::Up { boot: now } => boot != 0 && boot != now,
+            Check::Up { boot: now, .. } => boot != 0 && boot != now,
             Check::Unreachable => true,
         };
+        // A consumer that began before the node last dropped this node's
+        // consumers is one of them.
+        let dropped =
+            |since: u64| matches!(check, Check::Up { forgot, .. } if since != UNSEEN && forgot > since);
         match check {
-            Check::Up { boot } => {
+            Check::Up { boot, forgot } => {
                 self.missed.remove(&node);
                 self.adopt(node, boot);
+                self.forgot.insert(node, forgot);
+                for c in self.consumers.values_mut() {
+                    if c.0 == node && c.3 == UNSEEN {
+                        c.3 = forgot;
+                    }
+                }
             }
             Check::Unreachable => {
                 let m = self.missed.entry(node).or_default();
@@ -162,7 +190,7 @@ impl Asks {
         let consumers: Vec<ConsumerRef> = self
             .consumers
             .iter()
-            .filter(|(_, (n, boot, _))| *n == node && lost(*boot))
+            .filter(|(_, (n, boot, _, since))| *n == node && (lost(*boot) || dropped(*since)))
             .map(|(c, _)| *c)
             .collect();
         Lost {
@@ -172,7 +200,7 @@ impl Asks {
                 .collect(),
             consumers: consumers
                 .into_iter()
-                .filter_map(|c| self.consumers.remove(&c).map(|(n, _, q)| (c, n, q)))
+                .filter_map(|c| self.consumers.remove(&c).map(|(n, _, q, _)| (c, n, q)))
                 .collect(),
         }
     }
@@ -222,10 +250,14 @@ mod tests {
         // Taken by another node's run: not this one's to mark.
         a.taken(8, 66, [ch(2)]);
         // Same run: still waiting.
-        assert!(a.checked(7, Check::Up { boot: 55 }, 200).asks.is_empty());
+        assert!(
+            a.checked(7, Check::Up { boot: 55, forgot: 0 }, 200)
+                .asks
+                .is_empty()
+        );
         // A new run: what the old one took is lost; ch(2)'s run is unknown
         // (the send's answer has not come), it waits on.
-        let lost = a.checked(7, Check::Up { boot: 56 }, 200).asks;
+        let lost = a.checked(7, Check::Up { boot: 56, forgot: 0 }, 200).asks;
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].0, ch(1));
         assert_eq!(lost[0].1.name.as_bytes(), b"q");
@@ -239,7 +271,11 @@ mod tests {
         a.asked(ch(1), 7, QueueId(1), "q".into(), 100);
         assert!(a.checked(7, Check::Unreachable, 200).asks.is_empty());
         // Back in between: the count starts again.
-        assert!(a.checked(7, Check::Up { boot: 1 }, 200).asks.is_empty());
+        assert!(
+            a.checked(7, Check::Up { boot: 1, forgot: 0 }, 200)
+                .asks
+                .is_empty()
+        );
         assert!(a.checked(7, Check::Unreachable, 200).asks.is_empty());
         let lost = a.checked(7, Check::Unreachable, 200);
         assert_eq!(lost.asks.len(), 1);
@@ -256,15 +292,36 @@ mod tests {
         a.stopped(c(3));
         assert_eq!(a.owing(0), vec![7, 8]);
         // The same run: nothing lost.
-        let l = a.checked(7, Check::Up { boot: 55 }, 0);
+        let l = a.checked(7, Check::Up { boot: 55, forgot: 0 }, 0);
         assert!(l.consumers.is_empty() && l.asks.is_empty());
         // Restarted: its consumer is lost at once.
-        let l = a.checked(7, Check::Up { boot: 56 }, 0);
+        let l = a.checked(7, Check::Up { boot: 56, forgot: 0 }, 0);
         assert_eq!(l.consumers, vec![(c(1), 7, QueueId(1))]);
         // Gone: after two missed checks.
         assert!(a.checked(8, Check::Unreachable, 0).consumers.is_empty());
         let l = a.checked(8, Check::Unreachable, 0);
         assert_eq!(l.consumers, vec![(c(2), 8, QueueId(2))]);
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn consumers_the_node_dropped_while_it_could_not_reach_this_one_are_lost() {
+        let mut a = Asks::default();
+        let c = |id| ConsumerRef { ch: ch(1), id };
+        let up = |forgot| Check::Up { boot: 55, forgot };
+        // Its count before any check here is where the first consumer
+        // began: 3 older drops are none of it.
+        a.consuming(c(1), 7, 55, QueueId(1));
+        assert!(a.checked(7, up(3), 0).consumers.is_empty());
+        a.consuming(c(2), 7, 55, QueueId(1));
+        assert!(a.checked(7, up(3), 0).consumers.is_empty());
+        // The node dropped this node's consumers: both were there before.
+        let mut l = a.checked(7, up(4), 0).consumers;
+        l.sort_by_key(|(c, ..)| c.id);
+        assert_eq!(l, vec![(c(1), 7, QueueId(1)), (c(2), 7, QueueId(1))]);
+        // One that began after it is not.
+        a.consuming(c(3), 7, 55, QueueId(1));
+        assert!(a.checked(7, up(4), 0).consumers.is_empty());
+        assert!(!a.is_empty());
     }
 }

@@ -64,6 +64,12 @@ pub trait Host: MetaSink {
     fn leave_cluster(&self);
     /// Whether the broker application runs (for status).
     fn app_running(&self) -> bool;
+    /// Times this node dropped the consumers member `node` had on its
+    /// queues while `node` may have been running (unreachable for a
+    /// while): that node then cancels them (see [`NodeStatus::forgot_yours`]).
+    fn forgot_consumers_of(&self, _node: NodeId) -> u64 {
+        0
+    }
 }
 
 /// A leader's answer to a proposal or a membership request.
@@ -84,6 +90,12 @@ pub struct NodeStatus {
     /// The node process's boot id (see [`Node::boot`]).
     #[serde(default)]
     pub boot: u64,
+    /// Times this node dropped the asking node's consumers of its queues
+    /// while that node may have been running ([`Host::forgot_consumers_of`]):
+    /// a consumer the asking node started before the count last grew
+    /// receives nothing more, and is cancelled there.
+    #[serde(default)]
+    pub forgot_yours: u64,
 }
 
 /// The marker file of a data dir that belongs to a cluster.
@@ -260,7 +272,7 @@ impl Node {
                 let a = self.remove_member(&name).await?;
                 postcard::to_stdvec(&a).map_err(|e| e.to_string())
             }
-            KIND_STATUS => serde_json::to_vec(&self.status_here()).map_err(|e| e.to_string()),
+            KIND_STATUS => serde_json::to_vec(&self.status_here(self.id_of(from))).map_err(|e| e.to_string()),
             KIND_SET_NODE => {
                 let (id, info): (NodeId, NodeInfo) = postcard::from_bytes(&body).map_err(bad)?;
                 if info.name != from {
@@ -790,13 +802,15 @@ impl Node {
         }
     }
 
-    fn status_here(&self) -> NodeStatus {
+    /// This node's status, as told to `asking` (a member, if known).
+    fn status_here(&self, asking: Option<NodeId>) -> NodeStatus {
         NodeStatus {
             name: self.info.name.clone(),
             app_running: self.host.app_running(),
             clustered: self.is_member(),
             leader: self.leader().and_then(|(id, _)| self.name_of(id)),
             boot: self.boot,
+            forgot_yours: asking.map_or(0, |n| self.host.forgot_consumers_of(n)),
         }
     }
 

@@ -95,6 +95,9 @@ struct Remotes {
     by_stand_in: HashMap<ConnId, (u64, ConnId)>,
     /// Each node's boot id as last seen.
     boots: HashMap<u64, u64>,
+    /// Per node: times its consumers here were dropped while it may have
+    /// been running (see [`forget_node`]).
+    forgot: HashMap<u64, u64>,
     /// Per node: deliveries waiting for an ack (queue, seq → stand-in),
     /// and consumers.
     unacked: HashMap<u64, HashMap<(QueueId, u64), ConnId>>,
@@ -312,6 +315,14 @@ impl MetaSink for ShardHost {
 }
 
 impl Host for ShardHost {
+    fn forgot_consumers_of(&self, node: crate::cluster::NodeId) -> u64 {
+        let Some(shard) = self.shard.upgrade() else {
+            return 0;
+        };
+        let glue = shard.cluster.borrow().clone();
+        glue.map_or(0, |g| g.remote.borrow().forgot.get(&node).copied().unwrap_or(0))
+    }
+
     fn quiesce(&self) -> bool {
         let Some(shard) = self.shard.upgrade() else {
             return false;
@@ -1012,7 +1023,10 @@ async fn check_asks(shard: &Rc<Shard>, glue: &Glue) {
         use crate::cluster::asks::Check;
         let check = match glue.node.addr_of(node) {
             Some(addr) => match glue.node.status_of(&addr).await {
-                Some(st) => Check::Up { boot: st.boot },
+                Some(st) => Check::Up {
+                    boot: st.boot,
+                    forgot: st.forgot_yours,
+                },
                 None => Check::Unreachable,
             },
             None => Check::Unreachable,
@@ -1137,7 +1151,7 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
     let seen = glue.remote.borrow().boots.get(&from_node).copied();
     if seen.is_some_and(|b| b != batch.boot) {
         log::info!("node {from} restarted: dropping its consumers here");
-        forget_node(shard, &glue, from_node);
+        forget_node(shard, &glue, from_node, false);
     }
     glue.remote.borrow_mut().boots.insert(from_node, batch.boot);
     let now = now_ms();
@@ -1411,7 +1425,7 @@ pub fn flush_events(shard: &Rc<Shard>) {
                 log::warn!(
                     "cannot send events to a consuming node ({e}): requeueing what its consumers held"
                 );
-                forget_node(&shard, &glue, target);
+                forget_node(&shard, &glue, target, true);
                 shard.after_step(now_ms());
             }
         })
@@ -1464,7 +1478,7 @@ async fn watch_consuming_nodes(shard: Weak<Shard>) {
             {
                 log::info!("cluster node {node:x} restarted: requeueing what its consumers held here");
                 missed.remove(&node);
-                forget_node(&shard, &glue, node);
+                forget_node(&shard, &glue, node, false);
                 glue.remote.borrow_mut().boots.insert(node, st.boot);
                 shard.after_step(now_ms());
                 continue;
@@ -1478,7 +1492,7 @@ async fn watch_consuming_nodes(shard: Weak<Shard>) {
             if *m >= 2 {
                 log::warn!("cluster node {node:x} is gone: requeueing what its consumers held here");
                 missed.remove(&node);
-                forget_node(&shard, &glue, node);
+                forget_node(&shard, &glue, node, true);
                 shard.after_step(now_ms());
             }
         }
@@ -1486,7 +1500,14 @@ async fn watch_consuming_nodes(shard: Weak<Shard>) {
 }
 
 /// Drops another node's consumers here and requeues what they held.
-fn forget_node(shard: &Rc<Shard>, glue: &Glue, node: u64) {
+///
+/// `maybe_alive`: the node only missed checks, or events could not reach
+/// it; it may still be running, its consumers waiting for deliveries that
+/// will not come. It is counted ([`crate::cluster::node::NodeStatus::forgot_yours`]): that node
+/// sees the count grow at its next check of this one and cancels them
+/// (`basic.cancel`, as RabbitMQ tells consumers whose queue's node it
+/// lost). A node that restarted has no such consumers left.
+fn forget_node(shard: &Rc<Shard>, glue: &Glue, node: u64, maybe_alive: bool) {
     let (unacked, consumers) = {
         let mut r = glue.remote.borrow_mut();
         let stand_ins: Vec<ConnId> = r
@@ -1502,10 +1523,11 @@ fn forget_node(shard: &Rc<Shard>, glue: &Glue, node: u64) {
             }
         }
         r.outbox.remove(&node);
-        (
-            r.unacked.remove(&node).unwrap_or_default(),
-            r.consumers.remove(&node).unwrap_or_default(),
-        )
+        let consumers = r.consumers.remove(&node).unwrap_or_default();
+        if maybe_alive && !consumers.is_empty() {
+            *r.forgot.entry(node).or_default() += 1;
+        }
+        (r.unacked.remove(&node).unwrap_or_default(), consumers)
     };
     let mut hub = shard.hub.borrow_mut();
     for (queue, consumer) in consumers {

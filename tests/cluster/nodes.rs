@@ -783,7 +783,7 @@ fn what_a_lost_node_consumed_unacked_comes_back() {
 
 /// Waits (at most 20 s) for the broker to cancel `c`: its stream ends.
 /// Deliveries before that are acked and counted.
-async fn cancelled(c: &mut lapin::Consumer) -> usize {
+pub(super) async fn cancelled(c: &mut lapin::Consumer) -> usize {
     use futures::StreamExt;
     let mut got = 0;
     loop {
@@ -799,7 +799,7 @@ async fn cancelled(c: &mut lapin::Consumer) -> usize {
     }
 }
 
-async fn consume(uri: &str, queue: &str) -> (Connection, lapin::Consumer) {
+pub(super) async fn consume(uri: &str, queue: &str) -> (Connection, lapin::Consumer) {
     let conn = connect(uri).await;
     let ch = conn.create_channel().await.unwrap();
     let c = ch

@@ -21,6 +21,9 @@ use warren::admin::ClusterCmd;
 struct Net {
     /// Node names cut off from every other node.
     cut: HashSet<String>,
+    /// (client, server): the first node's connections to the second are
+    /// cut (its requests to it fail), the other way round is not.
+    cut_links: HashSet<(String, String)>,
     /// (client node, server node, its two sockets).
     conns: Vec<(String, String, TcpStream, TcpStream)>,
 }
@@ -38,8 +41,22 @@ impl Net {
         });
     }
 
+    /// `from` can no longer reach `to`; `to` still reaches `from`.
+    fn cut_link(&mut self, from: &str, to: &str) {
+        self.cut_links.insert((from.to_string(), to.to_string()));
+        self.conns.retain(|(f, t, a, b)| {
+            let keep = !(f == from && t == to);
+            if !keep {
+                let _ = a.shutdown(Shutdown::Both);
+                let _ = b.shutdown(Shutdown::Both);
+            }
+            keep
+        });
+    }
+
     fn heal(&mut self) {
         self.cut.clear();
+        self.cut_links.clear();
     }
 }
 
@@ -65,7 +82,10 @@ fn proxy(net: Arc<Mutex<Net>>, server: String, target: u16) -> u16 {
                 let from = String::from_utf8_lossy(&name).into_owned();
                 {
                     let n = net.lock().unwrap();
-                    if n.cut.contains(&from) || n.cut.contains(&server) {
+                    if n.cut.contains(&from)
+                        || n.cut.contains(&server)
+                        || n.cut_links.contains(&(from.clone(), server.clone()))
+                    {
                         return;
                     }
                 }
@@ -399,5 +419,45 @@ fn a_quorum_queue_leader_cut_off_refuses_and_the_majority_goes_on() {
             }
             let _ = c.close(200, "bye".into()).await;
         }
+    });
+}
+
+/// A queue's node that cannot reach a consuming node (one way of the link
+/// cut) takes it as gone and drops its consumers there. The consuming node
+/// still reaches the queue's node: at its next check it learns its
+/// consumers were dropped and cancels them, so the client gets a
+/// `basic.cancel` rather than waiting for deliveries that will not come.
+#[test]
+fn consumers_dropped_by_a_queue_node_that_could_not_reach_them_are_cancelled() {
+    let Proxied {
+        _root,
+        net,
+        names,
+        nodes: _nodes,
+        uris,
+    } = proxied_cluster("y");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        declare(&uris[0], "on-y1").await.unwrap();
+        let (conn, mut c) = super::nodes::consume(&uris[1], "on-y1").await;
+        assert_eq!(publish_ids(&uris[0], "on-y1", 0..3).await.len(), 3);
+        use futures::StreamExt;
+        for _ in 0..3 {
+            let d = tokio::time::timeout(Duration::from_secs(10), c.next())
+                .await
+                .expect("a delivery")
+                .unwrap()
+                .unwrap();
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        // y1 can no longer reach y2; y2 still reaches y1.
+        net.lock().unwrap().cut_link(&names[0], &names[1]);
+        assert_eq!(super::nodes::cancelled(&mut c).await, 0);
+        assert!(conn.status().connected(), "only the consumer is cancelled");
+        net.lock().unwrap().heal();
+        let _ = conn.close(200, "bye".into()).await;
     });
 }
