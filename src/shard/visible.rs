@@ -93,7 +93,8 @@ fn release(shard: &Rc<Shard>, answers: Vec<Action>) {
 /// Answers the other nodes' requests whose broadcasts every shard applied
 /// (shard 0, after each step).
 pub fn wake(shard: &Shard) {
-    let Some(v) = shard.cluster.borrow().as_ref().map(|g| g.visible.clone()) else {
+    let cluster = shard.cluster.borrow();
+    let Some(v) = cluster.as_ref().map(|g| &g.visible) else {
         return;
     };
     if v.waiters.borrow().is_empty() {
