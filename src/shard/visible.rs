@@ -104,8 +104,11 @@ pub fn wake(shard: &Shard) {
         Some(c) => c.applied_everywhere(),
         None => u64::MAX,
     };
-    v.waiters.borrow_mut().retain_mut(|(n, _)| *n > done);
-    // A sender dropped above is its waiter's answer; the rest still wait.
+    // A sender dropped here is its waiter's answer; one whose waiter
+    // gave up (timed out) goes too.
+    v.waiters
+        .borrow_mut()
+        .retain(|(n, tx)| *n > done && !tx.is_canceled());
 }
 
 /// One round after another, while answers are held.
