@@ -220,10 +220,7 @@ fn a_cut_off_node_refuses_changes_and_catches_up_after_healing() {
         nodes,
         uris,
     } = proxied_cluster("x");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = super::nodes::rt();
     rt.block_on(declare(&uris[0], "before")).unwrap();
     wait_for("the queue on x3", || has_queue(&nodes[2], "before"));
 
@@ -310,10 +307,7 @@ fn a_quorum_queue_leader_cut_off_refuses_and_the_majority_goes_on() {
         nodes,
         uris,
     } = proxied_cluster("y");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = super::nodes::rt();
     let leader_of = |h: &warren::ServerHandle| {
         h.admin()
             .snapshot()
@@ -436,10 +430,7 @@ fn consumers_dropped_by_a_queue_node_that_could_not_reach_them_are_cancelled() {
         nodes: _nodes,
         uris,
     } = proxied_cluster("y");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = super::nodes::rt();
     rt.block_on(async {
         declare(&uris[0], "on-y1").await.unwrap();
         let (conn, mut c) = super::nodes::consume(&uris[1], "on-y1").await;
