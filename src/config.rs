@@ -26,6 +26,11 @@ pub struct Config {
     /// to) queues of one other shard to that shard, at a quiet point, so
     /// its messages do not cross shards.
     pub connection_handoff: bool,
+    /// How long a shard that goes to sleep may hold its wake-up to collect
+    /// more events (socket input, other shards' items, disk completions)
+    /// into one batch; an event later than this after the shard slept wakes
+    /// it at once. Zero wakes at every first event. Needs Linux 6.12+.
+    pub park_batching: Duration,
     /// AMQPS: a second listener that speaks AMQP inside TLS.
     pub tls: Option<TlsListener>,
     /// This node's name and cluster port (used once it is in a cluster).
@@ -142,6 +147,9 @@ pub enum CertLogin {
     CommonName,
 }
 
+/// See `Config::park_batching`: measured in `perf/clients` (README).
+pub const DEFAULT_PARK_BATCHING: Duration = Duration::from_micros(100);
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -155,6 +163,7 @@ impl Default for Config {
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
             connection_handoff: true,
+            park_batching: DEFAULT_PARK_BATCHING,
             tls: None,
             cluster: ClusterConfig::default(),
         }

@@ -411,7 +411,7 @@ async fn serve<S: Transport>(
         send_oct,
     } = conn;
     let limits = &shard.cfg.limits;
-    let mut described = (Phase::Header, Instant::now());
+    let mut described = (Phase::Header, mono_ms());
     // Queues that asked this connection to stop publishing for now.
     let mut throttled_by: Vec<crate::ids::QueueId> = Vec::new();
     let mut eof = false;
@@ -421,7 +421,8 @@ async fn serve<S: Transport>(
     let mut armed: Option<u64> = None;
     let mut timer = Timer::new(Duration::from_secs(3600));
     loop {
-        session.set_clock(mono_ms());
+        let mono = mono_ms();
+        session.set_clock(mono);
         let congested = shard.outbox_congested();
         let mut describe_now = false;
         let wall = now_ms();
@@ -477,10 +478,9 @@ async fn serve<S: Transport>(
         shard.after_step(wall);
         // Keep the management view fresh: at once when the phase changes,
         // otherwise about once a second.
-        let now = Instant::now();
-        if describe_now || described.0 != session.phase() || now - described.1 > Duration::from_secs(1) {
+        if describe_now || described.0 != session.phase() || mono.saturating_sub(described.1) > 1000 {
             describe(&handle.meta, session, *recv_oct, *send_oct);
-            described = (session.phase(), now);
+            described = (session.phase(), mono);
         }
         if session.phase() == Phase::Closed {
             if !session.output().is_empty() {
@@ -506,13 +506,13 @@ async fn serve<S: Transport>(
         // clear.
         let mut deadline = session.poll_timeout();
         if session.alarm_blocked() {
-            let soon = mono_ms() + 250;
+            let soon = mono + 250;
             deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
         }
         if let Some(d) = deadline
             && armed.is_none_or(|a| d < a)
         {
-            timer.reset(Duration::from_millis(d.saturating_sub(mono_ms())));
+            timer.reset(Duration::from_millis(d.saturating_sub(mono)));
             armed = Some(d);
         }
         // Wait for something to do: socket readable/writable, an event, or
@@ -564,6 +564,7 @@ async fn serve<S: Transport>(
                             read_full = n >= RECV_BUFFER;
                             Pin::new(&mut *stream).consume(n);
                             *recv_oct += n as u64;
+                            shard.recv_bytes.set(shard.recv_bytes.get() + n as u64);
                             read_any = true;
                         }
                         ready = true;

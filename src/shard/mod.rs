@@ -4,6 +4,7 @@
 
 mod admin;
 mod alloc;
+mod batching;
 mod cluster;
 mod conn;
 mod notify;

@@ -546,6 +546,7 @@ async fn run_shard(
     }
     tasks.push(glommio::spawn_local(syncer(shard.clone())).detach());
     tasks.push(glommio::spawn_local(sweeper(shard.clone())).detach());
+    tasks.push(glommio::spawn_local(super::batching::control(shard.clone())).detach());
     {
         use std::os::fd::{FromRawFd, IntoRawFd};
         // SAFETY: the fd comes from a socket we own and hand over whole.

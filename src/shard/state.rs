@@ -96,6 +96,10 @@ pub struct Shard {
     pub ring_batches: Cell<u64>,
     /// Connections this shard handed over to another.
     pub handoffs: Cell<u64>,
+    /// Bytes read from clients' sockets (the work the park batching
+    /// control measures), and whether parks batch now.
+    pub recv_bytes: Cell<u64>,
+    pub park_batching: Cell<bool>,
     /// Rung by the admin task when the broker may have been asked to stop.
     pub stop_notify: Notify,
     /// Rung when something may expire that could not before.
@@ -126,6 +130,8 @@ impl Shard {
             ring_items: Cell::new(0),
             ring_batches: Cell::new(0),
             handoffs: Cell::new(0),
+            recv_bytes: Cell::new(0),
+            park_batching: Cell::new(false),
             cluster: RefCell::new(None),
             meta_index: Cell::new(0),
             stop_notify: Notify::default(),

@@ -476,6 +476,8 @@ pub struct LocalExecutorBuilder {
     placement: Placement,
     /// Spin for duration before parking a reactor
     spin_before_park: Option<Duration>,
+    // warren: P11 (batch, WARREN.md)
+    park_batching: Option<Duration>,
     /// A name for the thread-to-be (if any), for identification in panic
     /// messages
     name: String,
@@ -512,6 +514,7 @@ impl LocalExecutorBuilder {
         LocalExecutorBuilder {
             placement: placement.clone(),
             spin_before_park: None,
+            park_batching: None,
             name: String::from(DEFAULT_EXECUTOR_NAME),
             io_memory: DEFAULT_IO_MEMORY,
             ring_depth: DEFAULT_RING_SUBMISSION_DEPTH,
@@ -526,6 +529,18 @@ impl LocalExecutorBuilder {
     #[must_use = "The builder must be built to be useful"]
     pub fn spin_before_park(mut self, spin: Duration) -> LocalExecutorBuilder {
         self.spin_before_park = Some(spin);
+        self
+    }
+
+    /// warren: P11 (batch, WARREN.md). Lets a parked executor hold its wake-up for up to
+    /// `window` after it went to sleep, so that completions arriving close together (socket
+    /// input, doorbells from other executors, timers) are handled in one wake-up instead of
+    /// one each. A completion arriving later than `window` after the park wakes it at once, so
+    /// an executor that sleeps longer than `window` between events sees no added latency.
+    /// Needs io_uring's min-wait (Linux 6.12+); on older kernels parks are unchanged.
+    #[must_use = "The builder must be built to be useful"]
+    pub fn park_batching(mut self, window: Duration) -> LocalExecutorBuilder {
+        self.park_batching = Some(window);
         self
     }
 
@@ -642,6 +657,7 @@ impl LocalExecutorBuilder {
                 preempt_timer: self.preempt_timer_duration,
                 record_io_latencies: self.record_io_latencies,
                 spin_before_park: self.spin_before_park,
+                park_batching: self.park_batching,
                 thread_pool_placement: self.blocking_thread_pool_placement,
                 detect_stalls: self.detect_stalls,
             },
@@ -707,6 +723,7 @@ impl LocalExecutorBuilder {
         let ring_depth = self.ring_depth;
         let preempt_timer_duration = self.preempt_timer_duration;
         let spin_before_park = self.spin_before_park;
+        let park_batching = self.park_batching;
         let detect_stalls = self.detect_stalls;
         let record_io_latencies = self.record_io_latencies;
         let blocking_thread_pool_placement = self.blocking_thread_pool_placement;
@@ -723,6 +740,7 @@ impl LocalExecutorBuilder {
                         preempt_timer: preempt_timer_duration,
                         record_io_latencies,
                         spin_before_park,
+                        park_batching,
                         thread_pool_placement: blocking_thread_pool_placement,
                         detect_stalls,
                     },
@@ -1006,6 +1024,7 @@ impl LocalExecutorPoolBuilder {
                             preempt_timer: preempt_timer_duration,
                             record_io_latencies,
                             spin_before_park,
+                            park_batching: None,
                             thread_pool_placement: blocking_thread_pool_placement,
                             detect_stalls,
                         },
@@ -1101,6 +1120,8 @@ pub struct LocalExecutorConfig {
     pub preempt_timer: Duration,
     pub record_io_latencies: bool,
     pub spin_before_park: Option<Duration>,
+    // warren: P11 (batch, WARREN.md)
+    pub park_batching: Option<Duration>,
     pub thread_pool_placement: PoolPlacement,
     pub detect_stalls: Option<Box<dyn stall::StallDetectionHandler + 'static>>,
 }
@@ -1180,17 +1201,24 @@ impl LocalExecutor {
         let queues = ExecutorQueues::new(config.preempt_timer, config.spin_before_park);
         let id = notifier.id();
         trace!(id = id, "Creating executor");
+        let reactor = reactor::Reactor::new(
+            notifier,
+            config.io_memory,
+            config.ring_depth,
+            config.record_io_latencies,
+            blocking_thread,
+        )?;
+        // warren: P11 (batch, WARREN.md)
+        if let Some(window) = config.park_batching {
+            if !reactor.sys.set_park_batching(window) {
+                warn!("park batching needs io_uring min-wait (Linux 6.12+); parks wake at once");
+            }
+        }
         Ok(LocalExecutor {
             queues: Rc::new(RefCell::new(queues)),
             parker: p,
             id,
-            reactor: Rc::new(reactor::Reactor::new(
-                notifier,
-                config.io_memory,
-                config.ring_depth,
-                config.record_io_latencies,
-                blocking_thread,
-            )?),
+            reactor: Rc::new(reactor),
             stall_detector: RefCell::new(
                 config
                     .detect_stalls
@@ -2225,6 +2253,13 @@ impl ExecutorProxy {
     }
 
     #[inline(always)]
+    /// warren: P11 (batch, WARREN.md). Changes this executor's park batching window at run
+    /// time (see [`LocalExecutorBuilder::park_batching`]); `Duration::ZERO` turns it off.
+    /// Returns false, and leaves it off, if the kernel lacks io_uring min-wait.
+    pub fn set_park_batching(&self, window: Duration) -> bool {
+        self.reactor().sys.set_park_batching(window)
+    }
+
     pub(crate) fn reactor(&self) -> Rc<reactor::Reactor> {
         #[cfg(not(feature = "native-tls"))]
         return LOCAL_EX.with(|local_ex| local_ex.get_reactor());
@@ -4452,6 +4487,92 @@ mod test {
                 let sleeps = after.sleeps - before.sleeps;
                 assert!((1..=2).contains(&sleeps), "{before:?} -> {after:?}");
             });
+        });
+    }
+
+    // P11: reads a byte written after this executor parked, then a second byte written 10 ms
+    // later; returns how many times the executor parked between the two reads completing.
+    // With park batching (a 1 s window) the park that the first byte ends lasts past the
+    // second byte, so the second read finds its byte without parking again.
+    fn p11_parks_between_two_close_bytes(batching: Option<Duration>) -> Option<usize> {
+        use futures_lite::AsyncReadExt;
+        use std::io::Write;
+        use std::os::unix::io::{FromRawFd, IntoRawFd};
+        let mut builder = LocalExecutorBuilder::default();
+        if let Some(window) = batching {
+            builder = builder.park_batching(window);
+        }
+        builder.make().unwrap().run(async move {
+            let reactor = executor().reactor();
+            if batching.is_some() && !reactor.sys.park_batching_active() {
+                eprintln!("this kernel lacks io_uring min-wait (Linux 6.12+): nothing to test");
+                return None;
+            }
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let mut ours = unsafe { crate::net::UnixStream::from_raw_fd(ours.into_raw_fd()) };
+            let notifier = sys::get_sleep_notifier_for(reactor.id()).unwrap();
+            let writer = std::thread::spawn(move || {
+                while !notifier.is_sleeping() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                theirs.write_all(b"a").unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+                theirs.write_all(b"b").unwrap();
+                theirs
+            });
+            let mut byte = [0u8; 1];
+            assert_eq!(ours.read(&mut byte).await.unwrap(), 1);
+            assert_eq!(&byte, b"a");
+            let parks = reactor.sys.wake_counters().sleeps;
+            assert_eq!(ours.read(&mut byte).await.unwrap(), 1);
+            assert_eq!(&byte, b"b");
+            let parks = reactor.sys.wake_counters().sleeps - parks;
+            drop(writer.join().unwrap());
+            Some(parks)
+        })
+    }
+
+    #[test]
+    fn warren_p11_batched_park_collects_close_events() {
+        crate::test_utils::with_watchdog(60, || {
+            if let Some(parks) = p11_parks_between_two_close_bytes(Some(Duration::from_secs(1))) {
+                assert_eq!(parks, 0, "the second byte needed a park of its own");
+            }
+        });
+    }
+
+    // P11, the control: without batching the first byte ends the park at once, and the second
+    // byte (10 ms later) needs a park of its own. This shows the test above can fail.
+    #[test]
+    fn warren_p11_unbatched_park_wakes_at_first_event() {
+        crate::test_utils::with_watchdog(60, || {
+            let parks = p11_parks_between_two_close_bytes(None).unwrap();
+            assert!(parks >= 1, "the second byte was there without a park: {parks}");
+        });
+    }
+
+    // P11: a batched park still sleeps when idle (a 300 ms timer costs a few parks, not a spin)
+    // and timers still fire, not early, including one shorter than the window.
+    #[test]
+    fn warren_p11_batched_park_sleeps_when_idle_and_timers_fire() {
+        crate::test_utils::with_watchdog(60, || {
+            LocalExecutorBuilder::default()
+                .park_batching(Duration::from_millis(100))
+                .make()
+                .unwrap()
+                .run(async {
+                    let reactor = executor().reactor();
+                    let before = reactor.sys.wake_counters();
+                    let start = Instant::now();
+                    Timer::new(Duration::from_millis(300)).await;
+                    assert!(start.elapsed() >= Duration::from_millis(300));
+                    let after = reactor.sys.wake_counters();
+                    let sleeps = after.sleeps - before.sleeps;
+                    assert!((1..=3).contains(&sleeps), "{before:?} -> {after:?}");
+                    let start = Instant::now();
+                    Timer::new(Duration::from_millis(20)).await;
+                    assert!(start.elapsed() >= Duration::from_millis(20));
+                });
         });
     }
 

@@ -1062,7 +1062,9 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    // warren: P11 (batch, WARREN.md): `batch_us` > 0 asks the kernel to hold the wake-up until
+    // `batch_us` after going to sleep once a completion is there (io_uring's min-wait).
+    fn sleep(&mut self, link: &Source, batch_us: u32) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
@@ -1092,10 +1094,12 @@ impl SleepableRing {
 
             // warren: P2 (sqwait, WARREN.md): submit the link and wait in one io_uring_enter. The
             // kernel only waits if every SQE was submitted, so a failed submit never sleeps.
-            let submitted = self
-                .ring
-                .sq()
-                .submit_and_wait(1)
+            let submitted = if batch_us > 0 {
+                submit_and_wait_batched(&mut self.ring, batch_us)
+            } else {
+                self.ring.sq().submit_and_wait(1)
+            };
+            let submitted = submitted
                 .map(|x| x as usize)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
@@ -1268,6 +1272,11 @@ pub(crate) struct Reactor {
 
     link_fd: RawFd,
 
+    // warren: P11 (batch, WARREN.md): how long a park may hold its wake-up to collect more
+    // completions (0: wake at the first one). Only non-zero where the kernel has min-wait.
+    park_batch_us: Cell<u32>,
+    min_wait_supported: bool,
+
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
     // This is the source used to handle the notifications into the ring.
@@ -1293,6 +1302,71 @@ pub(crate) fn common_flags() -> PollFlags {
 /// Epoll flags for all possible readability events.
 pub(crate) fn read_flags() -> PollFlags {
     PollFlags::POLLIN | PollFlags::POLLPRI
+}
+
+// warren: P11 (batch, WARREN.md): io_uring's min-wait (Linux 6.12+). The bundled liburing
+// predates it, so the enter is made here.
+const IORING_FEAT_MIN_TIMEOUT: u32 = 1 << 15;
+const IORING_ENTER_GETEVENTS: libc::c_uint = 1 << 0;
+const IORING_ENTER_EXT_ARG: libc::c_uint = 1 << 3;
+/// The enter asks for this many completions; the min-wait timer returns earlier with fewer.
+const BATCH_WAIT_NR: libc::c_uint = 64;
+/// The general timeout of a batched park. Without one the kernel ends the wait at the min-wait
+/// timer even with no completion; with it, a park with nothing to do wakes once per second.
+const BATCH_PARK_TIMEOUT_SECS: i64 = 1;
+
+/// `struct io_uring_getevents_arg` of `<linux/io_uring.h>`.
+#[repr(C)]
+struct GetEventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
+extern "C" {
+    // liburing: moves the prepared SQEs to the kernel's ring; returns how many are pending there.
+    fn __io_uring_flush_sq(ring: *mut crate::uring_sys::io_uring) -> libc::c_int;
+}
+
+/// Submits what is queued and waits: past the first completion, until `min_wait_us` have passed
+/// since the call (or `BATCH_WAIT_NR` completions are there), so that a burst of events costs
+/// one wake-up; a completion that comes later than `min_wait_us` ends the wait at once.
+/// Returns the number of SQEs submitted.
+fn submit_and_wait_batched(ring: &mut iou::IoUring, min_wait_us: u32) -> io::Result<u32> {
+    let ts = crate::uring_sys::__kernel_timespec {
+        tv_sec: BATCH_PARK_TIMEOUT_SECS,
+        tv_nsec: 0,
+    };
+    let arg = GetEventsArg {
+        sigmask: 0,
+        sigmask_sz: 0,
+        min_wait_usec: min_wait_us,
+        ts: &ts as *const _ as u64,
+    };
+    // SAFETY: the ring is ours and initialized; `arg` and `ts` outlive the call.
+    let raw = unsafe { ring.raw_mut() };
+    let to_submit = unsafe { __io_uring_flush_sq(raw) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_enter,
+            raw.ring_fd,
+            to_submit as libc::c_uint,
+            BATCH_WAIT_NR,
+            IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+            &arg as *const GetEventsArg as *const libc::c_void,
+            std::mem::size_of::<GetEventsArg>(),
+        )
+    };
+    if ret >= 0 {
+        return Ok(ret as u32);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // The kernel reports a timeout only when it submitted nothing.
+        Some(libc::ETIME) => Ok(0),
+        _ => Err(err),
+    }
 }
 
 macro_rules! consume_rings {
@@ -1392,6 +1466,7 @@ impl Reactor {
         }
 
         let link_fd = latency_ring.ring_fd();
+        let min_wait_supported = main_ring.ring.raw().features & IORING_FEAT_MIN_TIMEOUT != 0;
 
         let eventfd_src = Source::new(
             IoRequirements::default(),
@@ -1417,6 +1492,8 @@ impl Reactor {
             user_timer_at: Cell::new(None),
             blocking_thread,
             link_fd,
+            park_batch_us: Cell::new(0),
+            min_wait_supported,
             notifier,
             eventfd_src,
             source_map,
@@ -1794,6 +1871,16 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
+    /// warren: P11 (batch, WARREN.md): sets how long a park may hold its wake-up to batch
+    /// completions; returns whether the kernel supports it (io_uring min-wait, Linux 6.12+). On
+    /// older kernels it stays off: a park wakes at the first completion, as upstream.
+    pub(crate) fn set_park_batching(&self, window: Duration) -> bool {
+        let us = window.as_micros().min(u32::MAX as u128) as u32;
+        self.park_batch_us
+            .set(if self.min_wait_supported { us } else { 0 });
+        self.min_wait_supported || us == 0
+    }
+
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
         #[cfg(test)]
         self.sleeps.set(self.sleeps.get() + 1);
@@ -1804,7 +1891,9 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        ring.sleep(&link_rings, self.park_batch_us.get())
+            .or_else(Self::busy_ok)
+            .map(|_| {})
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -2162,6 +2251,10 @@ impl Reactor {
             lat_sqes: self.latency_ring.borrow().sqes_consumed(),
             sleeps: self.sleeps.get(),
         }
+    }
+
+    pub(crate) fn park_batching_active(&self) -> bool {
+        self.park_batch_us.get() > 0
     }
 
     pub(crate) fn user_timer_in_flight(&self) -> bool {
