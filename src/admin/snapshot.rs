@@ -224,6 +224,8 @@ pub struct ShardStats {
     /// context switches), and was preempted (involuntary).
     pub wakeups: u64,
     pub preemptions: u64,
+    /// 1 while this shard's parks batch their wake-ups (`--park-batch-us`).
+    pub park_batching: u64,
     pub fsyncs: u64,
     /// Files covered by fsyncs, summed (divide by `fsyncs` for the mean batch).
     pub fsync_files: u64,

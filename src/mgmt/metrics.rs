@@ -228,7 +228,7 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot, per_object: bool) -> String {
     }
 
     type SField = fn(&crate::admin::ShardStats) -> u64;
-    let per_shard: [(&str, &str, &str, SField); 10] = [
+    let per_shard: [(&str, &str, &str, SField); 11] = [
         (
             "warren_shard_messages_routed_total",
             "counter",
@@ -270,6 +270,12 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot, per_object: bool) -> String {
             "counter",
             "Times the shard's thread was preempted by the kernel (involuntary context switches)",
             |s| s.preemptions,
+        ),
+        (
+            "warren_shard_park_batching",
+            "gauge",
+            "1 while the shard's parks batch their wake-ups (--park-batch-us), 0 while they wake at the first event",
+            |s| s.park_batching,
         ),
         (
             "warren_shard_fsyncs_total",

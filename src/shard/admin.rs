@@ -402,6 +402,7 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
         handoffs: shard.handoffs.get(),
         wakeups: switches.0,
         preemptions: switches.1,
+        park_batching: shard.park_batching.get() as u64,
         fsyncs: st.fsyncs,
         fsync_files: st.files,
         fsync_waiters: st.waiters,

@@ -113,6 +113,7 @@ pub async fn control(shard: Rc<Shard>) {
     let now_us = || start.elapsed().as_micros() as u64;
     let work = |s: &Shard| s.recv_bytes.get() + s.ring_items.get() * ITEM_WEIGHT;
     let mut c = BatchControl::new(now_us(), work(&shard));
+    shard.park_batching.set(c.batching());
     loop {
         let wait = c.next_tick_us().saturating_sub(now_us());
         glommio::timer::sleep(Duration::from_micros(wait)).await;

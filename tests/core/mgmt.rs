@@ -626,6 +626,13 @@ fn metrics_in_prometheus_format() {
         );
     }
     assert!(text.contains("warren_shard_messages_routed_total{shard=\"0\"}"));
+    // Whether shard 0 batches its wake-ups: on by default where the kernel
+    // has io_uring min-wait (an idle shard does not probe), else off.
+    let batching = text
+        .lines()
+        .find_map(|l| l.strip_prefix("warren_shard_park_batching{shard=\"0\"} "))
+        .expect("warren_shard_park_batching");
+    assert!(batching == "1" || batching == "0", "{batching}");
     assert!(text.contains("warren_fsync_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"}"));
     // Every sample line is `name{labels} value` with a number.
     for l in text.lines().filter(|l| !l.starts_with('#')) {
