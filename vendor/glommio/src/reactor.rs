@@ -87,6 +87,9 @@ struct Timers {
     /// a timer ID used to distinguish timers that fire at the same time.
     /// The [`Waker`] represents the task awaiting the timer.
     timers: BTreeMap<(Instant, u64), Waker>,
+    // warren: P12: counts registrations, for the tests.
+    #[cfg(test)]
+    inserts: u64,
 }
 
 impl Timers {
@@ -95,6 +98,8 @@ impl Timers {
             timer_id: 0,
             timers_by_id: AHashMap::new(),
             timers: BTreeMap::new(),
+            #[cfg(test)]
+            inserts: 0,
         }
     }
 
@@ -111,7 +116,20 @@ impl Timers {
         None
     }
 
+    /// warren: P12 (timerpoll, WARREN.md): whether timer `id` is registered, not yet fired,
+    /// with a waker that wakes the same task as `waker`.
+    fn waits_with(&self, id: u64, waker: &Waker) -> bool {
+        self.timers_by_id
+            .get(&id)
+            .and_then(|when| self.timers.get(&(*when, id)))
+            .is_some_and(|w| w.will_wake(waker))
+    }
+
     fn insert(&mut self, id: u64, when: Instant, waker: Waker) {
+        #[cfg(test)]
+        {
+            self.inserts += 1;
+        }
         if let Some(when) = self.timers_by_id.get_mut(&id) {
             self.timers.remove(&(*when, id));
         }
@@ -801,6 +819,16 @@ impl Reactor {
     pub(crate) fn insert_timer(&self, id: u64, when: Instant, waker: Waker) {
         let mut timers = self.timers.borrow_mut();
         timers.insert(id, when, waker);
+    }
+
+    /// warren: P12 (timerpoll, WARREN.md): see `Timers::waits_with`.
+    pub(crate) fn timer_waits_with(&self, id: u64, waker: &Waker) -> bool {
+        self.timers.borrow().waits_with(id, waker)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn timer_inserts(&self) -> u64 {
+        self.timers.borrow().inserts
     }
 
     /// Deregisters a timer from the reactor.

@@ -165,6 +165,19 @@ impl Future for Timer {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut inner = self.inner.borrow_mut();
 
+        // warren: P12 (timerpoll, WARREN.md): a charged timer the reactor still holds, with a
+        // waker for this same task, will be woken by the reactor when it fires: nothing to do.
+        // Upstream read the clock and moved the timer in the reactor's map (two map removals,
+        // two insertions, a waker clone) on every poll, which a task that polls a long timer
+        // beside its I/O (a heartbeat) paid on every wake-up.
+        if inner.is_charged {
+            if let Some(reactor) = inner.reactor.upgrade() {
+                if reactor.timer_waits_with(inner.id, cx.waker()) {
+                    return Poll::Pending;
+                }
+            }
+        }
+
         if Instant::now() >= inner.when {
             // Deregister the timer from the reactor if needed
             inner.reactor.upgrade().unwrap().remove_timer(inner.id);
@@ -792,6 +805,50 @@ mod test {
         cell::{Cell, RefCell},
         rc::Rc,
     };
+
+    // P12: polling a pending timer again from the same task does not register it again; a
+    // poll from another task moves the registration to that task, which the timer then wakes;
+    // a reset timer fires at its new time.
+    #[test]
+    fn warren_p12_repolled_timer_registers_once_and_wakes_the_last_poller() {
+        use futures::task::{waker, ArcWake};
+        use std::sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        };
+        struct Count(AtomicUsize);
+        impl ArcWake for Count {
+            fn wake_by_ref(me: &Arc<Self>) {
+                me.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        test_executor!(async move {
+            let reactor = crate::executor().reactor();
+            let first = Arc::new(Count(AtomicUsize::new(0)));
+            let second = Arc::new(Count(AtomicUsize::new(0)));
+            let (w1, w2) = (waker(first.clone()), waker(second.clone()));
+            let mut timer = Timer::new(Duration::from_secs(30));
+            let before = reactor.timer_inserts();
+            for _ in 0..100 {
+                let mut cx = Context::from_waker(&w1);
+                assert!(Pin::new(&mut timer).poll(&mut cx).is_pending());
+            }
+            assert_eq!(reactor.timer_inserts() - before, 1, "registered on every poll");
+            let mut cx = Context::from_waker(&w2);
+            assert!(Pin::new(&mut timer).poll(&mut cx).is_pending());
+            assert_eq!(reactor.timer_inserts() - before, 2, "the new waker was not registered");
+            timer.reset(Duration::from_millis(20));
+            let start = Instant::now();
+            while second.0.load(Ordering::SeqCst) == 0 {
+                assert!(start.elapsed() < Duration::from_secs(10), "the timer never woke");
+                Timer::new(Duration::from_millis(5)).await;
+            }
+            assert_eq!(first.0.load(Ordering::SeqCst), 0);
+            assert!(start.elapsed() >= Duration::from_millis(20));
+            let mut cx = Context::from_waker(&w2);
+            assert!(Pin::new(&mut timer).poll(&mut cx).is_ready());
+        });
+    }
 
     #[test]
     fn timeout_does_not_expire() {
