@@ -1864,13 +1864,6 @@ impl Reactor {
         }
     }
 
-    /// We want to go to sleep, but we can only go to sleep in one of the rings,
-    /// as we only have one thread. There are more than one sleepable rings, so
-    /// what we do is we take advantage of the fact that the ring's `ring_fd` is
-    /// pollable and register a `POLL_ADD` event into the ring we will wait on.
-    ///
-    /// We may not be able to register an `SQE` at this point, so we return an
-    /// Error and will just not sleep.
     /// warren: P11 (batch, WARREN.md): sets how long a park may hold its wake-up to batch
     /// completions; returns whether the kernel supports it (io_uring min-wait, Linux 6.12+). On
     /// older kernels it stays off: a park wakes at the first completion, as upstream.
@@ -1881,6 +1874,13 @@ impl Reactor {
         self.min_wait_supported || us == 0
     }
 
+    /// We want to go to sleep, but we can only go to sleep in one of the rings,
+    /// as we only have one thread. There are more than one sleepable rings, so
+    /// what we do is we take advantage of the fact that the ring's `ring_fd` is
+    /// pollable and register a `POLL_ADD` event into the ring we will wait on.
+    ///
+    /// We may not be able to register an `SQE` at this point, so we return an
+    /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
         #[cfg(test)]
         self.sleeps.set(self.sleeps.get() + 1);
