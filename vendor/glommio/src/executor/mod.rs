@@ -4576,6 +4576,31 @@ mod test {
         });
     }
 
+    // P11: a timer due inside the batching window ends the batching at its deadline: a
+    // 10 ms timer under a 5 s window fires long before the window would end.
+    #[test]
+    fn warren_p11_a_timer_inside_the_window_is_not_held_for_the_window() {
+        crate::test_utils::with_watchdog(60, || {
+            LocalExecutorBuilder::default()
+                .park_batching(Duration::from_secs(5))
+                .make()
+                .unwrap()
+                .run(async {
+                    if !executor().reactor().sys.park_batching_active() {
+                        eprintln!("this kernel lacks io_uring min-wait (Linux 6.12+): nothing to test");
+                        return;
+                    }
+                    for _ in 0..3 {
+                        let start = Instant::now();
+                        Timer::new(Duration::from_millis(10)).await;
+                        let took = start.elapsed();
+                        assert!(took >= Duration::from_millis(10));
+                        assert!(took < Duration::from_secs(4), "held for the window: {took:?}");
+                    }
+                });
+        });
+    }
+
     // P5: a user timeout in flight that fires too late (30 s) is replaced when an earlier
     // timer (20 ms) is wanted; keeping it would lose the earlier timer for 30 s.
     #[test]

@@ -1881,7 +1881,11 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
-    fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+    fn link_rings_and_sleep(
+        &self,
+        ring: &mut SleepableRing,
+        user_timer: Option<Duration>,
+    ) -> io::Result<()> {
         #[cfg(test)]
         self.sleeps.set(self.sleeps.get() + 1);
         let link_rings = Source::new(
@@ -1891,7 +1895,14 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings, self.park_batch_us.get())
+        // warren: P11: a timer due inside the window ends the batching there: holding its
+        // wake-up past its deadline would only make it late (a 20 µs fairness pause would
+        // last the whole window).
+        let batch_us = match user_timer {
+            Some(due) => (self.park_batch_us.get() as u128).min(due.as_micros()) as u32,
+            None => self.park_batch_us.get(),
+        };
+        ring.sleep(&link_rings, batch_us)
             .or_else(Self::busy_ok)
             .map(|_| {})
     }
@@ -2044,7 +2055,7 @@ impl Reactor {
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 && self.eventfd_src.is_installed().unwrap() {
-                self.link_rings_and_sleep(&mut main_ring)
+                self.link_rings_and_sleep(&mut main_ring, user_timer)
                     .expect("some error");
                 // May have new cancellations related to the link ring fd.
                 flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
