@@ -218,6 +218,18 @@ mod tests {
         seen
     }
 
+    /// 1→1 at full speed: the same rate either way, a third less CPU per
+    /// message with batching.
+    const OPEN: Load = Load {
+        rate: |_| 40.0,
+        cost: |on| if on { 0.2 } else { 0.3 },
+    };
+    /// One confirm at a time: unbatched, 30% more work comes in.
+    const CLOSED: Load = Load {
+        rate: |on| if on { 3.0 } else { 3.9 },
+        cost: |on| if on { 2.0 } else { 2.2 },
+    };
+
     fn run(load: &Load, cycles: usize) -> Vec<bool> {
         let mut c = BatchControl::new(0, 0, 0);
         drive(&mut c, &mut (0, 0.0, 0.0), load, cycles)
@@ -225,28 +237,14 @@ mod tests {
 
     #[test]
     fn an_open_load_that_batching_makes_cheaper_keeps_it() {
-        // 1→1 at full speed: same rate, a third less CPU per message.
-        let seen = run(
-            &Load {
-                rate: |_| 40.0,
-                cost: |on| if on { 0.2 } else { 0.3 },
-            },
-            5,
-        );
+        let seen = run(&OPEN, 5);
         assert!(seen.iter().all(|on| *on), "{seen:?}");
     }
 
     #[test]
     fn a_closed_loop_that_batching_slows_turns_it_off() {
-        // One confirm at a time: unbatched, 30% more work comes in, even
-        // though each unit costs more.
-        let seen = run(
-            &Load {
-                rate: |on| if on { 3.0 } else { 3.9 },
-                cost: |on| if on { 2.0 } else { 2.2 },
-            },
-            5,
-        );
+        // Even though each unit costs more unbatched.
+        let seen = run(&CLOSED, 5);
         assert!(seen.iter().all(|on| !on), "{seen:?}");
     }
 
@@ -280,16 +278,8 @@ mod tests {
     fn a_load_that_turns_open_brings_batching_back() {
         let mut c = BatchControl::new(0, 0, 0);
         let mut t = (0, 0.0, 0.0);
-        let closed = Load {
-            rate: |on| if on { 3.0 } else { 3.9 },
-            cost: |_| 2.0,
-        };
-        let open = Load {
-            rate: |_| 40.0,
-            cost: |on| if on { 0.2 } else { 0.3 },
-        };
-        assert_eq!(drive(&mut c, &mut t, &closed, 3).last(), Some(&false));
-        assert_eq!(drive(&mut c, &mut t, &open, 3).last(), Some(&true));
+        assert_eq!(drive(&mut c, &mut t, &CLOSED, 3).last(), Some(&false));
+        assert_eq!(drive(&mut c, &mut t, &OPEN, 3).last(), Some(&true));
     }
 
     #[test]
