@@ -26,6 +26,8 @@ pub struct Config {
     /// to) queues of one other shard to that shard, at a quiet point, so
     /// its messages do not cross shards.
     pub connection_handoff: bool,
+    /// Which shard a new classic queue goes to (see [`QueueLocator`]).
+    pub queue_locator: QueueLocator,
     /// How long a shard that goes to sleep may hold its wake-up to collect
     /// more events (socket input, other shards' items, disk completions)
     /// into one batch; an event later than this after the shard slept wakes
@@ -35,6 +37,31 @@ pub struct Config {
     pub tls: Option<TlsListener>,
     /// This node's name and cluster port (used once it is in a cluster).
     pub cluster: ClusterConfig,
+}
+
+/// Which shard of this node a new classic queue lives on; named after
+/// RabbitMQ's `queue_leader_locator`, which chooses among nodes the same
+/// way. A queue's `x-queue-master-locator: client-local` argument keeps it
+/// with its declarer either way; exclusive queues always stay there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueLocator {
+    /// The shard of the connection that declares it.
+    ClientLocal,
+    /// The shard holding fewest queues (the declarer's among equals); the
+    /// connections that use it then move there (needs connection hand-off,
+    /// without which this acts as `ClientLocal`).
+    Balanced,
+}
+
+impl std::str::FromStr for QueueLocator {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "client-local" => Ok(QueueLocator::ClientLocal),
+            "balanced" => Ok(QueueLocator::Balanced),
+            _ => Err(format!("'{s}': expected client-local or balanced")),
+        }
+    }
 }
 
 /// How this node is known to, and talks with, the other nodes of a cluster.
@@ -163,6 +190,7 @@ impl Default for Config {
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
             connection_handoff: true,
+            queue_locator: QueueLocator::Balanced,
             park_batching: DEFAULT_PARK_BATCHING,
             tls: None,
             cluster: ClusterConfig::default(),

@@ -32,6 +32,11 @@ struct Args {
     /// another shard moves there first, so its messages cross no shard).
     #[arg(long)]
     no_connection_handoff: bool,
+    /// Where a new classic queue lives: `balanced` puts it on the shard
+    /// holding fewest queues, and the connections that use it move there;
+    /// `client-local` keeps it on the declaring connection's shard.
+    #[arg(long, default_value = "balanced")]
+    queue_locator: warren::config::QueueLocator,
     /// How long, in microseconds, a shard that went to sleep may hold its
     /// wake-up to handle more events at once (io_uring min-wait, Linux
     /// 6.12+). Events later than this after the shard slept wake it at
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
             .filter(|u| !u.is_empty())
             .collect(),
         connection_handoff: !args.no_connection_handoff,
+        queue_locator: args.queue_locator,
         park_batching: std::time::Duration::from_micros(args.park_batch_us),
         ..Default::default()
     };

@@ -334,6 +334,14 @@ pub fn delivery_limit(args: &FieldTable, policy: Option<&FieldTable>) -> Option<
 }
 
 /// A quorum queue's `x-quorum-initial-group-size` (None: the default).
+/// Whether a classic queue asks to live where its declarer is
+/// (`x-queue-master-locator: client-local`), whatever the broker's
+/// placement; any other value (`min-masters`, `random`) is taken as
+/// balanced.
+pub fn wants_client_local(args: &FieldTable) -> bool {
+    args.get("x-queue-master-locator").and_then(|v| v.as_bytes()) == Some(b"client-local")
+}
+
 pub fn initial_group_size(args: &FieldTable) -> Option<u64> {
     int_arg(args, "x-quorum-initial-group-size").filter(|&n| n > 0)
 }

@@ -71,6 +71,10 @@ pub struct ControlPlane {
     /// node of its cluster (itself alone outside a cluster). None: this
     /// node has no cluster port, and declares no quorum queue.
     pub quorum_nodes: Option<(u64, Vec<u64>)>,
+    /// How many shards new classic queues are spread over (the least
+    /// loaded one, see [`least_loaded_shard`]); 0: each goes to the shard
+    /// of the connection that declares it.
+    pub balance_over: usize,
 }
 
 impl Default for ControlPlane {
@@ -80,8 +84,26 @@ impl Default for ControlPlane {
             next_exchange: 1,
             next_vhost: 1,
             quorum_nodes: None,
+            balance_over: 0,
         }
     }
+}
+
+/// The shard for a new queue: the one holding fewest of this node's
+/// queues, preferring the declarer's among equals so that a connection
+/// that declares and then consumes need not move. Connections that use
+/// the queue follow it there (connection hand-off), so queues spread this
+/// way spread their clients' work over the shards; left with the declarer,
+/// they land wherever the kernel put the setup connection.
+pub fn least_loaded_shard(by_shard: &[u32], shards: usize, declarer: ShardId) -> ShardId {
+    let load = |s: usize| by_shard.get(s).copied().unwrap_or(0);
+    let mut best = declarer;
+    for s in 0..shards {
+        if load(s) < load(best as usize) {
+            best = s as ShardId;
+        }
+    }
+    best
 }
 
 /// RabbitMQ's default quorum queue size.
@@ -492,7 +514,15 @@ impl ControlPlane {
                     name: name.clone(),
                     // Quorum queues live where the cluster port and their Raft
                     // groups run.
-                    owner: if quorum { 0 } else { who.shard },
+                    owner: if quorum {
+                        0
+                    } else if exclusive || self.balance_over < 2 || args::wants_client_local(&args) {
+                        // An exclusive queue serves only its connection,
+                        // which cannot move while it holds one.
+                        who.shard
+                    } else {
+                        least_loaded_shard(topo.local_queues_by_shard(), self.balance_over, who.shard)
+                    },
                     node: 0,
                     durable,
                     exclusive: exclusive.then_some(who.conn),

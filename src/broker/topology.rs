@@ -248,6 +248,10 @@ pub struct Topology {
     /// Users' limits; a user without an entry has none.
     user_limits: HashMap<String, Limits>,
     policies: Vec<Policy>,
+    /// How many of this node's queues each shard holds (index: owner), for
+    /// balanced placement; kept as changes apply so a declare need not
+    /// walk every queue.
+    local_by_shard: Vec<u32>,
     /// Bumped on every change; lets shards cache lookups safely.
     version: u64,
 }
@@ -255,6 +259,24 @@ pub struct Topology {
 impl Topology {
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// How many of this node's queues each shard holds (index: shard; a
+    /// shard past the end holds none).
+    pub fn local_queues_by_shard(&self) -> &[u32] {
+        &self.local_by_shard
+    }
+
+    fn count_local(&mut self, node: u64, owner: ShardId, up: bool) {
+        if node != 0 {
+            return;
+        }
+        let i = owner as usize;
+        if self.local_by_shard.len() <= i {
+            self.local_by_shard.resize(i + 1, 0);
+        }
+        let n = &mut self.local_by_shard[i];
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
     }
 
     pub fn vhost(&self, name: &str) -> Option<&Vhost> {
@@ -389,6 +411,11 @@ impl Topology {
                 }
                 self.exchanges.retain(|_, e| e.def.vhost != *id);
                 self.queues.retain(|_, q| q.vhost != *id);
+                self.local_by_shard.clear();
+                let here: Vec<(u64, ShardId)> = self.queues.values().map(|q| (q.node, q.owner)).collect();
+                for (node, owner) in here {
+                    self.count_local(node, owner, true);
+                }
                 self.permissions.retain(|(_, v), _| v != id);
                 self.policies.retain(|p| p.def.vhost != *id);
             }
@@ -418,15 +445,22 @@ impl Topology {
                 if let Some(v) = self.vhosts.get_mut(&def.vhost) {
                     v.queues.insert(def.name.bytes().clone(), def.id);
                 }
-                self.queues.insert(def.id, def.clone());
+                self.count_local(def.node, def.owner, true);
+                if let Some(old) = self.queues.insert(def.id, def.clone()) {
+                    self.count_local(old.node, old.owner, false);
+                }
             }
             Change::QueueLeader { id, node } => {
                 if let Some(q) = self.queues.get_mut(id) {
+                    let (was, owner) = (q.node, q.owner);
                     q.node = *node;
+                    self.count_local(was, owner, false);
+                    self.count_local(*node, owner, true);
                 }
             }
             Change::DeleteQueue { id } => {
                 if let Some(q) = self.queues.remove(id) {
+                    self.count_local(q.node, q.owner, false);
                     if let Some(v) = self.vhosts.get_mut(&q.vhost) {
                         v.queues.remove(q.name.as_bytes());
                     }

@@ -274,6 +274,12 @@ impl ControlService {
         self.plane.quorum_nodes = Some((me, nodes));
     }
 
+    /// Spread new classic queues over this many shards (see
+    /// [`ControlPlane::balance_over`]).
+    pub fn set_balance_over(&mut self, shards: usize) {
+        self.plane.balance_over = shards;
+    }
+
     pub fn next_ids(&self) -> [u64; 3] {
         self.plane.next_ids()
     }

@@ -17,7 +17,7 @@ pub use client::{Client, ConnState};
 
 use crate::broker::request::Reply;
 use crate::broker::topology::{Change, RouteScratch, Topology};
-use crate::config::Config;
+use crate::config::{Config, QueueLocator};
 use crate::control::{Action, ControlService};
 use crate::ids::{ChannelRef, ConnId, IdMap, QueueId, ShardId};
 use crate::owner::{Effects, Item, Owner, OwnerConfig, SyncBatch};
@@ -177,7 +177,13 @@ impl Hub {
             return Err(e);
         }
         if id == 0 {
-            hub.control = Some(ControlService::new(nshards, log, &hub.topo));
+            let mut control = ControlService::new(nshards, log, &hub.topo);
+            // Balanced placement pays only if connections can follow their
+            // queues to other shards.
+            if hub.cfg.queue_locator == QueueLocator::Balanced && hub.cfg.connection_handoff {
+                control.set_balance_over(nshards);
+            }
+            hub.control = Some(control);
         }
         Ok(hub)
     }

@@ -25,15 +25,20 @@ pub fn start_fixed(shards: usize) -> Broker {
 }
 
 fn start_with(shards: usize, connection_handoff: bool) -> Broker {
+    start_configured(shards, |c| c.connection_handoff = connection_handoff)
+}
+
+/// A broker with `shards` shards and whatever else `f` sets.
+pub fn start_configured(shards: usize, f: impl FnOnce(&mut warren::Config)) -> Broker {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = warren::Config {
+    let mut cfg = warren::Config {
         bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: 0,
         shards,
         data_dir: dir.path().to_path_buf(),
-        connection_handoff,
         ..Default::default()
     };
+    f(&mut cfg);
     let handle = warren::start(cfg).expect("broker starts");
     let uri = format!("amqp://guest:guest@{}/%2f", handle.amqp_addr());
     Broker {

@@ -247,3 +247,86 @@ async fn frames_behind_the_move_are_processed_there() {
     }
     assert!(handoffs(&b) >= 1);
 }
+
+/// Queues one connection declares are spread over the shards, and the
+/// connections that consume from them follow, wherever they were
+/// accepted: the load is shared even when the kernel put every client on
+/// one shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_declared_on_one_shard_spread_and_their_consumers_follow() {
+    let b = common::start(2);
+    let setup = b.connect_on_shard(0).await;
+    let sch = setup.create_channel().await.unwrap();
+    for i in 0..4 {
+        sch.queue_declare(
+            format!("spread{i}").as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let snap = b.handle.admin().snapshot().expect("snapshot");
+    let on1 = snap.queues.iter().filter(|q| q.shard == 1).count();
+    assert_eq!((snap.queues.len(), on1), (4, 2));
+    let mut consumers = Vec::new();
+    for i in 0..4 {
+        let c = b.connect_on_shard(0).await;
+        let ch = c.create_channel().await.unwrap();
+        let consumer = ch
+            .basic_consume(
+                format!("spread{i}").as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        consumers.push((c, ch, consumer));
+    }
+    // The setup connection and two consumers on shard 0, two consumers
+    // moved to shard 1 with their queues.
+    until("consumers spread with their queues", || {
+        (b.handle.connections_per_shard() == [3, 2]).then_some(())
+    })
+    .await;
+    assert_eq!(handoffs(&b), 2);
+    for i in 0..4u8 {
+        sch.basic_publish(
+            "".into(),
+            format!("spread{i}").as_str().into(),
+            BasicPublishOptions::default(),
+            &[i],
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    for (i, (_c, _ch, consumer)) in consumers.iter_mut().enumerate() {
+        let d = next_delivery(consumer).await;
+        assert_eq!(d.data, vec![i as u8]);
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+}
+
+/// `--queue-locator client-local` keeps RabbitMQ's old placement: a queue
+/// lives where its declarer is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_local_placement_keeps_queues_with_their_declarer() {
+    let b = common::start_configured(2, |c| c.queue_locator = warren::config::QueueLocator::ClientLocal);
+    let c = b.connect().await;
+    let ch = c.create_channel().await.unwrap();
+    for i in 0..4 {
+        ch.queue_declare(
+            format!("local{i}").as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let snap = b.handle.admin().snapshot().expect("snapshot");
+    let shards: Vec<_> = snap.queues.iter().map(|q| q.shard).collect();
+    assert_eq!(shards.len(), 4);
+    assert!(shards.iter().all(|&s| s == shards[0]), "{shards:?}");
+}

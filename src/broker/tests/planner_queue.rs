@@ -1059,3 +1059,64 @@ fn topic_and_headers_exchanges_take_their_bindings() {
     assert_eq!(w.bindings_of("t"), vec![("#".to_string(), Dest::Queue(q))]);
     assert_eq!(w.bindings_of("h"), vec![("ignored".to_string(), Dest::Queue(q))]);
 }
+
+/// Where each new queue lands when `who` declares them in turn.
+fn owners(w: &mut World, decls: Vec<(Who, QDecl)>) -> Vec<ShardId> {
+    decls
+        .into_iter()
+        .map(|(who, d)| declared(&w.run_as(who, d).unwrap()).owner)
+        .collect()
+}
+
+#[test]
+fn balanced_placement_spreads_queues_declared_from_one_shard() {
+    let mut w = World::new();
+    w.cp.balance_over = 2;
+    let from0 = |n: &str| (GUEST.on(CONN_B, 0), QDecl::new(n));
+    let got = owners(&mut w, vec![from0("a"), from0("b"), from0("c"), from0("d")]);
+    assert_eq!(got, [0, 1, 0, 1]);
+    // A deleted queue frees its place.
+    w.run(queue_delete("b", false, false)).unwrap();
+    assert_eq!(owners(&mut w, vec![from0("e")]), [1]);
+}
+
+#[test]
+fn balanced_placement_prefers_the_declarer_among_equals() {
+    let mut w = World::new();
+    w.cp.balance_over = 3;
+    let got = owners(
+        &mut w,
+        vec![
+            (GUEST.on(CONN_B, 2), QDecl::new("a")),
+            (GUEST.on(CONN_B, 2), QDecl::new("b")),
+            (GUEST.on(CONN_B, 1), QDecl::new("c")),
+            (GUEST.on(CONN_B, 1), QDecl::new("d")),
+        ],
+    );
+    assert_eq!(got, [2, 0, 1, 1]);
+}
+
+#[test]
+fn exclusive_and_client_local_queues_stay_with_their_declarer() {
+    let mut w = World::new();
+    w.cp.balance_over = 2;
+    w.declare_queue("busy");
+    let local = table(&[("x-queue-master-locator", ls("client-local"))]);
+    let balanced = table(&[("x-queue-master-locator", ls("min-masters"))]);
+    let got = owners(
+        &mut w,
+        vec![
+            (GUEST.on(CONN_B, 0), QDecl::new("x").exclusive()),
+            (GUEST.on(CONN_B, 0), QDecl::new("l").args(local)),
+            (GUEST.on(CONN_B, 0), QDecl::new("m").args(balanced)),
+        ],
+    );
+    assert_eq!(got, [0, 0, 1]);
+}
+
+#[test]
+fn without_balancing_a_queue_lives_on_its_declarers_shard() {
+    let mut w = World::new();
+    let from1 = |n: &str| (GUEST.on(CONN_B, 1), QDecl::new(n));
+    assert_eq!(owners(&mut w, vec![from1("a"), from1("b")]), [1, 1]);
+}

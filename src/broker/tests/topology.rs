@@ -1,7 +1,7 @@
 //! The replicated topology on its own: `apply`, `route`, lookups,
 //! policies, users and permissions, and the version counter.
 
-use super::super::topology::{PolicyDef, RouteError, RouteScratch, decode_headers};
+use super::super::topology::{PolicyDef, QueueDef, RouteError, RouteScratch, decode_headers};
 use super::super::users::Access;
 use super::*;
 use crate::protocol::BasicProperties;
@@ -597,4 +597,44 @@ fn a_policy_with_an_invalid_pattern_matches_nothing() {
         .apply(&Change::SetPolicy(policy(v, "bad", "(", "all", 0, ttl(1))));
     assert_eq!(w.topo.policies().count(), 1);
     assert_eq!(w.topo.policy_for(v, b"(", true), None);
+}
+
+#[test]
+fn local_queue_counts_follow_declares_moves_and_deletes() {
+    let mut w = World::new();
+    let v2 = w.add_vhost("v2");
+    let def = |id: u64, vhost, owner, node| {
+        Change::DeclareQueue(QueueDef {
+            id: QueueId(id),
+            vhost,
+            name: ShortStr::from_string_lossy(&format!("q{id}")),
+            owner,
+            node,
+            durable: false,
+            exclusive: None,
+            auto_delete: false,
+            args: FieldTable::new(),
+            replicas: vec![],
+        })
+    };
+    let (v1, mut t) = (w.vhost, w.topo);
+    t.apply(&def(1, v1, 0, 0));
+    t.apply(&def(2, v1, 2, 0));
+    t.apply(&def(3, v2, 2, 0));
+    // Another node's queue is not this node's load.
+    t.apply(&def(4, v1, 1, 7));
+    assert_eq!(t.local_queues_by_shard(), [1, 0, 2]);
+    // A queue whose leadership comes here counts; one that leaves does not.
+    t.apply(&Change::QueueLeader {
+        id: QueueId(4),
+        node: 0,
+    });
+    t.apply(&Change::QueueLeader {
+        id: QueueId(1),
+        node: 7,
+    });
+    assert_eq!(t.local_queues_by_shard(), [0, 1, 2]);
+    t.apply(&Change::DeleteQueue { id: QueueId(2) });
+    t.apply(&Change::DeleteVhost { id: v2 });
+    assert_eq!(t.local_queues_by_shard(), [0, 1]);
 }
