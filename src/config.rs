@@ -43,6 +43,13 @@ pub struct Config {
 /// RabbitMQ's `queue_leader_locator`, which chooses among nodes the same
 /// way. A queue's `x-queue-master-locator: client-local` argument keeps it
 /// with its declarer either way; exclusive queues always stay there.
+///
+/// `ClientLocal` is the default because spreading does not pay below
+/// saturation: measured with lapin (perf/clients, README), two half-busy
+/// shards cost 1.6-2.5x the CPU per message of one busy shard (each wakes
+/// as often as one busy shard does), and a fanout over queues on both
+/// shards crosses for every message. Spreading pays once one shard is
+/// saturated, which `Balanced` makes predictable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueLocator {
     /// The shard of the connection that declares it.
@@ -190,7 +197,7 @@ impl Default for Config {
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
             connection_handoff: true,
-            queue_locator: QueueLocator::Balanced,
+            queue_locator: QueueLocator::ClientLocal,
             park_batching: DEFAULT_PARK_BATCHING,
             tls: None,
             cluster: ClusterConfig::default(),

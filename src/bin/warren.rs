@@ -32,10 +32,12 @@ struct Args {
     /// another shard moves there first, so its messages cross no shard).
     #[arg(long)]
     no_connection_handoff: bool,
-    /// Where a new classic queue lives: `balanced` puts it on the shard
-    /// holding fewest queues, and the connections that use it move there;
-    /// `client-local` keeps it on the declaring connection's shard.
-    #[arg(long, default_value = "balanced")]
+    /// Where a new classic queue lives: `client-local` keeps it on the
+    /// declaring connection's shard; `balanced` puts it on the shard
+    /// holding fewest queues, and the connections that use it move there
+    /// (spreads a load that saturates one shard evenly, costs CPU per
+    /// message below that).
+    #[arg(long, default_value = "client-local")]
     queue_locator: warren::config::QueueLocator,
     /// How long, in microseconds, a shard that went to sleep may hold its
     /// wake-up to handle more events at once (io_uring min-wait, Linux

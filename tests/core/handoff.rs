@@ -248,13 +248,13 @@ async fn frames_behind_the_move_are_processed_there() {
     assert!(handoffs(&b) >= 1);
 }
 
-/// Queues one connection declares are spread over the shards, and the
+/// `--queue-locator balanced`: queues one connection declares are spread over the shards, and the
 /// connections that consume from them follow, wherever they were
 /// accepted: the load is shared even when the kernel put every client on
 /// one shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_declared_on_one_shard_spread_and_their_consumers_follow() {
-    let b = common::start(2);
+    let b = common::start_configured(2, |c| c.queue_locator = warren::config::QueueLocator::Balanced);
     let setup = b.connect_on_shard(0).await;
     let sch = setup.create_channel().await.unwrap();
     for i in 0..4 {
@@ -309,11 +309,11 @@ async fn queues_declared_on_one_shard_spread_and_their_consumers_follow() {
     }
 }
 
-/// `--queue-locator client-local` keeps RabbitMQ's old placement: a queue
-/// lives where its declarer is.
+/// By default (`--queue-locator client-local`) a queue lives where its
+/// declarer is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_local_placement_keeps_queues_with_their_declarer() {
-    let b = common::start_configured(2, |c| c.queue_locator = warren::config::QueueLocator::ClientLocal);
+    let b = common::start(2);
     let c = b.connect().await;
     let ch = c.create_channel().await.unwrap();
     for i in 0..4 {
