@@ -6,6 +6,7 @@ pub mod args;
 pub mod control;
 pub mod deadletter;
 pub mod limits;
+pub mod reply_to;
 pub mod request;
 #[cfg(test)]
 mod tests;

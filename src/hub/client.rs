@@ -6,6 +6,7 @@
 use super::Hub;
 use crate::broker::control::{check_exclusive, no_exchange, no_queue};
 use crate::broker::limits::{self, Lease};
+use crate::broker::reply_to;
 use crate::broker::request::{Reply, Request, Settle};
 use crate::broker::topology::RouteError;
 use crate::broker::topology::Topology;
@@ -14,7 +15,7 @@ use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
 use crate::message::Message;
 use crate::owner::{ControlMsg, Effects, Enqueued, Item, QueueOp, RemoteOp};
 use crate::protocol::{AmqpError, ShortStr};
-use crate::session::{Broker, HandOffTarget, PublishOutcome};
+use crate::session::{Broker, Event, HandOffTarget, PublishOutcome};
 use bytes::Bytes;
 
 /// What the broker remembers about one connection, for its checks.
@@ -132,6 +133,31 @@ impl Client<'_> {
         let msg = if strip_bcc { without_bcc(&msg) } else { msg };
         self.hub.routed += 1;
         Ok(enqueue_all(self.hub, &dests, remote, msg, ch, confirm, self.now))
+    }
+
+    /// A reply to a direct reply-to name: straight to the channel it names
+    /// (routed, and confirmed at once, if the name is one of this node's;
+    /// the channel drops it if its reply consumer is gone).
+    fn direct_reply(&mut self, vhost: VhostId, msg: Message) -> Result<PublishOutcome, AmqpError> {
+        let h = &mut *self.hub;
+        check_write(&mut self.conn.write_ok, &self.conn.user, &h.topo, vhost, b"")?;
+        let to = reply_to::target(msg.routing_key())
+            .filter(|t| t.node == h.owner.node() && (t.ch.shard() as usize) < h.nshards);
+        if let Some(t) = to {
+            h.routed += 1;
+            h.send_event(
+                t.ch.conn,
+                Event::DirectReply {
+                    ch: t.ch,
+                    key: t.key,
+                    msg,
+                },
+            );
+        }
+        Ok(PublishOutcome {
+            routed: to.is_some(),
+            ..Default::default()
+        })
     }
 
     fn queue_op(&mut self, ch: ChannelRef, vhost: VhostId, name: ShortStr, op: QueueOp) {
@@ -376,6 +402,9 @@ impl Broker for Client<'_> {
         msg: Message,
         confirm: Option<u64>,
     ) -> Result<PublishOutcome, AmqpError> {
+        if msg.exchange().is_empty() && reply_to::is_reply_name(msg.routing_key()) {
+            return self.direct_reply(vhost, msg);
+        }
         if let Some(extra) = sender_selected(&msg) {
             return self.publish_sender_selected(ch, vhost, msg, confirm, extra);
         }
@@ -569,6 +598,18 @@ impl Broker for Client<'_> {
 
     fn unique_name(&mut self, prefix: &str) -> ShortStr {
         self.hub.unique_name(prefix)
+    }
+
+    fn reply_name(&mut self, ch: ChannelRef, key: &[u8; reply_to::KEY_LEN]) -> ShortStr {
+        reply_to::name_for(self.hub.owner.node(), ch, key)
+    }
+
+    fn reply_consumer(&mut self, key: [u8; reply_to::KEY_LEN], live: bool) {
+        self.hub.replies.set(key, live);
+    }
+
+    fn reply_name_lives(&mut self, to: reply_to::Target) -> bool {
+        to.node == self.hub.owner.node() && self.hub.replies.contains(&to.key)
     }
 
     fn hand_off(&mut self, to: HandOffTarget<'_>) -> bool {

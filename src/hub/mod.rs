@@ -134,6 +134,9 @@ pub struct Hub {
     rng: u64,
     /// Messages routed by this shard's connections.
     pub routed: u64,
+    /// This node's live direct reply-to consumers, shared by its shards
+    /// (the runtime gives every hub the same; a hub alone has its own).
+    pub replies: Arc<crate::broker::reply_to::LiveReplies>,
     route: (RouteScratch, Vec<(QueueId, ShardId)>),
 }
 
@@ -169,6 +172,7 @@ impl Hub {
             next_conn: 1,
             rng: seed | 1,
             routed: 0,
+            replies: Arc::default(),
             route: Default::default(),
             cfg,
         };

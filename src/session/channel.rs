@@ -6,6 +6,7 @@ use super::erl;
 use super::publish::{self, Assembly, Body, Part, PublishHead};
 use super::unacked::{Outstanding, UnackedMap};
 use super::{Broker, Event, HandOffTarget};
+use crate::broker::reply_to;
 use crate::broker::request::{Reply, Request, Settle};
 use crate::ids::{ChannelRef, ConsumerRef, QueueId};
 use crate::message::Message;
@@ -102,9 +103,18 @@ pub(crate) struct Channel {
     /// first, as RabbitMQ does (kombu relies on it).
     deferred_cancels: Vec<ShortStr>,
     scratch: Vec<Outstanding>,
+    /// The channel's direct reply-to consumer (see `broker::reply_to`).
+    reply: Option<ReplyConsumer>,
     /// The channel's place in its user's channel count (`max-channels`),
     /// given back when the channel goes.
     _lease: Option<crate::broker::limits::Lease>,
+}
+
+/// A consumer of `amq.rabbitmq.reply-to`: its tag, and the key the names
+/// given out for it carry.
+pub(crate) struct ReplyConsumer {
+    tag: ShortStr,
+    key: [u8; reply_to::KEY_LEN],
 }
 
 /// Without method ids: `channel_method` adds those of the ack, nack or
@@ -147,12 +157,16 @@ impl Channel {
             pending: None,
             deferred_cancels: Vec::new(),
             scratch: Vec::new(),
+            reply: None,
         }
     }
 
     /// Returns everything the channel holds to the broker: consumers go
     /// first so that requeued messages are not redelivered to them.
     pub fn release(&mut self, b: &mut impl Broker) {
+        if let Some(r) = self.reply.take() {
+            b.reply_consumer(r.key, false);
+        }
         for c in self.consumers.drain(..) {
             b.drop_consumer(
                 c.queue,
@@ -818,7 +832,16 @@ impl Session {
             unreachable!()
         };
         let mandatory = head.mandatory;
-        let msg = publish::finish(&self.chunk, head, props, persistent, priority, expiration, body);
+        let mut msg = publish::finish(&self.chunk, head, props, persistent, priority, expiration, body);
+        if reply_to::asks_for_reply(msg.props()) {
+            let Some(r) = &ch.reply else {
+                return Err(reply_to::no_consumer().with_method(60, 40));
+            };
+            msg = reply_to::readdressed(&msg, b.reply_name(ch.cref, &r.key));
+            // The name leads to this connection's id on this shard: it
+            // stays here from now on.
+            self.handoff_asked = (true, true);
+        }
         self.stats.published += 1;
         if let Some(tx) = &mut ch.tx {
             b.exchange_exists(vhost, msg.exchange())
@@ -935,6 +958,41 @@ impl Session {
                 self.request(n, req, Pending::Simple { nowait: d.nowait }, b);
                 Ok(())
             }
+            Method::QueueDeclare(d)
+                if d.queue.as_bytes() == reply_to::PSEUDO_QUEUE
+                    || reply_to::is_reply_name(d.queue.as_bytes()) =>
+            {
+                // RabbitMQ answers for the pseudo-queue and for a live
+                // reply name with one consumer and no message.
+                let me = self.conn;
+                let alive = match reply_to::target(d.queue.as_bytes()) {
+                    _ if d.queue.as_bytes() == reply_to::PSEUDO_QUEUE => true,
+                    None => false,
+                    Some(t) if t.ch.conn == me => self
+                        .channels
+                        .iter()
+                        .any(|c| c.cref == t.ch && c.reply.as_ref().is_some_and(|r| r.key == t.key)),
+                    Some(t) => b.reply_name_lives(t),
+                };
+                if !alive {
+                    return Err(AmqpError::not_found(format!(
+                        "no queue '{}' in vhost '{}'",
+                        d.queue, self.vhost_name
+                    )));
+                }
+                if !d.nowait {
+                    ok_frame(
+                        &mut self.out,
+                        n,
+                        Method::QueueDeclareOk(QueueDeclareOk {
+                            queue: d.queue,
+                            message_count: 0,
+                            consumer_count: 1,
+                        }),
+                    );
+                }
+                Ok(())
+            }
             Method::QueueDeclare(d) => {
                 let generated = d.queue.is_empty() && !d.passive;
                 let name = if generated {
@@ -1022,6 +1080,41 @@ impl Session {
                 ok_frame(out, n, Method::BasicQosOk(BasicQosOk {}));
                 Ok(())
             }
+            Method::BasicConsume(c) if c.queue.as_bytes() == reply_to::PSEUDO_QUEUE => {
+                if !c.no_ack {
+                    return Err(reply_to::must_not_ack());
+                }
+                if ch.reply.is_some() {
+                    return Err(reply_to::already_set());
+                }
+                let tag = if c.consumer_tag.is_empty() {
+                    b.unique_name("amq.ctag-")
+                } else {
+                    c.consumer_tag
+                };
+                let pending_tag = matches!(&ch.pending, Some(Pending::Consume { tag: t, .. }) if *t == tag);
+                if pending_tag || ch.consumers.iter().any(|x| x.tag == tag) {
+                    return Err(AmqpError::not_allowed(format!(
+                        "attempt to reuse consumer tag '{tag}'"
+                    )));
+                }
+                let mut key = [0u8; reply_to::KEY_LEN];
+                let random = b.unique_name("");
+                let n_key = random.as_bytes().len().min(key.len());
+                key[..n_key].copy_from_slice(&random.as_bytes()[..n_key]);
+                if !c.nowait {
+                    ok_frame(
+                        out,
+                        n,
+                        Method::BasicConsumeOk(BasicConsumeOk {
+                            consumer_tag: tag.clone(),
+                        }),
+                    );
+                }
+                ch.reply = Some(ReplyConsumer { tag, key });
+                b.reply_consumer(key, true);
+                Ok(())
+            }
             Method::BasicConsume(c) => {
                 let queue = ch.queue_or_last(&c.queue)?;
                 if !self.handoff_asked.1 && self.quiet() {
@@ -1045,7 +1138,8 @@ impl Session {
                     c.consumer_tag
                 };
                 let pending_tag = matches!(&ch.pending, Some(Pending::Consume { tag: t, .. }) if *t == tag);
-                if pending_tag || ch.consumers.iter().any(|x| x.tag == tag) {
+                let reply_tag = ch.reply.as_ref().is_some_and(|r| r.tag == tag);
+                if pending_tag || reply_tag || ch.consumers.iter().any(|x| x.tag == tag) {
                     return Err(AmqpError::not_allowed(format!(
                         "attempt to reuse consumer tag '{tag}'"
                     )));
@@ -1084,6 +1178,21 @@ impl Session {
                     moved: Vec::new(),
                 };
                 self.request(n, Request::Consume { queue, spec }, pending, b);
+                Ok(())
+            }
+            Method::BasicCancel(c) if ch.reply.as_ref().is_some_and(|r| r.tag == c.consumer_tag) => {
+                if let Some(r) = ch.reply.take() {
+                    b.reply_consumer(r.key, false);
+                }
+                if !c.nowait {
+                    ok_frame(
+                        out,
+                        n,
+                        Method::BasicCancelOk(BasicCancelOk {
+                            consumer_tag: c.consumer_tag,
+                        }),
+                    );
+                }
                 Ok(())
             }
             Method::BasicCancel(c) => {
@@ -1254,6 +1363,29 @@ impl Session {
                         _ => self.written.push((d.queue, d.consumer, 1)),
                     }
                 }
+                self.stats.delivered += 1;
+                Ok(())
+            }
+            Event::DirectReply { key, msg, .. } => {
+                let Some(r) = ch.reply.as_ref().filter(|r| r.key == key) else {
+                    return Ok(());
+                };
+                if out.len() > self.cfg.reply_output_max {
+                    self.stats.replies_dropped += 1;
+                    return Ok(());
+                }
+                let tag = ch.next_tag;
+                ch.next_tag += 1;
+                write_basic_deliver(
+                    out,
+                    n,
+                    r.tag.as_bytes(),
+                    tag,
+                    false,
+                    msg.exchange(),
+                    msg.routing_key(),
+                );
+                write_content(out, n, 60, msg.props(), msg.body(), frame_max);
                 self.stats.delivered += 1;
                 Ok(())
             }

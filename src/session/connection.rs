@@ -34,6 +34,10 @@ pub struct SessionConfig {
     pub consumer_timeout_ms: u64,
     /// Time allowed from accept to `connection.open` (RabbitMQ: 10 s).
     pub handshake_timeout_ms: u64,
+    /// Unsent output past which direct replies to this connection are
+    /// dropped: they have no queue to wait in and no flow control, so a
+    /// client that does not read must not make the broker hold them.
+    pub reply_output_max: usize,
 }
 
 impl Default for SessionConfig {
@@ -51,6 +55,7 @@ impl Default for SessionConfig {
             product_version: env!("CARGO_PKG_VERSION").into(),
             consumer_timeout_ms: l.consumer_timeout.as_millis() as u64,
             handshake_timeout_ms: l.handshake_timeout.as_millis() as u64,
+            reply_output_max: 4 * l.write_buffer_high,
         }
     }
 }
@@ -123,6 +128,9 @@ pub struct SessionStats {
     pub published: u64,
     pub delivered: u64,
     pub confirmed: u64,
+    /// Direct replies dropped because the client was not reading (see
+    /// [`SessionConfig::reply_output_max`]).
+    pub replies_dropped: u64,
 }
 
 /// One client connection's protocol state. Owned by the connection's shard

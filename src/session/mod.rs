@@ -22,6 +22,7 @@ pub use connection::{Phase, Session, SessionConfig, Status};
 pub use timers::{CLOSE_TIMEOUT_MS, LINGER_MAX_MS};
 pub use unacked::{Outstanding, UnackedMap};
 
+use crate::broker::reply_to;
 use crate::broker::request::{Reply, Request, Settle};
 use crate::ids::{ChannelRef, ConnId, ConsumerRef, QueueId, VhostId};
 use crate::message::Message;
@@ -98,6 +99,18 @@ pub trait Broker {
     fn hand_off(&mut self, _to: HandOffTarget<'_>) -> bool {
         false
     }
+    /// The name a request's `reply-to: amq.rabbitmq.reply-to` becomes,
+    /// for a channel whose reply consumer holds `key`.
+    fn reply_name(&mut self, ch: ChannelRef, key: &[u8; reply_to::KEY_LEN]) -> ShortStr {
+        reply_to::name_for(0, ch, key)
+    }
+    /// A channel's direct reply-to consumer started (`live`) or ended.
+    fn reply_consumer(&mut self, _key: [u8; reply_to::KEY_LEN], _live: bool) {}
+    /// Whether a reply name leads to a live reply consumer of this node
+    /// (what a declare of it answers).
+    fn reply_name_lives(&mut self, _to: reply_to::Target) -> bool {
+        false
+    }
 }
 
 /// What a quiet connection is about to use, for [`Broker::hand_off`].
@@ -123,6 +136,13 @@ pub enum Event {
         reply: Reply,
     },
     Deliver(Delivery),
+    /// A reply published to a name this channel's direct reply-to
+    /// consumer gave out (`key` is the name's).
+    DirectReply {
+        ch: ChannelRef,
+        key: [u8; reply_to::KEY_LEN],
+        msg: Message,
+    },
     /// A queue took (`ok`) or refused publish `seq`.
     Confirm {
         ch: ChannelRef,
@@ -176,7 +196,7 @@ impl Event {
     /// The channel the event is addressed to, if any.
     pub fn channel(&self) -> Option<ChannelRef> {
         match self {
-            Event::Reply { ch, .. } | Event::Confirm { ch, .. } => Some(*ch),
+            Event::Reply { ch, .. } | Event::Confirm { ch, .. } | Event::DirectReply { ch, .. } => Some(*ch),
             Event::Deliver(d) => Some(d.consumer.ch),
             Event::ConsumerCancelled { consumer }
             | Event::Resumed { consumer, .. }

@@ -383,6 +383,7 @@ pub fn start(mut cfg: Config) -> io::Result<ServerHandle> {
     );
     admin.amqps_addr = tls.as_ref().map(|t| t.0);
     let base_seed = super::state::random_u64();
+    let replies = Arc::new(crate::broker::reply_to::LiveReplies::default());
     let mut threads = Vec::new();
     for i in 0..nshards {
         let cpu = cpus[i % cpus.len()];
@@ -395,6 +396,7 @@ pub fn start(mut cfg: Config) -> io::Result<ServerHandle> {
         let admin = admin.clone();
         let wake = wakes[i].take().expect("one per shard");
         let tls = tls.clone();
+        let replies = replies.clone();
         let log = if i == 0 { topolog.take() } else { None };
         let seed = base_seed ^ ((i as u64 + 1) << 32);
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -416,6 +418,7 @@ pub fn start(mut cfg: Config) -> io::Result<ServerHandle> {
                     admin,
                     wake,
                     tls,
+                    replies,
                 };
                 run_shard(boot, mesh, stop, ready).await;
             })
@@ -461,6 +464,7 @@ struct Boot {
     wake: std::os::unix::net::UnixStream,
     /// The AMQPS address and server configuration.
     tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    replies: Arc<crate::broker::reply_to::LiveReplies>,
 }
 
 async fn run_shard(
@@ -481,6 +485,7 @@ async fn run_shard(
         admin,
         wake,
         tls,
+        replies,
     } = boot;
     let hub = crate::hub::Hub::new(
         id,
@@ -493,7 +498,10 @@ async fn run_shard(
         log,
         now_ms(),
     );
-    let shard = hub.map(|h| Shard::new(h, cfg, stats));
+    let shard = hub.map(|mut h| {
+        h.replies = replies;
+        Shard::new(h, cfg, stats)
+    });
     let listener = shard_listener(addr);
     let tls_listener = tls.as_ref().map(|(a, _)| shard_listener(*a));
     // Join the mesh even when this shard cannot start, so the others are
@@ -874,6 +882,7 @@ fn session_config(cfg: &Config) -> crate::session::SessionConfig {
         product_version: env!("CARGO_PKG_VERSION").into(),
         consumer_timeout_ms: l.consumer_timeout.as_millis() as u64,
         handshake_timeout_ms: l.handshake_timeout.as_millis() as u64,
+        reply_output_max: 4 * l.write_buffer_high,
     }
 }
 

@@ -18,6 +18,7 @@ mod pika;
 mod prereq;
 mod quorum;
 mod raw;
+mod reply_to;
 mod tls;
 mod tutorials;
 mod ui;

@@ -443,6 +443,66 @@ def cc_and_bcc():
     ms = [wait_get(ch, q) for q in (q1, q2, q3)]
     return str([(m[2], sorted((m[1].headers or {}).keys())) for m in ms])
 
+@scen
+def reply_to_consume_with_ack():
+    c = conn(); ch = c.channel(); return err(lambda: ch.basic_consume('amq.rabbitmq.reply-to', lambda *a: None, auto_ack=False))
+@scen
+def reply_to_consume_twice():
+    c = conn(); ch = c.channel(); ch.basic_consume('amq.rabbitmq.reply-to', lambda *a: None, auto_ack=True)
+    return err(lambda: ch.basic_consume('amq.rabbitmq.reply-to', lambda *a: None, auto_ack=True))
+@scen
+def reply_to_without_consumer():
+    c = conn(); ch = c.channel(); q = u('q'); ch.queue_declare(q)
+    ch.basic_publish('', q, b'req', pika.BasicProperties(reply_to='amq.rabbitmq.reply-to'))
+    return err(lambda: ch.queue_declare(q, passive=True))
+@scen
+def reply_to_on_another_channel():
+    c = conn(); ch = c.channel(); ch.basic_consume('amq.rabbitmq.reply-to', lambda *a: None, auto_ack=True)
+    ch2 = c.channel(); q = u('q'); ch2.queue_declare(q)
+    ch2.basic_publish('', q, b'req', pika.BasicProperties(reply_to='amq.rabbitmq.reply-to'))
+    return err(lambda: ch2.queue_declare(q, passive=True))
+@scen
+def reply_to_declare_pseudo_queue():
+    c = conn(); ch = c.channel(); return err(lambda: ch.queue_declare('amq.rabbitmq.reply-to', passive=True).method.consumer_count)
+@scen
+def reply_to_get_pseudo_queue():
+    c = conn(); ch = c.channel(); return err(lambda: ch.basic_get('amq.rabbitmq.reply-to', auto_ack=True))
+@scen
+def reply_to_round_trip():
+    c = conn(); ch = c.channel(); got = []
+    tag = ch.basic_consume('amq.rabbitmq.reply-to', lambda c_, m, p, b: got.append((m.consumer_tag == tag, m.delivery_tag, m.exchange, m.routing_key == rt, m.redelivered, p.correlation_id, b)), auto_ack=True)
+    s = conn(); sch = s.channel(); q = u('q'); sch.queue_declare(q)
+    ch.basic_publish('', q, b'req', pika.BasicProperties(reply_to='amq.rabbitmq.reply-to', correlation_id='c1'))
+    m, p, b = wait_get(sch, q)
+    rt = p.reply_to
+    named = rt.startswith('amq.rabbitmq.reply-to.') and len(rt) > 30
+    live = sch.queue_declare(rt, passive=True).method.consumer_count
+    sch.confirm_delivery()
+    sch.basic_publish('', rt, b'reply', pika.BasicProperties(correlation_id=p.correlation_id))
+    deadline = time.time() + 2
+    while not got and time.time() < deadline: c.process_data_events(0.05)
+    ch.basic_cancel(tag)
+    sch.basic_publish('', rt, b'after cancel')
+    for _ in range(5): c.process_data_events(0.05)
+    gone = err(lambda: sch.queue_declare(rt, passive=True))
+    return str((named, live, got, gone.replace(rt, 'RT')))
+@scen
+def reply_to_unknown_name():
+    c = conn(); ch = c.channel(); ch.basic_publish('', 'amq.rabbitmq.reply-to.garbage', b'x')
+    return err(lambda: ch.queue_declare('amq.rabbitmq.reply-to.garbage', passive=True))
+@scen
+def reply_to_in_transaction():
+    c = conn(); ch = c.channel(); got = []
+    ch.basic_consume('amq.rabbitmq.reply-to', lambda c_, m, p, b: got.append(b), auto_ack=True)
+    q = u('q'); ch.queue_declare(q); ch.tx_select()
+    ch.basic_publish('', q, b'req', pika.BasicProperties(reply_to='amq.rabbitmq.reply-to'))
+    ch.tx_commit()
+    m, p, b = wait_get(ch, q)
+    ch.basic_publish('', p.reply_to, b'reply'); ch.tx_commit()
+    deadline = time.time() + 2
+    while not got and time.time() < deadline: c.process_data_events(0.05)
+    return str(got)
+
 only = sys.argv[2:] 
 for f in S:
     if only and f.__name__ not in only: continue

@@ -12,6 +12,7 @@ mod consume;
 mod errors;
 mod handshake;
 mod publish;
+mod reply_to;
 mod timers;
 
 use super::{Broker, Event, PublishOutcome, Session, SessionConfig, Status};
