@@ -45,6 +45,9 @@ struct Args {
     rate: u64,
     fanout: bool,
     rpc: bool,
+    /// RPC clients take replies through `amq.rabbitmq.reply-to` instead of
+    /// an exclusive queue each.
+    direct_reply_to: bool,
     clients: usize,
     time: u64,
     warmup: u64,
@@ -73,6 +76,7 @@ fn parse() -> Args {
         rate: 0,
         fanout: false,
         rpc: false,
+        direct_reply_to: false,
         clients: 1,
         time: 10,
         warmup: 2,
@@ -99,6 +103,7 @@ fn parse() -> Args {
             "--rate" => a.rate = val().parse().unwrap(),
             "--fanout" => a.fanout = true,
             "--rpc" => a.rpc = true,
+            "--direct-reply-to" => a.direct_reply_to = true,
             "--clients" => a.clients = val().parse().unwrap(),
             "--time" => a.time = val().parse().unwrap(),
             "--warmup" => a.warmup = val().parse().unwrap(),
@@ -339,8 +344,10 @@ async fn rpc_server(a: Args, stop: Arc<AtomicBool>) {
 async fn rpc_client(a: Args, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
     let c = connect(&a.uri).await;
     let ch = c.create_channel().await.unwrap();
-    let reply = ch
-        .queue_declare(
+    let reply_to = if a.direct_reply_to {
+        ShortString::from("amq.rabbitmq.reply-to")
+    } else {
+        ch.queue_declare(
             "".into(),
             QueueDeclareOptions {
                 exclusive: true,
@@ -349,10 +356,13 @@ async fn rpc_client(a: Args, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
             FieldTable::default(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .name()
+        .clone()
+    };
     let mut replies = ch
         .basic_consume(
-            reply.name().clone(),
+            reply_to.clone(),
             "".into(),
             BasicConsumeOptions {
                 no_ack: true,
@@ -369,7 +379,7 @@ async fn rpc_client(a: Args, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
         id += 1;
         body[..8].copy_from_slice(&now_ns().to_le_bytes());
         let props = BasicProperties::default()
-            .with_reply_to(reply.name().clone())
+            .with_reply_to(reply_to.clone())
             .with_correlation_id(ShortString::from(id.to_string()));
         if ch
             .basic_publish("".into(), q.as_str().into(), Default::default(), &body, props)
