@@ -301,6 +301,12 @@ impl Op {
 /// An event for a channel on the consumers' node (its connection id there).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WireEvent {
+    /// A reply to a direct reply-to name of the receiving node.
+    DirectReply {
+        ch: WireCh,
+        key: [u8; crate::broker::reply_to::KEY_LEN],
+        msg: WireMsg,
+    },
     ConsumeOk {
         ch: WireCh,
         queue: u64,
@@ -473,6 +479,14 @@ impl WireEvent {
             ))
         };
         match self {
+            WireEvent::DirectReply { ch, key, msg } => Some((
+                ch.conn(),
+                Event::DirectReply {
+                    ch: ch.on(ch.conn()),
+                    key,
+                    msg: msg.message()?,
+                },
+            )),
             WireEvent::ConsumeOk { ch, queue, consumer } => reply(
                 ch,
                 Reply::ConsumeOk {

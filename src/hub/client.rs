@@ -141,21 +141,39 @@ impl Client<'_> {
     fn direct_reply(&mut self, vhost: VhostId, msg: Message) -> Result<PublishOutcome, AmqpError> {
         let h = &mut *self.hub;
         check_write(&mut self.conn.write_ok, &self.conn.user, &h.topo, vhost, b"")?;
-        let to = reply_to::target(msg.routing_key())
-            .filter(|t| t.node == h.owner.node() && (t.ch.shard() as usize) < h.nshards);
-        if let Some(t) = to {
-            h.routed += 1;
-            h.send_event(
-                t.ch.conn,
-                Event::DirectReply {
+        let to = reply_to::target(msg.routing_key());
+        let routed = match to {
+            Some(t) if t.node == h.owner.node() && (t.ch.shard() as usize) < h.nshards => {
+                h.send_event(
+                    t.ch.conn,
+                    Event::DirectReply {
+                        ch: t.ch,
+                        key: t.key,
+                        msg,
+                    },
+                );
+                true
+            }
+            // Another node's: shard 0 sends it there (dropped if the node
+            // is not a member or cannot be reached, as a reply to a gone
+            // consumer is).
+            Some(t) if t.node != h.owner.node() => {
+                let r = crate::owner::RemoteReply {
+                    node: t.node,
                     ch: t.ch,
                     key: t.key,
                     msg,
-                },
-            );
+                };
+                h.out.to_shard(0, Item::RemoteReply(r));
+                true
+            }
+            _ => false,
+        };
+        if routed {
+            h.routed += 1;
         }
         Ok(PublishOutcome {
-            routed: to.is_some(),
+            routed,
             ..Default::default()
         })
     }
@@ -609,7 +627,7 @@ impl Broker for Client<'_> {
     }
 
     fn reply_name_lives(&mut self, to: reply_to::Target) -> bool {
-        to.node == self.hub.owner.node() && self.hub.replies.contains(&to.key)
+        self.hub.replies.contains(&to.key)
     }
 
     fn hand_off(&mut self, to: HandOffTarget<'_>) -> bool {

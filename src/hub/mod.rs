@@ -55,6 +55,8 @@ pub struct Outbox {
     pub forwards: Vec<crate::owner::Forward>,
     /// Shard 0: operations of local channels on queues of other nodes.
     pub remote_ops: Vec<(u64, QueueId, crate::owner::RemoteOp)>,
+    /// Shard 0: replies to direct reply-to consumers of other nodes.
+    pub remote_replies: Vec<crate::owner::RemoteReply>,
     /// Shard 0: changes to quorum queues for their Raft groups.
     pub quorum: Vec<crate::owner::QuorumProposal>,
     /// Shard 0: quorum groups this node must run (group, replicas).
@@ -86,6 +88,7 @@ impl Outbox {
             held: Vec::new(),
             forwards: Vec::new(),
             remote_ops: Vec::new(),
+            remote_replies: Vec::new(),
             quorum: Vec::new(),
             quorum_open: Vec::new(),
             quorum_forget: Vec::new(),
@@ -279,6 +282,7 @@ impl Hub {
             } => owner.publish_item(topo, out, queue, msg, confirm, publisher, now),
             Item::Forward(f) => out.forwards.push(f),
             Item::Remote { node, queue, op } => out.remote_ops.push((node, queue, op)),
+            Item::RemoteReply(r) => out.remote_replies.push(r),
             Item::Settle { queue, seq, how } => owner.settle(topo, out, queue, seq, how, now),
             Item::Written { queue, consumer, n } => owner.written(queue, consumer, n),
             Item::Credit { queue, consumer, n } => owner.credit(out, queue, consumer, n),

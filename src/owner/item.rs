@@ -100,6 +100,9 @@ pub enum Item {
         queue: QueueId,
         op: RemoteOp,
     },
+    /// To shard 0: a reply to a direct reply-to name of another node of
+    /// the cluster, to send there.
+    RemoteReply(RemoteReply),
     Settle {
         queue: QueueId,
         seq: u64,
@@ -228,4 +231,14 @@ pub enum RemoteOp {
     Drop {
         consumer: crate::ids::ConsumerRef,
     },
+}
+
+/// A reply for a direct reply-to consumer on another node (see
+/// [`Item::RemoteReply`]).
+#[derive(Debug)]
+pub struct RemoteReply {
+    pub node: u64,
+    pub ch: crate::ids::ChannelRef,
+    pub key: [u8; crate::broker::reply_to::KEY_LEN],
+    pub msg: crate::message::Message,
 }

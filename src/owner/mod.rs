@@ -21,7 +21,7 @@ mod service;
 mod slot;
 
 pub use effects::{Effects, QuorumProposal};
-pub use item::{Adoption, Batch, ControlMsg, Forward, Item, QueueOp, RemoteOp, SyncWaiter};
+pub use item::{Adoption, Batch, ControlMsg, Forward, Item, QueueOp, RemoteOp, RemoteReply, SyncWaiter};
 pub use service::{Enqueued, Owner, OwnerConfig, SyncBatch};
 pub use slot::{QueueSlot, QuorumSlot};
 

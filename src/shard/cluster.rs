@@ -1386,6 +1386,49 @@ pub fn stand_in_event(shard: &Rc<Shard>, conn: ConnId, ev: Event) {
     }
 }
 
+/// Sends replies to other nodes' direct reply-to consumers, one batch per
+/// node. A reply is not kept or retried (it has no queue, as RabbitMQ's
+/// has none): one that cannot be sent is dropped, as a reply to a gone
+/// consumer is, and its node is not taken as gone for it.
+pub fn send_replies(shard: &Rc<Shard>, replies: Vec<crate::owner::RemoteReply>) {
+    let Some(glue) = shard.cluster.borrow().clone() else {
+        return;
+    };
+    let mut by_node: HashMap<u64, Vec<remote::WireEvent>> = HashMap::new();
+    for r in replies {
+        by_node
+            .entry(r.node)
+            .or_default()
+            .push(remote::WireEvent::DirectReply {
+                ch: r.ch.into(),
+                key: r.key,
+                msg: (&r.msg).into(),
+            });
+    }
+    for (target, events) in by_node {
+        let Some(addr) = glue.node.addr_of(target) else {
+            log::debug!("a direct reply to unknown cluster node {target:x} dropped");
+            continue;
+        };
+        let glue = glue.clone();
+        glommio::spawn_local(async move {
+            let sent = match postcard::to_stdvec(&events) {
+                Ok(body) => glue
+                    .node
+                    .call(&addr, remote::KIND_EVENTS, body, FORWARD_TIMEOUT)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = sent {
+                log::debug!("{} direct replies to {addr} dropped: {e}", events.len());
+            }
+        })
+        .detach();
+    }
+}
+
 /// Sends the events kept for other nodes, one batch per node. A node that
 /// cannot be reached is taken as gone: what its consumers held here is
 /// requeued and its consumers dropped.

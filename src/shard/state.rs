@@ -149,7 +149,7 @@ impl Shard {
     /// step that follows its publish).
     pub fn after_step(self: &Rc<Self>, now: u64) {
         loop {
-            let (events, closes, log_syncs, adopted, wants_sync, proposals, forwards, remote_ops, quorum) = {
+            let (events, closes, log_syncs, adopted, wants_sync, proposals, forwards, remote, quorum) = {
                 let mut hub = self.hub.borrow_mut();
                 hub.step(now);
                 let wants_sync = hub.owner.wants_sync();
@@ -165,7 +165,10 @@ impl Shard {
                     wants_sync,
                     (std::mem::take(&mut out.proposals), std::mem::take(&mut out.held)),
                     std::mem::take(&mut out.forwards),
-                    std::mem::take(&mut out.remote_ops),
+                    (
+                        std::mem::take(&mut out.remote_ops),
+                        std::mem::take(&mut out.remote_replies),
+                    ),
                     (
                         std::mem::take(&mut out.quorum),
                         std::mem::take(&mut out.quorum_open),
@@ -217,8 +220,12 @@ impl Shard {
             if !forwards.is_empty() {
                 super::cluster::forward(self, forwards);
             }
+            let (remote_ops, remote_replies) = remote;
             if !remote_ops.is_empty() {
                 super::cluster::send_ops(self, remote_ops);
+            }
+            if !remote_replies.is_empty() {
+                super::cluster::send_replies(self, remote_replies);
             }
             for a in adopted {
                 super::conn::adopt(self, a);

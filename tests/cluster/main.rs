@@ -11,3 +11,4 @@ mod processes;
 mod quorum;
 mod quorum_kill;
 mod rename;
+mod reply_to;

@@ -142,7 +142,7 @@ pub(super) fn names(status: &serde_json::Value, f: impl Fn(&serde_json::Value) -
     v
 }
 
-async fn queue_exists(uri: &str, name: &str) -> bool {
+pub(super) async fn queue_exists(uri: &str, name: &str) -> bool {
     passive_declare(uri, name).await.is_some()
 }
 

@@ -1,0 +1,96 @@
+//! Direct reply-to across nodes: an RPC client on one node, its server
+//! and the request queue on another; replies go back over the cluster
+//! port to the client's channel.
+
+use super::nodes::{cluster, connect, queue_exists, rt, wait_for_async};
+use futures::StreamExt;
+use lapin::BasicProperties;
+use lapin::options::*;
+use lapin::types::{FieldTable, ShortString};
+use std::time::Duration;
+
+#[test]
+fn replies_reach_a_client_on_another_node() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 2);
+    rt().block_on(async {
+        // The server and its queue on node 1.
+        let server = connect(&nodes[0].uri()).await;
+        let sch = server.create_channel().await.unwrap();
+        sch.queue_declare(
+            "rpc".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let mut requests = sch
+            .basic_consume(
+                "rpc".into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = requests.next().await {
+                let to = d.properties.reply_to().clone().expect("a reply-to");
+                let props = BasicProperties::default()
+                    .with_correlation_id(d.properties.correlation_id().clone().unwrap_or_default());
+                let mut body = b"re:".to_vec();
+                body.extend_from_slice(&d.data);
+                sch.basic_publish("".into(), to.as_str().into(), Default::default(), &body, props)
+                    .await
+                    .unwrap();
+                d.ack(BasicAckOptions::default()).await.unwrap();
+            }
+        });
+        // The client on node 2.
+        let u2 = nodes[1].uri();
+        wait_for_async(|| queue_exists(&u2, "rpc")).await;
+        let client = connect(&u2).await;
+        let ch = client.create_channel().await.unwrap();
+        let mut replies = ch
+            .basic_consume(
+                "amq.rabbitmq.reply-to".into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for i in 0..20 {
+            let props = BasicProperties::default()
+                .with_reply_to(ShortString::from("amq.rabbitmq.reply-to"))
+                .with_correlation_id(ShortString::from(format!("c{i}")));
+            ch.basic_publish(
+                "".into(),
+                "rpc".into(),
+                Default::default(),
+                format!("{i}").as_bytes(),
+                props,
+            )
+            .await
+            .unwrap();
+            let d = tokio::time::timeout(Duration::from_secs(10), replies.next())
+                .await
+                .expect("a reply from the other node in time")
+                .unwrap()
+                .unwrap();
+            assert_eq!(d.data, format!("re:{i}").into_bytes());
+            assert_eq!(
+                d.properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|s| s.as_str().to_string()),
+                Some(format!("c{i}"))
+            );
+        }
+        let _ = client.close(200, "bye".into()).await;
+        let _ = server.close(200, "bye".into()).await;
+    });
+}
