@@ -253,6 +253,24 @@ impl Channel {
         }
     }
 
+    /// The tag a new consumer gets: the client's, or a generated one; 530
+    /// if the channel has a consumer (started or starting) with it.
+    fn new_consumer_tag(&self, given: ShortStr, b: &mut impl Broker) -> Result<ShortStr, AmqpError> {
+        let tag = if given.is_empty() {
+            b.unique_name("amq.ctag-")
+        } else {
+            given
+        };
+        let pending_tag = matches!(&self.pending, Some(Pending::Consume { tag: t, .. }) if *t == tag);
+        let reply_tag = self.reply.as_ref().is_some_and(|r| r.tag == tag);
+        if pending_tag || reply_tag || self.consumers.iter().any(|x| x.tag == tag) {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        Ok(tag)
+    }
+
     fn queue_or_last(&self, q: &ShortStr) -> Result<ShortStr, AmqpError> {
         if !q.is_empty() {
             return Ok(q.clone());
@@ -1087,17 +1105,7 @@ impl Session {
                 if ch.reply.is_some() {
                     return Err(reply_to::already_set());
                 }
-                let tag = if c.consumer_tag.is_empty() {
-                    b.unique_name("amq.ctag-")
-                } else {
-                    c.consumer_tag
-                };
-                let pending_tag = matches!(&ch.pending, Some(Pending::Consume { tag: t, .. }) if *t == tag);
-                if pending_tag || ch.consumers.iter().any(|x| x.tag == tag) {
-                    return Err(AmqpError::not_allowed(format!(
-                        "attempt to reuse consumer tag '{tag}'"
-                    )));
-                }
+                let tag = ch.new_consumer_tag(c.consumer_tag, b)?;
                 let mut key = [0u8; reply_to::KEY_LEN];
                 let random = b.unique_name("");
                 let n_key = random.as_bytes().len().min(key.len());
@@ -1132,18 +1140,7 @@ impl Session {
                     }
                 }
                 let ch = self.channels.get_mut(n).expect("open channel");
-                let tag = if c.consumer_tag.is_empty() {
-                    b.unique_name("amq.ctag-")
-                } else {
-                    c.consumer_tag
-                };
-                let pending_tag = matches!(&ch.pending, Some(Pending::Consume { tag: t, .. }) if *t == tag);
-                let reply_tag = ch.reply.as_ref().is_some_and(|r| r.tag == tag);
-                if pending_tag || reply_tag || ch.consumers.iter().any(|x| x.tag == tag) {
-                    return Err(AmqpError::not_allowed(format!(
-                        "attempt to reuse consumer tag '{tag}'"
-                    )));
-                }
+                let tag = ch.new_consumer_tag(c.consumer_tag, b)?;
                 let id = self.next_consumer_id;
                 self.next_consumer_id = self.next_consumer_id.wrapping_add(1);
                 let limited = ch.global_prefetch > 0 && !c.no_ack;
@@ -1338,16 +1335,7 @@ impl Session {
                 };
                 let tag = ch.next_tag;
                 ch.next_tag += 1;
-                write_basic_deliver(
-                    out,
-                    n,
-                    c.tag.as_bytes(),
-                    tag,
-                    d.redelivered,
-                    d.msg.exchange(),
-                    d.msg.routing_key(),
-                );
-                write_content(out, n, 60, d.msg.props(), d.msg.body(), frame_max);
+                write_delivery(out, n, c.tag.as_bytes(), tag, d.redelivered, &d.msg, frame_max);
                 if d.needs_ack {
                     ch.unacked.push(Outstanding {
                         tag,
@@ -1376,16 +1364,7 @@ impl Session {
                 }
                 let tag = ch.next_tag;
                 ch.next_tag += 1;
-                write_basic_deliver(
-                    out,
-                    n,
-                    r.tag.as_bytes(),
-                    tag,
-                    false,
-                    msg.exchange(),
-                    msg.routing_key(),
-                );
-                write_content(out, n, 60, msg.props(), msg.body(), frame_max);
+                write_delivery(out, n, r.tag.as_bytes(), tag, false, &msg, frame_max);
                 self.stats.delivered += 1;
                 Ok(())
             }
@@ -1436,6 +1415,29 @@ impl Session {
 }
 
 /// The server's `basic.cancel` (a consumer's queue went away).
+/// `basic.deliver` and the message's content.
+#[inline]
+fn write_delivery(
+    out: &mut BytesMut,
+    n: u16,
+    consumer_tag: &[u8],
+    delivery_tag: u64,
+    redelivered: bool,
+    msg: &Message,
+    frame_max: u32,
+) {
+    write_basic_deliver(
+        out,
+        n,
+        consumer_tag,
+        delivery_tag,
+        redelivered,
+        msg.exchange(),
+        msg.routing_key(),
+    );
+    write_content(out, n, 60, msg.props(), msg.body(), frame_max);
+}
+
 fn write_cancel(out: &mut BytesMut, n: u16, tag: ShortStr) {
     ok_frame(
         out,
