@@ -47,7 +47,18 @@ pub enum QOp {
     Settle { queue: u64, idx: Vec<u64> },
     /// Messages back to the queue: their delivery count grows.
     Return { queue: u64, idx: Vec<u64> },
+    /// First op of a node's write: its writer (`source`, one per node
+    /// and boot) and the write's number, which grows by one per write.
+    /// A write sent again (its leader changed, or its answer was lost) is
+    /// applied once: an entry at or below the writer's last applied
+    /// number is skipped whole.
+    Writer { source: u64, batch: u64 },
 }
+
+/// Writers whose last write a group remembers; past it the one heard
+/// from longest ago is forgotten (a writer is a node's boot, so only
+/// restarts add writers).
+const MAX_WRITERS: usize = 64;
 
 /// One entry of a group's log: a batch of changes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +109,30 @@ pub struct QueueState {
 #[derive(Default)]
 pub struct GroupState {
     pub queues: HashMap<QueueId, QueueState>,
+    /// Per writer: its last applied write's number, and the log index at
+    /// which it was applied (to forget the oldest).
+    writers: HashMap<u64, (u64, u64)>,
+}
+
+impl GroupState {
+    /// Whether a write is new (and records it): a write the log holds
+    /// twice is applied once.
+    fn first_time(&mut self, source: u64, batch: u64, at: u64) -> bool {
+        if self.writers.get(&source).is_some_and(|(last, _)| *last >= batch) {
+            return false;
+        }
+        self.writers.insert(source, (batch, at));
+        if self.writers.len() > MAX_WRITERS
+            && let Some(oldest) = self
+                .writers
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(s, _)| *s)
+        {
+            self.writers.remove(&oldest);
+        }
+        true
+    }
 }
 
 /// What applying an entry did, for the node to mirror in its engines.
@@ -216,12 +251,20 @@ impl QuorumSm {
                 msgs,
             });
         }
-        postcard::to_stdvec(&img).expect("an image encodes")
+        let bytes = postcard::to_stdvec(&img).expect("an image encodes");
+        // The writers follow the image (a snapshot without them, from
+        // before they were kept, reads as none).
+        let writers: Vec<(u64, u64, u64)> = st.writers.iter().map(|(s, (b, at))| (*s, *b, *at)).collect();
+        postcard::to_extend(&writers, bytes).expect("writers encode")
     }
 
     fn load(&self, data: &[u8]) -> io::Result<()> {
-        let img: Image = postcard::from_bytes(data).map_err(bad_data)?;
+        let (img, rest): (Image, &[u8]) = postcard::take_from_bytes(data).map_err(bad_data)?;
         let mut st = GroupState::default();
+        if !rest.is_empty() {
+            let writers: Vec<(u64, u64, u64)> = postcard::from_bytes(rest).map_err(bad_data)?;
+            st.writers = writers.into_iter().map(|(s, b, at)| (s, (b, at))).collect();
+        }
         for q in img.queues {
             let msgs = forward::decode(Bytes::from(q.msgs))?;
             if msgs.len() != q.held.len() {
@@ -244,12 +287,19 @@ impl QuorumSm {
         super::snapshot_file::save::<Quorum>(&self.path, meta, data)
     }
 
-    /// Applies one command to the state; returns what changed.
-    fn apply_cmd(&self, cmd: &QCmd) -> Vec<Applied> {
+    /// Applies one command (the entry at log index `at`) to the state;
+    /// returns what changed.
+    fn apply_cmd(&self, cmd: &QCmd, at: u64) -> Vec<Applied> {
         let mut out = Vec::new();
         let mut st = self.state.borrow_mut();
+        if let Some(QOp::Writer { source, batch }) = cmd.ops.first()
+            && !st.first_time(*source, *batch, at)
+        {
+            return out;
+        }
         for op in &cmd.ops {
             match op {
+                QOp::Writer { .. } => {}
                 QOp::Enqueue { msgs } => {
                     let Ok(msgs) = forward::decode(Bytes::copy_from_slice(msgs)) else {
                         // Every replica reads the same bytes alike.
@@ -376,7 +426,7 @@ impl RaftStateMachine<Quorum> for QuorumSm {
                     }
                 }
                 EntryPayload::Normal(cmd) => {
-                    changed.extend(self.apply_cmd(cmd));
+                    changed.extend(self.apply_cmd(cmd, log_id.index()));
                     self.meta.borrow_mut().applied = Some(log_id);
                 }
                 EntryPayload::Membership(m) => {
@@ -475,5 +525,78 @@ mod tests {
         };
         let b = postcard::to_stdvec(&c).unwrap();
         assert_eq!(postcard::from_bytes::<QCmd>(&b).unwrap(), c);
+    }
+
+    struct NoSink;
+    impl QuorumSink for NoSink {
+        fn applied(&self, _: u32, _: Vec<Applied>) {}
+        fn lead(&self, _: u32, _: u64) {}
+        fn is_deleted(&self, _: QueueId) -> bool {
+            false
+        }
+    }
+
+    fn write(source: u64, batch: u64, body: &[u8]) -> QCmd {
+        let mut msgs = Vec::new();
+        forward::encode(
+            &mut msgs,
+            QueueId(7),
+            &Message::assemble(b"", b"q", &[0, 0], body),
+        );
+        QCmd {
+            ops: vec![QOp::Writer { source, batch }, QOp::Enqueue { msgs }],
+        }
+    }
+
+    fn bodies(sm: &QuorumSm) -> Vec<Vec<u8>> {
+        let st = sm.state.borrow();
+        st.queues[&QueueId(7)]
+            .msgs
+            .values()
+            .map(|h| h.msg.body().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_write_sent_twice_is_applied_once_and_the_snapshot_remembers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = QuorumSm::open(1, 1, dir.path().join("a"), Rc::new(NoSink)).unwrap();
+        assert_eq!(sm.apply_cmd(&write(10, 1, b"a"), 1).len(), 1);
+        // The same write again (its leader changed): skipped whole.
+        assert!(sm.apply_cmd(&write(10, 1, b"a"), 2).is_empty());
+        // Another writer's first write, and this writer's next.
+        assert_eq!(sm.apply_cmd(&write(20, 1, b"b"), 3).len(), 1);
+        assert_eq!(sm.apply_cmd(&write(10, 2, b"c"), 4).len(), 1);
+        // Writes without a writer (from before writers were named) apply.
+        let mut plain = write(10, 2, b"d");
+        plain.ops.remove(0);
+        assert_eq!(sm.apply_cmd(&plain, 5).len(), 1);
+        assert_eq!(bodies(&sm), [b"a", b"b", b"c", b"d"]);
+
+        let img = sm.image();
+        let back = QuorumSm::open(1, 1, dir.path().join("b"), Rc::new(NoSink)).unwrap();
+        back.load(&img).unwrap();
+        assert_eq!(bodies(&back), [b"a", b"b", b"c", b"d"]);
+        assert!(back.apply_cmd(&write(10, 2, b"c"), 6).is_empty());
+        assert!(back.apply_cmd(&write(20, 1, b"b"), 7).is_empty());
+
+        // An image from before the writers were kept reads as none.
+        let (_, rest): (Image, &[u8]) = postcard::take_from_bytes(&img).unwrap();
+        let old = &img[..img.len() - rest.len()];
+        let older = QuorumSm::open(1, 1, dir.path().join("c"), Rc::new(NoSink)).unwrap();
+        older.load(old).unwrap();
+        assert_eq!(bodies(&older), [b"a", b"b", b"c", b"d"]);
+        assert_eq!(older.apply_cmd(&write(10, 2, b"c"), 6).len(), 1);
+    }
+
+    #[test]
+    fn the_writer_heard_from_longest_ago_is_forgotten_past_the_limit() {
+        let mut st = GroupState::default();
+        for s in 0..MAX_WRITERS as u64 + 1 {
+            assert!(st.first_time(s, 1, s));
+        }
+        assert_eq!(st.writers.len(), MAX_WRITERS);
+        assert!(!st.writers.contains_key(&0));
+        assert!(!st.first_time(MAX_WRITERS as u64, 1, 100));
     }
 }

@@ -51,6 +51,12 @@ pub enum Action {
     /// other: a publish there that found no queue yet would be dropped
     /// as unroutable and confirmed.
     Hold(Box<Action>),
+    /// Clustered, inside [`Action::Hold`]: the answer to the declare of a
+    /// quorum queue, to give once the queue's Raft group (here, its id)
+    /// has a leader, as RabbitMQ answers once the queue's Raft cluster
+    /// started. A publish right after the declare-ok then finds a leader
+    /// to confirm it.
+    WhenLed(u32, Box<Action>),
     /// Clustered: append these changes to the metadata log. Every node
     /// (this one included) hands the committed entry back through
     /// [`ControlService::replicated`]; a proposal that cannot be committed
@@ -82,6 +88,7 @@ impl std::fmt::Debug for Action {
             Action::SyncLog(_) => f.write_str("SyncLog"),
             Action::Propose(p) => f.debug_tuple("Propose").field(p).finish(),
             Action::Hold(a) => f.debug_tuple("Hold").field(a).finish(),
+            Action::WhenLed(g, a) => f.debug_tuple("WhenLed").field(g).field(a).finish(),
         }
     }
 }
@@ -146,6 +153,9 @@ struct Op {
     /// Clustered: a change of this operation was committed (its answer
     /// is held: [`Action::Hold`]).
     committed: bool,
+    /// Clustered: the Raft group of a quorum queue it declared (its
+    /// answer waits for a leader: [`Action::WhenLed`]).
+    quorum_group: Option<u32>,
 }
 
 /// Shard 0's state as a member of a cluster.
@@ -328,6 +338,12 @@ impl ControlService {
             op.replan = None;
             op.committed = true;
             let planned = op.committing.take().unwrap_or(changes);
+            op.quorum_group = op.quorum_group.or_else(|| {
+                planned.iter().find_map(|c| match c {
+                    Change::DeclareQueue(d) if d.is_quorum() => Some(d.quorum_group()),
+                    _ => None,
+                })
+            });
             self.apply_and_broadcast(planned);
         } else {
             self.apply_and_broadcast(changes);
@@ -601,6 +617,7 @@ impl ControlService {
             committing: None,
             replan: None,
             committed: false,
+            quorum_group: None,
         });
     }
 
@@ -828,10 +845,10 @@ impl ControlService {
             (Answer::Nobody, _) => None,
         };
         if let Some(a) = answer {
-            self.actions.push_back(if op.committed {
-                Action::Hold(Box::new(a))
-            } else {
-                a
+            self.actions.push_back(match (op.committed, op.quorum_group) {
+                (false, _) => a,
+                (true, None) => Action::Hold(Box::new(a)),
+                (true, Some(group)) => Action::Hold(Box::new(Action::WhenLed(group, Box::new(a)))),
             });
         }
     }

@@ -14,6 +14,7 @@ use crate::cluster::net::{CallError, service_fn};
 use crate::cluster::quorum::{
     Applied, KIND_QUORUM_PROPOSE, QCmd, QOp, Quorum, QuorumRaft, QuorumSink, QuorumSm, raft_config,
 };
+use crate::control::Action;
 use crate::ids::{ChannelRef, QueueId};
 use crate::owner::{ControlMsg, Effects, QuorumProposal};
 use crate::session::Event;
@@ -29,6 +30,9 @@ use std::time::{Duration, Instant};
 const MAX_QUEUED_MESSAGES: usize = 100_000;
 /// How long a proposal may wait for its group to commit it.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the declare-ok of a new quorum queue waits for its group to
+/// elect a leader; past it, it is given anyway (publishes wait for one).
+const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// A leader that has not heard from a majority for this long takes no
 /// new entries (as the metadata group).
 const QUORUM_STALE_MS: u64 = 600;
@@ -69,8 +73,9 @@ impl Group {
 }
 
 /// This node's quorum groups.
-#[derive(Default)]
 pub struct Groups {
+    /// This boot's writer id in the groups' logs ([`QOp::Writer`]).
+    source: u64,
     groups: RefCell<HashMap<u32, Rc<Group>>>,
     opening: RefCell<HashSet<u32>>,
     /// Per group: entries waiting to be written, in order, and whether its
@@ -87,6 +92,20 @@ struct Outbox {
     /// Messages in `queued` (bounded by [`MAX_QUEUED_MESSAGES`]).
     messages: usize,
     running: bool,
+    /// The number of this node's last write to the group.
+    batch: u64,
+}
+
+impl Default for Groups {
+    fn default() -> Self {
+        Groups {
+            // Random, so that two boots (of any node) never share one.
+            source: rand::random(),
+            groups: RefCell::default(),
+            opening: RefCell::default(),
+            outbox: RefCell::default(),
+        }
+    }
 }
 
 impl Groups {
@@ -204,6 +223,30 @@ fn activate(shard: &Rc<Shard>, g: &Group, group: u32, new_term: bool) {
         }
     }
     shard.after_step(now);
+}
+
+/// Gives `answer` (a quorum queue's declare-ok) once the queue's group has
+/// a leader, or after [`LEADER_WAIT`]; at once if this node runs no such
+/// group (it holds no replica).
+pub fn when_led(shard: &Rc<Shard>, group: u32, answer: Action) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let deadline = Instant::now() + LEADER_WAIT;
+        while Instant::now() < deadline {
+            let Some(gs) = groups(&shard) else { break };
+            let g = gs.groups.borrow().get(&group).cloned();
+            match g {
+                Some(g) if g.raft.metrics().borrow_watched().current_leader.is_some() => break,
+                Some(_) => {}
+                None if gs.opening.borrow().contains(&group) => {}
+                None => break,
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        shard.hub.borrow_mut().release(answer);
+        shard.after_step(now_ms());
+    })
+    .detach();
 }
 
 /// Opens the groups this node must run (their queues were declared).
@@ -482,7 +525,7 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
 /// that queued while the previous one was on its way.
 async fn writer(shard: Rc<Shard>, gs: Rc<Groups>, group: u32) {
     loop {
-        let batch: Vec<Entry> = {
+        let (batch, number): (Vec<Entry>, u64) = {
             let mut out = gs.outbox.borrow_mut();
             let Some(o) = out.get_mut(&group) else {
                 return;
@@ -492,9 +535,14 @@ async fn writer(shard: Rc<Shard>, gs: Rc<Groups>, group: u32) {
                 return;
             }
             o.messages = 0;
-            o.queued.drain(..).collect()
+            o.batch += 1;
+            (o.queued.drain(..).collect(), o.batch)
         };
         let mut cmd = QCmd::default();
+        cmd.ops.push(QOp::Writer {
+            source: gs.source,
+            batch: number,
+        });
         let mut confirms = Vec::new();
         let mut undo = Vec::new();
         for (c, k, u) in batch {
@@ -530,7 +578,8 @@ async fn writer(shard: Rc<Shard>, gs: Rc<Groups>, group: u32) {
 }
 
 /// Appends `cmd` to the group's log through its leader and waits until it
-/// is committed.
+/// is committed. A write that fails because the leader changed is sent
+/// again to the next one: the group applies it once ([`QOp::Writer`]).
 async fn write(shard: &Rc<Shard>, group: u32, cmd: QCmd) -> Result<(), String> {
     let deadline = Instant::now() + COMMIT_TIMEOUT;
     let Some(node) = shard.cluster.borrow().as_ref().map(|g| g.node.clone()) else {
@@ -562,7 +611,10 @@ async fn write(shard: &Rc<Shard>, group: u32, cmd: QCmd) -> Result<(), String> {
             // Not leader (yet, or any more): wait for one, as when the
             // leader is another node.
             (Some(l), _) if l == node.id && may_write_here(&g).is_ok() => {
-                return write_here(&g, cmd, left).await;
+                match write_here(&g, cmd.clone(), left).await {
+                    Err(e) if e.starts_with("not leader") => {}
+                    r => return r,
+                }
             }
             (Some(l), _) if l == node.id => {}
             (Some(_), Some(addr)) => match node.call(&addr, KIND_QUORUM_PROPOSE, body.clone(), left).await {

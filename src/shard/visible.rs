@@ -79,15 +79,22 @@ pub fn hold(shard: &Rc<Shard>, answers: Vec<Action>) {
 fn release(shard: &Rc<Shard>, answers: Vec<Action>) {
     let shard = shard.clone();
     glommio::spawn_local(async move {
-        {
-            let mut hub = shard.hub.borrow_mut();
-            for a in answers {
-                hub.release(a);
-            }
-        }
+        give(&shard, answers);
         shard.after_step(super::state::now_ms());
     })
     .detach();
+}
+
+/// Gives answers: a quorum queue's declare-ok once its group has a
+/// leader, the others now.
+fn give(shard: &Rc<Shard>, answers: Vec<Action>) {
+    let mut hub = shard.hub.borrow_mut();
+    for a in answers {
+        match a {
+            Action::WhenLed(group, a) => super::quorum::when_led(shard, group, *a),
+            a => hub.release(a),
+        }
+    }
 }
 
 /// Answers the other nodes' requests whose broadcasts every shard applied
@@ -158,12 +165,7 @@ async fn rounds(shard: Weak<Shard>, node: Rc<Node>, v: Rc<Visible>) {
             }
             ready.into_iter().map(|(_, a)| a).collect()
         };
-        {
-            let mut hub = shard.hub.borrow_mut();
-            for a in ready {
-                hub.release(a);
-            }
-        }
+        give(&shard, ready);
         shard.after_step(super::state::now_ms());
     }
 }

@@ -272,3 +272,50 @@ fn committed_ids_follow_committed_entries_not_the_planner() {
     assert!(commit(&mut [&mut a, &mut b], 0, &pa));
     assert_eq!((a.svc.committed_ids()[0], b.svc.committed_ids()[0]), (3, 3));
 }
+
+/// RabbitMQ answers a quorum queue's declare once the queue's Raft
+/// cluster started: the answer waits for the group's leader too.
+#[test]
+fn a_quorum_declare_is_answered_once_its_group_has_a_leader() {
+    let (mut a, mut b) = two_nodes(1);
+    a.svc.set_quorum_nodes(1, vec![1, 2, 3]);
+    let quorum = FieldValue::LongStr(LongStr::new(bytes::Bytes::from_static(b"quorum")));
+    let args: FieldTable = [(ss("x-queue-type"), quorum)].into_iter().collect();
+    let req = Request::QueueDeclare {
+        name: ss("qq"),
+        generated: false,
+        passive: false,
+        durable: true,
+        exclusive: false,
+        auto_delete: false,
+        args,
+    };
+    a.request(chan(0, 1), req);
+    a.poll();
+    let p = a.proposals.pop().unwrap();
+    let group = match &p.changes[..] {
+        [Change::DeclareQueue(d)] => {
+            assert_eq!(d.replicas.len(), 3);
+            d.quorum_group()
+        }
+        other => panic!("one declare: {other:?}"),
+    };
+    assert!(commit(&mut [&mut a, &mut b], 0, &p));
+    let step = a.poll();
+    let want = format!(
+        "held reply (once group {group:x} has a leader) {:?}/1: declare-ok qq messages=0 consumers=0",
+        chan(0, 1).conn
+    );
+    assert_eq!(step.last(), Some(&want), "{step:?}");
+    // A classic queue's declare is held as before.
+    a.request(chan(0, 1), declare("classic", true));
+    a.poll();
+    let p = a.proposals.pop().unwrap();
+    assert!(commit(&mut [&mut a, &mut b], 0, &p));
+    let step = a.poll();
+    let last = step.last().expect("an answer");
+    assert!(
+        last.starts_with("held reply ") && !last.contains("leader"),
+        "{step:?}"
+    );
+}

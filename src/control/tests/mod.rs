@@ -298,8 +298,18 @@ impl C {
                         tx.try_send(r).expect("one answer per operation");
                         d
                     }
+                    Action::WhenLed(group, a) => match *a {
+                        Action::Reply(ch, r) => format!(
+                            "held reply (once group {group:x} has a leader) {:?}/{}: {}",
+                            ch.conn,
+                            ch.channel,
+                            describe_reply(&r)
+                        ),
+                        _ => panic!("only a channel's answer waits for a leader"),
+                    },
                     _ => panic!("only answers are held"),
                 },
+                Action::WhenLed(..) => panic!("a wait for a leader comes only held"),
                 Action::AdminReply(tx, r) => {
                     let d = admin_result(&r);
                     tx.try_send(r).expect("one answer per operation");
