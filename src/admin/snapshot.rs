@@ -220,6 +220,9 @@ pub struct ShardStats {
     pub ring_batches: u64,
     /// Connections this shard handed over to the shard of their queue.
     pub handoffs: u64,
+    /// Direct replies dropped by the shard's connections (their client
+    /// was not reading).
+    pub replies_dropped: u64,
     /// Times the shard's thread went to sleep and was woken (voluntary
     /// context switches), and was preempted (involuntary).
     pub wakeups: u64,

@@ -228,7 +228,7 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot, per_object: bool) -> String {
     }
 
     type SField = fn(&crate::admin::ShardStats) -> u64;
-    let per_shard: [(&str, &str, &str, SField); 11] = [
+    let per_shard: [(&str, &str, &str, SField); 12] = [
         (
             "warren_shard_messages_routed_total",
             "counter",
@@ -258,6 +258,12 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot, per_object: bool) -> String {
             "counter",
             "Connections handed over to the shard that owns their queue",
             |s| s.handoffs,
+        ),
+        (
+            "warren_shard_direct_replies_dropped_total",
+            "counter",
+            "Direct replies (amq.rabbitmq.reply-to) dropped because the client was not reading its connection",
+            |s| s.replies_dropped,
         ),
         (
             "warren_shard_wakeups_total",

@@ -129,7 +129,8 @@ pub struct SessionStats {
     pub delivered: u64,
     pub confirmed: u64,
     /// Direct replies dropped because the client was not reading (see
-    /// [`SessionConfig::reply_output_max`]).
+    /// [`SessionConfig::reply_output_max`]), since the runtime last took
+    /// the count (into the shard's total).
     pub replies_dropped: u64,
 }
 

@@ -400,6 +400,7 @@ fn snapshot(shard: &Shard) -> ShardSnapshot {
         ring_items: shard.ring_items.get(),
         ring_batches: shard.ring_batches.get(),
         handoffs: shard.handoffs.get(),
+        replies_dropped: shard.replies_dropped.get(),
         wakeups: switches.0,
         preemptions: switches.1,
         park_batching: shard.park_batching.get() as u64,

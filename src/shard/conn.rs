@@ -475,6 +475,10 @@ async fn serve<S: Transport>(
                 _ => session.stay(),
             }
         }
+        if session.stats.replies_dropped > 0 {
+            let n = std::mem::take(&mut session.stats.replies_dropped);
+            shard.replies_dropped.set(shard.replies_dropped.get() + n);
+        }
         shard.after_step(wall);
         // Keep the management view fresh: at once when the phase changes,
         // otherwise about once a second.

@@ -96,6 +96,9 @@ pub struct Shard {
     pub ring_batches: Cell<u64>,
     /// Connections this shard handed over to another.
     pub handoffs: Cell<u64>,
+    /// Direct replies dropped by this shard's connections (their client
+    /// was not reading).
+    pub replies_dropped: Cell<u64>,
     /// Bytes read from clients' sockets (the work the park batching
     /// control measures), and whether parks batch now.
     pub recv_bytes: Cell<u64>,
@@ -130,6 +133,7 @@ impl Shard {
             ring_items: Cell::new(0),
             ring_batches: Cell::new(0),
             handoffs: Cell::new(0),
+            replies_dropped: Cell::new(0),
             recv_bytes: Cell::new(0),
             park_batching: Cell::new(false),
             cluster: RefCell::new(None),

@@ -121,3 +121,142 @@ async fn an_rpc_client_moves_to_its_servers_shard() {
     assert_eq!(handoffs(&b), 1);
     assert_eq!(b.handle.connections_per_shard(), [2, 0]);
 }
+
+/// A client that stops reading: replies to it pile up in its connection
+/// only up to the cap (4 × the write buffer's high mark), then are dropped
+/// and counted (`warren_shard_direct_replies_dropped_total`), and the
+/// server that publishes them is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_to_a_client_that_does_not_read_are_dropped_and_counted() {
+    use bytes::BytesMut;
+    use warren::protocol::methods::{BasicConsume, BasicPublish, Method};
+    use warren::protocol::{BasicProperties as Props, ShortStr, write_content, write_method_frame};
+
+    let b = common::start_with_mgmt(1);
+    let server = b.broker.connect().await;
+    let sch = server.create_channel().await.unwrap();
+    sch.queue_declare(
+        "rpc-d".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    // The client: a reply consumer and one request, then it reads nothing.
+    let t = crate::raw::Target {
+        addr: b.broker.handle.amqp_addr(),
+        _broker: None,
+    };
+    let mut c = tokio::task::spawn_blocking(move || {
+        let mut c = crate::raw::Raw::open(&t, 0);
+        c.open_channel(1);
+        c.send_method(
+            1,
+            Method::BasicConsume(BasicConsume {
+                queue: ShortStr::from_static(PSEUDO),
+                no_ack: true,
+                ..Default::default()
+            }),
+        );
+        assert!(matches!(c.method(), Some(Method::BasicConsumeOk(_))));
+        let mut out = BytesMut::new();
+        write_method_frame(
+            &mut out,
+            1,
+            &Method::BasicPublish(BasicPublish {
+                routing_key: ShortStr::from_static("rpc-d"),
+                ..Default::default()
+            }),
+        );
+        let mut props = BytesMut::new();
+        Props {
+            reply_to: Some(ShortStr::from_static(PSEUDO)),
+            ..Default::default()
+        }
+        .encode(&mut props);
+        write_content(&mut out, 1, 60, &props, b"req", 131_072);
+        c.send(&out);
+        c
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    let got = loop {
+        if let Some(m) = sch
+            .basic_get("rpc-d".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "no request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let to = got.delivery.properties.reply_to().clone().expect("a reply-to");
+    // 48 MiB of replies: more than the sockets' buffers and the cap hold.
+    let body = vec![b'r'; 256 * 1024];
+    for _ in 0..192 {
+        sch.basic_publish(
+            "".into(),
+            to.as_str().into(),
+            Default::default(),
+            &body,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    // The server's connection was not held up: its next method is
+    // answered (and its publishes before it were handled).
+    sch.queue_declare(
+        "after".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let dropped = || {
+        let snap = b.broker.handle.admin().snapshot().expect("snapshot");
+        snap.shards.iter().map(|s| s.replies_dropped).sum::<u64>()
+    };
+    // Until the client's connection has taken every reply (the count
+    // stops moving).
+    let deadline = std::time::Instant::now() + T;
+    let mut last = u64::MAX;
+    loop {
+        let now = dropped();
+        if now > 0 && now == last {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reply was dropped");
+        last = now;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (s, text) = common::http_text("GET", &format!("{}/metrics", b.base), None, None);
+    assert_eq!(s, 200);
+    let n: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("warren_shard_direct_replies_dropped_total{shard=\"0\"} "))
+        .expect("the metric")
+        .parse()
+        .unwrap();
+    assert!(
+        n == last && n < 192,
+        "{n} of 192 dropped ({last} in the snapshot)"
+    );
+    // The client, reading again, gets every reply that was kept.
+    let kept = 192 - n as usize;
+    let read = tokio::task::spawn_blocking(move || {
+        let mut got = 0;
+        while got < kept {
+            match c.method() {
+                Some(Method::BasicDeliver(_)) => got += 1,
+                other => panic!("after {got} replies: {other:?}"),
+            }
+        }
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(read, kept);
+}
