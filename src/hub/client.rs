@@ -630,6 +630,10 @@ impl Broker for Client<'_> {
         self.hub.replies.contains(&to.key)
     }
 
+    fn reply_name_gone(&mut self, to: reply_to::Target) -> bool {
+        to.node == self.hub.owner.node() && !self.hub.replies.contains(&to.key)
+    }
+
     fn hand_off(&mut self, to: HandOffTarget<'_>) -> bool {
         let h = &mut *self.hub;
         if !h.cfg.connection_handoff || h.nshards < 2 || self.conn.exclusive {

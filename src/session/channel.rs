@@ -448,6 +448,14 @@ impl Channel {
     }
 }
 
+/// Whether a mandatory publish is returned: it reached no queue, or it is
+/// a direct reply to a name of this node whose reply consumer ended (it
+/// went nowhere).
+fn unrouted(b: &mut impl Broker, m: &Message, routed: bool) -> bool {
+    !routed
+        || m.exchange().is_empty() && reply_to::target(m.routing_key()).is_some_and(|t| b.reply_name_gone(t))
+}
+
 fn ok_frame(out: &mut BytesMut, ch: u16, m: Method) {
     write_method_frame(out, ch, &m);
 }
@@ -882,7 +890,7 @@ impl Session {
         let outcome = b
             .publish(ch.cref, vhost, msg, confirm)
             .map_err(|e| e.with_method(60, 40))?;
-        if let Some(m) = ret.filter(|_| !outcome.routed) {
+        if let Some(m) = ret.filter(|m| unrouted(b, m, outcome.routed)) {
             write_basic_return(&mut self.out, n, 312, b"NO_ROUTE", m.exchange(), m.routing_key());
             write_content(&mut self.out, n, 60, m.props(), m.body(), self.frame_max);
         }
@@ -1312,7 +1320,7 @@ impl Session {
             let ch = self.channels.get_mut(n).expect("open channel");
             let ret = mandatory.then(|| msg.clone());
             let outcome = b.publish(ch.cref, vhost, msg, None)?;
-            if let Some(m) = ret.filter(|_| !outcome.routed) {
+            if let Some(m) = ret.filter(|m| unrouted(b, m, outcome.routed)) {
                 write_basic_return(&mut self.out, n, 312, b"NO_ROUTE", m.exchange(), m.routing_key());
                 write_content(&mut self.out, n, 60, m.props(), m.body(), self.frame_max);
             }

@@ -111,6 +111,12 @@ pub trait Broker {
     fn reply_name_lives(&mut self, _to: reply_to::Target) -> bool {
         false
     }
+    /// Whether a reply name leads to no reply consumer, as far as this
+    /// node knows: one of this node whose consumer ended (a mandatory
+    /// reply to it is returned). Another node's name is taken as live.
+    fn reply_name_gone(&mut self, _to: reply_to::Target) -> bool {
+        false
+    }
 }
 
 /// What a quiet connection is about to use, for [`Broker::hand_off`].

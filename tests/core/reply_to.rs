@@ -260,3 +260,97 @@ async fn replies_to_a_client_that_does_not_read_are_dropped_and_counted() {
     .unwrap();
     assert_eq!(read, kept);
 }
+
+/// A mandatory reply to a live reply consumer is delivered; once that
+/// consumer is cancelled, a mandatory reply to its name comes back
+/// (`basic.return` 312 NO_ROUTE) instead of vanishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mandatory_reply_to_an_ended_consumer_is_returned() {
+    let b = common::start(1);
+    let client = b.connect().await;
+    let cch = client.create_channel().await.unwrap();
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut replies = cch
+        .basic_consume(PSEUDO.into(), "rc".into(), no_ack, FieldTable::default())
+        .await
+        .unwrap();
+    let server = b.connect().await;
+    let sch = server.create_channel().await.unwrap();
+    sch.queue_declare(
+        "rpc-m".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    sch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    cch.basic_publish(
+        "".into(),
+        "rpc-m".into(),
+        Default::default(),
+        b"req",
+        BasicProperties::default().with_reply_to(ShortString::from(PSEUDO)),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    let request = loop {
+        if let Some(m) = sch
+            .basic_get("rpc-m".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "no request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let to = request
+        .delivery
+        .properties
+        .reply_to()
+        .clone()
+        .expect("a reply-to");
+    let mandatory = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let reply = |body: &'static [u8]| {
+        let (sch, to) = (sch.clone(), to.clone());
+        async move {
+            sch.basic_publish(
+                "".into(),
+                to.as_str().into(),
+                mandatory,
+                body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+        }
+    };
+    let c = reply(b"first").await;
+    assert!(
+        c.is_ack() && c.take_message().is_none(),
+        "delivered, not returned"
+    );
+    let d = tokio::time::timeout(T, replies.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.data, b"first");
+    cch.basic_cancel("rc".into(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+    let c = reply(b"second").await;
+    let back = c.take_message().expect("returned");
+    assert_eq!(back.reply_code, 312);
+    assert_eq!(back.reply_text.as_str(), "NO_ROUTE");
+    assert_eq!(back.delivery.data, b"second");
+}
