@@ -100,20 +100,24 @@ pub fn target(name: &[u8]) -> Option<Target> {
     })
 }
 
-/// Whether a message's raw properties ask for a direct reply (`reply-to`
-/// exactly `amq.rabbitmq.reply-to`). Reads the flags first, so the usual
-/// message without `reply-to` costs two byte reads.
-pub fn asks_for_reply(props: &[u8]) -> bool {
+/// A request's properties, decoded, when they ask for a direct reply
+/// (`reply-to` exactly `amq.rabbitmq.reply-to`). Reads the flags first,
+/// so the usual message without `reply-to` costs two byte reads; a
+/// request is decoded once, for [`readdressed`] to reuse.
+pub fn reply_request(msg: &Message) -> Option<BasicProperties> {
+    let props = msg.props();
     let has_reply_to = props.first().is_some_and(|b| b & 0x02 != 0);
-    has_reply_to
-        && props.windows(PSEUDO_QUEUE.len()).any(|w| w == PSEUDO_QUEUE)
-        && BasicProperties::decode(&bytes::Bytes::copy_from_slice(props))
-            .is_ok_and(|p| p.reply_to.is_some_and(|r| r.as_bytes() == PSEUDO_QUEUE))
+    if !has_reply_to || !props.windows(PSEUDO_QUEUE.len()).any(|w| w == PSEUDO_QUEUE) {
+        return None;
+    }
+    BasicProperties::decode(&msg.props_bytes())
+        .ok()
+        .filter(|p| p.reply_to.as_ref().is_some_and(|r| r.as_bytes() == PSEUDO_QUEUE))
 }
 
-/// The message with its `reply-to` replaced by `name`.
-pub fn readdressed(msg: &Message, name: ShortStr) -> Message {
-    let mut p = BasicProperties::decode(&msg.props_bytes()).unwrap_or_default();
+/// The message with its properties `p` (decoded by [`reply_request`]),
+/// their `reply-to` replaced by `name`.
+pub fn readdressed(msg: &Message, mut p: BasicProperties, name: ShortStr) -> Message {
     p.reply_to = Some(name);
     let mut m = Message::assemble(msg.exchange(), msg.routing_key(), &p.to_bytes(), msg.body());
     m.persistent = msg.persistent;
@@ -183,23 +187,23 @@ mod tests {
 
     #[test]
     fn only_the_exact_pseudo_queue_asks_for_a_reply() {
+        let msg = |p: BasicProperties| Message::assemble(b"", b"rpc", &p.to_bytes(), b"");
         let with = |r: &str| {
-            BasicProperties {
+            msg(BasicProperties {
                 reply_to: Some(ShortStr::from_string_lossy(r)),
                 correlation_id: Some(ShortStr::from_string_lossy("c1")),
                 ..Default::default()
-            }
-            .to_bytes()
+            })
         };
-        assert!(asks_for_reply(&with("amq.rabbitmq.reply-to")));
-        assert!(!asks_for_reply(&with("amq.rabbitmq.reply-to.x")));
-        assert!(!asks_for_reply(&with("my-queue")));
-        let none = BasicProperties {
+        let p = reply_request(&with("amq.rabbitmq.reply-to")).expect("asks");
+        assert_eq!(p.correlation_id, Some(ShortStr::from_string_lossy("c1")));
+        assert!(reply_request(&with("amq.rabbitmq.reply-to.x")).is_none());
+        assert!(reply_request(&with("my-queue")).is_none());
+        let none = msg(BasicProperties {
             correlation_id: Some(ShortStr::from_string_lossy("amq.rabbitmq.reply-to")),
             ..Default::default()
-        }
-        .to_bytes();
-        assert!(!asks_for_reply(&none));
+        });
+        assert!(reply_request(&none).is_none());
     }
 
     #[test]
@@ -213,7 +217,8 @@ mod tests {
         let mut m = Message::assemble(b"", b"rpc", &props.to_bytes(), b"body");
         m.persistent = true;
         let name = name_for(0, ch(), KEY);
-        let r = readdressed(&m, name.clone());
+        let asked = reply_request(&m).expect("asks");
+        let r = readdressed(&m, asked, name.clone());
         let p = BasicProperties::decode(&r.props_bytes()).unwrap();
         assert_eq!(p.reply_to, Some(name));
         assert_eq!(p.correlation_id, props.correlation_id);

@@ -859,11 +859,11 @@ impl Session {
         };
         let mandatory = head.mandatory;
         let mut msg = publish::finish(&self.chunk, head, props, persistent, priority, expiration, body);
-        if reply_to::asks_for_reply(msg.props()) {
+        if let Some(asked) = reply_to::reply_request(&msg) {
             let Some(r) = &ch.reply else {
                 return Err(reply_to::no_consumer().with_method(60, 40));
             };
-            msg = reply_to::readdressed(&msg, b.reply_name(ch.cref, &r.key));
+            msg = reply_to::readdressed(&msg, asked, b.reply_name(ch.cref, &r.key));
             // The name leads to this connection's id on this shard: it
             // stays here from now on.
             self.handoff_asked = (true, true);
