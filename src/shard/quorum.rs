@@ -227,7 +227,8 @@ fn activate(shard: &Rc<Shard>, g: &Group, group: u32, new_term: bool) {
 
 /// Gives `answer` (a quorum queue's declare-ok) once the queue's group has
 /// a leader, or after [`LEADER_WAIT`]; at once if this node runs no such
-/// group (it holds no replica).
+/// group (it holds no replica). Not to be called with the hub borrowed:
+/// the task may run, and take it, before this returns.
 pub fn when_led(shard: &Rc<Shard>, group: u32, answer: Action) {
     let shard = shard.clone();
     glommio::spawn_local(async move {

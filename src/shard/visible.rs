@@ -88,12 +88,20 @@ fn release(shard: &Rc<Shard>, answers: Vec<Action>) {
 /// Gives answers: a quorum queue's declare-ok once its group has a
 /// leader, the others now.
 fn give(shard: &Rc<Shard>, answers: Vec<Action>) {
-    let mut hub = shard.hub.borrow_mut();
-    for a in answers {
-        match a {
-            Action::WhenLed(group, a) => super::quorum::when_led(shard, group, *a),
-            a => hub.release(a),
+    let mut later = Vec::new();
+    {
+        let mut hub = shard.hub.borrow_mut();
+        for a in answers {
+            match a {
+                Action::WhenLed(group, a) => later.push((group, *a)),
+                a => hub.release(a),
+            }
         }
+    }
+    // Outside the borrow: glommio runs a spawned task at once, and the
+    // wait's task takes the hub when its group already has a leader.
+    for (group, a) in later {
+        super::quorum::when_led(shard, group, a);
     }
 }
 

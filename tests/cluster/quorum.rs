@@ -18,16 +18,18 @@ pub(super) fn quorum_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
 pub(super) async fn declare_quorum(uri: &str, name: &str, extra: &[(&str, AMQPValue)]) {
     let conn = connect(uri).await;
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
+    let declare = ch.queue_declare(
         name.into(),
         QueueDeclareOptions {
             durable: true,
             ..Default::default()
         },
         quorum_args(extra),
-    )
-    .await
-    .expect("declares a quorum queue");
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(30), declare)
+        .await
+        .expect("a declare-ok in time")
+        .expect("declares a quorum queue");
     let _ = conn.close(200, "bye".into()).await;
 }
 
@@ -486,4 +488,34 @@ fn consumers_continue_on_the_new_leader_after_the_old_one_stops() {
         let _ = probe_conn.close(200, "bye".into()).await;
         let _ = conn.close(200, "bye".into()).await;
     });
+}
+
+/// Quorum queues share a Raft group per replica set: one declared for a
+/// set whose group has a leader already gets its declare-ok at once, and
+/// takes confirmed publishes.
+#[test]
+fn a_queue_of_a_group_with_a_leader_is_declared_and_confirms() {
+    debug_logs();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3);
+    let names = ["q0", "q1", "q2", "q3"];
+    rt().block_on(async {
+        for (i, q) in names.iter().enumerate() {
+            declare_quorum(&nodes[0].uri(), q, &[]).await;
+            let sent = publish_until_confirmed(&nodes[0].uri(), q, q, 0..20).await;
+            assert_eq!(sent.len(), 20, "queue {i}");
+        }
+    });
+    // Four queues over three nodes: two of them have the same replicas,
+    // in the same order, so one group.
+    let snap = nodes[0].h().admin().snapshot().unwrap();
+    let members = |name: &str| {
+        let q = snap.queues.iter().find(|q| q.name == name).expect("the queue");
+        q.quorum.as_ref().expect("a quorum queue").members.clone()
+    };
+    let sets: std::collections::HashSet<Vec<String>> = names.iter().map(|q| members(q)).collect();
+    assert!(
+        sets.len() < names.len(),
+        "every queue in a group of its own: {sets:?}"
+    );
 }
