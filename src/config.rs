@@ -26,6 +26,12 @@ pub struct Config {
     /// to) queues of one other shard to that shard, at a quiet point, so
     /// its messages do not cross shards.
     pub connection_handoff: bool,
+    /// End the process (abort) when a shard's thread panics, instead of
+    /// running on without the shard: its connections and queues would be
+    /// gone while the others still take clients. The `warren` binary sets
+    /// it, for a supervisor to restart the node (what was confirmed is on
+    /// disk or in its quorum queues' logs); an embedding may not.
+    pub abort_on_shard_panic: bool,
     /// Which shard a new classic queue goes to (see [`QueueLocator`]).
     pub queue_locator: QueueLocator,
     /// How long a shard that goes to sleep may hold its wake-up to collect
@@ -197,6 +203,7 @@ impl Default for Config {
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
             connection_handoff: true,
+            abort_on_shard_panic: false,
             queue_locator: QueueLocator::ClientLocal,
             park_batching: DEFAULT_PARK_BATCHING,
             tls: None,

@@ -156,6 +156,7 @@ fn main() -> ExitCode {
             .filter(|u| !u.is_empty())
             .collect(),
         connection_handoff: !args.no_connection_handoff,
+        abort_on_shard_panic: true,
         queue_locator: args.queue_locator,
         park_batching: std::time::Duration::from_micros(args.park_batch_us),
         ..Default::default()

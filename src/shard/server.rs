@@ -388,6 +388,7 @@ pub fn start(mut cfg: Config) -> io::Result<ServerHandle> {
     for i in 0..nshards {
         let cpu = cpus[i % cpus.len()];
         let cfg = cfg.clone();
+        let abort_on_panic = cfg.abort_on_shard_panic;
         let stop = stop.clone();
         let mesh = mesh.clone();
         let ready = ready_tx.clone();
@@ -424,7 +425,13 @@ pub fn start(mut cfg: Config) -> io::Result<ServerHandle> {
             })
             .map_err(|e| io::Error::other(format!("cannot start shard {i}: {e}")))?;
         threads.push(std::thread::spawn(move || {
-            let _ = h.join();
+            if let Err(glommio::GlommioError::BuilderError(glommio::BuilderErrorKind::ThreadPanic(_))) =
+                h.join()
+                && abort_on_panic
+            {
+                log::error!("shard {i} panicked: ending the process (the node restarts from its data)");
+                std::process::abort();
+            }
         }));
     }
     drop(ready_tx);
