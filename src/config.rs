@@ -28,9 +28,10 @@ pub struct Config {
     pub connection_handoff: bool,
     /// End the process (abort) when a shard's thread panics, instead of
     /// running on without the shard: its connections and queues would be
-    /// gone while the others still take clients. The `warren` binary sets
-    /// it, for a supervisor to restart the node (what was confirmed is on
-    /// disk or in its quorum queues' logs); an embedding may not.
+    /// gone while the others still take clients. Off by default (an
+    /// embedding decides); the `warren` binary sets it, for a supervisor to
+    /// restart the node (what was confirmed is on disk or in its quorum
+    /// queues' logs), and so do the tests' brokers, to fail at once.
     pub abort_on_shard_panic: bool,
     /// Which shard a new classic queue goes to (see [`QueueLocator`]).
     pub queue_locator: QueueLocator,

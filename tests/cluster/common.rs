@@ -21,6 +21,9 @@ pub fn node_config(name: &str, dir: &Path, shards: usize, cluster_port: u16, sec
         port: 0,
         shards,
         data_dir: dir.to_path_buf(),
+        // A shard that panics ends the test run at once, loudly, instead
+        // of leaving a test waiting on a dead shard.
+        abort_on_shard_panic: true,
         ..Default::default()
     };
     cfg.cluster.node_name = name.to_string();

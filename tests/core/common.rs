@@ -36,6 +36,9 @@ pub fn start_configured(shards: usize, f: impl FnOnce(&mut warren::Config)) -> B
         port: 0,
         shards,
         data_dir: dir.path().to_path_buf(),
+        // A shard that panics ends the test run at once, loudly, instead
+        // of leaving a test waiting on a dead shard.
+        abort_on_shard_panic: true,
         ..Default::default()
     };
     f(&mut cfg);
@@ -55,6 +58,7 @@ pub fn start_in(data_dir: &Path, shards: usize) -> warren::ServerHandle {
         port: 0,
         shards,
         data_dir: data_dir.to_path_buf(),
+        abort_on_shard_panic: true,
         ..Default::default()
     };
     warren::start(cfg).expect("broker starts")
