@@ -85,6 +85,15 @@ pub(crate) struct Channel {
     pub confirms: ConfirmTracker,
     pub confirm_dirty: bool,
     tx: Option<Tx>,
+    /// The committed transactions' publishes, tracked as confirms that are
+    /// never sent: RabbitMQ answers `tx.commit-ok` once every queue took
+    /// them (a quorum queue's majority, another node's queue), and fails
+    /// the commit if one refused.
+    tx_confirms: ConfirmTracker,
+    /// Some queue refused a publish of the commit under way.
+    tx_refused: bool,
+    /// The commit's barrier completed: `commit-ok` waits for `tx_confirms`.
+    commit_barrier: bool,
     pub unacked: UnackedMap,
     next_tag: u64,
     pub consumers: Vec<ChanConsumer>,
@@ -146,6 +155,9 @@ impl Channel {
             confirms: ConfirmTracker::default(),
             confirm_dirty: false,
             tx: None,
+            tx_confirms: ConfirmTracker::default(),
+            tx_refused: false,
+            commit_barrier: false,
             unacked: UnackedMap::default(),
             next_tag: 1,
             consumers: Vec::new(),
@@ -235,6 +247,9 @@ impl Channel {
     }
 
     pub fn emit_confirms(&mut self, out: &mut BytesMut, stats: &mut SessionStats) {
+        let mut refused = false;
+        self.tx_confirms.drain_ready(|run| refused |= run.nack);
+        self.tx_refused |= refused;
         let ch = self.cref.channel;
         self.confirms.drain_ready(|run| {
             stats.confirmed += run.count;
@@ -1316,16 +1331,51 @@ impl Session {
         let vhost = self.vhost;
         let ch = self.channels.get_mut(n).expect("open channel");
         ch.settle_now(tx.settles.into_iter(), b);
+        if !tx.publishes.is_empty() {
+            ch.tx_confirms.enable();
+            ch.mark_confirm(&mut self.confirm_dirty);
+        }
         for (msg, mandatory) in tx.publishes {
             let ch = self.channels.get_mut(n).expect("open channel");
             let ret = mandatory.then(|| msg.clone());
-            let outcome = b.publish(ch.cref, vhost, msg, None)?;
+            let seq = ch.tx_confirms.next_seq();
+            let outcome = b.publish(ch.cref, vhost, msg, Some(seq))?;
+            ch.tx_confirms
+                .publish_with(outcome.pending_confirms, outcome.rejected);
             if let Some(m) = ret.filter(|m| unrouted(b, m, outcome.routed)) {
                 write_basic_return(&mut self.out, n, 312, b"NO_ROUTE", m.exchange(), m.routing_key());
                 write_content(&mut self.out, n, 60, m.props(), m.body(), self.frame_max);
             }
         }
         Ok(())
+    }
+
+    /// Answers a commit whose barrier completed, once its publishes are
+    /// confirmed: `commit-ok`, or 406 when a queue refused one (RabbitMQ's
+    /// "partial tx completion").
+    pub(super) fn finish_commit(&mut self, n: u16, b: &mut impl Broker) {
+        let Some(ch) = self.channels.get_mut(n) else {
+            return;
+        };
+        if !ch.commit_barrier || ch.tx_confirms.outstanding() > 0 {
+            return;
+        }
+        ch.commit_barrier = false;
+        ch.pending = None;
+        let refused = std::mem::take(&mut ch.tx_refused);
+        let cancels = std::mem::take(&mut ch.deferred_cancels);
+        if self.awaiting == Some(n) {
+            self.awaiting = None;
+        }
+        if refused {
+            let e = AmqpError::precondition("partial tx completion").with_method(90, 20);
+            self.close_channel(n, e, b);
+            return;
+        }
+        ok_frame(&mut self.out, n, Method::TxCommitOk(TxCommitOk {}));
+        for tag in cancels {
+            write_cancel(&mut self.out, n, tag);
+        }
     }
 
     /// Applies an event to a live channel.
@@ -1377,7 +1427,12 @@ impl Session {
                 Ok(())
             }
             Event::Confirm { seq, ok, .. } => {
-                ch.confirms.settle(seq, ok);
+                // tx and confirm mode exclude each other.
+                if ch.tx.is_some() {
+                    ch.tx_confirms.settle(seq, ok);
+                } else {
+                    ch.confirms.settle(seq, ok);
+                }
                 ch.mark_confirm(&mut self.confirm_dirty);
                 Ok(())
             }
@@ -1399,6 +1454,16 @@ impl Session {
             }
             Event::CreditReturn { n: k, .. } => {
                 ch.release_global(k, b);
+                Ok(())
+            }
+            Event::Reply {
+                reply: Reply::BarrierDone,
+                ..
+            } if matches!(ch.pending, Some(Pending::Commit)) => {
+                // Still awaited: `end_batch` answers once the commit's
+                // publishes are confirmed.
+                ch.commit_barrier = true;
+                ch.mark_confirm(&mut self.confirm_dirty);
                 Ok(())
             }
             Event::Reply { reply, .. } => {
@@ -1579,10 +1644,8 @@ fn reply_frames(
             write_content(out, n, 60, m.props(), m.body(), frame_max);
             return Ok(());
         }
-        Reply::BarrierDone => match pending {
-            Some(Pending::Commit) => Method::TxCommitOk(TxCommitOk {}),
-            _ => return Ok(()),
-        },
+        // (A commit's barrier is taken by `channel_event`.)
+        Reply::BarrierDone => return Ok(()),
         Reply::GetEmpty => Method::BasicGetEmpty(BasicGetEmpty {
             cluster_id: Default::default(),
         }),

@@ -844,11 +844,12 @@ impl Session {
     }
 
     /// Emits coalesced confirms; call after each batch of input or events.
-    pub fn end_batch(&mut self, _b: &mut impl Broker) {
+    pub fn end_batch(&mut self, b: &mut impl Broker) {
         while let Some(n) = self.confirm_dirty.pop() {
             if let Some(ch) = self.channels.get_mut(n) {
                 ch.confirm_dirty = false;
                 ch.emit_confirms(&mut self.out, &mut self.stats);
+                self.finish_commit(n, b);
             }
         }
     }

@@ -519,3 +519,61 @@ fn a_queue_of_a_group_with_a_leader_is_declared_and_confirms() {
         "every queue in a group of its own: {sets:?}"
     );
 }
+
+/// As RabbitMQ: `tx.commit-ok` comes once the queue's majority has the
+/// commit's publishes; a commit that the queue cannot take (its majority
+/// is down) fails with 406 "partial tx completion" instead of answering
+/// ok for messages that are not there.
+#[test]
+fn a_transaction_commits_once_a_majority_has_its_publishes() {
+    debug_logs();
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3);
+    let uri2 = nodes[1].uri();
+    rt().block_on(async {
+        declare_quorum(&nodes[0].uri(), "txq", &[]).await;
+        let conn = connect(&uri2).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.tx_select().await.unwrap();
+        for i in 0..10 {
+            ch.basic_publish(
+                "".into(),
+                "txq".into(),
+                BasicPublishOptions::default(),
+                format!("t-{i}").as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        }
+        ch.tx_commit().await.expect("commit-ok");
+        let _ = conn.close(200, "bye".into()).await;
+        let got = get_until(&nodes[2].uri(), "txq", 10).await;
+        assert_eq!(got.len(), 10, "{got:?}");
+    });
+    // Node 2 alone: its replica cannot reach a majority.
+    for i in [0, 2] {
+        nodes[i].handle.take().unwrap().shutdown();
+    }
+    rt().block_on(async {
+        let conn = connect(&uri2).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.tx_select().await.unwrap();
+        ch.basic_publish(
+            "".into(),
+            "txq".into(),
+            BasicPublishOptions::default(),
+            b"lost",
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(30), ch.tx_commit())
+            .await
+            .expect("the commit is answered");
+        let e = r.expect_err("a commit without a majority fails");
+        let text = e.to_string();
+        assert!(text.contains("partial tx completion"), "{text}");
+        let _ = conn.close(200, "bye".into()).await;
+    });
+}

@@ -188,11 +188,15 @@ fn tx_publishes_are_routed_at_commit_and_commit_ok_waits_for_the_barrier() {
     let mut bytes = method_bytes(1, Method::TxCommit(TxCommit {}));
     bytes.extend_from_slice(&method_bytes(1, Method::BasicQos(Default::default())));
     assert_eq!(p.send_raw(&bytes), Status::Paused);
+    let tracked = |key, body: &[u8], seq| Published {
+        confirm: Some(seq),
+        ..Published::plain(1, "ex", key, body)
+    };
     assert_eq!(
         p.calls(),
         vec![
-            Call::Publish(Published::plain(1, "ex", "a", b"1")),
-            Call::Publish(Published::plain(1, "ex", "b", b"2")),
+            Call::Publish(tracked("a", b"1", 1)),
+            Call::Publish(tracked("b", b"2", 2)),
             Call::Request(1, (90, 20)),
         ]
     );
@@ -206,6 +210,87 @@ fn tx_publishes_are_routed_at_commit_and_commit_ok_waits_for_the_barrier() {
     // The transaction goes on: the next commit has nothing to route.
     p.send(1, Method::TxCommit(TxCommit {}));
     assert_eq!(p.calls(), vec![Call::Request(1, (90, 20))]);
+}
+
+/// As RabbitMQ: `commit-ok` waits until every queue took the commit's
+/// publishes (a quorum queue's majority, another node's queue), as
+/// confirms would; none of those confirms reaches the client.
+#[test]
+fn commit_ok_waits_for_the_queues_to_take_the_publishes() {
+    let mut p = transactional();
+    p.send_raw(&publish_bytes(1, "ex", "a", NO_PROPS, b"1", 131_072));
+    p.send_raw(&publish_bytes(1, "ex", "b", NO_PROPS, b"2", 131_072));
+    let waits = PublishOutcome {
+        routed: true,
+        pending_confirms: 1,
+        rejected: false,
+    };
+    p.b.outcomes.push_back(Ok(waits));
+    p.b.outcomes.push_back(Ok(waits));
+    p.send(1, Method::TxCommit(TxCommit {}));
+    p.calls();
+    p.reply(1, Reply::BarrierDone);
+    assert_eq!(p.frames(), vec![], "the publishes are not confirmed yet");
+    let ch = p.cref(1);
+    p.event(Event::Confirm { ch, seq: 2, ok: true });
+    assert_eq!(p.frames(), vec![]);
+    p.event(Event::Confirm { ch, seq: 1, ok: true });
+    assert_eq!(p.frames(), vec![commit_ok()]);
+    // The next commit starts afresh.
+    p.send_raw(&publish_bytes(1, "ex", "c", NO_PROPS, b"3", 131_072));
+    p.send(1, Method::TxCommit(TxCommit {}));
+    let published = p.b.publishes();
+    assert_eq!(published.last().map(|m| m.confirm), Some(Some(3)));
+    p.reply(1, Reply::BarrierDone);
+    assert_eq!(p.frames(), vec![commit_ok()]);
+}
+
+/// A queue that refuses a publish of the commit (a quorum queue without
+/// a majority) fails it: 406 "partial tx completion", as RabbitMQ.
+#[test]
+fn a_refused_publish_fails_the_commit() {
+    for barrier_first in [true, false] {
+        let mut p = transactional();
+        p.send_raw(&publish_bytes(1, "ex", "a", NO_PROPS, b"1", 131_072));
+        p.b.outcomes.push_back(Ok(PublishOutcome {
+            routed: true,
+            pending_confirms: 1,
+            rejected: false,
+        }));
+        p.send(1, Method::TxCommit(TxCommit {}));
+        let ch = p.cref(1);
+        if barrier_first {
+            p.reply(1, Reply::BarrierDone);
+            p.event(Event::Confirm {
+                ch,
+                seq: 1,
+                ok: false,
+            });
+        } else {
+            p.event(Event::Confirm {
+                ch,
+                seq: 1,
+                ok: false,
+            });
+            assert_eq!(p.frames(), vec![]);
+            p.reply(1, Reply::BarrierDone);
+        }
+        let text = "PRECONDITION_FAILED - partial tx completion";
+        assert_eq!(p.frames(), vec![m(1, channel_close(406, text, 90, 20))]);
+    }
+    // Refused at routing time (e.g. a queue over its length limit with
+    // reject-publish) counts the same.
+    let mut p = transactional();
+    p.send_raw(&publish_bytes(1, "ex", "a", NO_PROPS, b"1", 131_072));
+    p.b.outcomes.push_back(Ok(PublishOutcome {
+        routed: true,
+        pending_confirms: 0,
+        rejected: true,
+    }));
+    p.send(1, Method::TxCommit(TxCommit {}));
+    p.reply(1, Reply::BarrierDone);
+    let text = "PRECONDITION_FAILED - partial tx completion";
+    assert_eq!(p.frames(), vec![m(1, channel_close(406, text, 90, 20))]);
 }
 
 #[test]
