@@ -12,7 +12,11 @@
 //! means no limit, 0 refuses everything (`get_limit`).
 //!
 //! Connections are counted per vhost and per user, channels per user, over
-//! the whole broker: a [`Counter`] is one atomic shared by every shard. It
+//! the whole cluster, as RabbitMQ's tracking does: a [`Counter`] is one
+//! atomic shared by every shard of this node, beside what the other running
+//! members last said they hold (polled every second by the cluster side,
+//! so two nodes filling the last place at the same instant may both get
+//! it, as in RabbitMQ, whose tracking is asynchronous too). It
 //! travels inside the [`super::topology::Change`] that creates the vhost or
 //! user, so every replica of the topology (each shard applies a clone of
 //! the same change) holds the same counter. A place is taken with a
@@ -80,29 +84,50 @@ pub fn unknown_name<'a>(limits: &'a Limits, known: &[&str]) -> Option<&'a str> {
     limits.0.keys().map(String::as_str).find(|k| !known.contains(k))
 }
 
-/// How many of something the whole broker holds (a vhost's or a user's
-/// connections, a user's channels). Shared by every shard; see the module
-/// documentation. Two counters are equal when they are the same counter.
+/// How many of something the cluster holds (a vhost's or a user's
+/// connections, a user's channels): this node's count, shared by every
+/// shard, and the other members'. See the module documentation. Two
+/// counters are equal when they are the same counter.
 #[derive(Clone, Default)]
-pub struct Counter(Arc<AtomicU32>);
+pub struct Counter(Arc<Counts>);
+
+#[derive(Default)]
+struct Counts {
+    here: AtomicU32,
+    elsewhere: AtomicU32,
+}
 
 impl Counter {
+    /// This node's count.
     pub fn count(&self) -> u32 {
-        self.0.load(Ordering::Acquire)
+        self.0.here.load(Ordering::Acquire)
     }
 
-    /// Takes a place unless `limit` places are taken already (RabbitMQ's
-    /// `count >= Limit` refusal); without a limit, always.
+    /// What the other running members last said they hold.
+    pub fn elsewhere(&self) -> u32 {
+        self.0.elsewhere.load(Ordering::Acquire)
+    }
+
+    pub fn set_elsewhere(&self, n: u32) {
+        self.0.elsewhere.store(n, Ordering::Release);
+    }
+
+    /// Takes a place unless `limit` places are taken already in the
+    /// cluster (RabbitMQ's `count >= Limit` refusal); without a limit,
+    /// always.
     pub fn acquire(&self, limit: Option<u64>) -> Option<Lease> {
-        let mut n = self.0.load(Ordering::Relaxed);
+        let mut n = self.0.here.load(Ordering::Relaxed);
         loop {
-            if limit.is_some_and(|l| u64::from(n) >= l) {
+            let total = u64::from(n) + u64::from(self.elsewhere());
+            if limit.is_some_and(|l| total >= l) {
                 return None;
             }
-            match self
-                .0
-                .compare_exchange_weak(n, n.saturating_add(1), Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.0.here.compare_exchange_weak(
+                n,
+                n.saturating_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Some(Lease(self.0.clone())),
                 Err(now) => n = now,
             }
@@ -120,17 +145,17 @@ impl Eq for Counter {}
 
 impl std::fmt::Debug for Counter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Counter({})", self.count())
+        write!(f, "Counter({} + {})", self.count(), self.elsewhere())
     }
 }
 
 /// One place taken in a [`Counter`], given back when dropped.
 #[must_use = "the place is given back when the lease drops"]
-pub struct Lease(Arc<AtomicU32>);
+pub struct Lease(Arc<Counts>);
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.here.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -237,6 +262,21 @@ mod tests {
         drop((a, b, d));
         assert_eq!(c.count(), 0);
         assert!(c.acquire(Some(0)).is_none(), "0 refuses everything");
+    }
+
+    #[test]
+    fn other_members_places_count_against_the_limit() {
+        let c = Counter::default();
+        let a = c.acquire(Some(3)).unwrap();
+        c.set_elsewhere(2);
+        assert!(c.acquire(Some(3)).is_none(), "1 here + 2 elsewhere");
+        assert!(c.acquire(None).is_some(), "no limit");
+        assert_eq!(c.count(), 1, "only this node's are counted here");
+        c.set_elsewhere(1);
+        let b = c.acquire(Some(3)).unwrap();
+        assert!(c.acquire(Some(3)).is_none());
+        drop((a, b));
+        assert_eq!((c.count(), c.elsewhere()), (0, 1));
     }
 
     #[test]

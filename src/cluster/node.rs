@@ -70,6 +70,10 @@ pub trait Host: MetaSink {
     fn forgot_consumers_of(&self, _node: NodeId) -> u64 {
         0
     }
+    /// The connections and channels this node holds (see [`Holds`]).
+    fn holds(&self) -> Holds {
+        Holds::default()
+    }
 }
 
 /// A leader's answer to a proposal or a membership request.
@@ -96,6 +100,40 @@ pub struct NodeStatus {
     /// receives nothing more, and is cancelled there.
     #[serde(default)]
     pub forgot_yours: u64,
+    /// The connections and channels it holds, for the limits the cluster
+    /// shares.
+    #[serde(default)]
+    pub holds: Holds,
+}
+
+/// Connections and channels a node holds by vhost and by user (non-zero
+/// counts only): vhost and user limits count them over every running
+/// member, as RabbitMQ's connection and channel tracking does (see
+/// [`crate::broker::limits`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holds {
+    #[serde(default)]
+    pub vhost_connections: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub user_connections: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub user_channels: BTreeMap<String, u32>,
+}
+
+impl Holds {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Holds) {
+        for (mine, theirs) in [
+            (&mut self.vhost_connections, &other.vhost_connections),
+            (&mut self.user_connections, &other.user_connections),
+            (&mut self.user_channels, &other.user_channels),
+        ] {
+            for (k, n) in theirs {
+                let e = mine.entry(k.clone()).or_default();
+                *e = e.saturating_add(*n);
+            }
+        }
+    }
 }
 
 /// The marker file of a data dir that belongs to a cluster.
@@ -811,6 +849,7 @@ impl Node {
             leader: self.leader().and_then(|(id, _)| self.name_of(id)),
             boot: self.boot,
             forgot_yours: asking.map_or(0, |n| self.host.forgot_consumers_of(n)),
+            holds: self.host.holds(),
         }
     }
 

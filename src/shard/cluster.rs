@@ -315,6 +315,14 @@ impl MetaSink for ShardHost {
 }
 
 impl Host for ShardHost {
+    fn holds(&self) -> crate::cluster::node::Holds {
+        let Some(shard) = self.shard.upgrade() else {
+            return Default::default();
+        };
+        let hub = shard.hub.borrow();
+        super::shared_limits::held_here(&hub.topo)
+    }
+
     fn forgot_consumers_of(&self, node: crate::cluster::NodeId) -> u64 {
         let Some(shard) = self.shard.upgrade() else {
             return 0;
@@ -412,6 +420,7 @@ pub async fn start(shard: &Rc<Shard>, mailboxes: Arc<Vec<crate::admin::Mailbox>>
         visible: Rc::default(),
     });
     glommio::spawn_local(watch_consuming_nodes(Rc::downgrade(shard))).detach();
+    glommio::spawn_local(super::shared_limits::run(Rc::downgrade(shard))).detach();
     super::visible::start(shard, &node, &glue.visible);
     *shard.cluster.borrow_mut() = Some(glue);
     super::quorum::serve(shard, &node);

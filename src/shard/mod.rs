@@ -10,6 +10,7 @@ mod conn;
 mod notify;
 mod quorum;
 mod server;
+mod shared_limits;
 mod state;
 mod visible;
 

@@ -4,6 +4,7 @@
 mod common;
 mod compaction;
 mod conformance;
+mod limits;
 mod net;
 mod nodes;
 mod partition;
