@@ -41,8 +41,10 @@ pub use crate::broker::topology::quorum_group as group_of;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QOp {
     /// Messages, in order (the forwarding codec of [`forward`]: each
-    /// message with its queue id).
-    Enqueue { msgs: Vec<u8> },
+    /// message with its queue id). Shared, not copied, by a write sent
+    /// again and by the messages the state holds; encoded as the
+    /// `Vec<u8>` it was before (postcard writes both as length + bytes).
+    Enqueue { msgs: Bytes },
     /// Messages gone for good (acked, dropped, expired, dead-lettered).
     Settle { queue: u64, idx: Vec<u64> },
     /// Messages back to the queue: their delivery count grows.
@@ -301,7 +303,7 @@ impl QuorumSm {
             match op {
                 QOp::Writer { .. } => {}
                 QOp::Enqueue { msgs } => {
-                    let Ok(msgs) = forward::decode(Bytes::copy_from_slice(msgs)) else {
+                    let Ok(msgs) = forward::decode(msgs.clone()) else {
                         // Every replica reads the same bytes alike.
                         log::error!("quorum group {:x}: an unreadable batch; skipped", self.group);
                         continue;
@@ -512,7 +514,7 @@ mod tests {
         );
         let c = QCmd {
             ops: vec![
-                QOp::Enqueue { msgs },
+                QOp::Enqueue { msgs: msgs.into() },
                 QOp::Settle {
                     queue: 3,
                     idx: vec![0, 1],
@@ -525,6 +527,22 @@ mod tests {
         };
         let b = postcard::to_stdvec(&c).unwrap();
         assert_eq!(postcard::from_bytes::<QCmd>(&b).unwrap(), c);
+    }
+
+    /// Logs written while the messages were a `Vec<u8>` read the same.
+    #[test]
+    fn enqueues_read_as_before() {
+        #[derive(Serialize)]
+        enum Before {
+            Enqueue { msgs: Vec<u8> },
+        }
+        let msgs = vec![1u8, 2, 3, 200];
+        let old = postcard::to_stdvec(&vec![Before::Enqueue { msgs: msgs.clone() }]).unwrap();
+        let new = vec![QOp::Enqueue {
+            msgs: Bytes::from(msgs),
+        }];
+        assert_eq!(postcard::from_bytes::<Vec<QOp>>(&old).unwrap(), new);
+        assert_eq!(postcard::to_stdvec(&new).unwrap(), old);
     }
 
     struct NoSink;
@@ -544,7 +562,7 @@ mod tests {
             &Message::assemble(b"", b"q", &[0, 0], body),
         );
         QCmd {
-            ops: vec![QOp::Writer { source, batch }, QOp::Enqueue { msgs }],
+            ops: vec![QOp::Writer { source, batch }, QOp::Enqueue { msgs: msgs.into() }],
         }
     }
 

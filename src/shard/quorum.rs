@@ -461,7 +461,7 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
             for m in &p.enqueue {
                 forward::encode(&mut msgs, p.queue, m);
             }
-            cmd.ops.push(QOp::Enqueue { msgs });
+            cmd.ops.push(QOp::Enqueue { msgs: msgs.into() });
         }
         if !p.settles.is_empty() {
             cmd.ops.push(QOp::Settle {
