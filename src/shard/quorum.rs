@@ -586,8 +586,8 @@ async fn write(shard: &Rc<Shard>, group: u32, cmd: QCmd) -> Result<(), String> {
     let Some(node) = shard.cluster.borrow().as_ref().map(|g| g.node.clone()) else {
         return Err("no cluster port".into());
     };
-    let mut body = group.to_le_bytes().to_vec();
-    body = postcard::to_extend(&cmd, body).map_err(|e| e.to_string())?;
+    // Encoded for another node's leader only, once.
+    let mut body: Option<Vec<u8>> = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -618,12 +618,22 @@ async fn write(shard: &Rc<Shard>, group: u32, cmd: QCmd) -> Result<(), String> {
                 }
             }
             (Some(l), _) if l == node.id => {}
-            (Some(_), Some(addr)) => match node.call(&addr, KIND_QUORUM_PROPOSE, body.clone(), left).await {
-                Ok(_) => return Ok(()),
-                Err(CallError::Remote(e)) if e.starts_with("not leader") => {}
-                Err(CallError::Remote(e)) => return Err(e),
-                Err(e) => log::debug!("quorum proposal to {addr}: {e}"),
-            },
+            (Some(_), Some(addr)) => {
+                let body = match &body {
+                    Some(b) => b.clone(),
+                    None => {
+                        let b = postcard::to_extend(&cmd, group.to_le_bytes().to_vec())
+                            .map_err(|e| e.to_string())?;
+                        body.insert(b).clone()
+                    }
+                };
+                match node.call(&addr, KIND_QUORUM_PROPOSE, body, left).await {
+                    Ok(_) => return Ok(()),
+                    Err(CallError::Remote(e)) if e.starts_with("not leader") => {}
+                    Err(CallError::Remote(e)) => return Err(e),
+                    Err(e) => log::debug!("quorum proposal to {addr}: {e}"),
+                }
+            }
             _ => {}
         }
         glommio::timer::sleep(Duration::from_millis(50)).await;
