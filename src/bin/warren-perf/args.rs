@@ -71,6 +71,10 @@ pub struct Args {
     /// Persistent messages (delivery_mode 2) and durable queues.
     #[arg(long)]
     pub persistent: bool,
+    /// Quorum queues (`x-queue-type: quorum`, durable; on a cluster, three
+    /// replicas by default).
+    #[arg(long)]
+    pub quorum: bool,
     /// Publisher confirms with at most this many outstanding per producer
     /// (0: no confirms).
     #[arg(long, default_value_t = 0)]

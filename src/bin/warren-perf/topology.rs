@@ -3,7 +3,7 @@
 use crate::args::Args;
 use crate::conn::{Conn, Error, Result};
 use warren::protocol::methods::{ExchangeDeclare, ExchangeDelete, QueueBind, QueueDeclare, QueueDelete};
-use warren::protocol::{Method, ShortStr};
+use warren::protocol::{FieldTable, FieldValue, LongStr, Method, ShortStr};
 
 fn ss(s: &str) -> ShortStr {
     ShortStr::from_string_lossy(s)
@@ -49,6 +49,14 @@ pub fn declare_exchange(conn: &mut Conn, args: &Args) -> Result<()> {
     Ok(())
 }
 
+fn queue_arguments(args: &Args) -> FieldTable {
+    let mut t = FieldTable::new();
+    if args.quorum {
+        t.0.push((ss("x-queue-type"), FieldValue::LongStr(LongStr::from("quorum"))));
+    }
+    t
+}
+
 /// Declares `queues` on channel `ch` of `conn`, and binds them to the
 /// run's exchange.
 pub fn declare_queues(conn: &mut Conn, ch: u16, args: &Args, queues: &[String]) -> Result<()> {
@@ -57,7 +65,8 @@ pub fn declare_queues(conn: &mut Conn, ch: u16, args: &Args, queues: &[String]) 
             ch,
             &Method::QueueDeclare(QueueDeclare {
                 queue: ss(q),
-                durable: args.persistent,
+                durable: args.persistent || args.quorum,
+                arguments: queue_arguments(args),
                 ..Default::default()
             }),
         )?;
