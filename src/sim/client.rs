@@ -40,11 +40,13 @@ impl QueueSpec {
 #[derive(Debug, Clone)]
 pub enum Role {
     /// Publishes `total` messages (persistent on a durable queue), with
-    /// confirms, at most `window` unconfirmed.
+    /// confirms, at most `window` unconfirmed; or (`tx`) in transactions
+    /// of up to `window` messages, each taken as confirmed at `commit-ok`.
     Publisher {
         queue: QueueSpec,
         total: u64,
         window: usize,
+        tx: bool,
     },
     /// Consumes with a prefetch; acks, sometimes requeues.
     Consumer { queue: QueueSpec, prefetch: u16 },
@@ -86,6 +88,8 @@ pub struct Conn {
     /// The probe in flight: what was published, waiting for the get.
     probe: Option<Vec<MsgId>>,
     purging: bool,
+    /// A transactional publisher's `tx.commit` awaits its answer.
+    committing: bool,
     /// The queue this connection uses: the workload's, or for a prober an
     /// exclusive one of its own (a reconnected prober must not find what
     /// its previous connection left, or what that one still had in flight).
@@ -159,6 +163,7 @@ impl Client {
             content: None,
             probe: None,
             purging: false,
+            committing: false,
             queue,
             exclusive,
         });
@@ -282,8 +287,12 @@ impl Client {
                     }),
                 );
                 let n = match role {
-                    Role::Publisher { .. } => {
+                    Role::Publisher { tx: false, .. } => {
                         method(&mut c.out, Method::ConfirmSelect(Default::default()));
+                        2
+                    }
+                    Role::Publisher { tx: true, .. } => {
+                        method(&mut c.out, Method::TxSelect(Default::default()));
                         2
                     }
                     Role::Consumer { prefetch, .. } => {
@@ -314,6 +323,7 @@ impl Client {
                 St::Setup(n),
                 Method::QueueDeclareOk(_)
                 | Method::ConfirmSelectOk(_)
+                | Method::TxSelectOk(_)
                 | Method::BasicQosOk(_)
                 | Method::BasicConsumeOk(_),
             ) => {
@@ -351,6 +361,26 @@ impl Client {
                 }
             }
             (St::Running, Method::QueuePurgeOk(_)) => c.purging = false,
+            // Everything the transaction published is in its queues (and
+            // synced, for persistent messages on a durable queue).
+            (St::Running, Method::TxCommitOk(_)) if c.committing => {
+                c.committing = false;
+                for (_, msg) in std::mem::take(&mut c.outstanding) {
+                    check.confirmed(msg, true, now_us);
+                }
+            }
+            // A queue refused some of the commit (a failed sync): none of
+            // it is required; the client starts over, as on a nack.
+            (_, Method::ChannelClose(cl))
+                if c.committing
+                    && cl.reply_code == 406
+                    && cl.reply_text.as_bytes().ends_with(b"partial tx completion") =>
+            {
+                for (_, msg) in std::mem::take(&mut c.outstanding) {
+                    check.confirmed(msg, false, now_us);
+                }
+                return Err(REFUSED.into());
+            }
             // The broker may refuse what it cannot do safely under
             // injected faults (541: a topology log that failed to sync);
             // the client starts over, as an application would. Anything
@@ -460,7 +490,15 @@ impl Client {
             return;
         }
         match role {
-            Role::Publisher { queue, total, window } => {
+            Role::Publisher {
+                queue,
+                total,
+                window,
+                tx,
+            } => {
+                if c.committing {
+                    return;
+                }
                 let room = window.saturating_sub(c.outstanding.len());
                 let n = (rng.below(4) as usize + 1)
                     .min(room)
@@ -481,6 +519,10 @@ impl Client {
                     check.published(msg, queue.durable, now_ms, queue.ttl_ms);
                     c.outstanding.insert(c.next_confirm, msg);
                     c.next_confirm += 1;
+                }
+                if tx && n > 0 {
+                    method(&mut c.out, Method::TxCommit(Default::default()));
+                    c.committing = true;
                 }
             }
             Role::Consumer { .. } => {

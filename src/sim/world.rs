@@ -332,6 +332,7 @@ impl World {
                     queue: q.clone(),
                     total: r.range(m / 2, m),
                     window: r.range(1, 64) as usize,
+                    tx: r.chance(0.3),
                 });
             }
             for _ in 0..r.range(1, 2) {
@@ -346,6 +347,7 @@ impl World {
                 queue: ttl.clone(),
                 total: r.range(m / 4, m / 2),
                 window: r.range(1, 16) as usize,
+                tx: false,
             });
             roles.push(Role::Consumer {
                 queue: ttl,
