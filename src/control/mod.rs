@@ -153,8 +153,8 @@ struct Op {
     /// Clustered: a change of this operation was committed (its answer
     /// is held: [`Action::Hold`]).
     committed: bool,
-    /// Clustered: the Raft group of a quorum queue it declared (its
-    /// answer waits for a leader: [`Action::WhenLed`]).
+    /// The Raft group of a quorum queue it declared (its answer waits for
+    /// a leader: [`Action::WhenLed`]).
     quorum_group: Option<u32>,
 }
 
@@ -338,12 +338,6 @@ impl ControlService {
             op.replan = None;
             op.committed = true;
             let planned = op.committing.take().unwrap_or(changes);
-            op.quorum_group = op.quorum_group.or_else(|| {
-                planned.iter().find_map(|c| match c {
-                    Change::DeclareQueue(d) if d.is_quorum() => Some(d.quorum_group()),
-                    _ => None,
-                })
-            });
             self.apply_and_broadcast(planned);
         } else {
             self.apply_and_broadcast(changes);
@@ -821,6 +815,14 @@ impl ControlService {
     }
 
     fn apply_and_broadcast(&mut self, changes: Vec<Change>) {
+        if let Some(op) = &mut self.op {
+            op.quorum_group = op.quorum_group.or_else(|| {
+                changes.iter().find_map(|c| match c {
+                    Change::DeclareQueue(d) if d.is_quorum() => Some(d.quorum_group()),
+                    _ => None,
+                })
+            });
+        }
         for d in 1..self.nshards {
             self.actions
                 .push_back(Action::Send(d as ShardId, Item::Topology(changes.clone())));
@@ -846,7 +848,9 @@ impl ControlService {
         };
         if let Some(a) = answer {
             self.actions.push_back(match (op.committed, op.quorum_group) {
-                (false, _) => a,
+                // A node alone: no other member to wait for.
+                (false, Some(group)) => Action::WhenLed(group, Box::new(a)),
+                (false, None) => a,
                 (true, None) => Action::Hold(Box::new(a)),
                 (true, Some(group)) => Action::Hold(Box::new(Action::WhenLed(group, Box::new(a)))),
             });

@@ -91,38 +91,9 @@ impl Owner {
                 self.drop_consumer(fx, queue, consumer, now);
             }
             QueueOp::Get { no_ack } => {
-                self.catch_up(queue, topo, fx, now);
-                let (dirty, store_dirty, slot) = self.parts(queue);
-                slot.last_used_ms = now;
-                let got = Self::with_sink(store_dirty, slot, topo, fx, now, |q, sink| {
-                    q.get(no_ack, now, sink)
-                });
-                if let (Some((e, _)), Some(store)) = (&got, &mut slot.store) {
-                    record_delivery(store, e.loc, !no_ack, e.redelivered);
+                if !self.quorum_get_waits(queue, ch, no_ack) {
+                    self.serve_get(topo, fx, queue, ch, no_ack, now);
                 }
-                // A quorum queue's `basic.get` shows the delivery count,
-                // even 0 (as RabbitMQ does); without ack it settles.
-                let got = got.map(|(mut e, left)| {
-                    if let Some(count) = Self::quorum_count(slot, e.seq) {
-                        e.msg = crate::broker::deadletter::with_delivery_count(&e.msg, count);
-                        if no_ack && let Some(qs) = &mut slot.quorum {
-                            qs.settles.push(e.seq);
-                        }
-                    }
-                    (e, left)
-                });
-                Self::mark_store_dirty(store_dirty, slot);
-                Self::mark_dirty(dirty, slot);
-                let r = match got {
-                    Some((entry, remaining)) => Reply::GetOk {
-                        queue,
-                        entry,
-                        remaining,
-                        needs_ack: !no_ack,
-                    },
-                    None => Reply::GetEmpty,
-                };
-                reply(fx, r);
             }
             QueueOp::Purge => {
                 self.catch_up(queue, topo, fx, now);
@@ -134,6 +105,54 @@ impl Owner {
                 reply(fx, Reply::QueuePurgeOk { messages: n });
             }
         }
+    }
+
+    /// `basic.get`: the next ready message, or get-empty.
+    pub(super) fn serve_get(
+        &mut self,
+        topo: &Topology,
+        fx: &mut impl Effects,
+        queue: QueueId,
+        ch: ChannelRef,
+        no_ack: bool,
+        now: u64,
+    ) {
+        let reply = |fx: &mut _, r| Self::reply(fx, ch, r);
+        if !self.queues.contains_key(&queue) {
+            return reply(fx, Reply::GetEmpty);
+        }
+        self.catch_up(queue, topo, fx, now);
+        let (dirty, store_dirty, slot) = self.parts(queue);
+        slot.last_used_ms = now;
+        let got = Self::with_sink(store_dirty, slot, topo, fx, now, |q, sink| {
+            q.get(no_ack, now, sink)
+        });
+        if let (Some((e, _)), Some(store)) = (&got, &mut slot.store) {
+            record_delivery(store, e.loc, !no_ack, e.redelivered);
+        }
+        // A quorum queue's `basic.get` shows the delivery count,
+        // even 0 (as RabbitMQ does); without ack it settles.
+        let got = got.map(|(mut e, left)| {
+            if let Some(count) = Self::quorum_count(slot, e.seq) {
+                e.msg = crate::broker::deadletter::with_delivery_count(&e.msg, count);
+                if no_ack && let Some(qs) = &mut slot.quorum {
+                    qs.settles.push(e.seq);
+                }
+            }
+            (e, left)
+        });
+        Self::mark_store_dirty(store_dirty, slot);
+        Self::mark_dirty(dirty, slot);
+        let r = match got {
+            Some((entry, remaining)) => Reply::GetOk {
+                queue,
+                entry,
+                remaining,
+                needs_ack: !no_ack,
+            },
+            None => Reply::GetEmpty,
+        };
+        reply(fx, r);
     }
 
     /// `queue.declare-ok` for an existing queue, with its counts.

@@ -12,7 +12,7 @@ use super::slot::QueueSlot;
 use crate::broker::deadletter::with_delivery_count;
 use crate::broker::request::Settle;
 use crate::broker::topology::Topology;
-use crate::ids::QueueId;
+use crate::ids::{ChannelRef, QueueId};
 use crate::message::Message;
 use crate::queue::{DeadReason, Queue};
 use crate::session::Event;
@@ -34,6 +34,7 @@ impl Owner {
             confirms: Vec::new(),
         };
         slot.pending_bytes = 0;
+        qs.proposed += slot.pending.len() as u64;
         for (msg, confirm) in slot.pending.drain(..) {
             p.enqueue.push(msg);
             p.confirms.extend(confirm);
@@ -123,6 +124,51 @@ impl Owner {
         }
         let (dirty, _, slot) = self.parts(queue);
         Self::mark_dirty(dirty, slot);
+    }
+
+    /// `n` messages this node proposed to the queue were answered
+    /// (committed or refused): the gets that waited for them are served.
+    pub fn quorum_answered(
+        &mut self,
+        topo: &Topology,
+        fx: &mut impl Effects,
+        queue: QueueId,
+        n: u64,
+        now: u64,
+    ) {
+        let Some(qs) = self.queues.get_mut(&queue).and_then(|s| s.quorum.as_mut()) else {
+            return;
+        };
+        qs.answered += n;
+        let mut ready = Vec::new();
+        while let Some(&(ch, no_ack, until)) = qs.gets.front() {
+            if until > qs.answered {
+                break;
+            }
+            qs.gets.pop_front();
+            ready.push((ch, no_ack));
+        }
+        for (ch, no_ack) in ready {
+            self.serve_get(topo, fx, queue, ch, no_ack, now);
+        }
+    }
+
+    /// Whether a get of the queue must wait for this node's proposals
+    /// (see [`super::QuorumSlot::proposed`]); if so it is kept.
+    pub(super) fn quorum_get_waits(&mut self, queue: QueueId, ch: ChannelRef, no_ack: bool) -> bool {
+        let Some(slot) = self.queues.get_mut(&queue) else {
+            return false;
+        };
+        let unproposed = slot.pending.len() as u64;
+        let Some(qs) = slot.quorum.as_mut().filter(|q| q.active) else {
+            return false;
+        };
+        let until = qs.proposed + unproposed;
+        if qs.answered >= until {
+            return false;
+        }
+        qs.gets.push_back((ch, no_ack, until));
+        true
     }
 
     /// Returns a quorum queue's group committed: (sequence, delivery
@@ -277,6 +323,17 @@ impl Owner {
         qs.active = false;
         qs.returning.clear();
         qs.returns.clear();
+        // Gets that waited on this leader: answered from its (now empty)
+        // engine, as a get that reaches a follower is.
+        for (ch, _, _) in std::mem::take(&mut qs.gets) {
+            fx.to_conn(
+                ch.conn,
+                Event::Reply {
+                    ch,
+                    reply: crate::broker::request::Reply::GetEmpty,
+                },
+            );
+        }
         log::info!("quorum queue '{}': this node no longer leads it", slot.name);
         std::mem::take(&mut qs.settles)
     }

@@ -691,6 +691,20 @@ impl Owner {
             fx.to_conn(c.ch.conn, Event::ConsumerCancelled { consumer: c });
         }
         let n = slot.ready_count() as u32;
+        for (ch, _, _) in slot
+            .quorum
+            .as_mut()
+            .map(|q| std::mem::take(&mut q.gets))
+            .unwrap_or_default()
+        {
+            fx.to_conn(
+                ch.conn,
+                Event::Reply {
+                    ch,
+                    reply: crate::broker::request::Reply::GetEmpty,
+                },
+            );
+        }
         for (_, confirm) in slot.pending.drain(..) {
             if let Some((ch, seq)) = confirm {
                 fx.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });

@@ -64,6 +64,14 @@ pub struct QuorumSlot {
     /// Delivery counts above 0, by sequence.
     pub(super) counts: std::collections::HashMap<u64, u32>,
     pub(super) delivery_limit: Option<i64>,
+    /// Messages proposed from this node, and how many of them the group
+    /// answered (committed or refused), in order: a `basic.get` waits
+    /// until what was proposed before it is answered, so that a channel
+    /// reads its own publishes (RabbitMQ orders both through the log).
+    pub(super) proposed: u64,
+    pub(super) answered: u64,
+    /// Gets waiting for that: channel, no-ack, and the count to reach.
+    pub(super) gets: std::collections::VecDeque<(ChannelRef, bool, u64)>,
 }
 
 impl QueueSlot {

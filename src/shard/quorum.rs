@@ -226,7 +226,7 @@ fn activate(shard: &Rc<Shard>, g: &Group, group: u32, new_term: bool) {
 }
 
 /// Gives `answer` (a quorum queue's declare-ok) once the queue's group has
-/// a leader, or after [`LEADER_WAIT`]; at once if this node runs no such
+/// a leader (which, if it is this node, serves the queue), or after [`LEADER_WAIT`]; at once if this node runs no such
 /// group (it holds no replica). Not to be called with the hub borrowed:
 /// the task may run, and take it, before this returns.
 pub fn when_led(shard: &Rc<Shard>, group: u32, answer: Action) {
@@ -237,9 +237,13 @@ pub fn when_led(shard: &Rc<Shard>, group: u32, answer: Action) {
             let Some(gs) = groups(&shard) else { break };
             let g = gs.groups.borrow().get(&group).cloned();
             match g {
-                Some(g) if g.raft.metrics().borrow_watched().current_leader.is_some() => break,
+                // A leader elsewhere; or this node, once its engines serve
+                // (a get right after the declare finds what was published).
+                Some(g) if led_elsewhere_or_here(&g) => break,
                 Some(_) => {}
-                None if gs.opening.borrow().contains(&group) => {}
+                // Not open yet on a replica: it is about to be.
+                None if gs.opening.borrow().contains(&group)
+                    || !shard.hub.borrow().owner.quorum_queues(group).is_empty() => {}
                 None => break,
             }
             glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -248,6 +252,15 @@ pub fn when_led(shard: &Rc<Shard>, group: u32, answer: Action) {
         shard.after_step(now_ms());
     })
     .detach();
+}
+
+fn led_elsewhere_or_here(g: &Group) -> bool {
+    let m = g.raft.metrics().borrow_watched().clone();
+    match m.current_leader {
+        Some(l) if l == m.id => g.leading(),
+        Some(_) => true,
+        None => false,
+    }
 }
 
 /// Opens the groups this node must run (their queues were declared).
@@ -447,16 +460,18 @@ pub fn forget(shard: &Rc<Shard>, gone: Vec<(u32, QueueId)>) {
 /// retry if it fails.
 type Undo = Vec<(QueueId, Vec<u64>, Vec<u64>)>;
 /// One group's entry of a turn: its changes, the confirms that wait for
-/// it, and what to undo if it fails.
-type Entry = (QCmd, Vec<(ChannelRef, u64)>, Undo);
+/// it, what to undo if it fails, and how many messages it enqueues per
+/// queue (the owner's gets wait for them to be answered).
+type Entry = (QCmd, Vec<(ChannelRef, u64)>, Undo, Vec<(QueueId, u64)>);
 
 /// Sends the owner's quorum proposals: one entry per group.
 pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
     let mut by_group: HashMap<u32, (Entry, usize)> = HashMap::new();
     for p in proposals {
-        let ((cmd, confirms, undo), n) = by_group.entry(p.group).or_default();
+        let ((cmd, confirms, undo, enqueued), n) = by_group.entry(p.group).or_default();
         if !p.enqueue.is_empty() {
             *n += p.enqueue.len();
+            enqueued.push((p.queue, p.enqueue.len() as u64));
             let mut msgs = Vec::new();
             for m in &p.enqueue {
                 forward::encode(&mut msgs, p.queue, m);
@@ -480,7 +495,12 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
         }
         confirms.extend(p.confirms);
     }
-    let Some(gs) = groups(shard) else { return };
+    let Some(gs) = groups(shard) else {
+        // No cluster side (yet): nothing can be replicated.
+        let entries = by_group.into_values().map(|(e, _)| e).collect();
+        glommio::spawn_local(answered(shard.clone(), entries, false)).detach();
+        return;
+    };
     for (group, (mut entry, n)) in by_group {
         let start = {
             let mut out = gs.outbox.borrow_mut();
@@ -493,26 +513,21 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
                     o.messages
                 );
                 entry.0.ops.retain(|op| !matches!(op, QOp::Enqueue { .. }));
-                std::mem::take(&mut entry.1)
+                Some((
+                    QCmd::default(),
+                    std::mem::take(&mut entry.1),
+                    Vec::new(),
+                    std::mem::take(&mut entry.3),
+                ))
             } else {
                 o.messages += n;
-                Vec::new()
+                None
             };
             o.queued.push_back(entry);
             let start = !std::mem::replace(&mut o.running, true);
             drop(out);
-            if !refused.is_empty() {
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    {
-                        let mut hub = shard.hub.borrow_mut();
-                        for (ch, seq) in refused {
-                            hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok: false });
-                        }
-                    }
-                    shard.after_step(now_ms());
-                })
-                .detach();
+            if let Some(refused) = refused {
+                glommio::spawn_local(answered(shard.clone(), vec![refused], false)).detach();
             }
             start
         };
@@ -520,6 +535,25 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
             glommio::spawn_local(writer(shard.clone(), gs.clone(), group)).detach();
         }
     }
+}
+
+/// Answers entries that are not written: their publishes are refused
+/// (nacked), and the owner's gets stop waiting for them.
+async fn answered(shard: Rc<Shard>, entries: Vec<Entry>, ok: bool) {
+    let now = now_ms();
+    {
+        let mut hub = shard.hub.borrow_mut();
+        let hub = &mut *hub;
+        for (_, confirms, _, enqueued) in entries {
+            for (ch, seq) in confirms {
+                hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
+            }
+            for (queue, n) in enqueued {
+                hub.owner.quorum_answered(&hub.topo, &mut hub.out, queue, n, now);
+            }
+        }
+    }
+    shard.after_step(now);
 }
 
 /// Writes a group's queued entries, one write at a time, each holding all
@@ -546,10 +580,12 @@ async fn writer(shard: Rc<Shard>, gs: Rc<Groups>, group: u32) {
         });
         let mut confirms = Vec::new();
         let mut undo = Vec::new();
-        for (c, k, u) in batch {
+        let mut enqueued = Vec::new();
+        for (c, k, u, e) in batch {
             cmd.ops.extend(c.ops);
             confirms.extend(k);
             undo.extend(u);
+            enqueued.extend(e);
         }
         let r = write(&shard, group, cmd).await;
         if let Err(e) = &r {
@@ -562,14 +598,18 @@ async fn writer(shard: Rc<Shard>, gs: Rc<Groups>, group: u32) {
         let now = now_ms();
         {
             let mut hub = shard.hub.borrow_mut();
+            let hub = &mut *hub;
             for (ch, seq) in confirms {
                 hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
+            }
+            for (queue, n) in enqueued {
+                hub.owner.quorum_answered(&hub.topo, &mut hub.out, queue, n, now);
             }
             if !ok {
                 for (queue, returns, settles) in undo {
                     let left = hub.owner.quorum_failed(queue, returns, settles, retry);
                     if !left.is_empty() {
-                        super::cluster::keep_failed_settles(&mut hub, &shard, queue, left);
+                        super::cluster::keep_failed_settles(hub, &shard, queue, left);
                     }
                 }
             }

@@ -113,3 +113,48 @@ async fn a_single_node_quorum_queue_survives_kill_9() {
         assert!(!acked.contains(b), "{b} was acked and came back");
     }
 }
+
+/// As RabbitMQ, where both go through the queue's log: a `basic.get`
+/// right after publishes on the same channel finds them, although a
+/// quorum queue takes a message only once its group committed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_right_after_a_publish_finds_it() {
+    let (_tmp, data) = common::temp_data_dir();
+    let broker = ChildBroker::start_with(&data, 2, 0, &["--cluster-port", "0"]).expect("starts");
+    let conn = common::connect(&broker.uri).await;
+    let ch = conn.create_channel().await.unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare("qq-get".into(), durable, quorum())
+        .await
+        .unwrap();
+    for round in 0..10 {
+        let bodies: Vec<String> = (0..=round % 3).map(|i| format!("g-{round}-{i}")).collect();
+        for b in &bodies {
+            ch.basic_publish(
+                "".into(),
+                "qq-get".into(),
+                BasicPublishOptions::default(),
+                b.as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        }
+        for b in &bodies {
+            let got = ch
+                .basic_get("qq-get".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+                .map(|m| String::from_utf8_lossy(&m.delivery.data).into_owned());
+            assert_eq!(got.as_deref(), Some(b.as_str()), "round {round}");
+        }
+    }
+    let empty = ch
+        .basic_get("qq-get".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    assert!(empty.is_none());
+}
