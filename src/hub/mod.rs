@@ -366,7 +366,7 @@ impl Hub {
                 Action::Send(shard, item) => self.out.to_shard(shard, item),
                 a @ (Action::Reply(..) | Action::AdminReply(..)) => self.release(a),
                 Action::Hold(a) => self.out.held.push(*a),
-                // (Made only inside a hold: held likewise.)
+                // A node alone: given once the group leads (see `visible`).
                 a @ Action::WhenLed(..) => self.out.held.push(a),
                 Action::SyncLog(file) => self.out.log_syncs.push(file),
                 Action::Propose(p) => self.out.proposals.push(p),
