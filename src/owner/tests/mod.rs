@@ -10,6 +10,7 @@
 mod consumers;
 mod enqueue;
 mod lifecycle;
+mod quorum;
 mod store;
 
 use super::{Effects, Enqueued, Item, Owner, OwnerConfig, QueueOp, SyncWaiter};

@@ -1,0 +1,81 @@
+//! A quorum queue's `basic.get` reads the publishes proposed before it.
+
+use super::*;
+use crate::broker::topology::QueueDef;
+
+/// A quorum queue this node (7) replicates and leads.
+fn led_quorum_queue(w: &mut W) -> QueueId {
+    let q = QueueId(900);
+    let vhost = w.vhost;
+    w.apply(&[Change::DeclareQueue(QueueDef {
+        id: q,
+        vhost,
+        name: ss("qq"),
+        owner: SHARD,
+        node: 0,
+        durable: true,
+        exclusive: None,
+        auto_delete: false,
+        args: FieldTable::new(),
+        replicas: vec![7],
+    })]);
+    assert!(w.owner.quorum_activate(&w.topo, q, std::iter::empty(), 0));
+    q
+}
+
+fn node_seven() -> W {
+    W::with_config(OwnerConfig {
+        node: 7,
+        ..owner_config()
+    })
+}
+
+#[test]
+fn a_get_waits_for_the_publishes_proposed_before_it() {
+    let mut w = node_seven();
+    let q = led_quorum_queue(&mut w);
+    // Published in this step, not proposed yet: the get waits.
+    w.publish(q, transient("a"), 0);
+    assert_eq!(w.get(q, true, 0), Vec::<String>::new());
+    w.step(0);
+    // Another publish proposed after the get does not hold it back.
+    w.publish(q, transient("b"), 0);
+    w.step(0);
+    w.owner
+        .quorum_enqueued(&w.topo, &mut w.fx, q, 1, vec![transient("a")], 0);
+    assert_eq!(w.fx.take(), Vec::<String>::new());
+    w.owner.quorum_answered(&w.topo, &mut w.fx, q, 1, 0);
+    let got = w.fx.take();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("get-ok 'a' remaining=0 no-ack"), "{got:?}");
+    // Nothing of this node's in flight but "b": a new get waits for it,
+    // and a refused one (answered without a message) lets it through.
+    assert_eq!(w.get(q, true, 0), Vec::<String>::new());
+    w.owner.quorum_answered(&w.topo, &mut w.fx, q, 1, 0);
+    let got = w.fx.take();
+    assert!(got.len() == 1 && got[0].contains("get-empty"), "{got:?}");
+    // Nothing in flight: answered at once.
+    let got = w.get(q, true, 0);
+    assert!(got.len() == 1 && got[0].contains("get-empty"), "{got:?}");
+}
+
+#[test]
+fn a_waiting_get_is_answered_when_the_node_stops_leading_or_the_queue_goes() {
+    let mut w = node_seven();
+    let q = led_quorum_queue(&mut w);
+    w.publish(q, transient("a"), 0);
+    w.step(0);
+    assert_eq!(w.get(q, true, 0), Vec::<String>::new());
+    w.owner.quorum_deactivate(&mut w.fx, q);
+    let got = w.fx.take();
+    assert!(got.iter().any(|e| e.contains("get-empty")), "{got:?}");
+
+    let mut w = node_seven();
+    let q = led_quorum_queue(&mut w);
+    w.publish(q, transient("a"), 0);
+    w.step(0);
+    assert_eq!(w.get(q, true, 0), Vec::<String>::new());
+    w.apply(&[Change::DeleteQueue { id: q }]);
+    let got = w.fx.take();
+    assert!(got.iter().any(|e| e.contains("get-empty")), "{got:?}");
+}
