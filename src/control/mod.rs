@@ -338,7 +338,7 @@ impl ControlService {
             op.replan = None;
             op.committed = true;
             let planned = op.committing.take().unwrap_or(changes);
-            self.apply_and_broadcast(planned);
+            self.apply_own(planned);
         } else {
             self.apply_and_broadcast(changes);
         }
@@ -462,7 +462,7 @@ impl ControlService {
         op.wait = Wait::Nothing;
         let changes = op.committing.take().unwrap_or_default();
         if ok {
-            self.apply_and_broadcast(changes);
+            self.apply_own(changes);
         } else {
             log::error!("a sync of the topology log failed; durable changes are refused until a restart");
             self.log_failed = true;
@@ -788,7 +788,7 @@ impl ControlService {
         }
         let durable: Vec<&Change> = changes.iter().filter(|c| is_durable(topo, c)).collect();
         if durable.is_empty() || self.log.is_none() {
-            self.apply_and_broadcast(changes);
+            self.apply_own(changes);
             return;
         }
         if self.log_failed {
@@ -814,7 +814,10 @@ impl ControlService {
         self.actions.push_back(Action::SyncLog(file));
     }
 
-    fn apply_and_broadcast(&mut self, changes: Vec<Change>) {
+    /// Applies the operation's own changes (not another node's, nor an
+    /// install): a quorum queue among them makes its answer wait for the
+    /// queue's group (`Op::quorum_group`).
+    fn apply_own(&mut self, changes: Vec<Change>) {
         if let Some(op) = &mut self.op {
             op.quorum_group = op.quorum_group.or_else(|| {
                 changes.iter().find_map(|c| match c {
@@ -823,6 +826,10 @@ impl ControlService {
                 })
             });
         }
+        self.apply_and_broadcast(changes);
+    }
+
+    fn apply_and_broadcast(&mut self, changes: Vec<Change>) {
         for d in 1..self.nshards {
             self.actions
                 .push_back(Action::Send(d as ShardId, Item::Topology(changes.clone())));

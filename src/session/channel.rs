@@ -1357,7 +1357,7 @@ impl Session {
         let Some(ch) = self.channels.get_mut(n) else {
             return;
         };
-        if !ch.commit_barrier || ch.tx_confirms.outstanding() > 0 {
+        if !ch.commit_barrier || ch.tx_confirms.outstanding() > 0 || ch.closing {
             return;
         }
         ch.commit_barrier = false;

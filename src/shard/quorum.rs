@@ -513,11 +513,13 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
                     o.messages
                 );
                 entry.0.ops.retain(|op| !matches!(op, QOp::Enqueue { .. }));
+                // (Its enqueue counts stay with the entry: answered when
+                // the writer reaches it, in order with the writes before.)
                 Some((
                     QCmd::default(),
                     std::mem::take(&mut entry.1),
                     Vec::new(),
-                    std::mem::take(&mut entry.3),
+                    Vec::new(),
                 ))
             } else {
                 o.messages += n;
@@ -602,9 +604,6 @@ async fn writer(shard: Rc<Shard>, gs: Rc<Groups>, group: u32) {
             for (ch, seq) in confirms {
                 hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
             }
-            for (queue, n) in enqueued {
-                hub.owner.quorum_answered(&hub.topo, &mut hub.out, queue, n, now);
-            }
             if !ok {
                 for (queue, returns, settles) in undo {
                     let left = hub.owner.quorum_failed(queue, returns, settles, retry);
@@ -612,6 +611,10 @@ async fn writer(shard: Rc<Shard>, gs: Rc<Groups>, group: u32) {
                         super::cluster::keep_failed_settles(hub, &shard, queue, left);
                     }
                 }
+            }
+            // After the undo: a get that waited sees the returns back.
+            for (queue, n) in enqueued {
+                hub.owner.quorum_answered(&hub.topo, &mut hub.out, queue, n, now);
             }
         }
         shard.after_step(now);

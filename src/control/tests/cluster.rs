@@ -319,3 +319,59 @@ fn a_quorum_declare_is_answered_once_its_group_has_a_leader() {
         "{step:?}"
     );
 }
+
+fn quorum_declare(name: &str) -> Request {
+    let quorum = FieldValue::LongStr(LongStr::new(bytes::Bytes::from_static(b"quorum")));
+    Request::QueueDeclare {
+        name: ss(name),
+        generated: false,
+        passive: false,
+        durable: true,
+        exclusive: false,
+        auto_delete: false,
+        args: [(ss("x-queue-type"), quorum)].into_iter().collect(),
+    }
+}
+
+/// Another node's quorum declare, committed while this node's own
+/// operation waits, does not make this node's answer wait for that
+/// queue's group.
+#[test]
+fn only_an_operations_own_quorum_declare_makes_its_answer_wait() {
+    let (mut a, mut b) = two_nodes(1);
+    a.svc.set_quorum_nodes(1, vec![1, 2, 3]);
+    b.request(chan(0, 2), declare("classic-b", true));
+    b.poll();
+    let pb = b.proposals.pop().unwrap();
+    a.request(chan(0, 1), quorum_declare("qq"));
+    a.poll();
+    let pa = a.proposals.pop().unwrap();
+    assert!(commit(&mut [&mut a, &mut b], 0, &pa));
+    // B's proposal was planned before A's entry: planned again.
+    if !commit(&mut [&mut a, &mut b], 1, &pb) {
+        b.poll();
+        let pb = b.proposals.pop().expect("planned again");
+        assert!(commit(&mut [&mut a, &mut b], 1, &pb));
+    }
+    let step = b.poll();
+    let last = step.last().expect("an answer");
+    assert!(
+        last.starts_with("held reply ") && !last.contains("leader") && last.contains("classic-b"),
+        "{step:?}"
+    );
+}
+
+/// A node alone (its changes not replicated) answers a quorum declare
+/// once the group has a leader too.
+#[test]
+fn a_quorum_declare_on_a_node_alone_waits_for_its_group() {
+    let mut a = C::without_log(1);
+    a.svc.set_quorum_nodes(1, vec![1]);
+    a.request(chan(0, 1), quorum_declare("qq"));
+    let step = a.poll();
+    let last = step.last().expect("an answer");
+    assert!(
+        last.starts_with("reply (once group ") && last.contains("declare-ok qq"),
+        "{step:?}"
+    );
+}

@@ -309,7 +309,15 @@ impl C {
                     },
                     _ => panic!("only answers are held"),
                 },
-                Action::WhenLed(..) => panic!("a wait for a leader comes only held"),
+                Action::WhenLed(group, a) => match *a {
+                    Action::Reply(ch, r) => format!(
+                        "reply (once group {group:x} has a leader) {:?}/{}: {}",
+                        ch.conn,
+                        ch.channel,
+                        describe_reply(&r)
+                    ),
+                    _ => panic!("only a channel's answer waits for a leader"),
+                },
                 Action::AdminReply(tx, r) => {
                     let d = admin_result(&r);
                     tx.try_send(r).expect("one answer per operation");
