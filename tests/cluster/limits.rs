@@ -38,15 +38,16 @@ fn connection_and_channel_limits_count_every_node() {
     let root = tempfile::tempdir().unwrap();
     let nodes = cluster(root.path(), 2);
     let (uri1, uri2) = (nodes[0].uri(), nodes[1].uri());
+    let vhost_limits = |op| AdminOp::VhostLimits {
+        vhost: "/".into(),
+        op,
+    };
     nodes[0]
         .h()
         .admin()
         .control(
             "guest",
-            AdminOp::VhostLimits {
-                vhost: "/".into(),
-                op: LimitsOp::Set(Limits::from([("max-connections", 2)])),
-            },
+            vhost_limits(LimitsOp::Set(Limits::from([("max-connections", 2)]))),
         )
         .expect("sets the vhost's limit");
     rt().block_on(async {
@@ -64,27 +65,16 @@ fn connection_and_channel_limits_count_every_node() {
         let _ = a.close(200, "bye".into()).await;
     });
 
-    nodes[1]
-        .h()
-        .admin()
-        .control(
-            "guest",
-            AdminOp::VhostLimits {
-                vhost: "/".into(),
-                op: LimitsOp::Clear,
-            },
-        )
+    let admin = nodes[1].h().admin();
+    admin
+        .control("guest", vhost_limits(LimitsOp::Clear))
         .expect("clears the vhost's limit");
-    nodes[1]
-        .h()
-        .admin()
-        .control(
-            "guest",
-            AdminOp::UserLimits {
-                user: "guest".into(),
-                op: LimitsOp::Merge(Limits::from([("max-channels", 2)])),
-            },
-        )
+    let user_limits = AdminOp::UserLimits {
+        user: "guest".into(),
+        op: LimitsOp::Merge(Limits::from([("max-channels", 2)])),
+    };
+    admin
+        .control("guest", user_limits)
         .expect("sets the user's limit");
     rt().block_on(async {
         let a = connect(&uri1).await;

@@ -298,26 +298,10 @@ impl C {
                         tx.try_send(r).expect("one answer per operation");
                         d
                     }
-                    Action::WhenLed(group, a) => match *a {
-                        Action::Reply(ch, r) => format!(
-                            "held reply (once group {group:x} has a leader) {:?}/{}: {}",
-                            ch.conn,
-                            ch.channel,
-                            describe_reply(&r)
-                        ),
-                        _ => panic!("only a channel's answer waits for a leader"),
-                    },
+                    Action::WhenLed(group, a) => format!("held {}", when_led(group, *a)),
                     _ => panic!("only answers are held"),
                 },
-                Action::WhenLed(group, a) => match *a {
-                    Action::Reply(ch, r) => format!(
-                        "reply (once group {group:x} has a leader) {:?}/{}: {}",
-                        ch.conn,
-                        ch.channel,
-                        describe_reply(&r)
-                    ),
-                    _ => panic!("only a channel's answer waits for a leader"),
-                },
+                Action::WhenLed(group, a) => when_led(group, *a),
                 Action::AdminReply(tx, r) => {
                     let d = admin_result(&r);
                     tx.try_send(r).expect("one answer per operation");
@@ -484,4 +468,17 @@ pub(super) fn logged_queues(disk: &SimDisk, dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// A channel's answer that waits for a quorum group's leader.
+fn when_led(group: u32, a: Action) -> String {
+    match a {
+        Action::Reply(ch, r) => format!(
+            "reply (once group {group:x} has a leader) {:?}/{}: {}",
+            ch.conn,
+            ch.channel,
+            describe_reply(&r)
+        ),
+        _ => panic!("only a channel's answer waits for a leader"),
+    }
 }
