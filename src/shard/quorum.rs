@@ -226,8 +226,9 @@ fn activate(shard: &Rc<Shard>, g: &Group, group: u32, new_term: bool) {
 }
 
 /// Gives `answer` (a quorum queue's declare-ok) once the queue's group has
-/// a leader (which, if it is this node, serves the queue), or after [`LEADER_WAIT`]; at once if this node runs no such
-/// group (it holds no replica). Not to be called with the hub borrowed:
+/// a leader (which, if it is this node, serves the queue), or after
+/// [`LEADER_WAIT`]; at once if this node runs no such group (it holds no
+/// replica). Not to be called with the hub borrowed:
 /// the task may run, and take it, before this returns.
 pub fn when_led(shard: &Rc<Shard>, group: u32, answer: Action) {
     let shard = shard.clone();
@@ -498,7 +499,7 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
     let Some(gs) = groups(shard) else {
         // No cluster side (yet): nothing can be replicated.
         let entries = by_group.into_values().map(|(e, _)| e).collect();
-        glommio::spawn_local(answered(shard.clone(), entries, false)).detach();
+        glommio::spawn_local(refuse(shard.clone(), entries)).detach();
         return;
     };
     for (group, (mut entry, n)) in by_group {
@@ -529,7 +530,7 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
             let start = !std::mem::replace(&mut o.running, true);
             drop(out);
             if let Some(refused) = refused {
-                glommio::spawn_local(answered(shard.clone(), vec![refused], false)).detach();
+                glommio::spawn_local(refuse(shard.clone(), vec![refused])).detach();
             }
             start
         };
@@ -541,14 +542,14 @@ pub fn propose(shard: &Rc<Shard>, proposals: Vec<QuorumProposal>) {
 
 /// Answers entries that are not written: their publishes are refused
 /// (nacked), and the owner's gets stop waiting for them.
-async fn answered(shard: Rc<Shard>, entries: Vec<Entry>, ok: bool) {
+async fn refuse(shard: Rc<Shard>, entries: Vec<Entry>) {
     let now = now_ms();
     {
         let mut hub = shard.hub.borrow_mut();
         let hub = &mut *hub;
         for (_, confirms, _, enqueued) in entries {
             for (ch, seq) in confirms {
-                hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
+                hub.out.to_conn(ch.conn, Event::Confirm { ch, seq, ok: false });
             }
             for (queue, n) in enqueued {
                 hub.owner.quorum_answered(&hub.topo, &mut hub.out, queue, n, now);
