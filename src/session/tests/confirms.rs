@@ -245,52 +245,51 @@ fn commit_ok_waits_for_the_queues_to_take_the_publishes() {
     assert_eq!(p.frames(), vec![commit_ok()]);
 }
 
+/// A transaction of one publish, whose routing gives `outcome`, committed.
+fn commit_one(outcome: PublishOutcome) -> Peer {
+    let mut p = transactional();
+    p.send_raw(&publish_bytes(1, "ex", "a", NO_PROPS, b"1", 131_072));
+    p.b.outcomes.push_back(Ok(outcome));
+    p.send(1, Method::TxCommit(TxCommit {}));
+    p
+}
+
+const PARTIAL: &str = "PRECONDITION_FAILED - partial tx completion";
+
 /// A queue that refuses a publish of the commit (a quorum queue without
 /// a majority) fails it: 406 "partial tx completion", as RabbitMQ.
 #[test]
 fn a_refused_publish_fails_the_commit() {
     for barrier_first in [true, false] {
-        let mut p = transactional();
-        p.send_raw(&publish_bytes(1, "ex", "a", NO_PROPS, b"1", 131_072));
-        p.b.outcomes.push_back(Ok(PublishOutcome {
+        let mut p = commit_one(PublishOutcome {
             routed: true,
             pending_confirms: 1,
             rejected: false,
-        }));
-        p.send(1, Method::TxCommit(TxCommit {}));
-        let ch = p.cref(1);
+        });
+        let refusal = Event::Confirm {
+            ch: p.cref(1),
+            seq: 1,
+            ok: false,
+        };
         if barrier_first {
             p.reply(1, Reply::BarrierDone);
-            p.event(Event::Confirm {
-                ch,
-                seq: 1,
-                ok: false,
-            });
+            p.event(refusal);
         } else {
-            p.event(Event::Confirm {
-                ch,
-                seq: 1,
-                ok: false,
-            });
+            p.event(refusal);
             assert_eq!(p.frames(), vec![]);
             p.reply(1, Reply::BarrierDone);
         }
-        let text = "PRECONDITION_FAILED - partial tx completion";
-        assert_eq!(p.frames(), vec![m(1, channel_close(406, text, 90, 20))]);
+        assert_eq!(p.frames(), vec![m(1, channel_close(406, PARTIAL, 90, 20))]);
     }
     // Refused at routing time (e.g. a queue over its length limit with
     // reject-publish) counts the same.
-    let mut p = transactional();
-    p.send_raw(&publish_bytes(1, "ex", "a", NO_PROPS, b"1", 131_072));
-    p.b.outcomes.push_back(Ok(PublishOutcome {
+    let mut p = commit_one(PublishOutcome {
         routed: true,
         pending_confirms: 0,
         rejected: true,
-    }));
-    p.send(1, Method::TxCommit(TxCommit {}));
+    });
     p.reply(1, Reply::BarrierDone);
-    let text = "PRECONDITION_FAILED - partial tx completion";
-    assert_eq!(p.frames(), vec![m(1, channel_close(406, text, 90, 20))]);
+    assert_eq!(p.frames(), vec![m(1, channel_close(406, PARTIAL, 90, 20))]);
 }
 
 #[test]
