@@ -115,6 +115,16 @@ pub enum AdminOp {
         user: String,
         op: LimitsOp,
     },
+    /// Adds cluster member `node` (its Raft id) to quorum queues' replicas
+    /// (`rabbitmq-queues grow`: every queue without it, or with `even`
+    /// those with an even number of replicas), or takes it out of them
+    /// (`shrink`, and `forget_cluster_node`). A queue's group changes
+    /// whole: all its queues have the same replicas.
+    QuorumReplicas {
+        node: u64,
+        grow: bool,
+        even: bool,
+    },
 }
 
 /// What a change of limits does, as RabbitMQ's commands and API do it.
@@ -240,6 +250,10 @@ pub enum ClusterCmd {
     /// The figures of the queues other nodes serve, asked of them (a JSON
     /// array of [`QueueFigures`]).
     QueueFigures,
+    /// `rabbitmq-queues grow NODE all|even` (`grow`) or `shrink NODE`: a
+    /// JSON array of the queues changed, each with its new size and
+    /// result.
+    Replicas { node: String, grow: bool, even: bool },
 }
 
 /// One shard's admin mailbox. The shard drains it when woken (the

@@ -4,7 +4,7 @@
 
 use super::args;
 use super::request::{Reply, Request};
-use super::topology::{Change, Dest, ExchangeDef, QueueDef, Topology};
+use super::topology::{Change, Dest, ExchangeDef, QueueDef, Topology, quorum_group};
 use super::users::{Access, refused};
 use crate::ids::{ConnId, ExchangeId, QueueId, ShardId, VhostId};
 use crate::protocol::{AmqpError, FieldTable, ShortStr};
@@ -123,6 +123,23 @@ pub fn place_replicas(me: u64, nodes: &[u64], size: usize, queue: QueueId) -> Ve
         out.extend(others.into_iter().take(size.saturating_sub(1)));
     }
     out
+}
+
+/// The Raft group of a new quorum queue with these replicas: queues with
+/// the same replicas share one, named by their hash ([`quorum_group`]),
+/// unless the group of that name has other replicas by now (its members
+/// changed since): then a name no other group has.
+pub fn pick_group(topo: &Topology, replicas: &[u64]) -> u32 {
+    let mut salted = replicas.to_vec();
+    let mut group = quorum_group(replicas);
+    while topo
+        .queues()
+        .any(|q| q.is_quorum() && q.group == group && q.replicas != replicas)
+    {
+        salted.push(u64::MAX - salted.len() as u64);
+        group = quorum_group(&salted);
+    }
+    group
 }
 
 pub fn no_queue(name: &ShortStr, vhost: &str) -> AmqpError {
@@ -508,6 +525,11 @@ impl ControlPlane {
                 };
                 let id = QueueId(self.next_queue);
                 self.next_queue += 1;
+                let group = if replicas.is_empty() {
+                    0
+                } else {
+                    pick_group(topo, &replicas)
+                };
                 let def = QueueDef {
                     id,
                     vhost: v,
@@ -529,6 +551,7 @@ impl ControlPlane {
                     auto_delete,
                     args,
                     replicas,
+                    group,
                 };
                 Ok(Plan::Apply {
                     changes: vec![Change::DeclareQueue(def)],

@@ -55,6 +55,10 @@ pub struct QueueDef {
     /// declared it); empty for a classic queue. Its `node` is then its
     /// current leader, as the metadata log last heard.
     pub replicas: Vec<u64>,
+    /// A quorum queue's Raft group, fixed at its declare (see
+    /// [`quorum_group`]); it stays when its replicas change (`grow`,
+    /// `shrink`). 0 for a classic queue.
+    pub group: u32,
 }
 
 impl QueueDef {
@@ -63,9 +67,32 @@ impl QueueDef {
         !self.replicas.is_empty()
     }
 
-    /// A quorum queue's Raft group (see [`quorum_group`]).
+    /// A quorum queue's Raft group.
     pub fn quorum_group(&self) -> u32 {
-        quorum_group(&self.replicas)
+        self.group
+    }
+
+    /// A quorum queue's replicas once `node` is added (`grow`) or taken out;
+    /// `None` when they do not change: the node is there already (or not at
+    /// all), `even` and an odd count, or it is the last replica (RabbitMQ's
+    /// `last_node`: a queue keeps one).
+    pub fn replicas_after(&self, node: u64, grow: bool, even: bool) -> Option<Vec<u64>> {
+        if !self.is_quorum() {
+            return None;
+        }
+        let has = self.replicas.contains(&node);
+        if grow {
+            if has || (even && !self.replicas.len().is_multiple_of(2)) || self.replicas.len() >= 255 {
+                return None;
+            }
+            let mut r = self.replicas.clone();
+            r.push(node);
+            Some(r)
+        } else if has && self.replicas.len() > 1 {
+            Some(self.replicas.iter().copied().filter(|&r| r != node).collect())
+        } else {
+            None
+        }
     }
 }
 
@@ -108,6 +135,13 @@ pub enum Change {
     QueueLeader {
         id: QueueId,
         node: u64,
+    },
+    /// A quorum queue's replicas changed (`grow`, `shrink`, a forgotten
+    /// node); its group stays, and its leader makes the group's Raft
+    /// members follow.
+    QueueReplicas {
+        id: QueueId,
+        replicas: Vec<u64>,
     },
     Bind {
         source: ExchangeId,
@@ -456,6 +490,15 @@ impl Topology {
                     q.node = *node;
                     self.count_local(was, owner, false);
                     self.count_local(*node, owner, true);
+                }
+            }
+            Change::QueueReplicas { id, replicas } => {
+                if let Some(q) = self
+                    .queues
+                    .get_mut(id)
+                    .filter(|q| q.is_quorum() && !replicas.is_empty())
+                {
+                    q.replicas = replicas.clone();
                 }
             }
             Change::DeleteQueue { id } => {

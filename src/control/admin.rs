@@ -28,6 +28,21 @@ pub(super) fn stages(
     op: AdminOp,
 ) -> Result<Vec<Stage>, AmqpError> {
     Ok(match op {
+        AdminOp::QuorumReplicas { node, grow, even } => {
+            let changes: Vec<Change> = topo
+                .queues()
+                .filter_map(|q| {
+                    q.replicas_after(node, grow, even)
+                        .map(|replicas| (q.id, replicas))
+                })
+                .map(|(id, replicas)| Change::QueueReplicas { id, replicas })
+                .collect();
+            if changes.is_empty() {
+                Vec::new()
+            } else {
+                commit(changes)
+            }
+        }
         AdminOp::Amqp { vhost, req } => {
             let who = Requester {
                 vhost: vhost_id(topo, &vhost)?,

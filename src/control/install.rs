@@ -54,7 +54,8 @@ fn key(c: &Change) -> Option<Key> {
 /// create-style changes in dependency order) holds: removals first, the
 /// most dependent first; then, in the image's order, what is new or
 /// changed. A queue in both whose home node differs moves
-/// (`QueueLeader`); nothing else about it changes.
+/// (`QueueLeader`), one whose replicas differ gets the image's
+/// (`QueueReplicas`); nothing else about it changes.
 pub fn changes_to(topo: &Topology, image: Vec<Change>) -> Vec<Change> {
     let current = topolog::image(topo, true);
     let target: HashMap<Key, Vec<u8>> = image
@@ -149,6 +150,12 @@ pub fn changes_to(topo: &Topology, image: Vec<Change>) -> Vec<Change> {
                             node: new.node,
                         });
                     }
+                    if new.replicas != old.replicas {
+                        out.push(Change::QueueReplicas {
+                            id: new.id,
+                            replicas: new.replicas.clone(),
+                        });
+                    }
                 }
                 // The same id is the same vhost or exchange.
                 (Change::AddVhost { .. }, _) | (Change::DeclareExchange(_), _) => {}
@@ -181,6 +188,7 @@ mod tests {
             auto_delete: false,
             args: Default::default(),
             replicas: Vec::new(),
+            group: 0,
         })
     }
 
@@ -308,5 +316,31 @@ mod tests {
         }
         assert!(changes_to(&t, image).is_empty());
         assert_eq!(t.queue(QueueId(8)).map(|q| q.node), Some(5));
+    }
+
+    #[test]
+    fn a_quorum_queue_whose_replicas_changed_takes_the_images() {
+        let quorum = |replicas: Vec<u64>| {
+            let Change::DeclareQueue(mut q) = queue(7, "qq", 3) else {
+                unreachable!()
+            };
+            q.group = crate::broker::topology::quorum_group(&[3, 4, 5]);
+            q.replicas = replicas;
+            Change::DeclareQueue(q)
+        };
+        let mut have = base();
+        have.push(quorum(vec![3, 4, 5]));
+        let mut image = base();
+        image.push(quorum(vec![3, 5]));
+        let out = changes_to(&topo_of(&have), image.clone());
+        assert!(
+            matches!(out.as_slice(), [Change::QueueReplicas { id: QueueId(7), replicas }] if *replicas == vec![3, 5]),
+            "{out:?}"
+        );
+        let mut t = topo_of(&have);
+        for c in &out {
+            t.apply(c);
+        }
+        assert!(changes_to(&t, image).is_empty());
     }
 }

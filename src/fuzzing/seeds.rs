@@ -480,6 +480,7 @@ fn segment_recovery() -> Vec<(String, Vec<u8>)> {
             auto_delete: false,
             args: FieldTable::new(),
             replicas: Vec::new(),
+            group: 0,
         }));
         if let Some(source) = direct {
             changes.push(Change::Bind {

@@ -63,6 +63,8 @@ pub struct Outbox {
     pub quorum_open: Vec<(u32, Vec<u64>)>,
     /// Shard 0: deleted quorum queues (group, queue).
     pub quorum_forget: Vec<(u32, QueueId)>,
+    /// Shard 0: quorum groups whose replicas changed in the metadata.
+    pub quorum_members: Vec<u32>,
     /// Quorum queues whose leader moved: their consumers on this shard's
     /// connections are cancelled.
     pub moved: Vec<QueueId>,
@@ -92,6 +94,7 @@ impl Outbox {
             quorum: Vec::new(),
             quorum_open: Vec::new(),
             quorum_forget: Vec::new(),
+            quorum_members: Vec::new(),
             moved: Vec::new(),
         }
     }
@@ -256,6 +259,17 @@ impl Hub {
                 Change::DeclareQueue(def) if self.id == 0 && def.replicas.contains(&self.owner.node()) => {
                     let group = def.quorum_group();
                     self.out.quorum_open.push((group, def.replicas.clone()));
+                }
+                Change::QueueReplicas { id, replicas } if self.id == 0 => {
+                    if let Some(d) = self.topo.queue(*id).filter(|d| d.is_quorum()) {
+                        let me = self.owner.node();
+                        if replicas.contains(&me) && !d.replicas.contains(&me) {
+                            self.out.quorum_open.push((d.quorum_group(), replicas.clone()));
+                        }
+                        if !self.out.quorum_members.contains(&d.quorum_group()) {
+                            self.out.quorum_members.push(d.quorum_group());
+                        }
+                    }
                 }
                 Change::DeleteQueue { id } if self.id == 0 => {
                     if let Some(d) = self.topo.queue(*id).filter(|d| d.is_quorum()) {

@@ -434,6 +434,30 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
                 .map_err(|e| bad_request(&e))?;
             Ok(Reply::json(&v))
         }
+        (&Method::POST, ["warren", "quorum", how @ ("grow" | "shrink")]) => {
+            need_admin(who)?;
+            let body = call.json()?;
+            let node = node_arg(&body)?;
+            let grow = *how == "grow";
+            let even = match (grow, body.get("strategy").and_then(Value::as_str)) {
+                (false, _) | (true, Some("all")) => false,
+                (true, Some("even")) => true,
+                _ => {
+                    return Err(bad_request(
+                        "expected {\"node\": NAME, \"strategy\": \"all\"|\"even\"}",
+                    ));
+                }
+            };
+            log::info!(
+                "quorum {how} {node} requested through the management API by '{}'",
+                who.name
+            );
+            let v = m
+                .admin
+                .cluster(ClusterCmd::Replicas { node, grow, even })
+                .map_err(|e| bad_request(&e))?;
+            Ok(Reply::json(&v))
+        }
         (&Method::POST, ["warren", "rename_cluster_node"]) => {
             need_admin(who)?;
             let body = call.json()?;

@@ -360,6 +360,15 @@ impl Owner {
             .map(|q| q.counts.get(&seq).copied().unwrap_or(0))
     }
 
+    /// This node no longer replicates the queue (its replicas changed):
+    /// its slot goes. Returns the settles it had not proposed (see
+    /// [`Owner::quorum_deactivate`]).
+    pub fn quorum_drop(&mut self, fx: &mut impl Effects, queue: QueueId) -> Vec<u64> {
+        let left = self.quorum_deactivate(fx, queue);
+        self.remove_engine(queue, fx);
+        left
+    }
+
     /// The quorum queues of a group held here.
     pub fn quorum_queues(&self, group: u32) -> Vec<QueueId> {
         self.queues

@@ -179,6 +179,14 @@ impl Owner {
             {
                 self.create(topo, def, now)
             }
+            // A quorum queue this node replicates from now on (`grow`).
+            Change::QueueReplicas { id, replicas }
+                if replicas.contains(&self.cfg.node) && !self.queues.contains_key(id) =>
+            {
+                if let Some(def) = topo.queue(*id).filter(|d| d.owner == self.cfg.shard) {
+                    self.create(topo, def, now);
+                }
+            }
             Change::DeleteQueue { id } => {
                 self.remove_engine(*id, fx);
             }

@@ -615,8 +615,34 @@ pub async fn handle(shard: &Rc<Shard>, cmd: ClusterCmd) -> Result<serde_json::Va
                     "failed_to_remove_node: {name} is running; stop it first (or use stop_app and reset on it)"
                 ));
             }
+            let id = node.id_of(&name);
             node.forget(&name).await?;
-            Ok(serde_json::json!({ "forgotten": name }))
+            // As rabbitmqctl: its quorum queue replicas go too (shrink).
+            let shrunk = match id {
+                Some(id) => super::replicas::change(shard, id, false, false).await?,
+                None => serde_json::json!([]),
+            };
+            Ok(serde_json::json!({ "forgotten": name, "quorum_queues": shrunk }))
+        }
+        ClusterCmd::Replicas {
+            node: name,
+            grow,
+            even,
+        } => {
+            if node.raft().is_none() {
+                return Err("not_clustered: this node is not in a cluster".into());
+            }
+            let id = match node.id_of(&name) {
+                Some(id) => id,
+                // A forgotten node's replicas can still be taken out.
+                None if !grow => crate::ids::node_id(&name),
+                None => {
+                    return Err(format!(
+                        "not_a_cluster_node: {name} is not a member of the cluster"
+                    ));
+                }
+            };
+            super::replicas::change(shard, id, grow, even).await
         }
         ClusterCmd::Rename { pairs } => {
             // As rabbitmqctl: the renamed nodes must not run. Unlike

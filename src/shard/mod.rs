@@ -9,6 +9,7 @@ mod cluster;
 mod conn;
 mod notify;
 mod quorum;
+mod replicas;
 mod server;
 mod shared_limits;
 mod state;

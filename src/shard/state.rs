@@ -177,13 +177,17 @@ impl Shard {
                         std::mem::take(&mut out.quorum),
                         std::mem::take(&mut out.quorum_open),
                         std::mem::take(&mut out.quorum_forget),
+                        std::mem::take(&mut out.quorum_members),
                         std::mem::take(&mut out.moved),
                     ),
                 )
             };
-            let (quorum, quorum_open, quorum_forget, moved) = quorum;
+            let (quorum, quorum_open, quorum_forget, quorum_members, moved) = quorum;
             if !quorum_open.is_empty() {
                 super::quorum::open(self, quorum_open);
+            }
+            if !quorum_members.is_empty() {
+                super::quorum::members_changed(self, quorum_members);
             }
             if !quorum_forget.is_empty() {
                 super::quorum::forget(self, quorum_forget);

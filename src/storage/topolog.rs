@@ -99,12 +99,23 @@ pub fn encode(c: &Change, out: &mut BytesMut) {
                 for r in q.replicas.iter().take(255) {
                     out.put_u64(*r);
                 }
+                // Its group (absent in records written before groups
+                // could change members: the hash of the replicas).
+                out.put_u32(q.group);
             }
         }
         Change::QueueLeader { id, node } => {
             out.put_u8(17);
             out.put_u64(id.0);
             out.put_u64(*node);
+        }
+        Change::QueueReplicas { id, replicas } => {
+            out.put_u8(18);
+            out.put_u64(id.0);
+            out.put_u8(replicas.len().min(255) as u8);
+            for r in replicas.iter().take(255) {
+                out.put_u64(*r);
+            }
         }
         Change::DeleteQueue { id } => {
             out.put_u8(6);
@@ -273,11 +284,17 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
                 0
             };
             let mut replicas = Vec::new();
+            let mut group = 0;
             if r.remaining() >= 1 {
                 let n = r.u8().map_err(e)?;
                 for _ in 0..n {
                     replicas.push(r.u64().map_err(e)?);
                 }
+                group = if r.remaining() >= 4 {
+                    r.u32().map_err(e)?
+                } else {
+                    crate::broker::topology::quorum_group(&replicas)
+                };
             }
             Change::DeclareQueue(QueueDef {
                 id,
@@ -290,6 +307,7 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
                 auto_delete: f & 2 != 0,
                 args,
                 replicas,
+                group,
             })
         }
         6 => Change::DeleteQueue {
@@ -371,6 +389,15 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
             id: QueueId(r.u64().map_err(e)?),
             node: r.u64().map_err(e)?,
         },
+        18 => {
+            let id = QueueId(r.u64().map_err(e)?);
+            let n = r.u8().map_err(e)?;
+            let mut replicas = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                replicas.push(r.u64().map_err(e)?);
+            }
+            Change::QueueReplicas { id, replicas }
+        }
         _ => return Err(bad()),
     })
 }
@@ -400,7 +427,9 @@ pub fn is_durable(topo: &Topology, c: &Change) -> bool {
         Change::DeclareExchange(d) => d.durable,
         Change::DeleteExchange { id } => topo.exchange(*id).is_some_and(|x| x.def.durable),
         Change::DeclareQueue(q) => q.durable && q.exclusive.is_none(),
-        Change::DeleteQueue { id } | Change::QueueLeader { id, .. } => dest_durable(&Dest::Queue(*id)),
+        Change::DeleteQueue { id } | Change::QueueLeader { id, .. } | Change::QueueReplicas { id, .. } => {
+            dest_durable(&Dest::Queue(*id))
+        }
         Change::Bind { source, dest, .. } | Change::Unbind { source, dest, .. } => {
             topo.exchange(*source).is_some_and(|x| x.def.durable) && dest_durable(dest)
         }
@@ -700,6 +729,7 @@ mod tests {
             auto_delete: false,
             args,
             replicas: Vec::new(),
+            group: 0,
         }));
         all.push(Change::DeclareQueue(QueueDef {
             id: QueueId(8),
@@ -712,6 +742,7 @@ mod tests {
             auto_delete: false,
             args: FieldTable::new(),
             replicas: Vec::new(),
+            group: 0,
         }));
         for c in &all {
             let durable = is_durable(&topo, c);
@@ -769,6 +800,7 @@ mod tests {
                 auto_delete: false,
                 args: FieldTable::new(),
                 replicas: vec![42, 7, 9],
+                group: 0x8000_1234,
             };
             let mut b = BytesMut::new();
             encode(&Change::DeclareQueue(q), &mut b);
@@ -776,6 +808,7 @@ mod tests {
                 Change::DeclareQueue(d) => {
                     assert_eq!(d.node, node);
                     assert_eq!(d.replicas, vec![42, 7, 9]);
+                    assert_eq!(d.group, 0x8000_1234);
                     assert!(d.is_quorum());
                 }
                 other => panic!("{other:?}"),
@@ -791,6 +824,47 @@ mod tests {
         );
         match decode(b.freeze()).unwrap() {
             Change::QueueLeader { id, node } => assert_eq!((id, node), (QueueId(4), 7)),
+            other => panic!("{other:?}"),
+        }
+        let mut b = BytesMut::new();
+        encode(
+            &Change::QueueReplicas {
+                id: QueueId(4),
+                replicas: vec![9, 42],
+            },
+            &mut b,
+        );
+        match decode(b.freeze()).unwrap() {
+            Change::QueueReplicas { id, replicas } => assert_eq!((id, replicas), (QueueId(4), vec![9, 42])),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A quorum queue's record written before groups were stored (no
+    /// group after the replicas) reads with the group its replicas named.
+    #[test]
+    fn a_quorum_queue_record_without_its_group_reads_the_hash_of_its_replicas() {
+        let q = QueueDef {
+            id: QueueId(4),
+            vhost: VhostId(1),
+            name: "qq".into(),
+            owner: 0,
+            node: 42,
+            durable: true,
+            exclusive: None,
+            auto_delete: false,
+            args: FieldTable::new(),
+            replicas: vec![42, 7, 9],
+            group: 0x8000_1234,
+        };
+        let mut b = BytesMut::new();
+        encode(&Change::DeclareQueue(q), &mut b);
+        let old = b.split_to(b.len() - 4).freeze();
+        match decode(old).unwrap() {
+            Change::DeclareQueue(d) => {
+                assert_eq!(d.replicas, vec![42, 7, 9]);
+                assert_eq!(d.group, crate::broker::topology::quorum_group(&[42, 7, 9]));
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -809,6 +883,7 @@ mod tests {
                 auto_delete: true,
                 args: FieldTable::new(),
                 replicas: Vec::new(),
+                group: 0,
             };
             let mut b = BytesMut::new();
             encode(&Change::DeclareQueue(q), &mut b);

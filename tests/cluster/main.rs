@@ -12,4 +12,5 @@ mod processes;
 mod quorum;
 mod quorum_kill;
 mod rename;
+mod replicas;
 mod reply_to;

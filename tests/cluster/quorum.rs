@@ -36,7 +36,7 @@ pub(super) async fn declare_quorum(uri: &str, name: &str, extra: &[(&str, AMQPVa
 /// Publishes `{tag}-{i}` for `i` in `range` to the default exchange with
 /// confirms, each retried until confirmed (a leader change nacks some or
 /// breaks the connection); returns the bodies confirmed.
-async fn publish_until_confirmed(
+pub(super) async fn publish_until_confirmed(
     uri: &str,
     queue: &str,
     tag: &str,
@@ -94,7 +94,7 @@ async fn publish_until_confirmed(
 
 /// Takes messages with basic.get (acked) until `want` distinct bodies
 /// were seen or the deadline; returns every body got, duplicates too.
-async fn get_until(uri: &str, queue: &str, want: usize) -> Vec<String> {
+pub(super) async fn get_until(uri: &str, queue: &str, want: usize) -> Vec<String> {
     let mut got = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -9,6 +9,7 @@ pub const HELP: &str = "Commands:
   status, cluster_status, stop, await_startup, reset (broker stopped; needs --data-dir)
   stop_app, start_app, join_cluster [--ram] [--address HOST:PORT] NODE,
   forget_cluster_node [--offline] NODE, change_cluster_node_type disc|ram
+  grow NODE all|even [--errors-only], shrink NODE [--errors-only] (rabbitmq-queues')
   add_user USER PASSWORD, delete_user USER, change_password USER PASSWORD,
   set_user_tags USER [TAG ...], list_users
   add_vhost VHOST, delete_vhost VHOST, list_vhosts
@@ -139,6 +140,22 @@ pub fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                 Some(&json!({ "node": a[0] })),
             )?;
             Ok(())
+        }
+        "grow" => {
+            let a = args(cli, 2, "NODE all|even")?;
+            if !matches!(a[1], "all" | "even") {
+                return Err(usage(format!("strategy must be all or even, not {}", a[1])));
+            }
+            cli.info(&format!("Growing {} quorum queues on {}...", a[1], a[0]));
+            let body = json!({ "node": a[0], "strategy": a[1] });
+            let rows = c.call("POST", "/warren/quorum/grow", Some(&body))?;
+            replica_rows(cli, rows)
+        }
+        "shrink" => {
+            let a = args(cli, 1, "NODE")?;
+            cli.info(&format!("Shrinking quorum queues on {}...", a[0]));
+            let rows = c.call("POST", "/warren/quorum/shrink", Some(&json!({ "node": a[0] })))?;
+            replica_rows(cli, rows)
         }
         "rename_cluster_node" => {
             if cli.args.len() < 2 || !cli.args.len().is_multiple_of(2) {
@@ -807,6 +824,23 @@ fn disk_limit(s: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(scale)
+}
+
+/// `rabbitmq-queues grow`'s and `shrink`'s table: one row per queue
+/// changed (vhost, name, size, result); with --errors-only the failed
+/// ones.
+fn replica_rows(cli: &Cli, rows: Option<Value>) -> Result<(), Failure> {
+    let rows: Vec<Value> = rows
+        .as_ref()
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| !cli.errors_only || r["result"] != "ok")
+        .collect();
+    let cols = columns(&[], &["vhost", "name", "size", "result"], &[]);
+    table(!cli.quiet, &cols, &rows);
+    Ok(())
 }
 
 #[cfg(test)]

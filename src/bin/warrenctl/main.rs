@@ -65,6 +65,9 @@ pub struct Cli {
     /// a stopped node the same way either way).
     #[arg(long, global = true)]
     offline: bool,
+    /// shrink, grow: list only the queues that reported an error.
+    #[arg(long, global = true)]
+    errors_only: bool,
     /// The command (see below) and its arguments.
     command: String,
     #[arg(allow_hyphen_values = false)]

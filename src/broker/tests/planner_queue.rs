@@ -435,6 +435,84 @@ fn a_quorum_queue_gets_three_replicas_this_node_first_on_shard_0() {
     assert_eq!(declared(&plan).replicas.len(), 4);
 }
 
+/// Queues with the same replicas share one group, named by their hash;
+/// once that group's members changed (shrink, grow), a new queue with the
+/// same initial replicas gets a group of its own, and the changed group
+/// keeps its name.
+#[test]
+fn a_group_whose_members_changed_keeps_its_name_and_new_queues_get_another() {
+    let mut w = quorum_world();
+    let qq = || table(&[("x-queue-type", ls("quorum"))]);
+    w.run(QDecl::new("a").durable().args(qq())).unwrap();
+    let a = w.topo.queue_by_name(w.vhost, b"a").unwrap().clone();
+    assert_eq!(a.group, crate::broker::topology::quorum_group(&a.replicas));
+    // The queue id picks the other replicas: find a queue placed as `a`.
+    let mut same = None;
+    for i in 0..8 {
+        let name = format!("b{i}");
+        w.run(QDecl::new(&name).durable().args(qq())).unwrap();
+        let d = w.topo.queue_by_name(w.vhost, name.as_bytes()).unwrap().clone();
+        if d.replicas == a.replicas {
+            same = Some(d);
+            break;
+        }
+    }
+    let b = same.expect("a queue placed on the same replicas");
+    assert_eq!(b.group, a.group, "same replicas, one group");
+    // Node 9 (or another) is taken out of the group's queues.
+    let gone = a.replicas[1];
+    for q in [&a, &b] {
+        w.apply_all(&[Change::QueueReplicas {
+            id: q.id,
+            replicas: q.replicas_after(gone, false, false).unwrap(),
+        }]);
+    }
+    let a2 = w.topo.queue(a.id).unwrap();
+    assert_eq!(a2.group, a.group, "the group keeps its name");
+    assert_eq!(a2.replicas.len(), 2);
+    // A new queue placed on the original replicas does not join it.
+    for i in 0..8 {
+        let name = format!("c{i}");
+        w.run(QDecl::new(&name).durable().args(qq())).unwrap();
+        let d = w.topo.queue_by_name(w.vhost, name.as_bytes()).unwrap().clone();
+        if d.replicas == a.replicas {
+            assert_ne!(d.group, a.group);
+            assert_ne!(d.group, 0);
+            return;
+        }
+    }
+    panic!("no queue placed on the original replicas");
+}
+
+/// Which replicas `grow` and `shrink` give a queue (RabbitMQ's rules).
+#[test]
+fn grow_and_shrink_change_replicas_as_rabbitmq_does() {
+    let q = |r: &[u64]| super::super::topology::QueueDef {
+        id: QueueId(1),
+        vhost: VhostId(1),
+        name: "q".into(),
+        owner: 0,
+        node: 0,
+        durable: true,
+        exclusive: None,
+        auto_delete: false,
+        args: FieldTable::new(),
+        replicas: r.to_vec(),
+        group: crate::broker::topology::quorum_group(r),
+    };
+    // grow all: every queue without the node; even: only even sizes.
+    assert_eq!(q(&[1, 2]).replicas_after(3, true, false), Some(vec![1, 2, 3]));
+    assert_eq!(q(&[1, 2, 3]).replicas_after(3, true, false), None);
+    assert_eq!(q(&[1, 2, 4]).replicas_after(3, true, true), None);
+    assert_eq!(q(&[1, 2]).replicas_after(3, true, true), Some(vec![1, 2, 3]));
+    // shrink: out of the queues that have it, never the last replica.
+    assert_eq!(q(&[1, 2, 3]).replicas_after(1, false, false), Some(vec![2, 3]));
+    assert_eq!(q(&[2, 3]).replicas_after(1, false, false), None);
+    assert_eq!(q(&[1]).replicas_after(1, false, false), None);
+    // A classic queue has none.
+    assert_eq!(q(&[]).replicas_after(1, true, false), None);
+}
+
 /// RabbitMQ 3.10.8's answers (observed with pika).
 #[test]
 fn quorum_queue_declares_refused_as_rabbitmq_does() {

@@ -615,6 +615,7 @@ fn local_queue_counts_follow_declares_moves_and_deletes() {
             auto_delete: false,
             args: FieldTable::new(),
             replicas: vec![],
+            group: 0,
         })
     };
     let (v1, mut t) = (w.vhost, w.topo);

@@ -375,3 +375,60 @@ fn a_quorum_declare_on_a_node_alone_waits_for_its_group() {
         "{step:?}"
     );
 }
+
+/// `shrink` (and `forget_cluster_node`) and `grow`: one entry that
+/// changes the replicas of every quorum queue concerned, on every node;
+/// each queue keeps its group, and an operation with nothing to change
+/// commits nothing.
+#[test]
+fn grow_and_shrink_change_every_concerned_queue_in_one_entry() {
+    let (mut a, mut b) = two_nodes(1);
+    a.svc.set_quorum_nodes(1, vec![1, 2, 3]);
+    for name in ["q1", "q2"] {
+        a.request(chan(0, 1), quorum_declare(name));
+        a.poll();
+        let p = a.proposals.pop().unwrap();
+        assert!(commit(&mut [&mut a, &mut b], 0, &p));
+        a.poll();
+    }
+    b.poll();
+    let groups: Vec<u32> = a.topo.queues().map(|q| q.group).collect();
+    let shrink = crate::admin::AdminOp::QuorumReplicas {
+        node: 3,
+        grow: false,
+        even: false,
+    };
+    a.admin(shrink.clone());
+    a.poll();
+    let p = a.proposals.pop().expect("a proposal");
+    assert_eq!(p.changes.len(), 2, "{:?}", p.changes);
+    assert!(commit(&mut [&mut a, &mut b], 0, &p));
+    let step = a.poll();
+    assert!(step.iter().any(|s| s == "held admin ok"), "{step:?}");
+    b.poll();
+    for n in [&a, &b] {
+        for q in n.topo.queues() {
+            assert!(!q.replicas.contains(&3) && q.replicas.len() == 2, "{q:?}");
+        }
+        assert_eq!(n.topo.queues().map(|q| q.group).collect::<Vec<_>>(), groups);
+    }
+    // Nothing left to shrink: answered at once, nothing proposed.
+    a.admin(shrink);
+    assert_eq!(a.poll(), ["admin ok"]);
+    assert!(a.proposals.is_empty());
+    // Grow even: both queues have 2 replicas, so both take node 3 back.
+    a.admin(crate::admin::AdminOp::QuorumReplicas {
+        node: 3,
+        grow: true,
+        even: true,
+    });
+    a.poll();
+    let p = a.proposals.pop().expect("a proposal");
+    assert!(commit(&mut [&mut a, &mut b], 0, &p));
+    a.poll();
+    b.poll();
+    for q in b.topo.queues() {
+        assert_eq!(q.replicas.len(), 3);
+        assert_eq!(q.replicas.last(), Some(&3));
+    }
+}

@@ -18,6 +18,7 @@ fn led_quorum_queue(w: &mut W) -> QueueId {
         auto_delete: false,
         args: FieldTable::new(),
         replicas: vec![7],
+        group: crate::broker::topology::quorum_group(&[7]),
     })]);
     assert!(w.owner.quorum_activate(&w.topo, q, std::iter::empty(), 0));
     q

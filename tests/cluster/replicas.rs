@@ -1,0 +1,139 @@
+//! Changing quorum queues' replicas: `forget_cluster_node` takes the
+//! forgotten node out of them (as rabbitmqctl runs `shrink`), `grow` adds
+//! a node back, `shrink` takes out a running one. Each step is checked
+//! against the Raft group itself: a group that did not change its voters
+//! would lose its majority when the test stops a node.
+
+use super::nodes::{TestNode, cluster, rt, wait_for};
+use super::quorum::{debug_logs, declare_quorum, get_until, publish_until_confirmed};
+use warren::admin::ClusterCmd;
+
+fn members(n: &TestNode, queue: &str) -> Vec<String> {
+    let snap = n.h().admin().snapshot().expect("a snapshot");
+    let q = snap
+        .queues
+        .into_iter()
+        .find(|q| q.name == queue)
+        .expect("the queue");
+    q.quorum.expect("a quorum queue").members
+}
+
+/// The rows of a grow/shrink answer for `queue`: (size, result).
+fn row(v: &serde_json::Value, queue: &str) -> Option<(u64, String)> {
+    v.as_array()?.iter().find(|r| r["name"] == queue).map(|r| {
+        (
+            r["size"].as_u64().unwrap_or(0),
+            r["result"].as_str().unwrap_or("").to_string(),
+        )
+    })
+}
+
+fn replicas(admin_of: &TestNode, node: &str, grow: bool) -> serde_json::Value {
+    admin_of
+        .h()
+        .admin()
+        .cluster(ClusterCmd::Replicas {
+            node: node.to_string(),
+            grow,
+            even: false,
+        })
+        .expect("the change is made")
+}
+
+/// Every body of `tags` × `0..n`, each seen.
+fn assert_all(got: &[String], tags: &[&str], n: usize) {
+    let seen: std::collections::HashSet<&String> = got.iter().collect();
+    for t in tags {
+        for i in 0..n {
+            assert!(
+                seen.contains(&format!("{t}-{i}")),
+                "{t}-{i} was confirmed and is lost"
+            );
+        }
+    }
+}
+
+#[test]
+fn forget_shrinks_grow_brings_a_node_back_and_shrink_takes_a_running_one_out() {
+    debug_logs();
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3);
+    let (n1, n2, n3) = (
+        nodes[0].name.clone(),
+        nodes[1].name.clone(),
+        nodes[2].name.clone(),
+    );
+    rt().block_on(async {
+        declare_quorum(&nodes[0].uri(), "qq", &[]).await;
+        assert_eq!(
+            publish_until_confirmed(&nodes[0].uri(), "qq", "a", 0..50)
+                .await
+                .len(),
+            50
+        );
+    });
+    assert_eq!(members(&nodes[0], "qq").len(), 3);
+
+    // Forgetting a stopped node takes it out of the queue's replicas.
+    nodes[2].stop();
+    let v = nodes[0]
+        .h()
+        .admin()
+        .cluster(ClusterCmd::Forget { node: n3.clone() })
+        .expect("forgotten");
+    assert_eq!(row(&v["quorum_queues"], "qq"), Some((2, "ok".into())), "{v}");
+    assert_eq!(members(&nodes[0], "qq"), vec![n1.clone(), n2.clone()]);
+
+    // The node comes back with no data, joins again, and `grow` makes it a
+    // replica: it catches up and votes. With node 2 stopped, the group
+    // goes on with nodes 1 and 3 only if node 3 is one of its voters.
+    std::fs::remove_dir_all(&nodes[2].dir).unwrap();
+    nodes[2] = TestNode::new(root.path(), 3);
+    nodes[2].join(&nodes[0]);
+    nodes[2].wait_running();
+    let v = replicas(&nodes[0], &n3, true);
+    assert_eq!(row(&v, "qq"), Some((3, "ok".into())), "{v}");
+    assert_eq!(members(&nodes[0], "qq"), vec![n1.clone(), n2.clone(), n3.clone()]);
+    // Growing again changes nothing.
+    assert_eq!(replicas(&nodes[0], &n3, true), serde_json::json!([]));
+    nodes[1].stop();
+    rt().block_on(async {
+        assert_eq!(
+            publish_until_confirmed(&nodes[0].uri(), "qq", "b", 0..50)
+                .await
+                .len(),
+            50
+        );
+    });
+
+    // Shrink: the stopped node 2, then node 3, which runs. Node 1 alone
+    // then holds the group, and takes publishes with no other member.
+    let v = replicas(&nodes[0], &n2, false);
+    assert_eq!(row(&v, "qq"), Some((2, "ok".into())), "{v}");
+    let v = replicas(&nodes[0], &n3, false);
+    assert_eq!(row(&v, "qq"), Some((1, "ok".into())), "{v}");
+    assert_eq!(members(&nodes[0], "qq"), vec![n1.clone()]);
+    // The last replica stays.
+    let v = replicas(&nodes[0], &n1, false);
+    assert_eq!(
+        row(&v, "qq"),
+        Some((1, "error: the last node cannot be removed".into())),
+        "{v}"
+    );
+    // Node 3 drops the group's data once it is out of it.
+    let groups_on_3 = nodes[2].dir.join("quorum");
+    wait_for("node 3 to delete the group's data", || {
+        std::fs::read_dir(&groups_on_3).map_or(true, |mut d| d.next().is_none())
+    });
+    nodes[2].stop();
+    rt().block_on(async {
+        assert_eq!(
+            publish_until_confirmed(&nodes[0].uri(), "qq", "c", 0..50)
+                .await
+                .len(),
+            50
+        );
+        let got = get_until(&nodes[0].uri(), "qq", 150).await;
+        assert_all(&got, &["a", "b", "c"], 50);
+    });
+}
