@@ -119,6 +119,9 @@ impl Effects for Outbox {
     fn propose_quorum(&mut self, p: crate::owner::QuorumProposal) {
         self.quorum.push(p);
     }
+    fn to_node(&mut self, node: u64, queue: QueueId, op: crate::owner::RemoteOp) {
+        self.remote_ops.push((node, queue, op));
+    }
 }
 
 /// One shard's core. See the module documentation.
@@ -295,7 +298,7 @@ impl Hub {
                 publisher,
             } => owner.publish_item(topo, out, queue, msg, confirm, publisher, now),
             Item::Forward(f) => out.forwards.push(f),
-            Item::Remote { node, queue, op } => out.remote_ops.push((node, queue, op)),
+            Item::Remote { node, queue, op } => owner.remote_op(out, node, queue, op),
             Item::RemoteReply(r) => out.remote_replies.push(r),
             Item::Settle { queue, seq, how } => owner.settle(topo, out, queue, seq, how, now),
             Item::Written { queue, consumer, n } => owner.written(queue, consumer, n),

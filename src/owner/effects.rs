@@ -14,6 +14,11 @@ pub trait Effects {
     /// An item for a shard; for this very shard it is handled after the
     /// current step, never re-entrantly.
     fn to_shard(&mut self, shard: ShardId, item: Item);
+    /// An operation of one of this node's channels on a queue of another
+    /// node (shard 0 sends it there).
+    fn to_node(&mut self, node: u64, queue: QueueId, op: super::RemoteOp) {
+        self.to_shard(0, Item::Remote { node, queue, op });
+    }
     /// Changes to a quorum queue, for its Raft group. Without a cluster
     /// side (the simulation) nothing is replicated: confirms are nacks.
     fn propose_quorum(&mut self, p: QuorumProposal) {

@@ -6,6 +6,7 @@
 //! delivers; elsewhere it stays empty. Sequences are the group's message
 //! indices, so a delivery names the same message on every replica.
 
+use super::RemoteOp;
 use super::effects::{Effects, QuorumProposal};
 use super::service::{Owner, dead_letter};
 use super::slot::QueueSlot;
@@ -140,6 +141,10 @@ impl Owner {
             return;
         };
         qs.answered += n;
+        while qs.remote_gets.front().is_some_and(|g| g.0 <= qs.answered) {
+            let (_, node, op) = qs.remote_gets.pop_front().expect("a held get");
+            fx.to_node(node, queue, op);
+        }
         let mut ready = Vec::new();
         while let Some(&(ch, no_ack, until)) = qs.gets.front() {
             if until > qs.answered {
@@ -151,6 +156,30 @@ impl Owner {
         for (ch, no_ack) in ready {
             self.serve_get(topo, fx, queue, ch, no_ack, now);
         }
+    }
+
+    /// An operation of one of this node's channels on a queue of another
+    /// node, sent there; a `basic.get` of a quorum queue this node
+    /// replicates first waits until the publishes this node proposed before
+    /// it are answered, so that the channel reads its own publishes at the
+    /// leader too.
+    pub fn remote_op(&mut self, fx: &mut impl Effects, node: u64, queue: QueueId, op: RemoteOp) {
+        if let RemoteOp::Queue {
+            op: crate::owner::QueueOp::Get { .. },
+            ..
+        } = &op
+            && let Some(slot) = self.queues.get_mut(&queue)
+        {
+            let unproposed = slot.pending.len() as u64;
+            if let Some(qs) = slot.quorum.as_mut() {
+                let until = qs.proposed + unproposed;
+                if qs.answered < until {
+                    qs.remote_gets.push_back((until, node, op));
+                    return;
+                }
+            }
+        }
+        fx.to_node(node, queue, op);
     }
 
     /// Whether a get of the queue must wait for this node's proposals

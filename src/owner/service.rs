@@ -713,6 +713,16 @@ impl Owner {
                 },
             );
         }
+        // Gets held for the leader on another node go there now: it
+        // answers them.
+        for (_, node, op) in slot
+            .quorum
+            .as_mut()
+            .map(|q| std::mem::take(&mut q.remote_gets))
+            .unwrap_or_default()
+        {
+            fx.to_node(node, queue, op);
+        }
         for (_, confirm) in slot.pending.drain(..) {
             if let Some((ch, seq)) = confirm {
                 fx.to_conn(ch.conn, Event::Confirm { ch, seq, ok: true });

@@ -72,6 +72,11 @@ pub struct QuorumSlot {
     pub(super) answered: u64,
     /// Gets waiting for that: channel, no-ack, and the count to reach.
     pub(super) gets: std::collections::VecDeque<(ChannelRef, bool, u64)>,
+    /// Gets for the leader on another node, waiting for the same: the
+    /// count to reach, the leader, the operation. (A follower proposes
+    /// its channels' publishes itself, and they reach the leader through
+    /// the group, not in order with the operations this node sends.)
+    pub(super) remote_gets: std::collections::VecDeque<(u64, u64, super::RemoteOp)>,
 }
 
 impl QueueSlot {

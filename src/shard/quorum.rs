@@ -419,7 +419,7 @@ async fn keep_leader_record(shard: Weak<Shard>, group: u32, g: Weak<Group>) {
         }
         // Members that do not match the metadata's replicas yet (a change
         // that failed: no majority then, or a new member not up).
-        if let Some(want) = wanted(&shard, group) {
+        if let Some(want) = wanted(&shard, group).filter(|w| !voters_are(&g, w)) {
             let (shard, g) = (shard.clone(), g.clone());
             glommio::spawn_local(async move {
                 if let Err(e) = follow_replicas(&shard, group, &g, &want).await {
@@ -462,6 +462,12 @@ fn wanted(shard: &Shard, group: u32) -> Option<Vec<u64>> {
         .queues()
         .find(|q| q.is_quorum() && q.group == group)
         .map(|q| q.replicas.clone())
+}
+
+fn voters_are(g: &Group, want: &[u64]) -> bool {
+    let m = g.raft.metrics().borrow_watched().clone();
+    let voters: std::collections::BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+    voters == want.iter().copied().collect()
 }
 
 /// Whether the group's Raft voters, as this node sees them, are the

@@ -137,3 +137,66 @@ fn forget_shrinks_grow_brings_a_node_back_and_shrink_takes_a_running_one_out() {
         assert_all(&got, &["a", "b", "c"], 50);
     });
 }
+
+/// A channel on a node that holds no replica reads its own publishes: a
+/// `basic.get` right after publishes forwarded to the leader finds them
+/// (the forward and the get travel in order to the leader, whose get
+/// waits for what was proposed before it).
+#[test]
+fn a_get_on_a_node_without_a_replica_finds_what_it_just_published() {
+    debug_logs();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3);
+    rt().block_on(async {
+        declare_quorum(
+            &nodes[0].uri(),
+            "qq2",
+            &[("x-quorum-initial-group-size", lapin::types::AMQPValue::LongInt(2))],
+        )
+        .await;
+    });
+    let held = members(&nodes[0], "qq2");
+    assert_eq!(held.len(), 2);
+    let outside = nodes
+        .iter()
+        .find(|n| !held.contains(&n.name))
+        .expect("a node without a replica");
+    let follower = nodes
+        .iter()
+        .find(|n| held[1..].contains(&n.name))
+        .expect("a follower");
+    for (tag, node) in [("outside", outside), ("follower", follower)] {
+        gets_find_publishes(tag, node);
+    }
+}
+
+fn gets_find_publishes(tag: &str, node: &TestNode) {
+    use lapin::options::*;
+    rt().block_on(async {
+        let conn = super::nodes::connect(&node.uri()).await;
+        let ch = conn.create_channel().await.unwrap();
+        for round in 0..10 {
+            let bodies: Vec<String> = (0..=round % 3).map(|i| format!("g-{round}-{i}")).collect();
+            for b in &bodies {
+                ch.basic_publish(
+                    "".into(),
+                    "qq2".into(),
+                    BasicPublishOptions::default(),
+                    b.as_bytes(),
+                    lapin::BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap();
+            }
+            for b in &bodies {
+                let got = ch
+                    .basic_get("qq2".into(), BasicGetOptions { no_ack: true })
+                    .await
+                    .unwrap()
+                    .map(|m| String::from_utf8_lossy(&m.delivery.data).into_owned());
+                assert_eq!(got.as_deref(), Some(b.as_str()), "{tag}: round {round}");
+            }
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    });
+}

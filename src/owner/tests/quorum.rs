@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::broker::topology::QueueDef;
+use crate::owner::RemoteOp;
 
 /// A quorum queue this node (7) replicates and leads.
 fn led_quorum_queue(w: &mut W) -> QueueId {
@@ -79,4 +80,75 @@ fn a_waiting_get_is_answered_when_the_node_stops_leading_or_the_queue_goes() {
     w.apply(&[Change::DeleteQueue { id: q }]);
     let got = w.fx.take();
     assert!(got.iter().any(|e| e.contains("get-empty")), "{got:?}");
+}
+
+/// On a follower, a `basic.get` goes to the leader on another node; it
+/// leaves only once the publishes this node proposed before it are
+/// answered (they reach the leader through the group, not in order with
+/// it). Other operations are not held; a deleted queue lets it go.
+#[test]
+fn a_get_for_a_leader_elsewhere_waits_for_this_nodes_publishes() {
+    let mut w = node_seven();
+    let q = QueueId(901);
+    let vhost = w.vhost;
+    w.apply(&[Change::DeclareQueue(QueueDef {
+        id: q,
+        vhost,
+        name: ss("qq"),
+        owner: SHARD,
+        node: 9,
+        durable: true,
+        exclusive: None,
+        auto_delete: false,
+        args: FieldTable::new(),
+        replicas: vec![9, 7],
+        group: crate::broker::topology::quorum_group(&[9, 7]),
+    })]);
+    let get = || RemoteOp::Queue {
+        name: ss("qq"),
+        ch: CONS_CH,
+        op: QueueOp::Get { no_ack: true },
+    };
+    let sent = |w: &mut W| {
+        w.fx.take_raw_items()
+            .into_iter()
+            .map(|(_, i)| match i {
+                Item::Remote { node: 9, queue, op } if queue == q => match op {
+                    RemoteOp::Queue {
+                        op: QueueOp::Get { .. },
+                        ..
+                    } => "get",
+                    RemoteOp::Settle { .. } => "settle",
+                    _ => "other",
+                },
+                _ => "not for the leader",
+            })
+            .collect::<Vec<_>>()
+    };
+    w.publish(q, transient("a"), 0);
+    w.owner.remote_op(&mut w.fx, 9, q, get());
+    assert!(sent(&mut w).is_empty(), "held while 'a' is not answered");
+    w.step(0);
+    w.publish(q, transient("b"), 0);
+    w.step(0);
+    // A settle goes at once.
+    w.owner.remote_op(
+        &mut w.fx,
+        9,
+        q,
+        RemoteOp::Settle {
+            seq: 1,
+            how: crate::broker::request::Settle::Ack,
+        },
+    );
+    assert_eq!(sent(&mut w), ["settle"]);
+    // 'a' answered: the get leaves ('b', proposed after it, does not hold it).
+    w.owner.quorum_answered(&w.topo, &mut w.fx, q, 1, 0);
+    assert_eq!(sent(&mut w), ["get"]);
+    // Held again behind 'b'; the queue deleted, it goes to the leader,
+    // which answers it.
+    w.owner.remote_op(&mut w.fx, 9, q, get());
+    assert!(sent(&mut w).is_empty());
+    w.apply(&[Change::DeleteQueue { id: q }]);
+    assert_eq!(sent(&mut w), ["get"]);
 }
