@@ -8,6 +8,11 @@ mod limits;
 mod net;
 mod nodes;
 mod partition;
+// Shared with the core tests (Python clients installed on first use);
+// this crate uses only part of it.
+#[allow(dead_code)]
+#[path = "../core/prereq.rs"]
+mod prereq;
 mod processes;
 mod quorum;
 mod quorum_kill;

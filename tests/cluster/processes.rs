@@ -315,3 +315,38 @@ fn warrenctl_forms_a_cluster_and_kill_9_loses_nothing() {
     let out = p[0].must(&["-q", "shrink", "--errors-only", &p[1].name.clone()]);
     assert_eq!(out.trim(), "", "nothing left to shrink");
 }
+
+/// pika (RabbitMQ's Python client) against the cluster: a classic queue
+/// and a quorum queue declared on p1, published to with confirms through
+/// p2, consumed and acked through p3 (`tests/pika/cluster.py`).
+#[test]
+fn pika_publishes_and_consumes_across_nodes() {
+    let Some(pp) = super::prereq::python_path("pika_publishes_and_consumes_across_nodes") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let p: Vec<Proc> = (1..=3).map(|i| Proc::new(root.path(), i)).collect();
+    let seed = format!("127.0.0.1:{}", p[0].cluster);
+    for n in &p[1..] {
+        n.must(&["stop_app"]);
+        n.must(&["join_cluster", "--address", &seed, &p[0].name.clone()]);
+        n.must(&["start_app"]);
+    }
+    let out = Command::new("python3")
+        .arg(super::prereq::root().join("tests/pika/cluster.py"))
+        .args(p.iter().map(|n| n.amqp.to_string()))
+        .env("PYTHONPATH", pp)
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cluster.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        2,
+        "{stdout}"
+    );
+}
