@@ -147,6 +147,15 @@ pub enum Op {
         priority: i32,
         held: Vec<u64>,
     },
+    /// `queue.declare` of a direct reply-to name of the receiving node
+    /// (sent with queue 0): declare-ok if its reply consumer lives, else
+    /// 404 (the vhost for the text).
+    ReplyName {
+        name: String,
+        ch: WireCh,
+        key: [u8; crate::broker::reply_to::KEY_LEN],
+        vhost: String,
+    },
 }
 
 /// One entry of an ops batch.
@@ -256,7 +265,9 @@ impl Op {
             Op::Consume { consumer, .. } | Op::Cancel { consumer, .. } | Op::Resume { consumer, .. } => {
                 Some(consumer.0.conn())
             }
-            Op::Get { ch, .. } | Op::Purge { ch, .. } | Op::Counts { ch, .. } => Some(ch.conn()),
+            Op::Get { ch, .. } | Op::Purge { ch, .. } | Op::Counts { ch, .. } | Op::ReplyName { ch, .. } => {
+                Some(ch.conn())
+            }
             _ => None,
         }
     }

@@ -630,6 +630,27 @@ impl Broker for Client<'_> {
         self.hub.replies.contains(&to.key)
     }
 
+    fn ask_reply_name(&mut self, ch: ChannelRef, name: &ShortStr, vhost: &str, to: reply_to::Target) -> bool {
+        let me = self.hub.owner.node();
+        if to.node == 0 || to.node == me || me == 0 {
+            return false;
+        }
+        self.hub.out.to_shard(
+            0,
+            Item::Remote {
+                node: to.node,
+                queue: QueueId(0),
+                op: RemoteOp::ReplyName {
+                    name: name.clone(),
+                    ch,
+                    key: to.key,
+                    vhost: vhost.to_string(),
+                },
+            },
+        );
+        true
+    }
+
     fn reply_name_gone(&mut self, to: reply_to::Target) -> bool {
         to.node == self.hub.owner.node() && !self.hub.replies.contains(&to.key)
     }

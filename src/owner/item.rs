@@ -231,6 +231,14 @@ pub enum RemoteOp {
     Drop {
         consumer: crate::ids::ConsumerRef,
     },
+    /// A passive declare of a direct reply-to name of the node (sent with
+    /// queue 0): answered there, from its live reply consumers.
+    ReplyName {
+        name: ShortStr,
+        ch: ChannelRef,
+        key: [u8; crate::broker::reply_to::KEY_LEN],
+        vhost: String,
+    },
 }
 
 /// A reply for a direct reply-to consumer on another node (see

@@ -1009,6 +1009,13 @@ impl Session {
                 let alive = match reply_to::target(d.queue.as_bytes()) {
                     _ if d.queue.as_bytes() == reply_to::PSEUDO_QUEUE => true,
                     None => false,
+                    Some(t) if b.ask_reply_name(ch.cref, &d.queue, &self.vhost_name, t) => {
+                        // Another node's name: that node answers.
+                        let ch = self.channels.get_mut(n).expect("open channel");
+                        ch.pending = Some(Pending::Simple { nowait: d.nowait });
+                        self.awaiting = Some(n);
+                        return Ok(());
+                    }
                     Some(t) if t.ch.conn == me => self
                         .channels
                         .iter()

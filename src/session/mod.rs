@@ -111,6 +111,19 @@ pub trait Broker {
     fn reply_name_lives(&mut self, _to: reply_to::Target) -> bool {
         false
     }
+    /// A declare of a reply name another node of the cluster gave out:
+    /// asks that node (true), whose answer comes back as a `Reply`
+    /// (declare-ok, or 404 once its reply consumer ended); false when
+    /// the name is this node's, to answer here.
+    fn ask_reply_name(
+        &mut self,
+        _ch: ChannelRef,
+        _name: &ShortStr,
+        _vhost: &str,
+        _to: reply_to::Target,
+    ) -> bool {
+        false
+    }
     /// Whether a reply name leads to no reply consumer, as far as this
     /// node knows: one of this node whose consumer ended (a mandatory
     /// reply to it is returned). Another node's name is taken as live.

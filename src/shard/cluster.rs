@@ -959,6 +959,15 @@ pub fn send_ops(shard: &Rc<Shard>, ops: Vec<(u64, QueueId, RemoteOp)>) {
                     consumer: consumer.into(),
                 }
             }
+            RemoteOp::ReplyName { name, ch, key, vhost } => {
+                by_node[i].2.push((ch, queue, name.clone()));
+                remote::Op::ReplyName {
+                    name: name.as_str().into_owned(),
+                    ch: ch.into(),
+                    key,
+                    vhost,
+                }
+            }
         };
         by_node[i].1.push(remote::OpFor { queue: queue.0, op });
     }
@@ -1038,6 +1047,11 @@ fn node_down(
     queue: QueueId,
     name: &crate::protocol::ShortStr,
 ) -> crate::broker::request::Reply {
+    if crate::broker::reply_to::is_reply_name(name.as_bytes()) {
+        // A declare of a reply name of a node that is down: its reply
+        // consumer is gone with it (the ask does not keep the vhost).
+        return crate::broker::request::Reply::Error(crate::broker::control::no_queue(name, "/"));
+    }
     let vhost = hub
         .topo
         .queue(queue)
@@ -1196,6 +1210,30 @@ fn receive_ops(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8>, 
         let me = hub.owner.node();
         for remote::OpFor { queue, op } in batch.ops {
             let queue = QueueId(queue);
+            if let remote::Op::ReplyName { name, ch, key, vhost } = &op {
+                // A declare of one of this node's reply names: live while
+                // its reply consumer is (RabbitMQ answers one consumer).
+                let stand_in = r.stand_in(from_node, ch.conn());
+                r.hold(stand_in);
+                let name = crate::protocol::ShortStr::from_string_lossy(name);
+                let reply = if hub.replies.contains(key) {
+                    crate::broker::request::Reply::QueueDeclareOk {
+                        name,
+                        messages: 0,
+                        consumers: 1,
+                    }
+                } else {
+                    crate::broker::request::Reply::Error(crate::broker::control::no_queue(&name, vhost))
+                };
+                hub.send_event(
+                    stand_in,
+                    Event::Reply {
+                        ch: ch.on(stand_in),
+                        reply,
+                    },
+                );
+                continue;
+            }
             // A quorum queue's operations are taken wherever it has a
             // replica: the sender may know of a new leader (this node)
             // before this node has applied the record.

@@ -94,3 +94,79 @@ fn replies_reach_a_client_on_another_node() {
         let _ = server.close(200, "bye".into()).await;
     });
 }
+
+/// A passive declare of a reply name given out by another node is
+/// answered by that node: declare-ok with one consumer while the reply
+/// consumer lives, 404 once it ended (as RabbitMQ answers on one node).
+#[test]
+fn a_declare_of_another_nodes_reply_name_asks_that_node() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 2);
+    rt().block_on(async {
+        let server = connect(&nodes[0].uri()).await;
+        let sch = server.create_channel().await.unwrap();
+        sch.queue_declare(
+            "rpc2".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let u2 = nodes[1].uri();
+        wait_for_async(|| queue_exists(&u2, "rpc2")).await;
+        let client = connect(&u2).await;
+        let ch = client.create_channel().await.unwrap();
+        let consumer = ch
+            .basic_consume(
+                "amq.rabbitmq.reply-to".into(),
+                "replies".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let props = BasicProperties::default().with_reply_to(ShortString::from("amq.rabbitmq.reply-to"));
+        ch.basic_publish("".into(), "rpc2".into(), Default::default(), b"req", props)
+            .await
+            .unwrap();
+        // The server reads the name node 2 gave the request.
+        let mut name = None;
+        for _ in 0..100 {
+            if let Some(m) = sch
+                .basic_get("rpc2".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                name = m.delivery.properties.reply_to().clone();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let name = name.expect("the request").as_str().to_string();
+        assert!(name.starts_with("amq.rabbitmq.reply-to."), "{name}");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let q = sch
+            .queue_declare(name.as_str().into(), passive, FieldTable::default())
+            .await
+            .expect("a live reply name is declared");
+        assert_eq!((q.message_count(), q.consumer_count()), (0, 1));
+        // The reply consumer ends: the name leads nowhere.
+        drop(consumer);
+        ch.basic_cancel("replies".into(), BasicCancelOptions::default())
+            .await
+            .unwrap();
+        let e = sch
+            .queue_declare(name.as_str().into(), passive, FieldTable::default())
+            .await
+            .expect_err("a dead reply name is not found");
+        assert!(e.to_string().contains("NOT_FOUND"), "{e}");
+        let _ = client.close(200, "bye".into()).await;
+        let _ = server.close(200, "bye".into()).await;
+    });
+}
