@@ -456,8 +456,9 @@ pub fn wire_event(ev: &Event, conn: ConnId) -> Option<WireEvent> {
         },
         // Taken over: nothing to tell the consumer's node.
         Event::Resumed { .. } => return None,
-        // Direct replies go to this node's connections only.
-        Event::DirectReply { .. } => return None,
+        // Direct replies, and returns of them, go to this node's
+        // connections only.
+        Event::DirectReply { .. } | Event::Returned { .. } => return None,
         Event::CreditRequest { queue, consumer } => WireEvent::CreditRequest {
             queue: queue.0,
             consumer: cons(*consumer),

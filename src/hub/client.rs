@@ -138,10 +138,18 @@ impl Client<'_> {
     /// A reply to a direct reply-to name: straight to the channel it names
     /// (routed, and confirmed at once, if the name is one of this node's;
     /// the channel drops it if its reply consumer is gone).
-    fn direct_reply(&mut self, vhost: VhostId, msg: Message) -> Result<PublishOutcome, AmqpError> {
+    fn direct_reply(
+        &mut self,
+        from: ChannelRef,
+        vhost: VhostId,
+        msg: Message,
+        confirm: Option<u64>,
+        mandatory: bool,
+    ) -> Result<PublishOutcome, AmqpError> {
         let h = &mut *self.hub;
         check_write(&mut self.conn.write_ok, &self.conn.user, &h.topo, vhost, b"")?;
         let to = reply_to::target(msg.routing_key());
+        let mut remote_confirm = None;
         let routed = match to {
             Some(t) if t.node == h.owner.node() && (t.ch.shard() as usize) < h.nshards => {
                 h.send_event(
@@ -157,12 +165,19 @@ impl Client<'_> {
             // Another node's: shard 0 sends it there (dropped if the node
             // is not a member or cannot be reached, as a reply to a gone
             // consumer is).
+            // A mandatory one comes back (`Event::Returned`) if that node
+            // has no such reply consumer; its confirm waits for the answer,
+            // so that the return comes first.
             Some(t) if t.node != h.owner.node() => {
+                let returner = mandatory.then_some(from);
+                remote_confirm = returner.and(confirm).map(|seq| (from, seq));
                 let r = crate::owner::RemoteReply {
                     node: t.node,
                     ch: t.ch,
                     key: t.key,
                     msg,
+                    returner,
+                    confirm: remote_confirm,
                 };
                 h.out.to_shard(0, Item::RemoteReply(r));
                 true
@@ -174,6 +189,7 @@ impl Client<'_> {
         }
         Ok(PublishOutcome {
             routed,
+            pending_confirms: remote_confirm.is_some() as u32,
             ..Default::default()
         })
     }
@@ -419,9 +435,10 @@ impl Broker for Client<'_> {
         vhost: VhostId,
         msg: Message,
         confirm: Option<u64>,
+        mandatory: bool,
     ) -> Result<PublishOutcome, AmqpError> {
         if msg.exchange().is_empty() && reply_to::is_reply_name(msg.routing_key()) {
-            return self.direct_reply(vhost, msg);
+            return self.direct_reply(ch, vhost, msg, confirm, mandatory);
         }
         if let Some(extra) = sender_selected(&msg) {
             return self.publish_sender_selected(ch, vhost, msg, confirm, extra);

@@ -249,4 +249,9 @@ pub struct RemoteReply {
     pub ch: crate::ids::ChannelRef,
     pub key: [u8; crate::broker::reply_to::KEY_LEN],
     pub msg: crate::message::Message,
+    /// A mandatory reply's publishing channel: the reply comes back to it
+    /// (`basic.return`) if the node has no such reply consumer.
+    pub returner: Option<crate::ids::ChannelRef>,
+    /// Its confirm, given once the node answered (after the return).
+    pub confirm: Option<(crate::ids::ChannelRef, u64)>,
 }

@@ -903,7 +903,7 @@ impl Session {
         let ret = mandatory.then(|| msg.clone());
         let confirm = ch.confirms.enabled().then(|| ch.confirms.next_seq());
         let outcome = b
-            .publish(ch.cref, vhost, msg, confirm)
+            .publish(ch.cref, vhost, msg, confirm, mandatory)
             .map_err(|e| e.with_method(60, 40))?;
         if let Some(m) = ret.filter(|m| unrouted(b, m, outcome.routed)) {
             write_basic_return(&mut self.out, n, 312, b"NO_ROUTE", m.exchange(), m.routing_key());
@@ -1346,7 +1346,7 @@ impl Session {
             let ch = self.channels.get_mut(n).expect("open channel");
             let ret = mandatory.then(|| msg.clone());
             let seq = ch.tx_confirms.next_seq();
-            let outcome = b.publish(ch.cref, vhost, msg, Some(seq))?;
+            let outcome = b.publish(ch.cref, vhost, msg, Some(seq), mandatory)?;
             ch.tx_confirms
                 .publish_with(outcome.pending_confirms, outcome.rejected);
             if let Some(m) = ret.filter(|m| unrouted(b, m, outcome.routed)) {
@@ -1431,6 +1431,11 @@ impl Session {
                 ch.next_tag += 1;
                 write_delivery(out, n, r.tag.as_bytes(), tag, false, &msg, frame_max);
                 self.stats.delivered += 1;
+                Ok(())
+            }
+            Event::Returned { msg, .. } => {
+                write_basic_return(out, n, 312, b"NO_ROUTE", msg.exchange(), msg.routing_key());
+                write_content(out, n, 60, msg.props(), msg.body(), frame_max);
                 Ok(())
             }
             Event::Confirm { seq, ok, .. } => {

@@ -55,13 +55,17 @@ pub trait Broker {
     /// missing or not permitted).
     fn open_vhost(&mut self, user: &str, vhost: &str) -> Result<VhostId, AmqpError>;
     /// Routes and enqueues a message. `confirm` is the publish's confirm seq
-    /// when the channel is in confirm mode. Errors close the channel.
+    /// when the channel is in confirm mode; `mandatory`, its flag (the
+    /// session returns what it can tell is unrouted; a reply to another
+    /// node's reply name that finds no consumer there comes back later,
+    /// as `Event::Returned`). Errors close the channel.
     fn publish(
         &mut self,
         ch: ChannelRef,
         vhost: VhostId,
         msg: Message,
         confirm: Option<u64>,
+        mandatory: bool,
     ) -> Result<PublishOutcome, AmqpError>;
     /// Checks that a publish could be routed from this exchange (404 if
     /// missing, 403 if internal); used by transactions, which route at commit.
@@ -162,6 +166,12 @@ pub enum Event {
         key: [u8; reply_to::KEY_LEN],
         msg: Message,
     },
+    /// A mandatory publish found no consumer after all (a reply to another
+    /// node's reply name whose consumer is gone): `basic.return` 312.
+    Returned {
+        ch: ChannelRef,
+        msg: Message,
+    },
     /// A queue took (`ok`) or refused publish `seq`.
     Confirm {
         ch: ChannelRef,
@@ -215,7 +225,10 @@ impl Event {
     /// The channel the event is addressed to, if any.
     pub fn channel(&self) -> Option<ChannelRef> {
         match self {
-            Event::Reply { ch, .. } | Event::Confirm { ch, .. } | Event::DirectReply { ch, .. } => Some(*ch),
+            Event::Reply { ch, .. }
+            | Event::Confirm { ch, .. }
+            | Event::DirectReply { ch, .. }
+            | Event::Returned { ch, .. } => Some(*ch),
             Event::Deliver(d) => Some(d.consumer.ch),
             Event::ConsumerCancelled { consumer }
             | Event::Resumed { consumer, .. }

@@ -198,7 +198,7 @@ fn publish(
     };
     Ok(hub
         .client(&mut state, now_ms())
-        .publish(ch, vid, msg, None)?
+        .publish(ch, vid, msg, None, false)?
         .routed)
 }
 

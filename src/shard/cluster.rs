@@ -1467,36 +1467,64 @@ pub fn send_replies(shard: &Rc<Shard>, replies: Vec<crate::owner::RemoteReply>) 
     let Some(glue) = shard.cluster.borrow().clone() else {
         return;
     };
-    let mut by_node: HashMap<u64, Vec<remote::WireEvent>> = HashMap::new();
+    /// What a mandatory reply needs back: its publisher, confirm and copy.
+    type Mandatory = (
+        crate::ids::ChannelRef,
+        Option<(crate::ids::ChannelRef, u64)>,
+        crate::message::Message,
+    );
+    type Batch = (Vec<remote::WireEvent>, Vec<(u32, Mandatory)>);
+    let mut by_node: HashMap<u64, Batch> = HashMap::new();
     for r in replies {
-        by_node
-            .entry(r.node)
-            .or_default()
-            .push(remote::WireEvent::DirectReply {
-                ch: r.ch.into(),
-                key: r.key,
-                msg: (&r.msg).into(),
-            });
+        let (events, mandatory) = by_node.entry(r.node).or_default();
+        if let Some(returner) = r.returner {
+            mandatory.push((events.len() as u32, (returner, r.confirm, r.msg.clone())));
+        }
+        events.push(remote::WireEvent::DirectReply {
+            ch: r.ch.into(),
+            key: r.key,
+            msg: (&r.msg).into(),
+        });
     }
-    for (target, events) in by_node {
-        let Some(addr) = glue.node.addr_of(target) else {
-            log::debug!("a direct reply to unknown cluster node {target:x} dropped");
-            continue;
-        };
+    for (target, (events, mandatory)) in by_node {
+        let addr = glue.node.addr_of(target);
         let glue = glue.clone();
+        let shard = shard.clone();
         glommio::spawn_local(async move {
-            let sent = match postcard::to_stdvec(&events) {
-                Ok(body) => glue
+            let sent = match (addr, postcard::to_stdvec(&events)) {
+                (Some(addr), Ok(body)) => glue
                     .node
                     .call(&addr, remote::KIND_EVENTS, body, FORWARD_TIMEOUT)
                     .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                    .map_err(|e| format!("{addr}: {e}")),
+                (None, _) => Err(format!("unknown cluster node {target:x}")),
+                (_, Err(e)) => Err(e.to_string()),
             };
-            if let Err(e) = sent {
-                log::debug!("{} direct replies to {addr} dropped: {e}", events.len());
+            // The replies that found no reply consumer there (a node that
+            // cannot be reached: all of them).
+            let gone: Vec<u32> = match &sent {
+                Ok(body) => postcard::from_bytes(body).unwrap_or_default(),
+                Err(e) => {
+                    log::debug!("{} direct replies dropped: {e}", events.len());
+                    (0..events.len() as u32).collect()
+                }
+            };
+            if mandatory.is_empty() {
+                return;
             }
+            let now = now_ms();
+            {
+                let mut hub = shard.hub.borrow_mut();
+                for (i, (ch, confirm, msg)) in mandatory {
+                    if gone.contains(&i) {
+                        hub.send_event(ch.conn, Event::Returned { ch, msg });
+                    }
+                    if let Some((ch, seq)) = confirm {
+                        hub.send_event(ch.conn, Event::Confirm { ch, seq, ok: true });
+                    }
+                }
+            }
+            shard.after_step(now);
         })
         .detach();
     }
@@ -1671,10 +1699,19 @@ fn receive_events(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8
         postcard::from_bytes(&body).map_err(|e| format!("bad events batch: {e}"))?;
     let glue = shard.cluster.borrow().clone();
     let now = now_ms();
+    // Direct replies to no live reply consumer (by their index): the
+    // sender returns the mandatory ones.
+    let mut gone: Vec<u32> = Vec::new();
     {
         let mut hub = shard.hub.borrow_mut();
         let nshards = hub.nshards;
-        for w in events {
+        for (i, w) in events.into_iter().enumerate() {
+            if let remote::WireEvent::DirectReply { key, .. } = &w
+                && !hub.replies.contains(key)
+            {
+                gone.push(i as u32);
+                continue;
+            }
             if let Some((conn, ev)) = w.event()
                 && (conn.shard() as usize) < nshards
             {
@@ -1686,5 +1723,5 @@ fn receive_events(shard: &Rc<Shard>, from: &str, body: Vec<u8>) -> Result<Vec<u8
         }
     }
     shard.after_step(now);
-    Ok(Vec::new())
+    postcard::to_stdvec(&gone).map_err(|e| e.to_string())
 }

@@ -179,11 +179,12 @@ impl Broker for Recorder<'_> {
         vhost: VhostId,
         msg: Message,
         confirm: Option<u64>,
+        mandatory: bool,
     ) -> Result<PublishOutcome, AmqpError> {
         if let Some(id) = id_of(msg.body()) {
             self.check.arrived(id, self.now_ms);
         }
-        self.inner.publish(ch, vhost, msg, confirm)
+        self.inner.publish(ch, vhost, msg, confirm, mandatory)
     }
     fn exchange_exists(&mut self, vhost: VhostId, exchange: &[u8]) -> Result<(), AmqpError> {
         self.inner.exchange_exists(vhost, exchange)

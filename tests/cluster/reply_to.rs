@@ -170,3 +170,101 @@ fn a_declare_of_another_nodes_reply_name_asks_that_node() {
         let _ = server.close(200, "bye".into()).await;
     });
 }
+
+/// A mandatory reply to a reply name of another node: delivered and not
+/// returned while its reply consumer lives; once that consumer ended, the
+/// node it names says so and the publisher gets `basic.return` 312
+/// NO_ROUTE, ahead of the confirm (as for a name of its own node).
+#[test]
+fn a_mandatory_reply_to_another_nodes_ended_consumer_is_returned() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 2);
+    rt().block_on(async {
+        let server = connect(&nodes[0].uri()).await;
+        let sch = server.create_channel().await.unwrap();
+        sch.queue_declare(
+            "rpc3".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        sch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let u2 = nodes[1].uri();
+        wait_for_async(|| queue_exists(&u2, "rpc3")).await;
+        let client = connect(&u2).await;
+        let ch = client.create_channel().await.unwrap();
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        let mut replies = ch
+            .basic_consume(
+                "amq.rabbitmq.reply-to".into(),
+                "rc".into(),
+                no_ack,
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let props = BasicProperties::default().with_reply_to(ShortString::from("amq.rabbitmq.reply-to"));
+        ch.basic_publish("".into(), "rpc3".into(), Default::default(), b"req", props)
+            .await
+            .unwrap();
+        let mut to = None;
+        for _ in 0..100 {
+            if let Some(m) = sch
+                .basic_get("rpc3".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                to = m.delivery.properties.reply_to().clone();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let to = to.expect("the request").as_str().to_string();
+        let mandatory = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let reply = |body: &'static [u8]| {
+            let (sch, to) = (sch.clone(), to.clone());
+            async move {
+                sch.basic_publish(
+                    "".into(),
+                    to.as_str().into(),
+                    mandatory,
+                    body,
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+            }
+        };
+        let c = reply(b"first").await;
+        assert!(
+            c.is_ack() && c.take_message().is_none(),
+            "delivered, not returned"
+        );
+        let d = tokio::time::timeout(Duration::from_secs(10), replies.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.data, b"first");
+        ch.basic_cancel("rc".into(), BasicCancelOptions::default())
+            .await
+            .unwrap();
+        let c = reply(b"second").await;
+        assert!(c.is_ack());
+        let back = c.take_message().expect("returned");
+        assert_eq!(back.reply_code, 312);
+        assert_eq!(back.reply_text.as_str(), "NO_ROUTE");
+        assert_eq!(back.delivery.data, b"second");
+        let _ = client.close(200, "bye".into()).await;
+        let _ = server.close(200, "bye".into()).await;
+    });
+}

@@ -162,6 +162,7 @@ impl Broker for FakeBroker {
         vhost: VhostId,
         msg: Message,
         confirm: Option<u64>,
+        _mandatory: bool,
     ) -> Result<PublishOutcome, AmqpError> {
         assert_eq!(vhost, VHOST);
         self.saw(ch);
