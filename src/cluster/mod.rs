@@ -50,6 +50,7 @@ mod tests {
             super::remote::KIND_EVENTS,
             super::remote::KIND_QUEUE_FIGURES,
             super::quorum::KIND_QUORUM_PROPOSE,
+            super::quorum::KIND_QUORUM_LEFT,
         ];
         let n = kinds.len();
         kinds.sort_unstable();

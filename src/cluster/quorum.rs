@@ -34,6 +34,9 @@ use std::rc::Rc;
 
 /// The cluster port's kind for a proposal sent to a group's leader.
 pub const KIND_QUORUM_PROPOSE: u8 = 43;
+/// The cluster port's kind for a group's leader telling a member that its
+/// removal from the group committed (the body: the group, u32 LE).
+pub const KIND_QUORUM_LEFT: u8 = 45;
 
 pub use crate::broker::topology::quorum_group as group_of;
 

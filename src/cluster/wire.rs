@@ -32,7 +32,7 @@ pub const MAGIC: [u8; 4] = *b"WRNC";
 /// The protocol version; a peer with another one is refused. Bump it when
 /// any message's encoding changes, openraft's included (its serde encodings
 /// are not stable across its versions: an openraft bump is a bump here).
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 pub const NONCE_LEN: usize = 32;
 pub const MAC_LEN: usize = 32;
 /// A node name's longest encoding in a hello.

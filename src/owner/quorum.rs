@@ -141,11 +141,25 @@ impl Owner {
             return;
         };
         qs.answered += n;
+        let mut ready = Vec::new();
+        // Held gets go to the leader the metadata names now (it may have
+        // changed while they waited); to this node's engine if it leads.
+        let leader = topo.queue(queue).map(|d| d.node);
         while qs.remote_gets.front().is_some_and(|g| g.0 <= qs.answered) {
             let (_, node, op) = qs.remote_gets.pop_front().expect("a held get");
-            fx.to_node(node, queue, op);
+            match (leader, op) {
+                (
+                    Some(0),
+                    RemoteOp::Queue {
+                        ch,
+                        op: crate::owner::QueueOp::Get { no_ack },
+                        ..
+                    },
+                ) if qs.active => ready.push((ch, no_ack)),
+                (Some(l), op) if l != 0 => fx.to_node(l, queue, op),
+                (_, op) => fx.to_node(node, queue, op),
+            }
         }
-        let mut ready = Vec::new();
         while let Some(&(ch, no_ack, until)) = qs.gets.front() {
             if until > qs.answered {
                 break;

@@ -342,7 +342,14 @@ impl Owner {
         now: u64,
     ) -> Enqueued {
         let Some(slot) = self.queues.get_mut(&queue) else {
-            return Enqueued::Now;
+            // A queue deleted meanwhile: confirmed and dropped, as RabbitMQ
+            // does. A quorum queue this node stopped replicating, which the
+            // metadata still routes here: refused (nacked), never dropped.
+            return if topo.queue(queue).is_some_and(|d| d.is_quorum()) {
+                Enqueued::Refused
+            } else {
+                Enqueued::Now
+            };
         };
         if slot.store_failed && msg.persistent {
             return Enqueued::Refused;

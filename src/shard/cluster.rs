@@ -424,6 +424,7 @@ pub async fn start(shard: &Rc<Shard>, mailboxes: Arc<Vec<crate::admin::Mailbox>>
     super::visible::start(shard, &node, &glue.visible);
     *shard.cluster.borrow_mut() = Some(glue);
     super::quorum::serve(shard, &node);
+    super::replicas::serve(shard, &node);
     refresh_quorum_nodes(shard);
     // The groups of the quorum queues the metadata already holds (replayed
     // before the cluster side was up).

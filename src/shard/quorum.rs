@@ -36,17 +36,9 @@ const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// A leader that has not heard from a majority for this long takes no
 /// new entries (as the metadata group).
 const QUORUM_STALE_MS: u64 = 600;
-/// How long one step of a change of a group's members (a new member
-/// catching up, then the new voters committed) may take before it is
-/// tried again (the leader checks every second).
-const MEMBERS_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a member taken out of a group that does not lead it keeps
-/// serving it, for the leader to commit the change with its vote.
-const LEAVE_GRACE: Duration = Duration::from_secs(5);
-
 /// One group on this node.
-struct Group {
-    raft: QuorumRaft,
+pub(super) struct Group {
+    pub(super) raft: QuorumRaft,
     sm: QuorumSm,
     /// The term in which this node leads it and its queues' engines serve.
     led: Cell<Option<u64>>,
@@ -56,11 +48,20 @@ struct Group {
     /// (applied here), so every node's consumers carried on with it.
     announced: Cell<Option<u64>>,
     /// A change of the group's Raft members runs (one at a time).
-    changing: Cell<bool>,
+    pub(super) changing: Cell<bool>,
+    /// As its leader: members this node took out whose removal committed,
+    /// not yet told so (see `replicas::tell_removed`).
+    pub(super) removed: RefCell<std::collections::BTreeSet<u64>>,
+    /// As a member taken out: the removal committed (the leader said so,
+    /// or this node, leading, took itself out); it may now stop the group
+    /// and delete its data.
+    pub(super) left: Cell<bool>,
+    /// `replicas::leave` runs.
+    pub(super) leaving: Cell<bool>,
 }
 
 impl Group {
-    fn leading(&self) -> bool {
+    pub(super) fn leading(&self) -> bool {
         self.led.get().is_some()
     }
 
@@ -85,8 +86,8 @@ impl Group {
 pub struct Groups {
     /// This boot's writer id in the groups' logs ([`QOp::Writer`]).
     source: u64,
-    groups: RefCell<HashMap<u32, Rc<Group>>>,
-    opening: RefCell<HashSet<u32>>,
+    pub(super) groups: RefCell<HashMap<u32, Rc<Group>>>,
+    pub(super) opening: RefCell<HashSet<u32>>,
     /// Per group: entries waiting to be written, in order, and whether its
     /// writer runs. One write per group at a time from this node, so a
     /// channel's publishes reach the log in order even when a write waits
@@ -193,7 +194,7 @@ impl QuorumSink for Sink {
     }
 }
 
-fn groups(shard: &Shard) -> Option<Rc<Groups>> {
+pub(super) fn groups(shard: &Shard) -> Option<Rc<Groups>> {
     shard.cluster.borrow().as_ref().map(|g| g.quorum.clone())
 }
 
@@ -334,6 +335,9 @@ async fn open_group(
         nudged: Cell::new(None),
         announced: Cell::new(None),
         changing: Cell::new(false),
+        removed: RefCell::default(),
+        left: Cell::new(false),
+        leaving: Cell::new(false),
     });
     gs.groups.borrow_mut().insert(group, g.clone());
     glommio::spawn_local(watch_leadership(Rc::downgrade(shard), group, g.clone())).detach();
@@ -418,16 +422,9 @@ async fn keep_leader_record(shard: Weak<Shard>, group: u32, g: Weak<Group>) {
             continue;
         }
         // Members that do not match the metadata's replicas yet (a change
-        // that failed: no majority then, or a new member not up).
-        if let Some(want) = wanted(&shard, group).filter(|w| !voters_are(&g, w)) {
-            let (shard, g) = (shard.clone(), g.clone());
-            glommio::spawn_local(async move {
-                if let Err(e) = follow_replicas(&shard, group, &g, &want).await {
-                    log::debug!("quorum group {group:x}: cannot change its members yet: {e}");
-                }
-            })
-            .detach();
-        }
+        // that failed: no majority then, or a new member not up), and
+        // members taken out not told yet.
+        super::replicas::keep_members(&shard, group, &g);
         let me = shard.hub.borrow().owner.node();
         // Not announced in this term yet (the record named this node
         // already, and the write that says so again has not been applied):
@@ -451,170 +448,6 @@ async fn keep_leader_record(shard: Weak<Shard>, group: u32, g: Weak<Group>) {
             shard.after_step(now);
         }
     }
-}
-
-/// The replicas the metadata gives the group's queues (the same for all
-/// of them: `grow` and `shrink` change a whole group); `None` when it has
-/// no queue left.
-fn wanted(shard: &Shard, group: u32) -> Option<Vec<u64>> {
-    let hub = shard.hub.borrow();
-    hub.topo
-        .queues()
-        .find(|q| q.is_quorum() && q.group == group)
-        .map(|q| q.replicas.clone())
-}
-
-fn voters_are(g: &Group, want: &[u64]) -> bool {
-    let m = g.raft.metrics().borrow_watched().clone();
-    let voters: std::collections::BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
-    voters == want.iter().copied().collect()
-}
-
-/// Whether the group's Raft voters, as this node sees them, are the
-/// replicas the metadata names (true where this node does not run it).
-pub fn has_members_wanted(shard: &Shard, group: u32) -> bool {
-    let Some(g) = groups(shard).and_then(|gs| gs.groups.borrow().get(&group).cloned()) else {
-        return true;
-    };
-    let Some(want) = wanted(shard, group) else {
-        return true;
-    };
-    let m = g.raft.metrics().borrow_watched().clone();
-    let voters: std::collections::BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
-    // A node taken out stops counting once it left (it may not learn of
-    // the change that took it out).
-    voters == want.iter().copied().collect() || !want.contains(&m.id)
-}
-
-/// The replicas of these groups' queues changed in the metadata: the
-/// group's leader makes its Raft members follow; a node taken out of
-/// them leaves the group.
-pub fn members_changed(shard: &Rc<Shard>, changed: Vec<u32>) {
-    let Some(gs) = groups(shard) else { return };
-    let me = shard.hub.borrow().owner.node();
-    for group in changed {
-        let Some(g) = gs.groups.borrow().get(&group).cloned() else {
-            continue;
-        };
-        let Some(want) = wanted(shard, group) else {
-            continue;
-        };
-        let shard = shard.clone();
-        let gs = gs.clone();
-        glommio::spawn_local(async move {
-            if want.contains(&me) {
-                if let Err(e) = follow_replicas(&shard, group, &g, &want).await {
-                    log::warn!("quorum group {group:x}: cannot change its members yet: {e}");
-                }
-            } else {
-                leave(&shard, &gs, group, g).await;
-            }
-        })
-        .detach();
-    }
-}
-
-/// On the group's leader: makes its voters the replicas the metadata
-/// names, new ones added as learners first (each catches up before it
-/// votes). Joint consensus: the change commits with a majority of the old
-/// voters and of the new, so a dead member can be taken out while the
-/// others are a majority. Does nothing on another member, or while another
-/// change of this group runs.
-async fn follow_replicas(shard: &Rc<Shard>, group: u32, g: &Group, want: &[u64]) -> Result<(), String> {
-    let m = g.raft.metrics().borrow_watched().clone();
-    if m.state != ServerState::Leader || want.is_empty() {
-        return Ok(());
-    }
-    let voters: std::collections::BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
-    let want: std::collections::BTreeSet<u64> = want.iter().copied().collect();
-    if voters == want || g.changing.replace(true) {
-        return Ok(());
-    }
-    let r = async {
-        let Some(node) = shard.cluster.borrow().as_ref().map(|c| c.node.clone()) else {
-            return Err("no cluster port".to_string());
-        };
-        for id in want.difference(&voters) {
-            let info = node
-                .info_of(*id)
-                .ok_or_else(|| format!("{id:x} is not a member of the cluster"))?;
-            within(MEMBERS_TIMEOUT, g.raft.add_learner(*id, info, true)).await?;
-        }
-        within(
-            MEMBERS_TIMEOUT,
-            g.raft
-                .change_membership(openraft::ChangeMembers::ReplaceAllVoters(want.clone()), false),
-        )
-        .await?;
-        log::info!(
-            "quorum group {group:x}: members are now {:x?}",
-            want.iter().collect::<Vec<_>>()
-        );
-        Ok(())
-    }
-    .await;
-    g.changing.set(false);
-    r
-}
-
-async fn within<T, E: std::fmt::Display>(
-    limit: Duration,
-    f: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match glommio::timer::timeout(limit, async { Ok(f.await) }).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err("timed out (no majority, or a new member does not answer)".into()),
-    }
-}
-
-/// This node is no longer among the group's replicas: once it is out of
-/// the group's voters (a leader takes itself out; another member gives
-/// the leader [`LEAVE_GRACE`] to), it stops the group, drops its queues'
-/// slots and deletes the group's data here.
-async fn leave(shard: &Rc<Shard>, gs: &Rc<Groups>, group: u32, g: Rc<Group>) {
-    let deadline = Instant::now() + LEAVE_GRACE;
-    let me = shard.hub.borrow().owner.node();
-    while let Some(want) = wanted(shard, group) {
-        if want.contains(&me) {
-            // Added back meanwhile.
-            return;
-        }
-        let m = g.raft.metrics().borrow_watched().clone();
-        let voter = m.membership_config.membership().voter_ids().any(|v| v == me);
-        if !voter || Instant::now() >= deadline {
-            break;
-        }
-        if m.state == ServerState::Leader
-            && let Err(e) = follow_replicas(shard, group, &g, &want).await
-        {
-            log::warn!("quorum group {group:x}: cannot leave it yet: {e}");
-        }
-        glommio::timer::sleep(Duration::from_millis(200)).await;
-    }
-    if gs.groups.borrow_mut().remove(&group).is_none() {
-        return;
-    }
-    if let Some(node) = shard.cluster.borrow().as_ref().map(|c| c.node.clone()) {
-        node.rpc().remove_group(group);
-    }
-    let _ = g.raft.shutdown().await;
-    let now = now_ms();
-    {
-        let mut hub = shard.hub.borrow_mut();
-        let hub = &mut *hub;
-        for q in hub.owner.quorum_queues(group) {
-            let left = hub.owner.quorum_drop(&mut hub.out, q);
-            if !left.is_empty() {
-                super::cluster::keep_failed_settles(hub, shard, q, left);
-            }
-        }
-    }
-    shard.after_step(now);
-    let dir = shard.cfg.data_dir.join("quorum").join(format!("{group:08x}"));
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        log::warn!("quorum group {group:x}: cannot delete {}: {e}", dir.display());
-    }
-    log::info!("quorum group {group:x}: this node is no longer one of its replicas");
 }
 
 /// The metadata now names a leader for these queues: where it names this

@@ -187,7 +187,7 @@ impl Shard {
                 super::quorum::open(self, quorum_open);
             }
             if !quorum_members.is_empty() {
-                super::quorum::members_changed(self, quorum_members);
+                super::replicas::members_changed(self, quorum_members);
             }
             if !quorum_forget.is_empty() {
                 super::quorum::forget(self, quorum_forget);

@@ -152,3 +152,23 @@ fn a_get_for_a_leader_elsewhere_waits_for_this_nodes_publishes() {
     w.apply(&[Change::DeleteQueue { id: q }]);
     assert_eq!(sent(&mut w), ["get"]);
 }
+
+/// A publish for a quorum queue this node holds no slot of (it stopped
+/// replicating it while the metadata still routes here) is refused, so
+/// its publisher is nacked; a deleted queue's is confirmed and dropped,
+/// as RabbitMQ does.
+#[test]
+fn a_publish_to_a_quorum_queue_without_a_slot_here_is_refused() {
+    let mut w = node_seven();
+    let q = led_quorum_queue(&mut w);
+    // Taken out of the replicas; the slot dropped before the metadata
+    // names another leader (it still routes here).
+    w.apply(&[Change::QueueReplicas {
+        id: q,
+        replicas: vec![9],
+    }]);
+    w.owner.quorum_drop(&mut w.fx, q);
+    assert_eq!(w.publish(q, transient("a"), 0), Enqueued::Refused);
+    w.apply(&[Change::DeleteQueue { id: q }]);
+    assert_eq!(w.publish(q, transient("b"), 0), Enqueued::Now);
+}
