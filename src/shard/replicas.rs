@@ -199,6 +199,9 @@ async fn reconcile(shard: &Rc<Shard>, group: u32, g: &Group, want: &[u64]) {
     if let Err(e) = follow_replicas(shard, group, g, want).await {
         log::warn!("quorum group {group:x}: cannot change its members yet: {e}");
     }
+    // One added back before it was told is not told: it is a member (and
+    // may not have applied the change that added it back yet).
+    g.removed.borrow_mut().retain(|id| !want.contains(id));
     tell_removed(shard, group, g).await;
 }
 
@@ -370,10 +373,15 @@ async fn leave(shard: &Rc<Shard>, gs: &Rc<Groups>, group: u32, g: Rc<Group>) {
     }
     let me = shard.hub.borrow().owner.node();
     let still_out = || wanted(shard, group).is_some_and(|w| !w.contains(&me));
-    while !g.left.get() {
+    loop {
         if !still_out() {
+            // Added back: a word that came meanwhile is for the past.
+            g.left.set(false);
             g.leaving.set(false);
             return;
+        }
+        if g.left.get() {
+            break;
         }
         if g.raft.metrics().borrow_watched().state == ServerState::Leader
             && let Some(want) = wanted(shard, group)
