@@ -95,6 +95,74 @@ fn replies_reach_a_client_on_another_node() {
     });
 }
 
+/// An RPC pair across two nodes, up to the reply name: a server channel
+/// on node 1 with queue `queue`, a client channel on node 2 consuming
+/// `amq.rabbitmq.reply-to` (tag "rc"), and the name node 2 gave the
+/// client's request, as the server reads it.
+struct Pair {
+    server: lapin::Connection,
+    sch: lapin::Channel,
+    client: lapin::Connection,
+    ch: lapin::Channel,
+    replies: lapin::Consumer,
+    name: String,
+}
+
+async fn pair(nodes: &[super::nodes::TestNode], queue: &str) -> Pair {
+    let server = connect(&nodes[0].uri()).await;
+    let sch = server.create_channel().await.unwrap();
+    sch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let u2 = nodes[1].uri();
+    wait_for_async(|| queue_exists(&u2, queue)).await;
+    let client = connect(&u2).await;
+    let ch = client.create_channel().await.unwrap();
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let replies = ch
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "rc".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let props = BasicProperties::default().with_reply_to(ShortString::from("amq.rabbitmq.reply-to"));
+    ch.basic_publish("".into(), queue.into(), Default::default(), b"req", props)
+        .await
+        .unwrap();
+    let mut name = None;
+    for _ in 0..100 {
+        if let Some(m) = sch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            name = m.delivery.properties.reply_to().clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let name = name.expect("the request").as_str().to_string();
+    assert!(name.starts_with("amq.rabbitmq.reply-to."), "{name}");
+    Pair {
+        server,
+        sch,
+        client,
+        ch,
+        replies,
+        name,
+    }
+}
+
 /// A passive declare of a reply name given out by another node is
 /// answered by that node: declare-ok with one consumer while the reply
 /// consumer lives, 404 once it ended (as RabbitMQ answers on one node).
@@ -103,71 +171,30 @@ fn a_declare_of_another_nodes_reply_name_asks_that_node() {
     let root = tempfile::tempdir().unwrap();
     let nodes = cluster(root.path(), 2);
     rt().block_on(async {
-        let server = connect(&nodes[0].uri()).await;
-        let sch = server.create_channel().await.unwrap();
-        sch.queue_declare(
-            "rpc2".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        let u2 = nodes[1].uri();
-        wait_for_async(|| queue_exists(&u2, "rpc2")).await;
-        let client = connect(&u2).await;
-        let ch = client.create_channel().await.unwrap();
-        let consumer = ch
-            .basic_consume(
-                "amq.rabbitmq.reply-to".into(),
-                "replies".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let props = BasicProperties::default().with_reply_to(ShortString::from("amq.rabbitmq.reply-to"));
-        ch.basic_publish("".into(), "rpc2".into(), Default::default(), b"req", props)
-            .await
-            .unwrap();
-        // The server reads the name node 2 gave the request.
-        let mut name = None;
-        for _ in 0..100 {
-            if let Some(m) = sch
-                .basic_get("rpc2".into(), BasicGetOptions { no_ack: true })
-                .await
-                .unwrap()
-            {
-                name = m.delivery.properties.reply_to().clone();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let name = name.expect("the request").as_str().to_string();
-        assert!(name.starts_with("amq.rabbitmq.reply-to."), "{name}");
+        let p = pair(&nodes, "rpc2").await;
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
-        let q = sch
-            .queue_declare(name.as_str().into(), passive, FieldTable::default())
+        let q = p
+            .sch
+            .queue_declare(p.name.as_str().into(), passive, FieldTable::default())
             .await
             .expect("a live reply name is declared");
         assert_eq!((q.message_count(), q.consumer_count()), (0, 1));
         // The reply consumer ends: the name leads nowhere.
-        drop(consumer);
-        ch.basic_cancel("replies".into(), BasicCancelOptions::default())
+        drop(p.replies);
+        p.ch.basic_cancel("rc".into(), BasicCancelOptions::default())
             .await
             .unwrap();
-        let e = sch
-            .queue_declare(name.as_str().into(), passive, FieldTable::default())
+        let e = p
+            .sch
+            .queue_declare(p.name.as_str().into(), passive, FieldTable::default())
             .await
             .expect_err("a dead reply name is not found");
         assert!(e.to_string().contains("NOT_FOUND"), "{e}");
-        let _ = client.close(200, "bye".into()).await;
-        let _ = server.close(200, "bye".into()).await;
+        let _ = p.client.close(200, "bye".into()).await;
+        let _ = p.server.close(200, "bye".into()).await;
     });
 }
 
@@ -180,56 +207,17 @@ fn a_mandatory_reply_to_another_nodes_ended_consumer_is_returned() {
     let root = tempfile::tempdir().unwrap();
     let nodes = cluster(root.path(), 2);
     rt().block_on(async {
-        let server = connect(&nodes[0].uri()).await;
-        let sch = server.create_channel().await.unwrap();
-        sch.queue_declare(
-            "rpc3".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        sch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        let u2 = nodes[1].uri();
-        wait_for_async(|| queue_exists(&u2, "rpc3")).await;
-        let client = connect(&u2).await;
-        let ch = client.create_channel().await.unwrap();
-        let no_ack = BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
-        let mut replies = ch
-            .basic_consume(
-                "amq.rabbitmq.reply-to".into(),
-                "rc".into(),
-                no_ack,
-                FieldTable::default(),
-            )
+        let mut p = pair(&nodes, "rpc3").await;
+        p.sch
+            .confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();
-        let props = BasicProperties::default().with_reply_to(ShortString::from("amq.rabbitmq.reply-to"));
-        ch.basic_publish("".into(), "rpc3".into(), Default::default(), b"req", props)
-            .await
-            .unwrap();
-        let mut to = None;
-        for _ in 0..100 {
-            if let Some(m) = sch
-                .basic_get("rpc3".into(), BasicGetOptions { no_ack: true })
-                .await
-                .unwrap()
-            {
-                to = m.delivery.properties.reply_to().clone();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let to = to.expect("the request").as_str().to_string();
         let mandatory = BasicPublishOptions {
             mandatory: true,
             ..Default::default()
         };
         let reply = |body: &'static [u8]| {
-            let (sch, to) = (sch.clone(), to.clone());
+            let (sch, to) = (p.sch.clone(), p.name.clone());
             async move {
                 sch.basic_publish(
                     "".into(),
@@ -249,13 +237,13 @@ fn a_mandatory_reply_to_another_nodes_ended_consumer_is_returned() {
             c.is_ack() && c.take_message().is_none(),
             "delivered, not returned"
         );
-        let d = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        let d = tokio::time::timeout(Duration::from_secs(10), p.replies.next())
             .await
             .unwrap()
             .unwrap()
             .unwrap();
         assert_eq!(d.data, b"first");
-        ch.basic_cancel("rc".into(), BasicCancelOptions::default())
+        p.ch.basic_cancel("rc".into(), BasicCancelOptions::default())
             .await
             .unwrap();
         let c = reply(b"second").await;
@@ -264,7 +252,7 @@ fn a_mandatory_reply_to_another_nodes_ended_consumer_is_returned() {
         assert_eq!(back.reply_code, 312);
         assert_eq!(back.reply_text.as_str(), "NO_ROUTE");
         assert_eq!(back.delivery.data, b"second");
-        let _ = client.close(200, "bye".into()).await;
-        let _ = server.close(200, "bye".into()).await;
+        let _ = p.client.close(200, "bye".into()).await;
+        let _ = p.server.close(200, "bye".into()).await;
     });
 }

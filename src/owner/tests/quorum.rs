@@ -4,23 +4,29 @@ use super::*;
 use crate::broker::topology::QueueDef;
 use crate::owner::RemoteOp;
 
-/// A quorum queue this node (7) replicates and leads.
-fn led_quorum_queue(w: &mut W) -> QueueId {
-    let q = QueueId(900);
+/// Declares quorum queue `q` ("qq") with `replicas`, its leader `node`
+/// as the metadata names it (0: this node).
+fn declare_quorum(w: &mut W, q: QueueId, node: u64, replicas: &[u64]) {
     let vhost = w.vhost;
     w.apply(&[Change::DeclareQueue(QueueDef {
         id: q,
         vhost,
         name: ss("qq"),
         owner: SHARD,
-        node: 0,
+        node,
         durable: true,
         exclusive: None,
         auto_delete: false,
         args: FieldTable::new(),
-        replicas: vec![7],
-        group: crate::broker::topology::quorum_group(&[7]),
+        replicas: replicas.to_vec(),
+        group: crate::broker::topology::quorum_group(replicas),
     })]);
+}
+
+/// A quorum queue this node (7) replicates and leads.
+fn led_quorum_queue(w: &mut W) -> QueueId {
+    let q = QueueId(900);
+    declare_quorum(w, q, 0, &[7]);
     assert!(w.owner.quorum_activate(&w.topo, q, std::iter::empty(), 0));
     q
 }
@@ -90,20 +96,7 @@ fn a_waiting_get_is_answered_when_the_node_stops_leading_or_the_queue_goes() {
 fn a_get_for_a_leader_elsewhere_waits_for_this_nodes_publishes() {
     let mut w = node_seven();
     let q = QueueId(901);
-    let vhost = w.vhost;
-    w.apply(&[Change::DeclareQueue(QueueDef {
-        id: q,
-        vhost,
-        name: ss("qq"),
-        owner: SHARD,
-        node: 9,
-        durable: true,
-        exclusive: None,
-        auto_delete: false,
-        args: FieldTable::new(),
-        replicas: vec![9, 7],
-        group: crate::broker::topology::quorum_group(&[9, 7]),
-    })]);
+    declare_quorum(&mut w, q, 9, &[9, 7]);
     let get = || RemoteOp::Queue {
         name: ss("qq"),
         ch: CONS_CH,
