@@ -599,7 +599,7 @@ mod tests {
         assert_eq!(s.push(b"W").outcome, Outcome::More);
         assert_eq!(s.push(b"X").outcome, Outcome::Failed(HandshakeError::BadMagic));
         let mut h = Hello {
-            version: 2,
+            version: VERSION + 1,
             role: Role::Client,
             nonce: [0; 32],
             name: "a".into(),
@@ -607,7 +607,7 @@ mod tests {
         let (mut s, _) = Handshake::new(Role::Server, KEY, "b", [0; 32]);
         assert_eq!(
             s.push(&h.encode()).outcome,
-            Outcome::Failed(HandshakeError::Version(2))
+            Outcome::Failed(HandshakeError::Version(VERSION + 1))
         );
         h.version = VERSION;
         h.role = Role::Server;
