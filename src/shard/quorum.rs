@@ -298,6 +298,10 @@ pub fn open(shard: &Rc<Shard>, reqs: Vec<(u32, Vec<u64>)>) {
                 log::error!("cannot open quorum group {group:x}: {e}");
             }
             gs.opening.borrow_mut().remove(&group);
+            // A change of replicas applied while it opened was skipped
+            // (see `replicas::members_changed`): taken out meanwhile, it
+            // leaves as any member taken out does.
+            super::replicas::members_changed(&shard, vec![group]);
         })
         .detach();
     }
