@@ -286,26 +286,7 @@ fn warrenctl_forms_a_cluster_and_kill_9_loses_nothing() {
 
     // rabbitmq-queues' shrink: p2 (still down) leaves a quorum queue
     // replicated on all three; the table says so.
-    rt.block_on(async {
-        let c1 = connect(&p[0].uri()).await;
-        let ch1 = c1.create_channel().await.unwrap();
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            lapin::types::AMQPValue::LongString("quorum".into()),
-        );
-        ch1.queue_declare(
-            "qq".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .unwrap();
-        let _ = c1.close(200, "bye".into()).await;
-    });
+    rt.block_on(super::quorum::declare_quorum(&p[0].uri(), "qq", &[]));
     let out = p[0].must(&["shrink", &p[1].name.clone()]);
     assert!(
         out.contains(&format!("Shrinking quorum queues on {}...", p[1].name)),
