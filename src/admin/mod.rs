@@ -125,6 +125,13 @@ pub enum AdminOp {
         grow: bool,
         even: bool,
     },
+    /// Moves a classic queue to another shard of this node (warren's own:
+    /// RabbitMQ has no shards).
+    MoveQueue {
+        vhost: String,
+        name: String,
+        shard: crate::ids::ShardId,
+    },
 }
 
 /// What a change of limits does, as RabbitMQ's commands and API do it.

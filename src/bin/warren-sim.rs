@@ -45,6 +45,7 @@ fn main() {
     let deadline = args.minutes.map(|m| started + Duration::from_secs(m * 60));
     let (mut n, mut messages, mut crashes, mut events) = (0u64, 0u64, 0u64, 0u64);
     let mut handoffs = 0u64;
+    let mut queue_moves = 0u64;
     let mut seed = args.from;
     loop {
         if deadline.map_or(n >= args.seeds, |d| Instant::now() >= d) {
@@ -55,6 +56,7 @@ fn main() {
                 messages += o.counts.published;
                 crashes += o.crashes as u64;
                 handoffs += o.handoffs;
+                queue_moves += o.queue_moves;
                 events += o.events;
             }
             Err(f) => {
@@ -75,7 +77,7 @@ fn main() {
         }
     }
     println!(
-        "{n} seeds ({} to {}) ok in {:.1?}: {messages} messages published, {crashes} broker crashes, {handoffs} connection hand-offs, {events} events",
+        "{n} seeds ({} to {}) ok in {:.1?}: {messages} messages published, {crashes} broker crashes, {handoffs} connection hand-offs, {queue_moves} queue moves, {events} events",
         args.from,
         seed.saturating_sub(1),
         started.elapsed()

@@ -143,6 +143,15 @@ pub enum Change {
         id: QueueId,
         replicas: Vec<u64>,
     },
+    /// A classic queue moves to shard `owner` of this node (load
+    /// balancing). `epoch` names the move in the shards' hand-over
+    /// protocol. Runtime state: never written to the log (a restart puts
+    /// the queue where its declare did).
+    MoveQueue {
+        id: QueueId,
+        owner: ShardId,
+        epoch: u64,
+    },
     Bind {
         source: ExchangeId,
         dest: Dest,
@@ -490,6 +499,14 @@ impl Topology {
                     q.node = *node;
                     self.count_local(was, owner, false);
                     self.count_local(*node, owner, true);
+                }
+            }
+            Change::MoveQueue { id, owner, .. } => {
+                if let Some(q) = self.queues.get_mut(id) {
+                    let (node, was) = (q.node, q.owner);
+                    q.owner = *owner;
+                    self.count_local(node, was, false);
+                    self.count_local(node, *owner, true);
                 }
             }
             Change::QueueReplicas { id, replicas } => {

@@ -28,6 +28,8 @@ pub(super) fn stages(
     op: AdminOp,
 ) -> Result<Vec<Stage>, AmqpError> {
     Ok(match op {
+        // Planned by the control service itself (it needs the shard count).
+        AdminOp::MoveQueue { .. } => return Err(AmqpError::internal("queue move planned as an admin stage")),
         AdminOp::QuorumReplicas { node, grow, even } => {
             let changes: Vec<Change> = topo
                 .queues()

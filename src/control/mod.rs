@@ -16,6 +16,7 @@
 
 mod admin;
 mod install;
+mod moves;
 
 use crate::broker::control::{ControlPlane, Plan, Requester};
 use crate::broker::request::Reply;
@@ -119,6 +120,16 @@ enum Stage {
     SetLeader(Vec<QueueId>, u64, bool),
     /// Persist (if durable), apply, broadcast, wait for every shard.
     Commit(Vec<Change>),
+    /// Tell shard `to` to expect `queue` (move `epoch`, from shard
+    /// `from`), and wait until it holds the queue's items.
+    Expect {
+        queue: QueueId,
+        to: ShardId,
+        from: ShardId,
+        epoch: u64,
+    },
+    /// Wait until the new shard of move `epoch` has the queue whole.
+    AwaitMove(u64),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -130,6 +141,8 @@ enum Wait {
     OwnerDeleted(u64),
     /// Clustered: until the metadata log hands back proposal `token`.
     Replicated(u64),
+    /// Until the new shard of move `epoch` answers `MoveStep`.
+    Move(u64),
 }
 
 enum Answer {
@@ -192,6 +205,9 @@ pub struct ControlService {
     /// No new operation starts (a node seeding a cluster: its topology is
     /// being copied into the cluster's first entry).
     paused: bool,
+    /// `MoveStep` answers that came before their operation waited for
+    /// them (moves' epochs).
+    move_steps: Vec<u64>,
 }
 
 impl Clustered {
@@ -222,6 +238,7 @@ impl ControlService {
             applied_by: vec![0; nshards],
             cluster: None,
             paused: false,
+            move_steps: Vec::new(),
         }
     }
 
@@ -583,6 +600,31 @@ impl ControlService {
                     .collect::<Vec<_>>();
                 self.begin(Answer::Nobody, None, stages);
             }
+            ControlMsg::MoveQueue { queue, to } => match self.move_stages(topo, queue, to) {
+                Ok(stages) => self.begin(Answer::Nobody, None, stages),
+                Err(e) => log::debug!("queue {queue:?} stays: {e}"),
+            },
+            ControlMsg::Admin {
+                user,
+                op: crate::admin::AdminOp::MoveQueue { vhost, name, shard },
+                reply,
+            } => {
+                let found = topo
+                    .vhost(&vhost)
+                    .and_then(|v| topo.queue_by_name(v.id, name.as_bytes()))
+                    .map(|q| q.id);
+                let stages = match found {
+                    Some(queue) => self.move_stages(topo, queue, shard),
+                    None => Err(AmqpError::not_found(format!(
+                        "no queue '{name}' in vhost '{vhost}'"
+                    ))),
+                };
+                let _ = user;
+                match stages {
+                    Ok(stages) => self.begin(Answer::Admin(reply), None, stages),
+                    Err(e) => self.actions.push_back(Action::AdminReply(reply, Err(e))),
+                }
+            }
             ControlMsg::Admin { user, op, reply } => {
                 let again = self.cluster.is_some().then(|| Stage::PlanAdmin {
                     user: user.clone(),
@@ -693,6 +735,7 @@ impl ControlService {
                 }
             }
             Stage::Commit(changes) => self.commit(topo, changes),
+            s @ (Stage::Expect { .. } | Stage::AwaitMove(_)) => self.advance_move(s),
         }
     }
 

@@ -329,7 +329,7 @@ fn enqueue_all(
             );
             continue;
         }
-        if owner == h.id {
+        if owner == h.id && !h.moves.holds(queue) {
             match h
                 .owner
                 .enqueue(&h.topo, &mut h.out, queue, msg.clone(), c, ch.conn, now)
@@ -340,15 +340,18 @@ fn enqueue_all(
             }
         } else {
             outcome.pending_confirms += u32::from(c.is_some());
-            h.out.to_shard(
-                owner,
-                Item::Publish {
-                    queue,
-                    msg: msg.clone(),
-                    confirm: c,
-                    publisher: ch.conn,
-                },
-            );
+            let item = Item::Publish {
+                queue,
+                msg: msg.clone(),
+                confirm: c,
+                publisher: ch.conn,
+            };
+            if owner == h.id {
+                // Moving here: in order with what its other senders sent.
+                h.moves.hold(item, now);
+            } else {
+                h.out.to_shard(owner, item);
+            }
         }
     }
     outcome
@@ -509,7 +512,10 @@ impl Broker for Client<'_> {
                     op: RemoteOp::Settle { seq, how },
                 },
             ),
-            Some((o, _)) if o == h.id => h.owner.settle(&h.topo, &mut h.out, queue, seq, how, self.now),
+            Some((o, _)) if o == h.id && !h.moves.holds(queue) => {
+                h.owner.settle(&h.topo, &mut h.out, queue, seq, how, self.now)
+            }
+            Some((o, _)) if o == h.id => h.moves.hold(Item::Settle { queue, seq, how }, self.now),
             Some((o, _)) => h.out.to_shard(o, Item::Settle { queue, seq, how }),
             None => {}
         }
@@ -580,7 +586,10 @@ impl Broker for Client<'_> {
                     op: RemoteOp::Drop { consumer },
                 },
             ),
-            Some((o, _)) if o == h.id => h.owner.drop_consumer(&mut h.out, queue, consumer, self.now),
+            Some((o, _)) if o == h.id && !h.moves.holds(queue) => {
+                h.owner.drop_consumer(&mut h.out, queue, consumer, self.now)
+            }
+            Some((o, _)) if o == h.id => h.moves.hold(Item::DropConsumer { queue, consumer }, self.now),
             Some((o, _)) => h.out.to_shard(o, Item::DropConsumer { queue, consumer }),
             None => {}
         }

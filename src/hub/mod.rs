@@ -11,6 +11,7 @@
 
 mod boot;
 mod client;
+mod moves;
 
 pub use boot::recover_topology;
 pub use client::{Client, ConnState};
@@ -147,6 +148,8 @@ pub struct Hub {
     /// (the runtime gives every hub the same; a hub alone has its own).
     pub replies: Arc<crate::broker::reply_to::LiveReplies>,
     route: (RouteScratch, Vec<(QueueId, ShardId)>),
+    /// Queues moving to or from this shard.
+    moves: moves::Moves,
 }
 
 impl Hub {
@@ -183,6 +186,7 @@ impl Hub {
             routed: 0,
             replies: Arc::default(),
             route: Default::default(),
+            moves: Default::default(),
             cfg,
         };
         hub.apply_changes(initial, now);
@@ -282,13 +286,29 @@ impl Hub {
                 }
                 _ => {}
             }
+            let moved = match c {
+                Change::MoveQueue { id, owner, epoch } => {
+                    self.topo.queue(*id).map(|q| (*id, q.owner, *owner, *epoch))
+                }
+                Change::DeleteQueue { id } => {
+                    self.moves.forget(*id);
+                    None
+                }
+                _ => None,
+            };
             self.topo.apply(c);
             self.owner.apply_change(&self.topo, c, &mut self.out, now);
+            if let Some((queue, from, to, epoch)) = moved {
+                self.queue_moved(queue, from, to, epoch, now);
+            }
         }
     }
 
     /// Handles one item addressed to this shard.
     pub fn handle_item(&mut self, item: Item, now: u64) {
+        let Some(item) = self.intercept(item, now) else {
+            return;
+        };
         let (topo, owner, out) = (&self.topo, &mut self.owner, &mut self.out);
         match item {
             Item::Publish {
@@ -341,6 +361,14 @@ impl Hub {
                 if let Some(c) = &mut self.control {
                     c.owner_deleted(op, result);
                 }
+            }
+            Item::MoveStep { epoch } => {
+                if let Some(c) = &mut self.control {
+                    c.move_step(epoch);
+                }
+            }
+            Item::ExpectQueue { .. } | Item::QueueFence { .. } | Item::QueueArrives(_) | Item::Moved(_) => {
+                debug_assert!(false, "the move protocol takes these");
             }
         }
     }

@@ -59,6 +59,8 @@ pub enum ControlMsg {
     /// A cluster node restarted and caught up (its id): its transient and
     /// exclusive queues, back from the metadata log, must go.
     NodeRestarted(u64),
+    /// Move a classic queue to another shard of this node (the balancer).
+    MoveQueue { queue: QueueId, to: ShardId },
     /// A management operation (never crosses shards: posted on shard 0).
     Admin {
         user: String,
@@ -179,6 +181,71 @@ pub enum Item {
         ch: ChannelRef,
         name: ShortStr,
     },
+    /// Shard 0 → the shard a queue is about to move to (move `epoch`,
+    /// from shard `from`): hold what comes for the queue until all of it
+    /// is here, and answer `MoveStep` (see `hub::moves`).
+    ExpectQueue {
+        queue: QueueId,
+        epoch: u64,
+        from: ShardId,
+    },
+    /// Shard `from` applied move `epoch` of `queue`: nothing more for the
+    /// queue comes from it through the old shard. Sent to the old shard,
+    /// which passes it on behind what it forwarded.
+    QueueFence {
+        queue: QueueId,
+        epoch: u64,
+        from: ShardId,
+    },
+    /// The moving queue, from its old shard to its new one.
+    QueueArrives(Box<Arrival>),
+    /// An item for a queue that reached its old shard after the queue
+    /// left, passed on to its new one.
+    Moved(Box<Item>),
+    /// To shard 0: the destination of move `epoch` holds the queue's
+    /// items (first answer) / has the queue whole (second).
+    MoveStep {
+        epoch: u64,
+    },
+}
+
+/// A queue handed from one shard to another (see `hub::moves`).
+pub struct Arrival {
+    pub queue: QueueId,
+    pub epoch: u64,
+    /// None if the old shard did not have it (deleted meanwhile).
+    pub slot: Option<super::QueueSlot>,
+    /// Fences the old shard had received before it applied the move.
+    pub fenced: usize,
+}
+
+impl std::fmt::Debug for Arrival {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arrival")
+            .field("queue", &self.queue)
+            .field("epoch", &self.epoch)
+            .field("slot", &self.slot.is_some())
+            .field("fenced", &self.fenced)
+            .finish()
+    }
+}
+
+impl Item {
+    /// The queue an item is for, if it is addressed to the queue's owner.
+    pub fn owner_queue(&self) -> Option<QueueId> {
+        match self {
+            Item::Publish { queue, .. }
+            | Item::Settle { queue, .. }
+            | Item::Written { queue, .. }
+            | Item::Credit { queue, .. }
+            | Item::DropConsumer { queue, .. }
+            | Item::QueueOp { queue, .. }
+            | Item::OwnerDelete { queue, .. }
+            | Item::AdminQueue { queue, .. }
+            | Item::DeclareCounts { queue, .. } => Some(*queue),
+            _ => None,
+        }
+    }
 }
 
 /// One ring push.
@@ -195,6 +262,10 @@ pub enum SyncWaiter {
     },
     /// A transaction's barrier.
     Barrier { ch: ChannelRef, token: u64 },
+    /// A barrier that reached this shard while a queue moved away: once
+    /// this shard's part is synced, it goes on to the queue's new shard,
+    /// behind what this one passed on there, which answers it.
+    BarrierVia { ch: ChannelRef, token: u64, to: ShardId },
 }
 
 /// A message routed to a queue whose home is another node of the cluster

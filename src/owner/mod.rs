@@ -15,13 +15,16 @@
 
 mod effects;
 mod item;
+mod moving;
 mod ops;
 mod quorum;
 mod service;
 mod slot;
 
 pub use effects::{Effects, QuorumProposal};
-pub use item::{Adoption, Batch, ControlMsg, Forward, Item, QueueOp, RemoteOp, RemoteReply, SyncWaiter};
+pub use item::{
+    Adoption, Arrival, Batch, ControlMsg, Forward, Item, QueueOp, RemoteOp, RemoteReply, SyncWaiter,
+};
 pub use service::{Enqueued, Owner, OwnerConfig, SyncBatch};
 pub use slot::{QueueSlot, QuorumSlot};
 

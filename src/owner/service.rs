@@ -85,7 +85,10 @@ pub struct Owner {
     /// Confirms and barriers to answer once the next sync completes.
     awaiting_sync: Vec<SyncWaiter>,
     /// Something waits for a sync (the runtime's syncer should run).
-    sync_wanted: bool,
+    pub(super) sync_wanted: bool,
+    /// Files of queues that moved to another shard, written here and not
+    /// yet synced: the next sync covers them (see [`Owner::depart`]).
+    pub(super) departed_files: Vec<(QueueId, Arc<dyn Syncable>)>,
     /// The first store that failed to open.
     boot_error: Option<String>,
     /// Something may now expire that could not before (a queue with a TTL
@@ -104,6 +107,7 @@ impl Owner {
             store_dirty: Vec::new(),
             awaiting_sync: Vec::new(),
             sync_wanted: false,
+            departed_files: Vec::new(),
             boot_error: None,
             sweep_kick: false,
         }
@@ -481,7 +485,7 @@ impl Owner {
     }
 
     /// One queue's part of [`Owner::flush_stores`].
-    fn flush_store(&mut self, id: QueueId, topo: &Topology, fx: &mut impl Effects, now: u64) {
+    pub(super) fn flush_store(&mut self, id: QueueId, topo: &Topology, fx: &mut impl Effects, now: u64) {
         let Some(slot) = self.queues.get_mut(&id) else {
             return;
         };
@@ -552,7 +556,7 @@ impl Owner {
     /// them covers everything written so far (group commit).
     pub fn take_sync(&mut self) -> SyncBatch {
         self.sync_wanted = false;
-        let mut files = Vec::new();
+        let mut files = std::mem::take(&mut self.departed_files);
         let mut scratch: Vec<Arc<dyn Syncable>> = Vec::new();
         for slot in self.queues.values_mut() {
             if let Some(store) = &mut slot.store
@@ -596,6 +600,9 @@ impl Owner {
                     fx.to_conn(ch.conn, Event::Confirm { ch, seq, ok });
                 }
                 SyncWaiter::Barrier { ch, token } => fx.to_shard(ch.shard(), Item::BarrierDone { ch, token }),
+                SyncWaiter::BarrierVia { ch, token, to } => {
+                    fx.to_shard(to, Item::Moved(Box::new(Item::Barrier { ch, token })))
+                }
             }
         }
     }
@@ -604,6 +611,13 @@ impl Owner {
     /// once it is synced too.
     pub fn barrier(&mut self, ch: ChannelRef, token: u64) {
         self.awaiting_sync.push(SyncWaiter::Barrier { ch, token });
+        self.sync_wanted = true;
+    }
+
+    /// [`Owner::barrier`], answered by shard `to` (see
+    /// [`SyncWaiter::BarrierVia`]).
+    pub fn barrier_via(&mut self, ch: ChannelRef, token: u64, to: crate::ids::ShardId) {
+        self.awaiting_sync.push(SyncWaiter::BarrierVia { ch, token, to });
         self.sync_wanted = true;
     }
 

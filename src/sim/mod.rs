@@ -60,6 +60,8 @@ pub struct Outcome {
     pub crashes: u32,
     /// Connections handed over to another shard.
     pub handoffs: u64,
+    /// Queues that moved to another shard (arrived there).
+    pub queue_moves: u64,
     pub counts: Counts,
     /// (syncs, failed syncs) on the simulated disk.
     pub syncs: (u64, u64),

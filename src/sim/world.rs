@@ -79,6 +79,8 @@ enum Ev {
         epoch: u32,
         shard: usize,
     },
+    /// The balancer moves a queue to another shard.
+    MoveQueue,
     Crash {
         power: bool,
     },
@@ -103,6 +105,7 @@ impl Ev {
             Ev::Crash { .. } => 12,
             Ev::Restart => 13,
             Ev::Disconnect(_) => 14,
+            Ev::MoveQueue => 15,
         }
     }
 }
@@ -247,6 +250,7 @@ pub struct World {
     /// No more crashes or disconnects: the workload is draining.
     calm: bool,
     handoffs: u64,
+    queue_moves: u64,
     events_run: u64,
     /// (acks seen, when that count last changed).
     progress: (u64, u64),
@@ -295,6 +299,7 @@ impl World {
             crashes: 0,
             calm: false,
             handoffs: 0,
+            queue_moves: 0,
             events_run: 0,
             progress: (0, 0),
             fingerprint: 0xCBF2_9CE4_8422_2325,
@@ -416,6 +421,12 @@ impl World {
                 self.at(t, Ev::Disconnect(c));
             }
         }
+        if self.opts.shards > 1 {
+            for _ in 0..self.rng.below(40) {
+                let t = self.rng.range(1_000, self.opts.chaos_us * 2);
+                self.at(t, Ev::MoveQueue);
+            }
+        }
         while let Some(Reverse((t, seq))) = self.heap.pop() {
             let ev = self.events.remove(&seq).expect("scheduled");
             self.now = t;
@@ -460,6 +471,7 @@ impl World {
             events: self.events_run,
             crashes: self.crashes,
             handoffs: self.handoffs,
+            queue_moves: self.queue_moves,
             counts: self.check.counts,
             syncs: self.disk.sync_counts(),
             fingerprint: self.fingerprint,
@@ -646,6 +658,11 @@ impl World {
                 let now_ms = self.now_ms();
                 let hub = &mut self.broker.as_mut().expect("live").shards[to].hub;
                 for item in items {
+                    if let Item::QueueArrives(a) = &item
+                        && a.slot.is_some()
+                    {
+                        self.queue_moves += 1;
+                    }
                     if let Item::Publish { msg, .. } = &item
                         && let Some(id) = id_of(msg.body())
                     {
@@ -795,6 +812,29 @@ impl World {
             }
             Ev::Restart => {
                 self.start_broker();
+                Ok(())
+            }
+            Ev::MoveQueue => {
+                let n = self.opts.shards as u64;
+                let pick = self.rng.next();
+                let to = self.rng.below(n) as crate::ids::ShardId;
+                let Some(b) = self.broker.as_mut() else {
+                    return Ok(());
+                };
+                let hub = &mut b.shards[0].hub;
+                let queues: Vec<_> = hub
+                    .topo
+                    .queues()
+                    .filter(|q| q.exclusive.is_none() && !q.is_quorum())
+                    .map(|q| (q.id, q.name.clone()))
+                    .collect();
+                if queues.is_empty() {
+                    return Ok(());
+                }
+                let (queue, name) = queues[(pick % queues.len() as u64) as usize].clone();
+                hub.submit_control(crate::owner::ControlMsg::MoveQueue { queue, to });
+                self.note(|| format!("move queue '{name}' to shard {to}"));
+                self.run_shard(0);
                 Ok(())
             }
             Ev::Disconnect(c) => {

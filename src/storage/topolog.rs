@@ -109,6 +109,12 @@ pub fn encode(c: &Change, out: &mut BytesMut) {
             out.put_u64(id.0);
             out.put_u64(*node);
         }
+        Change::MoveQueue { id, owner, epoch } => {
+            out.put_u8(19);
+            out.put_u64(id.0);
+            out.put_u16(*owner);
+            out.put_u64(*epoch);
+        }
         Change::QueueReplicas { id, replicas } => {
             out.put_u8(18);
             out.put_u64(id.0);
@@ -389,6 +395,11 @@ pub fn decode(b: Bytes) -> io::Result<Change> {
             id: QueueId(r.u64().map_err(e)?),
             node: r.u64().map_err(e)?,
         },
+        19 => Change::MoveQueue {
+            id: QueueId(r.u64().map_err(e)?),
+            owner: r.u16().map_err(e)?,
+            epoch: r.u64().map_err(e)?,
+        },
         18 => {
             let id = QueueId(r.u64().map_err(e)?);
             let n = r.u8().map_err(e)?;
@@ -424,6 +435,8 @@ pub fn is_durable(topo: &Topology, c: &Change) -> bool {
         | Change::ClearPolicy { .. }
         | Change::SetVhostLimits { .. }
         | Change::SetUserLimits { .. } => true,
+        // Where a queue runs on this node is not kept across a restart.
+        Change::MoveQueue { .. } => false,
         Change::DeclareExchange(d) => d.durable,
         Change::DeleteExchange { id } => topo.exchange(*id).is_some_and(|x| x.def.durable),
         Change::DeclareQueue(q) => q.durable && q.exclusive.is_none(),

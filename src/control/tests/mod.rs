@@ -103,6 +103,7 @@ pub(super) fn describe_change(topo: &Topology, c: &Change) -> String {
         Change::DeleteQueue { id } => format!("delete-queue q{}", id.0),
         Change::QueueLeader { id, node } => format!("queue-leader q{} {node:x}", id.0),
         Change::QueueReplicas { id, replicas } => format!("queue-replicas q{} {replicas:x?}", id.0),
+        Change::MoveQueue { id, owner, epoch } => format!("move-queue q{} to {owner} epoch {epoch}", id.0),
         Change::Bind {
             source, dest, key, ..
         } => format!("bind {} -> {} '{key}'", xname(*source), dest_name(dest)),

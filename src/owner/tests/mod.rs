@@ -689,5 +689,6 @@ pub(super) fn waiter(w: &SyncWaiter) -> String {
     match w {
         SyncWaiter::Confirm { seq, queue, .. } => format!("confirm {seq} q{}", queue.0),
         SyncWaiter::Barrier { token, .. } => format!("barrier {token}"),
+        SyncWaiter::BarrierVia { token, to, .. } => format!("barrier {token} via {to}"),
     }
 }
