@@ -65,6 +65,10 @@ pub enum QueueLocator {
     /// connections that use it then move there (needs connection hand-off,
     /// without which this acts as `ClientLocal`).
     Balanced,
+    /// By load (see `hub::balance`): the lowest shard with CPU to spare,
+    /// and queues move off a shard that stays busy while another idles.
+    /// Needs connection hand-off (without it: `ClientLocal`).
+    Packed,
 }
 
 impl std::str::FromStr for QueueLocator {
@@ -73,7 +77,8 @@ impl std::str::FromStr for QueueLocator {
         match s {
             "client-local" => Ok(QueueLocator::ClientLocal),
             "balanced" => Ok(QueueLocator::Balanced),
-            _ => Err(format!("'{s}': expected client-local or balanced")),
+            "packed" => Ok(QueueLocator::Packed),
+            _ => Err(format!("'{s}': expected packed, client-local or balanced")),
         }
     }
 }
@@ -205,7 +210,7 @@ impl Default for Config {
             loopback_users: vec!["guest".into()],
             connection_handoff: true,
             abort_on_shard_panic: false,
-            queue_locator: QueueLocator::ClientLocal,
+            queue_locator: QueueLocator::Packed,
             park_batching: DEFAULT_PARK_BATCHING,
             tls: None,
             cluster: ClusterConfig::default(),

@@ -23,6 +23,9 @@ use std::time::Duration;
 pub struct SharedStats {
     /// Open connections, per shard.
     pub connections: Vec<AtomicUsize>,
+    /// Each shard's CPU use over the last second, in thousandths of a
+    /// core (the queue balancer's input).
+    pub shard_cpu: Vec<std::sync::atomic::AtomicU32>,
     /// Allocated memory is above the high watermark: publishers are blocked.
     pub memory_alarm: AtomicBool,
     /// Free disk space is below the limit: publishers are blocked.

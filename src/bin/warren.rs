@@ -32,12 +32,14 @@ struct Args {
     /// another shard moves there first, so its messages cross no shard).
     #[arg(long)]
     no_connection_handoff: bool,
-    /// Where a new classic queue lives: `client-local` keeps it on the
-    /// declaring connection's shard; `balanced` puts it on the shard
-    /// holding fewest queues, and the connections that use it move there
-    /// (spreads a load that saturates one shard evenly, costs CPU per
-    /// message below that).
-    #[arg(long, default_value = "client-local")]
+    /// Where a new classic queue lives: `packed` (by load: the lowest shard
+    /// with CPU to spare, and queues move off a shard that stays busy
+    /// while another idles); `client-local` keeps it on the declaring
+    /// connection's shard; `balanced` puts it on the shard holding fewest
+    /// queues (spreads a load that saturates one shard evenly, costs CPU
+    /// per message below that). The connections that use a queue move to
+    /// its shard.
+    #[arg(long, default_value = "packed")]
     queue_locator: warren::config::QueueLocator,
     /// How long, in microseconds, a shard that went to sleep may hold its
     /// wake-up to handle more events at once (io_uring min-wait, Linux
@@ -248,7 +250,10 @@ fn main() -> ExitCode {
         let mut mcfg = warren::mgmt::MgmtConfig::new(args.mgmt_bind, args.mgmt_port);
         mcfg.tls = mgmt_tls;
         match warren::mgmt::start(server.admin(), mcfg) {
-            Ok(h) => Some(h),
+            Ok(h) => {
+                log::info!("management plane listening on {}", h.addr());
+                Some(h)
+            }
             Err(e) => {
                 eprintln!("warren: management port {}: {e}", args.mgmt_port);
                 server.shutdown();

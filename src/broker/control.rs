@@ -75,6 +75,9 @@ pub struct ControlPlane {
     /// loaded one, see [`least_loaded_shard`]); 0: each goes to the shard
     /// of the connection that declares it.
     pub balance_over: usize,
+    /// The shard new classic queues go to (`--queue-locator packed`, set
+    /// by the balancer); None: see `balance_over`.
+    pub fill: Option<ShardId>,
 }
 
 impl Default for ControlPlane {
@@ -85,6 +88,7 @@ impl Default for ControlPlane {
             next_vhost: 1,
             quorum_nodes: None,
             balance_over: 0,
+            fill: None,
         }
     }
 }
@@ -538,9 +542,13 @@ impl ControlPlane {
                     // groups run.
                     owner: if quorum {
                         0
-                    } else if exclusive || self.balance_over < 2 || args::wants_client_local(&args) {
+                    } else if exclusive || args::wants_client_local(&args) {
                         // An exclusive queue serves only its connection,
                         // which cannot move while it holds one.
+                        who.shard
+                    } else if let Some(s) = self.fill {
+                        s
+                    } else if self.balance_over < 2 {
                         who.shard
                     } else {
                         least_loaded_shard(topo.local_queues_by_shard(), self.balance_over, who.shard)

@@ -303,6 +303,11 @@ impl ControlService {
 
     /// Spread new classic queues over this many shards (see
     /// [`ControlPlane::balance_over`]).
+    /// Where new classic queues go (see [`ControlPlane::fill`]).
+    pub fn set_fill(&mut self, shard: Option<ShardId>) {
+        self.plane.fill = shard;
+    }
+
     pub fn set_balance_over(&mut self, shards: usize) {
         self.plane.balance_over = shards;
     }

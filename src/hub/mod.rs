@@ -9,6 +9,7 @@
 //! in [`Outbox`]; the simulation drives several hubs the same way, on
 //! virtual time, with a simulated disk and network.
 
+mod balance;
 mod boot;
 mod client;
 mod moves;
@@ -150,6 +151,7 @@ pub struct Hub {
     route: (RouteScratch, Vec<(QueueId, ShardId)>),
     /// Queues moving to or from this shard.
     moves: moves::Moves,
+    balancer: balance::Balancer,
 }
 
 impl Hub {
@@ -187,6 +189,7 @@ impl Hub {
             replies: Arc::default(),
             route: Default::default(),
             moves: Default::default(),
+            balancer: Default::default(),
             cfg,
         };
         hub.apply_changes(initial, now);
@@ -200,9 +203,63 @@ impl Hub {
             if hub.cfg.queue_locator == QueueLocator::Balanced && hub.cfg.connection_handoff {
                 control.set_balance_over(nshards);
             }
+            if hub.balances() {
+                control.set_fill(Some(0));
+            }
             hub.control = Some(control);
         }
         Ok(hub)
+    }
+
+    /// Classic queues are placed and moved by load (`--queue-locator
+    /// packed`, see [`balance`]): not in a cluster, where a node's queues
+    /// stay on the shards they were declared on.
+    pub fn balances(&self) -> bool {
+        self.cfg.queue_locator == QueueLocator::Packed
+            && self.cfg.connection_handoff
+            && self.nshards > 1
+            && self.owner.node() == 0
+    }
+
+    /// The balancer's tick (once a second): every shard's CPU use over the
+    /// last second, as fractions of a core. Shard 0 places new queues on
+    /// the lowest shard with room; a shard that stays busy while another
+    /// idles asks shard 0 to move one of its queues there.
+    pub fn balance_tick(&mut self, cpu: &[f32], now: u64) {
+        if !self.balances() {
+            return;
+        }
+        if let Some(c) = &mut self.control {
+            c.set_fill(Some(balance::fill_shard(cpu)));
+        }
+        let topo = &self.topo;
+        let queues: Vec<balance::QueueLoad> = self
+            .owner
+            .queues()
+            .map(|s| {
+                let st = &s.q.stats;
+                balance::QueueLoad {
+                    id: s.q.id,
+                    traffic: st.published + st.delivered + st.acked + st.get,
+                    movable: s.quorum.is_none()
+                        && topo.queue(s.q.id).is_some_and(|d| {
+                            d.exclusive.is_none() && !crate::broker::args::wants_client_local(&d.args)
+                        }),
+                }
+            })
+            .collect();
+        if let Some((queue, to)) = self.balancer.tick(self.id, cpu, &queues) {
+            log::info!(
+                "shard {} is busy: moving queue {} to shard {to}",
+                self.id,
+                queue.0
+            );
+            self.out.to_shard(
+                0,
+                Item::Control(crate::owner::ControlMsg::MoveQueue { queue, to }),
+            );
+        }
+        self.step(now);
     }
 
     /// The broker a connection's session talks to, for one batch.

@@ -434,6 +434,30 @@ pub fn handle(m: &Mgmt, call: &Call, who: &Who, snap: &BrokerSnapshot, p: &[&str
                 .map_err(|e| bad_request(&e))?;
             Ok(Reply::json(&v))
         }
+        (&Method::POST, ["warren", "queues", v, q, "move"]) => {
+            need_admin(who)?;
+            visible_vhost(who, snap, v)?;
+            let shard = call
+                .json()?
+                .get("shard")
+                .and_then(Value::as_u64)
+                .and_then(|s| crate::ids::ShardId::try_from(s).ok())
+                .ok_or_else(|| bad_request("expected {\"shard\": N}"))?;
+            log::info!(
+                "queue '{q}' in vhost '{v}' moved to shard {shard} by '{}'",
+                who.name
+            );
+            control(
+                m,
+                who,
+                AdminOp::MoveQueue {
+                    vhost: v.to_string(),
+                    name: q.to_string(),
+                    shard,
+                },
+            )?;
+            Ok(Reply::empty(204))
+        }
         (&Method::POST, ["warren", "quorum", how @ ("grow" | "shrink")]) => {
             need_admin(who)?;
             let body = call.json()?;

@@ -143,7 +143,7 @@ fn decide(on: Mark, off: Mark) -> Option<bool> {
 }
 
 /// CPU time of the calling thread, in µs.
-fn thread_cpu_us() -> u64 {
+pub(super) fn thread_cpu_us() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

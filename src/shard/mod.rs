@@ -4,6 +4,7 @@
 
 mod admin;
 mod alloc;
+mod balance;
 mod batching;
 mod cluster;
 mod conn;

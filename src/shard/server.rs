@@ -350,6 +350,7 @@ pub fn start(mut cfg: Config) -> io::Result<ServerHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(SharedStats {
         connections: (0..nshards).map(|_| Default::default()).collect(),
+        shard_cpu: (0..nshards).map(|_| Default::default()).collect(),
         memory_alarm: AtomicBool::new(false),
         disk_alarm: AtomicBool::new(false),
         app_stopped: AtomicBool::new(member),
@@ -562,6 +563,7 @@ async fn run_shard(
     tasks.push(glommio::spawn_local(syncer(shard.clone())).detach());
     tasks.push(glommio::spawn_local(sweeper(shard.clone())).detach());
     tasks.push(glommio::spawn_local(super::batching::control(shard.clone())).detach());
+    tasks.push(glommio::spawn_local(super::balance::run(shard.clone())).detach());
     {
         use std::os::fd::{FromRawFd, IntoRawFd};
         // SAFETY: the fd comes from a socket we own and hand over whole.

@@ -271,6 +271,9 @@ impl World {
         let mut cfg = Config {
             data_dir: "/sim/data".into(),
             shards: opts.shards,
+            // Queues on every shard (the balancer, which packs them, is not
+            // simulated: its moves are, at random).
+            queue_locator: crate::config::QueueLocator::ClientLocal,
             ..Default::default()
         };
         // Small segments: roll-over and segment deletion happen often.

@@ -100,6 +100,8 @@ impl Broker {
 pub struct ChildBroker {
     child: Child,
     pub uri: String,
+    /// The management plane's address, once it logged it.
+    mgmt: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl ChildBroker {
@@ -177,10 +179,15 @@ impl ChildBroker {
             .expect("spawn warren");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let mgmt = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let mgmt_seen = mgmt.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             let mut said = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("management plane listening on ").nth(1) {
+                    *mgmt_seen.lock().unwrap() = Some(addr.trim().to_string());
+                }
                 if !sent && line.contains("ready: accepting AMQP connections on ") {
                     let addr = line
                         .split("connections on ")
@@ -216,7 +223,16 @@ impl ChildBroker {
         Ok(ChildBroker {
             child,
             uri: format!("amqp://guest:guest@{addr}/%2f"),
+            mgmt,
         })
+    }
+
+    /// The management API's base URL (`http://addr`).
+    pub fn mgmt_base(&self) -> String {
+        let addr = wait_for("the management plane's address", || {
+            self.mgmt.lock().unwrap().clone()
+        });
+        format!("http://{addr}")
     }
 
     pub fn pid(&self) -> u32 {

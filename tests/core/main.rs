@@ -16,6 +16,7 @@ mod mgmt;
 mod permissions;
 mod pika;
 mod prereq;
+mod queue_moves;
 mod quorum;
 mod raw;
 mod reply_to;
