@@ -272,6 +272,7 @@ impl ControlService {
             committed_ids: self.plane.next_ids(),
         });
         self.next_token = self.next_token.max(tokens.max(1));
+        self.plane.fill = None;
     }
 
     /// Whether this node is a member of a cluster.
@@ -303,9 +304,10 @@ impl ControlService {
 
     /// Spread new classic queues over this many shards (see
     /// [`ControlPlane::balance_over`]).
-    /// Where new classic queues go (see [`ControlPlane::fill`]).
+    /// Where new classic queues go (see [`ControlPlane::fill`]); not in a
+    /// cluster, where a classic queue stays with its declarer.
     pub fn set_fill(&mut self, shard: Option<ShardId>) {
-        self.plane.fill = shard;
+        self.plane.fill = shard.filter(|_| self.cluster.is_none());
     }
 
     pub fn set_balance_over(&mut self, shards: usize) {

@@ -687,6 +687,7 @@ impl Broker for Client<'_> {
             return false;
         }
         let target = match to {
+            HandOffTarget::Home => h.balances().then_some(h.fill),
             HandOffTarget::Consume { vhost, queue } => h
                 .topo
                 .queue_by_name(vhost, queue)

@@ -152,6 +152,9 @@ pub struct Hub {
     /// Queues moving to or from this shard.
     moves: moves::Moves,
     balancer: balance::Balancer,
+    /// The shard that takes new work (see [`balance::fill_shard`]), as
+    /// this shard last computed it.
+    fill: ShardId,
 }
 
 impl Hub {
@@ -190,6 +193,7 @@ impl Hub {
             route: Default::default(),
             moves: Default::default(),
             balancer: Default::default(),
+            fill: 0,
             cfg,
         };
         hub.apply_changes(initial, now);
@@ -212,13 +216,10 @@ impl Hub {
     }
 
     /// Classic queues are placed and moved by load (`--queue-locator
-    /// packed`, see [`balance`]): not in a cluster, where a node's queues
-    /// stay on the shards they were declared on.
+    /// packed`, see [`balance`]). In a cluster the control plane neither
+    /// places by load nor moves queues (see [`ControlService::set_fill`]).
     pub fn balances(&self) -> bool {
-        self.cfg.queue_locator == QueueLocator::Packed
-            && self.cfg.connection_handoff
-            && self.nshards > 1
-            && self.owner.node() == 0
+        self.cfg.queue_locator == QueueLocator::Packed && self.cfg.connection_handoff && self.nshards > 1
     }
 
     /// The balancer's tick (once a second): every shard's CPU use over the
@@ -229,8 +230,9 @@ impl Hub {
         if !self.balances() {
             return;
         }
+        self.fill = balance::fill_shard(cpu);
         if let Some(c) = &mut self.control {
-            c.set_fill(Some(balance::fill_shard(cpu)));
+            c.set_fill(Some(self.fill));
         }
         let topo = &self.topo;
         let queues: Vec<balance::QueueLoad> = self

@@ -631,6 +631,20 @@ impl Session {
                 }
                 let m = Method::decode(&self.chunk.slice(start..end))?;
                 match m {
+                    Method::ChannelOpen(_)
+                        if !self.home_asked && self.channels.len() == 0 && self.quiet() =>
+                    {
+                        self.home_asked = true;
+                        if b.hand_off(HandOffTarget::Home) {
+                            // Stop before this frame: the next shard starts here.
+                            self.pos = self.frame_start;
+                            self.stats.recv_frames -= 1;
+                            self.handoff_pending = true;
+                            self.home_pending = true;
+                            return Ok(());
+                        }
+                        self.open_channel(n, b)
+                    }
                     Method::ChannelOpen(_) => self.open_channel(n, b),
                     // A late close-ok for a channel we already dropped.
                     Method::ChannelCloseOk(_) => Ok(()),

@@ -164,6 +164,12 @@ pub struct Session {
     /// Handed off once already, or asked and refused, for publishing and
     /// for consuming: a connection moves at most once.
     pub(super) handoff_asked: (bool, bool),
+    /// Whether it asked, at its first `channel.open`, to move to the shard
+    /// that takes new work (see [`HandOffTarget::Home`]), and whether that
+    /// move is the one pending (it does not count as a publish or consume
+    /// move: those may follow).
+    pub(super) home_asked: bool,
+    pub(super) home_pending: bool,
     /// A resource alarm is on (why, for `connection.blocked`): the next
     /// `basic.publish` blocks.
     pub(super) alarm: Option<&'static str>,
@@ -222,6 +228,8 @@ impl Session {
             handoff_pending: false,
             frame_start: 0,
             handoff_asked: (false, false),
+            home_asked: false,
+            home_pending: false,
             alarm: None,
             alarm_blocked: false,
             written: Vec::new(),
@@ -309,12 +317,15 @@ impl Session {
             ch.cref.conn = conn;
         }
         self.handoff_pending = false;
-        self.handoff_asked = (true, true);
+        if !std::mem::take(&mut self.home_pending) {
+            self.handoff_asked = (true, true);
+        }
     }
 
     /// The hand-off could not be carried out: go on here.
     pub fn stay(&mut self) {
         self.handoff_pending = false;
+        self.home_pending = false;
     }
 
     /// Nothing of this connection is anywhere else in the broker: no

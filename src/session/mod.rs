@@ -148,6 +148,10 @@ pub enum HandOffTarget<'a> {
         vhost: VhostId,
         queue: &'a [u8],
     },
+    /// A new connection opens its first channel: the shard that takes new
+    /// work now (`--queue-locator packed`), before it declares anything
+    /// (an exclusive queue would tie it to where it is).
+    Home,
 }
 
 /// Something that happened elsewhere in the broker, addressed to a channel of

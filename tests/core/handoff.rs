@@ -144,10 +144,11 @@ async fn consumer_and_publisher_move_to_the_queue_and_keep_their_channels() {
 }
 
 /// A connection with an exclusive queue stays where it is (the queue is
-/// tied to its id).
+/// tied to its id). Client-local placement: under the default (packed) it
+/// would have moved to shard 0 at its first channel, before the declare.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_with_exclusive_queues_stay() {
-    let b = common::start(2);
+    let b = common::start_configured(2, |c| c.queue_locator = warren::config::QueueLocator::ClientLocal);
     let (_setup, _sch) = queue_on_shard0(&b, "sq").await;
     let c = b.connect_on_shard(1).await;
     let ch = c.create_channel().await.unwrap();
@@ -329,4 +330,61 @@ async fn client_local_placement_keeps_queues_with_their_declarer() {
     let shards: Vec<_> = snap.queues.iter().map(|q| q.shard).collect();
     assert_eq!(shards.len(), 4);
     assert!(shards.iter().all(|&s| s == shards[0]), "{shards:?}");
+}
+
+/// Under the default placement a new connection moves, at its first
+/// `channel.open`, to the shard that takes new work (shard 0 on an idle
+/// broker), before it declares anything: its exclusive queue, its
+/// consumers and its publishes then all live there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_moves_home_before_its_exclusive_queue() {
+    let b = common::start(2);
+    let c = b.connect_on_shard(1).await;
+    let ch = c.create_channel().await.unwrap();
+    let mine = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    until("the connection on shard 0", || {
+        (b.handle.connections_per_shard()[1] == 0).then_some(())
+    })
+    .await;
+    assert!(handoffs(&b) >= 1);
+    let snap = b.handle.admin().snapshot().expect("snapshot");
+    let q = snap
+        .queues
+        .iter()
+        .find(|q| q.name == mine.name().as_str())
+        .expect("the exclusive queue");
+    assert_eq!(q.shard, 0, "declared after the move");
+    // It works there: a message through it.
+    ch.basic_publish(
+        "".into(),
+        mine.name().as_str().into(),
+        BasicPublishOptions::default(),
+        b"home",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            mine.name().as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next_delivery(&mut consumer).await.data, b"home");
 }
