@@ -230,7 +230,11 @@ impl Hub {
         if !self.balances() {
             return;
         }
-        self.fill = balance::fill_shard(cpu);
+        let fill = balance::fill_shard(cpu);
+        if fill != self.fill {
+            log::debug!("shard {}: CPU {cpu:?}: new work goes to shard {fill}", self.id);
+        }
+        self.fill = fill;
         if let Some(c) = &mut self.control {
             c.set_fill(Some(self.fill));
         }
