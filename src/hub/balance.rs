@@ -34,6 +34,8 @@ pub struct Balancer {
     last: IdMap<QueueId, u64>,
     hot_for: u32,
     cooldown: u32,
+    /// A tick has set the traffic baseline.
+    started: bool,
 }
 
 /// A queue as the balancer sees it.
@@ -71,6 +73,9 @@ impl Balancer {
             last.insert(q.id, q.traffic);
         }
         self.last = last;
+        if !std::mem::replace(&mut self.started, true) {
+            return None;
+        }
         let mine = cpu.get(me as usize).copied().unwrap_or(0.0);
         if self.cooldown > 0 {
             self.cooldown -= 1;

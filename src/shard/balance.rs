@@ -10,6 +10,9 @@ pub async fn run(shard: Rc<Shard>) {
     if !shard.hub.borrow().balances() {
         return;
     }
+    // The first second holds start-up work (recovery, the listeners):
+    // measured, it would send new queues off shard 0 for no load.
+    glommio::timer::sleep(Duration::from_secs(1)).await;
     let mut last = (Instant::now(), super::batching::thread_cpu_us());
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;

@@ -24,6 +24,8 @@ struct Cluster {
 fn config() -> Arc<Config> {
     Arc::new(Config {
         data_dir: log_dir(),
+        // These tests place queues on the declaring shard.
+        queue_locator: crate::config::QueueLocator::ClientLocal,
         ..Config::default()
     })
 }
