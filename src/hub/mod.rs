@@ -268,6 +268,12 @@ impl Hub {
         self.step(now);
     }
 
+    /// A queue move holds so many items that connections must stop
+    /// reading until it completes (see [`moves::HELD_MAX`]).
+    pub fn moves_congested(&self) -> bool {
+        self.moves.over_hold_limit()
+    }
+
     /// The broker a connection's session talks to, for one batch.
     pub fn client<'a>(&'a mut self, conn: &'a mut ConnState, now: u64) -> Client<'a> {
         Client { hub: self, conn, now }

@@ -45,6 +45,12 @@ pub(super) struct Moves {
     held: Vec<(Item, u64)>,
 }
 
+/// Held items past which this shard's connections stop reading (as for a
+/// congested ring) until the move completes. A move lasts until every
+/// shard has applied it, a step or two each; the cap bounds the memory a
+/// stalled shard could make the others hold.
+pub const HELD_MAX: usize = 16 * 1024;
+
 struct Departed {
     to: ShardId,
     /// Fences of other shards still to pass through here.
@@ -60,7 +66,12 @@ struct Arriving {
 impl Moves {
     /// Items for `queue` must wait: it is on its way here.
     pub fn holds(&self, queue: QueueId) -> bool {
-        self.arriving.contains_key(&queue)
+        !self.arriving.is_empty() && self.arriving.contains_key(&queue)
+    }
+
+    /// Too many items are held: the shard's publishers must wait.
+    pub fn over_hold_limit(&self) -> bool {
+        self.held.len() >= HELD_MAX
     }
 
     /// Holds an item of one of this shard's connections (see [`Moves::holds`]).
@@ -177,6 +188,9 @@ impl Hub {
                 let Some(queue) = item.owner_queue() else {
                     return Some(item);
                 };
+                if self.moves.departed.is_empty() && self.moves.arriving.is_empty() {
+                    return Some(item);
+                }
                 if let Some(d) = self.moves.departed.get(&queue) {
                     self.out.to_shard(d.to, Item::Moved(Box::new(item)));
                     None

@@ -87,6 +87,9 @@ pub struct Shard {
     pub flush: Vec<Notify>,
     /// Connections waiting for a congested outbox to drain.
     pub drain_waiters: RefCell<Vec<Waker>>,
+    /// Connections stopped because a queue move holds too much
+    /// (`Hub::moves_congested`); the step that releases it wakes them.
+    pub move_congested: Cell<bool>,
     pub sync_notify: Notify,
     pub stopping: Cell<bool>,
     pub stats: Arc<SharedStats>,
@@ -126,6 +129,7 @@ impl Shard {
             conns: RefCell::default(),
             flush: (0..nshards).map(|_| Notify::default()).collect(),
             drain_waiters: RefCell::default(),
+            move_congested: Cell::new(false),
             sync_notify: Notify::default(),
             stopping: Cell::new(false),
             stats,
@@ -296,6 +300,12 @@ impl Shard {
                 self.flush[d].notify();
             }
         }
+        if self.move_congested.get() && !hub.moves_congested() {
+            self.move_congested.set(false);
+            for w in self.drain_waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
     }
 
     /// RabbitMQ closes the connections of a deleted vhost or user.
@@ -325,6 +335,10 @@ impl Shard {
     pub fn outbox_congested(&self) -> bool {
         let high = self.cfg.limits.outbox_high;
         let hub = self.hub.borrow();
+        if hub.moves_congested() {
+            self.move_congested.set(true);
+            return true;
+        }
         hub.out
             .items
             .iter()
