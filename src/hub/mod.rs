@@ -616,6 +616,11 @@ impl Hub {
         self.owner.take_sync()
     }
 
+    /// [`Hub::take_sync`] with the ack logs (at shutdown).
+    pub fn take_sync_all(&mut self) -> SyncBatch {
+        self.owner.take_sync_all()
+    }
+
     /// A sync is done; `failed`: the queues whose files failed to sync.
     pub fn synced(&mut self, batch_waiters: Vec<crate::owner::SyncWaiter>, failed: &[QueueId], now: u64) {
         self.owner.synced(batch_waiters, failed, &mut self.out);

@@ -27,10 +27,10 @@ impl Owner {
         self.flush_store(queue, topo, fx, now);
         let mut slot = self.queues.remove(&queue)?;
         if let Some(store) = &mut slot.store
-            && store.needs_sync()
+            && (store.needs_sync() || store.acks_unsynced())
         {
             let mut files = Vec::new();
-            store.take_sync(&mut files);
+            store.take_sync(true, &mut files);
             self.departed_files.extend(files.into_iter().map(|f| (queue, f)));
             self.sync_wanted = true;
         }

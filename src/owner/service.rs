@@ -86,6 +86,8 @@ pub struct Owner {
     awaiting_sync: Vec<SyncWaiter>,
     /// Something waits for a sync (the runtime's syncer should run).
     pub(super) sync_wanted: bool,
+    /// The next sync covers the ack logs too (see [`Owner::sweep`]).
+    acks_due: bool,
     /// Files of queues that moved to another shard, written here and not
     /// yet synced: the next sync covers them (see [`Owner::depart`]).
     pub(super) departed_files: Vec<(QueueId, Arc<dyn Syncable>)>,
@@ -107,6 +109,7 @@ impl Owner {
             store_dirty: Vec::new(),
             awaiting_sync: Vec::new(),
             sync_wanted: false,
+            acks_due: false,
             departed_files: Vec::new(),
             boot_error: None,
             sweep_kick: false,
@@ -554,15 +557,17 @@ impl Owner {
 
     /// Takes the files to sync and what waits on them: a sync of all of
     /// them covers everything written so far (group commit).
+    /// Ack logs are included only when the sweep found them due.
     pub fn take_sync(&mut self) -> SyncBatch {
         self.sync_wanted = false;
+        let acks = std::mem::take(&mut self.acks_due);
         let mut files = std::mem::take(&mut self.departed_files);
         let mut scratch: Vec<Arc<dyn Syncable>> = Vec::new();
         for slot in self.queues.values_mut() {
             if let Some(store) = &mut slot.store
-                && store.needs_sync()
+                && (store.needs_sync() || acks && store.acks_unsynced())
             {
-                store.take_sync(&mut scratch);
+                store.take_sync(acks, &mut scratch);
                 files.extend(scratch.drain(..).map(|f| (slot.q.id, f)));
             }
         }
@@ -570,6 +575,12 @@ impl Owner {
             files,
             waiters: std::mem::take(&mut self.awaiting_sync),
         }
+    }
+
+    /// Everything written so far, ack logs included (at shutdown).
+    pub fn take_sync_all(&mut self) -> SyncBatch {
+        self.acks_due = true;
+        self.take_sync()
     }
 
     /// A sync is done. `failed`: the queues one of whose files failed to
@@ -826,8 +837,19 @@ impl Owner {
             .any(|s| s.may_expire || s.q.config().message_ttl.is_some() || s.extras.expires.is_some())
     }
 
+    /// Also schedules a sync of the ack logs written since the last one:
+    /// acks and deliveries are made durable within about a sweep tick (a
+    /// second at most), in one sync, rather than each costing one.
     pub fn sweep(&mut self, topo: &Topology, fx: &mut impl Effects, now: u64) {
         let mut unused = Vec::new();
+        if self
+            .queues
+            .values()
+            .any(|s| s.store.as_ref().is_some_and(|st| st.acks_unsynced()))
+        {
+            self.acks_due = true;
+            self.sync_wanted = true;
+        }
         for slot in self.queues.values_mut() {
             if slot.may_expire || slot.q.config().message_ttl.is_some() {
                 Self::with_sink(&mut self.store_dirty, slot, topo, fx, now, |q, sink| {

@@ -634,7 +634,7 @@ async fn run_shard(
     }
     // Whatever was written but not yet synced (acks, deliveries).
     shard.after_step(now_ms());
-    let batch = shard.hub.borrow_mut().take_sync();
+    let batch = shard.hub.borrow_mut().take_sync_all();
     for (_, f) in batch.files {
         let _ = f.sync();
     }

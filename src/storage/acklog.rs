@@ -88,15 +88,54 @@ impl AckLog {
         self.file.clone().map(|f| f as Arc<dyn Syncable>)
     }
 
+    /// Reads an ack log for recovery, and cuts off what a power loss tore
+    /// (a partial header or last entry), so that the entries appended next
+    /// start on an entry boundary: appended behind a torn entry, they would
+    /// be read back shifted, as other offsets. The cut is a synced copy
+    /// renamed over the log (the store syncs its directory after opening).
+    pub fn recover(disk: &dyn Disk, path: &Path) -> io::Result<AckState> {
+        let buf = match disk.read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(AckState::default()),
+            Err(e) => return Err(e),
+        };
+        let st = Self::parse(&buf, path)?;
+        let whole = if buf.len() < HEADER_LEN {
+            0
+        } else {
+            buf.len() - (buf.len() - HEADER_LEN) % 4
+        };
+        if whole != buf.len() {
+            log::warn!(
+                "{}: torn tail cut off at {whole} of {} bytes",
+                path.display(),
+                buf.len()
+            );
+            if whole == 0 {
+                disk.remove_file(path)?;
+            } else {
+                let mut tmp = path.as_os_str().to_owned();
+                tmp.push(".cut");
+                let tmp = PathBuf::from(tmp);
+                disk.write_synced(&tmp, &buf[..whole])?;
+                disk.rename(&tmp, path)?;
+            }
+        }
+        Ok(st)
+    }
+
     /// Reads an ack log. A missing file means nothing was acked; a torn
     /// last entry is ignored.
     pub fn load(disk: &dyn Disk, path: &Path) -> io::Result<AckState> {
+        match disk.read(path) {
+            Ok(b) => Self::parse(&b, path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(AckState::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn parse(buf: &[u8], path: &Path) -> io::Result<AckState> {
         let mut st = AckState::default();
-        let buf = match disk.read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(st),
-            Err(e) => return Err(e),
-        };
         if buf.len() < HEADER_LEN {
             return Ok(st);
         }
@@ -115,5 +154,85 @@ impl AckLog {
             }
         }
         Ok(st)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sim_disk::SimDisk;
+
+    fn write_raw(disk: &SimDisk, path: &Path, bytes: &[u8]) {
+        disk.write_synced(path, bytes).unwrap();
+    }
+
+    fn header() -> Vec<u8> {
+        let mut h = vec![0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(ACK_MAGIC);
+        h[8..12].copy_from_slice(&crate::storage::segment::FORMAT_VERSION.to_le_bytes());
+        h
+    }
+
+    /// A power loss tore the last entry: recovery cuts it, so entries
+    /// appended after the restart are read back as written, not shifted.
+    #[test]
+    fn a_torn_entry_is_cut_before_new_entries_are_appended() {
+        let disk = SimDisk::new(1);
+        let dir = Path::new("/q");
+        disk.create_dir_all(dir).unwrap();
+        let path = dir.join(ack_name(7));
+        let mut bytes = header();
+        bytes.extend_from_slice(&40u32.to_le_bytes());
+        bytes.extend_from_slice(&[0x50, 0]); // half of the entry for 80
+        write_raw(&disk, &path, &bytes);
+
+        let st = AckLog::recover(&disk, &path).unwrap();
+        assert_eq!(st.acked, HashSet::from([40]));
+        let mut log = AckLog::new(dir, 7);
+        log.acked(120);
+        log.delivered(160);
+        log.flush(&disk).unwrap();
+        let st = AckLog::load(&disk, &path).unwrap();
+        assert_eq!(st.acked, HashSet::from([40, 120]));
+        assert_eq!(st.delivered, HashSet::from([160]));
+        assert!(!disk.exists(&dir.join("acks.00000000000000000007.cut")));
+    }
+
+    /// A power loss tore the header: the log records nothing, and the next
+    /// flush starts it again with a whole header (appending behind the torn
+    /// one would make it unreadable: "bad magic").
+    #[test]
+    fn a_torn_header_starts_the_log_again() {
+        let disk = SimDisk::new(1);
+        let dir = Path::new("/q");
+        disk.create_dir_all(dir).unwrap();
+        let path = dir.join(ack_name(3));
+        write_raw(&disk, &path, &header()[..5]);
+
+        let st = AckLog::recover(&disk, &path).unwrap();
+        assert!(st.acked.is_empty() && st.delivered.is_empty());
+        let mut log = AckLog::new(dir, 3);
+        log.acked(8);
+        assert!(
+            log.flush(&disk).unwrap(),
+            "a new file: its directory entry must be synced"
+        );
+        let st = AckLog::load(&disk, &path).unwrap();
+        assert_eq!(st.acked, HashSet::from([8]));
+    }
+
+    /// A whole log is left as it is.
+    #[test]
+    fn a_whole_log_is_not_rewritten() {
+        let disk = SimDisk::new(1);
+        let dir = Path::new("/q");
+        disk.create_dir_all(dir).unwrap();
+        let path = dir.join(ack_name(1));
+        let mut bytes = header();
+        bytes.extend_from_slice(&(4u32 | DELIVERED).to_le_bytes());
+        write_raw(&disk, &path, &bytes);
+        let st = AckLog::recover(&disk, &path).unwrap();
+        assert_eq!(st.delivered, HashSet::from([4]));
+        assert_eq!(disk.read(&path).unwrap(), bytes);
     }
 }

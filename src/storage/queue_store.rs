@@ -72,8 +72,14 @@ impl QueueStore {
     ) -> io::Result<(QueueStore, Vec<Recovered>)> {
         disk.create_dir_all(dir)?;
         let dir_file = disk.open_dir(dir)?;
-        let mut ids: Vec<u64> = disk
-            .list_dir(dir)?
+        let names = disk.list_dir(dir)?;
+        // A cut of a torn ack log that a crash left before its rename
+        // (see [`AckLog::recover`]): the log it was cut from is still whole
+        // enough to recover from.
+        for name in names.iter().filter(|n| n.ends_with(".cut")) {
+            let _ = disk.remove_file(&dir.join(name));
+        }
+        let mut ids: Vec<u64> = names
             .iter()
             .filter_map(|name| name.strip_prefix("msgs.").and_then(|s| s.parse().ok()))
             .collect();
@@ -108,7 +114,7 @@ impl QueueStore {
                     path.display()
                 );
             }
-            let acks = AckLog::load(&*disk, &dir.join(ack_name(id)))?;
+            let acks = AckLog::recover(&*disk, &dir.join(ack_name(id)))?;
             let region = seg.region(HEADER_LEN, seg.write_pos());
             let mut live = 0;
             for f in &found {
@@ -302,20 +308,30 @@ impl QueueStore {
         Ok(())
     }
 
-    /// Whether anything was written since the last [`QueueStore::take_sync`].
+    /// Whether messages or names were written since the last
+    /// [`QueueStore::take_sync`]: a confirm may wait on them.
     pub fn needs_sync(&self) -> bool {
-        self.dir_dirty || self.segs.values().any(|s| s.unsynced || s.acks.unsynced)
+        self.dir_dirty || self.segs.values().any(|s| s.unsynced)
     }
 
-    /// The files a sync must cover for everything written so far; marks
-    /// them synced (the caller must complete the sync before confirming).
-    pub fn take_sync(&mut self, out: &mut Vec<Arc<dyn Syncable>>) {
+    /// Whether an ack log was written since its last sync. Nothing waits on
+    /// an ack log (losing its tail brings acked messages back as
+    /// redeliveries, never loses one), so the owner syncs them on a slow
+    /// tick instead of once per ack.
+    pub fn acks_unsynced(&self) -> bool {
+        self.segs.values().any(|s| s.acks.unsynced)
+    }
+
+    /// The files a sync must cover for every message and name written so
+    /// far, and with `acks` the ack logs too; marks them synced (the caller
+    /// must complete the sync before confirming).
+    pub fn take_sync(&mut self, acks: bool, out: &mut Vec<Arc<dyn Syncable>>) {
         for s in self.segs.values_mut() {
             if s.unsynced {
                 s.unsynced = false;
                 out.push(s.seg.file());
             }
-            if s.acks.unsynced {
+            if acks && s.acks.unsynced {
                 s.acks.unsynced = false;
                 out.extend(s.acks.file());
             }

@@ -549,6 +549,11 @@ impl W {
         (nfiles, nwaiters)
     }
 
+    /// The periodic sweep (TTLs, expiry, due ack logs).
+    pub fn sweep(&mut self, now: u64) {
+        self.owner.sweep(&self.topo, &mut self.fx, now);
+    }
+
     pub fn sync(&mut self) -> (usize, usize) {
         self.sync_failing(&[])
     }
