@@ -20,6 +20,14 @@ pub fn ack_name(id: u64) -> String {
     format!("acks.{id:020}")
 }
 
+/// What an ack log starts with.
+fn header() -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(ACK_MAGIC);
+    h[8..12].copy_from_slice(&super::segment::FORMAT_VERSION.to_le_bytes());
+    h
+}
+
 /// One segment's ack log. Owned with its segment.
 pub struct AckLog {
     path: PathBuf,
@@ -71,10 +79,7 @@ impl AckLog {
         if self.file.is_none() {
             let f = disk.open_append(&self.path)?;
             if f.is_empty() {
-                let mut h = [0u8; HEADER_LEN];
-                h[0..8].copy_from_slice(ACK_MAGIC);
-                h[8..12].copy_from_slice(&super::segment::FORMAT_VERSION.to_le_bytes());
-                f.append(&h)?;
+                f.append(&header())?;
             }
             self.file = Some(f);
         }
@@ -162,29 +167,25 @@ mod tests {
     use super::*;
     use crate::storage::sim_disk::SimDisk;
 
-    fn write_raw(disk: &SimDisk, path: &Path, bytes: &[u8]) {
-        disk.write_synced(path, bytes).unwrap();
-    }
-
-    fn header() -> Vec<u8> {
-        let mut h = vec![0u8; HEADER_LEN];
-        h[0..8].copy_from_slice(ACK_MAGIC);
-        h[8..12].copy_from_slice(&crate::storage::segment::FORMAT_VERSION.to_le_bytes());
-        h
+    /// A disk holding ack log `id` with exactly `bytes`; its directory and
+    /// path.
+    fn log_with(id: u64, bytes: &[u8]) -> (SimDisk, &'static Path, PathBuf) {
+        let disk = SimDisk::new(1);
+        let dir = Path::new("/q");
+        disk.create_dir_all(dir).unwrap();
+        let path = dir.join(ack_name(id));
+        disk.write_synced(&path, bytes).unwrap();
+        (disk, dir, path)
     }
 
     /// A power loss tore the last entry: recovery cuts it, so entries
     /// appended after the restart are read back as written, not shifted.
     #[test]
     fn a_torn_entry_is_cut_before_new_entries_are_appended() {
-        let disk = SimDisk::new(1);
-        let dir = Path::new("/q");
-        disk.create_dir_all(dir).unwrap();
-        let path = dir.join(ack_name(7));
-        let mut bytes = header();
+        let mut bytes = header().to_vec();
         bytes.extend_from_slice(&40u32.to_le_bytes());
         bytes.extend_from_slice(&[0x50, 0]); // half of the entry for 80
-        write_raw(&disk, &path, &bytes);
+        let (disk, dir, path) = log_with(7, &bytes);
 
         let st = AckLog::recover(&disk, &path).unwrap();
         assert_eq!(st.acked, HashSet::from([40]));
@@ -203,11 +204,7 @@ mod tests {
     /// one would make it unreadable: "bad magic").
     #[test]
     fn a_torn_header_starts_the_log_again() {
-        let disk = SimDisk::new(1);
-        let dir = Path::new("/q");
-        disk.create_dir_all(dir).unwrap();
-        let path = dir.join(ack_name(3));
-        write_raw(&disk, &path, &header()[..5]);
+        let (disk, dir, path) = log_with(3, &header()[..5]);
 
         let st = AckLog::recover(&disk, &path).unwrap();
         assert!(st.acked.is_empty() && st.delivered.is_empty());
@@ -224,13 +221,9 @@ mod tests {
     /// A whole log is left as it is.
     #[test]
     fn a_whole_log_is_not_rewritten() {
-        let disk = SimDisk::new(1);
-        let dir = Path::new("/q");
-        disk.create_dir_all(dir).unwrap();
-        let path = dir.join(ack_name(1));
-        let mut bytes = header();
+        let mut bytes = header().to_vec();
         bytes.extend_from_slice(&(4u32 | DELIVERED).to_le_bytes());
-        write_raw(&disk, &path, &bytes);
+        let (disk, _, path) = log_with(1, &bytes);
         let st = AckLog::recover(&disk, &path).unwrap();
         assert_eq!(st.delivered, HashSet::from([4]));
         assert_eq!(disk.read(&path).unwrap(), bytes);

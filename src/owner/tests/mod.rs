@@ -549,6 +549,14 @@ impl W {
         (nfiles, nwaiters)
     }
 
+    /// A fresh owner on `disk` (a simulated disk with its own seed).
+    pub fn on_disk(disk: SimDisk) -> W {
+        let mut w = W::new();
+        w.owner = Owner::new(w.cfg.clone(), Arc::new(disk.clone()));
+        w.disk = disk;
+        w
+    }
+
     /// The periodic sweep (TTLs, expiry, due ack logs).
     pub fn sweep(&mut self, now: u64) {
         self.owner.sweep(&self.topo, &mut self.fx, now);

@@ -240,9 +240,7 @@ fn process_crash_does_not_bring_back_what_left_the_queue() {
 fn power_loss_keeps_every_confirmed_message() {
     let mut lost_some = false;
     for seed in 1..=16 {
-        let mut w = W::new();
-        w.disk = SimDisk::new(seed);
-        w.owner = Owner::new(w.cfg.clone(), Arc::new(w.disk.clone()));
+        let mut w = W::on_disk(SimDisk::new(seed));
         let q = w.declare_durable("q", FieldTable::new());
         for seq in 1..=3 {
             w.publish_item(q, persistent(&format!("c{seq}")), seq, 0);
@@ -306,9 +304,7 @@ fn power_loss_does_not_bring_back_synced_acks() {
 fn unsynced_acks_come_back_only_after_a_power_loss() {
     let mut came_back = false;
     for seed in 1..=16 {
-        let mut w = W::new();
-        w.disk = SimDisk::new(seed);
-        w.owner = Owner::new(w.cfg.clone(), Arc::new(w.disk.clone()));
+        let mut w = W::on_disk(SimDisk::new(seed));
         let q = w.declare_durable("q", FieldTable::new());
         for i in 0..3 {
             w.publish(q, persistent(&i.to_string()), 0);
