@@ -35,10 +35,13 @@ pub struct Config {
     pub abort_on_shard_panic: bool,
     /// Which shard a new classic queue goes to (see [`QueueLocator`]).
     pub queue_locator: QueueLocator,
-    /// How long a shard that goes to sleep may hold its wake-up to collect
-    /// more events (socket input, other shards' items, disk completions)
-    /// into one batch; an event later than this after the shard slept wakes
-    /// it at once. Zero wakes at every first event. Needs Linux 6.12+.
+    /// The longest a shard that goes to sleep may hold its wake-up to
+    /// collect more events (socket input, other shards' items, disk
+    /// completions) into one batch; an event later than the window after
+    /// the shard slept wakes it at once. Each shard measures which window
+    /// pays under its load and runs on it: none, a tenth, a third or all of
+    /// this (see `shard::batching`). Zero turns batching off: every first
+    /// event wakes the shard. Needs Linux 6.12+.
     pub park_batching: Duration,
     /// AMQPS: a second listener that speaks AMQP inside TLS.
     pub tls: Option<TlsListener>,
@@ -194,7 +197,7 @@ pub enum CertLogin {
 }
 
 /// See `Config::park_batching`: measured in `perf/clients` (README).
-pub const DEFAULT_PARK_BATCHING: Duration = Duration::from_micros(100);
+pub const DEFAULT_PARK_BATCHING: Duration = Duration::from_micros(1000);
 
 impl Default for Config {
     fn default() -> Self {

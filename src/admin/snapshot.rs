@@ -229,6 +229,9 @@ pub struct ShardStats {
     pub preemptions: u64,
     /// 1 while this shard's parks batch their wake-ups (`--park-batch-us`).
     pub park_batching: u64,
+    /// How long the shard's parks may hold their wake-up now, µs (chosen
+    /// by the control among off and fractions of `--park-batch-us`).
+    pub park_window_us: u64,
     pub fsyncs: u64,
     /// Files covered by fsyncs, summed (divide by `fsyncs` for the mean batch).
     pub fsync_files: u64,

@@ -41,12 +41,13 @@ struct Args {
     /// its shard.
     #[arg(long, default_value = "packed")]
     queue_locator: warren::config::QueueLocator,
-    /// How long, in microseconds, a shard that went to sleep may hold its
-    /// wake-up to handle more events at once (io_uring min-wait, Linux
-    /// 6.12+). Events later than this after the shard slept wake it at
-    /// once, so a quiet broker adds no latency; under load it trades up to
-    /// this much latency for fewer wake-ups and syscalls per message.
-    /// 0 wakes at the first event.
+    /// The longest, in microseconds, a shard that went to sleep may hold
+    /// its wake-up to handle more events at once (io_uring min-wait, Linux
+    /// 6.12+). Events later than the window after the shard slept wake it
+    /// at once, so a quiet broker adds no latency; under load it trades up
+    /// to the window in latency for fewer wake-ups and syscalls per
+    /// message. Each shard measures and runs on the window that pays: none,
+    /// a tenth, a third or all of this. 0 wakes at the first event.
     #[arg(long, default_value_t = warren::config::DEFAULT_PARK_BATCHING.as_micros() as u64)]
     park_batch_us: u64,
     /// Channels per connection.

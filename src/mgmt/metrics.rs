@@ -228,7 +228,7 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot, per_object: bool) -> String {
     }
 
     type SField = fn(&crate::admin::ShardStats) -> u64;
-    let per_shard: [(&str, &str, &str, SField); 12] = [
+    let per_shard: [(&str, &str, &str, SField); 13] = [
         (
             "warren_shard_messages_routed_total",
             "counter",
@@ -282,6 +282,12 @@ pub fn render(m: &Mgmt, snap: &BrokerSnapshot, per_object: bool) -> String {
             "gauge",
             "1 while the shard's parks batch their wake-ups (--park-batch-us), 0 while they wake at the first event",
             |s| s.park_batching,
+        ),
+        (
+            "warren_shard_park_window_microseconds",
+            "gauge",
+            "How long the shard's parks may hold their wake-up now (chosen among 0 and fractions of --park-batch-us)",
+            |s| s.park_window_us,
         ),
         (
             "warren_shard_fsyncs_total",

@@ -1,155 +1,370 @@
-//! Whether a shard's parks batch their wake-ups (`--park-batch-us`).
+//! How long a shard's parks may hold their wake-up (`--park-batch-us`).
 //!
-//! A batched park holds its wake-up for up to the window after the shard
+//! A batched park holds its wake-up for up to a window after the shard
 //! went to sleep, so events arriving close together (input on many
 //! connections, other shards' items, disk completions) cost one wake-up
 //! and one pass instead of one each. Under an open load (producers that
-//! publish without waiting for the broker) that cuts CPU per message by a
-//! quarter or more. It does not always pay: a client that waits for each
-//! answer (one confirm at a time, RPC) is slowed by the wait, and at light
-//! load a held wake-up batches nothing and costs an extra switch. The shard
-//! cannot see its clients, so it measures: every few seconds it runs a
-//! short trial of each mode and keeps batching only if, with it, work comes
-//! in at the same rate and costs the shard's thread less CPU per unit.
+//! publish without waiting for the broker) a longer window cuts CPU per
+//! message by half or more. It does not always pay: a client that waits
+//! for each answer (one confirm at a time, RPC) is slowed by the wait, and
+//! at light load a held wake-up batches nothing and costs an extra switch.
+//!
+//! The shard cannot see its clients, so it measures. It runs on one of a
+//! few windows (off, a tenth, a third and all of the configured longest)
+//! and, in rounds, tries a neighbouring one: the candidate, then the
+//! current window for twice as long, then the candidate again, so a load
+//! that drifts during the round weighs on both sides alike. Each part
+//! starts with a warm-up that is not measured: the clients' pipelines
+//! take a while to fill or drain after the window changes. A longer window
+//! wins only if work comes in at (nearly) the same rate and it saves both
+//! a share of the CPU per unit of work and an absolute share of a core;
+//! keeping the current window asks for less than taking a new one, so the
+//! choice does not flap. A direction that loses is not tried again for a
+//! while, longer each time, until the load changes.
+//!
+//! Rounds run only in this shard's own slots of a grid common to all
+//! shards, so that one shard's trial does not blur another's (a message
+//! that crosses shards costs on both).
 
 use super::state::Shard;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How long the chosen mode runs between trials.
-const SETTLE: Duration = Duration::from_millis(1600);
-/// How long each mode runs in a trial.
-const TRIAL: Duration = Duration::from_millis(200);
-/// Without batching, this much more work per µs means batching slows the
-/// clients down (a closed loop): off.
-const OFF_WINS_BY: f64 = 0.15;
-/// Batching must save at least this share of CPU per unit of work to stay.
-const ON_SAVES_AT_LEAST: f64 = 0.05;
-/// Less work than this in a trial window tells nothing: the mode stays.
+/// The grid of rounds: shard i of n may start a round in slot k when
+/// `k % n == i`.
+const SLOT_US: u64 = 3_000_000;
+/// Not measured after each change of window.
+const WARM_US: u64 = 250_000;
+/// One measured part of the candidate; the current window gets two.
+const PART_US: u64 = 500_000;
+/// A longer window that lowers the rate of work below this share of the
+/// shorter one's slows the clients down (a closed loop): it loses. Open
+/// loads move by up to a fifth between parts of a round (the clients share
+/// the cores, and their pipelines fill and drain), so a smaller drop
+/// tells nothing; a closed loop on a window it cannot use drops by half
+/// or more.
+const RATE_FLOOR: f64 = 0.75;
+/// A longer window that raises the rate by this much, at no more CPU
+/// per unit, wins.
+const RATE_GAIN: f64 = 1.12;
+/// What a longer window must save to be taken: a share of the CPU per
+/// unit of work, and of a core at the measured rate.
+const TAKE_SAVING: (f64, f64) = (0.05, 0.015);
+/// What the current longer window must save to be kept.
+const KEEP_SAVING: (f64, f64) = (0.02, 0.008);
+/// Work per µs below which a shard runs with no window and tries none:
+/// about 2 000 small messages a second, whose events are further apart
+/// than the longest window. A held wake-up batches nothing there and adds
+/// its wait to every message's latency, which a trial of the rate and
+/// the CPU cannot see.
+const LIGHT: f64 = 0.25;
+/// Less work than this in a measured part tells nothing.
 const MIN_WORK: u64 = 8 * 1024;
+/// A direction that lost is skipped for 2, 4, .. 2^MAX_BACKOFF own slots.
+const MAX_BACKOFF: u32 = 3;
+/// A settled rate outside this band around the rate of the last decision
+/// is a new load: directions that lost may be tried at once.
+const LOAD_CHANGE: (f64, f64) = (0.5, 2.0);
 /// What a cross-shard item weighs against a byte of socket input.
 pub const ITEM_WEIGHT: u64 = 64;
 
-/// Counters at the start of a window, and what a window measured.
-#[derive(Debug, Clone, Copy, Default)]
-struct Mark {
-    at_us: u64,
+/// The windows the control chooses among, for a longest of `max_us`.
+pub fn levels(max_us: u64) -> [u64; 4] {
+    [0, max_us / 10, max_us / 3, max_us]
+}
+
+/// A reading: the time (µs, on a clock common to all shards), the work
+/// done so far and the shard thread's CPU time so far (µs).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Mark3(pub u64, pub u64, pub u64);
+
+/// What one stretch measured: its length, the work in it, the CPU it took.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Meas {
+    us: u64,
     work: u64,
-    cpu_us: u64,
+    cpu: u64,
+}
+
+impl Meas {
+    fn between(a: Mark3, b: Mark3) -> Meas {
+        Meas {
+            us: b.0.saturating_sub(a.0).max(1),
+            work: b.1.saturating_sub(a.1),
+            cpu: b.2.saturating_sub(a.2),
+        }
+    }
+    fn add(self, o: Meas) -> Meas {
+        Meas {
+            us: self.us + o.us,
+            work: self.work + o.work,
+            cpu: self.cpu + o.cpu,
+        }
+    }
+    fn rate(&self) -> f64 {
+        self.work as f64 / self.us as f64
+    }
+    fn cost(&self) -> f64 {
+        self.cpu as f64 / self.work.max(1) as f64
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Phase {
+enum Step {
     Settled,
-    /// Trying the mode other than the settled one.
-    TrialOther,
-    /// Then the settled mode again, for a comparison under the same load.
-    TrialSame,
+    WarmA,
+    MeasA,
+    WarmCur,
+    MeasCur,
+    WarmB,
+    MeasB,
 }
 
-/// The decision, as a pure state machine fed with a clock, a counter of
-/// work (bytes read from clients plus weighted items from other shards)
-/// and the shard thread's CPU time.
+impl Step {
+    fn len_us(self) -> u64 {
+        match self {
+            Step::Settled => 0,
+            Step::WarmA | Step::WarmCur | Step::WarmB => WARM_US,
+            Step::MeasA | Step::MeasB => PART_US,
+            Step::MeasCur => 2 * PART_US,
+        }
+    }
+    fn on_candidate(self) -> bool {
+        matches!(self, Step::WarmA | Step::MeasA | Step::WarmB | Step::MeasB)
+    }
+}
+
+/// Down and up, as indexes of the back-off arrays.
+const DOWN: usize = 0;
+const UP: usize = 1;
+
+/// The decision, as a pure state machine fed with readings.
 #[derive(Debug)]
 pub struct BatchControl {
-    settled_on: bool,
-    phase: Phase,
-    start: Mark,
-    /// What the trial of the other mode measured.
-    other: Mark,
+    levels: [u64; 4],
+    level: usize,
+    shard: u64,
+    nshards: u64,
+    step: Step,
+    /// Where the current step (or settled stretch) began.
+    start: Mark3,
+    /// The slot the current round began in.
+    round_slot: u64,
+    cand: usize,
+    cand_meas: Meas,
+    cur_meas: Meas,
+    prefer_longer: bool,
+    backoff: [u32; 2],
+    not_before_slot: [u64; 2],
+    /// The rate of work when the window was last chosen.
+    decided_rate: Option<f64>,
+    rounds: u64,
+    /// What the last round compared, for the log.
+    last_round: Option<String>,
 }
 
 impl BatchControl {
-    pub fn new(now_us: u64, work: u64, cpu_us: u64) -> BatchControl {
+    pub fn new(max_us: u64, shard: usize, nshards: usize, now: Mark3) -> BatchControl {
         BatchControl {
-            settled_on: true,
-            phase: Phase::Settled,
-            start: Mark {
-                at_us: now_us,
-                work,
-                cpu_us,
-            },
-            other: Mark::default(),
+            levels: levels(max_us),
+            level: 1,
+            shard: shard as u64,
+            nshards: nshards.max(1) as u64,
+            step: Step::Settled,
+            start: now,
+            round_slot: 0,
+            cand: 1,
+            cand_meas: Meas::default(),
+            cur_meas: Meas::default(),
+            prefer_longer: true,
+            backoff: [0; 2],
+            not_before_slot: [0; 2],
+            decided_rate: None,
+            rounds: 0,
+            last_round: None,
         }
     }
 
-    /// Whether parks batch now.
-    pub fn batching(&self) -> bool {
-        self.settled_on != (self.phase == Phase::TrialOther)
-    }
-
-    /// When `tick` has something to decide.
-    pub fn next_tick_us(&self) -> u64 {
-        let len = if self.phase == Phase::Settled {
-            SETTLE
+    /// The window parks use now (a candidate's during a round).
+    pub fn window_us(&self) -> u64 {
+        if self.step.on_candidate() {
+            self.levels[self.cand]
         } else {
-            TRIAL
-        };
-        self.start.at_us + len.as_micros() as u64
+            self.levels[self.level]
+        }
     }
 
-    /// Advances the state machine; returns the new mode when parks must
+    /// The window chosen by the last round.
+    pub fn settled_us(&self) -> u64 {
+        self.levels[self.level]
+    }
+
+    /// When `tick` has something to do.
+    pub fn next_tick_us(&self) -> u64 {
+        if self.step == Step::Settled {
+            self.next_own_slot(self.start.0) * SLOT_US
+        } else {
+            self.start.0 + self.step.len_us()
+        }
+    }
+
+    /// The first slot of this shard that begins after `us`.
+    fn next_own_slot(&self, us: u64) -> u64 {
+        let k = us / SLOT_US + 1;
+        let off = (self.shard + self.nshards - k % self.nshards) % self.nshards;
+        k + off
+    }
+
+    /// Advances the state machine; returns the new window when parks must
     /// change.
-    pub fn tick(&mut self, now_us: u64, work: u64, cpu_us: u64) -> Option<bool> {
-        if now_us < self.next_tick_us() {
+    pub fn tick(&mut self, now: Mark3) -> Option<u64> {
+        if now.0 < self.next_tick_us() {
             return None;
         }
-        let before = self.batching();
-        let done = Mark {
-            at_us: now_us.saturating_sub(self.start.at_us).max(1),
-            work: work.saturating_sub(self.start.work),
-            cpu_us: cpu_us.saturating_sub(self.start.cpu_us),
-        };
-        self.phase = match self.phase {
-            Phase::Settled => Phase::TrialOther,
-            Phase::TrialOther => {
-                self.other = done;
-                Phase::TrialSame
+        let before = self.window_us();
+        let done = Meas::between(self.start, now);
+        self.step = match self.step {
+            Step::Settled => self.settled_ended(now.0 / SLOT_US, done),
+            Step::WarmA => Step::MeasA,
+            Step::MeasA => {
+                self.cand_meas = done;
+                Step::WarmCur
             }
-            Phase::TrialSame => {
-                let (on, off) = if self.settled_on {
-                    (done, self.other)
-                } else {
-                    (self.other, done)
-                };
-                if let Some(batch) = decide(on, off) {
-                    self.settled_on = batch;
-                }
-                Phase::Settled
+            Step::WarmCur => Step::MeasCur,
+            Step::MeasCur => {
+                self.cur_meas = done;
+                Step::WarmB
+            }
+            Step::WarmB => Step::MeasB,
+            Step::MeasB => {
+                self.cand_meas = self.cand_meas.add(done);
+                self.decide();
+                Step::Settled
             }
         };
-        self.start = Mark {
-            at_us: now_us,
-            work,
-            cpu_us,
-        };
-        let after = self.batching();
+        self.start = now;
+        let after = self.window_us();
         (after != before).then_some(after)
+    }
+
+    /// At the start of an own slot: a round, or another settled stretch.
+    fn settled_ended(&mut self, slot: u64, settled: Meas) -> Step {
+        if settled.work < MIN_WORK {
+            return Step::Settled;
+        }
+        if settled.rate() < LIGHT {
+            if self.level > 0 {
+                self.level = 0;
+                self.backoff = [0; 2];
+                self.not_before_slot = [0; 2];
+                self.decided_rate = Some(settled.rate());
+                self.last_round = Some(format!("light load: {settled:?}"));
+            }
+            return Step::Settled;
+        }
+        if let Some(d) = self.decided_rate {
+            let r = settled.rate();
+            if r < d * LOAD_CHANGE.0 || r > d * LOAD_CHANGE.1 {
+                self.backoff = [0; 2];
+                self.not_before_slot = [0; 2];
+                self.decided_rate = Some(r);
+            }
+        }
+        let open = |dir: usize| {
+            let exists = if dir == UP {
+                self.level + 1 < self.levels.len()
+            } else {
+                self.level > 0
+            };
+            exists && slot >= self.not_before_slot[dir]
+        };
+        let first = if self.prefer_longer { UP } else { DOWN };
+        let Some(dir) = [first, 1 - first].into_iter().find(|&d| open(d)) else {
+            return Step::Settled;
+        };
+        self.cand = if dir == UP {
+            self.level + 1
+        } else {
+            self.level - 1
+        };
+        self.round_slot = slot;
+        self.rounds += 1;
+        Step::WarmA
+    }
+
+    fn decide(&mut self) {
+        let dir = if self.cand > self.level { UP } else { DOWN };
+        let (short, long) = if dir == UP {
+            (self.cur_meas, self.cand_meas)
+        } else {
+            (self.cand_meas, self.cur_meas)
+        };
+        let won = longer_wins(short, long, dir == DOWN);
+        let show = |m: Meas| {
+            format!(
+                "{:.0} work/ms at {:.3} cpu µs/work ({:.2} core)",
+                m.rate() * 1000.0,
+                m.cost(),
+                m.cpu as f64 / m.us as f64
+            )
+        };
+        self.last_round = Some(format!(
+            "{} µs: {}; {} µs: {}; longer won: {won:?}",
+            self.levels[self.level],
+            show(self.cur_meas),
+            self.levels[self.cand],
+            show(self.cand_meas)
+        ));
+        let Some(longer_won) = won else {
+            self.prefer_longer = !self.prefer_longer;
+            return;
+        };
+        if longer_won == (dir == UP) {
+            self.level = self.cand;
+            self.backoff = [0; 2];
+            self.not_before_slot = [0; 2];
+            self.decided_rate = Some(self.cand_meas.rate());
+            self.prefer_longer = dir == UP;
+        } else {
+            self.backoff[dir] = (self.backoff[dir] + 1).min(MAX_BACKOFF);
+            self.not_before_slot[dir] = self.round_slot + self.nshards * (1 << self.backoff[dir]);
+            self.decided_rate = Some(self.cur_meas.rate());
+            self.prefer_longer = !self.prefer_longer;
+        }
     }
 }
 
-/// Batch or not, from one window of each mode; None when a window saw too
-/// little work to tell.
-fn decide(on: Mark, off: Mark) -> Option<bool> {
-    if on.work < MIN_WORK || off.work < MIN_WORK {
+/// Whether the longer of two windows wins, from what each measured; None
+/// when one saw too little work to tell. `holding`: the longer one is the
+/// current window, and is kept on a smaller saving than it takes to be
+/// taken.
+fn longer_wins(short: Meas, long: Meas, holding: bool) -> Option<bool> {
+    if short.work < MIN_WORK || long.work < MIN_WORK {
         return None;
     }
-    let rate = |m: Mark| m.work as f64 / m.at_us as f64;
-    let cost = |m: Mark| m.cpu_us as f64 / m.work as f64;
-    if rate(off) > rate(on) * (1.0 + OFF_WINS_BY) {
+    if long.rate() < short.rate() * RATE_FLOOR {
         return Some(false);
     }
-    Some(cost(on) <= cost(off) * (1.0 - ON_SAVES_AT_LEAST))
+    if long.rate() > short.rate() * RATE_GAIN && long.cost() <= short.cost() {
+        return Some(true);
+    }
+    let (rel, core) = if holding { KEEP_SAVING } else { TAKE_SAVING };
+    let saved = short.cost() - long.cost();
+    Some(saved >= short.cost() * rel && saved * long.rate() >= core)
 }
 
 /// CPU time of the calling thread, in µs.
 pub(super) fn thread_cpu_us() -> u64 {
+    clock_us(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn clock_us(id: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: a valid clock id and a valid out pointer.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+    if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
         return 0;
     }
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
@@ -157,31 +372,44 @@ pub(super) fn thread_cpu_us() -> u64 {
 
 /// Runs the control for this shard's executor, for as long as the shard.
 pub async fn control(shard: Rc<Shard>) {
-    let window = shard.cfg.park_batching;
-    if window.is_zero() {
+    let max_us = shard.cfg.park_batching.as_micros() as u64;
+    if max_us == 0 {
         return;
     }
-    if !glommio::executor().set_park_batching(window) {
+    // The monotonic clock is common to all shards' threads: their slots
+    // line up.
+    let read = |s: &Shard| {
+        Mark3(
+            clock_us(libc::CLOCK_MONOTONIC),
+            s.recv_bytes.get() + s.ring_items.get() * ITEM_WEIGHT,
+            thread_cpu_us(),
+        )
+    };
+    let mut c = BatchControl::new(max_us, shard.id.into(), shard.flush.len(), read(&shard));
+    if !glommio::executor().set_park_batching(Duration::from_micros(c.window_us())) {
         if shard.id == 0 {
             log::info!("park batching is off: this kernel lacks io_uring min-wait (Linux 6.12+)");
         }
         return;
     }
-    let start = Instant::now();
-    let now_us = || start.elapsed().as_micros() as u64;
-    let work = |s: &Shard| s.recv_bytes.get() + s.ring_items.get() * ITEM_WEIGHT;
-    let mut c = BatchControl::new(now_us(), work(&shard), thread_cpu_us());
-    shard.park_batching.set(c.batching());
+    shard.park_window_us.set(c.window_us());
     loop {
-        let wait = c.next_tick_us().saturating_sub(now_us());
+        let wait = c.next_tick_us().saturating_sub(clock_us(libc::CLOCK_MONOTONIC));
         glommio::timer::sleep(Duration::from_micros(wait)).await;
-        if let Some(on) = c.tick(now_us(), work(&shard), thread_cpu_us()) {
-            glommio::executor().set_park_batching(if on { window } else { Duration::ZERO });
-            shard.park_batching.set(on);
+        let settled = c.settled_us();
+        if let Some(w) = c.tick(read(&shard)) {
+            glommio::executor().set_park_batching(Duration::from_micros(w));
+            shard.park_window_us.set(w);
+        }
+        if let Some(r) = c.last_round.take() {
+            log::debug!("shard {}: park window round: {r}", shard.id);
+        }
+        if c.settled_us() != settled {
             log::debug!(
-                "shard {}: park batching {}",
+                "shard {}: park window {} µs (was {} µs)",
                 shard.id,
-                if on { "on" } else { "off" }
+                c.settled_us(),
+                settled
             );
         }
     }
@@ -191,129 +419,217 @@ pub async fn control(shard: Rc<Shard>) {
 mod tests {
     use super::*;
 
-    const MS: u64 = 1000;
+    const MAX: u64 = 1000;
 
-    /// A load: work per µs and CPU µs per unit of work, by mode.
-    struct Load {
-        rate: fn(bool) -> f64,
-        cost: fn(bool) -> f64,
+    /// A load: (work per µs, CPU µs per unit of work) for a window.
+    type Load = dyn Fn(u64) -> (f64, f64);
+
+    /// A shard's clock, work and CPU, fed to a control by a load.
+    struct Run {
+        c: BatchControl,
+        now: u64,
+        work: f64,
+        cpu: f64,
+        /// (time, settled window) after each round.
+        settled: Vec<(u64, u64)>,
+        /// (slot, window, candidate window) of each round started.
+        tried: Vec<(u64, u64, u64)>,
     }
 
-    /// Drives the control for `cycles` settle+trial rounds; returns the
-    /// settled mode after each round.
-    fn drive(c: &mut BatchControl, t: &mut (u64, f64, f64), load: &Load, cycles: usize) -> Vec<bool> {
-        let mut seen = Vec::new();
-        for _ in 0..cycles * 3 {
-            let next = c.next_tick_us();
-            let on = c.batching();
-            let w = (load.rate)(on) * (next - t.0) as f64;
-            t.1 += w;
-            t.2 += w * (load.cost)(on);
-            t.0 = next;
-            c.tick(t.0, t.1 as u64, t.2 as u64);
-            if c.phase == Phase::Settled {
-                seen.push(c.settled_on);
+    impl Run {
+        fn new(shard: usize, nshards: usize) -> Run {
+            Run {
+                c: BatchControl::new(MAX, shard, nshards, Mark3(0, 0, 0)),
+                now: 0,
+                work: 0.0,
+                cpu: 0.0,
+                settled: Vec::new(),
+                tried: Vec::new(),
             }
         }
-        seen
-    }
 
-    /// 1→1 at full speed: the same rate either way, a third less CPU per
-    /// message with batching.
-    const OPEN: Load = Load {
-        rate: |_| 40.0,
-        cost: |on| if on { 0.2 } else { 0.3 },
-    };
-    /// One confirm at a time: unbatched, 30% more work comes in.
-    const CLOSED: Load = Load {
-        rate: |on| if on { 3.0 } else { 3.9 },
-        cost: |on| if on { 2.0 } else { 2.2 },
-    };
-
-    fn run(load: &Load, cycles: usize) -> Vec<bool> {
-        let mut c = BatchControl::new(0, 0, 0);
-        drive(&mut c, &mut (0, 0.0, 0.0), load, cycles)
-    }
-
-    #[test]
-    fn an_open_load_that_batching_makes_cheaper_keeps_it() {
-        let seen = run(&OPEN, 5);
-        assert!(seen.iter().all(|on| *on), "{seen:?}");
-    }
-
-    #[test]
-    fn a_closed_loop_that_batching_slows_turns_it_off() {
-        // Even though each unit costs more unbatched.
-        let seen = run(&CLOSED, 5);
-        assert!(seen.iter().all(|on| !on), "{seen:?}");
-    }
-
-    #[test]
-    fn a_light_load_where_batching_saves_nothing_turns_it_off() {
-        // 1 000 msg/s: the same rate either way, and a held wake-up costs
-        // an extra switch.
-        let seen = run(
-            &Load {
-                rate: |_| 0.15,
-                cost: |on| if on { 0.5 } else { 0.45 },
-            },
-            5,
-        );
-        assert!(seen.iter().all(|on| !on), "{seen:?}");
-    }
-
-    #[test]
-    fn savings_below_the_margin_do_not_keep_batching() {
-        let seen = run(
-            &Load {
-                rate: |_| 10.0,
-                cost: |on| if on { 0.98 } else { 1.0 },
-            },
-            3,
-        );
-        assert!(seen.iter().all(|on| !on), "{seen:?}");
-    }
-
-    #[test]
-    fn a_load_that_turns_open_brings_batching_back() {
-        let mut c = BatchControl::new(0, 0, 0);
-        let mut t = (0, 0.0, 0.0);
-        assert_eq!(drive(&mut c, &mut t, &CLOSED, 3).last(), Some(&false));
-        assert_eq!(drive(&mut c, &mut t, &OPEN, 3).last(), Some(&true));
-    }
-
-    #[test]
-    fn an_idle_shard_keeps_its_mode() {
-        let mut c = BatchControl::new(0, 0, 0);
-        let mut now = 0;
-        for _ in 0..100 {
-            now = c.next_tick_us();
-            c.tick(now, 10, 5);
-            assert!(c.settled_on);
+        fn drive(&mut self, load: &Load, until_us: u64) {
+            loop {
+                let next = self.c.next_tick_us();
+                if next > until_us {
+                    break;
+                }
+                let (rate, cost) = load(self.c.window_us());
+                let w = rate * (next - self.now) as f64;
+                self.work += w;
+                self.cpu += w * cost;
+                self.now = next;
+                let was = self.c.step;
+                self.c.tick(Mark3(self.now, self.work as u64, self.cpu as u64));
+                if was == Step::MeasB {
+                    self.settled.push((self.now, self.c.settled_us()));
+                }
+                if was == Step::Settled && self.c.step == Step::WarmA {
+                    self.tried.push((
+                        self.now / SLOT_US,
+                        self.c.settled_us(),
+                        self.c.window_us(),
+                    ));
+                }
+            }
         }
-        assert!(now >= 100 * TRIAL.as_micros() as u64);
+
+        fn slots(&mut self, load: &Load, n: u64) {
+            let until = self.now + n * SLOT_US;
+            self.drive(load, until);
+        }
+    }
+
+    /// Producers that do not wait, 0.8 of a core with no window: the same
+    /// rate on any window, each longer one cheaper per unit, the first
+    /// microseconds most.
+    fn open(w: u64) -> (f64, f64) {
+        (2.0, 0.4 * (1.0 - 0.3 * (w as f64 / MAX as f64).sqrt()))
+    }
+
+    /// One request at a time: a longer window slows the client, even
+    /// though each unit then costs a little less.
+    fn closed(w: u64) -> (f64, f64) {
+        (3.0 / (1.0 + w as f64 / 200.0), 0.3 * (1.0 - 0.05 * w as f64 / MAX as f64))
+    }
+
+    /// 1 000 msg/s: a held wake-up batches nothing and only adds latency.
+    fn light(w: u64) -> (f64, f64) {
+        (0.15, 0.5 * (1.0 - 0.05 * w as f64 / MAX as f64))
+    }
+
+    /// Enough work to try windows, so little CPU that what a longer one
+    /// saves is a sliver of a core.
+    fn thin(w: u64) -> (f64, f64) {
+        (0.5, 0.04 * (1.0 - 0.5 * w as f64 / MAX as f64))
+    }
+
+    /// No window makes any difference.
+    fn flat(_: u64) -> (f64, f64) {
+        (2.0, 0.4)
     }
 
     #[test]
-    fn the_trial_runs_the_other_mode_then_the_settled_one() {
-        let mut c = BatchControl::new(0, 0, 0);
-        assert!(c.batching());
-        assert_eq!(c.tick(1599 * MS, 1 << 30, 1 << 20), None);
-        assert_eq!(
-            c.tick(1600 * MS, 1 << 30, 1 << 20),
-            Some(false),
-            "trial without batching"
-        );
-        assert_eq!(c.tick(1700 * MS, 1 << 31, 1 << 21), None, "too early");
-        assert_eq!(
-            c.tick(1800 * MS, 1 << 31, 1 << 21),
-            Some(true),
-            "trial with batching"
-        );
-        // With batching: same work per µs at half the CPU per unit: stays on.
-        let work = (1u64 << 31) + (1 << 30);
-        assert_eq!(c.tick(2000 * MS, work, (1 << 21) + (1 << 19)), None);
-        assert!(c.batching());
-        assert_eq!(c.phase, Phase::Settled);
+    fn an_open_load_climbs_to_the_longest_window() {
+        let mut r = Run::new(0, 1);
+        r.slots(&open, 10);
+        assert_eq!(r.c.settled_us(), MAX, "{:?}", r.settled);
+        assert_eq!(r.settled.first(), Some(&(r.settled[0].0, MAX / 3)));
+    }
+
+    #[test]
+    fn a_closed_loop_goes_to_no_window() {
+        let mut r = Run::new(0, 1);
+        r.slots(&closed, 10);
+        assert_eq!(r.c.settled_us(), 0, "{:?}", r.settled);
+        // And stays: the way up keeps losing.
+        let n = r.settled.len();
+        r.slots(&closed, 40);
+        assert!(r.settled[n..].iter().all(|s| s.1 == 0), "{:?}", r.settled);
+    }
+
+    #[test]
+    fn a_light_load_runs_with_no_window_and_tries_none() {
+        let mut r = Run::new(0, 1);
+        r.slots(&light, 10);
+        assert_eq!(r.c.settled_us(), 0);
+        assert!(r.tried.is_empty(), "{:?}", r.tried);
+    }
+
+    #[test]
+    fn a_saving_too_small_to_matter_goes_down() {
+        let mut r = Run::new(0, 1);
+        r.slots(&thin, 10);
+        assert_eq!(r.c.settled_us(), 0, "{:?}", r.settled);
+        assert!(!r.tried.is_empty());
+    }
+
+    #[test]
+    fn a_direction_that_keeps_losing_is_tried_ever_more_rarely() {
+        let mut r = Run::new(0, 1);
+        r.c.level = 3;
+        r.c.prefer_longer = false;
+        r.slots(&flat, 60);
+        // Down wins from the longest (keeping it saves nothing), then again
+        // to no window; from there only up is open, and it loses.
+        assert_eq!(r.c.settled_us(), 0, "{:?}", r.settled);
+        let ups: Vec<u64> = r.tried.iter().filter(|t| t.1 == 0).map(|t| t.0).collect();
+        let gaps: Vec<u64> = ups.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() >= 4, "{ups:?}");
+        assert_eq!(&gaps[..3], &[2, 4, 8], "{ups:?}");
+        assert!(gaps[3..].iter().all(|g| *g == 8), "{ups:?}");
+    }
+
+    #[test]
+    fn an_idle_shard_starts_no_round() {
+        let mut r = Run::new(0, 1);
+        r.slots(&|_| (0.001, 1.0), 100);
+        assert!(r.tried.is_empty(), "{:?}", r.tried);
+        assert_eq!(r.c.window_us(), MAX / 10);
+        assert_eq!(r.c.step, Step::Settled);
+    }
+
+    #[test]
+    fn a_change_of_load_lifts_the_back_off() {
+        let mut r = Run::new(0, 1);
+        r.slots(&flat, 40);
+        assert_eq!(r.c.settled_us(), 0);
+        assert!(r.c.backoff[UP] >= 2, "{:?}", r.c.backoff);
+        let before = r.tried.len();
+        // Four times the work, and now the longer windows pay.
+        let heavy = |w: u64| (8.0 * open(w).0 / 2.0, open(w).1 / 4.0);
+        r.slots(&heavy, 2);
+        assert!(r.tried.len() > before, "a round at the next own slot");
+        r.slots(&heavy, 10);
+        assert_eq!(r.c.settled_us(), MAX);
+    }
+
+    #[test]
+    fn shards_take_their_rounds_in_alternate_slots() {
+        let mut rs = [Run::new(0, 2), Run::new(1, 2)];
+        for r in rs.iter_mut() {
+            r.slots(&open, 20);
+        }
+        for (i, r) in rs.iter().enumerate() {
+            assert!(r.tried.len() >= 3, "{:?}", r.tried);
+            assert!(r.tried.iter().all(|t| t.0 % 2 == i as u64), "{:?}", r.tried);
+            assert_eq!(r.c.settled_us(), MAX);
+        }
+        // A round (warm-ups and parts) fits in its slot.
+        assert!(3 * WARM_US + 4 * PART_US < SLOT_US);
+    }
+
+    #[test]
+    fn too_little_work_in_a_part_changes_nothing() {
+        let short = Meas {
+            us: PART_US,
+            work: MIN_WORK - 1,
+            cpu: 10,
+        };
+        let long = Meas {
+            us: PART_US,
+            work: 1 << 20,
+            cpu: 1,
+        };
+        assert_eq!(longer_wins(short, long, false), None);
+        assert_eq!(longer_wins(long, short, true), None);
+    }
+
+    #[test]
+    fn keeping_a_window_asks_for_less_than_taking_it() {
+        let m = |work: u64, cpu: u64| Meas {
+            us: 1_000_000,
+            work,
+            cpu,
+        };
+        // 3% and 0.03 of a core saved.
+        let (short, long) = (m(1_000_000, 1_000_000), m(1_000_000, 970_000));
+        assert_eq!(longer_wins(short, long, false), Some(false));
+        assert_eq!(longer_wins(short, long, true), Some(true));
+    }
+
+    #[test]
+    fn the_levels_are_off_a_tenth_a_third_and_all_of_the_longest() {
+        assert_eq!(levels(1000), [0, 100, 333, 1000]);
     }
 }

@@ -5,7 +5,7 @@
 mod admin;
 mod alloc;
 mod balance;
-mod batching;
+pub mod batching;
 mod cluster;
 mod conn;
 mod notify;

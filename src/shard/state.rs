@@ -103,9 +103,10 @@ pub struct Shard {
     /// was not reading).
     pub replies_dropped: Cell<u64>,
     /// Bytes read from clients' sockets (the work the park batching
-    /// control measures), and whether parks batch now.
+    /// control measures), and how long parks may hold their wake-up now
+    /// (µs, 0: not at all).
     pub recv_bytes: Cell<u64>,
-    pub park_batching: Cell<bool>,
+    pub park_window_us: Cell<u64>,
     /// Rung by the admin task when the broker may have been asked to stop.
     pub stop_notify: Notify,
     /// Rung when something may expire that could not before.
@@ -139,7 +140,7 @@ impl Shard {
             handoffs: Cell::new(0),
             replies_dropped: Cell::new(0),
             recv_bytes: Cell::new(0),
-            park_batching: Cell::new(false),
+            park_window_us: Cell::new(0),
             cluster: RefCell::new(None),
             meta_index: Cell::new(0),
             stop_notify: Notify::default(),

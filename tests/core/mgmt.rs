@@ -627,12 +627,21 @@ fn metrics_in_prometheus_format() {
     }
     assert!(text.contains("warren_shard_messages_routed_total{shard=\"0\"}"));
     // Whether shard 0 batches its wake-ups: on by default where the kernel
-    // has io_uring min-wait (an idle shard does not probe), else off.
+    // has io_uring min-wait (an idle shard starts no round), else off.
     let batching = text
         .lines()
         .find_map(|l| l.strip_prefix("warren_shard_park_batching{shard=\"0\"} "))
         .expect("warren_shard_park_batching");
     assert!(batching == "1" || batching == "0", "{batching}");
+    // And how long: one of the control's windows for the default longest.
+    let window = text
+        .lines()
+        .find_map(|l| l.strip_prefix("warren_shard_park_window_microseconds{shard=\"0\"} "))
+        .expect("warren_shard_park_window_microseconds");
+    let longest = warren::config::DEFAULT_PARK_BATCHING.as_micros() as u64;
+    let levels = warren::shard::batching::levels(longest);
+    assert!(levels.iter().any(|l| l.to_string() == window), "{window}");
+    assert_eq!(window != "0", batching == "1", "{window} {batching}");
     assert!(text.contains("warren_fsync_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"}"));
     // Every sample line is `name{labels} value` with a number.
     for l in text.lines().filter(|l| !l.starts_with('#')) {
