@@ -39,7 +39,7 @@ pub struct Config {
     /// collect more events (socket input, other shards' items, disk
     /// completions) into one batch; an event later than the window after
     /// the shard slept wakes it at once. Each shard measures which window
-    /// pays under its load and runs on it: none, a tenth, a third or all of
+    /// pays under its load and runs on it: none, a third or all of
     /// this (see `shard::batching`). Zero turns batching off: every first
     /// event wakes the shard. Needs Linux 6.12+.
     pub park_batching: Duration,

@@ -47,7 +47,7 @@ struct Args {
     /// at once, so a quiet broker adds no latency; under load it trades up
     /// to the window in latency for fewer wake-ups and syscalls per
     /// message. Each shard measures and runs on the window that pays: none,
-    /// a tenth, a third or all of this. 0 wakes at the first event.
+    /// a third or all of this. 0 wakes at the first event.
     #[arg(long, default_value_t = warren::config::DEFAULT_PARK_BATCHING.as_micros() as u64)]
     park_batch_us: u64,
     /// Channels per connection.

@@ -10,7 +10,7 @@
 //! at light load a held wake-up batches nothing and costs an extra switch.
 //!
 //! The shard cannot see its clients, so it measures. It runs on one of a
-//! few windows (off, a tenth, a third and all of the configured longest)
+//! few windows (off, a third and all of the configured longest)
 //! and, in rounds, tries a neighbouring one: the candidate, then the
 //! current window for twice as long, then the candidate again, so a load
 //! that drifts during the round weighs on both sides alike. Each part
@@ -69,8 +69,10 @@ const LOAD_CHANGE: (f64, f64) = (0.5, 2.0);
 pub const ITEM_WEIGHT: u64 = 64;
 
 /// The windows the control chooses among, for a longest of `max_us`.
-pub fn levels(max_us: u64) -> [u64; 4] {
-    [0, max_us / 10, max_us / 3, max_us]
+/// Three, not more: between neighbours that close the saving drowns in
+/// the noise of a round, and the search stops short of the longest.
+pub fn levels(max_us: u64) -> [u64; 3] {
+    [0, max_us / 3, max_us]
 }
 
 /// A reading: the time (µs, on a clock common to all shards), the work
@@ -141,7 +143,7 @@ const UP: usize = 1;
 /// The decision, as a pure state machine fed with readings.
 #[derive(Debug)]
 pub struct BatchControl {
-    levels: [u64; 4],
+    levels: [u64; 3],
     level: usize,
     shard: u64,
     nshards: u64,
@@ -158,7 +160,6 @@ pub struct BatchControl {
     not_before_slot: [u64; 2],
     /// The rate of work when the window was last chosen.
     decided_rate: Option<f64>,
-    rounds: u64,
     /// What the last round compared, for the log.
     last_round: Option<String>,
 }
@@ -180,7 +181,6 @@ impl BatchControl {
             backoff: [0; 2],
             not_before_slot: [0; 2],
             decided_rate: None,
-            rounds: 0,
             last_round: None,
         }
     }
@@ -282,13 +282,8 @@ impl BatchControl {
         let Some(dir) = [first, 1 - first].into_iter().find(|&d| open(d)) else {
             return Step::Settled;
         };
-        self.cand = if dir == UP {
-            self.level + 1
-        } else {
-            self.level - 1
-        };
+        self.cand = if dir == UP { self.level + 1 } else { self.level - 1 };
         self.round_slot = slot;
-        self.rounds += 1;
         Step::WarmA
     }
 
@@ -465,11 +460,8 @@ mod tests {
                     self.settled.push((self.now, self.c.settled_us()));
                 }
                 if was == Step::Settled && self.c.step == Step::WarmA {
-                    self.tried.push((
-                        self.now / SLOT_US,
-                        self.c.settled_us(),
-                        self.c.window_us(),
-                    ));
+                    self.tried
+                        .push((self.now / SLOT_US, self.c.settled_us(), self.c.window_us()));
                 }
             }
         }
@@ -490,7 +482,10 @@ mod tests {
     /// One request at a time: a longer window slows the client, even
     /// though each unit then costs a little less.
     fn closed(w: u64) -> (f64, f64) {
-        (3.0 / (1.0 + w as f64 / 200.0), 0.3 * (1.0 - 0.05 * w as f64 / MAX as f64))
+        (
+            3.0 / (1.0 + w as f64 / 200.0),
+            0.3 * (1.0 - 0.05 * w as f64 / MAX as f64),
+        )
     }
 
     /// 1 000 msg/s: a held wake-up batches nothing and only adds latency.
@@ -514,7 +509,7 @@ mod tests {
         let mut r = Run::new(0, 1);
         r.slots(&open, 10);
         assert_eq!(r.c.settled_us(), MAX, "{:?}", r.settled);
-        assert_eq!(r.settled.first(), Some(&(r.settled[0].0, MAX / 3)));
+        assert_eq!(r.settled.first(), Some(&(r.settled[0].0, MAX)));
     }
 
     #[test]
@@ -547,7 +542,7 @@ mod tests {
     #[test]
     fn a_direction_that_keeps_losing_is_tried_ever_more_rarely() {
         let mut r = Run::new(0, 1);
-        r.c.level = 3;
+        r.c.level = 2;
         r.c.prefer_longer = false;
         r.slots(&flat, 60);
         // Down wins from the longest (keeping it saves nothing), then again
@@ -565,7 +560,7 @@ mod tests {
         let mut r = Run::new(0, 1);
         r.slots(&|_| (0.001, 1.0), 100);
         assert!(r.tried.is_empty(), "{:?}", r.tried);
-        assert_eq!(r.c.window_us(), MAX / 10);
+        assert_eq!(r.c.window_us(), MAX / 3);
         assert_eq!(r.c.step, Step::Settled);
     }
 
@@ -629,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn the_levels_are_off_a_tenth_a_third_and_all_of_the_longest() {
-        assert_eq!(levels(1000), [0, 100, 333, 1000]);
+    fn the_levels_are_off_a_third_and_all_of_the_longest() {
+        assert_eq!(levels(1000), [0, 333, 1000]);
     }
 }
