@@ -37,6 +37,8 @@ const SLOT_US: u64 = 3_000_000;
 const WARM_US: u64 = 250_000;
 /// One measured part of the candidate; the current window gets two.
 const PART_US: u64 = 500_000;
+// A round (three warm-ups, four parts' worth of measuring) fits in a slot.
+const _: () = assert!(3 * WARM_US + 4 * PART_US < SLOT_US);
 /// A longer window that lowers the rate of work below this share of the
 /// shorter one's slows the clients down (a closed loop): it loses. Open
 /// loads move by up to a fifth between parts of a round (the clients share
@@ -237,8 +239,9 @@ impl BatchControl {
             }
             Step::WarmB => Step::MeasB,
             Step::MeasB => {
+                let steady = same_load(self.cand_meas, done);
                 self.cand_meas = self.cand_meas.add(done);
-                self.decide();
+                self.decide(steady);
                 Step::Settled
             }
         };
@@ -287,14 +290,19 @@ impl BatchControl {
         Step::WarmA
     }
 
-    fn decide(&mut self) {
+    /// `steady`: the candidate's two parts saw the same load.
+    fn decide(&mut self, steady: bool) {
         let dir = if self.cand > self.level { UP } else { DOWN };
         let (short, long) = if dir == UP {
             (self.cur_meas, self.cand_meas)
         } else {
             (self.cand_meas, self.cur_meas)
         };
-        let won = longer_wins(short, long, dir == DOWN);
+        let won = if steady {
+            longer_wins(short, long, dir == DOWN)
+        } else {
+            None
+        };
         let show = |m: Meas| {
             format!(
                 "{:.0} work/ms at {:.3} cpu µs/work ({:.2} core)",
@@ -304,7 +312,7 @@ impl BatchControl {
             )
         };
         self.last_round = Some(format!(
-            "{} µs: {}; {} µs: {}; longer won: {won:?}",
+            "{} µs: {}; {} µs: {}; steady: {steady}; longer won: {won:?}",
             self.levels[self.level],
             show(self.cur_meas),
             self.levels[self.cand],
@@ -327,6 +335,15 @@ impl BatchControl {
             self.prefer_longer = !self.prefer_longer;
         }
     }
+}
+
+/// Whether two parts on the same window saw the same load: rates within
+/// the band of a load change of each other. A load that starts, stops or
+/// moves during a round says nothing about the windows: the round
+/// decides nothing.
+fn same_load(a: Meas, b: Meas) -> bool {
+    let (ra, rb) = (a.rate(), b.rate());
+    rb >= ra * LOAD_CHANGE.0 && rb <= ra * LOAD_CHANGE.1
 }
 
 /// Whether the longer of two windows wins, from what each measured; None
@@ -590,8 +607,28 @@ mod tests {
             assert!(r.tried.iter().all(|t| t.0 % 2 == i as u64), "{:?}", r.tried);
             assert_eq!(r.c.settled_us(), MAX);
         }
-        // A round (warm-ups and parts) fits in its slot.
-        assert!(3 * WARM_US + 4 * PART_US < SLOT_US);
+    }
+
+    #[test]
+    fn a_load_that_stops_during_a_round_decides_nothing() {
+        let mut r = Run::new(0, 1);
+        // Settled on the longest under an open load.
+        r.slots(&open, 6);
+        assert_eq!(r.c.settled_us(), MAX);
+        // The next round (down) begins; the load stops after its first
+        // candidate part, which on its own would make the longer window
+        // look like a closed loop's.
+        while r.c.step != Step::WarmA {
+            let t = r.c.next_tick_us();
+            r.drive(&open, t);
+        }
+        let round = r.now;
+        r.drive(&open, round + WARM_US + PART_US);
+        assert_eq!(r.c.step, Step::WarmCur);
+        r.drive(&|_| (0.0, 0.0), round + SLOT_US - 1);
+        assert_eq!(r.c.step, Step::Settled);
+        assert_eq!(r.c.settled_us(), MAX);
+        assert!(r.c.last_round.as_deref().unwrap().contains("steady: false"));
     }
 
     #[test]
