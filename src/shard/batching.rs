@@ -9,18 +9,21 @@
 //! for each answer (one confirm at a time, RPC) is slowed by the wait, and
 //! at light load a held wake-up batches nothing and costs an extra switch.
 //!
-//! The shard cannot see its clients, so it measures. It runs on one of a
-//! few windows (off, a third and all of the configured longest)
-//! and, in rounds, tries a neighbouring one: the candidate, then the
+//! The shard cannot see its clients, so it measures. It runs on one of
+//! three windows (none, a third and all of the configured longest) and,
+//! in rounds, tries a neighbouring one: the candidate, then the
 //! current window for twice as long, then the candidate again, so a load
 //! that drifts during the round weighs on both sides alike. Each part
 //! starts with a warm-up that is not measured: the clients' pipelines
 //! take a while to fill or drain after the window changes. A longer window
-//! wins only if work comes in at (nearly) the same rate and it saves both
-//! a share of the CPU per unit of work and an absolute share of a core;
-//! keeping the current window asks for less than taking a new one, so the
-//! choice does not flap. A direction that loses is not tried again for a
-//! while, longer each time, until the load changes.
+//! wins only if work comes in at no less than three quarters of the rate
+//! and it saves both a share of the CPU per unit of work and an absolute
+//! share of a core; keeping the current window asks for less than taking
+//! a new one, so the choice does not flap. A round whose two candidate
+//! parts saw different loads decides nothing. A direction that loses is
+//! not tried again for a while, longer each time, until the load changes.
+//! Under a light load the shard runs with no window and tries none: a
+//! held wake-up there only adds latency, which rate and CPU cannot show.
 //!
 //! Rounds run only in this shard's own slots of a grid common to all
 //! shards, so that one shard's trial does not blur another's (a message
