@@ -261,8 +261,7 @@ impl BatchControl {
         if settled.rate() < LIGHT {
             if self.level > 0 {
                 self.level = 0;
-                self.backoff = [0; 2];
-                self.not_before_slot = [0; 2];
+                self.lift_backoffs();
                 self.decided_rate = Some(settled.rate());
                 self.last_round = Some(format!("light load: {settled:?}"));
             }
@@ -271,8 +270,7 @@ impl BatchControl {
         if let Some(d) = self.decided_rate {
             let r = settled.rate();
             if r < d * LOAD_CHANGE.0 || r > d * LOAD_CHANGE.1 {
-                self.backoff = [0; 2];
-                self.not_before_slot = [0; 2];
+                self.lift_backoffs();
                 self.decided_rate = Some(r);
             }
         }
@@ -291,6 +289,12 @@ impl BatchControl {
         self.cand = if dir == UP { self.level + 1 } else { self.level - 1 };
         self.round_slot = slot;
         Step::WarmA
+    }
+
+    /// A new load, or a new window: every direction may be tried again.
+    fn lift_backoffs(&mut self) {
+        self.backoff = [0; 2];
+        self.not_before_slot = [0; 2];
     }
 
     /// `steady`: the candidate's two parts saw the same load.
@@ -327,8 +331,7 @@ impl BatchControl {
         };
         if longer_won == (dir == UP) {
             self.level = self.cand;
-            self.backoff = [0; 2];
-            self.not_before_slot = [0; 2];
+            self.lift_backoffs();
             self.decided_rate = Some(self.cand_meas.rate());
             self.prefer_longer = dir == UP;
         } else {
