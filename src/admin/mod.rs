@@ -26,6 +26,9 @@ pub struct SharedStats {
     /// Each shard's CPU use over the last second, in thousandths of a
     /// core (the queue balancer's input).
     pub shard_cpu: Vec<std::sync::atomic::AtomicU32>,
+    /// Per shard: its park-window control leaves its round slots to the
+    /// other shards (it is idle or lightly loaded; `shard::batching`).
+    pub round_free: Vec<AtomicBool>,
     /// Allocated memory is above the high watermark: publishers are blocked.
     pub memory_alarm: AtomicBool,
     /// Free disk space is below the limit: publishers are blocked.

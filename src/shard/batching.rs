@@ -27,14 +27,19 @@
 //!
 //! Rounds run only in this shard's own slots of a grid common to all
 //! shards, so that one shard's trial does not blur another's (a message
-//! that crosses shards costs on both).
+//! that crosses shards costs on both). A shard under a light load or idle
+//! leaves its slots free, and the next busy shard after it takes them:
+//! with packed placement one shard often carries all the work, and it
+//! then gets a round in every slot, as it would running alone.
 
 use super::state::Shard;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// The grid of rounds: shard i of n may start a round in slot k when
-/// `k % n == i`.
+/// `k % n == i`, or when the shards from `k % n` up to i (cyclically)
+/// leave their slots free.
 const SLOT_US: u64 = 3_000_000;
 /// Not measured after each change of window.
 const WARM_US: u64 = 250_000;
@@ -167,6 +172,11 @@ pub struct BatchControl {
     decided_rate: Option<f64>,
     /// What the last round compared, for the log.
     last_round: Option<String>,
+    /// The last slot start looked at and left to its owner.
+    checked: u64,
+    /// The last look found a light load or none: other shards may take
+    /// this shard's slots.
+    frees: bool,
 }
 
 impl BatchControl {
@@ -187,7 +197,14 @@ impl BatchControl {
             not_before_slot: [0; 2],
             decided_rate: None,
             last_round: None,
+            checked: 0,
+            frees: false,
         }
+    }
+
+    /// Whether this shard leaves its slots to others (light load or idle).
+    pub fn frees_slots(&self) -> bool {
+        self.frees
     }
 
     /// The window parks use now (a candidate's during a round).
@@ -204,32 +221,44 @@ impl BatchControl {
         self.levels[self.level]
     }
 
-    /// When `tick` has something to do.
+    /// When `tick` has something to do: settled, at the start of every
+    /// slot (one it may take), otherwise when the step ends.
     pub fn next_tick_us(&self) -> u64 {
         if self.step == Step::Settled {
-            self.next_own_slot(self.start.0) * SLOT_US
+            (self.start.0.max(self.checked) / SLOT_US + 1) * SLOT_US
         } else {
             self.start.0 + self.step.len_us()
         }
     }
 
-    /// The first slot of this shard that begins after `us`.
-    fn next_own_slot(&self, us: u64) -> u64 {
-        let k = us / SLOT_US + 1;
-        let off = (self.shard + self.nshards - k % self.nshards) % self.nshards;
-        k + off
+    /// Whether this shard may use slot `k`, when `free(s)` tells whether
+    /// shard s leaves its slots free: its own, or one whose owner and every
+    /// shard between the owner and this one leave theirs.
+    fn may_use(&self, k: u64, free: &impl Fn(u64) -> bool) -> bool {
+        let owner = k % self.nshards;
+        (0..self.nshards)
+            .map(|j| (owner + j) % self.nshards)
+            .find(|&s| s == self.shard || !free(s))
+            == Some(self.shard)
     }
 
     /// Advances the state machine; returns the new window when parks must
-    /// change.
-    pub fn tick(&mut self, now: Mark3) -> Option<u64> {
+    /// change. `free(s)`: shard s leaves its slots free (what it last
+    /// published of [`BatchControl::frees_slots`]).
+    pub fn tick(&mut self, now: Mark3, free: impl Fn(u64) -> bool) -> Option<u64> {
         if now.0 < self.next_tick_us() {
+            return None;
+        }
+        let slot = now.0 / SLOT_US;
+        if self.step == Step::Settled && !self.may_use(slot, &free) {
+            // Another shard's slot: the settled stretch goes on.
+            self.checked = now.0;
             return None;
         }
         let before = self.window_us();
         let done = Meas::between(self.start, now);
         self.step = match self.step {
-            Step::Settled => self.settled_ended(now.0 / SLOT_US, done),
+            Step::Settled => self.settled_ended(slot, done),
             Step::WarmA => Step::MeasA,
             Step::MeasA => {
                 self.cand_meas = done;
@@ -255,6 +284,7 @@ impl BatchControl {
 
     /// At the start of an own slot: a round, or another settled stretch.
     fn settled_ended(&mut self, slot: u64, settled: Meas) -> Step {
+        self.frees = settled.work < MIN_WORK || settled.rate() < LIGHT;
         if settled.work < MIN_WORK {
             return Step::Settled;
         }
@@ -319,7 +349,8 @@ impl BatchControl {
             )
         };
         self.last_round = Some(format!(
-            "{} µs: {}; {} µs: {}; steady: {steady}; longer won: {won:?}",
+            "slot of shard {}; {} µs: {}; {} µs: {}; steady: {steady}; longer won: {won:?}",
+            self.round_slot % self.nshards,
             self.levels[self.level],
             show(self.cur_meas),
             self.levels[self.cand],
@@ -415,7 +446,14 @@ pub async fn control(shard: Rc<Shard>) {
         let wait = c.next_tick_us().saturating_sub(clock_us(libc::CLOCK_MONOTONIC));
         glommio::timer::sleep(Duration::from_micros(wait)).await;
         let settled = c.settled_us();
-        if let Some(w) = c.tick(read(&shard)) {
+        let free = &shard.stats.round_free;
+        let changed = c.tick(read(&shard), |s| {
+            free.get(s as usize).is_some_and(|f| f.load(Ordering::Relaxed))
+        });
+        if let Some(f) = free.get(shard.id as usize) {
+            f.store(c.frees_slots(), Ordering::Relaxed);
+        }
+        if let Some(w) = changed {
             glommio::executor().set_park_batching(Duration::from_micros(w));
             shard.park_window_us.set(w);
         }
@@ -452,6 +490,8 @@ mod tests {
         settled: Vec<(u64, u64)>,
         /// (slot, window, candidate window) of each round started.
         tried: Vec<(u64, u64, u64)>,
+        /// What each shard last published of `frees_slots`.
+        free: Vec<bool>,
     }
 
     impl Run {
@@ -463,6 +503,7 @@ mod tests {
                 cpu: 0.0,
                 settled: Vec::new(),
                 tried: Vec::new(),
+                free: vec![false; nshards],
             }
         }
 
@@ -478,7 +519,9 @@ mod tests {
                 self.cpu += w * cost;
                 self.now = next;
                 let was = self.c.step;
-                self.c.tick(Mark3(self.now, self.work as u64, self.cpu as u64));
+                let free = &self.free;
+                self.c
+                    .tick(Mark3(self.now, self.work as u64, self.cpu as u64), |s| free[s as usize]);
                 if was == Step::MeasB {
                     self.settled.push((self.now, self.c.settled_us()));
                 }
@@ -492,6 +535,28 @@ mod tests {
         fn slots(&mut self, load: &Load, n: u64) {
             let until = self.now + n * SLOT_US;
             self.drive(load, until);
+        }
+    }
+
+    /// Shards side by side for `n` slots, each under its own load, each
+    /// seeing what the others publish of `frees_slots` as it ticks.
+    fn lockstep(rs: &mut [Run], loads: &[&Load], n: u64) {
+        let until = rs[0].now + n * SLOT_US;
+        loop {
+            let (i, next) = rs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i, r.c.next_tick_us()))
+                .min_by_key(|x| x.1)
+                .unwrap();
+            if next > until {
+                break;
+            }
+            rs[i].drive(loads[i], next);
+            let f = rs[i].c.frees_slots();
+            for r in rs.iter_mut() {
+                r.free[i] = f;
+            }
         }
     }
 
@@ -605,14 +670,56 @@ mod tests {
     #[test]
     fn shards_take_their_rounds_in_alternate_slots() {
         let mut rs = [Run::new(0, 2), Run::new(1, 2)];
-        for r in rs.iter_mut() {
-            r.slots(&open, 20);
-        }
+        lockstep(&mut rs, &[&open, &open], 20);
         for (i, r) in rs.iter().enumerate() {
             assert!(r.tried.len() >= 3, "{:?}", r.tried);
             assert!(r.tried.iter().all(|t| t.0 % 2 == i as u64), "{:?}", r.tried);
             assert_eq!(r.c.settled_us(), MAX);
+            assert!(!r.c.frees_slots());
         }
+    }
+
+    #[test]
+    fn a_busy_shard_takes_the_slots_of_an_idle_one() {
+        let idle = |_| (0.001, 1.0);
+        let mut rs = [Run::new(0, 2), Run::new(1, 2)];
+        lockstep(&mut rs, &[&open, &idle], 4);
+        assert!(rs[1].c.frees_slots());
+        assert!(rs[1].tried.is_empty(), "{:?}", rs[1].tried);
+        assert_eq!(rs[0].c.settled_us(), MAX, "{:?}", rs[0].settled);
+        // Under a load on which the windows go up and down, shard 0 starts
+        // rounds in consecutive slots, shard 1's too.
+        let mut flat_runs = [Run::new(0, 2), Run::new(1, 2)];
+        lockstep(&mut flat_runs, &[&flat, &idle], 12);
+        let tried: Vec<u64> = flat_runs[0].tried.iter().map(|t| t.0).collect();
+        assert!(tried.windows(2).any(|w| w[1] == w[0] + 1), "{tried:?}");
+        assert!(tried.iter().any(|k| k % 2 == 1), "{tried:?}");
+    }
+
+    #[test]
+    fn the_slots_of_a_free_shard_go_to_the_next_busy_one() {
+        let c = |shard| BatchControl::new(MAX, shard, 3, Mark3(0, 0, 0));
+        let one_free = |s: u64| s == 1;
+        // Slot 4 is shard 1's: shard 2 takes it, shard 0 does not.
+        assert!(!c(0).may_use(4, &one_free));
+        assert!(c(1).may_use(4, &one_free));
+        assert!(c(2).may_use(4, &one_free));
+        assert!(!c(2).may_use(4, &|_| false));
+        // Own slots stay own, whatever the others publish.
+        assert!(c(0).may_use(3, &|_| true));
+        assert!(!c(1).may_use(3, &|s: u64| s == 1));
+        // Both other shards free: all slots are shard 0's.
+        let others = |s: u64| s != 0;
+        assert!((0..9).all(|k| c(0).may_use(k, &others)));
+    }
+
+    #[test]
+    fn a_light_shard_frees_its_slots_and_a_busy_one_does_not() {
+        let mut r = Run::new(0, 1);
+        r.slots(&light, 3);
+        assert!(r.c.frees_slots());
+        r.slots(&open, 3);
+        assert!(!r.c.frees_slots());
     }
 
     #[test]

@@ -351,6 +351,7 @@ pub fn start(mut cfg: Config) -> io::Result<ServerHandle> {
     let stats = Arc::new(SharedStats {
         connections: (0..nshards).map(|_| Default::default()).collect(),
         shard_cpu: (0..nshards).map(|_| Default::default()).collect(),
+        round_free: (0..nshards).map(|_| Default::default()).collect(),
         memory_alarm: AtomicBool::new(false),
         disk_alarm: AtomicBool::new(false),
         app_stopped: AtomicBool::new(member),
