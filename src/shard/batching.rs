@@ -521,7 +521,9 @@ mod tests {
                 let was = self.c.step;
                 let free = &self.free;
                 self.c
-                    .tick(Mark3(self.now, self.work as u64, self.cpu as u64), |s| free[s as usize]);
+                    .tick(Mark3(self.now, self.work as u64, self.cpu as u64), |s| {
+                        free[s as usize]
+                    });
                 if was == Step::MeasB {
                     self.settled.push((self.now, self.c.settled_us()));
                 }
