@@ -232,10 +232,15 @@ impl BatchControl {
     }
 
     /// Whether this shard may use slot `k`, when `free(s)` tells whether
-    /// shard s leaves its slots free: its own, or one whose owner and every
-    /// shard between the owner and this one leave theirs.
+    /// shard s leaves its slots free: its own, or, while it is busy, one
+    /// whose owner and every shard between the owner and this one leave
+    /// theirs. (An idle shard that took slots would start a round in the
+    /// same slot as their owner when a load reaches both at once.)
     fn may_use(&self, k: u64, free: &impl Fn(u64) -> bool) -> bool {
         let owner = k % self.nshards;
+        if owner != self.shard && self.frees {
+            return false;
+        }
         (0..self.nshards)
             .map(|j| (owner + j) % self.nshards)
             .find(|&s| s == self.shard || !free(s))
@@ -282,7 +287,8 @@ impl BatchControl {
         (after != before).then_some(after)
     }
 
-    /// At the start of an own slot: a round, or another settled stretch.
+    /// At the start of a slot it may use: a round, or another settled
+    /// stretch.
     fn settled_ended(&mut self, slot: u64, settled: Meas) -> Step {
         self.frees = settled.work < MIN_WORK || settled.rate() < LIGHT;
         if settled.work < MIN_WORK {
@@ -713,6 +719,10 @@ mod tests {
         // Both other shards free: all slots are shard 0's.
         let others = |s: u64| s != 0;
         assert!((0..9).all(|k| c(0).may_use(k, &others)));
+        // Unless shard 0 leaves its own free too: it keeps to its own.
+        let mut idle = c(0);
+        idle.frees = true;
+        assert!((0..9).all(|k| idle.may_use(k, &|_| true) == (k % 3 == 0)));
     }
 
     #[test]
