@@ -23,8 +23,11 @@
 //! so the choice does not flap. A round whose two candidate
 //! parts saw different loads decides nothing. A direction that loses is
 //! not tried again for a while, longer each time, until the load changes.
-//! Under a light load the shard runs with no window and tries none: a
-//! held wake-up there only adds latency, which rate and CPU cannot show.
+//! Under a light load, or none, the shard runs with no window and tries
+//! none: a held wake-up there only adds latency, which rate and CPU cannot
+//! show. It looks at the load in every slot, so a load that falls off is
+//! on no window within one; a load that comes after starts one round from
+//! either end (on the middle window).
 //!
 //! Rounds run only in this shard's own slots of a grid common to all
 //! shards, so that one shard's trial does not blur another's (a message
@@ -152,8 +155,9 @@ impl Step {
     }
 }
 
-/// Where a shard starts, and starts again when a load follows a light
-/// one: a third of the longest window, one round from either end.
+/// Where a load starts that follows a light one or none (and a new
+/// shard's first): a third of the longest window, one round from either
+/// end. Until then a shard runs with no window.
 const START_LEVEL: usize = 1;
 
 /// Down and up, as indexes of the back-off arrays.
@@ -182,18 +186,19 @@ pub struct BatchControl {
     decided_rate: Option<f64>,
     /// What the last round compared, for the log.
     last_round: Option<String>,
-    /// The last slot start looked at and left to its owner.
-    checked: u64,
     /// The last look found a light load or none: other shards may take
     /// this shard's slots.
     frees: bool,
+    /// No window has been chosen for the load: the shard has been light
+    /// or idle since it started or last was.
+    unchosen: bool,
 }
 
 impl BatchControl {
     pub fn new(max_us: u64, shard: usize, nshards: usize, now: Mark3) -> BatchControl {
         BatchControl {
             levels: levels(max_us),
-            level: START_LEVEL,
+            level: 0,
             shard: shard as u64,
             nshards: nshards.max(1) as u64,
             step: Step::Settled,
@@ -207,8 +212,8 @@ impl BatchControl {
             not_before_slot: [0; 2],
             decided_rate: None,
             last_round: None,
-            checked: 0,
             frees: false,
+            unchosen: true,
         }
     }
 
@@ -232,10 +237,10 @@ impl BatchControl {
     }
 
     /// When `tick` has something to do: settled, at the start of every
-    /// slot (one it may take), otherwise when the step ends.
+    /// slot, otherwise when the step ends.
     pub fn next_tick_us(&self) -> u64 {
         if self.step == Step::Settled {
-            (self.start.0.max(self.checked) / SLOT_US + 1) * SLOT_US
+            (self.start.0 / SLOT_US + 1) * SLOT_US
         } else {
             self.start.0 + self.step.len_us()
         }
@@ -265,15 +270,10 @@ impl BatchControl {
             return None;
         }
         let slot = now.0 / SLOT_US;
-        if self.step == Step::Settled && !self.may_use(slot, &free) {
-            // Another shard's slot: the settled stretch goes on.
-            self.checked = now.0;
-            return None;
-        }
         let before = self.window_us();
         let done = Meas::between(self.start, now);
         self.step = match self.step {
-            Step::Settled => self.settled_ended(slot, done),
+            Step::Settled => self.settled_ended(slot, done, &free),
             Step::WarmA => Step::MeasA,
             Step::MeasA => {
                 self.cand_meas = done;
@@ -297,31 +297,33 @@ impl BatchControl {
         (after != before).then_some(after)
     }
 
-    /// At the start of a slot it may use: a round, or another settled
-    /// stretch.
-    fn settled_ended(&mut self, slot: u64, settled: Meas) -> Step {
-        let was_light = self.frees && self.level == 0;
-        self.frees = settled.work < MIN_WORK || settled.rate() < LIGHT;
-        if settled.work < MIN_WORK {
-            return Step::Settled;
-        }
-        if was_light && !self.frees {
-            // A load after a light one or none: no window was chosen for
-            // it. It starts where a new shard does, so an open load is
-            // one round from the longest window, not two.
-            self.level = START_LEVEL;
-            self.lift_backoffs();
-            self.decided_rate = Some(settled.rate());
-            self.last_round = Some(format!("a load after a light one: {settled:?}"));
-        }
-        if settled.rate() < LIGHT {
+    /// At the start of every slot: whether the load is light (looked at
+    /// in every slot, so that a shard whose load falls goes to no window
+    /// and frees its slots within one), then, in a slot it may use, a
+    /// round; otherwise another settled stretch.
+    fn settled_ended(&mut self, slot: u64, settled: Meas, free: &impl Fn(u64) -> bool) -> Step {
+        let idle = settled.work < MIN_WORK;
+        self.frees = idle || settled.rate() < LIGHT;
+        if self.frees {
+            // Idle too: whatever comes next is most likely light at
+            // first, and on a held window its first messages would wait.
             if self.level > 0 {
                 self.level = 0;
                 self.lift_backoffs();
-                self.decided_rate = Some(settled.rate());
-                self.last_round = Some(format!("light load: {settled:?}"));
+                self.last_round = Some(format!("light load or none: {settled:?}"));
             }
+            self.unchosen = true;
             return Step::Settled;
+        }
+        if self.unchosen {
+            // A load after a light one or none: no window was chosen for
+            // it. It starts one round from either end, so an open load is
+            // one round from the longest window, not two.
+            self.unchosen = false;
+            self.level = START_LEVEL;
+            self.lift_backoffs();
+            self.decided_rate = Some(settled.rate());
+            self.last_round = Some(format!("a load after a light one or none: {settled:?}"));
         }
         if let Some(d) = self.decided_rate {
             let r = settled.rate();
@@ -338,6 +340,10 @@ impl BatchControl {
             };
             exists && slot >= self.not_before_slot[dir]
         };
+        if !self.may_use(slot, free) {
+            // Another shard's slot: its trials must not be blurred.
+            return Step::Settled;
+        }
         let first = if self.prefer_longer { UP } else { DOWN };
         let Some(dir) = [first, 1 - first].into_iter().find(|&d| open(d)) else {
             return Step::Settled;
@@ -462,12 +468,15 @@ pub async fn control(shard: Rc<Shard>) {
         )
     };
     let mut c = BatchControl::new(max_us, shard.id.into(), shard.flush.len(), read(&shard));
-    if !glommio::executor().set_park_batching(Duration::from_micros(c.window_us())) {
+    // Asked with a window, the reactor says whether the kernel holds
+    // wake-ups at all (a shard starts on none, which any kernel takes).
+    if !glommio::executor().set_park_batching(Duration::from_micros(max_us)) {
         if shard.id == 0 {
             log::info!("park batching is off: this kernel lacks io_uring min-wait (Linux 6.12+)");
         }
         return;
     }
+    glommio::executor().set_park_batching(Duration::from_micros(c.window_us()));
     shard.park_window_us.set(c.window_us());
     loop {
         let wait = c.next_tick_us().saturating_sub(clock_us(libc::CLOCK_MONOTONIC));
@@ -660,6 +669,7 @@ mod tests {
     fn a_direction_that_keeps_losing_is_tried_ever_more_rarely() {
         let mut r = Run::new(0, 1);
         r.c.level = 2;
+        r.c.unchosen = false;
         r.c.prefer_longer = false;
         r.slots(&flat, 60);
         // Down wins from the longest (keeping it saves nothing), then again
@@ -687,6 +697,7 @@ mod tests {
         assert!(r.settled.iter().all(|s| s.1 < MAX), "{:?}", r.settled);
         let mut r = Run::new(0, 1);
         r.c.level = 2;
+        r.c.unchosen = false;
         r.c.prefer_longer = false;
         r.slots(&deeper, 20);
         assert!(r.tried.len() >= 3, "{:?}", r.tried);
@@ -698,7 +709,7 @@ mod tests {
         let mut r = Run::new(0, 1);
         r.slots(&|_| (0.001, 1.0), 100);
         assert!(r.tried.is_empty(), "{:?}", r.tried);
-        assert_eq!(r.c.window_us(), MAX / 3);
+        assert_eq!(r.c.window_us(), 0);
         assert_eq!(r.c.step, Step::Settled);
     }
 
@@ -779,9 +790,29 @@ mod tests {
         assert_eq!(r.tried.first().map(|t| t.1), Some(MAX / 3), "{:?}", r.tried);
         r.slots(&open, 2);
         assert_eq!(r.c.settled_us(), MAX, "{:?}", r.settled);
-        // After an idle stretch (no work at all) the window stays.
-        r.slots(&|_| (0.0, 0.0), 3);
+        // An idle stretch (no work at all) ends it too: the first messages
+        // after it are not held.
+        r.slots(&|_| (0.0, 0.0), 2);
+        assert_eq!(r.c.settled_us(), 0);
+        r.slots(&open, 3);
         assert_eq!(r.c.settled_us(), MAX);
+    }
+
+    #[test]
+    fn a_load_turning_light_is_seen_in_the_next_slot_whoever_owns_it() {
+        // Shard 0 of two, on the longest window from an open load, under
+        // 1 000 msg/s, shard 1 idle: the first slot (shard 1's) already
+        // puts it on no window, where a held wake-up would add up to a
+        // millisecond to each message for a slot or two.
+        let idle = |_| (0.0, 0.0);
+        let mut rs = [Run::new(0, 2), Run::new(1, 2)];
+        rs[0].c.level = 2;
+        rs[0].c.unchosen = false;
+        lockstep(&mut rs, &[&light, &idle], 1);
+        assert_eq!(rs[0].now, SLOT_US);
+        assert_eq!(rs[0].c.window_us(), 0);
+        assert!(rs[0].c.frees_slots() && rs[1].c.frees_slots());
+        assert!(rs[0].tried.is_empty() && rs[1].tried.is_empty());
     }
 
     #[test]

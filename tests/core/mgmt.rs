@@ -626,8 +626,9 @@ fn metrics_in_prometheus_format() {
         );
     }
     assert!(text.contains("warren_shard_messages_routed_total{shard=\"0\"}"));
-    // Whether shard 0 batches its wake-ups: on by default where the kernel
-    // has io_uring min-wait (an idle shard starts no round), else off.
+    // Whether shard 0 batches its wake-ups now: an idle shard does not
+    // (its control chooses a window once a load comes, where the kernel
+    // has io_uring min-wait).
     let batching = text
         .lines()
         .find_map(|l| l.strip_prefix("warren_shard_park_batching{shard=\"0\"} "))
