@@ -56,6 +56,16 @@ func must(err error, what string) {
 	}
 }
 
+// stopping: an error is the end of the run when the run is stopping (the
+// connections close under the goroutines that still answer), else fatal.
+func stopping(stop <-chan struct{}, err error, what string) {
+	select {
+	case <-stop:
+	default:
+		must(err, what)
+	}
+}
+
 func channel(uri string) (*amqp.Connection, *amqp.Channel) {
 	conn, err := amqp.Dial(uri)
 	must(err, "dial")
@@ -94,7 +104,10 @@ func latency(uri, queue string, rate int, ackEvery uint64, prefetch int, s *stat
 			s.record(unstamp(d.Body))
 			n++
 			if n%ackEvery == 0 {
-				must(d.Ack(true), "basic.ack")
+				if err := d.Ack(true); err != nil {
+					stopping(stop, err, "basic.ack")
+					return
+				}
 			}
 		}
 	}()
@@ -124,9 +137,15 @@ func rpc(uri, queue string, clients int, s *stats, stop <-chan struct{}) {
 	must(err, "basic.consume")
 	go func() {
 		for d := range reqs {
-			must(sch.Publish("", d.ReplyTo, false, false, amqp.Publishing{
-				CorrelationId: d.CorrelationId, Body: d.Body}), "reply")
-			must(d.Ack(false), "basic.ack")
+			err := sch.Publish("", d.ReplyTo, false, false, amqp.Publishing{
+				CorrelationId: d.CorrelationId, Body: d.Body})
+			if err == nil {
+				err = d.Ack(false)
+			}
+			if err != nil {
+				stopping(stop, err, "reply")
+				return
+			}
 		}
 	}()
 	var wg sync.WaitGroup
